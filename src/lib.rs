@@ -1,0 +1,1 @@
+//! hsm-kms: an embedded, HSM-backed key store modelled on AWS KMS.
