@@ -1,0 +1,193 @@
+//! `hsm-kms cluster ...`: the domain-key ceremony, adding a member, the preflight check and
+//! the status report.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cluster::{Cluster, ClusterStatus};
+use crate::config::Config;
+use crate::hsm::ceremony;
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Establish the cluster domain key on every member (idempotent).
+    Init {
+        /// Cluster to initialise (default: the default cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Bring a new, empty member (listed in the config) into an initialised cluster and copy
+    /// every existing key onto it.
+    AddMember {
+        /// The member's name in the config.
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Run the preflight only; exit 0 when the cluster would serve.
+    Check {
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Members, zones, health, key-object counts, degraded or not.
+    Status {
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode, String> {
+    let name = |cluster: &Option<String>| {
+        cluster
+            .clone()
+            .unwrap_or_else(|| config.default_cluster.clone())
+    };
+    match command {
+        ClusterCommand::Init { cluster } => {
+            let name = name(&cluster);
+            let cluster_config = config.cluster(&name).map_err(|e| e.to_string())?;
+            let cluster = Cluster::init(&name, cluster_config).map_err(|e| e.to_string())?;
+            println!(
+                "cluster {name}: domain key established on {} member(s) and proven equal",
+                cluster.members().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::AddMember {
+            name: member,
+            cluster,
+        } => {
+            let name = name(&cluster);
+            let cluster_config = config.cluster(&name).map_err(|e| e.to_string())?;
+            let members = Cluster::members_from_config(cluster_config);
+            let target = members
+                .iter()
+                .find(|m| m.name() == member)
+                .ok_or_else(|| {
+                    format!(
+                        "cluster {name} has no member {member:?} in the config; add it there first"
+                    )
+                })?
+                .clone();
+            if !ceremony::has_domain_key(&target).map_err(|e| e.to_string())? {
+                let source = members
+                    .iter()
+                    .filter(|m| m.name() != member)
+                    .find(|m| ceremony::has_domain_key(m).unwrap_or(false))
+                    .ok_or_else(|| format!("no member of cluster {name} holds the domain key: run `hsm-kms cluster init`"))?
+                    .clone();
+                ceremony::distribute_domain_key(&source, std::slice::from_ref(&target))
+                    .map_err(|e| e.to_string())?;
+            }
+            drop(members);
+            drop(target);
+            let cluster = Cluster::open(&name, cluster_config).map_err(|e| e.to_string())?;
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("copying keys to {member}"));
+            let copied = cluster
+                .sync_member(&member, |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })
+                .map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            println!("member {member} joined cluster {name}; {copied} key object(s) copied");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Check { cluster } => {
+            let name = name(&cluster);
+            let cluster_config = config.cluster(&name).map_err(|e| e.to_string())?;
+            match Cluster::open(&name, cluster_config) {
+                Ok(cluster) => {
+                    let status = cluster.status();
+                    println!(
+                        "cluster {name} would serve: {} of {} member(s) healthy{}",
+                        status.members.iter().filter(|m| m.healthy).count(),
+                        status.members.len(),
+                        if status.degraded { " (degraded)" } else { "" }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        ClusterCommand::Status { cluster, json } => {
+            let name = name(&cluster);
+            let cluster_config = config.cluster(&name).map_err(|e| e.to_string())?;
+            let status = match Cluster::open(&name, cluster_config) {
+                Ok(cluster) => cluster.status(),
+                Err(error) => {
+                    eprintln!("{error}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            if json {
+                let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print_status(&status);
+            }
+            Ok(if status.serving {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn print_status(status: &ClusterStatus) {
+    let health = match (status.serving, status.degraded) {
+        (true, false) => "healthy",
+        (true, true) => "degraded",
+        (false, _) => "NOT SERVING",
+    };
+    println!(
+        "cluster {} ({} replication): {health}",
+        status.cluster, status.replication
+    );
+    println!(
+        "{:<12} {:<12} {:<8} {:>11}  error",
+        "MEMBER", "ZONE", "HEALTH", "KEY OBJECTS"
+    );
+    for member in &status.members {
+        println!(
+            "{:<12} {:<12} {:<8} {:>11}  {}",
+            member.name,
+            member.zone,
+            if member.healthy { "up" } else { "down" },
+            member
+                .key_objects
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            member.error.as_deref().unwrap_or("")
+        );
+    }
+    for hsm in &status.hsms {
+        println!(
+            "hsm {:<10} {:<21} {:<12} {}",
+            hsm.name,
+            hsm.address,
+            hsm.zone,
+            if hsm.reachable {
+                "reachable"
+            } else {
+                hsm.error.as_deref().unwrap_or("unreachable")
+            }
+        );
+    }
+    for problem in &status.problems {
+        println!("problem: {problem}");
+    }
+}

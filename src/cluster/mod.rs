@@ -1,0 +1,380 @@
+//! The set of HSM members behind one cluster name: preflight quorum over zones, routing with
+//! one retry on another member, health, and replication of key material between members.
+//! A member that is down is reconnected by the HSM layer in the background; while fewer than
+//! two members are healthy, crypto keeps working on the survivors and anything that must
+//! write key material refuses with [`ClusterError::CannotWriteKeys`].
+
+pub mod preflight;
+mod replication;
+pub mod vendor;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::config::{ClusterConfig, HsmEndpoint, Replication};
+use crate::hsm::{Disposition, DomainKey, Failure, Gcm, HsmError, KeyObject, Member};
+pub use preflight::PreflightFailure;
+pub use replication::MaterialId;
+
+/// An error of a cluster-level operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightFailure),
+    /// Too few healthy members to write key material to them.
+    #[error("cannot write key material to cluster {cluster}: {}", problems.join("; "))]
+    CannotWriteKeys {
+        cluster: String,
+        problems: Vec<String>,
+    },
+    /// No healthy member could serve the call.
+    #[error(
+        "no HSM member of cluster {cluster} could serve the call: {}",
+        join_errors(failures)
+    )]
+    Unavailable {
+        cluster: String,
+        failures: Vec<HsmError>,
+    },
+    /// Replication failed part-way; the copies written so far were rolled back, except on
+    /// `left_behind`, which needs repair.
+    #[error(
+        "replicating {material} failed: {cause}{}",
+        left_behind_note(left_behind)
+    )]
+    Replication {
+        material: String,
+        cause: HsmError,
+        left_behind: Vec<String>,
+    },
+    /// A member refused the call for a reason no other member would change.
+    #[error(transparent)]
+    Hsm(HsmError),
+    #[error("cluster {cluster} has no member named {member:?}")]
+    UnknownMember { cluster: String, member: String },
+}
+
+impl ClusterError {
+    /// Whether a healthy HSM rejected a ciphertext (wrong tag, AAD or IV).
+    pub fn is_rejected_ciphertext(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Hsm(HsmError {
+                failure: Failure::Rejected,
+                ..
+            })
+        )
+    }
+}
+
+fn join_errors(errors: &[HsmError]) -> String {
+    if errors.is_empty() {
+        return "no member is up".into();
+    }
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn left_behind_note(members: &[String]) -> String {
+    if members.is_empty() {
+        String::new()
+    } else {
+        format!(" (copies left on {} need repair)", members.join(", "))
+    }
+}
+
+/// An open cluster.
+pub struct Cluster {
+    name: String,
+    replication: Replication,
+    members: Vec<Arc<Member>>,
+    hsms: Vec<HsmEndpoint>,
+    next: AtomicUsize,
+}
+
+/// Health of one member as `cluster status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub zone: String,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_objects: Option<usize>,
+}
+
+/// Health of a cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub replication: &'static str,
+    /// Quorum holds: at least two healthy HSMs in two zones.
+    pub serving: bool,
+    /// Some member or HSM is down, or key material cannot be written.
+    pub degraded: bool,
+    pub members: Vec<MemberStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hsms: Vec<vendor::HsmProbe>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl Cluster {
+    /// The members of a configured cluster, not yet connected.
+    pub fn members_from_config(config: &ClusterConfig) -> Vec<Arc<Member>> {
+        let interval = Duration::from_millis(config.reconnect_interval_ms);
+        let domain_key = match config.replication {
+            Replication::HsmKms => DomainKey::Required,
+            Replication::Vendor => DomainKey::Optional,
+        };
+        let member_configs: Vec<_> = match config.replication {
+            Replication::HsmKms => config.members.clone(),
+            Replication::Vendor => config.slot.iter().cloned().collect(),
+        };
+        member_configs
+            .into_iter()
+            .map(|member| {
+                let zone = member.zone.clone().unwrap_or_else(|| "vendor".into());
+                Member::new(
+                    member,
+                    zone,
+                    config.sessions_per_member,
+                    interval,
+                    domain_key,
+                )
+            })
+            .collect()
+    }
+
+    /// Opens a cluster for service: connects every member and runs the preflight. Members
+    /// that fail while the quorum still holds are reconnected in the background.
+    pub fn open(name: &str, config: &ClusterConfig) -> Result<Cluster, ClusterError> {
+        let members = Cluster::members_from_config(config);
+        let failures: Vec<Option<HsmError>> = std::thread::scope(|scope| {
+            let connecting: Vec<_> = members
+                .iter()
+                .map(|member| scope.spawn(move || member.connect().err()))
+                .collect();
+            connecting
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Some(HsmError::new(
+                            "?",
+                            Failure::Other("connect panicked".into()),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let cluster = Cluster {
+            name: name.to_owned(),
+            replication: config.replication,
+            members,
+            hsms: config.hsms.clone(),
+            next: AtomicUsize::new(0),
+        };
+        let failed: Vec<(String, String)> = failures
+            .iter()
+            .flatten()
+            .map(|error| (error.member.clone(), error.failure.to_string()))
+            .collect();
+        let problems = cluster.quorum_problems();
+        if !problems.is_empty() {
+            return Err(PreflightFailure {
+                cluster: name.to_owned(),
+                members: failed,
+                problems,
+            }
+            .into());
+        }
+        for error in failures.into_iter().flatten() {
+            if let Some(member) = cluster.member(&error.member) {
+                if error.disposition() == Disposition::Unavailable {
+                    member.mark_down(error);
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the cluster keeps its members in step.
+    pub fn replication(&self) -> Replication {
+        self.replication
+    }
+
+    /// Every configured member.
+    pub fn members(&self) -> &[Arc<Member>] {
+        &self.members
+    }
+
+    /// A member by name.
+    pub fn member(&self, name: &str) -> Option<&Arc<Member>> {
+        self.members.iter().find(|member| member.name() == name)
+    }
+
+    fn healthy(&self) -> Vec<Arc<Member>> {
+        self.members.iter().filter(|m| m.is_up()).cloned().collect()
+    }
+
+    /// Problems with the quorum right now (empty when it holds).
+    fn quorum_problems(&self) -> Vec<String> {
+        match self.replication {
+            Replication::HsmKms => {
+                let healthy = self.healthy();
+                preflight::quorum_problems(healthy.iter().map(|m| (m.name(), m.zone())))
+            }
+            Replication::Vendor => {
+                if self.healthy().is_empty() {
+                    return vec!["the cluster's PKCS#11 slot is not reachable".into()];
+                }
+                let probes = vendor::probe_all(&self.hsms);
+                preflight::quorum_problems(
+                    probes
+                        .iter()
+                        .filter(|p| p.reachable)
+                        .map(|p| (p.name.as_str(), p.zone.as_str())),
+                )
+            }
+        }
+    }
+
+    /// Runs `operation` on a healthy member, round-robin; if that member is unavailable or
+    /// cannot serve, retries once on another.
+    fn route<T>(
+        &self,
+        operation: impl Fn(&Arc<Member>) -> Result<T, HsmError>,
+    ) -> Result<T, ClusterError> {
+        let count = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for offset in 0..count {
+            let member = &self.members[(start + offset) % count];
+            if !member.is_up() {
+                continue;
+            }
+            match operation(member) {
+                Ok(value) => return Ok(value),
+                Err(error) => match error.disposition() {
+                    Disposition::Unavailable | Disposition::RetryElsewhere => {
+                        failures.push(error);
+                        if failures.len() == 2 {
+                            break;
+                        }
+                    }
+                    Disposition::Caller | Disposition::Permanent => {
+                        return Err(ClusterError::Hsm(error));
+                    }
+                },
+            }
+        }
+        Err(ClusterError::Unavailable {
+            cluster: self.name.clone(),
+            failures,
+        })
+    }
+
+    /// AES-256-GCM encryption under a CMK material version, inside an HSM.
+    pub fn encrypt(
+        &self,
+        material: &MaterialId,
+        gcm: &Gcm<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, ClusterError> {
+        let id = material.cka_id();
+        self.route(|member| member.encrypt(&id, gcm, plaintext))
+    }
+
+    /// AES-256-GCM decryption under a CMK material version, inside an HSM.
+    pub fn decrypt(
+        &self,
+        material: &MaterialId,
+        gcm: &Gcm<'_>,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ClusterError> {
+        let id = material.cka_id();
+        self.route(|member| member.decrypt(&id, gcm, ciphertext))
+    }
+
+    /// Random bytes from an HSM.
+    pub fn random(&self, length: usize) -> Result<Zeroizing<Vec<u8>>, ClusterError> {
+        self.route(|member| member.random(length))
+    }
+
+    /// The key objects on each member (an error for members that cannot be listed).
+    pub fn key_objects(&self) -> Vec<(String, Result<Vec<KeyObject>, HsmError>)> {
+        self.members
+            .iter()
+            .map(|member| (member.name().to_owned(), member.list_keys()))
+            .collect()
+    }
+
+    /// Probes every member and reports health and key-object counts.
+    pub fn status(&self) -> ClusterStatus {
+        let members: Vec<MemberStatus> = self
+            .members
+            .iter()
+            .map(|member| {
+                let listed = if member.is_up() {
+                    Some(member.list_keys())
+                } else {
+                    None
+                };
+                let (healthy, error, key_objects) = match listed {
+                    Some(Ok(keys)) => (true, None, Some(keys.len())),
+                    Some(Err(error)) => (member.is_up(), Some(error.failure.to_string()), None),
+                    None => (
+                        false,
+                        Some(
+                            member
+                                .last_failure()
+                                .map(|e| e.failure.to_string())
+                                .unwrap_or_else(|| "down".into()),
+                        ),
+                        None,
+                    ),
+                };
+                MemberStatus {
+                    name: member.name().to_owned(),
+                    zone: member.zone().to_owned(),
+                    healthy,
+                    error,
+                    key_objects,
+                }
+            })
+            .collect();
+        let hsms = match self.replication {
+            Replication::HsmKms => Vec::new(),
+            Replication::Vendor => vendor::probe_all(&self.hsms),
+        };
+        let problems = self.quorum_problems();
+        let degraded = !problems.is_empty()
+            || members.iter().any(|m| !m.healthy)
+            || hsms.iter().any(|h| !h.reachable);
+        ClusterStatus {
+            cluster: self.name.clone(),
+            replication: match self.replication {
+                Replication::HsmKms => "hsm-kms",
+                Replication::Vendor => "vendor",
+            },
+            serving: problems.is_empty(),
+            degraded,
+            members,
+            hsms,
+            problems,
+        }
+    }
+}

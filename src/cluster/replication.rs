@@ -1,0 +1,274 @@
+//! Key material across members: generating a CMK material version inside one HSM, copying it
+//! to the others by wrapping it under the domain key inside the source HSM and unwrapping it
+//! inside each target, proving every copy equal, destroying it everywhere, and bringing a new
+//! or returning member up to date. Also the `cluster init` ceremony that these rest on.
+
+use std::fmt;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::{Cluster, ClusterError, preflight};
+use crate::config::{ClusterConfig, Replication};
+use crate::hsm::{Failure, Gcm, HsmError, Member, Portability, ceremony, gcm};
+
+/// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MaterialId {
+    pub key_id: String,
+    pub version: u32,
+}
+
+impl MaterialId {
+    /// A material version of a key.
+    pub fn new(key_id: impl Into<String>, version: u32) -> MaterialId {
+        MaterialId {
+            key_id: key_id.into(),
+            version,
+        }
+    }
+
+    /// The `CKA_ID` of this material version in every HSM.
+    pub fn cka_id(&self) -> Vec<u8> {
+        self.to_string().into_bytes()
+    }
+
+    /// Parses a `CKA_ID` written by [`MaterialId::cka_id`].
+    pub fn from_cka_id(id: &[u8]) -> Option<MaterialId> {
+        let text = std::str::from_utf8(id).ok()?;
+        let (key_id, version) = text.rsplit_once('/')?;
+        Some(MaterialId::new(key_id, version.parse().ok()?))
+    }
+}
+
+impl fmt::Display for MaterialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.key_id, self.version)
+    }
+}
+
+/// What destroying a material version did on each member.
+#[derive(Debug, Clone, Default)]
+pub struct DestroyReport {
+    /// Members on which the material is verified gone.
+    pub destroyed: Vec<String>,
+    /// Members that could not be reached; the destruction must be finished there later.
+    pub pending: Vec<HsmError>,
+}
+
+impl DestroyReport {
+    /// Whether the material is verified gone from every member.
+    pub fn complete(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+const PROBE_PLAINTEXT: &[u8] = b"hsm-kms replication probe";
+
+impl Cluster {
+    /// Generates a material version inside one healthy member and replicates it to every
+    /// other healthy member, proving each copy equal. Needs the quorum (two healthy members
+    /// in two zones). On any failure, every copy written is destroyed again; copies that
+    /// cannot be destroyed are named in the error for repair.
+    pub fn create_key(&self, material: &MaterialId, label: &str) -> Result<(), ClusterError> {
+        let problems = self.quorum_problems();
+        if !problems.is_empty() {
+            return Err(ClusterError::CannotWriteKeys {
+                cluster: self.name.clone(),
+                problems,
+            });
+        }
+        let healthy = self.healthy();
+        let Some((source, targets)) = healthy.split_first() else {
+            return Err(ClusterError::CannotWriteKeys {
+                cluster: self.name.clone(),
+                problems: vec!["no healthy member".into()],
+            });
+        };
+        let id = material.cka_id();
+        if self.replication == Replication::Vendor {
+            return source
+                .generate_key(&id, label, Portability::NonExtractable)
+                .map_err(ClusterError::Hsm);
+        }
+        source
+            .generate_key(&id, label, Portability::WrapWithTrusted)
+            .map_err(|cause| self.replication_failed(material, cause, &[]))?;
+        let mut written = vec![source.clone()];
+        let copied = (|| {
+            let wrapped = Zeroizing::new(source.wrap_key(&id)?);
+            for target in targets {
+                target.unwrap_key(&id, label, &wrapped)?;
+                written.push(target.clone());
+                prove_equal(source, target, &id)?;
+            }
+            Ok(())
+        })();
+        copied.map_err(|cause| self.replication_failed(material, cause, &written))
+    }
+
+    /// Rolls back the copies in `written` and builds the error naming any left behind.
+    fn replication_failed(
+        &self,
+        material: &MaterialId,
+        cause: HsmError,
+        written: &[Arc<Member>],
+    ) -> ClusterError {
+        let id = material.cka_id();
+        let left_behind = written
+            .iter()
+            .filter(|member| member.destroy_key(&id).is_err())
+            .map(|member| member.name().to_owned())
+            .collect();
+        ClusterError::Replication {
+            material: material.to_string(),
+            cause,
+            left_behind,
+        }
+    }
+
+    /// Destroys a material version on every member and verifies it gone. Members that are
+    /// down are reported in [`DestroyReport::pending`]; run it again when they are back.
+    pub fn destroy_key(&self, material: &MaterialId) -> DestroyReport {
+        let id = material.cka_id();
+        let mut report = DestroyReport::default();
+        for member in &self.members {
+            match member.destroy_key(&id) {
+                Ok(()) => report.destroyed.push(member.name().to_owned()),
+                Err(error) => report.pending.push(error),
+            }
+        }
+        report
+    }
+
+    /// Copies every key object that healthy members hold and `target` lacks onto `target`,
+    /// proving each copy. `progress(done, total)` is called after each key. Returns the number
+    /// of keys copied.
+    pub fn sync_member(
+        &self,
+        target: &str,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<usize, ClusterError> {
+        let target = self
+            .member(target)
+            .ok_or_else(|| ClusterError::UnknownMember {
+                cluster: self.name.clone(),
+                member: target.to_owned(),
+            })?
+            .clone();
+        let source = self
+            .healthy()
+            .into_iter()
+            .find(|member| member.name() != target.name())
+            .ok_or_else(|| ClusterError::CannotWriteKeys {
+                cluster: self.name.clone(),
+                problems: vec!["no other healthy member to copy keys from".into()],
+            })?;
+        let have: std::collections::BTreeSet<Vec<u8>> = target
+            .list_keys()
+            .map_err(ClusterError::Hsm)?
+            .into_iter()
+            .map(|object| object.id)
+            .collect();
+        let missing: Vec<_> = source
+            .list_keys()
+            .map_err(ClusterError::Hsm)?
+            .into_iter()
+            .filter(|object| !have.contains(&object.id))
+            .collect();
+        for (done, object) in missing.iter().enumerate() {
+            let wrapped = Zeroizing::new(source.wrap_key(&object.id).map_err(ClusterError::Hsm)?);
+            target
+                .unwrap_key(&object.id, &object.label, &wrapped)
+                .map_err(ClusterError::Hsm)?;
+            if let Err(cause) = prove_equal(&source, &target, &object.id) {
+                let left_behind = match target.destroy_key(&object.id) {
+                    Ok(()) => Vec::new(),
+                    Err(_) => vec![target.name().to_owned()],
+                };
+                return Err(ClusterError::Replication {
+                    material: String::from_utf8_lossy(&object.id).into_owned(),
+                    cause,
+                    left_behind,
+                });
+            }
+            progress(done + 1, missing.len());
+        }
+        Ok(missing.len())
+    }
+
+    /// `cluster init`: establishes the domain key on every member (idempotently), then opens
+    /// the cluster and proves the members hold the same domain key by replicating a probe key.
+    pub fn init(name: &str, config: &ClusterConfig) -> Result<Cluster, ClusterError> {
+        if config.replication == Replication::Vendor {
+            return Cluster::open(name, config);
+        }
+        let members = Cluster::members_from_config(config);
+        let mut holders = Vec::new();
+        let mut lacking = Vec::new();
+        let mut unreachable = Vec::new();
+        for member in &members {
+            match ceremony::has_domain_key(member) {
+                Ok(true) => holders.push(member.clone()),
+                Ok(false) => lacking.push(member.clone()),
+                Err(error) => {
+                    unreachable.push((member.name().to_owned(), error.failure.to_string()))
+                }
+            }
+        }
+        if !unreachable.is_empty() {
+            return Err(preflight::PreflightFailure {
+                cluster: name.to_owned(),
+                members: unreachable,
+                problems: vec!["every member must be reachable for the ceremony".into()],
+            }
+            .into());
+        }
+        if !lacking.is_empty() {
+            let (source, receivers) = match holders.first() {
+                Some(source) => (source.clone(), lacking),
+                None => {
+                    let (source, rest) = lacking.split_first().ok_or_else(|| {
+                        ClusterError::Hsm(HsmError::new(name, Failure::Other("no members".into())))
+                    })?;
+                    (source.clone(), rest.to_vec())
+                }
+            };
+            ceremony::distribute_domain_key(&source, &receivers).map_err(ClusterError::Hsm)?;
+        }
+        drop(members);
+        let cluster = Cluster::open(name, config)?;
+        cluster.prove_domain_keys_equal()?;
+        Ok(cluster)
+    }
+
+    /// Replicates a throw-away key to every member and destroys it again: succeeds only if
+    /// every member unwraps what another wrapped, i.e. they share one domain key.
+    pub fn prove_domain_keys_equal(&self) -> Result<(), ClusterError> {
+        let probe = MaterialId::new(format!("hsm-kms-probe-{}", uuid::Uuid::new_v4()), 0);
+        self.create_key(&probe, "hsm-kms domain key probe")?;
+        let report = self.destroy_key(&probe);
+        match report.pending.into_iter().next() {
+            None => Ok(()),
+            Some(error) => Err(ClusterError::Hsm(error)),
+        }
+    }
+}
+
+/// Encrypts a probe on `source` and decrypts it on `target` with the material `id`.
+fn prove_equal(source: &Arc<Member>, target: &Arc<Member>, id: &[u8]) -> Result<(), HsmError> {
+    let iv = source.random(gcm::IV_LEN)?;
+    let mut aad = b"hsm-kms replication probe:".to_vec();
+    aad.extend_from_slice(id);
+    let gcm = Gcm::new(&iv, &aad, gcm::TAG_LEN * 8).map_err(|f| HsmError::new(source.name(), f))?;
+    let ciphertext = source.encrypt(id, &gcm, PROBE_PLAINTEXT)?;
+    let plaintext = target.decrypt(id, &gcm, &ciphertext)?;
+    if plaintext.as_slice() == PROBE_PLAINTEXT {
+        Ok(())
+    } else {
+        Err(HsmError::new(
+            target.name(),
+            Failure::Other("copy decrypts the probe differently".into()),
+        ))
+    }
+}

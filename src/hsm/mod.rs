@@ -1,0 +1,696 @@
+//! One HSM member = one PKCS#11 token: its module, an anchor session that holds the login, a
+//! bounded session pool, a cache of key handles, health and background reconnection. This is
+//! the only module that touches `cryptoki`. It never returns or logs key bytes or PINs:
+//! plaintext key material never leaves the token, and what leaves it wrapped is wrapped under
+//! the trusted domain key.
+
+pub mod ceremony;
+pub mod error;
+pub mod gcm;
+mod module;
+mod pool;
+pub mod templates;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, TryLockError, Weak};
+use std::time::Duration;
+
+use cryptoki::context::Pkcs11;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use zeroize::Zeroizing;
+
+pub use error::{Disposition, Failure, HsmError};
+pub use gcm::Gcm;
+pub use templates::Portability;
+
+use crate::config::MemberConfig;
+use pool::Pool;
+
+/// A key object as listed on a member (never its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyObject {
+    /// CKA_ID.
+    pub id: Vec<u8>,
+    /// CKA_LABEL.
+    pub label: String,
+}
+
+/// Security attributes of a key object, read back through PKCS#11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAttributes {
+    pub sensitive: bool,
+    pub always_sensitive: bool,
+    pub extractable: bool,
+    pub never_extractable: bool,
+    pub wrap_with_trusted: bool,
+    pub trusted: bool,
+    pub encrypt: bool,
+    pub decrypt: bool,
+    pub sign: bool,
+    pub verify: bool,
+    pub derive: bool,
+    pub wrap: bool,
+    pub unwrap: bool,
+    pub token: bool,
+    pub private: bool,
+}
+
+/// What a member needs of its domain key when it connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainKey {
+    /// Serving: the domain key must be there.
+    Required,
+    /// Ceremonies and vendor clusters: connect without it.
+    Optional,
+}
+
+/// One HSM member of a cluster.
+pub struct Member {
+    config: MemberConfig,
+    zone: String,
+    session_bound: usize,
+    reconnect_interval: Duration,
+    domain_key: DomainKey,
+    pkcs11: Mutex<Option<Pkcs11>>,
+    connection: RwLock<Option<Connection>>,
+    up: AtomicBool,
+    reconnecting: AtomicBool,
+    last_failure: Mutex<Option<HsmError>>,
+}
+
+/// A logged-in connection to the token; replaced wholesale on reconnect.
+struct Connection {
+    pkcs11: Pkcs11,
+    slot: Slot,
+    /// Holds the login for every session of this application on the token.
+    _anchor: Mutex<Session>,
+    pool: Pool,
+    domain_key: Option<ObjectHandle>,
+    handles: RwLock<HashMap<Vec<u8>, ObjectHandle>>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.config.name)
+            .field("zone", &self.zone)
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    /// A member, not yet connected.
+    pub fn new(
+        config: MemberConfig,
+        zone: String,
+        session_bound: usize,
+        reconnect_interval: Duration,
+        domain_key: DomainKey,
+    ) -> Arc<Member> {
+        Arc::new(Member {
+            config,
+            zone,
+            session_bound,
+            reconnect_interval,
+            domain_key,
+            pkcs11: Mutex::new(None),
+            connection: RwLock::new(None),
+            up: AtomicBool::new(false),
+            reconnecting: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
+        })
+    }
+
+    /// The member's name from the config.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The member's availability zone.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// Whether the member is connected and believed healthy.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// The failure that took the member down (or kept it from connecting), if any.
+    pub fn last_failure(&self) -> Option<HsmError> {
+        lock(&self.last_failure).clone()
+    }
+
+    fn fail(&self, failure: Failure) -> HsmError {
+        HsmError::new(self.name(), failure)
+    }
+
+    fn pkcs11_error(&self) -> impl Fn(cryptoki::error::Error) -> HsmError + '_ {
+        move |error| HsmError::pkcs11(self.name(), error)
+    }
+
+    /// The member's module, loaded once per process.
+    pub(crate) fn module(&self) -> Result<Pkcs11, HsmError> {
+        let mut loaded = lock(&self.pkcs11);
+        if let Some(pkcs11) = loaded.as_ref() {
+            return Ok(pkcs11.clone());
+        }
+        let pkcs11 = module::load(self.name(), &self.config.module)?;
+        *loaded = Some(pkcs11.clone());
+        Ok(pkcs11)
+    }
+
+    /// Initialises the module (if needed) and finds the member's slot, without logging in.
+    pub(crate) fn open_slot(&self) -> Result<(Pkcs11, Slot), HsmError> {
+        let pkcs11 = self.module()?;
+        module::initialize(self.name(), &pkcs11, &self.config.env)?;
+        let slot = module::find_slot(self.name(), &pkcs11, &self.config.token)?;
+        Ok((pkcs11, slot))
+    }
+
+    pub(crate) fn config(&self) -> &MemberConfig {
+        &self.config
+    }
+
+    /// Connects and logs in; with [`DomainKey::Required`] the domain key must be present.
+    pub fn connect(&self) -> Result<(), HsmError> {
+        let result = self.open_connection();
+        match result {
+            Ok(connection) => {
+                *write(&self.connection) = Some(connection);
+                *lock(&self.last_failure) = None;
+                self.up.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(error) => {
+                *lock(&self.last_failure) = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    fn open_connection(&self) -> Result<Connection, HsmError> {
+        let (pkcs11, slot) = self.open_slot()?;
+        let pin = self
+            .config
+            .user_pin
+            .resolve()
+            .map_err(|error| self.fail(Failure::PinUnavailable(error.to_string())))?;
+        let anchor = pkcs11.open_rw_session(slot).map_err(self.pkcs11_error())?;
+        match anchor.login(UserType::User, Some(&pin)) {
+            Ok(()) => {}
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => {}
+            Err(error) => return Err(self.pkcs11_error()(error)),
+        }
+        let found = anchor
+            .find_objects(&templates::domain_key_search())
+            .map_err(self.pkcs11_error())?;
+        let domain_key = found.first().copied();
+        if domain_key.is_none() && self.domain_key == DomainKey::Required {
+            return Err(self.fail(Failure::DomainKeyMissing));
+        }
+        Ok(Connection {
+            pkcs11,
+            slot,
+            _anchor: Mutex::new(anchor),
+            pool: Pool::new(self.session_bound),
+            domain_key,
+            handles: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Runs `operation` on a pooled session; on failure, decides whether the member is down.
+    fn with_session<T>(
+        self: &Arc<Self>,
+        operation: impl FnOnce(&Connection, &Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        if !self.is_up() {
+            return Err(self.fail(Failure::Down));
+        }
+        let result = {
+            let guard = match self.connection.try_read() {
+                Ok(guard) => guard,
+                Err(TryLockError::WouldBlock) => return Err(self.fail(Failure::Down)),
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            };
+            let connection = guard.as_ref().ok_or_else(|| self.fail(Failure::Down))?;
+            let session =
+                connection
+                    .pool
+                    .acquire(self.name(), &connection.pkcs11, connection.slot)?;
+            let result = operation(connection, &session);
+            let reusable =
+                !matches!(&result, Err(error) if error.disposition() == Disposition::Unavailable);
+            connection.pool.release(session, reusable);
+            result
+        };
+        if let Err(error) = &result {
+            self.observe(error);
+        }
+        result
+    }
+
+    /// Reacts to a failed call: an unavailable member is marked down; a missing object or a
+    /// suspicious GCM failure makes us probe, since a broken token finds nothing.
+    fn observe(self: &Arc<Self>, error: &HsmError) {
+        match error.disposition() {
+            Disposition::Unavailable if !error.may_be_bad_ciphertext() => {
+                self.mark_down(error.clone())
+            }
+            Disposition::Unavailable | Disposition::RetryElsewhere => {
+                if let Err(probe) = self.probe() {
+                    self.mark_down(probe);
+                }
+            }
+            Disposition::Caller | Disposition::Permanent => {}
+        }
+    }
+
+    /// Checks that the token still answers and still holds the domain key.
+    pub fn probe(self: &Arc<Self>) -> Result<(), HsmError> {
+        if !self.is_up() {
+            return Err(self
+                .last_failure()
+                .unwrap_or_else(|| self.fail(Failure::Down)));
+        }
+        let guard = match self.connection.try_read() {
+            Ok(guard) => guard,
+            Err(TryLockError::WouldBlock) => return Err(self.fail(Failure::Down)),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        };
+        let connection = guard.as_ref().ok_or_else(|| self.fail(Failure::Down))?;
+        let session = connection
+            .pool
+            .acquire(self.name(), &connection.pkcs11, connection.slot)?;
+        let found = session.find_objects(&templates::domain_key_search());
+        let result = match found {
+            Ok(found) if !found.is_empty() => Ok(()),
+            Ok(_) if self.domain_key == DomainKey::Optional => connection
+                .pkcs11
+                .get_token_info(connection.slot)
+                .map(|_| ())
+                .map_err(self.pkcs11_error()),
+            Ok(_) => Err(self.fail(Failure::DomainKeyMissing)),
+            Err(error) => Err(self.pkcs11_error()(error)),
+        };
+        connection.pool.release(session, result.is_ok());
+        result
+    }
+
+    /// Marks the member down and starts reconnecting it in the background.
+    pub fn mark_down(self: &Arc<Self>, cause: HsmError) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(member = self.name(), error = %cause, "HSM member down");
+        }
+        *lock(&self.last_failure) = Some(cause);
+        if self.reconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let member: Weak<Member> = Arc::downgrade(self);
+        let interval = self.reconnect_interval;
+        let spawned = std::thread::Builder::new()
+            .name(format!("reconnect-{}", self.name()))
+            .spawn(move || reconnect_loop(member, interval));
+        if let Err(error) = spawned {
+            tracing::error!(member = self.name(), %error, "cannot start reconnect thread");
+            self.reconnecting.store(false, Ordering::Release);
+        }
+    }
+
+    /// Finalizes and re-initialises the module, then logs in again.
+    fn reconnect(&self) -> Result<(), HsmError> {
+        {
+            let mut connection = write(&self.connection);
+            *connection = None;
+            if let Ok(pkcs11) = self.module() {
+                module::finalize(&pkcs11);
+            }
+        }
+        self.connect()
+    }
+
+    /// Looks up (and caches) the handle of the key object with `id`.
+    fn key_handle(
+        &self,
+        connection: &Connection,
+        session: &Session,
+        id: &[u8],
+    ) -> Result<ObjectHandle, HsmError> {
+        if let Some(handle) = read(&connection.handles).get(id) {
+            return Ok(*handle);
+        }
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(id.to_vec()),
+            ])
+            .map_err(self.pkcs11_error())?;
+        match found.as_slice() {
+            [handle] => {
+                write(&connection.handles).insert(id.to_vec(), *handle);
+                Ok(*handle)
+            }
+            [] => Err(self.fail(Failure::KeyMissing(hex(id)))),
+            _ => Err(self.fail(Failure::Other(format!(
+                "{} key objects share CKA_ID {}",
+                found.len(),
+                hex(id)
+            )))),
+        }
+    }
+
+    /// Drops a cached handle after the HSM called it invalid.
+    fn forget_handle<T>(
+        &self,
+        connection: &Connection,
+        id: &[u8],
+        result: Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        if let Err(HsmError {
+            failure:
+                Failure::Pkcs11 {
+                    rv:
+                        cryptoki::error::RvError::KeyHandleInvalid
+                        | cryptoki::error::RvError::ObjectHandleInvalid,
+                    ..
+                },
+            ..
+        }) = &result
+        {
+            write(&connection.handles).remove(id);
+        }
+        result
+    }
+
+    fn domain_key(&self, connection: &Connection) -> Result<ObjectHandle, HsmError> {
+        connection
+            .domain_key
+            .ok_or_else(|| self.fail(Failure::DomainKeyMissing))
+    }
+
+    /// AES-256-GCM encryption inside the HSM: returns ciphertext || 16-byte tag.
+    pub fn encrypt(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        gcm: &Gcm<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        self.with_session(|connection, session| {
+            let key = self.key_handle(connection, session, key_id)?;
+            let mut iv = gcm.iv;
+            let params =
+                GcmParams::new(&mut iv, gcm.aad, 128.into()).map_err(self.pkcs11_error())?;
+            let result = session
+                .encrypt(&Mechanism::AesGcm(params), key, plaintext)
+                .map_err(self.pkcs11_error());
+            self.forget_handle(connection, key_id, result)
+        })
+    }
+
+    /// AES-256-GCM decryption inside the HSM of ciphertext || tag. A rejected tag is reported as
+    /// [`Failure::Rejected`] only after the member proved healthy.
+    pub fn decrypt(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        gcm: &Gcm<'_>,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        if ciphertext.len() < gcm::TAG_LEN {
+            return Err(self.fail(Failure::InvalidInput("ciphertext shorter than the GCM tag")));
+        }
+        let result = self.with_session(|connection, session| {
+            let key = self.key_handle(connection, session, key_id)?;
+            let mut iv = gcm.iv;
+            let params =
+                GcmParams::new(&mut iv, gcm.aad, 128.into()).map_err(self.pkcs11_error())?;
+            let result = session
+                .decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+                .map(Zeroizing::new)
+                .map_err(self.pkcs11_error());
+            self.forget_handle(connection, key_id, result)
+        });
+        match result {
+            Err(error) if error.may_be_bad_ciphertext() && self.is_up() => {
+                Err(self.fail(Failure::Rejected))
+            }
+            other => other,
+        }
+    }
+
+    /// Random bytes from the HSM's generator.
+    pub fn random(self: &Arc<Self>, length: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let length = u32::try_from(length)
+            .map_err(|_| self.fail(Failure::InvalidInput("random length too large")))?;
+        self.with_session(|_, session| {
+            session
+                .generate_random_vec(length)
+                .map(Zeroizing::new)
+                .map_err(self.pkcs11_error())
+        })
+    }
+
+    /// Generates an AES-256 CMK material version inside this HSM.
+    pub fn generate_key(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        label: &str,
+        portability: Portability,
+    ) -> Result<(), HsmError> {
+        self.with_session(|connection, session| {
+            let template = templates::cmk_generate(key_id, label, portability);
+            let handle = session
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(self.pkcs11_error())?;
+            write(&connection.handles).insert(key_id.to_vec(), handle);
+            Ok(())
+        })
+    }
+
+    /// Wraps a CMK under the domain key (AES key wrap with padding), inside the HSM.
+    pub fn wrap_key(self: &Arc<Self>, key_id: &[u8]) -> Result<Vec<u8>, HsmError> {
+        self.with_session(|connection, session| {
+            let key = self.key_handle(connection, session, key_id)?;
+            let domain_key = self.domain_key(connection)?;
+            let result = session
+                .wrap_key(&Mechanism::AesKeyWrapPad, domain_key, key)
+                .map_err(self.pkcs11_error());
+            self.forget_handle(connection, key_id, result)
+        })
+    }
+
+    /// Unwraps a CMK wrapped by another member under the domain key, inside this HSM.
+    pub fn unwrap_key(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        label: &str,
+        wrapped: &[u8],
+    ) -> Result<(), HsmError> {
+        self.with_session(|connection, session| {
+            let domain_key = self.domain_key(connection)?;
+            let handle = session
+                .unwrap_key(
+                    &Mechanism::AesKeyWrapPad,
+                    domain_key,
+                    wrapped,
+                    &templates::cmk(key_id, label, Portability::WrapWithTrusted),
+                )
+                .map_err(self.pkcs11_error())?;
+            write(&connection.handles).insert(key_id.to_vec(), handle);
+            Ok(())
+        })
+    }
+
+    /// Whether a key object with `id` is on the member. A healthy "no" is checked by a probe:
+    /// a broken token also finds nothing.
+    pub fn has_key(self: &Arc<Self>, key_id: &[u8]) -> Result<bool, HsmError> {
+        let found = self.with_session(|_, session| {
+            session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Id(key_id.to_vec()),
+                ])
+                .map_err(self.pkcs11_error())
+        })?;
+        if found.is_empty() {
+            self.probe()?;
+        }
+        Ok(!found.is_empty())
+    }
+
+    /// Destroys every object with `id` and verifies it is gone.
+    pub fn destroy_key(self: &Arc<Self>, key_id: &[u8]) -> Result<(), HsmError> {
+        self.with_session(|connection, session| {
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(key_id.to_vec()),
+            ];
+            let found = session
+                .find_objects(&template)
+                .map_err(self.pkcs11_error())?;
+            write(&connection.handles).remove(key_id);
+            for handle in found {
+                session
+                    .destroy_object(handle)
+                    .map_err(self.pkcs11_error())?;
+            }
+            Ok(())
+        })?;
+        if self.has_key(key_id)? {
+            return Err(self.fail(Failure::Other(format!(
+                "key object {} still present after destroy",
+                hex(key_id)
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Lists the AES key objects on the member, the domain key excluded.
+    pub fn list_keys(self: &Arc<Self>) -> Result<Vec<KeyObject>, HsmError> {
+        let objects = self.with_session(|_, session| {
+            let handles = session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(true),
+                ])
+                .map_err(self.pkcs11_error())?;
+            let mut objects = Vec::with_capacity(handles.len());
+            for handle in handles {
+                let attributes = session
+                    .get_attributes(handle, &[AttributeType::Id, AttributeType::Label])
+                    .map_err(self.pkcs11_error())?;
+                let mut object = KeyObject {
+                    id: Vec::new(),
+                    label: String::new(),
+                };
+                for attribute in attributes {
+                    match attribute {
+                        Attribute::Id(id) => object.id = id,
+                        Attribute::Label(label) => {
+                            object.label = String::from_utf8_lossy(&label).into_owned()
+                        }
+                        _ => {}
+                    }
+                }
+                if object.id != templates::DOMAIN_KEY_ID {
+                    objects.push(object);
+                }
+            }
+            Ok(objects)
+        })?;
+        self.probe()?;
+        Ok(objects)
+    }
+
+    /// Reads the security attributes of the key object with `id` (the domain key included).
+    pub fn key_attributes(self: &Arc<Self>, key_id: &[u8]) -> Result<KeyAttributes, HsmError> {
+        self.with_session(|connection, session| {
+            let handle = self.key_handle(connection, session, key_id)?;
+            use AttributeType as T;
+            let wanted = [
+                T::Sensitive,
+                T::AlwaysSensitive,
+                T::Extractable,
+                T::NeverExtractable,
+                T::WrapWithTrusted,
+                T::Trusted,
+                T::Encrypt,
+                T::Decrypt,
+                T::Sign,
+                T::Verify,
+                T::Derive,
+                T::Wrap,
+                T::Unwrap,
+                T::Token,
+                T::Private,
+            ];
+            let values = session
+                .get_attributes(handle, &wanted)
+                .map_err(self.pkcs11_error())?;
+            let mut attributes = KeyAttributes {
+                sensitive: false,
+                always_sensitive: false,
+                extractable: false,
+                never_extractable: false,
+                wrap_with_trusted: false,
+                trusted: false,
+                encrypt: false,
+                decrypt: false,
+                sign: false,
+                verify: false,
+                derive: false,
+                wrap: false,
+                unwrap: false,
+                token: false,
+                private: false,
+            };
+            for value in values {
+                match value {
+                    Attribute::Sensitive(v) => attributes.sensitive = v,
+                    Attribute::AlwaysSensitive(v) => attributes.always_sensitive = v,
+                    Attribute::Extractable(v) => attributes.extractable = v,
+                    Attribute::NeverExtractable(v) => attributes.never_extractable = v,
+                    Attribute::WrapWithTrusted(v) => attributes.wrap_with_trusted = v,
+                    Attribute::Trusted(v) => attributes.trusted = v,
+                    Attribute::Encrypt(v) => attributes.encrypt = v,
+                    Attribute::Decrypt(v) => attributes.decrypt = v,
+                    Attribute::Sign(v) => attributes.sign = v,
+                    Attribute::Verify(v) => attributes.verify = v,
+                    Attribute::Derive(v) => attributes.derive = v,
+                    Attribute::Wrap(v) => attributes.wrap = v,
+                    Attribute::Unwrap(v) => attributes.unwrap = v,
+                    Attribute::Token(v) => attributes.token = v,
+                    Attribute::Private(v) => attributes.private = v,
+                    _ => {}
+                }
+            }
+            Ok(attributes)
+        })
+    }
+}
+
+fn reconnect_loop(member: Weak<Member>, interval: Duration) {
+    loop {
+        std::thread::sleep(interval);
+        let Some(member) = member.upgrade() else {
+            return;
+        };
+        match member.reconnect() {
+            Ok(()) => {
+                member.reconnecting.store(false, Ordering::Release);
+                tracing::info!(member = member.name(), "HSM member reconnected");
+                return;
+            }
+            Err(error) => tracing::debug!(member = member.name(), %error, "reconnect failed"),
+        }
+    }
+}
+
+/// Lowercase hex of an identifier (never of key material).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
