@@ -197,10 +197,10 @@ impl Cluster {
             .into());
         }
         for error in failures.into_iter().flatten() {
-            if let Some(member) = cluster.member(&error.member) {
-                if error.disposition() == Disposition::Unavailable {
-                    member.mark_down(error);
-                }
+            if let Some(member) = cluster.member(&error.member)
+                && error.disposition() == Disposition::Unavailable
+            {
+                member.mark_down(error);
             }
         }
         Ok(cluster)

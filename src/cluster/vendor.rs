@@ -28,10 +28,7 @@ pub fn probe_all(hsms: &[HsmEndpoint]) -> Vec<HsmProbe> {
 }
 
 fn probe(hsm: &HsmEndpoint) -> HsmProbe {
-    let error = match connect(&hsm.address) {
-        Ok(()) => None,
-        Err(error) => Some(error),
-    };
+    let error = connect(&hsm.address).err();
     HsmProbe {
         name: hsm.name.clone(),
         address: hsm.address.clone(),
