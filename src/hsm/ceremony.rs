@@ -203,7 +203,7 @@ pub fn distribute_domain_key(
 
     let ceremony = CeremonySession::open(source)?;
     ceremony.login(UserType::User)?;
-    let existing = ceremony.find_domain_key()?;
+    let existing = ceremony.find_domain_key()?.is_some();
     ceremony.logout()?;
 
     ceremony.login(UserType::So)?;
@@ -221,8 +221,8 @@ pub fn distribute_domain_key(
         );
     }
     let fresh = match existing {
-        Some(_) => None,
-        None => Some(
+        true => None,
+        false => Some(
             ceremony
                 .session
                 .generate_key(&Mechanism::AesKeyGen, &templates::domain_key_generate())
@@ -232,9 +232,12 @@ pub fn distribute_domain_key(
     ceremony.logout()?;
     ceremony.login(UserType::User)?;
 
-    let domain_key = match (fresh, existing) {
-        (Some(handle), _) | (None, Some(handle)) => handle,
-        (None, None) => unreachable!("a fresh key is generated when none exists"),
+    // Logging out invalidated the handle of the persisted key: look it up again.
+    let domain_key = match fresh {
+        Some(handle) => handle,
+        None => ceremony
+            .find_domain_key()?
+            .ok_or_else(|| HsmError::new(source.name(), Failure::DomainKeyMissing))?,
     };
     let mut wrapped = Vec::new();
     for transport in &transport_keys {

@@ -1,0 +1,632 @@
+//! The HSM cluster against real SoftHSM2 tokens: ceremonies, replication, preflight refusals,
+//! failover and vendor-synchronised clusters.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestCluster;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use hsm_kms::cluster::{Cluster, ClusterError, MaterialId};
+use hsm_kms::config::{ClusterConfig, Config, HsmEndpoint, Replication};
+use hsm_kms::hsm::{Gcm, templates};
+
+fn gcm<'a>(iv: &[u8], aad: &'a [u8]) -> Gcm<'a> {
+    Gcm::new(iv, aad, 128).unwrap()
+}
+
+fn new_material() -> MaterialId {
+    MaterialId::new(uuid::Uuid::new_v4().to_string(), 1)
+}
+
+/// A raw PKCS#11 session on a member's token, beside the cluster (same process, same login).
+fn raw_session(tc: &TestCluster, member: &str) -> Session {
+    let pkcs11 = Pkcs11::new(tc.path(&format!("{member}/libsofthsm2-{member}.so"))).unwrap();
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(error) => panic!("{error}"),
+    }
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == member)
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    match session.login(UserType::User, Some(&tc.user_pin(member).into())) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(error) => panic!("{error}"),
+    }
+    session
+}
+
+fn find(session: &Session, id: &[u8]) -> ObjectHandle {
+    session.find_objects(&[Attribute::Id(id.to_vec())]).unwrap()[0]
+}
+
+#[test]
+fn two_members_init_replicate_and_decrypt_anywhere() {
+    let tc = TestCluster::new(2);
+    let config = tc.cluster_config();
+    let cluster = Cluster::init("local", &config).unwrap();
+    // init is idempotent.
+    drop(cluster);
+    let cluster = Cluster::init("local", &config).unwrap();
+
+    let material = new_material();
+    let label = format!("arn:aws:kms:us-east-1:111122223333:key/{}", material.key_id);
+    cluster.create_key(&material, &label).unwrap();
+    for (member, objects) in cluster.key_objects() {
+        let objects = objects.unwrap();
+        assert_eq!(objects.len(), 1, "{member}");
+        assert_eq!(objects[0].id, material.cka_id());
+        assert_eq!(objects[0].label, label);
+    }
+    // Ciphertext from each member decrypts on every member.
+    let aad = b"context";
+    for source in cluster.members() {
+        let iv = source.random(12).unwrap();
+        let ciphertext = source
+            .encrypt(&material.cka_id(), &gcm(&iv, aad), b"secret data")
+            .unwrap();
+        for target in cluster.members() {
+            let plaintext = target
+                .decrypt(&material.cka_id(), &gcm(&iv, aad), &ciphertext)
+                .unwrap();
+            assert_eq!(plaintext.as_slice(), b"secret data");
+            let wrong = target.decrypt(&material.cka_id(), &gcm(&iv, b"other"), &ciphertext);
+            assert!(
+                matches!(wrong, Err(e) if matches!(e.failure, hsm_kms::hsm::Failure::Rejected))
+            );
+        }
+    }
+    let rejected = cluster
+        .decrypt(&material, &gcm(&[7; 12], aad), &[0; 32])
+        .unwrap_err();
+    assert!(rejected.is_rejected_ciphertext(), "{rejected}");
+
+    let status = cluster.status();
+    assert!(status.serving && !status.degraded);
+    assert!(status.members.iter().all(|m| m.key_objects == Some(1)));
+
+    // Destroy on every member, verified through PKCS#11.
+    let report = cluster.destroy_key(&material);
+    assert!(report.complete() && report.destroyed.len() == 2);
+    for member in ["hsm-a", "hsm-b"] {
+        let session = raw_session(&tc, member);
+        assert!(
+            session
+                .find_objects(&[Attribute::Id(material.cka_id())])
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[test]
+fn key_material_attributes_protect_it() {
+    let tc = TestCluster::new(2);
+    let cluster = Cluster::init("local", &tc.cluster_config()).unwrap();
+    let material = new_material();
+    cluster.create_key(&material, "label").unwrap();
+    for member in cluster.members() {
+        let attributes = member.key_attributes(&material.cka_id()).unwrap();
+        // The original never left its HSM; unwrapped copies are, by PKCS#11's rules, not
+        // "always sensitive" — they arrived wrapped, never in the clear.
+        let original = member.name() == "hsm-a";
+        assert_eq!(attributes.always_sensitive, original, "{}", member.name());
+        assert!(attributes.sensitive, "{}", member.name());
+        assert!(attributes.wrap_with_trusted && attributes.token && attributes.private);
+        assert!(attributes.encrypt && attributes.decrypt);
+        assert!(!attributes.sign && !attributes.verify && !attributes.derive);
+        assert!(!attributes.wrap && !attributes.unwrap && !attributes.trusted);
+        let domain = member.key_attributes(templates::DOMAIN_KEY_ID).unwrap();
+        assert!(domain.trusted && domain.wrap_with_trusted && domain.sensitive && domain.private);
+        assert!(!domain.encrypt && !domain.decrypt);
+    }
+
+    let session = raw_session(&tc, "hsm-a");
+    // A key the user imports can wrap, but it is not trusted: the CMK refuses to be wrapped.
+    let imported = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            Attribute::Value(vec![0x42; 32]),
+        ])
+        .unwrap();
+    let cmk = find(&session, &material.cka_id());
+    let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, imported, cmk);
+    assert!(
+        matches!(
+            wrapped,
+            Err(CryptokiError::Pkcs11(RvError::KeyNotWrappable, _))
+        ),
+        "{wrapped:?}"
+    );
+    // Nor can the CMK's value be read.
+    let value = session
+        .get_attributes(cmk, &[cryptoki::object::AttributeType::Value])
+        .unwrap();
+    assert!(
+        value.is_empty(),
+        "CKA_VALUE of a sensitive key must be unavailable"
+    );
+
+    // The domain key cannot encrypt data.
+    let domain = find(&session, templates::DOMAIN_KEY_ID);
+    let mut iv = [0u8; 12];
+    let params = GcmParams::new(&mut iv, b"aad", 128.into()).unwrap();
+    let encrypted = session.encrypt(&Mechanism::AesGcm(params), domain, b"data");
+    assert!(encrypted.is_err(), "the domain key encrypted data");
+    // Nor can it unwrap a blob into a key that is not sensitive (its unwrap template).
+    let wrapped = session
+        .wrap_key(&Mechanism::AesKeyWrapPad, domain, cmk)
+        .unwrap();
+    let mut loose = templates::cmk(
+        b"loose",
+        "loose",
+        hsm_kms::hsm::Portability::WrapWithTrusted,
+    );
+    loose.retain(|a| !matches!(a, Attribute::Sensitive(_) | Attribute::Token(_)));
+    loose.push(Attribute::Sensitive(false));
+    let unwrapped = session.unwrap_key(&Mechanism::AesKeyWrapPad, domain, &wrapped, &loose);
+    assert!(
+        unwrapped.is_err(),
+        "the domain key unwrapped a non-sensitive copy"
+    );
+}
+
+#[test]
+fn three_members_replicate_everywhere() {
+    let tc = TestCluster::new(3);
+    let cluster = Cluster::init("local", &tc.cluster_config()).unwrap();
+    let materials: Vec<MaterialId> = (0..3).map(|_| new_material()).collect();
+    for material in &materials {
+        cluster.create_key(material, "three").unwrap();
+    }
+    let status = cluster.status();
+    assert_eq!(status.members.len(), 3);
+    assert!(
+        status
+            .members
+            .iter()
+            .all(|m| m.healthy && m.key_objects == Some(3)),
+        "{status:?}"
+    );
+    let iv = [9u8; 12];
+    let ciphertext = cluster
+        .encrypt(&materials[1], &gcm(&iv, b"x"), b"payload")
+        .unwrap();
+    for member in cluster.members() {
+        let plaintext = member
+            .decrypt(&materials[1].cka_id(), &gcm(&iv, b"x"), &ciphertext)
+            .unwrap();
+        assert_eq!(plaintext.as_slice(), b"payload", "{}", member.name());
+    }
+}
+
+/// Opens `config` and returns the preflight message.
+fn refusal(config: &ClusterConfig) -> String {
+    match Cluster::open("local", config) {
+        Ok(_) => panic!("the cluster opened"),
+        Err(ClusterError::Preflight(failure)) => failure.to_string(),
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+#[test]
+fn preflight_refuses_and_says_why() {
+    let tc = TestCluster::new(3);
+    Cluster::init("local", &tc.subset(&["hsm-a", "hsm-b"])).unwrap();
+    let pins: Vec<String> = ["hsm-a", "hsm-b", "hsm-c"]
+        .iter()
+        .map(|m| tc.user_pin(m))
+        .collect();
+    let no_pin = |message: &str| {
+        for pin in &pins {
+            assert!(!message.contains(pin.as_str()), "a PIN leaked: {message}");
+        }
+    };
+
+    // One member.
+    let message = refusal(&tc.subset(&["hsm-a"]));
+    assert!(
+        message.contains("1 healthy HSM(s), at least 2 are required"),
+        "{message}"
+    );
+
+    // Two members in one zone.
+    let mut same_zone = tc.subset(&["hsm-a", "hsm-b"]);
+    same_zone.members[1].zone = Some("zone-a".into());
+    let message = refusal(&same_zone);
+    assert!(
+        message.contains("hsm-a, hsm-b are all in zone zone-a"),
+        "{message}"
+    );
+
+    // A wrong PIN.
+    let mut wrong_pin = tc.subset(&["hsm-a", "hsm-b"]);
+    std::fs::write(tc.path("wrong.pin"), "not-the-pin").unwrap();
+    wrong_pin.members[1].user_pin = format!("file:{}", tc.path("wrong.pin").display())
+        .try_into()
+        .unwrap();
+    let message = refusal(&wrong_pin);
+    assert!(
+        message.contains("member hsm-b: login failed: wrong PIN"),
+        "{message}"
+    );
+    assert!(!message.contains("not-the-pin"));
+    no_pin(&message);
+
+    // A missing token.
+    let mut missing_token = tc.subset(&["hsm-a", "hsm-b"]);
+    missing_token.members[0].token =
+        hsm_kms::config::TokenSelector::parse("pkcs11:token=nope").unwrap();
+    let message = refusal(&missing_token);
+    assert!(
+        message.contains("member hsm-a: no initialised token matches pkcs11:token=nope"),
+        "{message}"
+    );
+
+    // A missing module.
+    let mut missing_module = tc.subset(&["hsm-a", "hsm-b"]);
+    missing_module.members[1].module = tc.path("hsm-b/gone.so");
+    let message = refusal(&missing_module);
+    assert!(
+        message.contains("member hsm-b: PKCS#11 module") && message.contains("not found"),
+        "{message}"
+    );
+
+    // A member without the domain key.
+    let message = refusal(&tc.subset(&["hsm-a", "hsm-c"]));
+    assert!(
+        message.contains("member hsm-c: the cluster domain key is missing"),
+        "{message}"
+    );
+    no_pin(&message);
+
+    // The same through the CLI: `cluster check` exits non-zero and names the member.
+    let config_text = tc
+        .config_text
+        .replace("zone = \"zone-b\"", "zone = \"zone-a\"")
+        .replace("zone = \"zone-c\"", "zone = \"zone-a\"");
+    let path = tc.write_config("one-zone.toml", &config_text);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hsm-kms"))
+        .args(["--config", path.to_str().unwrap(), "cluster", "check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("member hsm-c: the cluster domain key is missing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("are all in zone zone-a"), "{stderr}");
+    no_pin(&stderr);
+}
+
+#[test]
+fn cli_init_check_status_and_add_member() {
+    let tc = TestCluster::new(3);
+    // Initialise only hsm-a and hsm-b and give them keys.
+    let cluster = Cluster::init("local", &tc.subset(&["hsm-a", "hsm-b"])).unwrap();
+    for _ in 0..5 {
+        cluster.create_key(&new_material(), "existing").unwrap();
+    }
+    drop(cluster);
+
+    let output = tc.cli(&["cluster", "add-member", "hsm-c"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("5 key object(s) copied"));
+
+    let output = tc.cli(&["cluster", "check"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = tc.cli(&["cluster", "status", "--json"]);
+    assert!(output.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["serving"], true);
+    assert_eq!(status["degraded"], false);
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for member in members {
+        assert_eq!(member["healthy"], true);
+        assert_eq!(member["key_objects"], 5, "{member}");
+    }
+    // Every copy on hsm-c works: replicate-and-prove passes over all three.
+    let cluster = Cluster::open("local", &tc.cluster_config()).unwrap();
+    cluster.prove_domain_keys_equal().unwrap();
+    let output = tc.cli(&["cluster", "init"]);
+    assert!(
+        output.status.success(),
+        "init is idempotent: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Waits until `condition` holds or `limit` passes.
+fn eventually(limit: Duration, condition: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    condition()
+}
+
+/// Encrypts and decrypts from several threads until stopped; returns (ok, failed) counts.
+fn load(
+    cluster: &Arc<Cluster>,
+    material: &MaterialId,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(usize, usize)>> {
+    (0..4)
+        .map(|thread| {
+            let (cluster, material, stop) = (cluster.clone(), material.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, 0);
+                let iv = [thread as u8; 12];
+                while !stop.load(Ordering::Relaxed) {
+                    let result = cluster
+                        .encrypt(&material, &gcm(&iv, b"load"), b"under load")
+                        .and_then(|ct| cluster.decrypt(&material, &gcm(&iv, b"load"), &ct));
+                    match result {
+                        Ok(plaintext) if plaintext.as_slice() == b"under load" => ok += 1,
+                        Ok(_) => failed += 1,
+                        Err(error) => {
+                            eprintln!("call failed: {error}");
+                            failed += 1;
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+fn finish(threads: Vec<std::thread::JoinHandle<(usize, usize)>>) -> (usize, usize) {
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+#[test]
+fn failover_with_three_members_loses_no_call() {
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Arc::new(Cluster::init("local", &config).unwrap());
+    let material = new_material();
+    cluster.create_key(&material, "failover").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(&cluster, &material, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    tc.hide_token("hsm-b");
+    assert!(eventually(Duration::from_secs(10), || !cluster
+        .member("hsm-b")
+        .unwrap()
+        .is_up()));
+    std::thread::sleep(Duration::from_millis(500));
+    // With two members left in two zones, new keys still work.
+    cluster
+        .create_key(&new_material(), "while degraded")
+        .unwrap();
+    assert!(cluster.status().degraded);
+    tc.restore_token("hsm-b");
+    assert!(
+        eventually(Duration::from_secs(20), || cluster
+            .member("hsm-b")
+            .unwrap()
+            .is_up()),
+        "hsm-b did not come back on its own"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = finish(threads);
+    assert!(ok > 100, "too little load: {ok}");
+    assert_eq!(failed, 0, "{failed} of {} calls failed", ok + failed);
+    // The key created while hsm-b was away is copied onto it by a sync.
+    assert_eq!(cluster.sync_member("hsm-b", |_, _| {}).unwrap(), 1);
+    assert!(!cluster.status().degraded);
+}
+
+#[test]
+fn failover_with_two_members_keeps_crypto_and_refuses_new_keys() {
+    let tc = TestCluster::new(2);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Arc::new(Cluster::init("local", &config).unwrap());
+    let material = new_material();
+    cluster.create_key(&material, "failover").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures_after_down = Arc::new(AtomicUsize::new(0));
+    let threads = load(&cluster, &material, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    tc.hide_token("hsm-a");
+    assert!(eventually(Duration::from_secs(10), || !cluster
+        .member("hsm-a")
+        .unwrap()
+        .is_up()));
+    // Crypto keeps working on the survivor.
+    let iv = [1u8; 12];
+    for _ in 0..50 {
+        let ct = cluster
+            .encrypt(&material, &gcm(&iv, b"x"), b"survivor")
+            .unwrap();
+        assert_eq!(
+            cluster
+                .decrypt(&material, &gcm(&iv, b"x"), &ct)
+                .unwrap()
+                .as_slice(),
+            b"survivor"
+        );
+    }
+    // New keys are refused with a clear error.
+    let refused = cluster.create_key(&new_material(), "refused").unwrap_err();
+    assert!(
+        matches!(refused, ClusterError::CannotWriteKeys { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("1 healthy HSM(s), at least 2 are required"),
+        "{refused}"
+    );
+    let status = cluster.status();
+    assert!(status.degraded && !status.serving);
+    assert!(
+        !status
+            .members
+            .iter()
+            .find(|m| m.name == "hsm-a")
+            .unwrap()
+            .healthy
+    );
+
+    tc.restore_token("hsm-a");
+    assert!(eventually(Duration::from_secs(20), || cluster
+        .member("hsm-a")
+        .unwrap()
+        .is_up()));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = finish(threads);
+    failures_after_down.fetch_add(failed, Ordering::Relaxed);
+    assert!(ok > 100);
+    // Calls in flight on the member at the moment it vanished may fail; none after.
+    assert!(failed <= 4, "{failed} calls failed");
+    cluster
+        .create_key(&new_material(), "after recovery")
+        .unwrap();
+    assert!(!cluster.status().degraded);
+}
+
+#[test]
+fn vendor_cluster_counts_live_hsms() {
+    let tc = TestCluster::new(1);
+    let live_a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let live_b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let base = tc.cluster_config();
+    let hsm = |name: &str, address: String, zone: &str| HsmEndpoint {
+        name: name.into(),
+        address,
+        zone: zone.into(),
+    };
+    let vendor = |hsms: Vec<HsmEndpoint>| ClusterConfig {
+        replication: Replication::Vendor,
+        members: Vec::new(),
+        slot: Some(base.members[0].clone()),
+        hsms,
+        ..base.clone()
+    };
+
+    let config = vendor(vec![
+        hsm(
+            "hsm-1",
+            live_a.local_addr().unwrap().to_string(),
+            "us-east-1a",
+        ),
+        hsm(
+            "hsm-2",
+            live_b.local_addr().unwrap().to_string(),
+            "us-east-1b",
+        ),
+        hsm("hsm-3", dead.clone(), "us-east-1c"),
+    ]);
+    let cluster = Cluster::open("prod", &config).unwrap();
+    let status = cluster.status();
+    assert!(status.serving && status.degraded, "{status:?}");
+    assert_eq!(status.hsms.iter().filter(|h| h.reachable).count(), 2);
+    // Keys are generated once, non-extractable: the vendor replicates them.
+    let material = new_material();
+    cluster.create_key(&material, "vendor key").unwrap();
+    let attributes = cluster.members()[0]
+        .key_attributes(&material.cka_id())
+        .unwrap();
+    assert!(!attributes.extractable && attributes.sensitive);
+    let ct = cluster
+        .encrypt(&material, &gcm(&[3; 12], b"v"), b"vendor")
+        .unwrap();
+    assert_eq!(
+        cluster
+            .decrypt(&material, &gcm(&[3; 12], b"v"), &ct)
+            .unwrap()
+            .as_slice(),
+        b"vendor"
+    );
+    drop(cluster);
+
+    let one_live = vendor(vec![
+        hsm(
+            "hsm-1",
+            live_a.local_addr().unwrap().to_string(),
+            "us-east-1a",
+        ),
+        hsm("hsm-3", dead, "us-east-1c"),
+    ]);
+    let message = refusal_named(&one_live, "prod");
+    assert!(
+        message.contains("1 healthy HSM(s), at least 2 are required"),
+        "{message}"
+    );
+
+    let same_zone = vendor(vec![
+        hsm(
+            "hsm-1",
+            live_a.local_addr().unwrap().to_string(),
+            "us-east-1a",
+        ),
+        hsm(
+            "hsm-2",
+            live_b.local_addr().unwrap().to_string(),
+            "us-east-1a",
+        ),
+    ]);
+    assert!(refusal_named(&same_zone, "prod").contains("all in zone us-east-1a"));
+}
+
+fn refusal_named(config: &ClusterConfig, name: &str) -> String {
+    match Cluster::open(name, config) {
+        Ok(_) => panic!("the cluster opened"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn example_configs_parse() {
+    for example in ["softhsm-two-member.toml", "cloudhsm.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("hsm-config")
+            .join(example);
+        Config::load(&path).unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+}
