@@ -1,3 +1,4 @@
 //! hsm-kms: an embedded, HSM-backed key store modelled on AWS KMS.
 
 pub mod error;
+pub mod ids;
