@@ -3,4 +3,8 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
+pub mod error;
 pub mod hsm;
+pub mod ids;
+pub mod keys;

@@ -1,0 +1,596 @@
+//! Key states and AWS's key-state effects table, encoded as data.
+//!
+//! This module owns [`KeyState`], [`Operation`] (every key store operation,
+//! by its AWS name) and [`check`]: for each (operation, state) either allowed
+//! or the exact AWS exception and message. It decides only from the state;
+//! key usage, origin, policy and existence are checked elsewhere, and it never
+//! changes a state.
+//!
+//! The table follows AWS's "Key states of AWS KMS keys" page. Where that page
+//! leaves a choice, or predates an operation, the choice is ours:
+//! - cryptographic operations on a key pending deletion answer
+//!   `KMSInvalidStateException` "... is pending deletion." (AWS allows either
+//!   that or `DisabledException`; AWS's own CloudWatch alarm recipe matches
+//!   this message);
+//! - rotation: AWS forbids it for CloudHSM key stores, we allow it for our HSM
+//!   keys. EnableKeyRotation, DisableKeyRotation and RotateKeyOnDemand answer
+//!   `DisabledException` when disabled and `KMSInvalidStateException` when
+//!   pending deletion; GetKeyRotationStatus and ListKeyRotations only read
+//!   metadata and work when disabled or pending deletion (as AWS's table has
+//!   GetKeyRotationStatus). On a key pending import all five answer AWS's
+//!   `UnsupportedOperationException` "... origin is EXTERNAL which is not valid
+//!   for this operation.". When the key is `Unavailable` (its HSMs cannot be
+//!   reached) the settings and reads work, while RotateKeyOnDemand, which needs
+//!   the HSMs, answers "... is unavailable.";
+//! - `Creating`, `Updating` and `PendingReplicaDeletion` belong to
+//!   multi-Region keys, which this store never makes: every operation that
+//!   depends on the state fails closed with `KMSInvalidStateException`
+//!   "... is creating." / "... is updating." / "... is pending replica
+//!   deletion." (CancelKeyDeletion: "... is not pending deletion.").
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::KmsError;
+
+/// The state of a KMS key, serialised with AWS's names (`PendingDeletion`, ...).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum KeyState {
+    /// A multi-Region replica being created.
+    Creating,
+    /// Usable.
+    Enabled,
+    /// Turned off by DisableKey (or by CancelKeyDeletion).
+    Disabled,
+    /// Scheduled for deletion by ScheduleKeyDeletion.
+    PendingDeletion,
+    /// An EXTERNAL-origin key waiting for its key material.
+    PendingImport,
+    /// A multi-Region replica being deleted.
+    PendingReplicaDeletion,
+    /// The key's key store is disconnected from its HSMs.
+    Unavailable,
+    /// A multi-Region key whose primary Region is changing.
+    Updating,
+}
+
+impl KeyState {
+    /// Every state, in the table's column order.
+    pub const ALL: [KeyState; 8] = [
+        KeyState::Enabled,
+        KeyState::Disabled,
+        KeyState::PendingDeletion,
+        KeyState::PendingImport,
+        KeyState::Unavailable,
+        KeyState::Creating,
+        KeyState::Updating,
+        KeyState::PendingReplicaDeletion,
+    ];
+
+    /// The AWS name, as in `KeyMetadata.KeyState`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Creating => "Creating",
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingImport => "PendingImport",
+            KeyState::PendingReplicaDeletion => "PendingReplicaDeletion",
+            KeyState::Unavailable => "Unavailable",
+            KeyState::Updating => "Updating",
+        }
+    }
+
+    /// This state's column in [`TABLE`] (the order of [`KeyState::ALL`]).
+    fn column(self) -> usize {
+        match self {
+            KeyState::Enabled => 0,
+            KeyState::Disabled => 1,
+            KeyState::PendingDeletion => 2,
+            KeyState::PendingImport => 3,
+            KeyState::Unavailable => 4,
+            KeyState::Creating => 5,
+            KeyState::Updating => 6,
+            KeyState::PendingReplicaDeletion => 7,
+        }
+    }
+}
+
+/// Every operation of the key store, named as in the AWS KMS API.
+#[non_exhaustive]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Operation {
+    /// CancelKeyDeletion.
+    CancelKeyDeletion,
+    /// CreateAlias (checked against the target key).
+    CreateAlias,
+    /// CreateGrant.
+    CreateGrant,
+    /// CreateKey (no existing key: never restricted).
+    CreateKey,
+    /// Decrypt.
+    Decrypt,
+    /// DeleteAlias.
+    DeleteAlias,
+    /// DescribeKey.
+    DescribeKey,
+    /// DisableKey.
+    DisableKey,
+    /// DisableKeyRotation.
+    DisableKeyRotation,
+    /// EnableKey.
+    EnableKey,
+    /// EnableKeyRotation.
+    EnableKeyRotation,
+    /// Encrypt.
+    Encrypt,
+    /// GenerateDataKey.
+    GenerateDataKey,
+    /// GenerateDataKeyWithoutPlaintext.
+    GenerateDataKeyWithoutPlaintext,
+    /// GenerateRandom (no key: never restricted).
+    GenerateRandom,
+    /// GetKeyPolicy.
+    GetKeyPolicy,
+    /// GetKeyRotationStatus.
+    GetKeyRotationStatus,
+    /// ListAliases.
+    ListAliases,
+    /// ListGrants.
+    ListGrants,
+    /// ListKeyPolicies.
+    ListKeyPolicies,
+    /// ListKeyRotations.
+    ListKeyRotations,
+    /// ListKeys (no single key: never restricted).
+    ListKeys,
+    /// ListResourceTags.
+    ListResourceTags,
+    /// ListRetirableGrants.
+    ListRetirableGrants,
+    /// PutKeyPolicy.
+    PutKeyPolicy,
+    /// ReEncrypt (checked against the source and the destination key).
+    ReEncrypt,
+    /// RetireGrant.
+    RetireGrant,
+    /// RevokeGrant.
+    RevokeGrant,
+    /// RotateKeyOnDemand.
+    RotateKeyOnDemand,
+    /// ScheduleKeyDeletion.
+    ScheduleKeyDeletion,
+    /// TagResource.
+    TagResource,
+    /// UntagResource.
+    UntagResource,
+    /// UpdateAlias (checked against the new target key only: the current
+    /// target may be in any state).
+    UpdateAlias,
+    /// UpdateKeyDescription.
+    UpdateKeyDescription,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 34] = [
+        Operation::CancelKeyDeletion,
+        Operation::CreateAlias,
+        Operation::CreateGrant,
+        Operation::CreateKey,
+        Operation::Decrypt,
+        Operation::DeleteAlias,
+        Operation::DescribeKey,
+        Operation::DisableKey,
+        Operation::DisableKeyRotation,
+        Operation::EnableKey,
+        Operation::EnableKeyRotation,
+        Operation::Encrypt,
+        Operation::GenerateDataKey,
+        Operation::GenerateDataKeyWithoutPlaintext,
+        Operation::GenerateRandom,
+        Operation::GetKeyPolicy,
+        Operation::GetKeyRotationStatus,
+        Operation::ListAliases,
+        Operation::ListGrants,
+        Operation::ListKeyPolicies,
+        Operation::ListKeyRotations,
+        Operation::ListKeys,
+        Operation::ListResourceTags,
+        Operation::ListRetirableGrants,
+        Operation::PutKeyPolicy,
+        Operation::ReEncrypt,
+        Operation::RetireGrant,
+        Operation::RevokeGrant,
+        Operation::RotateKeyOnDemand,
+        Operation::ScheduleKeyDeletion,
+        Operation::TagResource,
+        Operation::UntagResource,
+        Operation::UpdateAlias,
+        Operation::UpdateKeyDescription,
+    ];
+
+    /// The AWS operation name (`X-Amz-Target: TrentService.<name>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CancelKeyDeletion => "CancelKeyDeletion",
+            Operation::CreateAlias => "CreateAlias",
+            Operation::CreateGrant => "CreateGrant",
+            Operation::CreateKey => "CreateKey",
+            Operation::Decrypt => "Decrypt",
+            Operation::DeleteAlias => "DeleteAlias",
+            Operation::DescribeKey => "DescribeKey",
+            Operation::DisableKey => "DisableKey",
+            Operation::DisableKeyRotation => "DisableKeyRotation",
+            Operation::EnableKey => "EnableKey",
+            Operation::EnableKeyRotation => "EnableKeyRotation",
+            Operation::Encrypt => "Encrypt",
+            Operation::GenerateDataKey => "GenerateDataKey",
+            Operation::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
+            Operation::GenerateRandom => "GenerateRandom",
+            Operation::GetKeyPolicy => "GetKeyPolicy",
+            Operation::GetKeyRotationStatus => "GetKeyRotationStatus",
+            Operation::ListAliases => "ListAliases",
+            Operation::ListGrants => "ListGrants",
+            Operation::ListKeyPolicies => "ListKeyPolicies",
+            Operation::ListKeyRotations => "ListKeyRotations",
+            Operation::ListKeys => "ListKeys",
+            Operation::ListResourceTags => "ListResourceTags",
+            Operation::ListRetirableGrants => "ListRetirableGrants",
+            Operation::PutKeyPolicy => "PutKeyPolicy",
+            Operation::ReEncrypt => "ReEncrypt",
+            Operation::RetireGrant => "RetireGrant",
+            Operation::RevokeGrant => "RevokeGrant",
+            Operation::RotateKeyOnDemand => "RotateKeyOnDemand",
+            Operation::ScheduleKeyDeletion => "ScheduleKeyDeletion",
+            Operation::TagResource => "TagResource",
+            Operation::UntagResource => "UntagResource",
+            Operation::UpdateAlias => "UpdateAlias",
+            Operation::UpdateKeyDescription => "UpdateKeyDescription",
+        }
+    }
+
+    /// The row of [`TABLE`] that governs this operation.
+    fn row(self) -> Row {
+        use Operation::*;
+        match self {
+            CreateKey | ListKeys | GenerateRandom | DescribeKey | GetKeyPolicy | PutKeyPolicy
+            | ListKeyPolicies | ListGrants | ListRetirableGrants | RetireGrant | RevokeGrant
+            | DeleteAlias | ListAliases | ListResourceTags => Row::Unrestricted,
+            Encrypt | Decrypt | ReEncrypt | GenerateDataKey | GenerateDataKeyWithoutPlaintext => {
+                Row::Cryptographic
+            }
+            CreateGrant => Row::CreateGrant,
+            EnableKey | DisableKey => Row::EnableDisable,
+            ScheduleKeyDeletion => Row::ScheduleDeletion,
+            CancelKeyDeletion => Row::CancelDeletion,
+            CreateAlias | UpdateAlias | TagResource | UntagResource | UpdateKeyDescription => {
+                Row::MetadataUpdate
+            }
+            EnableKeyRotation | DisableKeyRotation => Row::RotationSettings,
+            RotateKeyOnDemand => Row::RotateOnDemand,
+            GetKeyRotationStatus | ListKeyRotations => Row::RotationRead,
+        }
+    }
+}
+
+/// Whether `op` may run on a key in `state`; if not, the AWS exception with
+/// its message naming `key_arn`.
+pub fn check(op: Operation, state: KeyState, key_arn: &str) -> Result<(), KmsError> {
+    match TABLE[op.row() as usize][state.column()] {
+        Effect::Allow => Ok(()),
+        Effect::Deny(exception, reason) => {
+            let message = format!("{key_arn} {}", reason.text());
+            Err(match exception {
+                Exception::Disabled => KmsError::Disabled(message),
+                Exception::InvalidState => KmsError::KmsInvalidState(message),
+                Exception::Unsupported => KmsError::UnsupportedOperation(message),
+            })
+        }
+    }
+}
+
+/// Groups of operations that share one row of the table.
+#[derive(Clone, Copy)]
+enum Row {
+    Unrestricted,
+    Cryptographic,
+    CreateGrant,
+    EnableDisable,
+    ScheduleDeletion,
+    CancelDeletion,
+    MetadataUpdate,
+    RotationSettings,
+    RotateOnDemand,
+    RotationRead,
+}
+
+/// One cell: allowed, or the exception and the reason in its message.
+#[derive(Clone, Copy)]
+enum Effect {
+    Allow,
+    Deny(Exception, Reason),
+}
+
+#[derive(Clone, Copy)]
+enum Exception {
+    Disabled,
+    InvalidState,
+    Unsupported,
+}
+
+/// What the message says after the key ARN.
+#[derive(Clone, Copy)]
+enum Reason {
+    IsDisabled,
+    IsPendingDeletion,
+    IsNotPendingDeletion,
+    IsPendingImport,
+    IsUnavailable,
+    OriginExternal,
+    IsCreating,
+    IsUpdating,
+    IsPendingReplicaDeletion,
+}
+
+impl Reason {
+    fn text(self) -> &'static str {
+        match self {
+            Reason::IsDisabled => "is disabled.",
+            Reason::IsPendingDeletion => "is pending deletion.",
+            Reason::IsNotPendingDeletion => "is not pending deletion.",
+            Reason::IsPendingImport => "is pending import.",
+            Reason::IsUnavailable => "is unavailable.",
+            Reason::OriginExternal => "origin is EXTERNAL which is not valid for this operation.",
+            Reason::IsCreating => "is creating.",
+            Reason::IsUpdating => "is updating.",
+            Reason::IsPendingReplicaDeletion => "is pending replica deletion.",
+        }
+    }
+}
+
+const OK: Effect = Effect::Allow;
+const DISABLED: Effect = Effect::Deny(Exception::Disabled, Reason::IsDisabled);
+const PENDING_DELETION: Effect = Effect::Deny(Exception::InvalidState, Reason::IsPendingDeletion);
+const NOT_PENDING: Effect = Effect::Deny(Exception::InvalidState, Reason::IsNotPendingDeletion);
+const PENDING_IMPORT: Effect = Effect::Deny(Exception::InvalidState, Reason::IsPendingImport);
+const UNAVAILABLE: Effect = Effect::Deny(Exception::InvalidState, Reason::IsUnavailable);
+const EXTERNAL: Effect = Effect::Deny(Exception::Unsupported, Reason::OriginExternal);
+const CREATING: Effect = Effect::Deny(Exception::InvalidState, Reason::IsCreating);
+const UPDATING: Effect = Effect::Deny(Exception::InvalidState, Reason::IsUpdating);
+const REPLICA: Effect = Effect::Deny(Exception::InvalidState, Reason::IsPendingReplicaDeletion);
+
+/// The key-state effects table: one row per [`Row`] (in declaration order),
+/// one column per state in the order of [`KeyState::ALL`].
+#[rustfmt::skip]
+const TABLE: [[Effect; 8]; 10] = [
+    // Enabled,   Disabled,    PendingDeletion,  PendingImport,  Unavailable, Creating, Updating, PendingReplicaDeletion
+    [OK,          OK,          OK,               OK,             OK,          OK,       OK,       OK],          // Unrestricted
+    [OK,          DISABLED,    PENDING_DELETION, PENDING_IMPORT, UNAVAILABLE, CREATING, UPDATING, REPLICA],     // Cryptographic
+    [OK,          DISABLED,    PENDING_DELETION, PENDING_IMPORT, OK,          CREATING, UPDATING, REPLICA],     // CreateGrant
+    [OK,          OK,          PENDING_DELETION, PENDING_IMPORT, OK,          CREATING, UPDATING, REPLICA],     // EnableDisable
+    [OK,          OK,          PENDING_DELETION, OK,             OK,          CREATING, UPDATING, REPLICA],     // ScheduleDeletion
+    [NOT_PENDING, NOT_PENDING, OK,               NOT_PENDING,    NOT_PENDING, NOT_PENDING, NOT_PENDING, NOT_PENDING], // CancelDeletion
+    [OK,          OK,          PENDING_DELETION, OK,             OK,          CREATING, UPDATING, REPLICA],     // MetadataUpdate
+    [OK,          DISABLED,    PENDING_DELETION, EXTERNAL,       OK,          CREATING, UPDATING, REPLICA],     // RotationSettings
+    [OK,          DISABLED,    PENDING_DELETION, EXTERNAL,       UNAVAILABLE, CREATING, UPDATING, REPLICA],     // RotateOnDemand
+    [OK,          OK,          OK,               EXTERNAL,       OK,          CREATING, UPDATING, REPLICA],     // RotationRead
+];
+
+// Every row has its line in the table (indexing by `Row as usize` stays in bounds).
+const _: () = assert!(TABLE.len() == Row::RotationRead as usize + 1);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    /// The expected outcome of every cell, written out independently of
+    /// [`TABLE`]: `"ok"` or `"<code>: <text after the ARN>"`.
+    /// Columns: Enabled, Disabled, PendingDeletion, PendingImport, Unavailable,
+    /// Creating, Updating, PendingReplicaDeletion.
+    fn expected(op: Operation) -> [&'static str; 8] {
+        const D: &str = "DisabledException: is disabled.";
+        const PD: &str = "KMSInvalidStateException: is pending deletion.";
+        const NPD: &str = "KMSInvalidStateException: is not pending deletion.";
+        const PI: &str = "KMSInvalidStateException: is pending import.";
+        const UN: &str = "KMSInvalidStateException: is unavailable.";
+        const EXT: &str = "UnsupportedOperationException: origin is EXTERNAL which is not valid for this operation.";
+        const CR: &str = "KMSInvalidStateException: is creating.";
+        const UP: &str = "KMSInvalidStateException: is updating.";
+        const PRD: &str = "KMSInvalidStateException: is pending replica deletion.";
+        use Operation::*;
+        match op {
+            Encrypt | Decrypt | ReEncrypt | GenerateDataKey | GenerateDataKeyWithoutPlaintext => {
+                ["ok", D, PD, PI, UN, CR, UP, PRD]
+            }
+            CreateGrant => ["ok", D, PD, PI, "ok", CR, UP, PRD],
+            EnableKey | DisableKey => ["ok", "ok", PD, PI, "ok", CR, UP, PRD],
+            ScheduleKeyDeletion => ["ok", "ok", PD, "ok", "ok", CR, UP, PRD],
+            CancelKeyDeletion => [NPD, NPD, "ok", NPD, NPD, NPD, NPD, NPD],
+            CreateAlias | UpdateAlias | TagResource | UntagResource | UpdateKeyDescription => {
+                ["ok", "ok", PD, "ok", "ok", CR, UP, PRD]
+            }
+            EnableKeyRotation | DisableKeyRotation => ["ok", D, PD, EXT, "ok", CR, UP, PRD],
+            RotateKeyOnDemand => ["ok", D, PD, EXT, UN, CR, UP, PRD],
+            GetKeyRotationStatus | ListKeyRotations => ["ok", "ok", "ok", EXT, "ok", CR, UP, PRD],
+            CreateKey | ListKeys | GenerateRandom | DescribeKey | GetKeyPolicy | PutKeyPolicy
+            | ListKeyPolicies | ListGrants | ListRetirableGrants | RetireGrant | RevokeGrant
+            | DeleteAlias | ListAliases | ListResourceTags => ["ok"; 8],
+        }
+    }
+
+    fn outcome(op: Operation, state: KeyState) -> String {
+        match check(op, state, ARN) {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => {
+                let text = e
+                    .message()
+                    .strip_prefix(&format!("{ARN} "))
+                    .unwrap_or_else(|| panic!("message must start with the ARN: {e:?}"));
+                format!("{}: {text}", e.code())
+            }
+        }
+    }
+
+    #[test]
+    fn every_cell_of_the_state_table() {
+        let mut cells = 0;
+        for op in Operation::ALL {
+            for (state, want) in KeyState::ALL.into_iter().zip(expected(op)) {
+                assert_eq!(
+                    outcome(op, state),
+                    want,
+                    "{} in {}",
+                    op.as_str(),
+                    state.as_str()
+                );
+                cells += 1;
+            }
+        }
+        assert_eq!(cells, 34 * 8);
+    }
+
+    #[test]
+    fn messages_are_exactly_the_aws_messages() {
+        let e = check(Operation::Encrypt, KeyState::Disabled, ARN).unwrap_err();
+        assert_eq!(e.code(), "DisabledException");
+        assert_eq!(e.message(), format!("{ARN} is disabled."));
+        let e = check(Operation::Decrypt, KeyState::PendingDeletion, ARN).unwrap_err();
+        assert_eq!(e.code(), "KMSInvalidStateException");
+        assert_eq!(e.message(), format!("{ARN} is pending deletion."));
+        let e = check(Operation::CancelKeyDeletion, KeyState::Enabled, ARN).unwrap_err();
+        assert_eq!(e.code(), "KMSInvalidStateException");
+        assert_eq!(e.message(), format!("{ARN} is not pending deletion."));
+    }
+
+    /// One arm per operation, no wildcard: adding an operation without adding
+    /// it to `ALL` makes this test fail.
+    fn ordinal(op: Operation) -> usize {
+        use Operation::*;
+        match op {
+            CancelKeyDeletion => 0,
+            CreateAlias => 1,
+            CreateGrant => 2,
+            CreateKey => 3,
+            Decrypt => 4,
+            DeleteAlias => 5,
+            DescribeKey => 6,
+            DisableKey => 7,
+            DisableKeyRotation => 8,
+            EnableKey => 9,
+            EnableKeyRotation => 10,
+            Encrypt => 11,
+            GenerateDataKey => 12,
+            GenerateDataKeyWithoutPlaintext => 13,
+            GenerateRandom => 14,
+            GetKeyPolicy => 15,
+            GetKeyRotationStatus => 16,
+            ListAliases => 17,
+            ListGrants => 18,
+            ListKeyPolicies => 19,
+            ListKeyRotations => 20,
+            ListKeys => 21,
+            ListResourceTags => 22,
+            ListRetirableGrants => 23,
+            PutKeyPolicy => 24,
+            ReEncrypt => 25,
+            RetireGrant => 26,
+            RevokeGrant => 27,
+            RotateKeyOnDemand => 28,
+            ScheduleKeyDeletion => 29,
+            TagResource => 30,
+            UntagResource => 31,
+            UpdateAlias => 32,
+            UpdateKeyDescription => 33,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_operation_once() {
+        let mut seen = [false; Operation::ALL.len()];
+        for op in Operation::ALL {
+            let i = ordinal(op);
+            assert!(!seen[i], "{op:?} listed twice");
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn operation_names_are_aws_operation_names() {
+        // Operation names of the AWS KMS API model (service-2.json, 2014-11-01).
+        const MODEL: &[&str] = &[
+            "CancelKeyDeletion",
+            "ConnectCustomKeyStore",
+            "CreateAlias",
+            "CreateCustomKeyStore",
+            "CreateGrant",
+            "CreateKey",
+            "Decrypt",
+            "DeleteAlias",
+            "DeleteCustomKeyStore",
+            "DeleteImportedKeyMaterial",
+            "DescribeCustomKeyStores",
+            "DescribeKey",
+            "DisableKey",
+            "DisableKeyRotation",
+            "DisconnectCustomKeyStore",
+            "EnableKey",
+            "EnableKeyRotation",
+            "Encrypt",
+            "GenerateDataKey",
+            "GenerateDataKeyPair",
+            "GenerateDataKeyPairWithoutPlaintext",
+            "GenerateDataKeyWithoutPlaintext",
+            "GenerateMac",
+            "GenerateRandom",
+            "GetKeyPolicy",
+            "GetKeyRotationStatus",
+            "GetParametersForImport",
+            "GetPublicKey",
+            "ImportKeyMaterial",
+            "ListAliases",
+            "ListGrants",
+            "ListKeyPolicies",
+            "ListKeyRotations",
+            "ListKeys",
+            "ListResourceTags",
+            "ListRetirableGrants",
+            "PutKeyPolicy",
+            "ReEncrypt",
+            "ReplicateKey",
+            "RetireGrant",
+            "RevokeGrant",
+            "RotateKeyOnDemand",
+            "ScheduleKeyDeletion",
+            "Sign",
+            "TagResource",
+            "UntagResource",
+            "UpdateAlias",
+            "UpdateCustomKeyStore",
+            "UpdateKeyDescription",
+            "UpdatePrimaryRegion",
+            "Verify",
+            "VerifyMac",
+        ];
+        for op in Operation::ALL {
+            assert!(MODEL.contains(&op.as_str()), "{op:?}");
+            assert_eq!(format!("{op:?}"), op.as_str());
+        }
+    }
+
+    #[test]
+    fn key_states_serialise_with_aws_names() {
+        for state in KeyState::ALL {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(format!("{state:?}"), state.as_str());
+            assert_eq!(serde_json::from_str::<KeyState>(&json).unwrap(), state);
+        }
+        assert!(serde_json::from_str::<KeyState>("\"pendingdeletion\"").is_err());
+        let columns: Vec<usize> = KeyState::ALL.iter().map(|s| s.column()).collect();
+        assert_eq!(columns, (0..8).collect::<Vec<_>>());
+    }
+}
