@@ -1,1 +1,3 @@
 //! hsm-kms: an embedded, HSM-backed key store modelled on AWS KMS.
+
+pub mod store;
