@@ -8,3 +8,4 @@ pub mod error;
 pub mod hsm;
 pub mod ids;
 pub mod keys;
+pub mod store;
