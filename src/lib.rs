@@ -1,6 +1,7 @@
 //! hsm-kms: an embedded, HSM-backed key store modelled on AWS KMS.
 
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
@@ -8,4 +9,5 @@ pub mod error;
 pub mod hsm;
 pub mod ids;
 pub mod keys;
+pub mod keystore;
 pub mod store;

@@ -1,5 +1,5 @@
-//! Keys: their metadata, lifecycle and the rules that tie operations to key
-//! states. This layer decides what is allowed; it never touches an HSM or the
-//! metadata store itself.
+//! Key metadata: the key-state machine and its effects table, and the records the store keeps
+//! for keys, aliases and pending HSM changes.
 
+pub mod records;
 pub mod state;

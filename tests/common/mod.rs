@@ -91,3 +91,59 @@ impl TestCluster {
             .unwrap()
     }
 }
+
+/// A key store over a fresh, initialised two-member cluster, with sled on disk and a
+/// manual clock.
+pub struct TestStore {
+    pub cluster: TestCluster,
+    pub clock: std::sync::Arc<hsm_kms::clock::ManualClock>,
+    pub store: hsm_kms::keystore::KeyStore,
+    pub caller: hsm_kms::keystore::Caller,
+}
+
+impl TestStore {
+    pub fn new() -> TestStore {
+        let cluster = TestCluster::new(2);
+        let config = cluster.cluster_config();
+        hsm_kms::cluster::Cluster::init("local", &config).unwrap();
+        let clock = std::sync::Arc::new(hsm_kms::clock::ManualClock::new());
+        let store = open_store(&cluster, clock.clone());
+        let caller = hsm_kms::keystore::Caller::local(store.scope());
+        TestStore {
+            cluster,
+            clock,
+            store,
+            caller,
+        }
+    }
+
+    /// Closes and reopens the key store on the same cluster and data directory.
+    pub fn reopen(self) -> TestStore {
+        let TestStore {
+            cluster,
+            clock,
+            store,
+            caller,
+        } = self;
+        drop(store);
+        let store = open_store(&cluster, clock.clone());
+        TestStore {
+            cluster,
+            clock,
+            store,
+            caller,
+        }
+    }
+}
+
+fn open_store(
+    cluster: &TestCluster,
+    clock: std::sync::Arc<hsm_kms::clock::ManualClock>,
+) -> hsm_kms::keystore::KeyStore {
+    let config = cluster.config();
+    let hsms = hsm_kms::cluster::Cluster::open("local", config.default_cluster().unwrap()).unwrap();
+    let metadata = hsm_kms::store::SledStore::open(&config.service.data_dir).unwrap();
+    let scope =
+        hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
+    hsm_kms::keystore::KeyStore::with_parts(scope, hsms, Box::new(metadata), clock).unwrap()
+}

@@ -1,0 +1,136 @@
+//! The metadata records the key store keeps: one per key, one per alias, one per pending HSM
+//! change (an *intent*). They are plain serde types; the store wraps them in its versioned,
+//! checksummed envelope. They hold identifiers, states and dates only — never key material,
+//! plaintext or PINs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::KeyState;
+use crate::ids::{KeyId, Scope};
+
+/// Everything the store knows about one KMS key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub account_id: String,
+    pub region: String,
+    /// Name of the HSM cluster that holds the key material.
+    pub cluster: String,
+    pub creation_date: i64,
+    pub description: String,
+    pub key_usage: String,
+    pub key_spec: String,
+    pub origin: String,
+    pub state: KeyState,
+    pub deletion_date: Option<i64>,
+    pub pending_window_days: Option<u32>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Material versions, oldest first; the last one encrypts.
+    pub materials: Vec<MaterialRecord>,
+    pub rotation: Option<RotationSchedule>,
+    /// Members on which scheduled deletion still has to destroy the material.
+    #[serde(default)]
+    pub destruction_pending: Vec<String>,
+}
+
+/// One version of a key's material, as created or rotated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaterialRecord {
+    pub version: u32,
+    pub created: i64,
+    /// How this version came to be: `None` for the first, else AUTOMATIC or ON_DEMAND.
+    pub rotation_type: Option<RotationType>,
+}
+
+/// Why a key was rotated, with AWS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RotationType {
+    Automatic,
+    OnDemand,
+}
+
+impl RotationType {
+    /// AWS's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationType::Automatic => "AUTOMATIC",
+            RotationType::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
+/// Automatic rotation settings of a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationSchedule {
+    pub period_days: u32,
+    pub next_rotation: i64,
+}
+
+impl KeyRecord {
+    /// The parsed key id.
+    pub fn id(&self) -> KeyId {
+        KeyId::parse(&self.key_id).unwrap_or_else(|_| KeyId::from_bytes([0; 16]))
+    }
+
+    /// The key's scope (account and region).
+    pub fn scope(&self) -> Option<Scope> {
+        Scope::new(&self.region, &self.account_id).ok()
+    }
+
+    /// The key ARN.
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:kms:{}:{}:key/{}",
+            self.region, self.account_id, self.key_id
+        )
+    }
+
+    /// The material version new ciphertexts use.
+    pub fn current_version(&self) -> u32 {
+        self.materials.last().map_or(1, |m| m.version)
+    }
+
+    /// Whether the key belongs to `scope`.
+    pub fn in_scope(&self, scope: &Scope) -> bool {
+        self.account_id == scope.account_id() && self.region == scope.region()
+    }
+
+    /// Number of on-demand rotations so far.
+    pub fn on_demand_rotations(&self) -> usize {
+        self.materials
+            .iter()
+            .filter(|m| m.rotation_type == Some(RotationType::OnDemand))
+            .count()
+    }
+}
+
+/// An alias: a name in an account and region pointing at one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub name: String,
+    pub target_key_id: String,
+    pub creation_date: i64,
+    pub last_updated_date: i64,
+}
+
+/// An HSM change recorded before it is made, so a crash between the HSM and the metadata
+/// leaves a trace that start-up finds and reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentRecord {
+    pub kind: IntentKind,
+    pub key_id: String,
+    pub version: u32,
+    pub cluster: String,
+    pub created: i64,
+}
+
+/// What an intent was about to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntentKind {
+    /// Create a key's material (CreateKey or a rotation).
+    CreateMaterial,
+}

@@ -1,0 +1,391 @@
+//! Requests and responses of every key store operation, in the AWS KMS API model's shapes
+//! and member names, so the library, the CLI's JSON output and the HTTP protocol share them.
+//! Blobs travel as standard base64, timestamps as epoch seconds. Plaintexts and data keys are
+//! [`SecretSlice`]s: their `Debug` is redacted and they serialise only into a response body.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretSlice;
+use serde::{Deserialize, Serialize};
+
+/// The one encryption algorithm of symmetric keys.
+pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+
+/// A tag on a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub tag_key: String,
+    pub tag_value: String,
+}
+
+/// Encryption context: a string map bound to a ciphertext as authenticated data.
+pub type EncryptionContextMap = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateKeyRequest {
+    pub description: Option<String>,
+    pub key_usage: Option<String>,
+    pub key_spec: Option<String>,
+    pub customer_master_key_spec: Option<String>,
+    pub origin: Option<String>,
+    pub tags: Vec<Tag>,
+    pub custom_key_store_id: Option<String>,
+    pub multi_region: Option<bool>,
+    pub policy: Option<String>,
+    pub bypass_policy_lockout_safety_check: Option<bool>,
+}
+
+/// AWS's KeyMetadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    #[serde(rename = "AWSAccountId")]
+    pub aws_account_id: String,
+    pub key_id: String,
+    pub arn: String,
+    pub creation_date: f64,
+    pub enabled: bool,
+    pub description: String,
+    pub key_usage: String,
+    pub key_state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<f64>,
+    pub origin: String,
+    pub key_manager: String,
+    pub customer_master_key_spec: String,
+    pub key_spec: String,
+    pub encryption_algorithms: Vec<String>,
+    pub multi_region: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_deletion_window_in_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadataResponse {
+    pub key_metadata: KeyMetadata,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct KeyIdRequest {
+    pub key_id: String,
+    pub grant_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListRequest {
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyListEntry {
+    pub key_id: String,
+    pub key_arn: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysResponse {
+    pub keys: Vec<KeyListEntry>,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ScheduleKeyDeletionRequest {
+    pub key_id: String,
+    pub pending_window_in_days: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduleKeyDeletionResponse {
+    pub key_id: String,
+    pub deletion_date: f64,
+    pub key_state: String,
+    pub pending_window_in_days: u32,
+}
+
+/// A response that names only the key (by ARN).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdResponse {
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateKeyDescriptionRequest {
+    pub key_id: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TagResourceRequest {
+    pub key_id: String,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UntagResourceRequest {
+    pub key_id: String,
+    pub tag_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListResourceTagsRequest {
+    pub key_id: String,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListResourceTagsResponse {
+    pub tags: Vec<Tag>,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AliasRequest {
+    pub alias_name: String,
+    pub target_key_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListAliasesRequest {
+    pub key_id: Option<String>,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasListEntry {
+    pub alias_name: String,
+    pub alias_arn: String,
+    pub target_key_id: String,
+    pub creation_date: f64,
+    pub last_updated_date: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListAliasesResponse {
+    pub aliases: Vec<AliasListEntry>,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EncryptRequest {
+    pub key_id: String,
+    #[serde(with = "secret_base64")]
+    pub plaintext: SecretSlice<u8>,
+    pub encryption_context: Option<EncryptionContextMap>,
+    pub grant_tokens: Vec<String>,
+    pub encryption_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptResponse {
+    #[serde(with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    pub key_id: String,
+    pub encryption_algorithm: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DecryptRequest {
+    #[serde(with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    pub encryption_context: Option<EncryptionContextMap>,
+    pub grant_tokens: Vec<String>,
+    pub key_id: Option<String>,
+    pub encryption_algorithm: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptResponse {
+    pub key_id: String,
+    #[serde(with = "secret_base64")]
+    pub plaintext: SecretSlice<u8>,
+    pub encryption_algorithm: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ReEncryptRequest {
+    #[serde(with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    pub source_encryption_context: Option<EncryptionContextMap>,
+    pub source_key_id: Option<String>,
+    pub destination_key_id: String,
+    pub destination_encryption_context: Option<EncryptionContextMap>,
+    pub source_encryption_algorithm: Option<String>,
+    pub destination_encryption_algorithm: Option<String>,
+    pub grant_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReEncryptResponse {
+    #[serde(with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    pub source_key_id: String,
+    pub key_id: String,
+    pub source_encryption_algorithm: String,
+    pub destination_encryption_algorithm: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GenerateDataKeyRequest {
+    pub key_id: String,
+    pub encryption_context: Option<EncryptionContextMap>,
+    pub number_of_bytes: Option<i64>,
+    pub key_spec: Option<String>,
+    pub grant_tokens: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyResponse {
+    #[serde(with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    #[serde(with = "secret_base64")]
+    pub plaintext: SecretSlice<u8>,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyWithoutPlaintextResponse {
+    #[serde(with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GenerateRandomRequest {
+    pub number_of_bytes: Option<i64>,
+    pub custom_key_store_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateRandomResponse {
+    #[serde(with = "secret_base64")]
+    pub plaintext: SecretSlice<u8>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EnableKeyRotationRequest {
+    pub key_id: String,
+    pub rotation_period_in_days: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyRotationStatusResponse {
+    pub key_rotation_enabled: bool,
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_period_in_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_rotation_date: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_demand_rotation_start_date: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListKeyRotationsRequest {
+    pub key_id: String,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotationEntry {
+    pub key_id: String,
+    pub rotation_date: f64,
+    pub rotation_type: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyRotationsResponse {
+    pub rotations: Vec<RotationEntry>,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// Standard padded base64 for blobs.
+pub mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(|_| serde::de::Error::custom("invalid base64"))
+    }
+}
+
+/// Standard padded base64 for secrets; the decoded bytes go straight into a [`SecretSlice`].
+pub mod secret_base64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use secrecy::{ExposeSecret, SecretSlice};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(
+        secret: &SecretSlice<u8>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let encoded = Zeroizing::new(STANDARD.encode(secret.expose_secret()));
+        serializer.serialize_str(&encoded)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SecretSlice<u8>, D::Error> {
+        let text = Zeroizing::new(String::deserialize(deserializer)?);
+        STANDARD
+            .decode(text.as_bytes())
+            .map(SecretSlice::from)
+            .map_err(|_| serde::de::Error::custom("invalid base64"))
+    }
+}

@@ -1,0 +1,341 @@
+//! The cryptographic operations: Encrypt, Decrypt, ReEncrypt, GenerateDataKey,
+//! GenerateDataKeyWithoutPlaintext and GenerateRandom. All AES work happens inside the HSM
+//! cluster; the IV is fresh from the operating system's generator for every ciphertext, and
+//! the blob header plus the canonical encryption context are bound as AAD.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretSlice};
+use zeroize::Zeroizing;
+
+use super::api::*;
+use super::{Caller, KeyStore, cluster_error};
+use crate::cluster::MaterialId;
+use crate::crypto::blob::{BlobHeader, CiphertextBlob, IV_LEN, MAX_BLOB_LEN};
+use crate::crypto::context::EncryptionContext;
+use crate::error::KmsError;
+use crate::hsm::Gcm;
+use crate::keys::records::KeyRecord;
+use crate::keys::state::{self, Operation};
+
+const PLAINTEXT_MAX: usize = 4096;
+const CIPHERTEXT_MAX: usize = 6144;
+const DATA_KEY_MAX: i64 = 1024;
+const RANDOM_MAX: i64 = 1024;
+
+/// Asymmetric algorithms AWS knows: asking for one with a symmetric key is a key-usage error.
+const ASYMMETRIC_ALGORITHMS: [&str; 3] = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
+
+/// A fresh data key: its key, the plaintext bytes and the ciphertext blob.
+type DataKey = (Arc<KeyRecord>, Zeroizing<Vec<u8>>, Vec<u8>);
+
+impl KeyStore {
+    /// Encrypt up to 4096 bytes under a key.
+    pub fn encrypt(
+        &self,
+        caller: &Caller,
+        request: EncryptRequest,
+    ) -> Result<EncryptResponse, KmsError> {
+        let plaintext = request.plaintext.expose_secret();
+        check_length("plaintext", plaintext.len(), PLAINTEXT_MAX)?;
+        check_algorithm(
+            "encryptionAlgorithm",
+            request.encryption_algorithm.as_deref(),
+        )?;
+        let context = context(request.encryption_context)?;
+        let key = self.resolve(caller, "keyId", &request.key_id)?;
+        state::check(Operation::Encrypt, key.state, &key.arn())?;
+        let ciphertext_blob = self.seal(&key, &context, plaintext)?;
+        Ok(EncryptResponse {
+            ciphertext_blob,
+            key_id: key.arn(),
+            encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+        })
+    }
+
+    /// Decrypt a ciphertext blob; `KeyId`, when given, must name the blob's key.
+    pub fn decrypt(
+        &self,
+        caller: &Caller,
+        request: DecryptRequest,
+    ) -> Result<DecryptResponse, KmsError> {
+        check_algorithm(
+            "encryptionAlgorithm",
+            request.encryption_algorithm.as_deref(),
+        )?;
+        let (key, plaintext) = self.open_blob(
+            caller,
+            &request.ciphertext_blob,
+            request.encryption_context,
+            request.key_id.as_deref(),
+            Operation::Decrypt,
+        )?;
+        Ok(DecryptResponse {
+            key_id: key.arn(),
+            plaintext: SecretSlice::from(plaintext.to_vec()),
+            encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+        })
+    }
+
+    /// ReEncrypt: decrypt under the source key and encrypt under the destination key, the
+    /// plaintext never leaving this process's zeroized memory.
+    pub fn re_encrypt(
+        &self,
+        caller: &Caller,
+        request: ReEncryptRequest,
+    ) -> Result<ReEncryptResponse, KmsError> {
+        check_algorithm(
+            "sourceEncryptionAlgorithm",
+            request.source_encryption_algorithm.as_deref(),
+        )?;
+        check_algorithm(
+            "destinationEncryptionAlgorithm",
+            request.destination_encryption_algorithm.as_deref(),
+        )?;
+        let destination_context = context(request.destination_encryption_context)?;
+        let destination = self.resolve(caller, "destinationKeyId", &request.destination_key_id)?;
+        let (source, plaintext) = self.open_blob(
+            caller,
+            &request.ciphertext_blob,
+            request.source_encryption_context,
+            request.source_key_id.as_deref(),
+            Operation::ReEncrypt,
+        )?;
+        state::check(Operation::ReEncrypt, destination.state, &destination.arn())?;
+        let ciphertext_blob = self.seal(&destination, &destination_context, &plaintext)?;
+        Ok(ReEncryptResponse {
+            ciphertext_blob,
+            source_key_id: source.arn(),
+            key_id: destination.arn(),
+            source_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+            destination_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+        })
+    }
+
+    /// GenerateDataKey: a data key from the HSMs' generator, in plaintext and encrypted.
+    pub fn generate_data_key(
+        &self,
+        caller: &Caller,
+        request: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyResponse, KmsError> {
+        let (key, data_key, ciphertext_blob) =
+            self.data_key(caller, request, Operation::GenerateDataKey)?;
+        Ok(GenerateDataKeyResponse {
+            ciphertext_blob,
+            plaintext: SecretSlice::from(data_key.to_vec()),
+            key_id: key.arn(),
+        })
+    }
+
+    /// GenerateDataKeyWithoutPlaintext: only the encrypted copy of a fresh data key.
+    pub fn generate_data_key_without_plaintext(
+        &self,
+        caller: &Caller,
+        request: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
+        let (key, _, ciphertext_blob) =
+            self.data_key(caller, request, Operation::GenerateDataKeyWithoutPlaintext)?;
+        Ok(GenerateDataKeyWithoutPlaintextResponse {
+            ciphertext_blob,
+            key_id: key.arn(),
+        })
+    }
+
+    /// GenerateRandom: 1–1024 bytes from the HSMs.
+    pub fn generate_random(
+        &self,
+        _caller: &Caller,
+        request: GenerateRandomRequest,
+    ) -> Result<GenerateRandomResponse, KmsError> {
+        if request.custom_key_store_id.is_some() {
+            return Err(KmsError::CustomKeyStoreNotFound(String::new()));
+        }
+        let count = request
+            .number_of_bytes
+            .ok_or_else(|| KmsError::Validation("NumberOfBytes is required".to_owned()))?;
+        check_count("numberOfBytes", count, RANDOM_MAX)?;
+        let bytes = self.cluster.random(count as usize).map_err(cluster_error)?;
+        Ok(GenerateRandomResponse {
+            plaintext: SecretSlice::from(bytes.to_vec()),
+        })
+    }
+
+    fn data_key(
+        &self,
+        caller: &Caller,
+        request: GenerateDataKeyRequest,
+        operation: Operation,
+    ) -> Result<DataKey, KmsError> {
+        let length = match (request.key_spec.as_deref(), request.number_of_bytes) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(KmsError::Validation(
+                    "Please specify either number of bytes or key spec.".to_owned(),
+                ));
+            }
+            (Some("AES_256"), None) => 32,
+            (Some("AES_128"), None) => 16,
+            (Some(other), None) => {
+                return Err(KmsError::constraint_violation(
+                    "keySpec",
+                    Some(other),
+                    &["Member must satisfy enum value set: [AES_256, AES_128]"],
+                ));
+            }
+            (None, Some(count)) => {
+                check_count("numberOfBytes", count, DATA_KEY_MAX)?;
+                count as usize
+            }
+        };
+        let context = context(request.encryption_context)?;
+        let key = self.resolve(caller, "keyId", &request.key_id)?;
+        state::check(operation, key.state, &key.arn())?;
+        let data_key = self.cluster.random(length).map_err(cluster_error)?;
+        let ciphertext_blob = self.seal(&key, &context, &data_key)?;
+        Ok((key, data_key, ciphertext_blob))
+    }
+
+    /// Encrypts `plaintext` under the key's current material into a ciphertext blob.
+    fn seal(
+        &self,
+        key: &KeyRecord,
+        context: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        let header = BlobHeader::new(key.id(), key.current_version());
+        let aad = header.aad(context);
+        let mut iv = [0u8; IV_LEN];
+        getrandom::fill(&mut iv)
+            .map_err(|e| KmsError::KmsInternal(format!("no randomness for an IV: {e}")))?;
+        let gcm = Gcm::new(&iv, &aad, 128).map_err(|e| KmsError::KmsInternal(e.to_string()))?;
+        let material = MaterialId::new(key.key_id.clone(), header.material_version());
+        let sealed = self
+            .cluster
+            .encrypt(&material, &gcm, plaintext)
+            .map_err(cluster_error)?;
+        header.encode(&iv, &sealed)
+    }
+
+    /// Authenticates and decrypts a blob: finds its key, checks `expected_key` and the state.
+    fn open_blob(
+        &self,
+        caller: &Caller,
+        blob: &[u8],
+        context: Option<EncryptionContextMap>,
+        expected_key: Option<&str>,
+        operation: Operation,
+    ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>), KmsError> {
+        check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
+        let context = self::context(context)?;
+        let expected = match expected_key {
+            Some(reference) => Some(self.resolve(caller, "keyId", reference)?),
+            None => None,
+        };
+        let invalid = || KmsError::InvalidCiphertext(String::new());
+        if blob.len() > MAX_BLOB_LEN {
+            return Err(invalid());
+        }
+        let parsed = CiphertextBlob::parse(blob)?;
+        let header = parsed.header();
+        let key_id = header.key_id().to_string();
+        if let Some(expected) = &expected
+            && expected.key_id != key_id
+        {
+            return Err(KmsError::IncorrectKey(
+                "The key ID in the request does not identify a CMK that can perform this operation.".to_owned(),
+            ));
+        }
+        let key = self.key(&key_id)?.ok_or_else(invalid)?;
+        if !key.in_scope(&caller.scope) {
+            return Err(KmsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: kms:{} on resource: {}",
+                caller.principal,
+                operation.as_str(),
+                key.arn()
+            )));
+        }
+        state::check(operation, key.state, &key.arn())?;
+        if !key
+            .materials
+            .iter()
+            .any(|m| m.version == header.material_version())
+        {
+            return Err(invalid());
+        }
+        let aad = header.aad(&context);
+        let gcm = Gcm::new(parsed.iv(), &aad, 128).map_err(|_| invalid())?;
+        let material = MaterialId::new(key_id, header.material_version());
+        let plaintext = self
+            .cluster
+            .decrypt(&material, &gcm, parsed.ciphertext_and_tag())
+            .map_err(|error| {
+                if error.is_rejected_ciphertext() {
+                    invalid()
+                } else {
+                    cluster_error(error)
+                }
+            })?;
+        Ok((key, plaintext))
+    }
+}
+
+fn context(map: Option<EncryptionContextMap>) -> Result<EncryptionContext, KmsError> {
+    EncryptionContext::new(map.unwrap_or_default())
+}
+
+fn check_length(param: &str, length: usize, max: usize) -> Result<(), KmsError> {
+    if length == 0 {
+        return Err(KmsError::constraint_violation(
+            param,
+            None,
+            &["Member must have length greater than or equal to 1"],
+        ));
+    }
+    if length > max {
+        return Err(KmsError::constraint_violation(
+            param,
+            None,
+            &[&format!(
+                "Member must have length less than or equal to {max}"
+            )],
+        ));
+    }
+    Ok(())
+}
+
+fn check_count(param: &str, count: i64, max: i64) -> Result<(), KmsError> {
+    if count < 1 {
+        return Err(KmsError::constraint_violation(
+            param,
+            Some(&count.to_string()),
+            &["Member must have value greater than or equal to 1"],
+        ));
+    }
+    if count > max {
+        return Err(KmsError::constraint_violation(
+            param,
+            Some(&count.to_string()),
+            &[&format!(
+                "Member must have value less than or equal to {max}"
+            )],
+        ));
+    }
+    Ok(())
+}
+
+fn check_algorithm(param: &str, algorithm: Option<&str>) -> Result<(), KmsError> {
+    match algorithm {
+        None | Some(SYMMETRIC_DEFAULT) => Ok(()),
+        Some(asymmetric) if ASYMMETRIC_ALGORITHMS.contains(&asymmetric) => {
+            Err(KmsError::InvalidKeyUsage(format!(
+                "The encryption algorithm {asymmetric} is not supported for symmetric keys."
+            )))
+        }
+        Some(other) => Err(KmsError::constraint_violation(
+            param,
+            Some(other),
+            &[
+                "Member must satisfy enum value set: [SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1, RSAES_OAEP_SHA_256, SM2PKE]",
+            ],
+        )),
+    }
+}

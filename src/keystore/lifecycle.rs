@@ -1,0 +1,445 @@
+//! Key lifecycle: CreateKey, DescribeKey, ListKeys, EnableKey, DisableKey,
+//! ScheduleKeyDeletion, CancelKeyDeletion, UpdateKeyDescription and the tag operations.
+
+use std::collections::BTreeMap;
+
+use super::api::*;
+use super::{Caller, KeyStore, cluster_error, encode, internal, limit};
+use crate::clock::{DAY_MILLIS, to_epoch_seconds};
+use crate::cluster::MaterialId;
+use crate::error::KmsError;
+use crate::ids::KeyId;
+use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord};
+use crate::keys::state::{self, KeyState, Operation};
+use crate::store::{Batch, Precondition, Table};
+
+const DESCRIPTION_MAX: usize = 8192;
+const TAG_KEY_MAX: usize = 128;
+const TAG_VALUE_MAX: usize = 256;
+const TAGS_PER_KEY_MAX: usize = 50;
+
+impl KeyStore {
+    /// CreateKey: generates AES-256 material inside one HSM, replicates it to every healthy
+    /// member, then records the key.
+    ///
+    /// Crash consistency: an intent is flushed before the HSM work and removed in the same
+    /// batch that writes the key record. A crash in between leaves material without a key,
+    /// which no caller can see and which start-up and `cluster status` report.
+    pub fn create_key(
+        &self,
+        caller: &Caller,
+        request: CreateKeyRequest,
+    ) -> Result<KeyMetadataResponse, KmsError> {
+        let description = request.description.unwrap_or_default();
+        check_description(&description)?;
+        let key_spec = request
+            .key_spec
+            .or(request.customer_master_key_spec)
+            .unwrap_or_else(|| SYMMETRIC_DEFAULT.to_owned());
+        if key_spec != SYMMETRIC_DEFAULT {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "KeySpec {key_spec} is not supported: this key store holds symmetric keys (SYMMETRIC_DEFAULT) only."
+            )));
+        }
+        let key_usage = request
+            .key_usage
+            .unwrap_or_else(|| "ENCRYPT_DECRYPT".to_owned());
+        if key_usage != "ENCRYPT_DECRYPT" {
+            return Err(KmsError::Validation(format!(
+                "KeyUsage {key_usage} is not compatible with KeySpec SYMMETRIC_DEFAULT"
+            )));
+        }
+        let origin = request.origin.unwrap_or_else(|| "AWS_KMS".to_owned());
+        if origin != "AWS_KMS" {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "Origin {origin} is not supported yet; keys are generated in the HSM cluster (AWS_KMS)."
+            )));
+        }
+        if request.multi_region == Some(true) {
+            return Err(KmsError::UnsupportedOperation(
+                "Multi-Region keys are not supported.".into(),
+            ));
+        }
+        if request.custom_key_store_id.is_some() {
+            return Err(KmsError::CustomKeyStoreNotFound(String::new()));
+        }
+        let tags = validate_tags(&request.tags, &BTreeMap::new())?;
+
+        let key_id = KeyId::new_random();
+        let now = self.now();
+        let record = KeyRecord {
+            key_id: key_id.to_string(),
+            account_id: caller.scope.account_id().to_owned(),
+            region: caller.scope.region().to_owned(),
+            cluster: self.cluster.name().to_owned(),
+            creation_date: now,
+            description,
+            key_usage,
+            key_spec,
+            origin,
+            state: KeyState::Enabled,
+            deletion_date: None,
+            pending_window_days: None,
+            tags,
+            materials: vec![MaterialRecord {
+                version: 1,
+                created: now,
+                rotation_type: None,
+            }],
+            rotation: None,
+            destruction_pending: Vec::new(),
+        };
+        self.create_material(&record, 1, |batch| {
+            batch
+                .expect(
+                    Table::Keys,
+                    record.key_id.as_bytes(),
+                    Precondition::ExpectAbsent,
+                )
+                .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
+            Ok(())
+        })?;
+        Ok(KeyMetadataResponse {
+            key_metadata: metadata(&record),
+        })
+    }
+
+    /// Creates material `version` of `record`'s key in the cluster between an intent and the
+    /// batch `finish` fills (which also removes the intent).
+    pub(super) fn create_material(
+        &self,
+        record: &KeyRecord,
+        version: u32,
+        finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
+    ) -> Result<(), KmsError> {
+        let material = MaterialId::new(record.key_id.clone(), version);
+        let intent_key = material.to_string().into_bytes();
+        let intent = IntentRecord {
+            kind: IntentKind::CreateMaterial,
+            key_id: record.key_id.clone(),
+            version,
+            cluster: self.cluster.name().to_owned(),
+            created: self.now(),
+        };
+        let mut begin = Batch::new();
+        begin.put(Table::Intents, &intent_key, encode(&intent)?);
+        self.store
+            .commit(begin)
+            .map_err(internal)?
+            .map_err(|c| KmsError::KmsInternal(c.to_string()))?;
+
+        match self.cluster.create_key(&material, &record.arn()) {
+            Ok(()) => {}
+            Err(error) => {
+                // The cluster rolled its copies back unless it says otherwise; only then is the
+                // intent finished. Copies left behind keep the intent, for repair.
+                if !matches!(&error, crate::cluster::ClusterError::Replication { left_behind, .. } if !left_behind.is_empty())
+                {
+                    let mut rollback = Batch::new();
+                    rollback.delete(Table::Intents, &intent_key);
+                    self.store.commit(rollback).map_err(internal)?.ok();
+                }
+                return Err(cluster_error(error));
+            }
+        }
+        let mut batch = Batch::new();
+        finish(&mut batch)?;
+        batch.delete(Table::Intents, &intent_key);
+        self.commit(batch, &record.key_id)
+    }
+
+    /// DescribeKey (any key reference, any state).
+    pub fn describe_key(
+        &self,
+        caller: &Caller,
+        request: KeyIdRequest,
+    ) -> Result<KeyMetadataResponse, KmsError> {
+        let record = self.resolve(caller, "keyId", &request.key_id)?;
+        Ok(KeyMetadataResponse {
+            key_metadata: metadata(&record),
+        })
+    }
+
+    /// ListKeys of the caller's account and region, in key-id order.
+    pub fn list_keys(
+        &self,
+        caller: &Caller,
+        request: ListRequest,
+    ) -> Result<ListKeysResponse, KmsError> {
+        let limit = limit(request.limit, 100)?;
+        let after = match &request.marker {
+            Some(marker) => Some(
+                KeyId::parse(marker)
+                    .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let mut keys = Vec::new();
+        let mut cursor = after.map(String::into_bytes);
+        let mut truncated = false;
+        'pages: loop {
+            let page = self
+                .store
+                .scan(Table::Keys, b"", cursor.as_deref(), 1000)
+                .map_err(internal)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            cursor = Some(last.clone());
+            for (_, found) in page {
+                let record: KeyRecord = super::decode(&found.payload)?;
+                if !record.in_scope(&caller.scope) {
+                    continue;
+                }
+                if keys.len() == limit {
+                    truncated = true;
+                    break 'pages;
+                }
+                keys.push(KeyListEntry {
+                    key_arn: record.arn(),
+                    key_id: record.key_id,
+                });
+            }
+        }
+        let next_marker = truncated
+            .then(|| keys.last().map(|k| k.key_id.clone()))
+            .flatten();
+        Ok(ListKeysResponse {
+            keys,
+            truncated,
+            next_marker,
+        })
+    }
+
+    /// EnableKey.
+    pub fn enable_key(&self, caller: &Caller, request: KeyIdRequest) -> Result<(), KmsError> {
+        self.set_enabled(
+            caller,
+            &request.key_id,
+            Operation::EnableKey,
+            KeyState::Enabled,
+        )
+    }
+
+    /// DisableKey.
+    pub fn disable_key(&self, caller: &Caller, request: KeyIdRequest) -> Result<(), KmsError> {
+        self.set_enabled(
+            caller,
+            &request.key_id,
+            Operation::DisableKey,
+            KeyState::Disabled,
+        )
+    }
+
+    fn set_enabled(
+        &self,
+        caller: &Caller,
+        key: &str,
+        operation: Operation,
+        target: KeyState,
+    ) -> Result<(), KmsError> {
+        let record = self.resolve_key_only(caller, key)?;
+        self.update_key(&record.key_id, |record, _| {
+            state::check(operation, record.state, &record.arn())?;
+            record.state = target;
+            Ok(())
+        })
+    }
+
+    /// ScheduleKeyDeletion: PendingWindowInDays 7–30, default 30.
+    pub fn schedule_key_deletion(
+        &self,
+        caller: &Caller,
+        request: ScheduleKeyDeletionRequest,
+    ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
+        let days = request.pending_window_in_days.unwrap_or(30);
+        if !(7..=30).contains(&days) {
+            return Err(KmsError::constraint_violation(
+                "pendingWindowInDays",
+                Some(&days.to_string()),
+                &[if days < 7 {
+                    "Member must have value greater than or equal to 7"
+                } else {
+                    "Member must have value less than or equal to 30"
+                }],
+            ));
+        }
+        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let now = self.now();
+        self.update_key(&record.key_id, |record, _| {
+            state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
+            let deletion_date = now + days * DAY_MILLIS;
+            record.state = KeyState::PendingDeletion;
+            record.deletion_date = Some(deletion_date);
+            record.pending_window_days = Some(days as u32);
+            Ok(ScheduleKeyDeletionResponse {
+                key_id: record.arn(),
+                deletion_date: to_epoch_seconds(deletion_date),
+                key_state: KeyState::PendingDeletion.as_str().to_owned(),
+                pending_window_in_days: days as u32,
+            })
+        })
+    }
+
+    /// CancelKeyDeletion: the key returns to Disabled.
+    pub fn cancel_key_deletion(
+        &self,
+        caller: &Caller,
+        request: KeyIdRequest,
+    ) -> Result<KeyIdResponse, KmsError> {
+        let record = self.resolve_key_only(caller, &request.key_id)?;
+        self.update_key(&record.key_id, |record, _| {
+            state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
+            record.state = KeyState::Disabled;
+            record.deletion_date = None;
+            record.pending_window_days = None;
+            Ok(KeyIdResponse {
+                key_id: record.arn(),
+            })
+        })
+    }
+
+    /// UpdateKeyDescription.
+    pub fn update_key_description(
+        &self,
+        caller: &Caller,
+        request: UpdateKeyDescriptionRequest,
+    ) -> Result<(), KmsError> {
+        check_description(&request.description)?;
+        let record = self.resolve_key_only(caller, &request.key_id)?;
+        self.update_key(&record.key_id, |record, _| {
+            state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
+            record.description = request.description;
+            Ok(())
+        })
+    }
+
+    /// TagResource: adds or overwrites tags.
+    pub fn tag_resource(
+        &self,
+        caller: &Caller,
+        request: TagResourceRequest,
+    ) -> Result<(), KmsError> {
+        let record = self.resolve_key_only(caller, &request.key_id)?;
+        self.update_key(&record.key_id, |record, _| {
+            state::check(Operation::TagResource, record.state, &record.arn())?;
+            record.tags = validate_tags(&request.tags, &record.tags)?;
+            Ok(())
+        })
+    }
+
+    /// UntagResource.
+    pub fn untag_resource(
+        &self,
+        caller: &Caller,
+        request: UntagResourceRequest,
+    ) -> Result<(), KmsError> {
+        let record = self.resolve_key_only(caller, &request.key_id)?;
+        self.update_key(&record.key_id, |record, _| {
+            state::check(Operation::UntagResource, record.state, &record.arn())?;
+            for key in &request.tag_keys {
+                record.tags.remove(key);
+            }
+            Ok(())
+        })
+    }
+
+    /// ListResourceTags, in tag-key order.
+    pub fn list_resource_tags(
+        &self,
+        caller: &Caller,
+        request: ListResourceTagsRequest,
+    ) -> Result<ListResourceTagsResponse, KmsError> {
+        let limit = limit(request.limit, 50)?;
+        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let mut tags: Vec<Tag> = record
+            .tags
+            .iter()
+            .filter(|(key, _)| request.marker.as_ref().is_none_or(|marker| *key > marker))
+            .map(|(key, value)| Tag {
+                tag_key: key.clone(),
+                tag_value: value.clone(),
+            })
+            .collect();
+        let truncated = tags.len() > limit;
+        tags.truncate(limit);
+        Ok(ListResourceTagsResponse {
+            next_marker: truncated
+                .then(|| tags.last().map(|t| t.tag_key.clone()))
+                .flatten(),
+            tags,
+            truncated,
+        })
+    }
+}
+
+/// The AWS KeyMetadata of a record.
+pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
+    KeyMetadata {
+        aws_account_id: record.account_id.clone(),
+        key_id: record.key_id.clone(),
+        arn: record.arn(),
+        creation_date: to_epoch_seconds(record.creation_date),
+        enabled: record.state == KeyState::Enabled,
+        description: record.description.clone(),
+        key_usage: record.key_usage.clone(),
+        key_state: record.state.as_str().to_owned(),
+        deletion_date: record.deletion_date.map(to_epoch_seconds),
+        origin: record.origin.clone(),
+        key_manager: "CUSTOMER".to_owned(),
+        customer_master_key_spec: record.key_spec.clone(),
+        key_spec: record.key_spec.clone(),
+        encryption_algorithms: vec![SYMMETRIC_DEFAULT.to_owned()],
+        multi_region: false,
+        pending_deletion_window_in_days: record.pending_window_days,
+    }
+}
+
+fn check_description(description: &str) -> Result<(), KmsError> {
+    if description.chars().count() > DESCRIPTION_MAX {
+        return Err(KmsError::constraint_violation(
+            "description",
+            None,
+            &["Member must have length less than or equal to 8192"],
+        ));
+    }
+    Ok(())
+}
+
+/// Merges `new` tags into `existing`, checking AWS's tag rules.
+fn validate_tags(
+    new: &[Tag],
+    existing: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, KmsError> {
+    let mut tags = existing.clone();
+    let mut seen = std::collections::BTreeSet::new();
+    for tag in new {
+        let key_len = tag.tag_key.chars().count();
+        if key_len == 0 || key_len > TAG_KEY_MAX {
+            return Err(KmsError::Tag(format!(
+                "Tag key must be 1 to {TAG_KEY_MAX} characters long."
+            )));
+        }
+        if tag.tag_value.chars().count() > TAG_VALUE_MAX {
+            return Err(KmsError::Tag(format!(
+                "Tag value must be at most {TAG_VALUE_MAX} characters long."
+            )));
+        }
+        if tag.tag_key.starts_with("aws:") {
+            return Err(KmsError::Tag(
+                "Tag keys starting with aws: are reserved.".into(),
+            ));
+        }
+        if !seen.insert(tag.tag_key.clone()) {
+            return Err(KmsError::Tag(format!("Duplicate tag key {}", tag.tag_key)));
+        }
+        tags.insert(tag.tag_key.clone(), tag.tag_value.clone());
+    }
+    if tags.len() > TAGS_PER_KEY_MAX {
+        return Err(KmsError::Tag(format!(
+            "A key can have at most {TAGS_PER_KEY_MAX} tags."
+        )));
+    }
+    Ok(tags)
+}

@@ -1,0 +1,243 @@
+//! Background work and reconciliation: carrying out scheduled deletions when their date has
+//! passed (destroying the material on every HSM member, verified, then the metadata and
+//! aliases), automatic rotations that are due, and comparing the HSMs' key objects with the
+//! metadata. Inconsistencies are reported, never silently deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{KeyStore, decode, internal};
+use crate::cluster::MaterialId;
+use crate::error::KmsError;
+use crate::keys::records::{IntentRecord, KeyRecord, RotationType};
+use crate::keys::state::KeyState;
+use crate::store::{Batch, Precondition, Table};
+
+/// A mismatch between the HSMs and the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Inconsistency {
+    /// Key material creation began but its key was never recorded (a crash in between):
+    /// the material may exist in HSMs although no caller can see a key for it.
+    InterruptedCreate { material: String },
+    /// An HSM object that no key record names.
+    OrphanMaterial { member: String, material: String },
+    /// A key record whose material is missing on a healthy member.
+    MissingMaterial { member: String, material: String },
+    /// A deleted key whose material could not yet be destroyed on some members.
+    DestructionPending {
+        key_arn: String,
+        members: Vec<String>,
+    },
+    /// A member whose key objects could not be listed.
+    Unlisted { member: String, error: String },
+}
+
+impl fmt::Display for Inconsistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Inconsistency::InterruptedCreate { material } => {
+                write!(
+                    f,
+                    "interrupted creation of key material {material}: HSM objects may exist without a key"
+                )
+            }
+            Inconsistency::OrphanMaterial { member, material } => {
+                write!(
+                    f,
+                    "HSM member {member} holds key material {material} that no key record names"
+                )
+            }
+            Inconsistency::MissingMaterial { member, material } => {
+                write!(
+                    f,
+                    "key material {material} is missing on HSM member {member}"
+                )
+            }
+            Inconsistency::DestructionPending { key_arn, members } => {
+                write!(
+                    f,
+                    "deletion of {key_arn} still has to destroy its material on {}",
+                    members.join(", ")
+                )
+            }
+            Inconsistency::Unlisted { member, error } => {
+                write!(f, "HSM member {member} could not be listed: {error}")
+            }
+        }
+    }
+}
+
+/// What one maintenance run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MaintenanceReport {
+    /// ARNs of keys whose deletion was carried out.
+    pub deleted: Vec<String>,
+    /// ARNs of keys rotated automatically.
+    pub rotated: Vec<String>,
+    /// Everything found inconsistent (including deletions still pending on members).
+    pub inconsistencies: Vec<Inconsistency>,
+    /// Keys whose maintenance failed, with the reason.
+    pub failures: Vec<String>,
+}
+
+impl KeyStore {
+    /// Runs due deletions and rotations once, then reconciles HSMs against metadata.
+    pub fn run_maintenance(&self) -> Result<MaintenanceReport, KmsError> {
+        let now = self.now();
+        let mut report = MaintenanceReport::default();
+        for key in self.all_keys()? {
+            let due_deletion = key.state == KeyState::PendingDeletion
+                && key.deletion_date.is_some_and(|date| date <= now);
+            let due_rotation = key.state == KeyState::Enabled
+                && key
+                    .rotation
+                    .as_ref()
+                    .is_some_and(|r| r.next_rotation <= now);
+            if due_deletion {
+                match self.delete_key_now(&key) {
+                    Ok(pending) if pending.is_empty() => report.deleted.push(key.arn()),
+                    Ok(pending) => report
+                        .inconsistencies
+                        .push(Inconsistency::DestructionPending {
+                            key_arn: key.arn(),
+                            members: pending,
+                        }),
+                    Err(error) => report.failures.push(format!("{}: {error}", key.arn())),
+                }
+            } else if due_rotation {
+                match self.rotate(&key, RotationType::Automatic) {
+                    Ok(_) => report.rotated.push(key.arn()),
+                    Err(error) => report.failures.push(format!("{}: {error}", key.arn())),
+                }
+            }
+        }
+        report.inconsistencies.extend(self.reconcile()?);
+        Ok(report)
+    }
+
+    /// Destroys every material version of `key` on every member; when all are verified gone,
+    /// removes the key and its aliases in one batch. Returns the members still pending.
+    fn delete_key_now(&self, key: &KeyRecord) -> Result<Vec<String>, KmsError> {
+        let mut pending = BTreeSet::new();
+        for material in &key.materials {
+            let report = self
+                .cluster
+                .destroy_key(&MaterialId::new(key.key_id.clone(), material.version));
+            pending.extend(report.pending.into_iter().map(|error| error.member));
+        }
+        let pending: Vec<String> = pending.into_iter().collect();
+        if !pending.is_empty() {
+            let members = pending.clone();
+            self.update_key(&key.key_id, |record, _| {
+                record.destruction_pending = members;
+                Ok(())
+            })?;
+            return Ok(pending);
+        }
+        let scope = key.scope().ok_or_else(|| {
+            KmsError::KmsInternal(format!("key {} has an invalid scope", key.key_id))
+        })?;
+        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = Batch::new();
+        batch
+            .expect(
+                Table::Keys,
+                key.key_id.as_bytes(),
+                Precondition::ExpectPresent,
+            )
+            .delete(Table::Keys, key.key_id.as_bytes());
+        for (alias_key, _) in self.aliases_of(&scope, &key.key_id)? {
+            batch.delete(Table::Aliases, &alias_key);
+        }
+        self.commit(batch, &key.key_id)?;
+        Ok(Vec::new())
+    }
+
+    /// Intents left by a crash between HSM work and its metadata.
+    pub(super) fn interrupted_intents(&self) -> Result<Vec<Inconsistency>, KmsError> {
+        let intents = self
+            .store
+            .scan(Table::Intents, b"", None, usize::MAX)
+            .map_err(internal)?;
+        intents
+            .into_iter()
+            .map(|(_, found)| {
+                let intent: IntentRecord = decode(&found.payload)?;
+                Ok(Inconsistency::InterruptedCreate {
+                    material: MaterialId::new(intent.key_id, intent.version).to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Compares every member's key objects with the key records.
+    pub fn reconcile(&self) -> Result<Vec<Inconsistency>, KmsError> {
+        let mut found = self.interrupted_intents()?;
+        let interrupted: BTreeSet<String> = found
+            .iter()
+            .filter_map(|i| match i {
+                Inconsistency::InterruptedCreate { material } => Some(material.clone()),
+                _ => None,
+            })
+            .collect();
+        let keys: BTreeMap<String, KeyRecord> = self
+            .all_keys()?
+            .into_iter()
+            .filter(|k| k.cluster == self.cluster.name())
+            .map(|k| (k.key_id.clone(), k))
+            .collect();
+        for (member, objects) in self.cluster.key_objects() {
+            let objects = match objects {
+                Ok(objects) => objects,
+                Err(error) => {
+                    found.push(Inconsistency::Unlisted {
+                        member,
+                        error: error.failure.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let mut present = BTreeSet::new();
+            for object in objects {
+                let material = MaterialId::from_cka_id(&object.id);
+                let known = material.as_ref().is_some_and(|m| {
+                    keys.get(&m.key_id)
+                        .is_some_and(|k| k.materials.iter().any(|v| v.version == m.version))
+                });
+                let name = material
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&object.id).into_owned());
+                if known {
+                    present.insert(name);
+                } else if !interrupted.contains(&name) {
+                    found.push(Inconsistency::OrphanMaterial {
+                        member: member.clone(),
+                        material: name,
+                    });
+                }
+            }
+            for key in keys.values() {
+                for version in &key.materials {
+                    let name = MaterialId::new(key.key_id.clone(), version.version).to_string();
+                    if !present.contains(&name) && !key.destruction_pending.contains(&member) {
+                        found.push(Inconsistency::MissingMaterial {
+                            member: member.clone(),
+                            material: name,
+                        });
+                    }
+                }
+            }
+        }
+        for key in keys.values().filter(|k| !k.destruction_pending.is_empty()) {
+            found.push(Inconsistency::DestructionPending {
+                key_arn: key.arn(),
+                members: key.destruction_pending.clone(),
+            });
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,321 @@
+//! The key store facade: one method per AWS KMS operation. Each call resolves the key
+//! reference, checks the key state against the effects table, does its AES work inside the
+//! HSM cluster, and persists metadata (flushed before it returns). Plaintexts and data keys
+//! come and go as [`secrecy`] types and are never written to the metadata store or a log.
+
+mod aliases;
+pub mod api;
+mod crypto_ops;
+mod lifecycle;
+mod maintenance;
+mod rotation;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::clock::{Clock, SystemClock};
+use crate::cluster::{Cluster, ClusterError};
+use crate::config::Config;
+use crate::error::KmsError;
+use crate::ids::{KeyId, KeyRef, Scope};
+use crate::keys::records::{AliasRecord, KeyRecord};
+use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
+
+pub use maintenance::{Inconsistency, MaintenanceReport};
+
+/// Who is calling: the account and region the call is scoped to, and who they are (for the
+/// audit trail).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub scope: Scope,
+    /// The principal's ARN.
+    pub principal: String,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    /// The account's root principal calling from this process.
+    pub fn local(scope: &Scope) -> Caller {
+        Caller {
+            principal: format!("arn:aws:iam::{}:root", scope.account_id()),
+            scope: scope.clone(),
+            source_ip: None,
+            user_agent: None,
+        }
+    }
+}
+
+/// Why a key store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{}", .0.message())]
+    Metadata(#[from] KmsError),
+}
+
+/// An open key store: an HSM cluster plus its metadata.
+pub struct KeyStore {
+    scope: Scope,
+    cluster: Cluster,
+    store: Box<dyn MetadataStore>,
+    clock: Arc<dyn Clock>,
+    /// Key records read since start, with their store revision; dropped on every write.
+    cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
+    /// Serialises read-modify-write cycles of metadata.
+    writes: Mutex<()>,
+    startup: Vec<Inconsistency>,
+}
+
+impl KeyStore {
+    /// Opens the default cluster (running its preflight) and the metadata store in the
+    /// config's data directory.
+    pub fn open(config: &Config) -> Result<KeyStore, OpenError> {
+        let cluster_config = config
+            .default_cluster()
+            .map_err(|e| OpenError::Config(e.to_string()))?;
+        let cluster = Cluster::open(&config.default_cluster, cluster_config)?;
+        let store = SledStore::open(&config.service.data_dir)?;
+        let scope = Scope::new(&config.service.region, &config.service.account_id)
+            .map_err(|e| OpenError::Config(e.message().to_owned()))?;
+        KeyStore::with_parts(scope, cluster, Box::new(store), Arc::new(SystemClock))
+    }
+
+    /// Assembles a key store from its parts (tests inject a manual clock here).
+    pub fn with_parts(
+        scope: Scope,
+        cluster: Cluster,
+        store: Box<dyn MetadataStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<KeyStore, OpenError> {
+        let mut keystore = KeyStore {
+            scope,
+            cluster,
+            store,
+            clock,
+            cache: RwLock::new(HashMap::new()),
+            writes: Mutex::new(()),
+            startup: Vec::new(),
+        };
+        keystore.startup = keystore.interrupted_intents()?;
+        for problem in &keystore.startup {
+            tracing::warn!(%problem, "inconsistency found at start-up");
+        }
+        Ok(keystore)
+    }
+
+    /// The service's own account and region.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The HSM cluster behind the store.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Inconsistencies between HSM and metadata found when the store opened.
+    pub fn startup_inconsistencies(&self) -> &[Inconsistency] {
+        &self.startup
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    /// A key record by id (cached).
+    fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
+        if let Some((record, _)) = read(&self.cache).get(key_id) {
+            return Ok(Some(record.clone()));
+        }
+        let Some(found) = self
+            .store
+            .get(Table::Keys, key_id.as_bytes())
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        let record: Arc<KeyRecord> = Arc::new(decode(&found.payload)?);
+        write(&self.cache).insert(key_id.to_owned(), (record.clone(), found.revision));
+        Ok(Some(record))
+    }
+
+    /// Resolves a key id, key ARN, alias name or alias ARN in the caller's scope.
+    fn resolve(
+        &self,
+        caller: &Caller,
+        param: &str,
+        input: &str,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let reference = KeyRef::parse_param(param, input, &caller.scope)?;
+        let key_id = match &reference {
+            KeyRef::KeyId(id) => Some(*id),
+            KeyRef::KeyArn(arn) => Some(arn.key_id()),
+            KeyRef::AliasName(name) => self.alias_target(&caller.scope, name.as_str())?,
+            KeyRef::AliasArn(arn) => self.alias_target(&caller.scope, arn.alias_name().as_str())?,
+        };
+        self.key_in_scope(caller, key_id)
+            .ok_or_else(|| reference.not_found(&caller.scope))?
+    }
+
+    /// Resolves a parameter that must be a key id or key ARN (no aliases).
+    fn resolve_key_only(&self, caller: &Caller, input: &str) -> Result<Arc<KeyRecord>, KmsError> {
+        let reference = KeyRef::parse(input, &caller.scope)?;
+        let key_id = reference.require_key_id_or_arn()?;
+        self.key_in_scope(caller, Some(key_id))
+            .ok_or_else(|| reference.not_found(&caller.scope))?
+    }
+
+    fn key_in_scope(
+        &self,
+        caller: &Caller,
+        key_id: Option<KeyId>,
+    ) -> Option<Result<Arc<KeyRecord>, KmsError>> {
+        let key_id = key_id?;
+        match self.key(&key_id.to_string()) {
+            Ok(Some(record)) if record.in_scope(&caller.scope) => Some(Ok(record)),
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    fn alias_target(&self, scope: &Scope, name: &str) -> Result<Option<KeyId>, KmsError> {
+        Ok(self
+            .alias(scope, name)?
+            .and_then(|(alias, _)| KeyId::parse(&alias.target_key_id).ok()))
+    }
+
+    fn alias(&self, scope: &Scope, name: &str) -> Result<Option<(AliasRecord, u64)>, KmsError> {
+        let key = alias_key(scope, name);
+        match self.store.get(Table::Aliases, &key).map_err(internal)? {
+            Some(found) => Ok(Some((decode(&found.payload)?, found.revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Re-reads a key, lets `change` modify it, and writes it back (with `extra` changes in the
+    /// same atomic batch) only if nobody changed it meanwhile.
+    fn update_key<T>(
+        &self,
+        key_id: &str,
+        change: impl FnOnce(&mut KeyRecord, &mut Batch) -> Result<T, KmsError>,
+    ) -> Result<T, KmsError> {
+        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let found = self
+            .store
+            .get(Table::Keys, key_id.as_bytes())
+            .map_err(internal)?
+            .ok_or_else(|| KmsError::NotFound(format!("Key '{key_id}' does not exist")))?;
+        let mut record: KeyRecord = decode(&found.payload)?;
+        let mut batch = Batch::new();
+        let outcome = change(&mut record, &mut batch)?;
+        batch
+            .expect(
+                Table::Keys,
+                key_id.as_bytes(),
+                Precondition::ExpectRevision(found.revision),
+            )
+            .put(Table::Keys, key_id.as_bytes(), encode(&record)?);
+        self.commit(batch, key_id)?;
+        Ok(outcome)
+    }
+
+    /// Commits a batch and forgets the cached copy of `key_id`.
+    fn commit(&self, batch: Batch, key_id: &str) -> Result<(), KmsError> {
+        let outcome = self.store.commit(batch);
+        write(&self.cache).remove(key_id);
+        match outcome.map_err(internal)? {
+            Ok(()) => Ok(()),
+            Err(conflict) => Err(KmsError::Conflict(format!(
+                "a concurrent change to {} won: retry the request",
+                conflict.table
+            ))),
+        }
+    }
+
+    /// Every key record in the store (all scopes).
+    fn all_keys(&self) -> Result<Vec<KeyRecord>, KmsError> {
+        let mut keys = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan(Table::Keys, b"", after.as_deref(), 1000)
+                .map_err(internal)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(keys);
+            };
+            after = Some(last.clone());
+            for (_, record) in &page {
+                keys.push(decode(&record.payload)?);
+            }
+        }
+    }
+}
+
+/// The store key of an alias: account, region and name.
+fn alias_key(scope: &Scope, name: &str) -> Vec<u8> {
+    format!("{}/{}/{}", scope.account_id(), scope.region(), name).into_bytes()
+}
+
+fn alias_prefix(scope: &Scope) -> Vec<u8> {
+    format!("{}/{}/", scope.account_id(), scope.region()).into_bytes()
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, KmsError> {
+    serde_json::to_vec(record)
+        .map_err(|e| KmsError::KmsInternal(format!("cannot encode metadata: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, KmsError> {
+    serde_json::from_slice(payload)
+        .map_err(|e| KmsError::KmsInternal(format!("metadata record does not decode: {e}")))
+}
+
+fn internal(error: StoreError) -> KmsError {
+    KmsError::KmsInternal(format!("metadata store: {error}"))
+}
+
+/// Maps a cluster failure to the KMS exception a caller sees.
+fn cluster_error(error: ClusterError) -> KmsError {
+    match error {
+        ClusterError::CannotWriteKeys { .. } | ClusterError::Preflight(_) => {
+            KmsError::CloudHsmClusterInvalidConfiguration(error.to_string())
+        }
+        ClusterError::Unavailable { .. } => KmsError::KeyUnavailable(error.to_string()),
+        other => KmsError::KmsInternal(other.to_string()),
+    }
+}
+
+/// Checks an optional `Limit` (1..=1000, default `default`).
+fn limit(value: Option<i64>, default: usize) -> Result<usize, KmsError> {
+    match value {
+        None => Ok(default),
+        Some(n) if (1..=1000).contains(&n) => Ok(n as usize),
+        Some(n) => Err(KmsError::constraint_violation(
+            "limit",
+            Some(&n.to_string()),
+            &[if n < 1 {
+                "Member must have value greater than or equal to 1"
+            } else {
+                "Member must have value less than or equal to 1000"
+            }],
+        )),
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,186 @@
+//! Key rotation: EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus,
+//! RotateKeyOnDemand and ListKeyRotations. A rotation generates and replicates a new material
+//! version inside the HSMs; new ciphertexts name it, old ones keep naming theirs, and every
+//! version stays until the key is deleted. (AWS forbids rotation in CloudHSM key stores; our
+//! HSM keys rotate.)
+
+use super::api::*;
+use super::{Caller, KeyStore, encode, limit};
+use crate::clock::{DAY_MILLIS, to_epoch_seconds};
+use crate::error::KmsError;
+use crate::keys::records::{KeyRecord, MaterialRecord, RotationSchedule, RotationType};
+use crate::keys::state::{self, Operation};
+use crate::store::{Precondition, Table};
+
+/// Most on-demand rotations one key may have.
+const ON_DEMAND_ROTATIONS_MAX: usize = 25;
+
+impl KeyStore {
+    /// EnableKeyRotation: RotationPeriodInDays 90–2560, default 365.
+    pub fn enable_key_rotation(
+        &self,
+        caller: &Caller,
+        request: EnableKeyRotationRequest,
+    ) -> Result<(), KmsError> {
+        let days = request.rotation_period_in_days.unwrap_or(365);
+        if !(90..=2560).contains(&days) {
+            return Err(KmsError::constraint_violation(
+                "rotationPeriodInDays",
+                Some(&days.to_string()),
+                &[if days < 90 {
+                    "Member must have value greater than or equal to 90"
+                } else {
+                    "Member must have value less than or equal to 2560"
+                }],
+            ));
+        }
+        let key = self.resolve_key_only(caller, &request.key_id)?;
+        let now = self.now();
+        self.update_key(&key.key_id, |record, _| {
+            state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
+            record.rotation = Some(RotationSchedule {
+                period_days: days as u32,
+                next_rotation: now + days * DAY_MILLIS,
+            });
+            Ok(())
+        })
+    }
+
+    /// DisableKeyRotation.
+    pub fn disable_key_rotation(
+        &self,
+        caller: &Caller,
+        request: KeyIdRequest,
+    ) -> Result<(), KmsError> {
+        let key = self.resolve_key_only(caller, &request.key_id)?;
+        self.update_key(&key.key_id, |record, _| {
+            state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
+            record.rotation = None;
+            Ok(())
+        })
+    }
+
+    /// GetKeyRotationStatus.
+    pub fn get_key_rotation_status(
+        &self,
+        caller: &Caller,
+        request: KeyIdRequest,
+    ) -> Result<GetKeyRotationStatusResponse, KmsError> {
+        let key = self.resolve_key_only(caller, &request.key_id)?;
+        state::check(Operation::GetKeyRotationStatus, key.state, &key.arn())?;
+        let on_demand_start = key
+            .materials
+            .iter()
+            .rev()
+            .find(|m| m.rotation_type == Some(RotationType::OnDemand))
+            .map(|m| to_epoch_seconds(m.created));
+        Ok(GetKeyRotationStatusResponse {
+            key_rotation_enabled: key.rotation.is_some(),
+            key_id: key.arn(),
+            rotation_period_in_days: key.rotation.as_ref().map(|r| r.period_days),
+            next_rotation_date: key
+                .rotation
+                .as_ref()
+                .map(|r| to_epoch_seconds(r.next_rotation)),
+            on_demand_rotation_start_date: on_demand_start,
+        })
+    }
+
+    /// RotateKeyOnDemand: a new material version now (at most 25 per key).
+    pub fn rotate_key_on_demand(
+        &self,
+        caller: &Caller,
+        request: KeyIdRequest,
+    ) -> Result<KeyIdResponse, KmsError> {
+        let key = self.resolve_key_only(caller, &request.key_id)?;
+        state::check(Operation::RotateKeyOnDemand, key.state, &key.arn())?;
+        if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
+            return Err(KmsError::LimitExceeded(format!(
+                "Key {} has reached the limit of {ON_DEMAND_ROTATIONS_MAX} on-demand rotations",
+                key.arn()
+            )));
+        }
+        self.rotate(&key, RotationType::OnDemand)?;
+        Ok(KeyIdResponse { key_id: key.arn() })
+    }
+
+    /// ListKeyRotations, oldest first.
+    pub fn list_key_rotations(
+        &self,
+        caller: &Caller,
+        request: ListKeyRotationsRequest,
+    ) -> Result<ListKeyRotationsResponse, KmsError> {
+        let limit = limit(request.limit, 100)?;
+        let key = self.resolve_key_only(caller, &request.key_id)?;
+        state::check(Operation::ListKeyRotations, key.state, &key.arn())?;
+        let after: u32 = match &request.marker {
+            Some(marker) => marker
+                .parse()
+                .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?,
+            None => 0,
+        };
+        let mut rotated: Vec<&MaterialRecord> = key
+            .materials
+            .iter()
+            .filter(|m| m.rotation_type.is_some() && m.version > after)
+            .collect();
+        let truncated = rotated.len() > limit;
+        rotated.truncate(limit);
+        Ok(ListKeyRotationsResponse {
+            next_marker: truncated
+                .then(|| rotated.last().map(|m| m.version.to_string()))
+                .flatten(),
+            rotations: rotated
+                .iter()
+                .map(|m| RotationEntry {
+                    key_id: key.arn(),
+                    rotation_date: to_epoch_seconds(m.created),
+                    rotation_type: m
+                        .rotation_type
+                        .map(RotationType::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                })
+                .collect(),
+            truncated,
+        })
+    }
+
+    /// Adds a new material version to `key`, generated and replicated in the HSMs.
+    pub(super) fn rotate(&self, key: &KeyRecord, kind: RotationType) -> Result<u32, KmsError> {
+        let version = key.current_version() + 1;
+        let now = self.now();
+        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let found = self
+            .store
+            .get(Table::Keys, key.key_id.as_bytes())
+            .map_err(super::internal)?
+            .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", key.arn())))?;
+        let mut record: KeyRecord = super::decode(&found.payload)?;
+        if record.current_version() + 1 != version {
+            return Err(KmsError::Conflict(format!(
+                "A rotation of {} is already in progress",
+                key.arn()
+            )));
+        }
+        record.materials.push(MaterialRecord {
+            version,
+            created: now,
+            rotation_type: Some(kind),
+        });
+        if let Some(schedule) = record.rotation.as_mut() {
+            schedule.next_rotation = now + i64::from(schedule.period_days) * DAY_MILLIS;
+        }
+        self.create_material(&record, version, |batch| {
+            batch
+                .expect(
+                    Table::Keys,
+                    record.key_id.as_bytes(),
+                    Precondition::ExpectRevision(found.revision),
+                )
+                .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
+            Ok(())
+        })?;
+        Ok(version)
+    }
+}
