@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod fault;
 pub mod hsm;
 pub mod ids;
 pub mod keys;

@@ -127,6 +127,7 @@ impl KeyStore {
             .commit(begin)
             .map_err(internal)?
             .map_err(|c| KmsError::KmsInternal(c.to_string()))?;
+        crate::fault::crash_point("create-material:before-hsm");
 
         match self.cluster.create_key(&material, &record.arn()) {
             Ok(()) => {}
@@ -142,6 +143,7 @@ impl KeyStore {
                 return Err(cluster_error(error));
             }
         }
+        crate::fault::crash_point("create-material:after-hsm");
         let mut batch = Batch::new();
         finish(&mut batch)?;
         batch.delete(Table::Intents, &intent_key);
