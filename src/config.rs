@@ -38,6 +38,9 @@ pub struct Config {
     pub default_cluster: String,
     pub service: ServiceConfig,
     pub clusters: BTreeMap<String, ClusterConfig>,
+    /// How the audit trail commits and seals.
+    #[serde(default)]
+    pub audit: crate::audit::log::AuditSettings,
 }
 
 /// Who this service is in AWS terms and where it keeps its metadata.

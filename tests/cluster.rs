@@ -207,7 +207,8 @@ fn three_members_replicate_everywhere() {
     let iv = [9u8; 12];
     let ciphertext = cluster
         .encrypt(&materials[1], &gcm(&iv, b"x"), b"payload")
-        .unwrap();
+        .unwrap()
+        .value;
     for member in cluster.members() {
         let plaintext = member
             .decrypt(&materials[1].cka_id(), &gcm(&iv, b"x"), &ciphertext)
@@ -389,9 +390,9 @@ fn load(
                 while !stop.load(Ordering::Relaxed) {
                     let result = cluster
                         .encrypt(&material, &gcm(&iv, b"load"), b"under load")
-                        .and_then(|ct| cluster.decrypt(&material, &gcm(&iv, b"load"), &ct));
+                        .and_then(|ct| cluster.decrypt(&material, &gcm(&iv, b"load"), &ct.value));
                     match result {
-                        Ok(plaintext) if plaintext.as_slice() == b"under load" => ok += 1,
+                        Ok(plaintext) if plaintext.value.as_slice() == b"under load" => ok += 1,
                         Ok(_) => failed += 1,
                         Err(error) => {
                             eprintln!("call failed: {error}");
@@ -476,11 +477,13 @@ fn failover_with_two_members_keeps_crypto_and_refuses_new_keys() {
     for _ in 0..50 {
         let ct = cluster
             .encrypt(&material, &gcm(&iv, b"x"), b"survivor")
-            .unwrap();
+            .unwrap()
+            .value;
         assert_eq!(
             cluster
                 .decrypt(&material, &gcm(&iv, b"x"), &ct)
                 .unwrap()
+                .value
                 .as_slice(),
             b"survivor"
         );
@@ -575,11 +578,13 @@ fn vendor_cluster_counts_live_hsms() {
     assert!(!attributes.extractable && attributes.sensitive);
     let ct = cluster
         .encrypt(&material, &gcm(&[3; 12], b"v"), b"vendor")
-        .unwrap();
+        .unwrap()
+        .value;
     assert_eq!(
         cluster
             .decrypt(&material, &gcm(&[3; 12], b"v"), &ct)
             .unwrap()
+            .value
             .as_slice(),
         b"vendor"
     );

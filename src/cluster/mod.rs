@@ -90,6 +90,13 @@ fn left_behind_note(members: &[String]) -> String {
     }
 }
 
+/// A result and the member that produced it.
+#[derive(Debug)]
+pub struct Served<T> {
+    pub value: T,
+    pub member: Arc<Member>,
+}
+
 /// An open cluster.
 pub struct Cluster {
     name: String,
@@ -257,7 +264,7 @@ impl Cluster {
     fn route<T>(
         &self,
         operation: impl Fn(&Arc<Member>) -> Result<T, HsmError>,
-    ) -> Result<T, ClusterError> {
+    ) -> Result<Served<T>, ClusterError> {
         let count = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut failures = Vec::new();
@@ -267,7 +274,12 @@ impl Cluster {
                 continue;
             }
             match operation(member) {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    return Ok(Served {
+                        value,
+                        member: member.clone(),
+                    });
+                }
                 Err(error) => match error.disposition() {
                     Disposition::Unavailable | Disposition::RetryElsewhere => {
                         failures.push(error);
@@ -293,7 +305,7 @@ impl Cluster {
         material: &MaterialId,
         gcm: &Gcm<'_>,
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, ClusterError> {
+    ) -> Result<Served<Vec<u8>>, ClusterError> {
         let id = material.cka_id();
         self.route(|member| member.encrypt(&id, gcm, plaintext))
     }
@@ -304,13 +316,13 @@ impl Cluster {
         material: &MaterialId,
         gcm: &Gcm<'_>,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ClusterError> {
+    ) -> Result<Served<Zeroizing<Vec<u8>>>, ClusterError> {
         let id = material.cka_id();
         self.route(|member| member.decrypt(&id, gcm, ciphertext))
     }
 
     /// Random bytes from an HSM.
-    pub fn random(&self, length: usize) -> Result<Zeroizing<Vec<u8>>, ClusterError> {
+    pub fn random(&self, length: usize) -> Result<Served<Zeroizing<Vec<u8>>>, ClusterError> {
         self.route(|member| member.random(length))
     }
 

@@ -69,6 +69,9 @@ pub enum DomainKey {
     Optional,
 }
 
+/// Told when a member goes down (with the cause) or comes back up (`None`).
+pub type HealthListener = Arc<dyn Fn(&str, Option<&HsmError>) + Send + Sync>;
+
 /// One HSM member of a cluster.
 pub struct Member {
     config: MemberConfig,
@@ -81,6 +84,7 @@ pub struct Member {
     up: AtomicBool,
     reconnecting: AtomicBool,
     last_failure: Mutex<Option<HsmError>>,
+    health_listener: std::sync::OnceLock<HealthListener>,
 }
 
 /// A logged-in connection to the token; replaced wholesale on reconnect.
@@ -124,7 +128,19 @@ impl Member {
             up: AtomicBool::new(false),
             reconnecting: AtomicBool::new(false),
             last_failure: Mutex::new(None),
+            health_listener: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the listener told about this member going down and coming back (once).
+    pub fn set_health_listener(&self, listener: HealthListener) {
+        let _ = self.health_listener.set(listener);
+    }
+
+    fn tell(&self, cause: Option<&HsmError>) {
+        if let Some(listener) = self.health_listener.get() {
+            listener(self.name(), cause);
+        }
     }
 
     /// The member's name from the config.
@@ -310,6 +326,7 @@ impl Member {
     pub fn mark_down(self: &Arc<Self>, cause: HsmError) {
         if self.up.swap(false, Ordering::AcqRel) {
             tracing::warn!(member = self.name(), error = %cause, "HSM member down");
+            self.tell(Some(&cause));
         }
         *lock(&self.last_failure) = Some(cause);
         if self.reconnecting.swap(true, Ordering::AcqRel) {
@@ -668,6 +685,7 @@ fn reconnect_loop(member: Weak<Member>, interval: Duration) {
             Ok(()) => {
                 member.reconnecting.store(false, Ordering::Release);
                 tracing::info!(member = member.name(), "HSM member reconnected");
+                member.tell(None);
                 return;
             }
             Err(error) => tracing::debug!(member = member.name(), %error, "reconnect failed"),

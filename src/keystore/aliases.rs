@@ -4,6 +4,7 @@
 
 use super::api::*;
 use super::{Caller, KeyStore, alias_key, alias_prefix, decode, encode, internal, limit};
+use crate::audit::event::Call;
 use crate::clock::to_epoch_seconds;
 use crate::error::KmsError;
 use crate::ids::{AliasName, Scope};
@@ -17,78 +18,92 @@ const ALIASES_PER_KEY_MAX: usize = 50;
 impl KeyStore {
     /// CreateAlias: a new alias for a key (key id or key ARN).
     pub fn create_alias(&self, caller: &Caller, request: AliasRequest) -> Result<(), KmsError> {
-        let name = AliasName::parse_for_create(&request.alias_name)?;
-        let target = self.resolve_key_only(caller, &request.target_key_id)?;
-        state::check(Operation::CreateAlias, target.state, &target.arn())?;
-        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        if self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX {
-            return Err(KmsError::LimitExceeded(format!(
-                "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
-                target.arn()
-            )));
-        }
-        let now = self.now();
-        let record = AliasRecord {
-            name: name.as_str().to_owned(),
-            target_key_id: target.key_id.clone(),
-            creation_date: now,
-            last_updated_date: now,
-        };
-        let key = alias_key(&caller.scope, name.as_str());
-        let mut batch = Batch::new();
-        batch
-            .expect(Table::Aliases, &key, Precondition::ExpectAbsent)
-            .put(Table::Aliases, &key, encode(&record)?);
-        match self.store.commit(batch).map_err(internal)? {
-            Ok(()) => Ok(()),
-            Err(_) => Err(KmsError::AlreadyExists(format!(
-                "An alias with the name {} already exists",
-                caller.scope.alias_arn(&name)
-            ))),
-        }
+        let mut call = Call::new("CreateAlias", false, true);
+        call.param("aliasName", request.alias_name.as_str());
+        call.param("targetKeyId", request.target_key_id.as_str());
+        self.audited(caller, call, |call| {
+            let name = AliasName::parse_for_create(&request.alias_name)?;
+            let target = self.resolve_key_only(caller, call, &request.target_key_id)?;
+            state::check(Operation::CreateAlias, target.state, &target.arn())?;
+            let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            if self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX {
+                return Err(KmsError::LimitExceeded(format!(
+                    "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
+                    target.arn()
+                )));
+            }
+            let now = self.now();
+            let record = AliasRecord {
+                name: name.as_str().to_owned(),
+                target_key_id: target.key_id.clone(),
+                creation_date: now,
+                last_updated_date: now,
+            };
+            let key = alias_key(&caller.scope, name.as_str());
+            let mut batch = Batch::new();
+            batch
+                .expect(Table::Aliases, &key, Precondition::ExpectAbsent)
+                .put(Table::Aliases, &key, encode(&record)?);
+            match self.store.commit(batch).map_err(internal)? {
+                Ok(()) => Ok(()),
+                Err(_) => Err(KmsError::AlreadyExists(format!(
+                    "An alias with the name {} already exists",
+                    caller.scope.alias_arn(&name)
+                ))),
+            }
+        })
     }
 
     /// UpdateAlias: points an existing alias at another key.
     pub fn update_alias(&self, caller: &Caller, request: AliasRequest) -> Result<(), KmsError> {
-        let name = AliasName::parse_for_create(&request.alias_name)?;
-        let target = self.resolve_key_only(caller, &request.target_key_id)?;
-        state::check(Operation::UpdateAlias, target.state, &target.arn())?;
-        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut record, revision) = self
-            .alias(&caller.scope, name.as_str())?
-            .ok_or_else(|| caller.scope.alias_not_found(&name))?;
-        if record.target_key_id != target.key_id
-            && self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX
-        {
-            return Err(KmsError::LimitExceeded(format!(
-                "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
-                target.arn()
-            )));
-        }
-        record.target_key_id = target.key_id.clone();
-        record.last_updated_date = self.now();
-        let key = alias_key(&caller.scope, name.as_str());
-        let mut batch = Batch::new();
-        batch
-            .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
-            .put(Table::Aliases, &key, encode(&record)?);
-        self.store.commit(batch).map_err(internal)?.map_err(|_| {
-            KmsError::Conflict("the alias changed meanwhile: retry the request".into())
+        let mut call = Call::new("UpdateAlias", false, true);
+        call.param("aliasName", request.alias_name.as_str());
+        call.param("targetKeyId", request.target_key_id.as_str());
+        self.audited(caller, call, |call| {
+            let name = AliasName::parse_for_create(&request.alias_name)?;
+            let target = self.resolve_key_only(caller, call, &request.target_key_id)?;
+            state::check(Operation::UpdateAlias, target.state, &target.arn())?;
+            let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut record, revision) = self
+                .alias(&caller.scope, name.as_str())?
+                .ok_or_else(|| caller.scope.alias_not_found(&name))?;
+            if record.target_key_id != target.key_id
+                && self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX
+            {
+                return Err(KmsError::LimitExceeded(format!(
+                    "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
+                    target.arn()
+                )));
+            }
+            record.target_key_id = target.key_id.clone();
+            record.last_updated_date = self.now();
+            let key = alias_key(&caller.scope, name.as_str());
+            let mut batch = Batch::new();
+            batch
+                .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
+                .put(Table::Aliases, &key, encode(&record)?);
+            self.store.commit(batch).map_err(internal)?.map_err(|_| {
+                KmsError::Conflict("the alias changed meanwhile: retry the request".into())
+            })
         })
     }
 
     /// DeleteAlias.
     pub fn delete_alias(&self, caller: &Caller, alias_name: &str) -> Result<(), KmsError> {
-        let name = AliasName::parse_for_create(alias_name)?;
-        let key = alias_key(&caller.scope, name.as_str());
-        let mut batch = Batch::new();
-        batch
-            .expect(Table::Aliases, &key, Precondition::ExpectPresent)
-            .delete(Table::Aliases, &key);
-        self.store
-            .commit(batch)
-            .map_err(internal)?
-            .map_err(|_| caller.scope.alias_not_found(&name))
+        let mut call = Call::new("DeleteAlias", false, true);
+        call.param("aliasName", alias_name);
+        self.audited(caller, call, |_call| {
+            let name = AliasName::parse_for_create(alias_name)?;
+            let key = alias_key(&caller.scope, name.as_str());
+            let mut batch = Batch::new();
+            batch
+                .expect(Table::Aliases, &key, Precondition::ExpectPresent)
+                .delete(Table::Aliases, &key);
+            self.store
+                .commit(batch)
+                .map_err(internal)?
+                .map_err(|_| caller.scope.alias_not_found(&name))
+        })
     }
 
     /// ListAliases of the caller's account and region, optionally for one key, by name.
@@ -97,53 +112,60 @@ impl KeyStore {
         caller: &Caller,
         request: ListAliasesRequest,
     ) -> Result<ListAliasesResponse, KmsError> {
-        let limit = limit(request.limit, 50)?;
-        let target = match &request.key_id {
-            Some(key) => Some(self.resolve_key_only(caller, key)?.key_id.clone()),
-            None => None,
-        };
-        let prefix = alias_prefix(&caller.scope);
-        let mut cursor = match &request.marker {
-            Some(marker) => {
-                AliasName::parse(marker)
-                    .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?;
-                Some(alias_key(&caller.scope, marker))
-            }
-            None => None,
-        };
-        let mut aliases = Vec::new();
-        let mut truncated = false;
-        'pages: loop {
-            let page = self
-                .store
-                .scan(Table::Aliases, &prefix, cursor.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            cursor = Some(last.clone());
-            for (_, found) in page {
-                let record: AliasRecord = decode(&found.payload)?;
-                if target.as_ref().is_some_and(|t| *t != record.target_key_id) {
-                    continue;
-                }
-                if aliases.len() == limit {
-                    truncated = true;
-                    break 'pages;
-                }
-                aliases.push(entry(caller, record));
-            }
+        let mut call = Call::new("ListAliases", true, false);
+        if let Some(key_id) = &request.key_id {
+            call.param("keyId", key_id.as_str());
         }
-        Ok(ListAliasesResponse {
-            next_marker: truncated
-                .then(|| {
-                    aliases
-                        .last()
-                        .map(|a: &AliasListEntry| a.alias_name.clone())
-                })
-                .flatten(),
-            aliases,
-            truncated,
+        self.audited(caller, call, |call| {
+            let limit = limit(request.limit, 50)?;
+            let target = match &request.key_id {
+                Some(key) => Some(self.resolve_key_only(caller, call, key)?.key_id.clone()),
+                None => None,
+            };
+            let prefix = alias_prefix(&caller.scope);
+            let mut cursor = match &request.marker {
+                Some(marker) => {
+                    AliasName::parse(marker).map_err(|_| {
+                        KmsError::InvalidMarker(format!("Invalid marker: {marker}"))
+                    })?;
+                    Some(alias_key(&caller.scope, marker))
+                }
+                None => None,
+            };
+            let mut aliases = Vec::new();
+            let mut truncated = false;
+            'pages: loop {
+                let page = self
+                    .store
+                    .scan(Table::Aliases, &prefix, cursor.as_deref(), 1000)
+                    .map_err(internal)?;
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                cursor = Some(last.clone());
+                for (_, found) in page {
+                    let record: AliasRecord = decode(&found.payload)?;
+                    if target.as_ref().is_some_and(|t| *t != record.target_key_id) {
+                        continue;
+                    }
+                    if aliases.len() == limit {
+                        truncated = true;
+                        break 'pages;
+                    }
+                    aliases.push(entry(caller, record));
+                }
+            }
+            Ok(ListAliasesResponse {
+                next_marker: truncated
+                    .then(|| {
+                        aliases
+                            .last()
+                            .map(|a: &AliasListEntry| a.alias_name.clone())
+                    })
+                    .flatten(),
+                aliases,
+                truncated,
+            })
         })
     }
 

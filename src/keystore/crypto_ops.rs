@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::api::*;
 use super::{Caller, KeyStore, cluster_error};
+use crate::audit::event::Call;
 use crate::cluster::MaterialId;
 use crate::crypto::blob::{BlobHeader, CiphertextBlob, IV_LEN, MAX_BLOB_LEN};
 use crate::crypto::context::EncryptionContext;
@@ -36,20 +37,29 @@ impl KeyStore {
         caller: &Caller,
         request: EncryptRequest,
     ) -> Result<EncryptResponse, KmsError> {
-        let plaintext = request.plaintext.expose_secret();
-        check_length("plaintext", plaintext.len(), PLAINTEXT_MAX)?;
-        check_algorithm(
-            "encryptionAlgorithm",
-            request.encryption_algorithm.as_deref(),
-        )?;
-        let context = context(request.encryption_context)?;
-        let key = self.resolve(caller, "keyId", &request.key_id)?;
-        state::check(Operation::Encrypt, key.state, &key.arn())?;
-        let ciphertext_blob = self.seal(&key, &context, plaintext)?;
-        Ok(EncryptResponse {
-            ciphertext_blob,
-            key_id: key.arn(),
-            encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+        let mut call = Call::new("Encrypt", true, false);
+        call.param("keyId", request.key_id.as_str())
+            .param(
+                "encryptionAlgorithm",
+                algorithm_name(request.encryption_algorithm.as_deref()),
+            )
+            .context("encryptionContext", request.encryption_context.as_ref());
+        self.audited(caller, call, |call| {
+            let plaintext = request.plaintext.expose_secret();
+            check_length("plaintext", plaintext.len(), PLAINTEXT_MAX)?;
+            check_algorithm(
+                "encryptionAlgorithm",
+                request.encryption_algorithm.as_deref(),
+            )?;
+            let context = context(request.encryption_context)?;
+            let key = self.resolve(caller, call, "keyId", &request.key_id)?;
+            state::check(Operation::Encrypt, key.state, &key.arn())?;
+            let ciphertext_blob = self.seal(call, &key, &context, plaintext)?;
+            Ok(EncryptResponse {
+                ciphertext_blob,
+                key_id: key.arn(),
+                encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+            })
         })
     }
 
@@ -59,21 +69,33 @@ impl KeyStore {
         caller: &Caller,
         request: DecryptRequest,
     ) -> Result<DecryptResponse, KmsError> {
-        check_algorithm(
+        let mut call = Call::new("Decrypt", true, false);
+        call.param(
             "encryptionAlgorithm",
-            request.encryption_algorithm.as_deref(),
-        )?;
-        let (key, plaintext) = self.open_blob(
-            caller,
-            &request.ciphertext_blob,
-            request.encryption_context,
-            request.key_id.as_deref(),
-            Operation::Decrypt,
-        )?;
-        Ok(DecryptResponse {
-            key_id: key.arn(),
-            plaintext: SecretSlice::from(plaintext.to_vec()),
-            encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+            algorithm_name(request.encryption_algorithm.as_deref()),
+        )
+        .context("encryptionContext", request.encryption_context.as_ref());
+        if let Some(key_id) = &request.key_id {
+            call.param("keyId", key_id.as_str());
+        }
+        self.audited(caller, call, |call| {
+            check_algorithm(
+                "encryptionAlgorithm",
+                request.encryption_algorithm.as_deref(),
+            )?;
+            let (key, plaintext) = self.open_blob(
+                caller,
+                call,
+                &request.ciphertext_blob,
+                request.encryption_context,
+                request.key_id.as_deref(),
+                Operation::Decrypt,
+            )?;
+            Ok(DecryptResponse {
+                key_id: key.arn(),
+                plaintext: SecretSlice::from(plaintext.to_vec()),
+                encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+            })
         })
     }
 
@@ -84,31 +106,53 @@ impl KeyStore {
         caller: &Caller,
         request: ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
-        check_algorithm(
-            "sourceEncryptionAlgorithm",
-            request.source_encryption_algorithm.as_deref(),
-        )?;
-        check_algorithm(
-            "destinationEncryptionAlgorithm",
-            request.destination_encryption_algorithm.as_deref(),
-        )?;
-        let destination_context = context(request.destination_encryption_context)?;
-        let destination = self.resolve(caller, "destinationKeyId", &request.destination_key_id)?;
-        let (source, plaintext) = self.open_blob(
-            caller,
-            &request.ciphertext_blob,
-            request.source_encryption_context,
-            request.source_key_id.as_deref(),
-            Operation::ReEncrypt,
-        )?;
-        state::check(Operation::ReEncrypt, destination.state, &destination.arn())?;
-        let ciphertext_blob = self.seal(&destination, &destination_context, &plaintext)?;
-        Ok(ReEncryptResponse {
-            ciphertext_blob,
-            source_key_id: source.arn(),
-            key_id: destination.arn(),
-            source_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
-            destination_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+        let mut call = Call::new("ReEncrypt", true, false);
+        call.param("destinationKeyId", request.destination_key_id.as_str())
+            .context(
+                "sourceEncryptionContext",
+                request.source_encryption_context.as_ref(),
+            )
+            .context(
+                "destinationEncryptionContext",
+                request.destination_encryption_context.as_ref(),
+            );
+        if let Some(source) = &request.source_key_id {
+            call.param("sourceKeyId", source.as_str());
+        }
+        self.audited(caller, call, |call| {
+            check_algorithm(
+                "sourceEncryptionAlgorithm",
+                request.source_encryption_algorithm.as_deref(),
+            )?;
+            check_algorithm(
+                "destinationEncryptionAlgorithm",
+                request.destination_encryption_algorithm.as_deref(),
+            )?;
+            let destination_context = context(request.destination_encryption_context)?;
+            let destination = self.resolve(
+                caller,
+                call,
+                "destinationKeyId",
+                &request.destination_key_id,
+            )?;
+            let (source, plaintext) = self.open_blob(
+                caller,
+                call,
+                &request.ciphertext_blob,
+                request.source_encryption_context,
+                request.source_key_id.as_deref(),
+                Operation::ReEncrypt,
+            )?;
+            state::check(Operation::ReEncrypt, destination.state, &destination.arn())?;
+            let ciphertext_blob =
+                self.seal(call, &destination, &destination_context, &plaintext)?;
+            Ok(ReEncryptResponse {
+                ciphertext_blob,
+                source_key_id: source.arn(),
+                key_id: destination.arn(),
+                source_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+                destination_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+            })
         })
     }
 
@@ -118,12 +162,15 @@ impl KeyStore {
         caller: &Caller,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
-        let (key, data_key, ciphertext_blob) =
-            self.data_key(caller, request, Operation::GenerateDataKey)?;
-        Ok(GenerateDataKeyResponse {
-            ciphertext_blob,
-            plaintext: SecretSlice::from(data_key.to_vec()),
-            key_id: key.arn(),
+        let call = data_key_call("GenerateDataKey", &request);
+        self.audited(caller, call, |call| {
+            let (key, data_key, ciphertext_blob) =
+                self.data_key(caller, call, request, Operation::GenerateDataKey)?;
+            Ok(GenerateDataKeyResponse {
+                ciphertext_blob,
+                plaintext: SecretSlice::from(data_key.to_vec()),
+                key_id: key.arn(),
+            })
         })
     }
 
@@ -133,36 +180,51 @@ impl KeyStore {
         caller: &Caller,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
-        let (key, _, ciphertext_blob) =
-            self.data_key(caller, request, Operation::GenerateDataKeyWithoutPlaintext)?;
-        Ok(GenerateDataKeyWithoutPlaintextResponse {
-            ciphertext_blob,
-            key_id: key.arn(),
+        let call = data_key_call("GenerateDataKeyWithoutPlaintext", &request);
+        self.audited(caller, call, |call| {
+            let (key, _, ciphertext_blob) = self.data_key(
+                caller,
+                call,
+                request,
+                Operation::GenerateDataKeyWithoutPlaintext,
+            )?;
+            Ok(GenerateDataKeyWithoutPlaintextResponse {
+                ciphertext_blob,
+                key_id: key.arn(),
+            })
         })
     }
 
     /// GenerateRandom: 1–1024 bytes from the HSMs.
     pub fn generate_random(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         request: GenerateRandomRequest,
     ) -> Result<GenerateRandomResponse, KmsError> {
-        if request.custom_key_store_id.is_some() {
-            return Err(KmsError::CustomKeyStoreNotFound(String::new()));
+        let mut call = Call::new("GenerateRandom", true, false);
+        if let Some(count) = request.number_of_bytes {
+            call.param("numberOfBytes", count);
         }
-        let count = request
-            .number_of_bytes
-            .ok_or_else(|| KmsError::Validation("NumberOfBytes is required".to_owned()))?;
-        check_count("numberOfBytes", count, RANDOM_MAX)?;
-        let bytes = self.cluster.random(count as usize).map_err(cluster_error)?;
-        Ok(GenerateRandomResponse {
-            plaintext: SecretSlice::from(bytes.to_vec()),
+        self.audited(caller, call, |call| {
+            if request.custom_key_store_id.is_some() {
+                return Err(KmsError::CustomKeyStoreNotFound(String::new()));
+            }
+            let count = request
+                .number_of_bytes
+                .ok_or_else(|| KmsError::Validation("NumberOfBytes is required".to_owned()))?;
+            check_count("numberOfBytes", count, RANDOM_MAX)?;
+            let bytes = self.cluster.random(count as usize).map_err(cluster_error)?;
+            call.served_by(bytes.member.name());
+            Ok(GenerateRandomResponse {
+                plaintext: SecretSlice::from(bytes.value.to_vec()),
+            })
         })
     }
 
     fn data_key(
         &self,
         caller: &Caller,
+        call: &mut Call,
         request: GenerateDataKeyRequest,
         operation: Operation,
     ) -> Result<DataKey, KmsError> {
@@ -187,16 +249,19 @@ impl KeyStore {
             }
         };
         let context = context(request.encryption_context)?;
-        let key = self.resolve(caller, "keyId", &request.key_id)?;
+        let key = self.resolve(caller, call, "keyId", &request.key_id)?;
         state::check(operation, key.state, &key.arn())?;
         let data_key = self.cluster.random(length).map_err(cluster_error)?;
-        let ciphertext_blob = self.seal(&key, &context, &data_key)?;
+        call.served_by(data_key.member.name());
+        let data_key = data_key.value;
+        let ciphertext_blob = self.seal(call, &key, &context, &data_key)?;
         Ok((key, data_key, ciphertext_blob))
     }
 
     /// Encrypts `plaintext` under the key's current material into a ciphertext blob.
     fn seal(
         &self,
+        call: &mut Call,
         key: &KeyRecord,
         context: &EncryptionContext,
         plaintext: &[u8],
@@ -212,13 +277,15 @@ impl KeyStore {
             .cluster
             .encrypt(&material, &gcm, plaintext)
             .map_err(cluster_error)?;
-        header.encode(&iv, &sealed)
+        call.served_by(sealed.member.name());
+        header.encode(&iv, &sealed.value)
     }
 
     /// Authenticates and decrypts a blob: finds its key, checks `expected_key` and the state.
     fn open_blob(
         &self,
         caller: &Caller,
+        call: &mut Call,
         blob: &[u8],
         context: Option<EncryptionContextMap>,
         expected_key: Option<&str>,
@@ -227,7 +294,7 @@ impl KeyStore {
         check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
         let context = self::context(context)?;
         let expected = match expected_key {
-            Some(reference) => Some(self.resolve(caller, "keyId", reference)?),
+            Some(reference) => Some(self.resolve(caller, call, "keyId", reference)?),
             None => None,
         };
         let invalid = || KmsError::InvalidCiphertext(String::new());
@@ -245,6 +312,7 @@ impl KeyStore {
             ));
         }
         let key = self.key(&key_id)?.ok_or_else(invalid)?;
+        call.resource(key.arn());
         if !key.in_scope(&caller.scope) {
             return Err(KmsError::AccessDenied(format!(
                 "User: {} is not authorized to perform: kms:{} on resource: {}",
@@ -274,7 +342,8 @@ impl KeyStore {
                     cluster_error(error)
                 }
             })?;
-        Ok((key, plaintext))
+        call.served_by(plaintext.member.name());
+        Ok((key, plaintext.value))
     }
 }
 
@@ -338,4 +407,23 @@ fn check_algorithm(param: &str, algorithm: Option<&str>) -> Result<(), KmsError>
             ],
         )),
     }
+}
+
+/// The parameters recorded for GenerateDataKey and GenerateDataKeyWithoutPlaintext.
+fn data_key_call(name: &'static str, request: &GenerateDataKeyRequest) -> Call {
+    let mut call = Call::new(name, true, false);
+    call.param("keyId", request.key_id.as_str())
+        .context("encryptionContext", request.encryption_context.as_ref());
+    if let Some(spec) = &request.key_spec {
+        call.param("keySpec", spec.as_str());
+    }
+    if let Some(count) = request.number_of_bytes {
+        call.param("numberOfBytes", count);
+    }
+    call
+}
+
+/// The algorithm a call names, for the audit record.
+fn algorithm_name(algorithm: Option<&str>) -> &str {
+    algorithm.unwrap_or(SYMMETRIC_DEFAULT)
 }

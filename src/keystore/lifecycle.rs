@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::api::*;
 use super::{Caller, KeyStore, cluster_error, encode, internal, limit};
+use crate::audit::event::Call;
 use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::cluster::MaterialId;
 use crate::error::KmsError;
@@ -30,6 +31,30 @@ impl KeyStore {
         caller: &Caller,
         request: CreateKeyRequest,
     ) -> Result<KeyMetadataResponse, KmsError> {
+        let mut call = Call::new("CreateKey", false, true);
+        call.param(
+            "keyUsage",
+            request
+                .key_usage
+                .clone()
+                .unwrap_or_else(|| "ENCRYPT_DECRYPT".into()),
+        );
+        call.param(
+            "keySpec",
+            request
+                .key_spec
+                .clone()
+                .unwrap_or_else(|| SYMMETRIC_DEFAULT.into()),
+        );
+        call.param(
+            "description",
+            request.description.clone().unwrap_or_default(),
+        );
+        call.param(
+            "origin",
+            request.origin.clone().unwrap_or_else(|| "AWS_KMS".into()),
+        );
+        self.audited(caller, call, |call| {
         let description = request.description.unwrap_or_default();
         check_description(&description)?;
         let key_spec = request
@@ -99,9 +124,11 @@ impl KeyStore {
                 .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
             Ok(())
         })?;
-        Ok(KeyMetadataResponse {
-            key_metadata: metadata(&record),
-        })
+        call.resource(record.arn());
+        let key_metadata = metadata(&record);
+        call.response_elements = Some(serde_json::json!({ "keyMetadata": key_metadata }));
+        Ok(KeyMetadataResponse { key_metadata })
+            })
     }
 
     /// Creates material `version` of `record`'s key in the cluster between an intent and the
@@ -156,9 +183,13 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyMetadataResponse, KmsError> {
-        let record = self.resolve(caller, "keyId", &request.key_id)?;
-        Ok(KeyMetadataResponse {
-            key_metadata: metadata(&record),
+        let mut call = Call::new("DescribeKey", true, false);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let record = self.resolve(caller, call, "keyId", &request.key_id)?;
+            Ok(KeyMetadataResponse {
+                key_metadata: metadata(&record),
+            })
         })
     }
 
@@ -168,80 +199,97 @@ impl KeyStore {
         caller: &Caller,
         request: ListRequest,
     ) -> Result<ListKeysResponse, KmsError> {
-        let limit = limit(request.limit, 100)?;
-        let after = match &request.marker {
-            Some(marker) => Some(
-                KeyId::parse(marker)
-                    .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let mut keys = Vec::new();
-        let mut cursor = after.map(String::into_bytes);
-        let mut truncated = false;
-        'pages: loop {
-            let page = self
-                .store
-                .scan(Table::Keys, b"", cursor.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            cursor = Some(last.clone());
-            for (_, found) in page {
-                let record: KeyRecord = super::decode(&found.payload)?;
-                if !record.in_scope(&caller.scope) {
-                    continue;
-                }
-                if keys.len() == limit {
-                    truncated = true;
-                    break 'pages;
-                }
-                keys.push(KeyListEntry {
-                    key_arn: record.arn(),
-                    key_id: record.key_id,
-                });
-            }
+        let mut call = Call::new("ListKeys", true, false);
+        if let Some(limit) = request.limit {
+            call.param("limit", limit);
         }
-        let next_marker = truncated
-            .then(|| keys.last().map(|k| k.key_id.clone()))
-            .flatten();
-        Ok(ListKeysResponse {
-            keys,
-            truncated,
-            next_marker,
+        self.audited(caller, call, |_call| {
+            let limit = limit(request.limit, 100)?;
+            let after = match &request.marker {
+                Some(marker) => Some(
+                    KeyId::parse(marker)
+                        .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let mut keys = Vec::new();
+            let mut cursor = after.map(String::into_bytes);
+            let mut truncated = false;
+            'pages: loop {
+                let page = self
+                    .store
+                    .scan(Table::Keys, b"", cursor.as_deref(), 1000)
+                    .map_err(internal)?;
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                cursor = Some(last.clone());
+                for (_, found) in page {
+                    let record: KeyRecord = super::decode(&found.payload)?;
+                    if !record.in_scope(&caller.scope) {
+                        continue;
+                    }
+                    if keys.len() == limit {
+                        truncated = true;
+                        break 'pages;
+                    }
+                    keys.push(KeyListEntry {
+                        key_arn: record.arn(),
+                        key_id: record.key_id,
+                    });
+                }
+            }
+            let next_marker = truncated
+                .then(|| keys.last().map(|k| k.key_id.clone()))
+                .flatten();
+            Ok(ListKeysResponse {
+                keys,
+                truncated,
+                next_marker,
+            })
         })
     }
 
     /// EnableKey.
     pub fn enable_key(&self, caller: &Caller, request: KeyIdRequest) -> Result<(), KmsError> {
-        self.set_enabled(
-            caller,
-            &request.key_id,
-            Operation::EnableKey,
-            KeyState::Enabled,
-        )
+        let mut call = Call::new("EnableKey", false, true);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            self.set_enabled(
+                caller,
+                call,
+                &request.key_id,
+                Operation::EnableKey,
+                KeyState::Enabled,
+            )
+        })
     }
 
     /// DisableKey.
     pub fn disable_key(&self, caller: &Caller, request: KeyIdRequest) -> Result<(), KmsError> {
-        self.set_enabled(
-            caller,
-            &request.key_id,
-            Operation::DisableKey,
-            KeyState::Disabled,
-        )
+        let mut call = Call::new("DisableKey", false, true);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            self.set_enabled(
+                caller,
+                call,
+                &request.key_id,
+                Operation::DisableKey,
+                KeyState::Disabled,
+            )
+        })
     }
 
     fn set_enabled(
         &self,
         caller: &Caller,
+        call: &mut Call,
         key: &str,
         operation: Operation,
         target: KeyState,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, key)?;
+        let record = self.resolve_key_only(caller, call, key)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(operation, record.state, &record.arn())?;
             record.state = target;
@@ -255,32 +303,46 @@ impl KeyStore {
         caller: &Caller,
         request: ScheduleKeyDeletionRequest,
     ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
-        let days = request.pending_window_in_days.unwrap_or(30);
-        if !(7..=30).contains(&days) {
-            return Err(KmsError::constraint_violation(
-                "pendingWindowInDays",
-                Some(&days.to_string()),
-                &[if days < 7 {
-                    "Member must have value greater than or equal to 7"
-                } else {
-                    "Member must have value less than or equal to 30"
-                }],
-            ));
+        let mut call = Call::new("ScheduleKeyDeletion", false, true);
+        call.param("keyId", request.key_id.as_str());
+        if let Some(days) = request.pending_window_in_days {
+            call.param("pendingWindowInDays", days);
         }
-        let record = self.resolve_key_only(caller, &request.key_id)?;
-        let now = self.now();
-        self.update_key(&record.key_id, |record, _| {
-            state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
-            let deletion_date = now + days * DAY_MILLIS;
-            record.state = KeyState::PendingDeletion;
-            record.deletion_date = Some(deletion_date);
-            record.pending_window_days = Some(days as u32);
-            Ok(ScheduleKeyDeletionResponse {
-                key_id: record.arn(),
-                deletion_date: to_epoch_seconds(deletion_date),
-                key_state: KeyState::PendingDeletion.as_str().to_owned(),
-                pending_window_in_days: days as u32,
-            })
+        self.audited(caller, call, |call| {
+            let days = request.pending_window_in_days.unwrap_or(30);
+            if !(7..=30).contains(&days) {
+                return Err(KmsError::constraint_violation(
+                    "pendingWindowInDays",
+                    Some(&days.to_string()),
+                    &[if days < 7 {
+                        "Member must have value greater than or equal to 7"
+                    } else {
+                        "Member must have value less than or equal to 30"
+                    }],
+                ));
+            }
+            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let now = self.now();
+            let response = self.update_key(&record.key_id, |record, _| {
+                state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
+                let deletion_date = now + days * DAY_MILLIS;
+                record.state = KeyState::PendingDeletion;
+                record.deletion_date = Some(deletion_date);
+                record.pending_window_days = Some(days as u32);
+                Ok(ScheduleKeyDeletionResponse {
+                    key_id: record.arn(),
+                    deletion_date: to_epoch_seconds(deletion_date),
+                    key_state: KeyState::PendingDeletion.as_str().to_owned(),
+                    pending_window_in_days: days as u32,
+                })
+            })?;
+            call.response_elements = Some(serde_json::json!({
+                "keyId": response.key_id,
+                "deletionDate": response.deletion_date,
+                "keyState": response.key_state,
+                "pendingWindowInDays": response.pending_window_in_days,
+            }));
+            Ok(response)
         })
     }
 
@@ -290,14 +352,18 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let record = self.resolve_key_only(caller, &request.key_id)?;
-        self.update_key(&record.key_id, |record, _| {
-            state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
-            record.state = KeyState::Disabled;
-            record.deletion_date = None;
-            record.pending_window_days = None;
-            Ok(KeyIdResponse {
-                key_id: record.arn(),
+        let mut call = Call::new("CancelKeyDeletion", false, true);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            self.update_key(&record.key_id, |record, _| {
+                state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
+                record.state = KeyState::Disabled;
+                record.deletion_date = None;
+                record.pending_window_days = None;
+                Ok(KeyIdResponse {
+                    key_id: record.arn(),
+                })
             })
         })
     }
@@ -308,12 +374,17 @@ impl KeyStore {
         caller: &Caller,
         request: UpdateKeyDescriptionRequest,
     ) -> Result<(), KmsError> {
-        check_description(&request.description)?;
-        let record = self.resolve_key_only(caller, &request.key_id)?;
-        self.update_key(&record.key_id, |record, _| {
-            state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
-            record.description = request.description;
-            Ok(())
+        let mut call = Call::new("UpdateKeyDescription", false, true);
+        call.param("keyId", request.key_id.as_str());
+        call.param("description", request.description.as_str());
+        self.audited(caller, call, |call| {
+            check_description(&request.description)?;
+            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            self.update_key(&record.key_id, |record, _| {
+                state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
+                record.description = request.description;
+                Ok(())
+            })
         })
     }
 
@@ -323,11 +394,15 @@ impl KeyStore {
         caller: &Caller,
         request: TagResourceRequest,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, &request.key_id)?;
-        self.update_key(&record.key_id, |record, _| {
-            state::check(Operation::TagResource, record.state, &record.arn())?;
-            record.tags = validate_tags(&request.tags, &record.tags)?;
-            Ok(())
+        let mut call = Call::new("TagResource", false, true);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            self.update_key(&record.key_id, |record, _| {
+                state::check(Operation::TagResource, record.state, &record.arn())?;
+                record.tags = validate_tags(&request.tags, &record.tags)?;
+                Ok(())
+            })
         })
     }
 
@@ -337,13 +412,18 @@ impl KeyStore {
         caller: &Caller,
         request: UntagResourceRequest,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, &request.key_id)?;
-        self.update_key(&record.key_id, |record, _| {
-            state::check(Operation::UntagResource, record.state, &record.arn())?;
-            for key in &request.tag_keys {
-                record.tags.remove(key);
-            }
-            Ok(())
+        let mut call = Call::new("UntagResource", false, true);
+        call.param("keyId", request.key_id.as_str());
+        call.param("tagKeys", request.tag_keys.clone());
+        self.audited(caller, call, |call| {
+            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            self.update_key(&record.key_id, |record, _| {
+                state::check(Operation::UntagResource, record.state, &record.arn())?;
+                for key in &request.tag_keys {
+                    record.tags.remove(key);
+                }
+                Ok(())
+            })
         })
     }
 
@@ -353,25 +433,29 @@ impl KeyStore {
         caller: &Caller,
         request: ListResourceTagsRequest,
     ) -> Result<ListResourceTagsResponse, KmsError> {
-        let limit = limit(request.limit, 50)?;
-        let record = self.resolve_key_only(caller, &request.key_id)?;
-        let mut tags: Vec<Tag> = record
-            .tags
-            .iter()
-            .filter(|(key, _)| request.marker.as_ref().is_none_or(|marker| *key > marker))
-            .map(|(key, value)| Tag {
-                tag_key: key.clone(),
-                tag_value: value.clone(),
+        let mut call = Call::new("ListResourceTags", true, false);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let limit = limit(request.limit, 50)?;
+            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let mut tags: Vec<Tag> = record
+                .tags
+                .iter()
+                .filter(|(key, _)| request.marker.as_ref().is_none_or(|marker| *key > marker))
+                .map(|(key, value)| Tag {
+                    tag_key: key.clone(),
+                    tag_value: value.clone(),
+                })
+                .collect();
+            let truncated = tags.len() > limit;
+            tags.truncate(limit);
+            Ok(ListResourceTagsResponse {
+                next_marker: truncated
+                    .then(|| tags.last().map(|t| t.tag_key.clone()))
+                    .flatten(),
+                tags,
+                truncated,
             })
-            .collect();
-        let truncated = tags.len() > limit;
-        tags.truncate(limit);
-        Ok(ListResourceTagsResponse {
-            next_marker: truncated
-                .then(|| tags.last().map(|t| t.tag_key.clone()))
-                .flatten(),
-            tags,
-            truncated,
         })
     }
 }

@@ -98,7 +98,17 @@ impl KeyStore {
                     .is_some_and(|r| r.next_rotation <= now);
             if due_deletion {
                 match self.delete_key_now(&key) {
-                    Ok(pending) if pending.is_empty() => report.deleted.push(key.arn()),
+                    Ok(pending) if pending.is_empty() => {
+                        self.service_event(
+                            &key,
+                            "DeleteKey",
+                            serde_json::json!({
+                                "keyId": key.key_id,
+                                "backingKeysDeletionStatus": "DELETED",
+                            }),
+                        );
+                        report.deleted.push(key.arn());
+                    }
                     Ok(pending) => report
                         .inconsistencies
                         .push(Inconsistency::DestructionPending {
@@ -109,7 +119,18 @@ impl KeyStore {
                 }
             } else if due_rotation {
                 match self.rotate(&key, RotationType::Automatic) {
-                    Ok(_) => report.rotated.push(key.arn()),
+                    Ok(version) => {
+                        self.service_event(
+                            &key,
+                            "RotateKey",
+                            serde_json::json!({
+                                "keyId": key.key_id,
+                                "rotationType": "AUTOMATIC",
+                                "materialVersion": version,
+                            }),
+                        );
+                        report.rotated.push(key.arn());
+                    }
                     Err(error) => report.failures.push(format!("{}: {error}", key.arn())),
                 }
             }
@@ -211,8 +232,13 @@ impl KeyStore {
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_else(|| String::from_utf8_lossy(&object.id).into_owned());
+                let internal = material
+                    .as_ref()
+                    .is_some_and(|m| m.key_id.starts_with("hsm-kms-"));
                 if known {
                     present.insert(name);
+                } else if internal {
+                    continue;
                 } else if !interrupted.contains(&name) {
                     found.push(Inconsistency::OrphanMaterial {
                         member: member.clone(),

@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::audit::checkpoint::ClusterSealer;
+use crate::audit::event::Call;
+use crate::audit::log::{AuditLog, AuditSettings};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
@@ -24,30 +27,8 @@ use crate::ids::{KeyId, KeyRef, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord};
 use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
 
+pub use crate::caller::Caller;
 pub use maintenance::{Inconsistency, MaintenanceReport};
-
-/// Who is calling: the account and region the call is scoped to, and who they are (for the
-/// audit trail).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub scope: Scope,
-    /// The principal's ARN.
-    pub principal: String,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-impl Caller {
-    /// The account's root principal calling from this process.
-    pub fn local(scope: &Scope) -> Caller {
-        Caller {
-            principal: format!("arn:aws:iam::{}:root", scope.account_id()),
-            scope: scope.clone(),
-            source_ip: None,
-            user_agent: None,
-        }
-    }
-}
 
 /// Why a key store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +46,10 @@ pub enum OpenError {
 /// An open key store: an HSM cluster plus its metadata.
 pub struct KeyStore {
     scope: Scope,
-    cluster: Cluster,
-    store: Box<dyn MetadataStore>,
+    cluster: Arc<Cluster>,
+    store: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
+    audit: Arc<AuditLog>,
     /// Key records read since start, with their store revision; dropped on every write.
     cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
     /// Serialises read-modify-write cycles of metadata.
@@ -86,21 +68,62 @@ impl KeyStore {
         let store = SledStore::open(&config.service.data_dir)?;
         let scope = Scope::new(&config.service.region, &config.service.account_id)
             .map_err(|e| OpenError::Config(e.message().to_owned()))?;
-        KeyStore::with_parts(scope, cluster, Box::new(store), Arc::new(SystemClock))
+        KeyStore::with_parts(
+            scope,
+            cluster,
+            Box::new(store),
+            Arc::new(SystemClock),
+            config.audit.clone(),
+        )
     }
 
-    /// Assembles a key store from its parts (tests inject a manual clock here).
+    /// Assembles a key store from its parts (tests inject a manual clock here) and starts its
+    /// audit trail.
     pub fn with_parts(
         scope: Scope,
         cluster: Cluster,
         store: Box<dyn MetadataStore>,
         clock: Arc<dyn Clock>,
+        audit: AuditSettings,
     ) -> Result<KeyStore, OpenError> {
+        let cluster = Arc::new(cluster);
+        let store: Arc<dyn MetadataStore> = Arc::from(store);
+        let sealer = Arc::new(ClusterSealer::new(cluster.clone()));
+        let audit = Arc::new(AuditLog::start(store.clone(), Some(sealer), audit)?);
+        let listener_audit = Arc::downgrade(&audit);
+        let listener_scope = scope.clone();
+        let health: crate::hsm::HealthListener = Arc::new(move |member, cause| {
+            let Some(audit) = listener_audit.upgrade() else {
+                return;
+            };
+            let (name, details) = match cause {
+                Some(cause) => (
+                    "HsmMemberDown",
+                    serde_json::json!({ "member": member, "reason": cause.failure.to_string() }),
+                ),
+                None => ("HsmMemberUp", serde_json::json!({ "member": member })),
+            };
+            let event = crate::audit::event::service_event(
+                listener_scope.region(),
+                listener_scope.account_id(),
+                SystemClock.now_millis(),
+                name,
+                &[],
+                details,
+            );
+            if let Err(error) = audit.append(&event, false) {
+                tracing::error!(%error, "audit event lost");
+            }
+        });
+        for member in cluster.members() {
+            member.set_health_listener(health.clone());
+        }
         let mut keystore = KeyStore {
             scope,
             cluster,
             store,
             clock,
+            audit,
             cache: RwLock::new(HashMap::new()),
             writes: Mutex::new(()),
             startup: Vec::new(),
@@ -122,6 +145,11 @@ impl KeyStore {
         &self.cluster
     }
 
+    /// Flushes the audit trail and seals a final checkpoint.
+    pub fn shutdown(&self) {
+        self.audit.shutdown();
+    }
+
     /// Inconsistencies between HSM and metadata found when the store opened.
     pub fn startup_inconsistencies(&self) -> &[Inconsistency] {
         &self.startup
@@ -129,6 +157,49 @@ impl KeyStore {
 
     fn now(&self) -> i64 {
         self.clock.now_millis()
+    }
+
+    /// The metadata store (the audit trail is read from it too).
+    pub fn metadata(&self) -> &dyn MetadataStore {
+        self.store.as_ref()
+    }
+
+    /// Runs one API call and records it in the audit trail, failures included.
+    fn audited<T>(
+        &self,
+        caller: &Caller,
+        mut call: Call,
+        operation: impl FnOnce(&mut Call) -> Result<T, KmsError>,
+    ) -> Result<T, KmsError> {
+        let result = operation(&mut call);
+        if self.audit.enabled() {
+            let durable = call.durable;
+            let event = call.into_event(
+                caller,
+                self.cluster.name(),
+                self.now(),
+                result.as_ref().err(),
+            );
+            if let Err(error) = self.audit.append(&event, durable) {
+                tracing::error!(%error, "audit event lost");
+            }
+        }
+        result
+    }
+
+    /// Records a background action of the service in the audit trail (durably).
+    fn service_event(&self, record: &KeyRecord, event_name: &str, details: serde_json::Value) {
+        let event = crate::audit::event::service_event(
+            &record.region,
+            &record.account_id,
+            self.now(),
+            event_name,
+            &[record.arn()],
+            details,
+        );
+        if let Err(error) = self.audit.append(&event, true) {
+            tracing::error!(%error, "audit event lost");
+        }
     }
 
     /// A key record by id (cached).
@@ -152,6 +223,7 @@ impl KeyStore {
     fn resolve(
         &self,
         caller: &Caller,
+        call: &mut Call,
         param: &str,
         input: &str,
     ) -> Result<Arc<KeyRecord>, KmsError> {
@@ -162,16 +234,27 @@ impl KeyStore {
             KeyRef::AliasName(name) => self.alias_target(&caller.scope, name.as_str())?,
             KeyRef::AliasArn(arn) => self.alias_target(&caller.scope, arn.alias_name().as_str())?,
         };
-        self.key_in_scope(caller, key_id)
-            .ok_or_else(|| reference.not_found(&caller.scope))?
+        let record = self
+            .key_in_scope(caller, key_id)
+            .ok_or_else(|| reference.not_found(&caller.scope))??;
+        call.resource(record.arn());
+        Ok(record)
     }
 
     /// Resolves a parameter that must be a key id or key ARN (no aliases).
-    fn resolve_key_only(&self, caller: &Caller, input: &str) -> Result<Arc<KeyRecord>, KmsError> {
+    fn resolve_key_only(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        input: &str,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
         let reference = KeyRef::parse(input, &caller.scope)?;
         let key_id = reference.require_key_id_or_arn()?;
-        self.key_in_scope(caller, Some(key_id))
-            .ok_or_else(|| reference.not_found(&caller.scope))?
+        let record = self
+            .key_in_scope(caller, Some(key_id))
+            .ok_or_else(|| reference.not_found(&caller.scope))??;
+        call.resource(record.arn());
+        Ok(record)
     }
 
     fn key_in_scope(

@@ -6,6 +6,7 @@
 
 use super::api::*;
 use super::{Caller, KeyStore, encode, limit};
+use crate::audit::event::Call;
 use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::error::KmsError;
 use crate::keys::records::{KeyRecord, MaterialRecord, RotationSchedule, RotationType};
@@ -22,27 +23,34 @@ impl KeyStore {
         caller: &Caller,
         request: EnableKeyRotationRequest,
     ) -> Result<(), KmsError> {
-        let days = request.rotation_period_in_days.unwrap_or(365);
-        if !(90..=2560).contains(&days) {
-            return Err(KmsError::constraint_violation(
-                "rotationPeriodInDays",
-                Some(&days.to_string()),
-                &[if days < 90 {
-                    "Member must have value greater than or equal to 90"
-                } else {
-                    "Member must have value less than or equal to 2560"
-                }],
-            ));
+        let mut call = Call::new("EnableKeyRotation", false, true);
+        call.param("keyId", request.key_id.as_str());
+        if let Some(days) = request.rotation_period_in_days {
+            call.param("rotationPeriodInDays", days);
         }
-        let key = self.resolve_key_only(caller, &request.key_id)?;
-        let now = self.now();
-        self.update_key(&key.key_id, |record, _| {
-            state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
-            record.rotation = Some(RotationSchedule {
-                period_days: days as u32,
-                next_rotation: now + days * DAY_MILLIS,
-            });
-            Ok(())
+        self.audited(caller, call, |call| {
+            let days = request.rotation_period_in_days.unwrap_or(365);
+            if !(90..=2560).contains(&days) {
+                return Err(KmsError::constraint_violation(
+                    "rotationPeriodInDays",
+                    Some(&days.to_string()),
+                    &[if days < 90 {
+                        "Member must have value greater than or equal to 90"
+                    } else {
+                        "Member must have value less than or equal to 2560"
+                    }],
+                ));
+            }
+            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            let now = self.now();
+            self.update_key(&key.key_id, |record, _| {
+                state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
+                record.rotation = Some(RotationSchedule {
+                    period_days: days as u32,
+                    next_rotation: now + days * DAY_MILLIS,
+                });
+                Ok(())
+            })
         })
     }
 
@@ -52,11 +60,15 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<(), KmsError> {
-        let key = self.resolve_key_only(caller, &request.key_id)?;
-        self.update_key(&key.key_id, |record, _| {
-            state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
-            record.rotation = None;
-            Ok(())
+        let mut call = Call::new("DisableKeyRotation", false, true);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            self.update_key(&key.key_id, |record, _| {
+                state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
+                record.rotation = None;
+                Ok(())
+            })
         })
     }
 
@@ -66,23 +78,27 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<GetKeyRotationStatusResponse, KmsError> {
-        let key = self.resolve_key_only(caller, &request.key_id)?;
-        state::check(Operation::GetKeyRotationStatus, key.state, &key.arn())?;
-        let on_demand_start = key
-            .materials
-            .iter()
-            .rev()
-            .find(|m| m.rotation_type == Some(RotationType::OnDemand))
-            .map(|m| to_epoch_seconds(m.created));
-        Ok(GetKeyRotationStatusResponse {
-            key_rotation_enabled: key.rotation.is_some(),
-            key_id: key.arn(),
-            rotation_period_in_days: key.rotation.as_ref().map(|r| r.period_days),
-            next_rotation_date: key
-                .rotation
-                .as_ref()
-                .map(|r| to_epoch_seconds(r.next_rotation)),
-            on_demand_rotation_start_date: on_demand_start,
+        let mut call = Call::new("GetKeyRotationStatus", true, false);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            state::check(Operation::GetKeyRotationStatus, key.state, &key.arn())?;
+            let on_demand_start = key
+                .materials
+                .iter()
+                .rev()
+                .find(|m| m.rotation_type == Some(RotationType::OnDemand))
+                .map(|m| to_epoch_seconds(m.created));
+            Ok(GetKeyRotationStatusResponse {
+                key_rotation_enabled: key.rotation.is_some(),
+                key_id: key.arn(),
+                rotation_period_in_days: key.rotation.as_ref().map(|r| r.period_days),
+                next_rotation_date: key
+                    .rotation
+                    .as_ref()
+                    .map(|r| to_epoch_seconds(r.next_rotation)),
+                on_demand_rotation_start_date: on_demand_start,
+            })
         })
     }
 
@@ -92,16 +108,20 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let key = self.resolve_key_only(caller, &request.key_id)?;
-        state::check(Operation::RotateKeyOnDemand, key.state, &key.arn())?;
-        if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
-            return Err(KmsError::LimitExceeded(format!(
-                "Key {} has reached the limit of {ON_DEMAND_ROTATIONS_MAX} on-demand rotations",
-                key.arn()
-            )));
-        }
-        self.rotate(&key, RotationType::OnDemand)?;
-        Ok(KeyIdResponse { key_id: key.arn() })
+        let mut call = Call::new("RotateKeyOnDemand", false, true);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            state::check(Operation::RotateKeyOnDemand, key.state, &key.arn())?;
+            if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
+                return Err(KmsError::LimitExceeded(format!(
+                    "Key {} has reached the limit of {ON_DEMAND_ROTATIONS_MAX} on-demand rotations",
+                    key.arn()
+                )));
+            }
+            self.rotate(&key, RotationType::OnDemand)?;
+            Ok(KeyIdResponse { key_id: key.arn() })
+        })
     }
 
     /// ListKeyRotations, oldest first.
@@ -110,39 +130,43 @@ impl KeyStore {
         caller: &Caller,
         request: ListKeyRotationsRequest,
     ) -> Result<ListKeyRotationsResponse, KmsError> {
-        let limit = limit(request.limit, 100)?;
-        let key = self.resolve_key_only(caller, &request.key_id)?;
-        state::check(Operation::ListKeyRotations, key.state, &key.arn())?;
-        let after: u32 = match &request.marker {
-            Some(marker) => marker
-                .parse()
-                .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?,
-            None => 0,
-        };
-        let mut rotated: Vec<&MaterialRecord> = key
-            .materials
-            .iter()
-            .filter(|m| m.rotation_type.is_some() && m.version > after)
-            .collect();
-        let truncated = rotated.len() > limit;
-        rotated.truncate(limit);
-        Ok(ListKeyRotationsResponse {
-            next_marker: truncated
-                .then(|| rotated.last().map(|m| m.version.to_string()))
-                .flatten(),
-            rotations: rotated
+        let mut call = Call::new("ListKeyRotations", true, false);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let limit = limit(request.limit, 100)?;
+            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            state::check(Operation::ListKeyRotations, key.state, &key.arn())?;
+            let after: u32 = match &request.marker {
+                Some(marker) => marker
+                    .parse()
+                    .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?,
+                None => 0,
+            };
+            let mut rotated: Vec<&MaterialRecord> = key
+                .materials
                 .iter()
-                .map(|m| RotationEntry {
-                    key_id: key.arn(),
-                    rotation_date: to_epoch_seconds(m.created),
-                    rotation_type: m
-                        .rotation_type
-                        .map(RotationType::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                })
-                .collect(),
-            truncated,
+                .filter(|m| m.rotation_type.is_some() && m.version > after)
+                .collect();
+            let truncated = rotated.len() > limit;
+            rotated.truncate(limit);
+            Ok(ListKeyRotationsResponse {
+                next_marker: truncated
+                    .then(|| rotated.last().map(|m| m.version.to_string()))
+                    .flatten(),
+                rotations: rotated
+                    .iter()
+                    .map(|m| RotationEntry {
+                        key_id: key.arn(),
+                        rotation_date: to_epoch_seconds(m.created),
+                        rotation_type: m
+                            .rotation_type
+                            .map(RotationType::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                    .collect(),
+                truncated,
+            })
         })
     }
 

@@ -23,13 +23,24 @@ pub enum Table {
     Aliases,
     /// Pending HSM-plus-metadata changes, recorded before the HSM is touched.
     Intents,
-    /// Store-wide settings and markers.
+    /// Store-wide settings and markers (e.g. alarm delivery cursors).
     Meta,
+    /// The audit trail: events by sequence number, hash-chained.
+    Audit,
+    /// MACed checkpoints of the audit trail, by sequence number.
+    AuditCheckpoints,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 4] = [Table::Keys, Table::Aliases, Table::Intents, Table::Meta];
+    pub const ALL: [Table; 6] = [
+        Table::Keys,
+        Table::Aliases,
+        Table::Intents,
+        Table::Meta,
+        Table::Audit,
+        Table::AuditCheckpoints,
+    ];
 
     /// The table's stable on-disk name.
     pub fn name(self) -> &'static str {
@@ -38,6 +49,8 @@ impl Table {
             Table::Aliases => "aliases",
             Table::Intents => "intents",
             Table::Meta => "meta",
+            Table::Audit => "audit",
+            Table::AuditCheckpoints => "audit-checkpoints",
         }
     }
 }

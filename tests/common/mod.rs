@@ -145,5 +145,6 @@ fn open_store(
     let metadata = hsm_kms::store::SledStore::open(&config.service.data_dir).unwrap();
     let scope =
         hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
-    hsm_kms::keystore::KeyStore::with_parts(scope, hsms, Box::new(metadata), clock).unwrap()
+    hsm_kms::keystore::KeyStore::with_parts(scope, hsms, Box::new(metadata), clock, config.audit)
+        .unwrap()
 }

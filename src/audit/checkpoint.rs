@@ -1,0 +1,144 @@
+//! Checkpoints of the audit chain sealed inside the HSMs. A checkpoint is (sequence number,
+//! head hash, time); its SHA-256 digest is encrypted with AES-256-GCM under a dedicated key
+//! that lives only in the cluster's HSMs, which makes the GCM tag a MAC that cannot be forged
+//! without the HSMs. Exported checkpoints let `audit verify` detect a truncated tail.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::log::{Head, hex_bytes};
+use crate::cluster::{Cluster, MaterialId};
+use crate::hsm::Gcm;
+
+/// The HSM key that seals checkpoints (an internal key: no key record names it).
+pub const AUDIT_KEY_ID: &str = "hsm-kms-audit";
+const AAD: &[u8] = b"hsm-kms audit checkpoint v1";
+
+/// Seals and opens 32-byte digests with a key that never leaves the HSMs.
+pub trait Sealer: Send + Sync {
+    /// Returns (IV, ciphertext || tag).
+    fn seal(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), String>;
+    /// Opens what [`Sealer::seal`] produced; fails if anything was changed.
+    fn open(&self, iv: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// A sealed checkpoint of the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    #[serde(with = "hex_bytes")]
+    pub head_hash: [u8; 32],
+    /// Milliseconds since the epoch.
+    pub time: i64,
+    pub iv: String,
+    pub seal: String,
+}
+
+impl Checkpoint {
+    fn digest(seq: u64, head_hash: &[u8; 32], time: i64) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(AAD);
+        hasher.update(seq.to_be_bytes());
+        hasher.update(head_hash);
+        hasher.update(time.to_be_bytes());
+        hasher.finalize().into()
+    }
+
+    /// Seals the chain head.
+    pub fn seal(sealer: &dyn Sealer, head: Head, time: i64) -> Result<Checkpoint, String> {
+        let (iv, seal) = sealer.seal(&Checkpoint::digest(head.seq, &head.hash, time))?;
+        Ok(Checkpoint {
+            seq: head.seq,
+            head_hash: head.hash,
+            time,
+            iv: crate::hsm::hex(&iv),
+            seal: crate::hsm::hex(&seal),
+        })
+    }
+
+    /// Checks the seal against the HSM key.
+    pub fn verify(&self, sealer: &dyn Sealer) -> Result<(), String> {
+        let iv = from_hex(&self.iv).ok_or("checkpoint IV is not hex")?;
+        let seal = from_hex(&self.seal).ok_or("checkpoint seal is not hex")?;
+        let opened = sealer.open(&iv, &seal)?;
+        if opened == Checkpoint::digest(self.seq, &self.head_hash, self.time) {
+            Ok(())
+        } else {
+            Err("checkpoint seal does not match its contents".into())
+        }
+    }
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Seals with the cluster's audit key, creating it on first use.
+pub struct ClusterSealer {
+    cluster: Arc<Cluster>,
+}
+
+impl ClusterSealer {
+    /// A sealer over `cluster`.
+    pub fn new(cluster: Arc<Cluster>) -> ClusterSealer {
+        ClusterSealer { cluster }
+    }
+
+    fn material() -> MaterialId {
+        MaterialId::new(AUDIT_KEY_ID, 1)
+    }
+
+    fn create_if_missing(&self) -> Result<(), String> {
+        let material = ClusterSealer::material();
+        let present = self
+            .cluster
+            .members()
+            .iter()
+            .filter(|m| m.is_up())
+            .any(|m| m.has_key(&material.cka_id()).unwrap_or(false));
+        if present {
+            return Ok(());
+        }
+        self.cluster
+            .create_key(&material, "hsm-kms audit checkpoint key")
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Sealer for ClusterSealer {
+    fn seal(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let mut iv = [0u8; 12];
+        getrandom::fill(&mut iv).map_err(|e| e.to_string())?;
+        let gcm = Gcm::new(&iv, AAD, 128).map_err(|e| e.to_string())?;
+        let material = ClusterSealer::material();
+        let sealed = match self.cluster.encrypt(&material, &gcm, digest) {
+            Ok(sealed) => sealed,
+            Err(_) => {
+                self.create_if_missing()?;
+                self.cluster
+                    .encrypt(&material, &gcm, digest)
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        Ok((iv.to_vec(), sealed.value))
+    }
+
+    fn open(&self, iv: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let gcm = Gcm::new(iv, AAD, 128).map_err(|e| e.to_string())?;
+        self.cluster
+            .decrypt(&ClusterSealer::material(), &gcm, sealed)
+            .map(|served| served.value.to_vec())
+            .map_err(|error| {
+                if error.is_rejected_ciphertext() {
+                    "the HSM rejected the checkpoint seal".to_owned()
+                } else {
+                    error.to_string()
+                }
+            })
+    }
+}

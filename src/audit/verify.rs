@@ -1,0 +1,200 @@
+//! `audit verify`: walks the hash chain and the sealed checkpoints and names every event that
+//! was edited, deleted, inserted or moved.
+//!
+//! What is detectable: any change to a stored event (its hash no longer matches), a deleted
+//! event (a gap in the sequence), an event inserted or moved (its previous-hash link breaks),
+//! a corrupt record, and a chain rewritten from some point on when a sealed checkpoint covers
+//! that point (the checkpoint's head hash no longer matches, and a checkpoint cannot be
+//! re-sealed without the HSMs). Deleting the newest events together with the head record and
+//! the checkpoints after them is detectable only against a checkpoint exported earlier
+//! (`--checkpoint FILE`). Not detectable: anything done by someone who holds the HSM user PIN
+//! and can therefore seal new checkpoints over a rewritten chain.
+
+use serde::Serialize;
+
+use super::checkpoint::{Checkpoint, Sealer};
+use super::log::{StoredEvent, chain_hash, read_head};
+use crate::store::{MetadataStore, StoreError, Table};
+
+/// One problem found in the trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub seq: u64,
+    pub what: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub checkpoints: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// The first bad sequence number, if any.
+    pub fn first_bad(&self) -> Option<u64> {
+        self.problems.iter().map(|p| p.seq).min()
+    }
+
+    fn problem(&mut self, seq: u64, what: impl Into<String>) {
+        self.problems.push(Problem {
+            seq,
+            what: what.into(),
+        });
+    }
+}
+
+/// Verifies the whole trail; `sealer` checks checkpoint seals, `exported` is a checkpoint
+/// kept outside the store.
+pub fn verify(
+    store: &dyn MetadataStore,
+    sealer: Option<&dyn Sealer>,
+    exported: Option<&Checkpoint>,
+) -> Result<VerifyReport, StoreError> {
+    let mut report = VerifyReport::default();
+    let mut hashes = std::collections::BTreeMap::new();
+    let mut previous_seq = 0u64;
+    let mut previous_hash = [0u8; 32];
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = match store.scan(Table::Audit, b"", after.as_deref(), 1000) {
+            Ok(page) => page,
+            Err(StoreError::Corrupt { key, .. }) => {
+                let seq = seq_of_hex(&key);
+                report.problem(seq, format!("event {seq} is corrupt on disk"));
+                after = Some(seq.to_be_bytes().to_vec());
+                previous_seq = seq;
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (key, record) in page {
+            let key_seq = key
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            report.events += 1;
+            let Some(event) = StoredEvent::decode(&record.payload) else {
+                report.problem(key_seq, format!("event {key_seq} is unreadable"));
+                previous_seq = key_seq;
+                continue;
+            };
+            if key_seq > previous_seq + 1 {
+                report.problem(
+                    previous_seq + 1,
+                    format!(
+                        "events {} to {} are missing (deleted)",
+                        previous_seq + 1,
+                        key_seq - 1
+                    ),
+                );
+            }
+            if event.seq != key_seq {
+                report.problem(
+                    key_seq,
+                    format!(
+                        "event {key_seq} holds the content of event {} (moved)",
+                        event.seq
+                    ),
+                );
+            }
+            if chain_hash(&event.previous, event.seq, &event.json) != event.hash {
+                report.problem(key_seq, format!("event {key_seq} was edited"));
+            } else if event.previous != previous_hash && key_seq == previous_seq + 1 {
+                report.problem(
+                    key_seq,
+                    format!("event {key_seq} does not follow event {previous_seq} (inserted, reordered or rewritten)"),
+                );
+            }
+            hashes.insert(key_seq, event.hash);
+            previous_seq = key_seq;
+            previous_hash = event.hash;
+        }
+    }
+
+    let head = read_head(store)?;
+    if head.seq > previous_seq {
+        report.problem(
+            previous_seq + 1,
+            format!(
+                "events {} to {} are missing from the end (truncated)",
+                previous_seq + 1,
+                head.seq
+            ),
+        );
+    } else if head.seq < previous_seq {
+        report.problem(
+            head.seq + 1,
+            format!("events after {} were appended outside the writer", head.seq),
+        );
+    }
+
+    let checkpoints = store.scan(Table::AuditCheckpoints, b"", None, usize::MAX)?;
+    for (_, record) in checkpoints {
+        let Ok(checkpoint) = serde_json::from_slice::<Checkpoint>(&record.payload) else {
+            report.problem(0, "a checkpoint record is unreadable");
+            continue;
+        };
+        report.checkpoints += 1;
+        check_checkpoint(&mut report, &hashes, &checkpoint, sealer, "checkpoint");
+    }
+    if let Some(exported) = exported {
+        if exported.seq > previous_seq {
+            report.problem(
+                previous_seq + 1,
+                format!(
+                    "the exported checkpoint covers events up to {}, the trail ends at {previous_seq} (truncated)",
+                    exported.seq
+                ),
+            );
+        }
+        check_checkpoint(
+            &mut report,
+            &hashes,
+            exported,
+            sealer,
+            "exported checkpoint",
+        );
+    }
+    report.problems.sort_by_key(|p| p.seq);
+    Ok(report)
+}
+
+fn check_checkpoint(
+    report: &mut VerifyReport,
+    hashes: &std::collections::BTreeMap<u64, [u8; 32]>,
+    checkpoint: &Checkpoint,
+    sealer: Option<&dyn Sealer>,
+    name: &str,
+) {
+    if let Some(sealer) = sealer
+        && let Err(error) = checkpoint.verify(sealer)
+    {
+        report.problem(
+            checkpoint.seq,
+            format!("{name} at event {}: {error}", checkpoint.seq),
+        );
+        return;
+    }
+    match hashes.get(&checkpoint.seq) {
+        Some(hash) if *hash == checkpoint.head_hash => {}
+        Some(_) => report.problem(
+            checkpoint.seq,
+            format!(
+                "{name} at event {} does not match the chain (rewritten)",
+                checkpoint.seq
+            ),
+        ),
+        None => {}
+    }
+}
+
+fn seq_of_hex(key: &str) -> u64 {
+    u64::from_str_radix(key, 16).unwrap_or(0)
+}
