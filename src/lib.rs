@@ -1,5 +1,6 @@
 //! hsm-kms: an embedded, HSM-backed key store modelled on AWS KMS.
 
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
