@@ -5,5 +5,6 @@
 
 pub mod checkpoint;
 pub mod event;
+pub mod filter;
 pub mod log;
 pub mod verify;
