@@ -18,7 +18,7 @@ impl KeyStore {
     /// CreateAlias: a new alias for a key (key id or key ARN).
     pub fn create_alias(&self, caller: &Caller, request: AliasRequest) -> Result<(), KmsError> {
         let name = AliasName::parse_for_create(&request.alias_name)?;
-        let target = self.resolve_key_only(caller, &request.target_key_id)?;
+        let target = self.resolve_key_only(caller, "targetKeyId", &request.target_key_id)?;
         state::check(Operation::CreateAlias, target.state, &target.arn())?;
         let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         if self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX {
@@ -51,7 +51,7 @@ impl KeyStore {
     /// UpdateAlias: points an existing alias at another key.
     pub fn update_alias(&self, caller: &Caller, request: AliasRequest) -> Result<(), KmsError> {
         let name = AliasName::parse_for_create(&request.alias_name)?;
-        let target = self.resolve_key_only(caller, &request.target_key_id)?;
+        let target = self.resolve_key_only(caller, "targetKeyId", &request.target_key_id)?;
         state::check(Operation::UpdateAlias, target.state, &target.arn())?;
         let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let (mut record, revision) = self
@@ -99,7 +99,7 @@ impl KeyStore {
     ) -> Result<ListAliasesResponse, KmsError> {
         let limit = limit(request.limit, 50)?;
         let target = match &request.key_id {
-            Some(key) => Some(self.resolve_key_only(caller, key)?.key_id.clone()),
+            Some(key) => Some(self.resolve_key_only(caller, "keyId", key)?.key_id.clone()),
             None => None,
         };
         let prefix = alias_prefix(&caller.scope);

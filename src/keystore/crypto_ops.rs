@@ -226,8 +226,12 @@ impl KeyStore {
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>), KmsError> {
         check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
         let context = self::context(context)?;
+        let param = match operation {
+            Operation::ReEncrypt => "sourceKeyId",
+            _ => "keyId",
+        };
         let expected = match expected_key {
-            Some(reference) => Some(self.resolve(caller, "keyId", reference)?),
+            Some(reference) => Some(self.resolve(caller, param, reference)?),
             None => None,
         };
         let invalid = || KmsError::InvalidCiphertext(String::new());

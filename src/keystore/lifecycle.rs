@@ -239,7 +239,7 @@ impl KeyStore {
         operation: Operation,
         target: KeyState,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, key)?;
+        let record = self.resolve_key_only(caller, "keyId", key)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(operation, record.state, &record.arn())?;
             record.state = target;
@@ -265,7 +265,7 @@ impl KeyStore {
                 }],
             ));
         }
-        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let record = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         let now = self.now();
         self.update_key(&record.key_id, |record, _| {
             state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
@@ -288,7 +288,7 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let record = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
             record.state = KeyState::Disabled;
@@ -307,7 +307,7 @@ impl KeyStore {
         request: UpdateKeyDescriptionRequest,
     ) -> Result<(), KmsError> {
         check_description(&request.description)?;
-        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let record = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
             record.description = request.description;
@@ -321,7 +321,7 @@ impl KeyStore {
         caller: &Caller,
         request: TagResourceRequest,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let record = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(Operation::TagResource, record.state, &record.arn())?;
             record.tags = validate_tags(&request.tags, &record.tags)?;
@@ -335,7 +335,7 @@ impl KeyStore {
         caller: &Caller,
         request: UntagResourceRequest,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let record = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(Operation::UntagResource, record.state, &record.arn())?;
             for key in &request.tag_keys {
@@ -352,7 +352,7 @@ impl KeyStore {
         request: ListResourceTagsRequest,
     ) -> Result<ListResourceTagsResponse, KmsError> {
         let limit = limit(request.limit, 50)?;
-        let record = self.resolve_key_only(caller, &request.key_id)?;
+        let record = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         let mut tags: Vec<Tag> = record
             .tags
             .iter()

@@ -166,9 +166,14 @@ impl KeyStore {
             .ok_or_else(|| reference.not_found(&caller.scope))?
     }
 
-    /// Resolves a parameter that must be a key id or key ARN (no aliases).
-    fn resolve_key_only(&self, caller: &Caller, input: &str) -> Result<Arc<KeyRecord>, KmsError> {
-        let reference = KeyRef::parse(input, &caller.scope)?;
+    /// Resolves a parameter (`param` on the wire) that must be a key id or key ARN (no aliases).
+    fn resolve_key_only(
+        &self,
+        caller: &Caller,
+        param: &str,
+        input: &str,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let reference = KeyRef::parse_param(param, input, &caller.scope)?;
         let key_id = reference.require_key_id_or_arn()?;
         self.key_in_scope(caller, Some(key_id))
             .ok_or_else(|| reference.not_found(&caller.scope))?

@@ -34,7 +34,7 @@ impl KeyStore {
                 }],
             ));
         }
-        let key = self.resolve_key_only(caller, &request.key_id)?;
+        let key = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         let now = self.now();
         self.update_key(&key.key_id, |record, _| {
             state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
@@ -52,7 +52,7 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<(), KmsError> {
-        let key = self.resolve_key_only(caller, &request.key_id)?;
+        let key = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         self.update_key(&key.key_id, |record, _| {
             state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
             record.rotation = None;
@@ -66,7 +66,7 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<GetKeyRotationStatusResponse, KmsError> {
-        let key = self.resolve_key_only(caller, &request.key_id)?;
+        let key = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         state::check(Operation::GetKeyRotationStatus, key.state, &key.arn())?;
         let on_demand_start = key
             .materials
@@ -92,7 +92,7 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let key = self.resolve_key_only(caller, &request.key_id)?;
+        let key = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         state::check(Operation::RotateKeyOnDemand, key.state, &key.arn())?;
         if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
             return Err(KmsError::LimitExceeded(format!(
@@ -111,7 +111,7 @@ impl KeyStore {
         request: ListKeyRotationsRequest,
     ) -> Result<ListKeyRotationsResponse, KmsError> {
         let limit = limit(request.limit, 100)?;
-        let key = self.resolve_key_only(caller, &request.key_id)?;
+        let key = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         state::check(Operation::ListKeyRotations, key.state, &key.arn())?;
         let after: u32 = match &request.marker {
             Some(marker) => marker
