@@ -68,12 +68,6 @@ impl KeyStore {
     ) -> Result<GetKeyRotationStatusResponse, KmsError> {
         let key = self.resolve_key_only(caller, "keyId", &request.key_id)?;
         state::check(Operation::GetKeyRotationStatus, key.state, &key.arn())?;
-        let on_demand_start = key
-            .materials
-            .iter()
-            .rev()
-            .find(|m| m.rotation_type == Some(RotationType::OnDemand))
-            .map(|m| to_epoch_seconds(m.created));
         Ok(GetKeyRotationStatusResponse {
             key_rotation_enabled: key.rotation.is_some(),
             key_id: key.arn(),
@@ -82,7 +76,9 @@ impl KeyStore {
                 .rotation
                 .as_ref()
                 .map(|r| to_epoch_seconds(r.next_rotation)),
-            on_demand_rotation_start_date: on_demand_start,
+            // AWS shows this only while an on-demand rotation is in progress; ours finish
+            // before RotateKeyOnDemand returns (ListKeyRotations lists them).
+            on_demand_rotation_start_date: None,
         })
     }
 
