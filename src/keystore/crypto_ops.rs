@@ -293,8 +293,12 @@ impl KeyStore {
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>), KmsError> {
         check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
         let context = self::context(context)?;
+        let param = match operation {
+            Operation::ReEncrypt => "sourceKeyId",
+            _ => "keyId",
+        };
         let expected = match expected_key {
-            Some(reference) => Some(self.resolve(caller, call, "keyId", reference)?),
+            Some(reference) => Some(self.resolve(caller, call, param, reference)?),
             None => None,
         };
         let invalid = || KmsError::InvalidCiphertext(String::new());

@@ -289,7 +289,7 @@ impl KeyStore {
         operation: Operation,
         target: KeyState,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, call, key)?;
+        let record = self.resolve_key_only(caller, call, "keyId", key)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(operation, record.state, &record.arn())?;
             record.state = target;
@@ -321,7 +321,7 @@ impl KeyStore {
                     }],
                 ));
             }
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             let now = self.now();
             let response = self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
@@ -355,7 +355,7 @@ impl KeyStore {
         let mut call = Call::new("CancelKeyDeletion", false, true);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
                 record.state = KeyState::Disabled;
@@ -379,7 +379,7 @@ impl KeyStore {
         call.param("description", request.description.as_str());
         self.audited(caller, call, |call| {
             check_description(&request.description)?;
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
                 record.description = request.description;
@@ -397,7 +397,7 @@ impl KeyStore {
         let mut call = Call::new("TagResource", false, true);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::TagResource, record.state, &record.arn())?;
                 record.tags = validate_tags(&request.tags, &record.tags)?;
@@ -416,7 +416,7 @@ impl KeyStore {
         call.param("keyId", request.key_id.as_str());
         call.param("tagKeys", request.tag_keys.clone());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::UntagResource, record.state, &record.arn())?;
                 for key in &request.tag_keys {
@@ -437,7 +437,7 @@ impl KeyStore {
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
             let limit = limit(request.limit, 50)?;
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             let mut tags: Vec<Tag> = record
                 .tags
                 .iter()

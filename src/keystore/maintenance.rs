@@ -139,6 +139,15 @@ impl KeyStore {
         Ok(report)
     }
 
+    /// Number of keys pending deletion (all accounts and regions).
+    pub fn pending_deletions(&self) -> Result<usize, KmsError> {
+        Ok(self
+            .all_keys()?
+            .iter()
+            .filter(|k| k.state == KeyState::PendingDeletion)
+            .count())
+    }
+
     /// Destroys every material version of `key` on every member; when all are verified gone,
     /// removes the key and its aliases in one batch. Returns the members still pending.
     fn delete_key_now(&self, key: &KeyRecord) -> Result<Vec<String>, KmsError> {

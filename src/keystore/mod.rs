@@ -241,14 +241,15 @@ impl KeyStore {
         Ok(record)
     }
 
-    /// Resolves a parameter that must be a key id or key ARN (no aliases).
+    /// Resolves a parameter (`param` on the wire) that must be a key id or key ARN (no aliases).
     fn resolve_key_only(
         &self,
         caller: &Caller,
         call: &mut Call,
+        param: &str,
         input: &str,
     ) -> Result<Arc<KeyRecord>, KmsError> {
-        let reference = KeyRef::parse(input, &caller.scope)?;
+        let reference = KeyRef::parse_param(param, input, &caller.scope)?;
         let key_id = reference.require_key_id_or_arn()?;
         let record = self
             .key_in_scope(caller, Some(key_id))
