@@ -1,8 +1,8 @@
 //! The key commands (`hsm-kms create-key`, `encrypt`, ...): `aws kms` verbs and flags over
 //! the library's [`KeyStore`], in this process. Each command's values are parsed into its
 //! API request first (a bad value exits 252 before any HSM is touched), then the key store
-//! is opened, the operation runs as the account's root principal, and the response prints
-//! like the AWS CLI's. A failed operation prints the AWS CLI v2's line
+//! is opened, the operation runs as the account's root principal, the audit trail is
+//! flushed, and the response prints like the AWS CLI's. A failed operation prints the AWS CLI v2's line
 //! `An error occurred (<Code>) when calling the <Operation> operation: <message>` to stderr
 //! and exits 254, as the AWS CLI v2 does.
 
@@ -333,7 +333,10 @@ pub fn run(config: &Config, globals: &Globals, command: KmsCommand) -> ExitCode 
         }
     };
     let caller = Caller::local(keystore.scope());
-    match call(&keystore, &caller) {
+    let outcome = call(&keystore, &caller);
+    // The call's audit event is on disk before the command reports anything.
+    keystore.shutdown();
+    match outcome {
         Ok(response) => match super::print(&response, globals.output, query.as_ref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

@@ -29,9 +29,9 @@ pub fn run(
         .transpose()
         .map_err(|e| format!("bad value for --query: {e}"))?;
     let keystore = open_keystore(config)?;
-    let report = keystore
-        .run_maintenance()
-        .map_err(|e| format!("maintenance failed: {} ({})", e, e.code()))?;
+    let outcome = keystore.run_maintenance();
+    keystore.shutdown();
+    let report = outcome.map_err(|e| format!("maintenance failed: {} ({})", e, e.code()))?;
     let response = Response::new(&report).map_err(|e| e.to_string())?;
     super::print(&response, globals.output, query.as_ref())?;
     Ok(if report.failures.is_empty() {
