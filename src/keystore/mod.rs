@@ -65,6 +65,12 @@ impl KeyStore {
             .default_cluster()
             .map_err(|e| OpenError::Config(e.to_string()))?;
         let cluster = Cluster::open(&config.default_cluster, cluster_config)?;
+        KeyStore::open_with_cluster(config, cluster)
+    }
+
+    /// Opens the metadata store in the config's data directory over an already open
+    /// cluster (so a caller that needs the cluster anyway opens it only once).
+    pub fn open_with_cluster(config: &Config, cluster: Cluster) -> Result<KeyStore, OpenError> {
         let store = SledStore::open(&config.service.data_dir)?;
         let scope = Scope::new(&config.service.region, &config.service.account_id)
             .map_err(|e| OpenError::Config(e.message().to_owned()))?;
