@@ -645,3 +645,230 @@ fn percent_decode(text: &str) -> Result<String, String> {
     }
     String::from_utf8(out).map_err(|_| format!("percent-encoding in {text:?} is not UTF-8"))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+
+    /// A valid config with `service` and `extra` spliced in.
+    fn config(service: &str, extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!(
+            r#"
+default_cluster = "main"
+{extra}
+[service]
+account_id = "111122223333"
+data_dir = "data"
+{service}
+
+[clusters.main]
+replication = "vendor"
+hsms = [{{ name = "h1", address = "10.0.0.1:2223", zone = "a" }}]
+
+[clusters.main.slot]
+name = "slot"
+module = "/usr/lib/pkcs11.so"
+token = "t"
+user_pin = "env:PIN"
+"#
+        ))
+    }
+
+    fn invalid(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid(message)) => message,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn regions_default_to_the_region() {
+        let parsed = config(r#"region = "eu-west-1""#, "").unwrap();
+        assert_eq!(parsed.service.region, "eu-west-1");
+        assert_eq!(parsed.service.regions, ["eu-west-1"]);
+        assert!(parsed.credentials.is_empty());
+    }
+
+    #[test]
+    fn regions_are_listed_valid_unique_and_include_the_region() {
+        let parsed = config(
+            "region = \"us-east-1\"\nregions = [\"eu-west-1\", \"us-east-1\"]",
+            "",
+        )
+        .unwrap();
+        assert_eq!(parsed.service.regions, ["eu-west-1", "us-east-1"]);
+        let message = invalid(config(
+            "region = \"us-east-1\"\nregions = [\"eu-west-1\"]",
+            "",
+        ));
+        assert!(
+            message.contains("must include the default region"),
+            "{message}"
+        );
+        let message = invalid(config(
+            "region = \"us-east-1\"\nregions = [\"us-east-1\", \"us-east-1\"]",
+            "",
+        ));
+        assert!(message.contains("twice"), "{message}");
+        let message = invalid(config(
+            "region = \"us-east-1\"\nregions = [\"us-east-1\", \"EU West\"]",
+            "",
+        ));
+        assert!(
+            message.contains("Region 'EU West' is not valid"),
+            "{message}"
+        );
+        let message = invalid(config(r#"region = "US""#, ""));
+        assert!(message.contains("Region 'US' is not valid"), "{message}");
+    }
+
+    const INLINE: &str = r#"
+[[credentials]]
+access_key_id = "AKIAIOSFODNN7EXAMPLE"
+secret = "file:secret.txt"
+account_id = "111122223333"
+principal_arn = "arn:aws:iam::111122223333:user/app"
+"#;
+
+    #[test]
+    fn credentials_come_inline_or_from_a_shared_file() {
+        let shared = r#"
+[[credentials]]
+shared_credentials_file = "dev/credentials"
+account_id = "444455556666"
+principal_arn = "arn:aws:sts::444455556666:assumed-role/dev/session"
+"#;
+        let parsed = config(r#"region = "us-east-1""#, &format!("{INLINE}{shared}")).unwrap();
+        assert_eq!(parsed.credentials.len(), 2);
+        assert_eq!(
+            parsed.credentials[0].source,
+            CredentialSource::Inline {
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                secret: SecretRef::File("secret.txt".into()),
+            }
+        );
+        assert_eq!(
+            parsed.credentials[1].source,
+            CredentialSource::SharedFile {
+                path: "dev/credentials".into(),
+                profile: "default".into(),
+            }
+        );
+        assert_eq!(parsed.credentials[1].account_id, "444455556666");
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused() {
+        let region = r#"region = "us-east-1""#;
+        let cases = [
+            (
+                INLINE.replace("secret = \"file:secret.txt\"\n", ""),
+                "either",
+            ),
+            (
+                INLINE.replace("account_id", "shared_credentials_file = \"f\"\naccount_id"),
+                "either",
+            ),
+            (
+                INLINE.replace("account_id", "profile = \"p\"\naccount_id"),
+                "either",
+            ),
+            (INLINE.replace("file:secret.txt", "hunter2"), "never inline"),
+            (
+                INLINE.replace("AKIAIOSFODNN7EXAMPLE", "AKIA-SHORT"),
+                "access_key_id",
+            ),
+            (
+                INLINE.replace("user/app", "user/app\"\nextra = \"x"),
+                "unknown field",
+            ),
+            (
+                INLINE.replace("arn:aws:iam::111122223333", "arn:aws:iam::999999999999"),
+                "principal_arn",
+            ),
+            (
+                INLINE.replace("arn:aws:iam::", "arn:aws:kms:us-east-1:"),
+                "principal_arn",
+            ),
+            (INLINE.replace("111122223333", "1234"), "Account id '1234'"),
+            (format!("{INLINE}{INLINE}"), "listed twice"),
+        ];
+        for (credentials, expected) in cases {
+            let message = invalid(config(region, &credentials));
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
+    }
+
+    #[test]
+    fn inline_secrets_resolve_by_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.txt");
+        std::fs::write(&path, "the secret\n").unwrap();
+        let text = INLINE.replace("secret.txt", &path.display().to_string());
+        let parsed = config(r#"region = "us-east-1""#, &text).unwrap();
+        let (id, secret) = parsed.credentials[0].resolve().unwrap();
+        assert_eq!(id, "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(secret.expose_secret(), "the secret");
+    }
+
+    const SHARED: &str = "\
+# comment
+[default]
+aws_access_key_id = AKIADEFAULT000000001
+aws_secret_access_key = default-secret
+
+[hsm-kms]
+; another comment
+aws_access_key_id=AKIAHSMKMSDEV0000001
+aws_secret_access_key =  dev/secret+key
+region = us-east-1
+";
+
+    #[test]
+    fn shared_credentials_files_are_read_by_profile() {
+        let (id, secret) = shared_credentials_profile(SHARED, "hsm-kms").unwrap();
+        assert_eq!(id, "AKIAHSMKMSDEV0000001");
+        assert_eq!(secret.expose_secret(), "dev/secret+key");
+        let (id, secret) = shared_credentials_profile(SHARED, "default").unwrap();
+        assert_eq!(id, "AKIADEFAULT000000001");
+        assert_eq!(secret.expose_secret(), "default-secret");
+    }
+
+    #[test]
+    fn a_missing_profile_or_key_is_named_without_quoting_the_file() {
+        let error = shared_credentials_profile(SHARED, "other").unwrap_err();
+        assert_eq!(error, "no profile [other]");
+        let text = "[p]\naws_access_key_id = AKIAHSMKMSDEV0000001\n";
+        let error = shared_credentials_profile(text, "p").unwrap_err();
+        assert!(error.contains("needs aws_access_key_id and aws_secret_access_key"));
+        let text = "[p]\naws_secret_access_key = s3cr3t-value\n";
+        let error = shared_credentials_profile(text, "p").unwrap_err();
+        assert!(!error.contains("s3cr3t"), "{error}");
+    }
+
+    #[test]
+    fn a_shared_credentials_file_resolves_through_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, SHARED).unwrap();
+        let text = format!(
+            "[[credentials]]\nshared_credentials_file = \"{}\"\nprofile = \"hsm-kms\"\n\
+             account_id = \"111122223333\"\nprincipal_arn = \"arn:aws:iam::111122223333:root\"\n",
+            path.display()
+        );
+        let parsed = config(r#"region = "us-east-1""#, &text).unwrap();
+        let (id, secret) = parsed.credentials[0].resolve().unwrap();
+        assert_eq!(id, "AKIAHSMKMSDEV0000001");
+        assert_eq!(secret.expose_secret(), "dev/secret+key");
+
+        let missing = text.replace("\"hsm-kms\"", "\"nope\"");
+        let parsed = config(r#"region = "us-east-1""#, &missing).unwrap();
+        let error = parsed.credentials[0].resolve().unwrap_err().to_string();
+        assert!(
+            error.contains("[nope]") && error.contains("no profile"),
+            "{error}"
+        );
+        assert!(!error.contains("dev/secret"), "{error}");
+    }
+}

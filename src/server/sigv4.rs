@@ -39,6 +39,7 @@
 //! fixture) and check that they verify, next to the known answers of AWS's SigV4 suite.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -118,8 +119,9 @@ impl Credentials {
     }
 }
 
-/// One HTTP request as received, before its body is interpreted.
-#[derive(Debug, Clone, Copy)]
+/// One HTTP request as received, before its body is interpreted. Its `Debug` shows header
+/// names and the body's length only: the body of an Encrypt request is plaintext.
+#[derive(Clone, Copy)]
 pub struct HttpRequest<'a> {
     /// The method as sent, e.g. `POST`.
     pub method: &'a str,
@@ -131,6 +133,19 @@ pub struct HttpRequest<'a> {
     /// HTTP/2 the server passes the `:authority` as `host`.
     pub headers: &'a [(&'a str, &'a [u8])],
     pub body: &'a [u8],
+}
+
+impl fmt::Debug for HttpRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// Who sent an authenticated request, and where it acts.
@@ -426,9 +441,15 @@ fn parse_amz_date(date: &[u8]) -> Result<(&str, SystemTime), KmsError> {
     }
 }
 
-/// `YYYYMMDDTHHMMSSZ` for a time.
+/// `YYYYMMDDTHHMMSSZ` for a time, clamped to the years 1970 to 9999 that the format (and
+/// `humantime`, which would panic) can express.
 fn format_amz_date(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time)
+    const LAST: Duration = Duration::from_secs(253_402_300_799);
+    let since_epoch = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + since_epoch)
         .to_string()
         .replace(['-', ':'], "")
 }
@@ -1049,6 +1070,33 @@ mod tests {
         assert_eq!(request.verify(&verifier), Err(mismatch()));
     }
 
+    /// A request dated by `Date` instead of `X-Amz-Date` (signature computed independently
+    /// from the suite's credentials); `X-Amz-Date` wins when both are present.
+    #[test]
+    fn the_date_header_stands_in_for_x_amz_date() {
+        let verifier = suite_verifier();
+        let signature = "b9498f120b174820093a3c726637a11f74f6c8f7c033c4407ddc702fef3705bb";
+        let raw = "GET / HTTP/1.1\nHost:example.amazonaws.com\nDate:20150830T123600Z";
+        let request = RawRequest::parse(raw).signed("date;host", signature);
+        assert!(request.verify(&verifier).is_ok());
+        let raw = format!("{raw}\nX-Amz-Date:20150830T123601Z");
+        let request = RawRequest::parse(&raw).signed("date;host", signature);
+        assert_eq!(request.verify(&verifier), Err(mismatch()));
+        let raw = "GET / HTTP/1.1\nHost:example.amazonaws.com\nDate:Sun, 30 Aug 2015 12:36:00 GMT";
+        let error = RawRequest::parse(raw)
+            .signed("date;host", signature)
+            .verify(&verifier)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            KmsError::IncompleteSignature(
+                "Date must be in ISO-8601 'basic format'. Got 'Sun, 30 Aug 2015 12:36:00 GMT'. \
+                 See http://en.wikipedia.org/wiki/ISO_8601"
+                    .into()
+            )
+        );
+    }
+
     #[test]
     fn paths_are_normalised_and_encoded_once_more() {
         for (path, canonical) in [
@@ -1104,6 +1152,14 @@ mod tests {
             1_440_938_160
         );
         assert_eq!(format_amz_date(time), "20150830T123600Z");
+        assert_eq!(
+            format_amz_date(UNIX_EPOCH - Duration::from_secs(1)),
+            "19700101T000000Z"
+        );
+        assert_eq!(
+            format_amz_date(UNIX_EPOCH + Duration::from_secs(300_000_000_000)),
+            "99991231T235959Z"
+        );
         for bad in [
             &b"2015-08-30T12:36:00Z"[..],
             b"20150830T123600",
@@ -1132,6 +1188,31 @@ mod tests {
         assert!(unhex(&digits[..62]).is_none());
         assert!(unhex(&format!("{}zz", &digits[..62])).is_none());
         assert_eq!(hex(&[0x00, 0xab, 0x10]), "00ab10");
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret_header_value_or_body() {
+        let verifier = suite_verifier();
+        let text = format!("{verifier:?}");
+        assert!(text.contains(SUITE_KEY), "{text}");
+        assert!(!text.contains("wJalrXUtnFEMI"), "{text}");
+        let headers = [("X-Secret-Header", &b"header-value"[..])];
+        let request = HttpRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"plaintext-body",
+        };
+        let text = format!("{request:?}");
+        assert!(
+            text.contains("X-Secret-Header") && text.contains("14"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("header-value") && !text.contains("plaintext"),
+            "{text}"
+        );
     }
 
     #[test]
