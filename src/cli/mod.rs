@@ -70,6 +70,12 @@ enum Command {
     /// Run the key store's background work by hand.
     #[command(subcommand)]
     Maintenance(maintenance::MaintenanceCommand),
+    /// Serve the AWS KMS API over HTTP(S) until SIGTERM or SIGINT.
+    Serve {
+        /// Address to listen on (default: [server] listen, or 127.0.0.1:8443).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+    },
     #[command(flatten)]
     Kms(kms::KmsCommand),
 }
@@ -95,6 +101,9 @@ pub fn main() -> ExitCode {
         Command::Cluster(command) => cluster::run(&config, command),
         Command::Maintenance(command) => maintenance::run(&config, &cli.globals, command),
         Command::Kms(command) => Ok(kms::run(&config, &cli.globals, command)),
+        Command::Serve { listen } => crate::server::serve(&config, listen)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|error| error.to_string()),
     };
     match outcome {
         Ok(code) => code,

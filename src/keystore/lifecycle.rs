@@ -140,6 +140,7 @@ impl KeyStore {
         finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
         let material = MaterialId::new(record.key_id.clone(), version);
+        let in_flight = InFlight::new(self, material.to_string());
         let intent_key = material.to_string().into_bytes();
         let intent = IntentRecord {
             kind: IntentKind::CreateMaterial,
@@ -171,6 +172,7 @@ impl KeyStore {
             }
         }
         crate::fault::crash_point("create-material:after-hsm");
+        let _still_in_flight = &in_flight;
         let mut batch = Batch::new();
         finish(&mut batch)?;
         batch.delete(Table::Intents, &intent_key);
@@ -528,4 +530,31 @@ fn validate_tags(
         )));
     }
     Ok(tags)
+}
+
+/// Marks a material creation as in progress for as long as it lives.
+struct InFlight<'a> {
+    store: &'a KeyStore,
+    material: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(store: &'a KeyStore, material: String) -> InFlight<'a> {
+        store
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(material.clone());
+        InFlight { store, material }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.store
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.material);
+    }
 }

@@ -54,6 +54,8 @@ pub struct KeyStore {
     cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
     /// Serialises read-modify-write cycles of metadata.
     writes: Mutex<()>,
+    /// Material creations in progress in this process (their intents are not leftovers).
+    creating: Mutex<std::collections::HashSet<String>>,
     startup: Vec<Inconsistency>,
 }
 
@@ -132,6 +134,7 @@ impl KeyStore {
             audit,
             cache: RwLock::new(HashMap::new()),
             writes: Mutex::new(()),
+            creating: Mutex::new(std::collections::HashSet::new()),
             startup: Vec::new(),
         };
         keystore.startup = keystore.interrupted_intents()?;
