@@ -366,6 +366,36 @@ fn authorization_parameters_may_be_separated_by_commas_or_spaces() {
 }
 
 #[test]
+fn signing_keys_are_told_apart_by_key_day_and_region() {
+    let verifier = verifier();
+    let day = Duration::from_secs(24 * 3600);
+    let us = signed();
+    let eu = Signing {
+        region: "eu-west-1",
+        ..Signing::default()
+    }
+    .sign();
+    let next_day = Signing {
+        time: t0() + day,
+        ..Signing::default()
+    }
+    .sign();
+    for _ in 0..2 {
+        us.verify_at(&verifier, t0()).unwrap();
+        eu.verify_at(&verifier, t0()).unwrap();
+        next_day.verify_at(&verifier, t0() + day).unwrap();
+    }
+    // The eu-west-1 signature under a us-east-1 scope (whose key is cached) does not verify.
+    let scope = eu
+        .header("authorization")
+        .replace("/eu-west-1/", "/us-east-1/");
+    assert_eq!(
+        eu.with_authorization(&scope).verify_at(&verifier, t0()),
+        Err(mismatch())
+    );
+}
+
+#[test]
 fn a_request_time_up_to_five_minutes_off_is_accepted() {
     let request = signed();
     let verifier = verifier();

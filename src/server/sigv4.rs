@@ -17,11 +17,12 @@
 //! 5. A known access key id, else `UnrecognizedClientException`.
 //! 6. The signature, recomputed over the canonical request rebuilt from exactly the
 //!    headers `SignedHeaders` names and the SHA-256 of the body as received, compared in
-//!    constant time; a `x-amz-content-sha256` header must equal that hash.
+//!    constant time; a `x-amz-content-sha256` header must equal that hash. Derived
+//!    signing keys are kept per access key, day and region.
 //! 7. No `X-Amz-Security-Token`: this endpoint issues no temporary credentials.
 //!
-//! The codes and messages are those of AWS's JSON services (the same front end serves
-//! DynamoDB, whose emulators record them verbatim), all with HTTP 400. A request without
+//! The codes and messages are those AWS's JSON-protocol services answer with (DynamoDB
+//! emulators record the same texts), all with HTTP 400. A request without
 //! any `Authorization` gets `MissingAuthenticationTokenException` "Request is missing
 //! Authentication Token", as those services answer; query-string (presigned) signatures
 //! are not accepted. Every failure is a [`KmsError`], so the endpoint keeps one error
@@ -40,6 +41,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -58,6 +60,8 @@ pub const SERVICE: &str = "kms";
 pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// Derived signing keys kept at most; the cache starts over when full.
+const MAX_SIGNING_KEYS: usize = 1024;
 const TERMINATOR: &str = "aws4_request";
 const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the \
     signature you provided. Check your AWS Secret Access Key and signing method. Consult the \
@@ -163,6 +167,49 @@ pub struct Verifier {
     credentials: Credentials,
     regions: Vec<String>,
     service: &'static str,
+    signing_keys: SigningKeys,
+}
+
+/// HMAC states keyed with derived signing keys, by `AKID/DATE/REGION`. A signing key is
+/// good for a whole day and costs four HMACs to derive, most of a verification's work.
+#[derive(Default)]
+struct SigningKeys(Mutex<HashMap<String, HmacSha256>>);
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
+        write!(f, "SigningKeys({len} cached)")
+    }
+}
+
+impl SigningKeys {
+    /// An HMAC keyed with the signing key of `credential` for this scope and service.
+    fn mac(
+        &self,
+        credential: &Credential,
+        scope: &CredentialScope<'_>,
+        service: &str,
+    ) -> Result<HmacSha256, KmsError> {
+        let id = format!(
+            "{}/{}/{}",
+            credential.access_key_id, scope.date, scope.region
+        );
+        if let Some(mac) = self.lock().get(&id) {
+            return Ok(mac.clone());
+        }
+        let key = signing_key(&credential.secret, scope, service)?;
+        let mac = HmacSha256::new_from_slice(&*key).map_err(|_| hmac_failed())?;
+        let mut cache = self.lock();
+        if cache.len() >= MAX_SIGNING_KEYS {
+            cache.clear();
+        }
+        cache.insert(id, mac.clone());
+        Ok(mac)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HmacSha256>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Verifier {
@@ -172,6 +219,7 @@ impl Verifier {
             credentials,
             regions,
             service: SERVICE,
+            signing_keys: SigningKeys::default(),
         }
     }
 
@@ -224,8 +272,7 @@ impl Verifier {
         let canonical =
             canonical_request(request, auth.signed_headers, &body_hash).ok_or_else(mismatch)?;
         let provided = unhex(auth.signature).ok_or_else(mismatch)?;
-        let key = signing_key(&credential.secret, &scope, self.service)?;
-        let mut mac = HmacSha256::new_from_slice(&*key).map_err(|_| hmac_failed())?;
+        let mut mac = self.signing_keys.mac(credential, &scope, self.service)?;
         mac.update(string_to_sign(date, &scope, self.service, &canonical).as_bytes());
         mac.verify_slice(&provided).map_err(|_| mismatch())?;
 
@@ -728,6 +775,7 @@ mod tests {
             credentials: Credentials::new([credential]).unwrap(),
             regions: vec!["us-east-1".into()],
             service: "service",
+            signing_keys: SigningKeys::default(),
         }
     }
 
@@ -1000,6 +1048,7 @@ mod tests {
             .unwrap(),
             regions: vec!["us-east-1".into()],
             service: "service",
+            signing_keys: SigningKeys::default(),
         };
         for (name, raw, signed_headers, signature) in suite() {
             let mut flipped = signature.to_owned();
