@@ -3,8 +3,6 @@
 //! cluster; the IV is fresh from the operating system's generator for every ciphertext, and
 //! the blob header plus the canonical encryption context are bound as AAD.
 
-use std::sync::Arc;
-
 use secrecy::{ExposeSecret, SecretSlice};
 use zeroize::Zeroizing;
 
@@ -26,8 +24,8 @@ const RANDOM_MAX: i64 = 1024;
 /// Asymmetric algorithms AWS knows: asking for one with a symmetric key is a key-usage error.
 const ASYMMETRIC_ALGORITHMS: [&str; 3] = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
 
-/// A fresh data key: its key, the plaintext bytes and the ciphertext blob.
-type DataKey = (Arc<KeyRecord>, Zeroizing<Vec<u8>>, Vec<u8>);
+/// A fresh data key: its key's ARN, the plaintext bytes and the ciphertext blob.
+type DataKey = (String, Zeroizing<Vec<u8>>, Vec<u8>);
 
 impl KeyStore {
     /// Encrypt up to 4096 bytes under a key.
@@ -44,11 +42,12 @@ impl KeyStore {
         )?;
         let context = context(request.encryption_context)?;
         let key = self.resolve(caller, "keyId", &request.key_id)?;
-        state::check(Operation::Encrypt, key.state, &key.arn())?;
+        let arn = key.arn();
+        state::check(Operation::Encrypt, key.state, &arn)?;
         let ciphertext_blob = self.seal(&key, &context, plaintext)?;
         Ok(EncryptResponse {
             ciphertext_blob,
-            key_id: key.arn(),
+            key_id: arn,
             encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
         })
     }
@@ -63,7 +62,7 @@ impl KeyStore {
             "encryptionAlgorithm",
             request.encryption_algorithm.as_deref(),
         )?;
-        let (key, plaintext) = self.open_blob(
+        let (arn, plaintext) = self.open_blob(
             caller,
             &request.ciphertext_blob,
             request.encryption_context,
@@ -71,7 +70,7 @@ impl KeyStore {
             Operation::Decrypt,
         )?;
         Ok(DecryptResponse {
-            key_id: key.arn(),
+            key_id: arn,
             plaintext: SecretSlice::from(plaintext.to_vec()),
             encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
         })
@@ -94,19 +93,20 @@ impl KeyStore {
         )?;
         let destination_context = context(request.destination_encryption_context)?;
         let destination = self.resolve(caller, "destinationKeyId", &request.destination_key_id)?;
-        let (source, plaintext) = self.open_blob(
+        let (source_arn, plaintext) = self.open_blob(
             caller,
             &request.ciphertext_blob,
             request.source_encryption_context,
             request.source_key_id.as_deref(),
             Operation::ReEncrypt,
         )?;
-        state::check(Operation::ReEncrypt, destination.state, &destination.arn())?;
+        let destination_arn = destination.arn();
+        state::check(Operation::ReEncrypt, destination.state, &destination_arn)?;
         let ciphertext_blob = self.seal(&destination, &destination_context, &plaintext)?;
         Ok(ReEncryptResponse {
             ciphertext_blob,
-            source_key_id: source.arn(),
-            key_id: destination.arn(),
+            source_key_id: source_arn,
+            key_id: destination_arn,
             source_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
             destination_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
         })
@@ -118,12 +118,12 @@ impl KeyStore {
         caller: &Caller,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
-        let (key, data_key, ciphertext_blob) =
+        let (arn, data_key, ciphertext_blob) =
             self.data_key(caller, request, Operation::GenerateDataKey)?;
         Ok(GenerateDataKeyResponse {
             ciphertext_blob,
             plaintext: SecretSlice::from(data_key.to_vec()),
-            key_id: key.arn(),
+            key_id: arn,
         })
     }
 
@@ -133,11 +133,11 @@ impl KeyStore {
         caller: &Caller,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
-        let (key, _, ciphertext_blob) =
+        let (arn, _, ciphertext_blob) =
             self.data_key(caller, request, Operation::GenerateDataKeyWithoutPlaintext)?;
         Ok(GenerateDataKeyWithoutPlaintextResponse {
             ciphertext_blob,
-            key_id: key.arn(),
+            key_id: arn,
         })
     }
 
@@ -188,10 +188,11 @@ impl KeyStore {
         };
         let context = context(request.encryption_context)?;
         let key = self.resolve(caller, "keyId", &request.key_id)?;
-        state::check(operation, key.state, &key.arn())?;
+        let arn = key.arn();
+        state::check(operation, key.state, &arn)?;
         let data_key = self.cluster.random(length).map_err(cluster_error)?;
         let ciphertext_blob = self.seal(&key, &context, &data_key)?;
-        Ok((key, data_key, ciphertext_blob))
+        Ok((arn, data_key, ciphertext_blob))
     }
 
     /// Encrypts `plaintext` under the key's current material into a ciphertext blob.
@@ -216,6 +217,7 @@ impl KeyStore {
     }
 
     /// Authenticates and decrypts a blob: finds its key, checks `expected_key` and the state.
+    /// Returns the key's ARN with the plaintext.
     fn open_blob(
         &self,
         caller: &Caller,
@@ -223,7 +225,7 @@ impl KeyStore {
         context: Option<EncryptionContextMap>,
         expected_key: Option<&str>,
         operation: Operation,
-    ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>), KmsError> {
+    ) -> Result<(String, Zeroizing<Vec<u8>>), KmsError> {
         check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
         let context = self::context(context)?;
         let expected = match expected_key {
@@ -245,15 +247,15 @@ impl KeyStore {
             ));
         }
         let key = self.key(&key_id)?.ok_or_else(invalid)?;
+        let arn = key.arn();
         if !key.in_scope(&caller.scope) {
             return Err(KmsError::AccessDenied(format!(
-                "User: {} is not authorized to perform: kms:{} on resource: {}",
+                "User: {} is not authorized to perform: kms:{} on resource: {arn}",
                 caller.principal,
                 operation.as_str(),
-                key.arn()
             )));
         }
-        state::check(operation, key.state, &key.arn())?;
+        state::check(operation, key.state, &arn)?;
         if !key
             .materials
             .iter()
@@ -274,7 +276,7 @@ impl KeyStore {
                     cluster_error(error)
                 }
             })?;
-        Ok((key, plaintext))
+        Ok((arn, plaintext))
     }
 }
 
