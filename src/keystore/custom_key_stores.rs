@@ -408,6 +408,22 @@ impl KeyStore {
         self
     }
 
+    /// Waits (at most `timeout`) until no custom key store is CONNECTING.
+    pub fn settle_custom_key_stores(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            let connecting = self.custom.all().is_ok_and(|stores| {
+                stores
+                    .iter()
+                    .any(|s| s.state == ConnectionState::Connecting)
+            });
+            if !connecting {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// The open cluster of a CONNECTED custom key store in the caller's scope, for
     /// CreateKey and GenerateRandom; returns the store's cluster name too.
     pub(super) fn connected_store(
