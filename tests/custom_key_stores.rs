@@ -420,12 +420,43 @@ fn a_wrong_password_fails_with_invalid_credentials_until_updated() {
         )
         .unwrap_err();
     assert_eq!(error.code(), "CustomKeyStoreNotFoundException");
-    store
-        .disconnect_custom_key_store(&caller, id_request(&id))
-        .unwrap();
-    store
-        .delete_custom_key_store(&caller, id_request(&id))
-        .unwrap();
+    // Over the wire: the same operations in AWS's JSON shapes.
+    let wire = |target: &str, body: serde_json::Value| {
+        hsm_kms::server::protocol::dispatch(
+            &store,
+            &caller,
+            &format!("TrentService.{target}"),
+            body.to_string().as_bytes(),
+        )
+        .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
+    };
+    let listed = wire("DescribeCustomKeyStores", serde_json::json!({})).unwrap();
+    assert_eq!(listed["CustomKeyStores"][0]["ConnectionState"], "CONNECTED");
+    assert_eq!(
+        listed["CustomKeyStores"][0]["CloudHsmClusterId"],
+        "cloudhsm"
+    );
+    assert_eq!(listed["Truncated"], false);
+    let missing = wire("CreateCustomKeyStore", serde_json::json!({})).unwrap_err();
+    assert_eq!(missing.code(), "ValidationException");
+    let short = wire(
+        "CreateCustomKeyStore",
+        serde_json::json!({"CustomKeyStoreName": "x", "CloudHsmClusterId": "cloudhsm",
+            "TrustAnchorCertificate": TRUST_ANCHOR, "KeyStorePassword": "short"}),
+    )
+    .unwrap_err();
+    assert_eq!(short.code(), "ValidationException");
+    assert!(!short.message().contains("short"), "{}", short.message());
+    wire(
+        "DisconnectCustomKeyStore",
+        serde_json::json!({ "CustomKeyStoreId": id }),
+    )
+    .unwrap();
+    let deleted = wire(
+        "DeleteCustomKeyStore",
+        serde_json::json!({ "CustomKeyStoreId": id }),
+    );
+    assert_eq!(deleted.unwrap(), serde_json::json!({}));
     let all = store
         .describe_custom_key_stores(&caller, DescribeCustomKeyStoresRequest::default())
         .unwrap();
