@@ -28,8 +28,10 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Rounds of every case; each figure is the median over rounds.
 const ROUNDS: usize = 3;
-/// Untimed calls before each timed case.
+/// Untimed run of every case before the timed ones.
 const WARM_UP: Duration = Duration::from_millis(300);
+/// Cases take turns in slices this long, so that load from elsewhere hits them alike.
+const SLICE: Duration = Duration::from_millis(100);
 /// Payload sizes measured.
 const SIZES: [usize; 2] = [32, 4096];
 const AAD: &[u8] = b"hsm-kms bench aad";
@@ -138,10 +140,12 @@ impl Raw {
     }
 }
 
-/// A fresh IV per call: `lane` tells threads apart, `n` counts calls.
-fn iv(lane: u8, n: u64) -> [u8; 12] {
+/// A fresh IV per call: `lane` tells cases and threads apart, `slice` counts timed slices and
+/// `n` counts calls within one.
+fn iv(lane: u8, slice: u32, n: u64) -> [u8; 12] {
     let mut iv = [0; 12];
     iv[0] = lane;
+    iv[1..4].copy_from_slice(&slice.to_be_bytes()[1..]);
     iv[4..].copy_from_slice(&n.to_be_bytes());
     iv
 }
@@ -150,18 +154,15 @@ fn gcm(iv: &[u8; 12]) -> Res<Gcm<'static>> {
     Gcm::new(iv, AAD, 128).map_err(|failure| failure.to_string().into())
 }
 
-/// Calls `op` for `WARM_UP` untimed, then for `duration`; returns (calls, seconds).
-fn run(duration: Duration, mut op: impl FnMut(u64) -> Res<()>) -> Res<(u64, f64)> {
-    let mut n = 0;
-    let warm = Instant::now();
-    while warm.elapsed() < WARM_UP {
-        op(n)?;
-        n += 1;
-    }
+/// Calls and seconds spent.
+type Tally = (u64, f64);
+
+/// Calls `op` until `duration` has passed.
+fn run(duration: Duration, mut op: impl FnMut(u64) -> Res<()>) -> Res<Tally> {
     let start = Instant::now();
     let mut calls = 0;
     loop {
-        op(n + calls)?;
+        op(calls)?;
         calls += 1;
         let elapsed = start.elapsed();
         if elapsed >= duration {
@@ -170,32 +171,20 @@ fn run(duration: Duration, mut op: impl FnMut(u64) -> Res<()>) -> Res<(u64, f64)
     }
 }
 
-/// Ops/s of one thread running `op`.
-fn one_thread(duration: Duration, op: impl FnMut(u64) -> Res<()>) -> Res<f64> {
-    let (calls, seconds) = run(duration, op)?;
-    Ok(calls as f64 / seconds)
-}
-
-/// Ops/s of several threads, one `op` each, timed from a common start.
-fn threads<F>(duration: Duration, ops: Vec<F>) -> Res<f64>
+/// Several threads, one `op` each, started together: all their calls over the longest time.
+fn threads<F>(duration: Duration, ops: Vec<F>) -> Res<Tally>
 where
     F: FnMut(u64) -> Res<()> + Send,
 {
     let barrier = Barrier::new(ops.len());
-    let results: Vec<Res<(u64, f64)>> = std::thread::scope(|scope| {
+    let results: Vec<Res<Tally>> = std::thread::scope(|scope| {
         let handles: Vec<_> = ops
             .into_iter()
-            .map(|mut op| {
+            .map(|op| {
                 let barrier = &barrier;
                 scope.spawn(move || {
-                    let mut n = 0;
-                    let warm = Instant::now();
-                    while warm.elapsed() < WARM_UP {
-                        op(n)?;
-                        n += 1;
-                    }
                     barrier.wait();
-                    run(duration, |i| op(n + i))
+                    run(duration, op)
                 })
             })
             .collect();
@@ -215,17 +204,18 @@ where
         calls += c;
         seconds = seconds.max(s);
     }
-    Ok(calls as f64 / seconds)
+    Ok((calls, seconds))
 }
 
 /// One thread's raw loop body; owning `&mut Raw` makes it `Send` (a `Session` is not `Sync`).
 fn raw_op<'a>(
     raw: &'a mut Raw,
     lane: u8,
+    slice: u32,
     data: &'a [u8],
 ) -> impl FnMut(u64) -> Res<()> + Send + 'a {
     move |n| {
-        black_box(raw.encrypt(&iv(lane, n), data)?);
+        black_box(raw.encrypt(&iv(lane, slice, n), data)?);
         Ok(())
     }
 }
@@ -235,48 +225,51 @@ struct Bench<'a> {
     material: &'a MaterialId,
     raw_a: Raw,
     raw_b: Raw,
-    duration: Duration,
+    /// Timed slices so far, for unique IVs.
+    slices: u32,
 }
 
 impl Bench<'_> {
-    fn measure(&mut self, case: Case, size: usize) -> Res<f64> {
+    /// Runs `case` on `size`-byte plaintexts for one slice of `duration`.
+    fn measure(&mut self, case: Case, size: usize, duration: Duration) -> Res<Tally> {
         let data = vec![0x5a; size];
         let data = data.as_slice();
         let cluster = self.cluster;
         let material = self.material;
-        let duration = self.duration;
+        let slice = self.slices;
+        self.slices += 1;
         match case {
             Case::Raw => {
                 let raw = &self.raw_a;
-                one_thread(duration, |n| {
-                    black_box(raw.encrypt(&iv(0, n), data)?);
+                run(duration, |n| {
+                    black_box(raw.encrypt(&iv(0, slice, n), data)?);
                     Ok(())
                 })
             }
             Case::Member => {
                 let member = cluster.member("hsm-a").ok_or("no member hsm-a")?;
                 let id = material.cka_id();
-                one_thread(duration, |n| {
-                    black_box(member.encrypt(&id, &gcm(&iv(1, n))?, data)?);
+                run(duration, |n| {
+                    black_box(member.encrypt(&id, &gcm(&iv(1, slice, n))?, data)?);
                     Ok(())
                 })
             }
-            Case::Cluster => one_thread(duration, |n| {
-                black_box(cluster.encrypt(material, &gcm(&iv(2, n))?, data)?);
+            Case::Cluster => run(duration, |n| {
+                black_box(cluster.encrypt(material, &gcm(&iv(2, slice, n))?, data)?);
                 Ok(())
             }),
             Case::Cluster2 => {
                 let op = |lane: u8| {
                     move |n| -> Res<()> {
-                        black_box(cluster.encrypt(material, &gcm(&iv(lane, n))?, data)?);
+                        black_box(cluster.encrypt(material, &gcm(&iv(lane, slice, n))?, data)?);
                         Ok(())
                     }
                 };
                 threads(duration, vec![op(3), op(4)])
             }
             Case::Raw2 => {
-                let a = raw_op(&mut self.raw_a, 5, data);
-                let b = raw_op(&mut self.raw_b, 6, data);
+                let a = raw_op(&mut self.raw_a, 5, slice, data);
+                let b = raw_op(&mut self.raw_b, 6, slice, data);
                 threads(duration, vec![a, b])
             }
         }
@@ -319,7 +312,7 @@ fn main() -> Res<()> {
     let raw_b = Raw::open(cluster_config, "hsm-b", &material.cka_id())?;
 
     // The raw handle must be the CMK the cluster uses: same IV, same bytes, from either member.
-    let probe_iv = iv(0xff, 0);
+    let probe_iv = iv(0xff, 0, 0);
     let raw = raw_a.encrypt(&probe_iv, b"probe")?;
     for name in ["hsm-a", "hsm-b"] {
         let member = cluster.member(name).ok_or("missing member")?;
@@ -333,25 +326,39 @@ fn main() -> Res<()> {
         material: &material,
         raw_a,
         raw_b,
-        duration,
+        slices: 0,
     };
-    // figures[size][case][round]
+    // figures[size][case][round], in ops/s.
     let mut figures = vec![vec![Vec::with_capacity(ROUNDS); CASES.len()]; SIZES.len()];
+    let slices = (duration.as_secs_f64() / SLICE.as_secs_f64())
+        .ceil()
+        .max(1.0) as usize;
     println!(
-        "AES-256-GCM encrypt in SoftHSM2, {} CPU(s), {ROUNDS} rounds x {seconds} s per case, interleaved",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "AES-256-GCM encrypt in SoftHSM2, {} CPU(s); per size {ROUNDS} rounds, each {seconds} s per \
+         case run as {slices} slices of {} ms, cases interleaved slice by slice",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        SLICE.as_millis()
     );
-    for round in 0..ROUNDS {
-        for (s, &size) in SIZES.iter().enumerate() {
-            for k in 0..CASES.len() {
-                let c = (k + round) % CASES.len();
-                let rate = bench.measure(CASES[c], size)?;
+    for (s, &size) in SIZES.iter().enumerate() {
+        for &case in &CASES {
+            bench.measure(case, size, WARM_UP)?;
+        }
+        for round in 0..ROUNDS {
+            let mut tallies = [(0, 0.0); CASES.len()];
+            for slice in 0..slices {
+                for k in 0..CASES.len() {
+                    let c = (k + slice) % CASES.len();
+                    let (calls, seconds) = bench.measure(CASES[c], size, SLICE)?;
+                    tallies[c].0 += calls;
+                    tallies[c].1 += seconds;
+                }
+            }
+            for (c, (calls, seconds)) in tallies.into_iter().enumerate() {
+                let rate = calls as f64 / seconds;
                 eprintln!(
-                    "round {} {:>5} B  {:<42} {:>9.0} ops/s",
+                    "{size:>5} B round {}  {:<42} {rate:>9.0} ops/s",
                     round + 1,
-                    size,
                     CASES[c].label(),
-                    rate
                 );
                 figures[s][c].push(rate);
             }
@@ -383,8 +390,7 @@ fn main() -> Res<()> {
         }
     }
 
-    // Each ratio is the median over rounds of the ratio within a round, so drift between
-    // rounds on the shared machine cancels out.
+    // Each ratio is the median over rounds of the ratio within a round.
     let ratio = |s: usize, over: Case, under: Case| -> f64 {
         let pairs: Vec<f64> = at(s, over)
             .iter()
