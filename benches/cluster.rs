@@ -47,15 +47,19 @@ enum Case {
     Cluster,
     /// Two threads, `Cluster::encrypt`.
     Cluster2,
+    /// Two threads, `Member::encrypt`, one pinned to each member: what routing that spreads
+    /// concurrent calls over members would reach.
+    Member2,
     /// Two threads, raw: one on hsm-a's token, one on hsm-b's (the ceiling for `Cluster2`).
     Raw2,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
     Case::Raw,
     Case::Member,
     Case::Cluster,
     Case::Cluster2,
+    Case::Member2,
     Case::Raw2,
 ];
 
@@ -66,6 +70,7 @@ impl Case {
             Case::Member => "Member::encrypt, hsm-a, 1 thread",
             Case::Cluster => "Cluster::encrypt, 2 members, 1 thread",
             Case::Cluster2 => "Cluster::encrypt, 2 members, 2 threads",
+            Case::Member2 => "Member::encrypt, a thread per member",
             Case::Raw2 => "raw C_Encrypt, hsm-a + hsm-b, 2 threads",
         }
     }
@@ -267,6 +272,18 @@ impl Bench<'_> {
                 };
                 threads(duration, vec![op(3), op(4)])
             }
+            Case::Member2 => {
+                let id = material.cka_id();
+                let id = id.as_slice();
+                let op = |name: &str, lane: u8| -> Res<_> {
+                    let member = cluster.member(name).ok_or("missing member")?;
+                    Ok(move |n| -> Res<()> {
+                        black_box(member.encrypt(id, &gcm(&iv(lane, slice, n))?, data)?);
+                        Ok(())
+                    })
+                };
+                threads(duration, vec![op("hsm-a", 7)?, op("hsm-b", 8)?])
+            }
             Case::Raw2 => {
                 let a = raw_op(&mut self.raw_a, 5, slice, data);
                 let b = raw_op(&mut self.raw_b, 6, slice, data);
@@ -302,7 +319,8 @@ fn main() -> Res<()> {
     };
     let duration = Duration::from_secs_f64(seconds);
 
-    let dir = TempDir(std::env::temp_dir().join(format!("hsm-kms-bench-{}", uuid::Uuid::new_v4())));
+    let name = format!("hsm-kms-bench-{}", uuid::Uuid::new_v4());
+    let dir = TempDir(std::env::temp_dir().join(name));
     let config = make_cluster(&dir.0)?;
     let cluster_config = config.default_cluster()?;
     let cluster = Cluster::init(&config.default_cluster, cluster_config)?;
@@ -399,7 +417,7 @@ fn main() -> Res<()> {
             .collect();
         median(&pairs)
     };
-    let ratios: [(&str, Case, Case, Option<f64>); 5] = [
+    let ratios: [(&str, Case, Case, Option<f64>); 6] = [
         (
             "member(hsm-a) / raw(hsm-a), same token",
             Case::Member,
@@ -430,6 +448,12 @@ fn main() -> Res<()> {
             Case::Raw2,
             None,
         ),
+        (
+            "member per thread / raw 2 threads",
+            Case::Member2,
+            Case::Raw2,
+            None,
+        ),
     ];
     println!();
     println!(
@@ -448,6 +472,7 @@ fn main() -> Res<()> {
         }
     }
 
+    // Sessions and the cluster close before their token directories go.
     drop(bench);
     drop(cluster);
     drop(dir);
