@@ -293,6 +293,15 @@ impl Bench<'_> {
     }
 }
 
+/// The 1-minute load average, where the system tells it: other work on the machine takes the
+/// cores the two-thread cases need, and this shows how much.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -352,9 +361,10 @@ fn main() -> Res<()> {
         .ceil()
         .max(1.0) as usize;
     println!(
-        "AES-256-GCM encrypt in SoftHSM2, {} CPU(s); per size {ROUNDS} rounds, each {seconds} s per \
+        "AES-256-GCM encrypt in SoftHSM2, {} CPU(s), load average {} at start; per size {ROUNDS} rounds, each {seconds} s per \
          case run as {slices} slices of {} ms, cases interleaved slice by slice",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
         SLICE.as_millis()
     );
     for (s, &size) in SIZES.iter().enumerate() {
@@ -387,6 +397,7 @@ fn main() -> Res<()> {
         let c = CASES.iter().position(|&x| x == case).unwrap_or(0);
         &figures[s][c]
     };
+    println!("load average {} at end", load_average());
     println!();
     println!(
         "{:<42} {:>7} {:>11} {:>11} {:>11}",
