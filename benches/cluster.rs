@@ -8,7 +8,7 @@
 
 use std::error::Error;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -72,17 +72,6 @@ impl Case {
             Case::Cluster2 => "Cluster::encrypt, 2 members, 2 threads",
             Case::Member2 => "Member::encrypt, a thread per member",
             Case::Raw2 => "raw C_Encrypt, hsm-a + hsm-b, 2 threads",
-        }
-    }
-}
-
-/// Removes the cluster directory when the bench ends, however it ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("could not remove {}: {error}", self.0.display());
         }
     }
 }
@@ -328,9 +317,8 @@ fn main() -> Res<()> {
     };
     let duration = Duration::from_secs_f64(seconds);
 
-    let name = format!("hsm-kms-bench-{}", uuid::Uuid::new_v4());
-    let dir = TempDir(std::env::temp_dir().join(name));
-    let config = make_cluster(&dir.0)?;
+    let dir = tempfile::tempdir()?;
+    let config = make_cluster(dir.path())?;
     let cluster_config = config.default_cluster()?;
     let cluster = Cluster::init(&config.default_cluster, cluster_config)?;
     let material = MaterialId::new(uuid::Uuid::new_v4().to_string(), 1);
@@ -486,6 +474,6 @@ fn main() -> Res<()> {
     // Sessions and the cluster close before their token directories go.
     drop(bench);
     drop(cluster);
-    drop(dir);
+    dir.close()?;
     Ok(())
 }
