@@ -266,14 +266,11 @@ impl Cluster {
         &self,
         operation: impl Fn(&Arc<Member>) -> Result<T, HsmError>,
     ) -> Result<Served<T>, ClusterError> {
-        let count = self.members.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for offset in 0..count {
-            let member = &self.members[(start + offset) % count];
-            if !member.is_up() {
-                continue;
-            }
+        let mut failures: Vec<HsmError> = Vec::new();
+        while failures.len() < 2 {
+            let Some(member) = self.least_busy(&failures) else {
+                break;
+            };
             match operation(member) {
                 Ok(value) => {
                     return Ok(Served {
@@ -282,12 +279,7 @@ impl Cluster {
                     });
                 }
                 Err(error) => match error.disposition() {
-                    Disposition::Unavailable | Disposition::RetryElsewhere => {
-                        failures.push(error);
-                        if failures.len() == 2 {
-                            break;
-                        }
-                    }
+                    Disposition::Unavailable | Disposition::RetryElsewhere => failures.push(error),
                     Disposition::Caller | Disposition::Permanent => {
                         return Err(ClusterError::Hsm(error));
                     }
@@ -298,6 +290,17 @@ impl Cluster {
             cluster: self.name.clone(),
             failures,
         })
+    }
+
+    /// The healthy member with the fewest calls in flight, not yet tried; ties go round-robin.
+    /// (A SoftHSM2 token serialises its calls, so two threads on one member would queue.)
+    fn least_busy(&self, tried: &[HsmError]) -> Option<&Arc<Member>> {
+        let count = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..count)
+            .map(|offset| &self.members[(start + offset) % count])
+            .filter(|m| m.is_up() && !tried.iter().any(|e| e.member == m.name()))
+            .min_by_key(|m| m.in_flight())
     }
 
     /// AES-256-GCM encryption under a CMK material version, inside an HSM.

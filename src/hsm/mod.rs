@@ -85,6 +85,8 @@ pub struct Member {
     reconnecting: AtomicBool,
     last_failure: Mutex<Option<HsmError>>,
     health_listener: std::sync::OnceLock<HealthListener>,
+    /// Calls running on the member now (for least-busy routing).
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A logged-in connection to the token; replaced wholesale on reconnect.
@@ -129,6 +131,7 @@ impl Member {
             reconnecting: AtomicBool::new(false),
             last_failure: Mutex::new(None),
             health_listener: std::sync::OnceLock::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -151,6 +154,11 @@ impl Member {
     /// The member's availability zone.
     pub fn zone(&self) -> &str {
         &self.zone
+    }
+
+    /// Calls running on the member right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Whether the member is connected and believed healthy.
@@ -252,7 +260,8 @@ impl Member {
         if !self.is_up() {
             return Err(self.fail(Failure::Down));
         }
-        let result = {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = (|| {
             let guard = match self.connection.try_read() {
                 Ok(guard) => guard,
                 Err(TryLockError::WouldBlock) => return Err(self.fail(Failure::Down)),
@@ -268,7 +277,8 @@ impl Member {
                 !matches!(&result, Err(error) if error.disposition() == Disposition::Unavailable);
             connection.pool.release(session, reusable);
             result
-        };
+        })();
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Err(error) = &result {
             self.observe(error);
         }
