@@ -41,6 +41,9 @@ pub struct Config {
     /// How the audit trail commits and seals.
     #[serde(default)]
     pub audit: crate::audit::log::AuditSettings,
+    /// Alarms on the audit trail; two built-in ones are on unless turned off.
+    #[serde(default)]
+    pub alarms: crate::audit::alarm::AlarmsConfig,
 }
 
 /// Who this service is in AWS terms and where it keeps its metadata.
@@ -180,6 +183,9 @@ impl Config {
                 .validate()
                 .map_err(|reason| ConfigError::Invalid(format!("cluster {name:?}: {reason}")))?;
         }
+        self.alarms
+            .alarms(&self.service.data_dir)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

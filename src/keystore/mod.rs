@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::audit::alarm::Alarm;
 use crate::audit::checkpoint::ClusterSealer;
+use crate::audit::dispatcher::AlarmDispatcher;
 use crate::audit::event::Call;
 use crate::audit::log::{AuditLog, AuditSettings};
 use crate::clock::{Clock, SystemClock};
@@ -50,6 +52,8 @@ pub struct KeyStore {
     store: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
     audit: Arc<AuditLog>,
+    /// Declared after `audit`, so on drop the trail is flushed before the alarms' last pass.
+    alarms: Option<AlarmDispatcher>,
     /// Key records read since start, with their store revision; dropped on every write.
     cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
     /// Serialises read-modify-write cycles of metadata.
@@ -59,7 +63,7 @@ pub struct KeyStore {
 
 impl KeyStore {
     /// Opens the default cluster (running its preflight) and the metadata store in the
-    /// config's data directory.
+    /// config's data directory, and starts the configured alarms.
     pub fn open(config: &Config) -> Result<KeyStore, OpenError> {
         let cluster_config = config
             .default_cluster()
@@ -68,13 +72,32 @@ impl KeyStore {
         let store = SledStore::open(&config.service.data_dir)?;
         let scope = Scope::new(&config.service.region, &config.service.account_id)
             .map_err(|e| OpenError::Config(e.message().to_owned()))?;
-        KeyStore::with_parts(
+        let alarms = config
+            .alarms
+            .alarms(&config.service.data_dir)
+            .map_err(OpenError::Config)?;
+        let mut keystore = KeyStore::with_parts(
             scope,
             cluster,
             Box::new(store),
             Arc::new(SystemClock),
             config.audit.clone(),
-        )
+        )?;
+        keystore.start_alarms(alarms)?;
+        Ok(keystore)
+    }
+
+    /// Starts delivering `alarms` from the audit trail (replacing alarms started before).
+    /// [`KeyStore::open`] does this with the config's alarms; [`KeyStore::with_parts`] starts
+    /// none.
+    pub fn start_alarms(&mut self, alarms: Vec<Alarm>) -> Result<(), StoreError> {
+        if let Some(running) = self.alarms.take() {
+            running.shutdown();
+        }
+        let dispatcher = AlarmDispatcher::start(self.store.clone(), alarms)?;
+        self.audit.on_commit(dispatcher.notifier());
+        self.alarms = Some(dispatcher);
+        Ok(())
     }
 
     /// Assembles a key store from its parts (tests inject a manual clock here) and starts its
@@ -124,6 +147,7 @@ impl KeyStore {
             store,
             clock,
             audit,
+            alarms: None,
             cache: RwLock::new(HashMap::new()),
             writes: Mutex::new(()),
             startup: Vec::new(),
@@ -145,9 +169,13 @@ impl KeyStore {
         &self.cluster
     }
 
-    /// Flushes the audit trail and seals a final checkpoint.
+    /// Flushes the audit trail, seals a final checkpoint, and stops the alarms after a last
+    /// delivery attempt for the events committed so far.
     pub fn shutdown(&self) {
         self.audit.shutdown();
+        if let Some(alarms) = &self.alarms {
+            alarms.shutdown();
+        }
     }
 
     /// Inconsistencies between HSM and metadata found when the store opened.
