@@ -1,6 +1,7 @@
 //! The `hsm-kms` command line: parsing, logging set-up and exit codes. Each command group
 //! lives in its own module; errors are printed once, plainly, and never contain a secret.
 
+mod audit;
 mod cluster;
 
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ enum Command {
     /// Operate the HSM cluster: ceremonies, preflight and health.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Query, export and verify the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Cluster(command) => cluster::run(&config, command),
+        Command::Audit(command) => audit::run(&config, command),
     };
     match outcome {
         Ok(code) => code,
