@@ -40,8 +40,8 @@ pub enum AuditCommand {
         /// How many of the newest matching events to print first.
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: usize,
-        /// Keep looking for new events (every second; stops when another process takes the
-        /// store).
+        /// Keep looking for new events (every second, opening the store only for each look;
+        /// waits while another process holds it).
         #[arg(short = 'f', long)]
         follow: bool,
     },
@@ -223,11 +223,23 @@ fn tail(config: &Config, query: Query, lines: usize, follow: bool) -> Result<Exi
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
-    // sled lets one process hold the store: open it only for each look, so a server can
-    // still start in between (and then this stops).
+    // sled lets one process hold the store: open it only for each look, and while another
+    // process holds it, say so once and wait.
+    let mut waiting = false;
     loop {
         std::thread::sleep(FOLLOW_INTERVAL);
-        let store = open_store(config)?;
+        let store = match SledStore::open(&config.service.data_dir) {
+            Ok(store) => store,
+            Err(StoreError::Locked { .. }) => {
+                if !waiting {
+                    eprintln!("hsm-kms: {STORE_IN_USE}; waiting for it to be released");
+                    waiting = true;
+                }
+                continue;
+            }
+            Err(other) => return Err(Failure::Failed(store_error(other))),
+        };
+        waiting = false;
         each_event(&store, last_seq, |stored, event| {
             last_seq = stored.seq;
             if matcher.matches(event) {
