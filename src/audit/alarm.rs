@@ -256,9 +256,9 @@ pub struct AlarmCursor {
 }
 
 impl Alarm {
-    /// Evaluates the event at `seq` and moves `cursor` past it; returns the notification to
-    /// deliver when the alarm fires.
-    pub fn evaluate(&self, cursor: &mut AlarmCursor, seq: u64, event: &Value) -> Option<Value> {
+    /// Evaluates the event at `seq` and moves `cursor` past it; when the alarm fires,
+    /// returns how many matching events made it fire (see [`Alarm::notification`]).
+    pub fn evaluate(&self, cursor: &mut AlarmCursor, seq: u64, event: &Value) -> Option<usize> {
         cursor.seq = seq;
         if !self.pattern.matches(event) {
             return None;
@@ -278,15 +278,94 @@ impl Alarm {
             return None;
         }
         cursor.window.clear();
-        Some(json!({
+        Some(count)
+    }
+
+    /// What the actions get when the event at `seq` made the alarm fire after `count`
+    /// matching events.
+    pub fn notification(&self, seq: u64, count: usize, event: Value) -> Value {
+        json!({
             "alarmName": self.name,
             "sequenceNumber": seq,
             "matchingEvents": count,
             "threshold": self.threshold,
             "periodSeconds": self.period.as_secs(),
             "event": event,
-        }))
+        })
     }
+
+    /// The top-level event fields this alarm can look at: those its pattern selects (a
+    /// superset: a `$.name` inside a quoted value counts too) and `eventTime`.
+    pub fn fields(&self) -> BTreeSet<String> {
+        let text: Vec<char> = self.pattern.to_string().chars().collect();
+        let mut fields = BTreeSet::from(["eventTime".to_owned()]);
+        for (at, pair) in text.windows(2).enumerate() {
+            if pair == ['$', '.'] {
+                let name: String = text[at + 2..]
+                    .iter()
+                    .take_while(|&&c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '@'))
+                    .collect();
+                fields.insert(name);
+            }
+        }
+        fields
+    }
+}
+
+/// Parses only the top-level `fields` of an event object, skipping the others without
+/// building them (much cheaper than a full parse); `Null` if it is not a JSON object.
+/// Evaluating a pattern on the result is the same as on the whole event as long as `fields`
+/// holds every top-level field the pattern selects.
+pub fn parse_fields(json: &[u8], fields: &BTreeSet<String>) -> Value {
+    use serde::Deserializer as _;
+    use serde::de::{IgnoredAny, MapAccess, Visitor};
+    use std::borrow::Cow;
+
+    /// An object key, borrowed from the input when it has no escapes.
+    struct Key<'de>(Cow<'de, str>);
+
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl<'de> Visitor<'de> for KeyVisitor {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(text)))
+                }
+                fn visit_str<E>(self, text: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(text.to_owned())))
+                }
+            }
+            deserializer.deserialize_str(KeyVisitor)
+        }
+    }
+
+    struct Fields<'a>(&'a BTreeSet<String>);
+
+    impl<'de> Visitor<'de> for Fields<'_> {
+        type Value = serde_json::Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an event object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                if self.0.contains(key.as_ref()) {
+                    out.insert(key.into_owned(), map.next_value::<Value>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    serde_json::Deserializer::from_slice(json)
+        .deserialize_map(Fields(fields))
+        .map_or(Value::Null, Value::Object)
 }
 
 /// An event's `eventTime` in ms since the epoch (0 when it has none).
@@ -475,9 +554,9 @@ mod tests {
                 .is_none()
         );
         assert_eq!(cursor.window.len(), 2);
-        let fired = alarm
-            .evaluate(&mut cursor, 5, &failing("2024-01-01T00:01:10Z"))
-            .unwrap();
+        let last = failing("2024-01-01T00:01:10Z");
+        let count = alarm.evaluate(&mut cursor, 5, &last).unwrap();
+        let fired = alarm.notification(5, count, last);
         assert_eq!(fired["alarmName"], "burst");
         assert_eq!(fired["sequenceNumber"], 5);
         assert_eq!(fired["matchingEvents"], 3);
@@ -489,6 +568,61 @@ mod tests {
                 .evaluate(&mut cursor, 6, &failing("2024-01-01T00:01:11Z"))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn partial_parse_matches_like_the_whole_event() {
+        // The last key is escaped in the input: it cannot be borrowed.
+        let json = br#"{
+            "eventVersion": "1.08",
+            "eventTime": "2024-01-01T00:00:00Z",
+            "eventSource": "kms.amazonaws.com",
+            "eventName": "Encrypt",
+            "errorCode": "DisabledException",
+            "readOnly": true,
+            "requestParameters": { "keyId": "k", "encryptionContext": { "aws:s3:arn": "x\"y" } },
+            "resources": [{ "ARN": "arn:aws:kms:us-east-1:111122223333:key/k" }],
+            "userIdentity": { "type": "Root" },
+            "escaped\u0041key": 1
+        }"#;
+        let event: Value = serde_json::from_slice(json).unwrap();
+        let patterns = [
+            UNUSABLE_KEY_USED_PATTERN,
+            KEY_DISABLED_OR_DELETION_SCHEDULED_PATTERN,
+            r#"{($.eventSource=kms.amazonaws.com) && (($.errorCode="*Exception"))}"#,
+            r#"{ $.resources[0].ARN = "arn:aws:kms:*:key/k" }"#,
+            r#"{ $.requestParameters.encryptionContext.aws:s3:arn = "x\"y" }"#,
+            r#"{ $.readOnly IS TRUE && $.userIdentity.type = Root }"#,
+            r#"{ $.errorMessage NOT EXISTS }"#,
+            r#"{ $.eventVersion = "1.08" }"#,
+            r#"{ $.escapedAkey = 1 }"#,
+        ];
+        let mut matched = 0;
+        for text in patterns {
+            let alarm = Alarm {
+                name: "a".into(),
+                pattern: FilterPattern::parse(text).unwrap(),
+                threshold: 1,
+                period: Duration::from_secs(60),
+                actions: vec![Action::Log],
+            };
+            let partial = parse_fields(json, &alarm.fields());
+            assert_eq!(
+                alarm.pattern.matches(&partial),
+                alarm.pattern.matches(&event),
+                "{text}: {partial}"
+            );
+            matched += usize::from(alarm.pattern.matches(&event));
+            assert!(partial.get("eventTime").is_some());
+            assert!(partial.as_object().unwrap().len() < event.as_object().unwrap().len());
+        }
+        assert_eq!(
+            matched,
+            patterns.len() - 1,
+            "only the DisableKey pattern fails"
+        );
+        assert_eq!(parse_fields(b"[1]", &BTreeSet::new()), Value::Null);
+        assert_eq!(parse_fields(b"{", &BTreeSet::new()), Value::Null);
     }
 
     #[test]

@@ -8,16 +8,21 @@
 //!
 //! The key store never waits for it: committed events only wake the threads (which also poll
 //! every [`POLL`]), and actions run on the alarm's own thread, bounded by their timeouts.
+//! Alarms that keep up read and parse each event once between them, and only the top-level
+//! fields their patterns select; a cursor that passed only events that fired nothing is saved
+//! at most every second (after a crash those events are evaluated again, which delivers
+//! nothing twice because every delivery saves the cursor at once).
 //! At shutdown each thread makes one last pass over the events already committed, with one
 //! attempt per notification; whatever is left is delivered at the next start.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::alarm::{Alarm, AlarmCursor};
+use super::alarm::{Alarm, AlarmCursor, parse_fields};
 use super::delivery::deliver;
 use super::log::{read_events, read_head};
 use crate::store::{Batch, MetadataStore, StoreError, Table};
@@ -32,6 +37,10 @@ pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 pub const MAX_RETRY: Duration = Duration::from_secs(60);
 /// Events read per step.
 const PAGE: usize = 256;
+/// Parsed events kept for the other alarms.
+const PARSED_KEPT: usize = 4 * PAGE;
+/// Longest a cursor that moved over events that fired nothing waits to be saved.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reads an alarm's persisted cursor.
 pub fn read_cursor(
@@ -122,6 +131,10 @@ impl AlarmDispatcher {
             }
         }
         let mut workers = Vec::new();
+        let events = Arc::new(Events {
+            fields: alarms.iter().flat_map(Alarm::fields).collect(),
+            recent: Mutex::new(BTreeMap::new()),
+        });
         let signal = Arc::new(Signal {
             state: Mutex::new(SignalState::default()),
             changed: Condvar::new(),
@@ -146,7 +159,10 @@ impl AlarmDispatcher {
                 alarm,
                 store: store.clone(),
                 signal: signal.clone(),
+                events: events.clone(),
+                saved: cursor.clone(),
                 cursor,
+                saved_at: Instant::now(),
             });
         }
         if let Err(conflict) = store.commit(batch)? {
@@ -229,13 +245,70 @@ enum Step {
     Fired(Box<Pending>),
 }
 
+/// One event as the alarms see it.
+struct Parsed {
+    /// Only the top-level fields some alarm can look at (see [`parse_fields`]).
+    fields: Value,
+    /// The whole event's JSON, parsed in full only when an alarm fires.
+    json: Vec<u8>,
+}
+
+/// Recently parsed events, shared by the alarm threads: alarms that keep up with the trail
+/// parse each event once between them, and only the fields they look at.
+struct Events {
+    fields: BTreeSet<String>,
+    recent: Mutex<BTreeMap<u64, Arc<Parsed>>>,
+}
+
+impl Events {
+    /// Up to [`PAGE`] events after `after`, parsed; read from the store only when the next
+    /// event is not among the recent ones.
+    fn after(
+        &self,
+        store: &dyn MetadataStore,
+        after: u64,
+    ) -> Result<Vec<(u64, Arc<Parsed>)>, StoreError> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let cached: Vec<(u64, Arc<Parsed>)> = recent
+            .range(after + 1..)
+            .zip(after + 1..)
+            .take_while(|((seq, _), expected)| *seq == expected)
+            .take(PAGE)
+            .map(|((seq, parsed), _)| (*seq, parsed.clone()))
+            .collect();
+        if !cached.is_empty() {
+            return Ok(cached);
+        }
+        let page = read_events(store, after, PAGE)?;
+        let events = page
+            .into_iter()
+            .map(|stored| {
+                let parsed = Arc::new(Parsed {
+                    fields: parse_fields(&stored.json, &self.fields),
+                    json: stored.json,
+                });
+                recent.insert(stored.seq, parsed.clone());
+                (stored.seq, parsed)
+            })
+            .collect();
+        while recent.len() > PARSED_KEPT {
+            recent.pop_first();
+        }
+        Ok(events)
+    }
+}
+
 /// One alarm's thread.
 struct Worker {
     alarm: Alarm,
     store: Arc<dyn MetadataStore>,
     signal: Arc<Signal>,
-    /// The persisted cursor.
+    events: Arc<Events>,
+    /// How far evaluation has got (never past an undelivered notification).
     cursor: AlarmCursor,
+    /// The cursor as last persisted.
+    saved: AlarmCursor,
+    saved_at: Instant,
 }
 
 impl Worker {
@@ -270,13 +343,19 @@ impl Worker {
                     }
                 }
             }
-            match self.step() {
+            let outcome = self.step().and_then(|step| {
+                if !matches!(step, Step::Fired(_)) {
+                    self.save(stopping || self.saved_at.elapsed() >= SAVE_INTERVAL)?;
+                }
+                Ok(step)
+            });
+            match outcome {
                 Ok(Step::Fired(fired)) => pending = Some(fired),
                 Ok(Step::Advanced) => retry = FIRST_RETRY,
                 Ok(Step::Idle) if stopping => return,
                 Ok(Step::Idle) => self.signal.wait(&mut seen, POLL, true),
                 Err(error) => {
-                    tracing::warn!(alarm = %self.alarm.name, %error, "alarm cannot read the audit trail; will retry");
+                    tracing::warn!(alarm = %self.alarm.name, %error, "alarm cannot read the audit trail or save its cursor; will retry");
                     if stopping {
                         return;
                     }
@@ -287,31 +366,29 @@ impl Worker {
         }
     }
 
-    /// Evaluates the events after the cursor until one fires or the page ends, and persists
-    /// how far it got.
+    /// Evaluates the events after the cursor until one fires or the page ends.
     fn step(&mut self) -> Result<Step, StoreError> {
-        let events = read_events(self.store.as_ref(), self.cursor.seq, PAGE)?;
+        let events = self.events.after(self.store.as_ref(), self.cursor.seq)?;
         if events.is_empty() {
             return Ok(Step::Idle);
         }
-        let mut cursor = self.cursor.clone();
-        for stored in &events {
-            let before = cursor.clone();
-            let event = stored.event();
-            if let Some(parsed) = self.alarm.evaluate(&mut cursor, stored.seq, &event) {
-                self.save(before)?;
+        for (seq, event) in &events {
+            let mut after = self.cursor.clone();
+            if let Some(count) = self.alarm.evaluate(&mut after, *seq, &event.fields) {
+                let whole = serde_json::from_slice(&event.json).unwrap_or(Value::Null);
+                let parsed = self.alarm.notification(*seq, count, whole);
                 let notification =
                     serde_json::to_vec(&parsed).map_err(|e| StoreError::Backend(Box::new(e)))?;
                 return Ok(Step::Fired(Box::new(Pending {
                     notification,
                     parsed,
                     done: vec![false; self.alarm.actions.len()],
-                    after: cursor,
+                    after,
                     attempts: 0,
                 })));
             }
+            self.cursor = after;
         }
-        self.save(cursor)?;
         Ok(Step::Advanced)
     }
 
@@ -339,26 +416,30 @@ impl Worker {
         if pending.attempts > 1 {
             tracing::info!(alarm = %self.alarm.name, attempts = pending.attempts, "alarm delivered after retries");
         }
-        self.save(pending.after.clone()).map_err(|e| {
+        self.cursor = pending.after.clone();
+        self.save(true).map_err(|e| {
             format!("delivered, but the cursor was not saved (it will be delivered again): {e}")
         })
     }
 
-    /// Persists `cursor` if it moved.
-    fn save(&mut self, cursor: AlarmCursor) -> Result<(), StoreError> {
-        if cursor == self.cursor {
+    /// Persists the cursor if it moved and `now` (else it waits for [`SAVE_INTERVAL`]: a
+    /// cursor saved late only means re-evaluating, never re-delivering, after a crash, since
+    /// every delivery saves it at once).
+    fn save(&mut self, now: bool) -> Result<(), StoreError> {
+        if !now || self.cursor == self.saved {
             return Ok(());
         }
         let mut batch = Batch::new();
         batch.put(
             Table::Meta,
             cursor_key(&self.alarm.name).as_bytes(),
-            encode(&cursor)?,
+            encode(&self.cursor)?,
         );
         if let Err(conflict) = self.store.commit(batch)? {
             return Err(StoreError::Backend(conflict.to_string().into()));
         }
-        self.cursor = cursor;
+        self.saved = self.cursor.clone();
+        self.saved_at = Instant::now();
         Ok(())
     }
 }
