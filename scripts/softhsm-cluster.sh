@@ -108,6 +108,16 @@ if [[ ! -e $dir/data ]]; then
     created+=("$dir/data")
 fi
 
+# A development credential for `hsm-kms serve`, in the AWS shared-credentials format, so
+# `AWS_SHARED_CREDENTIALS_FILE=DIR/credentials aws --profile hsm-kms ...` signs requests.
+access_key=HKMSDEV$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr 'a-f' 'A-F')
+secret_key=$(od -An -N30 -tx1 /dev/urandom | tr -d ' \n')
+[[ ${#access_key} -eq 23 && ${#secret_key} -eq 60 ]] || hsmkms_die "could not read random bytes from /dev/urandom"
+credentials=$dir/credentials
+printf '[hsm-kms]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$access_key" "$secret_key" >"$credentials"
+created+=("$credentials")
+unset secret_key
+
 tmp_config=$(mktemp "$dir/.hsm-kms.toml.XXXXXX")
 created+=("$tmp_config")
 {
@@ -117,6 +127,12 @@ created+=("$tmp_config")
     printf 'region = "us-east-1"\n'
     printf 'account_id = "111122223333"\n'
     printf 'data_dir = %s\n\n' "$(toml_str "$dir/data")"
+    printf '# The development credential (profile hsm-kms of the shared-credentials file).\n'
+    printf '[[credentials]]\n'
+    printf 'shared_credentials_file = %s\n' "$(toml_str "$credentials")"
+    printf 'profile = "hsm-kms"\n'
+    printf 'account_id = "111122223333"\n'
+    printf 'principal_arn = "arn:aws:iam::111122223333:user/hsm-kms-dev"\n\n'
     printf '[clusters.local]\n'
     printf 'replication = "hsm-kms"   # hsm-kms replicates key material between independent HSMs\n'
     for ((i = 0; i < members; i++)); do
@@ -141,4 +157,5 @@ for ((i = 0; i < members; i++)); do
     printf '  %-8s %-8s %s\n' "${names[i]}" "zone-${letters[i]}" "pkcs11:token=${names[i]}"
 done
 printf 'PINs are in each member directory (user.pin, so.pin; mode 0600).\n'
+printf 'credentials: %s (profile hsm-kms; mode 0600)\n' "$credentials"
 printf 'config: %s\n' "$config"

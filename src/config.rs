@@ -1,12 +1,14 @@
-//! The TOML configuration: the service identity (region, account, data directory) and the
-//! HSM clusters it runs on. Secrets appear here only as references (`env:VAR`,
-//! `file:PATH`); they are resolved on demand into [`SecretString`]s and never printed.
+//! The TOML configuration: the service identity (regions, account, data directory), the
+//! HSM clusters it runs on and the access keys that may call the HTTP endpoint. Secrets
+//! appear here only as references (`env:VAR`, `file:PATH`, or a profile of an AWS
+//! shared-credentials file); they are resolved on demand into [`SecretString`]s and never
+//! printed.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -44,13 +46,24 @@ pub struct Config {
     /// Alarms on the audit trail; two built-in ones are on unless turned off.
     #[serde(default)]
     pub alarms: crate::audit::alarm::AlarmsConfig,
+    /// The HTTP endpoint of `hsm-kms serve`.
+    #[serde(default)]
+    pub server: crate::server::ServerConfig,
+    /// The access keys that may call the HTTP endpoint (`[[credentials]]`).
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
 }
 
 /// Who this service is in AWS terms and where it keeps its metadata.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    /// The default region: the one local callers (the CLI, embedded use) act in.
     pub region: String,
+    /// Every region the HTTP endpoint answers for. After [`Config::parse`] it is never
+    /// empty and always holds `region` (left out, it is `[region]`).
+    #[serde(default)]
+    pub regions: Vec<String>,
     pub account_id: String,
     pub data_dir: PathBuf,
 }
@@ -153,8 +166,11 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if config.service.regions.is_empty() {
+            config.service.regions.push(config.service.region.clone());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -172,6 +188,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.service.validate()?;
+        let mut access_keys = std::collections::BTreeSet::new();
+        for credential in &self.credentials {
+            crate::ids::Scope::new(&self.service.region, &credential.account_id)
+                .map_err(|e| ConfigError::Invalid(format!("[[credentials]]: {}", e.message())))?;
+            if let CredentialSource::Inline { access_key_id, .. } = &credential.source
+                && !access_keys.insert(access_key_id.as_str())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "[[credentials]]: access key {access_key_id:?} is listed twice"
+                )));
+            }
+        }
         if !self.clusters.contains_key(&self.default_cluster) {
             return Err(ConfigError::Invalid(format!(
                 "default_cluster {:?} is not defined under [clusters]",
@@ -186,6 +215,29 @@ impl Config {
         self.alarms
             .alarms(&self.service.data_dir)
             .map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+}
+
+impl ServiceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |e: crate::error::KmsError| ConfigError::Invalid(e.message().to_owned());
+        crate::ids::Scope::new(&self.region, &self.account_id).map_err(invalid)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for region in &self.regions {
+            crate::ids::Scope::new(region, &self.account_id).map_err(invalid)?;
+            if !seen.insert(region.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "[service] regions lists {region:?} twice"
+                )));
+            }
+        }
+        if !seen.contains(self.region.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "[service] regions must include the default region {:?}",
+                self.region
+            )));
+        }
         Ok(())
     }
 }
@@ -291,6 +343,187 @@ impl SecretRef {
             return Err(fail("empty".into()));
         }
         Ok(SecretString::from(value))
+    }
+}
+
+/// One access key that may call the HTTP endpoint, and who it acts as.
+///
+/// In TOML, either an inline key with its secret by reference:
+///
+/// ```toml
+/// [[credentials]]
+/// access_key_id = "AKIAEXAMPLE"
+/// secret = "env:HSM_KMS_SECRET"
+/// account_id = "111122223333"
+/// principal_arn = "arn:aws:iam::111122223333:user/app"
+/// ```
+///
+/// or a profile of an AWS shared-credentials file (`profile` defaults to `default`):
+///
+/// ```toml
+/// [[credentials]]
+/// shared_credentials_file = "dev/credentials"
+/// profile = "hsm-kms"
+/// account_id = "111122223333"
+/// principal_arn = "arn:aws:iam::111122223333:user/dev"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawCredentialConfig")]
+pub struct CredentialConfig {
+    pub source: CredentialSource,
+    /// The 12-digit account the caller belongs to.
+    pub account_id: String,
+    /// The caller's IAM principal, as the audit trail records it.
+    pub principal_arn: String,
+}
+
+/// Where an access key and its secret come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// An access key id in the config, its secret by reference.
+    Inline {
+        access_key_id: String,
+        secret: SecretRef,
+    },
+    /// `aws_access_key_id` and `aws_secret_access_key` of one profile of an AWS
+    /// shared-credentials file.
+    SharedFile { path: PathBuf, profile: String },
+}
+
+/// `[[credentials]]` as written, before choosing its form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentialConfig {
+    access_key_id: Option<String>,
+    secret: Option<SecretRef>,
+    shared_credentials_file: Option<PathBuf>,
+    profile: Option<String>,
+    account_id: String,
+    principal_arn: String,
+}
+
+impl TryFrom<RawCredentialConfig> for CredentialConfig {
+    type Error = String;
+
+    fn try_from(raw: RawCredentialConfig) -> Result<Self, Self::Error> {
+        let source = match (raw.access_key_id, raw.secret, raw.shared_credentials_file) {
+            (Some(access_key_id), Some(secret), None) if raw.profile.is_none() => {
+                if !is_access_key_id(&access_key_id) {
+                    return Err(format!(
+                        "access_key_id {access_key_id:?} must be 16 to 128 letters, digits or underscores"
+                    ));
+                }
+                CredentialSource::Inline {
+                    access_key_id,
+                    secret,
+                }
+            }
+            (None, None, Some(path)) => CredentialSource::SharedFile {
+                path,
+                profile: raw.profile.unwrap_or_else(|| "default".to_owned()),
+            },
+            _ => {
+                return Err("give either access_key_id and secret, or \
+                            shared_credentials_file (and profile)"
+                    .into());
+            }
+        };
+        let arn: Vec<&str> = raw.principal_arn.split(':').collect();
+        let arn_ok = arn.len() >= 6
+            && arn[0] == "arn"
+            && !arn[1].is_empty()
+            && matches!(arn[2], "iam" | "sts")
+            && arn[4] == raw.account_id
+            && !arn[5].is_empty();
+        if !arn_ok {
+            return Err(format!(
+                "principal_arn {:?} must be an IAM or STS ARN in account {:?}, \
+                 e.g. arn:aws:iam::{}:user/NAME",
+                raw.principal_arn, raw.account_id, raw.account_id
+            ));
+        }
+        Ok(CredentialConfig {
+            source,
+            account_id: raw.account_id,
+            principal_arn: raw.principal_arn,
+        })
+    }
+}
+
+impl CredentialConfig {
+    /// Reads the access key id and its secret (from the environment, a file, or the
+    /// shared-credentials file).
+    pub fn resolve(&self) -> Result<(String, SecretString), ConfigError> {
+        match &self.source {
+            CredentialSource::Inline {
+                access_key_id,
+                secret,
+            } => Ok((access_key_id.clone(), secret.resolve()?)),
+            CredentialSource::SharedFile { path, profile } => {
+                let fail = |reason: String| ConfigError::Secret {
+                    reference: format!("{} [{profile}]", path.display()),
+                    reason,
+                };
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?,
+                );
+                let (access_key_id, secret) =
+                    shared_credentials_profile(&text, profile).map_err(fail)?;
+                if !is_access_key_id(&access_key_id) {
+                    return Err(fail(
+                        "aws_access_key_id must be 16 to 128 letters, digits or underscores".into(),
+                    ));
+                }
+                Ok((access_key_id, secret))
+            }
+        }
+    }
+}
+
+/// Whether `text` has the shape of an AWS access key id.
+fn is_access_key_id(text: &str) -> bool {
+    (16..=128).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The access key id and secret of one `[profile]` section of an AWS shared-credentials
+/// file (INI: `key = value` lines, `#` and `;` comments). Errors never quote the file.
+fn shared_credentials_profile(text: &str, profile: &str) -> Result<(String, SecretString), String> {
+    let mut in_profile = false;
+    let mut found = false;
+    let mut access_key_id = None;
+    let mut secret = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = name.trim() == profile;
+            found |= in_profile;
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key.trim() {
+            "aws_access_key_id" => access_key_id = Some(value.trim().to_owned()),
+            "aws_secret_access_key" => secret = Some(SecretString::from(value.trim())),
+            _ => {}
+        }
+    }
+    if !found {
+        return Err(format!("no profile [{profile}]"));
+    }
+    match (access_key_id, secret) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.expose_secret().is_empty() => {
+            Ok((id, secret))
+        }
+        _ => Err(format!(
+            "profile [{profile}] needs aws_access_key_id and aws_secret_access_key"
+        )),
     }
 }
 
@@ -420,4 +653,231 @@ fn percent_decode(text: &str) -> Result<String, String> {
         }
     }
     String::from_utf8(out).map_err(|_| format!("percent-encoding in {text:?} is not UTF-8"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+
+    /// A valid config with `service` and `extra` spliced in.
+    fn config(service: &str, extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!(
+            r#"
+default_cluster = "main"
+{extra}
+[service]
+account_id = "111122223333"
+data_dir = "data"
+{service}
+
+[clusters.main]
+replication = "vendor"
+hsms = [{{ name = "h1", address = "10.0.0.1:2223", zone = "a" }}]
+
+[clusters.main.slot]
+name = "slot"
+module = "/usr/lib/pkcs11.so"
+token = "t"
+user_pin = "env:PIN"
+"#
+        ))
+    }
+
+    fn invalid(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid(message)) => message,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn regions_default_to_the_region() {
+        let parsed = config(r#"region = "eu-west-1""#, "").unwrap();
+        assert_eq!(parsed.service.region, "eu-west-1");
+        assert_eq!(parsed.service.regions, ["eu-west-1"]);
+        assert!(parsed.credentials.is_empty());
+    }
+
+    #[test]
+    fn regions_are_listed_valid_unique_and_include_the_region() {
+        let parsed = config(
+            "region = \"us-east-1\"\nregions = [\"eu-west-1\", \"us-east-1\"]",
+            "",
+        )
+        .unwrap();
+        assert_eq!(parsed.service.regions, ["eu-west-1", "us-east-1"]);
+        let message = invalid(config(
+            "region = \"us-east-1\"\nregions = [\"eu-west-1\"]",
+            "",
+        ));
+        assert!(
+            message.contains("must include the default region"),
+            "{message}"
+        );
+        let message = invalid(config(
+            "region = \"us-east-1\"\nregions = [\"us-east-1\", \"us-east-1\"]",
+            "",
+        ));
+        assert!(message.contains("twice"), "{message}");
+        let message = invalid(config(
+            "region = \"us-east-1\"\nregions = [\"us-east-1\", \"EU West\"]",
+            "",
+        ));
+        assert!(
+            message.contains("Region 'EU West' is not valid"),
+            "{message}"
+        );
+        let message = invalid(config(r#"region = "US""#, ""));
+        assert!(message.contains("Region 'US' is not valid"), "{message}");
+    }
+
+    const INLINE: &str = r#"
+[[credentials]]
+access_key_id = "AKIAIOSFODNN7EXAMPLE"
+secret = "file:secret.txt"
+account_id = "111122223333"
+principal_arn = "arn:aws:iam::111122223333:user/app"
+"#;
+
+    #[test]
+    fn credentials_come_inline_or_from_a_shared_file() {
+        let shared = r#"
+[[credentials]]
+shared_credentials_file = "dev/credentials"
+account_id = "444455556666"
+principal_arn = "arn:aws:sts::444455556666:assumed-role/dev/session"
+"#;
+        let parsed = config(r#"region = "us-east-1""#, &format!("{INLINE}{shared}")).unwrap();
+        assert_eq!(parsed.credentials.len(), 2);
+        assert_eq!(
+            parsed.credentials[0].source,
+            CredentialSource::Inline {
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                secret: SecretRef::File("secret.txt".into()),
+            }
+        );
+        assert_eq!(
+            parsed.credentials[1].source,
+            CredentialSource::SharedFile {
+                path: "dev/credentials".into(),
+                profile: "default".into(),
+            }
+        );
+        assert_eq!(parsed.credentials[1].account_id, "444455556666");
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused() {
+        let region = r#"region = "us-east-1""#;
+        let cases = [
+            (
+                INLINE.replace("secret = \"file:secret.txt\"\n", ""),
+                "either",
+            ),
+            (
+                INLINE.replace("account_id", "shared_credentials_file = \"f\"\naccount_id"),
+                "either",
+            ),
+            (
+                INLINE.replace("account_id", "profile = \"p\"\naccount_id"),
+                "either",
+            ),
+            (INLINE.replace("file:secret.txt", "hunter2"), "never inline"),
+            (
+                INLINE.replace("AKIAIOSFODNN7EXAMPLE", "AKIA-SHORT"),
+                "access_key_id",
+            ),
+            (
+                INLINE.replace("user/app", "user/app\"\nextra = \"x"),
+                "unknown field",
+            ),
+            (
+                INLINE.replace("arn:aws:iam::111122223333", "arn:aws:iam::999999999999"),
+                "principal_arn",
+            ),
+            (
+                INLINE.replace("arn:aws:iam::", "arn:aws:kms:us-east-1:"),
+                "principal_arn",
+            ),
+            (INLINE.replace("111122223333", "1234"), "Account id '1234'"),
+            (format!("{INLINE}{INLINE}"), "listed twice"),
+        ];
+        for (credentials, expected) in cases {
+            let message = invalid(config(region, &credentials));
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
+    }
+
+    #[test]
+    fn inline_secrets_resolve_by_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.txt");
+        std::fs::write(&path, "the secret\n").unwrap();
+        let text = INLINE.replace("secret.txt", &path.display().to_string());
+        let parsed = config(r#"region = "us-east-1""#, &text).unwrap();
+        let (id, secret) = parsed.credentials[0].resolve().unwrap();
+        assert_eq!(id, "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(secret.expose_secret(), "the secret");
+    }
+
+    const SHARED: &str = "\
+# comment
+[default]
+aws_access_key_id = AKIADEFAULT000000001
+aws_secret_access_key = default-secret
+
+[hsm-kms]
+; another comment
+aws_access_key_id=AKIAHSMKMSDEV0000001
+aws_secret_access_key =  dev/secret+key
+region = us-east-1
+";
+
+    #[test]
+    fn shared_credentials_files_are_read_by_profile() {
+        let (id, secret) = shared_credentials_profile(SHARED, "hsm-kms").unwrap();
+        assert_eq!(id, "AKIAHSMKMSDEV0000001");
+        assert_eq!(secret.expose_secret(), "dev/secret+key");
+        let (id, secret) = shared_credentials_profile(SHARED, "default").unwrap();
+        assert_eq!(id, "AKIADEFAULT000000001");
+        assert_eq!(secret.expose_secret(), "default-secret");
+    }
+
+    #[test]
+    fn a_missing_profile_or_key_is_named_without_quoting_the_file() {
+        let error = shared_credentials_profile(SHARED, "other").unwrap_err();
+        assert_eq!(error, "no profile [other]");
+        let text = "[p]\naws_access_key_id = AKIAHSMKMSDEV0000001\n";
+        let error = shared_credentials_profile(text, "p").unwrap_err();
+        assert!(error.contains("needs aws_access_key_id and aws_secret_access_key"));
+        let text = "[p]\naws_secret_access_key = s3cr3t-value\n";
+        let error = shared_credentials_profile(text, "p").unwrap_err();
+        assert!(!error.contains("s3cr3t"), "{error}");
+    }
+
+    #[test]
+    fn a_shared_credentials_file_resolves_through_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, SHARED).unwrap();
+        let text = format!(
+            "[[credentials]]\nshared_credentials_file = \"{}\"\nprofile = \"hsm-kms\"\n\
+             account_id = \"111122223333\"\nprincipal_arn = \"arn:aws:iam::111122223333:root\"\n",
+            path.display()
+        );
+        let parsed = config(r#"region = "us-east-1""#, &text).unwrap();
+        let (id, secret) = parsed.credentials[0].resolve().unwrap();
+        assert_eq!(id, "AKIAHSMKMSDEV0000001");
+        assert_eq!(secret.expose_secret(), "dev/secret+key");
+
+        let missing = text.replace("\"hsm-kms\"", "\"nope\"");
+        let parsed = config(r#"region = "us-east-1""#, &missing).unwrap();
+        let error = parsed.credentials[0].resolve().unwrap_err().to_string();
+        assert!(
+            error.contains("[nope]") && error.contains("no profile"),
+            "{error}"
+        );
+        assert!(!error.contains("dev/secret"), "{error}");
+    }
 }

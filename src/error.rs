@@ -39,6 +39,8 @@ pub enum KmsError {
     DependencyTimeout(String),
     /// `DisabledException`: the key is disabled.
     Disabled(String),
+    /// `IncompleteSignatureException`: the SigV4 Authorization header is malformed.
+    IncompleteSignature(String),
     /// `IncorrectKeyException`: the named key is not the ciphertext's key.
     IncorrectKey(String),
     /// `InvalidAliasNameException`: the alias name is not valid.
@@ -55,7 +57,8 @@ pub enum KmsError {
     InvalidKeyUsage(String),
     /// `InvalidMarkerException`: the pagination marker is not valid.
     InvalidMarker(String),
-    /// `InvalidSignatureException`: the request's SigV4 signature does not match.
+    /// `InvalidSignatureException`: the SigV4 signature does not match, has expired, or is
+    /// scoped to another region or service.
     InvalidSignature(String),
     /// `KeyUnavailableException`: the key's material cannot be reached; retryable.
     KeyUnavailable(String),
@@ -67,6 +70,8 @@ pub enum KmsError {
     LimitExceeded(String),
     /// `MalformedPolicyDocumentException`: the key policy is not valid.
     MalformedPolicyDocument(String),
+    /// `MissingAuthenticationTokenException`: the request carries no SigV4 Authorization.
+    MissingAuthenticationToken(String),
     /// `NotAuthorizedException`: e.g. an alias under the reserved `alias/aws/`.
     NotAuthorized(String),
     /// `NotFoundException`: the key, alias or other entity does not exist.
@@ -104,6 +109,7 @@ impl KmsError {
             CustomKeyStoreNotFound(m) => ("CustomKeyStoreNotFoundException", m),
             DependencyTimeout(m) => ("DependencyTimeoutException", m),
             Disabled(m) => ("DisabledException", m),
+            IncompleteSignature(m) => ("IncompleteSignatureException", m),
             IncorrectKey(m) => ("IncorrectKeyException", m),
             InvalidAliasName(m) => ("InvalidAliasNameException", m),
             InvalidArn(m) => ("InvalidArnException", m),
@@ -118,6 +124,7 @@ impl KmsError {
             KmsInvalidState(m) => ("KMSInvalidStateException", m),
             LimitExceeded(m) => ("LimitExceededException", m),
             MalformedPolicyDocument(m) => ("MalformedPolicyDocumentException", m),
+            MissingAuthenticationToken(m) => ("MissingAuthenticationTokenException", m),
             NotAuthorized(m) => ("NotAuthorizedException", m),
             NotFound(m) => ("NotFoundException", m),
             Serialization(m) => ("SerializationException", m),
@@ -228,6 +235,11 @@ mod tests {
             ),
             (DependencyTimeout(m()), "DependencyTimeoutException", 500),
             (Disabled(m()), "DisabledException", 400),
+            (
+                IncompleteSignature(m()),
+                "IncompleteSignatureException",
+                400,
+            ),
             (IncorrectKey(m()), "IncorrectKeyException", 400),
             (InvalidAliasName(m()), "InvalidAliasNameException", 400),
             (InvalidArn(m()), "InvalidArnException", 400),
@@ -244,6 +256,11 @@ mod tests {
             (
                 MalformedPolicyDocument(m()),
                 "MalformedPolicyDocumentException",
+                400,
+            ),
+            (
+                MissingAuthenticationToken(m()),
+                "MissingAuthenticationTokenException",
                 400,
             ),
             (NotAuthorized(m()), "NotAuthorizedException", 400),
@@ -299,6 +316,8 @@ mod tests {
             UnrecognizedClient(_) => 30,
             UnsupportedOperation(_) => 31,
             Validation(_) => 32,
+            IncompleteSignature(_) => 33,
+            MissingAuthenticationToken(_) => 34,
         }
     }
 

@@ -13,4 +13,5 @@ pub mod hsm;
 pub mod ids;
 pub mod keys;
 pub mod keystore;
+pub mod server;
 pub mod store;

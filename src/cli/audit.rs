@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
+use super::STORE_IN_USE;
 use crate::audit::alarm::event_millis;
 use crate::audit::checkpoint::{Checkpoint, ClusterSealer, Sealer};
 use crate::audit::filter::FilterPattern;
@@ -22,8 +23,6 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::store::{MetadataStore, SledStore, StoreError, Table};
 
-/// What a command says when another process holds the metadata store.
-const STORE_IN_USE: &str = "the metadata store is in use (is `hsm-kms serve` running?)";
 /// Pause between two looks at the trail in `tail -f`.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Events read per page.

@@ -1,14 +1,17 @@
 //! `hsm-kms cluster ...`: the domain-key ceremony, adding a member, the preflight check and
-//! the status report.
+//! the status report. The status report also reconciles the HSMs against the metadata store
+//! when no other process holds it, and lists what does not match; it never repairs anything.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
 use crate::cluster::{Cluster, ClusterStatus};
 use crate::config::Config;
 use crate::hsm::ceremony;
+use crate::keystore::{Inconsistency, KeyStore};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -31,7 +34,8 @@ pub enum ClusterCommand {
         #[arg(long)]
         cluster: Option<String>,
     },
-    /// Members, zones, health, key-object counts, degraded or not.
+    /// Members, zones, health, key-object counts, degraded or not, and mismatches between
+    /// the HSMs and the metadata. Exits 0 when the cluster would serve.
     Status {
         #[arg(long)]
         cluster: Option<String>,
@@ -125,18 +129,28 @@ pub fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode, String>
         ClusterCommand::Status { cluster, json } => {
             let name = name(&cluster);
             let cluster_config = config.cluster(&name).map_err(|e| e.to_string())?;
-            let status = match Cluster::open(&name, cluster_config) {
-                Ok(cluster) => cluster.status(),
+            let cluster = match Cluster::open(&name, cluster_config) {
+                Ok(cluster) => cluster,
                 Err(error) => {
                     eprintln!("{error}");
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let status = cluster.status();
+            let (inconsistencies, metadata_unavailable) = match reconcile(config, cluster) {
+                Ok(found) => (Some(found), None),
+                Err(why) => (None, Some(why)),
+            };
+            let report = StatusReport {
+                status: &status,
+                inconsistencies,
+                metadata_unavailable,
+            };
             if json {
-                let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
+                let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
                 println!("{text}");
             } else {
-                print_status(&status);
+                print_status(&report);
             }
             Ok(if status.serving {
                 ExitCode::SUCCESS
@@ -147,7 +161,38 @@ pub fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode, String>
     }
 }
 
-fn print_status(status: &ClusterStatus) {
+/// `cluster status`: the cluster's health plus what reconciliation found.
+#[derive(Serialize)]
+struct StatusReport<'a> {
+    #[serde(flatten)]
+    status: &'a ClusterStatus,
+    /// HSM objects without metadata, metadata without HSM objects, interrupted creations;
+    /// `null` when the metadata store could not be read.
+    inconsistencies: Option<Vec<Inconsistency>>,
+    /// Why the metadata store could not be read (e.g. the server holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata_unavailable: Option<String>,
+}
+
+/// Reconciles `cluster` (opened once, for the status too) against the metadata store; a
+/// status report never creates a store that is not there yet.
+fn reconcile(config: &Config, cluster: Cluster) -> Result<Vec<Inconsistency>, String> {
+    let data_dir = &config.service.data_dir;
+    if !data_dir.exists() {
+        return Err(format!(
+            "there is no metadata store yet ({} does not exist)",
+            data_dir.display()
+        ));
+    }
+    let keystore =
+        KeyStore::open_with_cluster(config, cluster).map_err(|e| super::open_failure(&e))?;
+    keystore
+        .reconcile()
+        .map_err(|e| format!("reconciliation failed: {e}"))
+}
+
+fn print_status(report: &StatusReport) {
+    let status = report.status;
     let health = match (status.serving, status.degraded) {
         (true, false) => "healthy",
         (true, true) => "degraded",
@@ -187,7 +232,21 @@ fn print_status(status: &ClusterStatus) {
             }
         );
     }
-    for problem in &status.problems {
-        println!("problem: {problem}");
+    let inconsistencies = report.inconsistencies.as_deref().unwrap_or_default();
+    if status.problems.is_empty() && inconsistencies.is_empty() {
+        if report.inconsistencies.is_some() {
+            println!("problems: none");
+        }
+    } else {
+        println!("problems:");
+        for problem in &status.problems {
+            println!("  - {problem}");
+        }
+        for inconsistency in inconsistencies {
+            println!("  - {inconsistency}");
+        }
+    }
+    if let Some(why) = &report.metadata_unavailable {
+        println!("metadata not checked: {why}");
     }
 }

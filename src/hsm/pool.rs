@@ -24,6 +24,9 @@ pub struct Pool {
 struct PoolState {
     idle: Vec<Session>,
     open: usize,
+    /// Callers blocked in [`Pool::acquire`]: only they need a wake-up, which costs a system
+    /// call even when nobody waits.
+    waiting: usize,
 }
 
 impl Pool {
@@ -33,6 +36,7 @@ impl Pool {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             bound,
@@ -60,11 +64,13 @@ impl Pool {
                     HsmError::pkcs11(member, error)
                 });
             }
+            state.waiting += 1;
             let (guard, wait) = self
                 .freed
                 .wait_timeout(state, WAIT_FOR_SESSION)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             state = guard;
+            state.waiting -= 1;
             if wait.timed_out() && state.idle.is_empty() && state.open >= self.bound {
                 return Err(HsmError::new(member, Failure::Busy));
             }
@@ -74,8 +80,9 @@ impl Pool {
     /// Returns a session; a session that saw its member fail is closed instead of kept.
     pub fn release(&self, session: Session, reusable: bool) {
         if reusable {
-            self.lock().idle.push(session);
-            self.freed.notify_one();
+            let mut state = self.lock();
+            state.idle.push(session);
+            self.wake_one(state);
         } else {
             drop(session);
             self.forget_one();
@@ -83,7 +90,18 @@ impl Pool {
     }
 
     fn forget_one(&self) {
-        self.lock().open -= 1;
-        self.freed.notify_one();
+        let mut state = self.lock();
+        state.open -= 1;
+        self.wake_one(state);
+    }
+
+    /// Unlocks the pool and wakes one waiting caller, if any. A waiter counts itself under the
+    /// lock before it waits, so no wake-up it needs is skipped.
+    fn wake_one(&self, state: MutexGuard<'_, PoolState>) {
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 }

@@ -83,10 +83,23 @@ impl KeyRecord {
 
     /// The key ARN.
     pub fn arn(&self) -> String {
-        format!(
-            "arn:aws:kms:{}:{}:key/{}",
-            self.region, self.account_id, self.key_id
-        )
+        let mut arn = String::with_capacity(
+            "arn:aws:kms:::key/".len()
+                + self.region.len()
+                + self.account_id.len()
+                + self.key_id.len(),
+        );
+        for part in [
+            "arn:aws:kms:",
+            &self.region,
+            ":",
+            &self.account_id,
+            ":key/",
+            &self.key_id,
+        ] {
+            arn.push_str(part);
+        }
+        arn
     }
 
     /// The material version new ciphertexts use.

@@ -23,7 +23,8 @@ impl KeyStore {
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
             let name = AliasName::parse_for_create(&request.alias_name)?;
-            let target = self.resolve_key_only(caller, call, &request.target_key_id)?;
+            let target =
+                self.resolve_key_only(caller, call, "targetKeyId", &request.target_key_id)?;
             state::check(Operation::CreateAlias, target.state, &target.arn())?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             if self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX {
@@ -61,7 +62,8 @@ impl KeyStore {
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
             let name = AliasName::parse_for_create(&request.alias_name)?;
-            let target = self.resolve_key_only(caller, call, &request.target_key_id)?;
+            let target =
+                self.resolve_key_only(caller, call, "targetKeyId", &request.target_key_id)?;
             state::check(Operation::UpdateAlias, target.state, &target.arn())?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             let (mut record, revision) = self
@@ -119,7 +121,11 @@ impl KeyStore {
         self.audited(caller, call, |call| {
             let limit = limit(request.limit, 50)?;
             let target = match &request.key_id {
-                Some(key) => Some(self.resolve_key_only(caller, call, key)?.key_id.clone()),
+                Some(key) => Some(
+                    self.resolve_key_only(caller, call, "keyId", key)?
+                        .key_id
+                        .clone(),
+                ),
                 None => None,
             };
             let prefix = alias_prefix(&caller.scope);

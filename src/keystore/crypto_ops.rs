@@ -53,11 +53,12 @@ impl KeyStore {
             )?;
             let context = context(request.encryption_context)?;
             let key = self.resolve(caller, call, "keyId", &request.key_id)?;
-            state::check(Operation::Encrypt, key.state, &key.arn())?;
+            let arn = key.arn();
+            state::check(Operation::Encrypt, key.state, &arn)?;
             let ciphertext_blob = self.seal(call, &key, &context, plaintext)?;
             Ok(EncryptResponse {
                 ciphertext_blob,
-                key_id: key.arn(),
+                key_id: arn,
                 encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
             })
         })
@@ -143,13 +144,14 @@ impl KeyStore {
                 request.source_key_id.as_deref(),
                 Operation::ReEncrypt,
             )?;
-            state::check(Operation::ReEncrypt, destination.state, &destination.arn())?;
+            let destination_arn = destination.arn();
+            state::check(Operation::ReEncrypt, destination.state, &destination_arn)?;
             let ciphertext_blob =
                 self.seal(call, &destination, &destination_context, &plaintext)?;
             Ok(ReEncryptResponse {
                 ciphertext_blob,
                 source_key_id: source.arn(),
-                key_id: destination.arn(),
+                key_id: destination_arn,
                 source_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
                 destination_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
             })
@@ -293,8 +295,12 @@ impl KeyStore {
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>), KmsError> {
         check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
         let context = self::context(context)?;
+        let param = match operation {
+            Operation::ReEncrypt => "sourceKeyId",
+            _ => "keyId",
+        };
         let expected = match expected_key {
-            Some(reference) => Some(self.resolve(caller, call, "keyId", reference)?),
+            Some(reference) => Some(self.resolve(caller, call, param, reference)?),
             None => None,
         };
         let invalid = || KmsError::InvalidCiphertext(String::new());
@@ -312,16 +318,17 @@ impl KeyStore {
             ));
         }
         let key = self.key(&key_id)?.ok_or_else(invalid)?;
-        call.resource(key.arn());
+        let arn = key.arn();
+        call.resource(arn.clone());
         if !key.in_scope(&caller.scope) {
             return Err(KmsError::AccessDenied(format!(
                 "User: {} is not authorized to perform: kms:{} on resource: {}",
                 caller.principal,
                 operation.as_str(),
-                key.arn()
+                arn
             )));
         }
-        state::check(operation, key.state, &key.arn())?;
+        state::check(operation, key.state, &arn)?;
         if !key
             .materials
             .iter()

@@ -140,6 +140,7 @@ impl KeyStore {
         finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
         let material = MaterialId::new(record.key_id.clone(), version);
+        let in_flight = InFlight::new(self, material.to_string());
         let intent_key = material.to_string().into_bytes();
         let intent = IntentRecord {
             kind: IntentKind::CreateMaterial,
@@ -171,6 +172,7 @@ impl KeyStore {
             }
         }
         crate::fault::crash_point("create-material:after-hsm");
+        let _still_in_flight = &in_flight;
         let mut batch = Batch::new();
         finish(&mut batch)?;
         batch.delete(Table::Intents, &intent_key);
@@ -289,7 +291,7 @@ impl KeyStore {
         operation: Operation,
         target: KeyState,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, call, key)?;
+        let record = self.resolve_key_only(caller, call, "keyId", key)?;
         self.update_key(&record.key_id, |record, _| {
             state::check(operation, record.state, &record.arn())?;
             record.state = target;
@@ -321,7 +323,7 @@ impl KeyStore {
                     }],
                 ));
             }
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             let now = self.now();
             let response = self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
@@ -355,7 +357,7 @@ impl KeyStore {
         let mut call = Call::new("CancelKeyDeletion", false, true);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
                 record.state = KeyState::Disabled;
@@ -379,7 +381,7 @@ impl KeyStore {
         call.param("description", request.description.as_str());
         self.audited(caller, call, |call| {
             check_description(&request.description)?;
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
                 record.description = request.description;
@@ -397,7 +399,7 @@ impl KeyStore {
         let mut call = Call::new("TagResource", false, true);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::TagResource, record.state, &record.arn())?;
                 record.tags = validate_tags(&request.tags, &record.tags)?;
@@ -416,7 +418,7 @@ impl KeyStore {
         call.param("keyId", request.key_id.as_str());
         call.param("tagKeys", request.tag_keys.clone());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::UntagResource, record.state, &record.arn())?;
                 for key in &request.tag_keys {
@@ -437,7 +439,7 @@ impl KeyStore {
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
             let limit = limit(request.limit, 50)?;
-            let record = self.resolve_key_only(caller, call, &request.key_id)?;
+            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             let mut tags: Vec<Tag> = record
                 .tags
                 .iter()
@@ -528,4 +530,31 @@ fn validate_tags(
         )));
     }
     Ok(tags)
+}
+
+/// Marks a material creation as in progress for as long as it lives.
+struct InFlight<'a> {
+    store: &'a KeyStore,
+    material: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(store: &'a KeyStore, material: String) -> InFlight<'a> {
+        store
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(material.clone());
+        InFlight { store, material }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.store
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.material);
+    }
 }

@@ -139,6 +139,15 @@ impl KeyStore {
         Ok(report)
     }
 
+    /// Number of keys pending deletion (all accounts and regions).
+    pub fn pending_deletions(&self) -> Result<usize, KmsError> {
+        Ok(self
+            .all_keys()?
+            .iter()
+            .filter(|k| k.state == KeyState::PendingDeletion)
+            .count())
+    }
+
     /// Destroys every material version of `key` on every member; when all are verified gone,
     /// removes the key and its aliases in one batch. Returns the members still pending.
     fn delete_key_now(&self, key: &KeyRecord) -> Result<Vec<String>, KmsError> {
@@ -183,34 +192,50 @@ impl KeyStore {
             .store
             .scan(Table::Intents, b"", None, usize::MAX)
             .map_err(internal)?;
-        intents
-            .into_iter()
-            .map(|(_, found)| {
-                let intent: IntentRecord = decode(&found.payload)?;
-                Ok(Inconsistency::InterruptedCreate {
-                    material: MaterialId::new(intent.key_id, intent.version).to_string(),
-                })
-            })
-            .collect()
+        let creating = self
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut found = Vec::new();
+        for (_, record) in intents {
+            let intent: IntentRecord = decode(&record.payload)?;
+            let material = MaterialId::new(intent.key_id, intent.version).to_string();
+            if !creating.contains(&material) {
+                found.push(Inconsistency::InterruptedCreate { material });
+            }
+        }
+        Ok(found)
     }
 
-    /// Compares every member's key objects with the key records.
+    /// Compares every member's key objects with the key records. The HSMs are listed first:
+    /// an object created meanwhile then has either its intent or its key record in place by
+    /// the time those are read, so concurrent creations are never reported as orphans.
     pub fn reconcile(&self) -> Result<Vec<Inconsistency>, KmsError> {
+        let listed = self.cluster.key_objects();
         let mut found = self.interrupted_intents()?;
-        let interrupted: BTreeSet<String> = found
+        // Material named by an intent (interrupted, or being created right now) is accounted for.
+        let mut interrupted: BTreeSet<String> = found
             .iter()
             .filter_map(|i| match i {
                 Inconsistency::InterruptedCreate { material } => Some(material.clone()),
                 _ => None,
             })
             .collect();
+        interrupted.extend(
+            self.creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
         let keys: BTreeMap<String, KeyRecord> = self
             .all_keys()?
             .into_iter()
             .filter(|k| k.cluster == self.cluster.name())
             .map(|k| (k.key_id.clone(), k))
             .collect();
-        for (member, objects) in self.cluster.key_objects() {
+        for (member, objects) in listed {
             let objects = match objects {
                 Ok(objects) => objects,
                 Err(error) => {

@@ -58,6 +58,8 @@ pub struct KeyStore {
     cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
     /// Serialises read-modify-write cycles of metadata.
     writes: Mutex<()>,
+    /// Material creations in progress in this process (their intents are not leftovers).
+    creating: Mutex<std::collections::HashSet<String>>,
     startup: Vec<Inconsistency>,
 }
 
@@ -69,6 +71,12 @@ impl KeyStore {
             .default_cluster()
             .map_err(|e| OpenError::Config(e.to_string()))?;
         let cluster = Cluster::open(&config.default_cluster, cluster_config)?;
+        KeyStore::open_with_cluster(config, cluster)
+    }
+
+    /// Opens the metadata store in the config's data directory over an already open
+    /// cluster (so a caller that needs the cluster anyway opens it only once).
+    pub fn open_with_cluster(config: &Config, cluster: Cluster) -> Result<KeyStore, OpenError> {
         let store = SledStore::open(&config.service.data_dir)?;
         let scope = Scope::new(&config.service.region, &config.service.account_id)
             .map_err(|e| OpenError::Config(e.message().to_owned()))?;
@@ -88,8 +96,8 @@ impl KeyStore {
     }
 
     /// Starts delivering `alarms` from the audit trail (replacing alarms started before).
-    /// [`KeyStore::open`] does this with the config's alarms; [`KeyStore::with_parts`] starts
-    /// none.
+    /// [`KeyStore::open`] and [`KeyStore::open_with_cluster`] do this with the config's
+    /// alarms; [`KeyStore::with_parts`] starts none.
     pub fn start_alarms(&mut self, alarms: Vec<Alarm>) -> Result<(), StoreError> {
         if let Some(running) = self.alarms.take() {
             running.shutdown();
@@ -150,6 +158,7 @@ impl KeyStore {
             alarms: None,
             cache: RwLock::new(HashMap::new()),
             writes: Mutex::new(()),
+            creating: Mutex::new(std::collections::HashSet::new()),
             startup: Vec::new(),
         };
         keystore.startup = keystore.interrupted_intents()?;
@@ -269,14 +278,15 @@ impl KeyStore {
         Ok(record)
     }
 
-    /// Resolves a parameter that must be a key id or key ARN (no aliases).
+    /// Resolves a parameter (`param` on the wire) that must be a key id or key ARN (no aliases).
     fn resolve_key_only(
         &self,
         caller: &Caller,
         call: &mut Call,
+        param: &str,
         input: &str,
     ) -> Result<Arc<KeyRecord>, KmsError> {
-        let reference = KeyRef::parse(input, &caller.scope)?;
+        let reference = KeyRef::parse_param(param, input, &caller.scope)?;
         let key_id = reference.require_key_id_or_arn()?;
         let record = self
             .key_in_scope(caller, Some(key_id))

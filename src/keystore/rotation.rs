@@ -41,7 +41,7 @@ impl KeyStore {
                     }],
                 ));
             }
-            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             let now = self.now();
             self.update_key(&key.key_id, |record, _| {
                 state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
@@ -63,7 +63,7 @@ impl KeyStore {
         let mut call = Call::new("DisableKeyRotation", false, true);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&key.key_id, |record, _| {
                 state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
                 record.rotation = None;
@@ -81,14 +81,8 @@ impl KeyStore {
         let mut call = Call::new("GetKeyRotationStatus", true, false);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             state::check(Operation::GetKeyRotationStatus, key.state, &key.arn())?;
-            let on_demand_start = key
-                .materials
-                .iter()
-                .rev()
-                .find(|m| m.rotation_type == Some(RotationType::OnDemand))
-                .map(|m| to_epoch_seconds(m.created));
             Ok(GetKeyRotationStatusResponse {
                 key_rotation_enabled: key.rotation.is_some(),
                 key_id: key.arn(),
@@ -97,7 +91,9 @@ impl KeyStore {
                     .rotation
                     .as_ref()
                     .map(|r| to_epoch_seconds(r.next_rotation)),
-                on_demand_rotation_start_date: on_demand_start,
+                // AWS shows this only while an on-demand rotation is in progress; ours finish
+                // before RotateKeyOnDemand returns (ListKeyRotations lists them).
+                on_demand_rotation_start_date: None,
             })
         })
     }
@@ -111,7 +107,7 @@ impl KeyStore {
         let mut call = Call::new("RotateKeyOnDemand", false, true);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             state::check(Operation::RotateKeyOnDemand, key.state, &key.arn())?;
             if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
                 return Err(KmsError::LimitExceeded(format!(
@@ -134,7 +130,7 @@ impl KeyStore {
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
             let limit = limit(request.limit, 100)?;
-            let key = self.resolve_key_only(caller, call, &request.key_id)?;
+            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             state::check(Operation::ListKeyRotations, key.state, &key.arn())?;
             let after: u32 = match &request.marker {
                 Some(marker) => marker

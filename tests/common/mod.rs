@@ -2,6 +2,8 @@
 //! `scripts/softhsm-cluster.sh` in temporary directories.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod kms;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,825 @@
+//! Benchmark of the key store against raw PKCS#11 on the same SoftHSM2 tokens: Encrypt of 32
+//! bytes versus `C_Encrypt`, GenerateDataKey versus `C_GenerateRandom` + `C_Encrypt`,
+//! CreateKey per second with two members (beside the raw HSM work a CreateKey does), and the
+//! time and memory of opening a store that holds 100,000 keys. It builds a throw-away
+//! two-member cluster with `scripts/softhsm-cluster.sh`, runs the cases it compares in turns
+//! of short time slices so load from elsewhere hits both sides alike, prints medians next to
+//! the goals and never asserts a timing: the figures are for people, the machine is shared.
+//! Rates are given per wall-clock second and per CPU second of the calling thread; on a
+//! loaded machine the second is the steadier estimate of what an idle one would do.
+//!
+//! The store's open is measured in a child process (this binary run again with
+//! `--open-child`), so the memory it reports is the open's alone.
+//!
+//! Run: `cargo bench --bench keystore` (`HSM_KMS_BENCH_SECS` sets the seconds per case and
+//! round, default 2; the cluster and sled live under `TMPDIR`, whose disk sled flushes to).
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use secrecy::{ExposeSecret, SecretSlice};
+use zeroize::Zeroizing;
+
+use hsm_kms::cluster::{Cluster, MaterialId};
+use hsm_kms::config::{Config, MemberConfig};
+use hsm_kms::crypto::blob::{BlobHeader, HEADER_LEN, IV_LEN};
+use hsm_kms::crypto::context::EncryptionContext;
+use hsm_kms::hsm::Portability;
+use hsm_kms::hsm::templates;
+use hsm_kms::ids::KeyId;
+use hsm_kms::keys::records::{KeyRecord, MaterialRecord};
+use hsm_kms::keys::state::KeyState;
+use hsm_kms::keystore::api::{
+    CreateKeyRequest, EncryptRequest, GenerateDataKeyRequest, KeyIdRequest, ListRequest,
+};
+use hsm_kms::keystore::{Caller, KeyStore};
+use hsm_kms::store::{Batch, MetadataStore, SledStore, Table};
+
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Rounds of every comparison; each figure is the median over rounds.
+const ROUNDS: usize = 5;
+/// Untimed run of every case before the timed ones.
+const WARM_UP: Duration = Duration::from_millis(300);
+/// Cases take turns in slices this long, so that load from elsewhere hits them alike.
+const SLICE: Duration = Duration::from_millis(100);
+/// Plaintext of the Encrypt cases.
+const PLAINTEXT: [u8; 32] = [0x5a; 32];
+/// Keys in the store whose open is measured.
+const SCALE_KEYS: usize = 100_000;
+/// Children that each open the 100k-key store once.
+const OPEN_RUNS: usize = 3;
+/// Argument that makes this binary the child measuring one open.
+const OPEN_CHILD: &str = "--open-child";
+/// Probe plaintext of the raw CreateKey case (the cluster's is as long).
+const PROBE: &[u8] = b"hsm-kms replication probe";
+
+/// What one case drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// `KeyStore::encrypt` of 32 bytes (round-robin over both members).
+    LibEncrypt,
+    /// `C_Encrypt` of 32 bytes, alternating between a session on each member's token.
+    RawEncrypt,
+    /// `KeyStore::generate_data_key` with KeySpec AES_256.
+    LibDataKey,
+    /// `C_GenerateRandom(32)` then `C_Encrypt` of it, alternating tokens call by call.
+    RawDataKey,
+    /// `KeyStore::create_key`.
+    LibCreate,
+    /// The HSM work of one CreateKey without metadata: generate on hsm-a, wrap there, unwrap
+    /// on hsm-b, prove the copy with an encrypt on hsm-a and a decrypt on hsm-b.
+    RawCreate,
+}
+
+impl Case {
+    fn label(self) -> &'static str {
+        match self {
+            Case::LibEncrypt => "KeyStore::encrypt 32 B",
+            Case::RawEncrypt => "raw C_Encrypt 32 B, hsm-a/hsm-b",
+            Case::LibDataKey => "KeyStore::generate_data_key AES_256",
+            Case::RawDataKey => "raw C_GenerateRandom(32)+C_Encrypt",
+            Case::LibCreate => "KeyStore::create_key, 2 members",
+            Case::RawCreate => "raw HSM work of a CreateKey",
+        }
+    }
+}
+
+/// One comparison: the library case, its raw reference, and the goal of their ratio.
+struct Comparison {
+    title: &'static str,
+    library: Case,
+    raw: Case,
+    goal: Option<f64>,
+}
+
+const COMPARISONS: [Comparison; 3] = [
+    Comparison {
+        title: "Encrypt 32 B: library / raw on both members' tokens",
+        library: Case::LibEncrypt,
+        raw: Case::RawEncrypt,
+        goal: Some(0.95),
+    },
+    Comparison {
+        title: "GenerateDataKey AES_256: library / raw random+encrypt",
+        library: Case::LibDataKey,
+        raw: Case::RawDataKey,
+        goal: Some(0.90),
+    },
+    Comparison {
+        title: "CreateKey: library / raw HSM work (no metadata)",
+        library: Case::LibCreate,
+        raw: Case::RawCreate,
+        goal: None,
+    },
+];
+
+/// Goal of CreateKey per second with two members.
+const CREATE_GOAL: f64 = 500.0;
+/// Goals of the 100k-key open: seconds and megabytes.
+const OPEN_GOAL_SECONDS: f64 = 1.0;
+const OPEN_GOAL_MB: f64 = 200.0;
+
+/// Removes the cluster directory when the bench ends, however it ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("could not remove {}: {error}", self.0.display());
+        }
+    }
+}
+
+/// A cryptoki session on one member's token, outside hsm-kms, with the handles it needs.
+struct Token {
+    session: Session,
+    /// The benchmark CMK (material version 1).
+    cmk: ObjectHandle,
+    domain_key: ObjectHandle,
+}
+
+impl Token {
+    /// Opens the member's module again (the key store already initialised and logged in to
+    /// it: one module instance per process), finds its token, the CMK by CKA_ID and the
+    /// domain key.
+    fn open(member: &MemberConfig, cka_id: &[u8]) -> Res<Token> {
+        let pkcs11 = Pkcs11::new(&member.module)?;
+        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let slot = pkcs11
+            .get_slots_with_initialized_token()?
+            .into_iter()
+            .find(|slot| {
+                pkcs11.get_token_info(*slot).is_ok_and(|info| {
+                    member.token.matches(
+                        info.label(),
+                        info.serial_number(),
+                        info.manufacturer_id(),
+                        info.model(),
+                    )
+                })
+            })
+            .ok_or_else(|| format!("no token for member {}", member.name))?;
+        let session = pkcs11.open_rw_session(slot)?;
+        let pin = member.user_pin.resolve()?;
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let cmk = one(
+            &session,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(cka_id.to_vec()),
+            ],
+            &member.name,
+        )?;
+        let domain_key = one(&session, &templates::domain_key_search(), &member.name)?;
+        Ok(Token {
+            session,
+            cmk,
+            domain_key,
+        })
+    }
+
+    fn encrypt(
+        &self,
+        key: ObjectHandle,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        data: &[u8],
+    ) -> Res<Vec<u8>> {
+        let mut iv = *iv;
+        let params = GcmParams::new(&mut iv, aad, 128.into())?;
+        Ok(self
+            .session
+            .encrypt(&Mechanism::AesGcm(params), key, data)?)
+    }
+
+    fn decrypt(
+        &self,
+        key: ObjectHandle,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        data: &[u8],
+    ) -> Res<Vec<u8>> {
+        let mut iv = *iv;
+        let params = GcmParams::new(&mut iv, aad, 128.into())?;
+        Ok(self
+            .session
+            .decrypt(&Mechanism::AesGcm(params), key, data)?)
+    }
+}
+
+/// The one object `template` finds on `member`'s token.
+fn one(session: &Session, template: &[Attribute], member: &str) -> Res<ObjectHandle> {
+    let found = session.find_objects(template)?;
+    match found.as_slice() {
+        [handle] => Ok(*handle),
+        _ => Err(format!("{} objects match on {member}, expected one", found.len()).into()),
+    }
+}
+
+/// A fresh IV per raw call: `lane` tells cases apart, `slice` counts timed slices and `n`
+/// counts calls within one.
+fn iv(lane: u8, slice: u32, n: u64) -> [u8; IV_LEN] {
+    let mut iv = [0; IV_LEN];
+    iv[0] = lane;
+    iv[1..4].copy_from_slice(&slice.to_be_bytes()[1..]);
+    iv[4..].copy_from_slice(&n.to_be_bytes());
+    iv
+}
+
+/// Calls made, wall-clock seconds and CPU seconds of the calling thread spent on them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    calls: u64,
+    wall: f64,
+    cpu: f64,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
+        self.calls += other.calls;
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+}
+
+/// CPU time this thread has run, in seconds, from `/proc/thread-self/schedstat`. SoftHSM2 does
+/// all its work in the calling thread, so this is a call's cost without the time spent
+/// waiting for a CPU, which on a loaded machine is most of the wall-clock time.
+fn thread_cpu_seconds() -> Res<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let nanos: f64 = text
+        .split_whitespace()
+        .next()
+        .ok_or("empty /proc/thread-self/schedstat")?
+        .parse()?;
+    Ok(nanos / 1e9)
+}
+
+/// Calls `op` until `duration` has passed.
+fn run(duration: Duration, mut op: impl FnMut(u64) -> Res<()>) -> Res<Tally> {
+    let cpu = thread_cpu_seconds()?;
+    let start = Instant::now();
+    let mut calls = 0;
+    loop {
+        op(calls)?;
+        calls += 1;
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            return Ok(Tally {
+                calls,
+                wall: elapsed.as_secs_f64(),
+                cpu: thread_cpu_seconds()? - cpu,
+            });
+        }
+    }
+}
+
+struct Bench<'a> {
+    store: &'a KeyStore,
+    caller: &'a Caller,
+    key_id: String,
+    /// hsm-a's token, then hsm-b's.
+    tokens: [Token; 2],
+    /// The AAD the key store binds for this key and an empty encryption context.
+    aad: Vec<u8>,
+    /// A label as long as the ARN label CreateKey gives its material.
+    label: String,
+    /// Timed slices so far, for unique IVs.
+    slices: u32,
+}
+
+impl Bench<'_> {
+    /// Runs `case` for one slice of `duration`.
+    fn measure(&mut self, case: Case, duration: Duration) -> Res<Tally> {
+        let slice = self.slices;
+        self.slices += 1;
+        let (store, caller, key_id) = (self.store, self.caller, self.key_id.as_str());
+        let (tokens, aad, label) = (&self.tokens, self.aad.as_slice(), self.label.as_str());
+        match case {
+            Case::LibEncrypt => run(duration, |_| {
+                black_box(store.encrypt(
+                    caller,
+                    EncryptRequest {
+                        key_id: key_id.to_owned(),
+                        plaintext: SecretSlice::from(PLAINTEXT.to_vec()),
+                        ..Default::default()
+                    },
+                )?);
+                Ok(())
+            }),
+            Case::RawEncrypt => run(duration, |n| {
+                let token = &tokens[(n % 2) as usize];
+                black_box(token.encrypt(token.cmk, &iv(1, slice, n), aad, &PLAINTEXT)?);
+                Ok(())
+            }),
+            Case::LibDataKey => run(duration, |_| {
+                black_box(store.generate_data_key(
+                    caller,
+                    GenerateDataKeyRequest {
+                        key_id: key_id.to_owned(),
+                        key_spec: Some("AES_256".to_owned()),
+                        ..Default::default()
+                    },
+                )?);
+                Ok(())
+            }),
+            Case::RawDataKey => run(duration, |n| {
+                let token = &tokens[(n % 2) as usize];
+                let data_key = Zeroizing::new(token.session.generate_random_vec(32)?);
+                black_box(token.encrypt(token.cmk, &iv(2, slice, n), aad, &data_key)?);
+                Ok(())
+            }),
+            Case::LibCreate => run(duration, |_| {
+                black_box(store.create_key(caller, CreateKeyRequest::default())?);
+                Ok(())
+            }),
+            Case::RawCreate => run(duration, |_| raw_create(tokens, label)),
+        }
+    }
+}
+
+/// What `Cluster::create_key` asks of the HSMs for one new key, with the same templates:
+/// generate on hsm-a, wrap under the domain key there, unwrap on hsm-b, then encrypt a probe
+/// on hsm-a under a random IV and decrypt it on hsm-b.
+fn raw_create(tokens: &[Token; 2], label: &str) -> Res<()> {
+    let [source, target] = tokens;
+    let id = MaterialId::new(uuid::Uuid::new_v4().to_string(), 1).cka_id();
+    let original = source.session.generate_key(
+        &Mechanism::AesKeyGen,
+        &templates::cmk_generate(&id, label, Portability::WrapWithTrusted),
+    )?;
+    let wrapped = Zeroizing::new(source.session.wrap_key(
+        &Mechanism::AesKeyWrapPad,
+        source.domain_key,
+        original,
+    )?);
+    let copy = target.session.unwrap_key(
+        &Mechanism::AesKeyWrapPad,
+        target.domain_key,
+        &wrapped,
+        &templates::cmk(&id, label, Portability::WrapWithTrusted),
+    )?;
+    let iv: [u8; IV_LEN] = source
+        .session
+        .generate_random_vec(IV_LEN as u32)?
+        .try_into()
+        .map_err(|_| "short random IV")?;
+    let mut aad = b"hsm-kms replication probe:".to_vec();
+    aad.extend_from_slice(&id);
+    let ciphertext = source.encrypt(original, &iv, &aad, PROBE)?;
+    if target.decrypt(copy, &iv, &aad, &ciphertext)? != PROBE {
+        return Err("the raw copy decrypts the probe differently".into());
+    }
+    Ok(())
+}
+
+/// Proves the raw handles are the key store's CMK on both tokens: each decrypts a blob the
+/// key store made (Encrypt and GenerateDataKey) under the AAD the raw cases use.
+fn check_raw_matches(bench: &Bench<'_>) -> Res<()> {
+    let sealed = bench.store.encrypt(
+        bench.caller,
+        EncryptRequest {
+            key_id: bench.key_id.clone(),
+            plaintext: SecretSlice::from(PLAINTEXT.to_vec()),
+            ..Default::default()
+        },
+    )?;
+    let data_key = bench.store.generate_data_key(
+        bench.caller,
+        GenerateDataKeyRequest {
+            key_id: bench.key_id.clone(),
+            key_spec: Some("AES_256".to_owned()),
+            ..Default::default()
+        },
+    )?;
+    let cases: [(&[u8], &[u8]); 2] = [
+        (&sealed.ciphertext_blob, &PLAINTEXT),
+        (
+            &data_key.ciphertext_blob,
+            data_key.plaintext.expose_secret(),
+        ),
+    ];
+    for (blob, expected) in cases {
+        let iv: [u8; IV_LEN] = blob[HEADER_LEN..HEADER_LEN + IV_LEN].try_into()?;
+        for token in &bench.tokens {
+            let opened = Zeroizing::new(token.decrypt(
+                token.cmk,
+                &iv,
+                &bench.aad,
+                &blob[HEADER_LEN + IV_LEN..],
+            )?);
+            if opened.as_slice() != expected {
+                return Err("raw and key store disagree about the CMK".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One case's rates per round, in calls per second of wall-clock time and of CPU time.
+#[derive(Debug, Default)]
+struct Rates {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+/// Runs a comparison's two cases in turns of [`SLICE`], [`ROUNDS`] times.
+fn compare(bench: &mut Bench<'_>, cases: [Case; 2], duration: Duration) -> Res<[Rates; 2]> {
+    for case in cases {
+        bench.measure(case, WARM_UP)?;
+    }
+    let slices = (duration.as_secs_f64() / SLICE.as_secs_f64())
+        .ceil()
+        .max(1.0) as usize;
+    let mut figures = [Rates::default(), Rates::default()];
+    for round in 0..ROUNDS {
+        let mut tallies = [Tally::default(); 2];
+        for slice in 0..slices {
+            for k in 0..2 {
+                let c = (k + slice) % 2;
+                tallies[c] += bench.measure(cases[c], SLICE)?;
+            }
+        }
+        for (c, tally) in tallies.into_iter().enumerate() {
+            let wall = tally.calls as f64 / tally.wall;
+            let cpu = tally.calls as f64 / tally.cpu;
+            eprintln!(
+                "round {}  {:<40} {wall:>9.0} calls/s, {cpu:>9.0} per CPU second",
+                round + 1,
+                cases[c].label()
+            );
+            figures[c].wall.push(wall);
+            figures[c].cpu.push(cpu);
+        }
+    }
+    Ok(figures)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn verdict(meets: bool) -> &'static str {
+    if meets { "meets goal" } else { "BELOW goal" }
+}
+
+/// The type of the file system holding `path`, as `stat -f` names it: SoftHSM2 rewrites a
+/// token object's file once per attribute, so it decides what creating a key costs.
+fn file_system(path: &Path) -> String {
+    Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The 1-minute load average, where the system tells it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn make_cluster(dir: &Path) -> Res<Config> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
+    let status = Command::new(&script)
+        .arg(dir)
+        .arg("2")
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("{} failed: {status}", script.display()).into());
+    }
+    Ok(Config::load(&dir.join("hsm-kms.toml"))?)
+}
+
+/// A key record as CreateKey would write it, in the config's scope and default cluster.
+fn scale_record(config: &Config, key_id: String) -> KeyRecord {
+    KeyRecord {
+        key_id,
+        account_id: config.service.account_id.clone(),
+        region: config.service.region.clone(),
+        cluster: config.default_cluster.clone(),
+        creation_date: 0,
+        description: "hsm-kms benchmark key".into(),
+        key_usage: "ENCRYPT_DECRYPT".into(),
+        key_spec: "SYMMETRIC_DEFAULT".into(),
+        origin: "AWS_KMS".into(),
+        state: KeyState::Enabled,
+        deletion_date: None,
+        pending_window_days: None,
+        tags: Default::default(),
+        materials: vec![MaterialRecord {
+            version: 1,
+            created: 0,
+            rotation_type: None,
+        }],
+        rotation: None,
+        destruction_pending: Vec::new(),
+    }
+}
+
+/// Writes [`SCALE_KEYS`] key records straight into a sled store in `data_dir`, a thousand per
+/// batch; returns one of their ids.
+fn write_scale_store(config: &Config, data_dir: &Path) -> Res<String> {
+    let store = SledStore::open(data_dir)?;
+    let mut some_id = String::new();
+    for _ in 0..SCALE_KEYS / 1000 {
+        let mut batch = Batch::new();
+        for _ in 0..1000 {
+            let id = uuid::Uuid::new_v4().to_string();
+            let record = serde_json::to_vec(&scale_record(config, id.clone()))?;
+            batch.put(Table::Keys, id.as_bytes(), record);
+            some_id = id;
+        }
+        store
+            .commit(batch)?
+            .map_err(|conflict| format!("conflict writing key records: {conflict}"))?;
+    }
+    Ok(some_id)
+}
+
+/// VmRSS and VmHWM of this process in KiB.
+fn memory_kib() -> Res<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> Res<u64> {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .ok_or_else(|| format!("no {name} in /proc/self/status"))?;
+        let kib = line
+            .split_whitespace()
+            .nth(1)
+            .ok_or_else(|| format!("no value in {line:?}"))?;
+        Ok(kib.parse()?)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The child: opens the key store of `config_path` on `data_dir` once and prints
+/// `open_ms rss_before_kib rss_after_kib hwm_after_kib` on one line, then checks the store
+/// finds `key_id`.
+fn open_child(config_path: &Path, data_dir: &Path, key_id: &str) -> Res<()> {
+    let mut config = Config::load(config_path)?;
+    config.service.data_dir = data_dir.to_owned();
+    let (rss_before, _) = memory_kib()?;
+    let started = Instant::now();
+    let store = KeyStore::open(&config)?;
+    let elapsed = started.elapsed();
+    let (rss_after, hwm_after) = memory_kib()?;
+    println!(
+        "{} {rss_before} {rss_after} {hwm_after}",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    let caller = Caller::local(store.scope());
+    store.describe_key(
+        &caller,
+        KeyIdRequest {
+            key_id: key_id.to_owned(),
+            ..Default::default()
+        },
+    )?;
+    let page = store.list_keys(
+        &caller,
+        ListRequest {
+            limit: Some(1),
+            marker: None,
+        },
+    )?;
+    if !page.truncated {
+        return Err("the reopened store lists fewer than two keys".into());
+    }
+    Ok(())
+}
+
+/// One child's figures: open milliseconds, then RSS before, after and peak, in KiB.
+type OpenFigures = [f64; 4];
+
+/// Runs [`OPEN_RUNS`] children that each open the 100k-key store once.
+fn measure_open(config_path: &Path, data_dir: &Path, key_id: &str) -> Res<Vec<OpenFigures>> {
+    let exe = std::env::current_exe()?;
+    let mut runs = Vec::with_capacity(OPEN_RUNS);
+    for _ in 0..OPEN_RUNS {
+        let output = Command::new(&exe)
+            .arg(OPEN_CHILD)
+            .arg(config_path)
+            .arg(data_dir)
+            .arg(key_id)
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !output.status.success() {
+            return Err(format!("the open child failed: {}", output.status).into());
+        }
+        let text = String::from_utf8(output.stdout)?;
+        let values: Vec<f64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        let figures: OpenFigures = values
+            .try_into()
+            .map_err(|_| format!("the open child printed {text:?}"))?;
+        runs.push(figures);
+    }
+    Ok(runs)
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == OPEN_CHILD) {
+        let [config_path, data_dir, key_id] = &args[at + 1..] else {
+            return Err(format!("usage: {OPEN_CHILD} CONFIG DATA_DIR KEY_ID").into());
+        };
+        return open_child(Path::new(config_path), Path::new(data_dir), key_id);
+    }
+
+    let seconds: f64 = match std::env::var("HSM_KMS_BENCH_SECS") {
+        Ok(text) => text.parse()?,
+        Err(_) => 2.0,
+    };
+    let duration = Duration::from_secs_f64(seconds);
+
+    let name = format!("hsm-kms-bench-{}", uuid::Uuid::new_v4());
+    let dir = TempDir(std::env::temp_dir().join(name));
+    let config = make_cluster(&dir.0)?;
+    let config_path = dir.0.join("hsm-kms.toml");
+    let cluster_config = config.default_cluster()?;
+    drop(Cluster::init(&config.default_cluster, cluster_config)?);
+
+    println!(
+        "hsm-kms key store vs raw PKCS#11 on a 2-member SoftHSM2 cluster under {} ({} file \
+         system); {} CPU(s), load average {} at start",
+        std::env::temp_dir().display(),
+        file_system(&dir.0),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
+    );
+
+    // The 100k-key open first, while the tokens hold only the domain key: the later cases add
+    // thousands of key objects, which would slow the children's HSM login.
+    let scale_dir = dir.0.join("scale-data");
+    let started = Instant::now();
+    let scale_id = write_scale_store(&config, &scale_dir)?;
+    eprintln!(
+        "wrote {SCALE_KEYS} key records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let opens = measure_open(&config_path, &scale_dir, &scale_id)?;
+
+    let store = KeyStore::open(&config)?;
+    let caller = Caller::local(store.scope());
+    let key = store
+        .create_key(&caller, CreateKeyRequest::default())?
+        .key_metadata;
+    let material = MaterialId::new(key.key_id.clone(), 1);
+    let members = &cluster_config.members;
+    let [member_a, member_b] = members.as_slice() else {
+        return Err(format!("expected two members, found {}", members.len()).into());
+    };
+    let tokens = [
+        Token::open(member_a, &material.cka_id())?,
+        Token::open(member_b, &material.cka_id())?,
+    ];
+    let aad = BlobHeader::new(KeyId::parse(&key.key_id)?, 1)
+        .aad(&EncryptionContext::new(BTreeMap::new())?);
+    let mut bench = Bench {
+        store: &store,
+        caller: &caller,
+        label: key.arn.clone(),
+        key_id: key.key_id,
+        tokens,
+        aad,
+        slices: 0,
+    };
+    check_raw_matches(&bench)?;
+
+    let mut results = Vec::with_capacity(COMPARISONS.len());
+    for comparison in &COMPARISONS {
+        results.push(compare(
+            &mut bench,
+            [comparison.library, comparison.raw],
+            duration,
+        )?);
+    }
+
+    println!("load average {} at end", load_average());
+    println!(
+        "each rate: median of {ROUNDS} rounds; per round {seconds} s per case, run as {} ms \
+         slices alternating with its raw reference",
+        SLICE.as_millis()
+    );
+    println!(
+        "raw Encrypt and GenerateDataKey alternate call by call between a session on hsm-a's \
+         token and one on hsm-b's, as the key store round-robins over both members"
+    );
+    println!();
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "case", "median/s", "min/s", "max/s", "µs/call", "CPU µs"
+    );
+    for (comparison, figures) in COMPARISONS.iter().zip(&results) {
+        for (case, rates) in [comparison.library, comparison.raw].iter().zip(figures) {
+            let min = rates.wall.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = rates.wall.iter().copied().fold(0.0, f64::max);
+            let rate = median(&rates.wall);
+            println!(
+                "{:<40} {rate:>10.0} {min:>10.0} {max:>10.0} {:>10.1} {:>10.1}",
+                case.label(),
+                1e6 / rate,
+                1e6 / median(&rates.cpu)
+            );
+        }
+    }
+
+    println!();
+    println!(
+        "ratios: median over rounds of the ratio within a round; \"wall\" compares calls per \
+         second, \"CPU\" calls per CPU second of the calling thread (what an idle machine \
+         would show)"
+    );
+    println!("{:<62} {:>8} {:>9}  verdict", "goal", "value", "goal");
+    let ratio = |library: &[f64], raw: &[f64]| -> f64 {
+        let ratios: Vec<f64> = library.iter().zip(raw).map(|(l, r)| l / r).collect();
+        median(&ratios)
+    };
+    for (comparison, [library, raw]) in COMPARISONS.iter().zip(&results) {
+        for (clock, value) in [
+            ("wall", ratio(&library.wall, &raw.wall)),
+            ("CPU", ratio(&library.cpu, &raw.cpu)),
+        ] {
+            let (goal, verdict) = match comparison.goal {
+                Some(goal) => (format!(">= {goal}"), verdict(value >= goal)),
+                None => ("-".to_owned(), "(reference)"),
+            };
+            println!(
+                "{:<62} {value:>8.3} {goal:>9}  {verdict}",
+                format!("{}, {clock}", comparison.title)
+            );
+        }
+    }
+    let create = median(&results[2][0].wall);
+    println!(
+        "{:<62} {create:>8.0} {:>9}  {}",
+        "CreateKey per second, 2 members",
+        format!(">= {CREATE_GOAL}"),
+        verdict(create >= CREATE_GOAL)
+    );
+    let column = |i: usize| -> Vec<f64> { opens.iter().map(|run| run[i]).collect() };
+    let open_seconds = median(&column(0)) / 1000.0;
+    let deltas =
+        |i: usize| -> Vec<f64> { opens.iter().map(|run| (run[i] - run[1]) / 1024.0).collect() };
+    let rss_mb = median(&deltas(2));
+    let peak_mb = median(&deltas(3));
+    println!(
+        "{:<62} {open_seconds:>8.3} {:>9}  {}",
+        format!("open with {SCALE_KEYS} keys, seconds (median of {OPEN_RUNS})"),
+        format!("<= {OPEN_GOAL_SECONDS}"),
+        verdict(open_seconds <= OPEN_GOAL_SECONDS)
+    );
+    println!(
+        "{:<62} {rss_mb:>8.1} {:>9}  {}",
+        "open with 100k keys, RSS growth MB (VmRSS after-before)",
+        format!("<= {OPEN_GOAL_MB}"),
+        verdict(rss_mb <= OPEN_GOAL_MB)
+    );
+    println!(
+        "{:<62} {peak_mb:>8.1} {:>9}  {}",
+        "open with 100k keys, peak growth MB (VmHWM-VmRSS before)",
+        format!("<= {OPEN_GOAL_MB}"),
+        verdict(peak_mb <= OPEN_GOAL_MB)
+    );
+    for (run, [ms, before, after, peak]) in opens.iter().enumerate() {
+        eprintln!(
+            "open child {}: {ms:.0} ms, VmRSS {before:.0} -> {after:.0} KiB, VmHWM {peak:.0} KiB",
+            run + 1
+        );
+    }
+
+    // Sessions and the store close before their token directories go.
+    drop(bench);
+    drop(store);
+    drop(dir);
+    Ok(())
+}

@@ -1,0 +1,763 @@
+//! The key commands (`hsm-kms create-key`, `encrypt`, ...): `aws kms` verbs and flags over
+//! the library's [`KeyStore`], in this process. Each command's values are parsed into its
+//! API request first (a bad value exits 252 before any HSM is touched), then the key store
+//! is opened, the operation runs as the account's root principal, the audit trail is
+//! flushed, and the response prints like the AWS CLI's. A failed operation prints the AWS CLI v2's line
+//! `An error occurred (<Code>) when calling the <Operation> operation: <message>` to stderr
+//! and exits 254, as the AWS CLI v2 does.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::output::{Listing, Query, Response};
+use super::params::{self, BinaryFormat};
+use super::{EXIT_OTHER, EXIT_PARAM, EXIT_SERVICE, Globals, open_keystore};
+use crate::config::Config;
+use crate::error::KmsError;
+use crate::keystore::api::*;
+use crate::keystore::{Caller, KeyStore};
+
+/// One operation, its request already parsed, waiting for an open key store.
+type Call = Box<dyn FnOnce(&KeyStore, &Caller) -> Result<Response, KmsError>>;
+
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
+    /// Create a symmetric key in the HSM cluster (CreateKey).
+    CreateKey {
+        /// Up to 8192 characters (file://FILE reads it from a file).
+        #[arg(long)]
+        description: Option<String>,
+        /// ENCRYPT_DECRYPT (the default and only usage).
+        #[arg(long)]
+        key_usage: Option<String>,
+        /// SYMMETRIC_DEFAULT (the default and only spec).
+        #[arg(long)]
+        key_spec: Option<String>,
+        /// AWS_KMS (the default): the material is generated in the HSMs.
+        #[arg(long)]
+        origin: Option<String>,
+        /// Tags: `TagKey=k,TagValue=v` (one per value) or a JSON list.
+        #[arg(long, num_args = 1.., value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Show a key's metadata (DescribeKey).
+    DescribeKey {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// List the keys of the account and region (ListKeys). Without --limit or --marker
+    /// every page is fetched, as the AWS CLI does.
+    ListKeys {
+        /// Most entries in the one page asked for (1 to 1000).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// NextMarker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Enable a key (EnableKey).
+    EnableKey {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Disable a key (DisableKey).
+    DisableKey {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Schedule a key's deletion (ScheduleKeyDeletion).
+    ScheduleKeyDeletion {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// 7 to 30 days (default 30).
+        #[arg(long, allow_negative_numbers = true)]
+        pending_window_in_days: Option<i64>,
+    },
+    /// Cancel a scheduled deletion; the key becomes Disabled (CancelKeyDeletion).
+    CancelKeyDeletion {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Replace a key's description (UpdateKeyDescription).
+    UpdateKeyDescription {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Up to 8192 characters (file://FILE reads it from a file).
+        #[arg(long)]
+        description: String,
+    },
+    /// Add or overwrite tags on a key (TagResource).
+    TagResource {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Tags: `TagKey=k,TagValue=v` (one per value) or a JSON list.
+        #[arg(long, required = true, num_args = 1.., value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Remove tags from a key (UntagResource).
+    UntagResource {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Tag keys, or one JSON list.
+        #[arg(long, required = true, num_args = 1.., value_name = "TAG_KEY")]
+        tag_keys: Vec<String>,
+    },
+    /// List a key's tags (ListResourceTags).
+    ListResourceTags {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Most entries in the one page asked for (1 to 1000).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// NextMarker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Create an alias for a key (CreateAlias).
+    CreateAlias {
+        /// `alias/` followed by letters, digits and `:/_-`.
+        #[arg(long)]
+        alias_name: String,
+        /// Key id or key ARN.
+        #[arg(long)]
+        target_key_id: String,
+    },
+    /// Point an existing alias at another key (UpdateAlias).
+    UpdateAlias {
+        /// `alias/` followed by letters, digits and `:/_-`.
+        #[arg(long)]
+        alias_name: String,
+        /// Key id or key ARN.
+        #[arg(long)]
+        target_key_id: String,
+    },
+    /// Delete an alias (DeleteAlias).
+    DeleteAlias {
+        /// `alias/` followed by letters, digits and `:/_-`.
+        #[arg(long)]
+        alias_name: String,
+    },
+    /// List aliases, of the account or of one key (ListAliases).
+    ListAliases {
+        /// Only the aliases of this key (key id or key ARN).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Most entries in the one page asked for (1 to 1000).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// NextMarker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Encrypt up to 4096 bytes under a key (Encrypt).
+    Encrypt {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `fileb://FILE` (raw bytes), base64, or text with --cli-binary-format raw-in-base64-out.
+        #[arg(long)]
+        plaintext: String,
+        /// `k=v,k2=v2` or a JSON object.
+        #[arg(long)]
+        encryption_context: Option<String>,
+        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+        /// SYMMETRIC_DEFAULT (the only algorithm of symmetric keys).
+        #[arg(long)]
+        encryption_algorithm: Option<String>,
+    },
+    /// Decrypt a ciphertext blob (Decrypt).
+    Decrypt {
+        /// `fileb://FILE` (raw bytes) or base64.
+        #[arg(long)]
+        ciphertext_blob: String,
+        /// `k=v,k2=v2` or a JSON object.
+        #[arg(long)]
+        encryption_context: Option<String>,
+        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+        /// When given, must name the ciphertext's key.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// SYMMETRIC_DEFAULT (the only algorithm of symmetric keys).
+        #[arg(long)]
+        encryption_algorithm: Option<String>,
+    },
+    /// Decrypt and encrypt again under another key, inside this process (ReEncrypt).
+    ReEncrypt {
+        /// `fileb://FILE` (raw bytes) or base64.
+        #[arg(long)]
+        ciphertext_blob: String,
+        /// The context the ciphertext was encrypted with.
+        #[arg(long)]
+        source_encryption_context: Option<String>,
+        /// When given, must name the ciphertext's key.
+        #[arg(long)]
+        source_key_id: Option<String>,
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        destination_key_id: String,
+        /// The context to bind the new ciphertext to.
+        #[arg(long)]
+        destination_encryption_context: Option<String>,
+        /// SYMMETRIC_DEFAULT.
+        #[arg(long)]
+        source_encryption_algorithm: Option<String>,
+        /// SYMMETRIC_DEFAULT.
+        #[arg(long)]
+        destination_encryption_algorithm: Option<String>,
+        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// A fresh data key, in plaintext and encrypted (GenerateDataKey).
+    GenerateDataKey {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `k=v,k2=v2` or a JSON object.
+        #[arg(long)]
+        encryption_context: Option<String>,
+        /// 1 to 1024 (or give --key-spec).
+        #[arg(long, allow_negative_numbers = true)]
+        number_of_bytes: Option<i64>,
+        /// AES_128 or AES_256 (or give --number-of-bytes).
+        #[arg(long)]
+        key_spec: Option<String>,
+        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// A fresh data key, encrypted only (GenerateDataKeyWithoutPlaintext).
+    GenerateDataKeyWithoutPlaintext {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `k=v,k2=v2` or a JSON object.
+        #[arg(long)]
+        encryption_context: Option<String>,
+        /// 1 to 1024.
+        #[arg(long, allow_negative_numbers = true)]
+        number_of_bytes: Option<i64>,
+        /// AES_128 or AES_256 (or give --number-of-bytes).
+        #[arg(long)]
+        key_spec: Option<String>,
+        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// Random bytes from the HSMs (GenerateRandom).
+    GenerateRandom {
+        /// 1 to 1024.
+        #[arg(long, allow_negative_numbers = true)]
+        number_of_bytes: Option<i64>,
+    },
+    /// Rotate a key automatically (EnableKeyRotation).
+    EnableKeyRotation {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// 90 to 2560 days (default 365).
+        #[arg(long, allow_negative_numbers = true)]
+        rotation_period_in_days: Option<i64>,
+    },
+    /// Stop rotating a key automatically (DisableKeyRotation).
+    DisableKeyRotation {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Whether and when a key rotates (GetKeyRotationStatus).
+    GetKeyRotationStatus {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Rotate a key now (RotateKeyOnDemand).
+    RotateKeyOnDemand {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// A key's rotations, oldest first (ListKeyRotations).
+    ListKeyRotations {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Most entries in the one page asked for (1 to 1000).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// NextMarker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
+    },
+}
+
+/// Runs one key command and returns its exit code.
+pub fn run(config: &Config, globals: &Globals, command: KmsCommand) -> ExitCode {
+    let query = match globals.query.as_deref().map(Query::parse).transpose() {
+        Ok(query) => query,
+        Err(error) => {
+            eprintln!("\nBad value for --query: {error}");
+            return ExitCode::from(EXIT_PARAM);
+        }
+    };
+    let (operation, call) = match prepare(command, globals.cli_binary_format) {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            eprintln!("\n{message}");
+            return ExitCode::from(EXIT_PARAM);
+        }
+    };
+    let keystore = match open_keystore(config) {
+        Ok(keystore) => keystore,
+        Err(message) => {
+            eprintln!("hsm-kms: {message}");
+            return ExitCode::from(EXIT_OTHER);
+        }
+    };
+    let caller = Caller::local(keystore.scope());
+    let outcome = call(&keystore, &caller);
+    // The call's audit event is on disk before the command reports anything.
+    keystore.shutdown();
+    match outcome {
+        Ok(response) => match super::print(&response, globals.output, query.as_ref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("hsm-kms: {message}");
+                ExitCode::from(EXIT_OTHER)
+            }
+        },
+        Err(error) => {
+            eprintln!(
+                "\nAn error occurred ({}) when calling the {operation} operation: {}",
+                error.code(),
+                error.message()
+            );
+            ExitCode::from(EXIT_SERVICE)
+        }
+    }
+}
+
+/// The response of an operation that returns a body.
+fn reply<T: Serialize>(result: Result<T, KmsError>) -> Result<Response, KmsError> {
+    Response::new(&result?)
+        .map_err(|e| KmsError::KmsInternal(format!("the response does not encode: {e}")))
+}
+
+/// The (empty) response of an operation that returns nothing.
+fn done(result: Result<(), KmsError>) -> Result<Response, KmsError> {
+    result.map(|()| Response::empty())
+}
+
+/// A list operation: with `--limit` or `--marker`, the one page asked for (Truncated,
+/// NextMarker); otherwise every page, printed as `{ key: [...] }` as the AWS CLI does.
+fn list<T: Serialize, R: Serialize>(
+    key: &'static str,
+    manual: bool,
+    first: Option<String>,
+    mut page: impl FnMut(Option<String>) -> Result<R, KmsError>,
+    split: impl Fn(R) -> (Vec<T>, Option<String>),
+) -> Result<Response, KmsError> {
+    if manual {
+        return reply(page(first));
+    }
+    let mut items = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let (batch, next) = split(page(marker.clone())?);
+        items.extend(batch);
+        match next {
+            Some(next) if marker.as_ref() != Some(&next) => marker = Some(next),
+            _ => break,
+        }
+    }
+    reply(Ok(Listing { key, items }))
+}
+
+/// The next marker of a page, when it is truncated.
+fn next(truncated: bool, marker: Option<String>) -> Option<String> {
+    marker.filter(|_| truncated)
+}
+
+fn key_id(key_id: String) -> KeyIdRequest {
+    KeyIdRequest {
+        key_id,
+        ..Default::default()
+    }
+}
+
+/// Parses a command's values into its request; returns the operation's name and the call.
+fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, Call), String> {
+    use KmsCommand::*;
+    Ok(match command {
+        CreateKey {
+            description,
+            key_usage,
+            key_spec,
+            origin,
+            tags,
+        } => {
+            let request = CreateKeyRequest {
+                description: description
+                    .map(|d| params::text("description", d))
+                    .transpose()?,
+                key_usage,
+                key_spec,
+                origin,
+                tags: params::tags("tags", tags)?,
+                ..Default::default()
+            };
+            (
+                "CreateKey",
+                Box::new(move |ks, c| reply(ks.create_key(c, request))),
+            )
+        }
+        DescribeKey {
+            key_id,
+            grant_tokens,
+        } => {
+            let request = KeyIdRequest {
+                key_id,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+            };
+            (
+                "DescribeKey",
+                Box::new(move |ks, c| reply(ks.describe_key(c, request))),
+            )
+        }
+        ListKeys { limit, marker } => (
+            "ListKeys",
+            Box::new(move |ks, c| {
+                list(
+                    "Keys",
+                    limit.is_some() || marker.is_some(),
+                    marker,
+                    |marker| ks.list_keys(c, ListRequest { limit, marker }),
+                    |r| (r.keys, next(r.truncated, r.next_marker)),
+                )
+            }),
+        ),
+        EnableKey { key_id: id } => (
+            "EnableKey",
+            Box::new(move |ks, c| done(ks.enable_key(c, key_id(id)))),
+        ),
+        DisableKey { key_id: id } => (
+            "DisableKey",
+            Box::new(move |ks, c| done(ks.disable_key(c, key_id(id)))),
+        ),
+        ScheduleKeyDeletion {
+            key_id,
+            pending_window_in_days,
+        } => {
+            let request = ScheduleKeyDeletionRequest {
+                key_id,
+                pending_window_in_days,
+            };
+            (
+                "ScheduleKeyDeletion",
+                Box::new(move |ks, c| reply(ks.schedule_key_deletion(c, request))),
+            )
+        }
+        CancelKeyDeletion { key_id: id } => (
+            "CancelKeyDeletion",
+            Box::new(move |ks, c| reply(ks.cancel_key_deletion(c, key_id(id)))),
+        ),
+        UpdateKeyDescription {
+            key_id,
+            description,
+        } => {
+            let request = UpdateKeyDescriptionRequest {
+                key_id,
+                description: params::text("description", description)?,
+            };
+            (
+                "UpdateKeyDescription",
+                Box::new(move |ks, c| done(ks.update_key_description(c, request))),
+            )
+        }
+        TagResource { key_id, tags } => {
+            let request = TagResourceRequest {
+                key_id,
+                tags: params::tags("tags", tags)?,
+            };
+            (
+                "TagResource",
+                Box::new(move |ks, c| done(ks.tag_resource(c, request))),
+            )
+        }
+        UntagResource { key_id, tag_keys } => {
+            let request = UntagResourceRequest {
+                key_id,
+                tag_keys: params::strings("tag-keys", tag_keys)?,
+            };
+            (
+                "UntagResource",
+                Box::new(move |ks, c| done(ks.untag_resource(c, request))),
+            )
+        }
+        ListResourceTags {
+            key_id,
+            limit,
+            marker,
+        } => (
+            "ListResourceTags",
+            Box::new(move |ks, c| {
+                list(
+                    "Tags",
+                    limit.is_some() || marker.is_some(),
+                    marker,
+                    |marker| {
+                        ks.list_resource_tags(
+                            c,
+                            ListResourceTagsRequest {
+                                key_id: key_id.clone(),
+                                limit,
+                                marker,
+                            },
+                        )
+                    },
+                    |r| (r.tags, next(r.truncated, r.next_marker)),
+                )
+            }),
+        ),
+        CreateAlias {
+            alias_name,
+            target_key_id,
+        } => {
+            let request = AliasRequest {
+                alias_name,
+                target_key_id,
+            };
+            (
+                "CreateAlias",
+                Box::new(move |ks, c| done(ks.create_alias(c, request))),
+            )
+        }
+        UpdateAlias {
+            alias_name,
+            target_key_id,
+        } => {
+            let request = AliasRequest {
+                alias_name,
+                target_key_id,
+            };
+            (
+                "UpdateAlias",
+                Box::new(move |ks, c| done(ks.update_alias(c, request))),
+            )
+        }
+        DeleteAlias { alias_name } => (
+            "DeleteAlias",
+            Box::new(move |ks, c| done(ks.delete_alias(c, &alias_name))),
+        ),
+        ListAliases {
+            key_id,
+            limit,
+            marker,
+        } => (
+            "ListAliases",
+            Box::new(move |ks, c| {
+                list(
+                    "Aliases",
+                    limit.is_some() || marker.is_some(),
+                    marker,
+                    |marker| {
+                        ks.list_aliases(
+                            c,
+                            ListAliasesRequest {
+                                key_id: key_id.clone(),
+                                limit,
+                                marker,
+                            },
+                        )
+                    },
+                    |r| (r.aliases, next(r.truncated, r.next_marker)),
+                )
+            }),
+        ),
+        Encrypt {
+            key_id,
+            plaintext,
+            encryption_context,
+            grant_tokens,
+            encryption_algorithm,
+        } => {
+            let request = EncryptRequest {
+                key_id,
+                plaintext: params::secret("plaintext", plaintext, binary)?,
+                encryption_context: params::context("encryption-context", encryption_context)?,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                encryption_algorithm,
+            };
+            (
+                "Encrypt",
+                Box::new(move |ks, c| reply(ks.encrypt(c, request))),
+            )
+        }
+        Decrypt {
+            ciphertext_blob,
+            encryption_context,
+            grant_tokens,
+            key_id,
+            encryption_algorithm,
+        } => {
+            let request = DecryptRequest {
+                ciphertext_blob: params::bytes("ciphertext-blob", &ciphertext_blob, binary)?,
+                encryption_context: params::context("encryption-context", encryption_context)?,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                key_id,
+                encryption_algorithm,
+            };
+            (
+                "Decrypt",
+                Box::new(move |ks, c| reply(ks.decrypt(c, request))),
+            )
+        }
+        ReEncrypt {
+            ciphertext_blob,
+            source_encryption_context,
+            source_key_id,
+            destination_key_id,
+            destination_encryption_context,
+            source_encryption_algorithm,
+            destination_encryption_algorithm,
+            grant_tokens,
+        } => {
+            let request = ReEncryptRequest {
+                ciphertext_blob: params::bytes("ciphertext-blob", &ciphertext_blob, binary)?,
+                source_encryption_context: params::context(
+                    "source-encryption-context",
+                    source_encryption_context,
+                )?,
+                source_key_id,
+                destination_key_id,
+                destination_encryption_context: params::context(
+                    "destination-encryption-context",
+                    destination_encryption_context,
+                )?,
+                source_encryption_algorithm,
+                destination_encryption_algorithm,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+            };
+            (
+                "ReEncrypt",
+                Box::new(move |ks, c| reply(ks.re_encrypt(c, request))),
+            )
+        }
+        GenerateDataKey {
+            key_id,
+            encryption_context,
+            number_of_bytes,
+            key_spec,
+            grant_tokens,
+        } => {
+            let request = GenerateDataKeyRequest {
+                key_id,
+                encryption_context: params::context("encryption-context", encryption_context)?,
+                number_of_bytes,
+                key_spec,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+            };
+            (
+                "GenerateDataKey",
+                Box::new(move |ks, c| reply(ks.generate_data_key(c, request))),
+            )
+        }
+        GenerateDataKeyWithoutPlaintext {
+            key_id,
+            encryption_context,
+            number_of_bytes,
+            key_spec,
+            grant_tokens,
+        } => {
+            let request = GenerateDataKeyRequest {
+                key_id,
+                encryption_context: params::context("encryption-context", encryption_context)?,
+                number_of_bytes,
+                key_spec,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+            };
+            (
+                "GenerateDataKeyWithoutPlaintext",
+                Box::new(move |ks, c| reply(ks.generate_data_key_without_plaintext(c, request))),
+            )
+        }
+        GenerateRandom { number_of_bytes } => {
+            let request = GenerateRandomRequest {
+                number_of_bytes,
+                custom_key_store_id: None,
+            };
+            (
+                "GenerateRandom",
+                Box::new(move |ks, c| reply(ks.generate_random(c, request))),
+            )
+        }
+        EnableKeyRotation {
+            key_id,
+            rotation_period_in_days,
+        } => {
+            let request = EnableKeyRotationRequest {
+                key_id,
+                rotation_period_in_days,
+            };
+            (
+                "EnableKeyRotation",
+                Box::new(move |ks, c| done(ks.enable_key_rotation(c, request))),
+            )
+        }
+        DisableKeyRotation { key_id: id } => (
+            "DisableKeyRotation",
+            Box::new(move |ks, c| done(ks.disable_key_rotation(c, key_id(id)))),
+        ),
+        GetKeyRotationStatus { key_id: id } => (
+            "GetKeyRotationStatus",
+            Box::new(move |ks, c| reply(ks.get_key_rotation_status(c, key_id(id)))),
+        ),
+        RotateKeyOnDemand { key_id: id } => (
+            "RotateKeyOnDemand",
+            Box::new(move |ks, c| reply(ks.rotate_key_on_demand(c, key_id(id)))),
+        ),
+        ListKeyRotations {
+            key_id,
+            limit,
+            marker,
+        } => (
+            "ListKeyRotations",
+            Box::new(move |ks, c| {
+                list(
+                    "Rotations",
+                    limit.is_some() || marker.is_some(),
+                    marker,
+                    |marker| {
+                        ks.list_key_rotations(
+                            c,
+                            ListKeyRotationsRequest {
+                                key_id: key_id.clone(),
+                                limit,
+                                marker,
+                            },
+                        )
+                    },
+                    |r| (r.rotations, next(r.truncated, r.next_marker)),
+                )
+            }),
+        ),
+    })
+}

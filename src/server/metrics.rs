@@ -1,0 +1,125 @@
+//! Prometheus metrics of the endpoint: requests by operation and outcome, latency histograms
+//! by operation, HSM member health and keys pending deletion (the last two read at scrape).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::keystore::KeyStore;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    member: String,
+    zone: String,
+}
+
+/// The endpoint's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<OperationLabels, Histogram>,
+    member_up: Family<MemberLabels, Gauge>,
+    pending_deletions: Gauge,
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hsm_kms");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ])
+        });
+        let member_up = Family::<MemberLabels, Gauge>::default();
+        let pending_deletions = Gauge::default();
+        registry.register(
+            "requests",
+            "API requests by operation and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "API request latency by operation",
+            latency.clone(),
+        );
+        registry.register(
+            "hsm_member_up",
+            "1 when the HSM member is healthy",
+            member_up.clone(),
+        );
+        registry.register(
+            "pending_deletions",
+            "Keys pending deletion",
+            pending_deletions.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            member_up,
+            pending_deletions,
+        }
+    }
+
+    /// Counts one request and its latency; `outcome` is "ok" or the error code.
+    pub fn observe(&self, operation: &str, outcome: &str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with health read from the key store now.
+    pub fn render(&self, store: &KeyStore) -> String {
+        for member in store.cluster().members() {
+            self.member_up
+                .get_or_create(&MemberLabels {
+                    member: member.name().to_owned(),
+                    zone: member.zone().to_owned(),
+                })
+                .set(i64::from(member.is_up()));
+        }
+        if let Ok(pending) = store.pending_deletions() {
+            self.pending_deletions.set(pending as i64);
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if encode(&mut text, &registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
