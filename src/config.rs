@@ -282,12 +282,29 @@ impl ClusterConfig {
 }
 
 /// Where a secret comes from: `env:VAR` or `file:PATH`. Printing it shows the reference only.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "String")]
 pub enum SecretRef {
     Env(String),
     File(PathBuf),
+    /// A secret handed over by the program itself (a custom key store's unsealed password);
+    /// no config text can name it.
+    Given(std::sync::Arc<SecretString>),
 }
+
+impl PartialEq for SecretRef {
+    /// Given secrets are equal only to themselves (their values are never compared).
+    fn eq(&self, other: &SecretRef) -> bool {
+        match (self, other) {
+            (SecretRef::Env(a), SecretRef::Env(b)) => a == b,
+            (SecretRef::File(a), SecretRef::File(b)) => a == b,
+            (SecretRef::Given(a), SecretRef::Given(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SecretRef {}
 
 impl TryFrom<String> for SecretRef {
     type Error = String;
@@ -308,6 +325,7 @@ impl fmt::Display for SecretRef {
         match self {
             SecretRef::Env(var) => write!(f, "env:{var}"),
             SecretRef::File(path) => write!(f, "file:{}", path.display()),
+            SecretRef::Given(_) => f.write_str("given:[REDACTED]"),
         }
     }
 }
@@ -332,6 +350,7 @@ impl SecretRef {
             SecretRef::File(path) => {
                 std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?
             }
+            SecretRef::Given(secret) => return Ok(SecretString::clone(secret)),
         };
         if value.ends_with('\n') {
             value.pop();

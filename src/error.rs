@@ -25,6 +25,10 @@ pub enum KmsError {
     AlreadyExists(String),
     /// `CloudHsmClusterInvalidConfigurationException`: too few HSMs or zones.
     CloudHsmClusterInvalidConfiguration(String),
+    /// `CloudHsmClusterInUseException`: another custom key store uses the cluster.
+    CloudHsmClusterInUse(String),
+    /// `CloudHsmClusterNotFoundException`: no cluster of that name in the config.
+    CloudHsmClusterNotFound(String),
     /// `ConflictException`: a rotation of the key is already in progress.
     Conflict(String),
     /// `CustomKeyStoreHasCMKsException`: the key store still holds keys.
@@ -102,6 +106,8 @@ impl KmsError {
             CloudHsmClusterInvalidConfiguration(m) => {
                 ("CloudHsmClusterInvalidConfigurationException", m)
             }
+            CloudHsmClusterInUse(m) => ("CloudHsmClusterInUseException", m),
+            CloudHsmClusterNotFound(m) => ("CloudHsmClusterNotFoundException", m),
             Conflict(m) => ("ConflictException", m),
             CustomKeyStoreHasCmks(m) => ("CustomKeyStoreHasCMKsException", m),
             CustomKeyStoreInvalidState(m) => ("CustomKeyStoreInvalidStateException", m),
@@ -212,6 +218,16 @@ mod tests {
                 "CloudHsmClusterInvalidConfigurationException",
                 400,
             ),
+            (
+                CloudHsmClusterInUse(m()),
+                "CloudHsmClusterInUseException",
+                400,
+            ),
+            (
+                CloudHsmClusterNotFound(m()),
+                "CloudHsmClusterNotFoundException",
+                400,
+            ),
             (Conflict(m()), "ConflictException", 400),
             (
                 CustomKeyStoreHasCmks(m()),
@@ -318,6 +334,8 @@ mod tests {
             Validation(_) => 32,
             IncompleteSignature(_) => 33,
             MissingAuthenticationToken(_) => 34,
+            CloudHsmClusterInUse(_) => 35,
+            CloudHsmClusterNotFound(_) => 36,
         }
     }
 

@@ -22,6 +22,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         account_id: "111122223333".into(),
         region: "us-east-1".into(),
         cluster: "local".into(),
+        custom_key_store_id: None,
         creation_date: now,
         description: "scale".into(),
         key_usage: "ENCRYPT_DECRYPT".into(),

@@ -65,7 +65,7 @@ mod suite {
             .iter()
             .map(|t| store.count(*t).unwrap())
             .collect();
-        assert_eq!(counts, [1, 1, 0, 0, 0, 0]);
+        assert_eq!(counts, [1, 1, 0, 0, 0, 0, 0]);
     }
 
     pub fn revisions_grow_and_are_never_reused(store: &dyn MetadataStore) {

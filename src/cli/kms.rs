@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::KmsError;
 use crate::keystore::api::*;
 use crate::keystore::{Caller, KeyStore};
+use secrecy::SecretString;
 
 /// One operation, its request already parsed, waiting for an open key store.
 type Call = Box<dyn FnOnce(&KeyStore, &Caller) -> Result<Response, KmsError>>;
@@ -35,9 +36,13 @@ pub enum KmsCommand {
         /// SYMMETRIC_DEFAULT (the default and only spec).
         #[arg(long)]
         key_spec: Option<String>,
-        /// AWS_KMS (the default): the material is generated in the HSMs.
+        /// AWS_KMS (the default): the material is generated in the HSMs; AWS_CLOUDHSM with
+        /// --custom-key-store-id.
         #[arg(long)]
         origin: Option<String>,
+        /// Make the key in this custom key store's cluster (it must be CONNECTED).
+        #[arg(long)]
+        custom_key_store_id: Option<String>,
         /// Tags: `TagKey=k,TagValue=v` (one per value) or a JSON list.
         #[arg(long, num_args = 1.., value_name = "TAG")]
         tags: Vec<String>,
@@ -267,6 +272,70 @@ pub enum KmsCommand {
         /// 1 to 1024.
         #[arg(long, allow_negative_numbers = true)]
         number_of_bytes: Option<i64>,
+        /// Random bytes from this custom key store's cluster.
+        #[arg(long)]
+        custom_key_store_id: Option<String>,
+    },
+    /// Register a configured cluster as a custom key store (CreateCustomKeyStore).
+    CreateCustomKeyStore {
+        /// A name unique in the account and region.
+        #[arg(long)]
+        custom_key_store_name: String,
+        /// The cluster's name in the config (not the default cluster).
+        #[arg(long)]
+        cloud_hsm_cluster_id: Option<String>,
+        /// The cluster's trust anchor certificate (file://FILE reads it from a file).
+        #[arg(long)]
+        trust_anchor_certificate: Option<String>,
+        /// The cluster members' user PIN, 7 to 32 characters; give it as file://FILE to keep
+        /// it off the command line.
+        #[arg(long)]
+        key_store_password: Option<String>,
+        /// AWS_CLOUDHSM (the default and only type).
+        #[arg(long)]
+        custom_key_store_type: Option<String>,
+    },
+    /// Show custom key stores (DescribeCustomKeyStores): one by id or name, or all.
+    DescribeCustomKeyStores {
+        #[arg(long)]
+        custom_key_store_id: Option<String>,
+        #[arg(long)]
+        custom_key_store_name: Option<String>,
+        /// Most entries in the one page asked for (1 to 1000).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// NextMarker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Connect a custom key store (ConnectCustomKeyStore); waits until it is CONNECTED or
+    /// FAILED, since this process ends after the command.
+    ConnectCustomKeyStore {
+        #[arg(long)]
+        custom_key_store_id: String,
+    },
+    /// Disconnect a custom key store; its keys become Unavailable (DisconnectCustomKeyStore).
+    DisconnectCustomKeyStore {
+        #[arg(long)]
+        custom_key_store_id: String,
+    },
+    /// Rename a custom key store or change its password (UpdateCustomKeyStore).
+    UpdateCustomKeyStore {
+        #[arg(long)]
+        custom_key_store_id: String,
+        #[arg(long)]
+        new_custom_key_store_name: Option<String>,
+        /// The new user PIN (the store must be DISCONNECTED); file://FILE reads it.
+        #[arg(long)]
+        key_store_password: Option<String>,
+        /// Must name the store's own cluster.
+        #[arg(long)]
+        cloud_hsm_cluster_id: Option<String>,
+    },
+    /// Delete a DISCONNECTED custom key store without keys (DeleteCustomKeyStore).
+    DeleteCustomKeyStore {
+        #[arg(long)]
+        custom_key_store_id: String,
     },
     /// Rotate a key automatically (EnableKeyRotation).
     EnableKeyRotation {
@@ -403,6 +472,48 @@ fn key_id(key_id: String) -> KeyIdRequest {
     }
 }
 
+fn store_id(custom_key_store_id: String) -> CustomKeyStoreIdRequest {
+    CustomKeyStoreIdRequest {
+        custom_key_store_id,
+    }
+}
+
+/// A key store password given inline or as file://FILE (losing one trailing newline).
+fn password(value: Option<String>) -> Result<Option<SecretString>, String> {
+    Ok(value
+        .map(|v| params::text("key-store-password", v))
+        .transpose()?
+        .map(|mut text| {
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            SecretString::from(text)
+        }))
+}
+
+/// Waits until a store being connected is CONNECTED or FAILED (this process ends after the
+/// command, and with it the background connection); prints `{}` as the AWS CLI does.
+fn wait_connected(ks: &KeyStore, caller: &Caller, id: &str) -> Result<Response, KmsError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let described = ks.describe_custom_key_stores(
+            caller,
+            DescribeCustomKeyStoresRequest {
+                custom_key_store_id: Some(id.to_owned()),
+                ..Default::default()
+            },
+        )?;
+        let connecting = described
+            .custom_key_stores
+            .iter()
+            .any(|s| s.connection_state == "CONNECTING");
+        if !connecting || std::time::Instant::now() > deadline {
+            return Ok(Response::empty());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Parses a command's values into its request; returns the operation's name and the call.
 fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, Call), String> {
     use KmsCommand::*;
@@ -412,9 +523,11 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             key_usage,
             key_spec,
             origin,
+            custom_key_store_id,
             tags,
         } => {
             let request = CreateKeyRequest {
+                custom_key_store_id,
                 description: description
                     .map(|d| params::text("description", d))
                     .transpose()?,
@@ -699,16 +812,105 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 Box::new(move |ks, c| reply(ks.generate_data_key_without_plaintext(c, request))),
             )
         }
-        GenerateRandom { number_of_bytes } => {
+        GenerateRandom {
+            number_of_bytes,
+            custom_key_store_id,
+        } => {
             let request = GenerateRandomRequest {
                 number_of_bytes,
-                custom_key_store_id: None,
+                custom_key_store_id,
             };
             (
                 "GenerateRandom",
                 Box::new(move |ks, c| reply(ks.generate_random(c, request))),
             )
         }
+        CreateCustomKeyStore {
+            custom_key_store_name,
+            cloud_hsm_cluster_id,
+            trust_anchor_certificate,
+            key_store_password,
+            custom_key_store_type,
+        } => {
+            let request = CreateCustomKeyStoreRequest {
+                custom_key_store_name,
+                cloud_hsm_cluster_id,
+                trust_anchor_certificate: trust_anchor_certificate
+                    .map(|t| params::text("trust-anchor-certificate", t))
+                    .transpose()?,
+                key_store_password: password(key_store_password)?,
+                custom_key_store_type,
+            };
+            (
+                "CreateCustomKeyStore",
+                Box::new(move |ks, c| reply(ks.create_custom_key_store(c, request))),
+            )
+        }
+        DescribeCustomKeyStores {
+            custom_key_store_id,
+            custom_key_store_name,
+            limit,
+            marker,
+        } => (
+            "DescribeCustomKeyStores",
+            Box::new(move |ks, c| {
+                list(
+                    "CustomKeyStores",
+                    limit.is_some() || marker.is_some(),
+                    marker,
+                    |marker| {
+                        ks.describe_custom_key_stores(
+                            c,
+                            DescribeCustomKeyStoresRequest {
+                                custom_key_store_id: custom_key_store_id.clone(),
+                                custom_key_store_name: custom_key_store_name.clone(),
+                                limit,
+                                marker,
+                            },
+                        )
+                    },
+                    |r| (r.custom_key_stores, next(r.truncated, r.next_marker)),
+                )
+            }),
+        ),
+        ConnectCustomKeyStore {
+            custom_key_store_id: id,
+        } => (
+            "ConnectCustomKeyStore",
+            Box::new(move |ks, c| {
+                reply(ks.connect_custom_key_store(c, store_id(id.clone())))?;
+                wait_connected(ks, c, &id)
+            }),
+        ),
+        DisconnectCustomKeyStore {
+            custom_key_store_id: id,
+        } => (
+            "DisconnectCustomKeyStore",
+            Box::new(move |ks, c| reply(ks.disconnect_custom_key_store(c, store_id(id)))),
+        ),
+        UpdateCustomKeyStore {
+            custom_key_store_id,
+            new_custom_key_store_name,
+            key_store_password,
+            cloud_hsm_cluster_id,
+        } => {
+            let request = UpdateCustomKeyStoreRequest {
+                custom_key_store_id,
+                new_custom_key_store_name,
+                key_store_password: password(key_store_password)?,
+                cloud_hsm_cluster_id,
+            };
+            (
+                "UpdateCustomKeyStore",
+                Box::new(move |ks, c| reply(ks.update_custom_key_store(c, request))),
+            )
+        }
+        DeleteCustomKeyStore {
+            custom_key_store_id: id,
+        } => (
+            "DeleteCustomKeyStore",
+            Box::new(move |ks, c| reply(ks.delete_custom_key_store(c, store_id(id)))),
+        ),
         EnableKeyRotation {
             key_id,
             rotation_period_in_days,

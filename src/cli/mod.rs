@@ -121,7 +121,10 @@ pub fn main() -> ExitCode {
 
 /// Opens the key store, saying plainly when another process holds its metadata.
 fn open_keystore(config: &Config) -> Result<KeyStore, String> {
-    KeyStore::open(config).map_err(|error| open_failure(&error))
+    let keystore = KeyStore::open(config).map_err(|error| open_failure(&error))?;
+    // Custom key stores reconnect in the background; this process is short-lived.
+    keystore.settle_custom_key_stores(std::time::Duration::from_secs(120));
+    Ok(keystore)
 }
 
 /// Why the key store could not be opened, in words for an operator.

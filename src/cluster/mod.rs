@@ -200,6 +200,7 @@ impl Cluster {
                 cluster: name.to_owned(),
                 members: failed,
                 problems,
+                causes: failures.into_iter().flatten().collect(),
             }
             .into());
         }

@@ -18,6 +18,8 @@ pub struct PreflightFailure {
     pub members: Vec<(String, String)>,
     /// Cluster-wide problems (too few members, one zone).
     pub problems: Vec<String>,
+    /// The member failures behind `members`, for callers that classify them.
+    pub causes: Vec<crate::hsm::HsmError>,
 }
 
 impl fmt::Display for PreflightFailure {

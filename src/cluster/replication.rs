@@ -207,12 +207,14 @@ impl Cluster {
         let mut holders = Vec::new();
         let mut lacking = Vec::new();
         let mut unreachable = Vec::new();
+        let mut causes = Vec::new();
         for member in &members {
             match ceremony::has_domain_key(member) {
                 Ok(true) => holders.push(member.clone()),
                 Ok(false) => lacking.push(member.clone()),
                 Err(error) => {
-                    unreachable.push((member.name().to_owned(), error.failure.to_string()))
+                    unreachable.push((member.name().to_owned(), error.failure.to_string()));
+                    causes.push(error);
                 }
             }
         }
@@ -221,6 +223,7 @@ impl Cluster {
                 cluster: name.to_owned(),
                 members: unreachable,
                 problems: vec!["every member must be reachable for the ceremony".into()],
+                causes,
             }
             .into());
         }

@@ -18,6 +18,9 @@ pub struct KeyRecord {
     pub region: String,
     /// Name of the HSM cluster that holds the key material.
     pub cluster: String,
+    /// The custom key store of an AWS_CLOUDHSM key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
     pub creation_date: i64,
     pub description: String,
     pub key_usage: String,

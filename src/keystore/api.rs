@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use secrecy::SecretSlice;
+use secrecy::{SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// The one encryption algorithm of symmetric keys.
@@ -53,6 +53,10 @@ pub struct KeyMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_date: Option<f64>,
     pub origin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_hsm_cluster_id: Option<String>,
     pub key_manager: String,
     pub customer_master_key_spec: String,
     pub key_spec: String,
@@ -344,6 +348,86 @@ pub struct ListKeyRotationsResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_marker: Option<String>,
 }
+
+/// CreateCustomKeyStore. The password is a [`SecretString`]: redacted in `Debug`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateCustomKeyStoreRequest {
+    pub custom_key_store_name: String,
+    pub cloud_hsm_cluster_id: Option<String>,
+    pub trust_anchor_certificate: Option<String>,
+    #[serde(deserialize_with = "optional_secret_string")]
+    pub key_store_password: Option<SecretString>,
+    pub custom_key_store_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateCustomKeyStoreResponse {
+    pub custom_key_store_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeCustomKeyStoresRequest {
+    pub custom_key_store_id: Option<String>,
+    pub custom_key_store_name: Option<String>,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+/// AWS's CustomKeyStoresListEntry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomKeyStoresListEntry {
+    pub custom_key_store_id: String,
+    pub custom_key_store_name: String,
+    pub cloud_hsm_cluster_id: String,
+    pub trust_anchor_certificate: String,
+    pub connection_state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_error_code: Option<String>,
+    pub creation_date: f64,
+    pub custom_key_store_type: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeCustomKeyStoresResponse {
+    pub custom_key_stores: Vec<CustomKeyStoresListEntry>,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// Connect-, Disconnect- and DeleteCustomKeyStore.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CustomKeyStoreIdRequest {
+    pub custom_key_store_id: String,
+}
+
+/// UpdateCustomKeyStore.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateCustomKeyStoreRequest {
+    pub custom_key_store_id: String,
+    pub new_custom_key_store_name: Option<String>,
+    #[serde(deserialize_with = "optional_secret_string")]
+    pub key_store_password: Option<SecretString>,
+    pub cloud_hsm_cluster_id: Option<String>,
+}
+
+/// Reads an optional string straight into a [`SecretString`].
+fn optional_secret_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SecretString>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map(SecretString::from))
+}
+
+/// A response without members (`{}`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EmptyResponse {}
 
 /// Standard padded base64 for blobs.
 pub mod base64_bytes {

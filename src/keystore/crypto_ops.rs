@@ -207,15 +207,19 @@ impl KeyStore {
         if let Some(count) = request.number_of_bytes {
             call.param("numberOfBytes", count);
         }
+        if let Some(id) = &request.custom_key_store_id {
+            call.param("customKeyStoreId", id.as_str());
+        }
         self.audited(caller, call, |call| {
-            if request.custom_key_store_id.is_some() {
-                return Err(KmsError::CustomKeyStoreNotFound(String::new()));
-            }
+            let cluster = match &request.custom_key_store_id {
+                Some(id) => self.connected_store(caller, id)?,
+                None => self.cluster.clone(),
+            };
             let count = request
                 .number_of_bytes
                 .ok_or_else(|| KmsError::Validation("NumberOfBytes is required".to_owned()))?;
             check_count("numberOfBytes", count, RANDOM_MAX)?;
-            let bytes = self.cluster.random(count as usize).map_err(cluster_error)?;
+            let bytes = cluster.random(count as usize).map_err(cluster_error)?;
             call.served_by(bytes.member.name());
             Ok(GenerateRandomResponse {
                 plaintext: SecretSlice::from(bytes.value.to_vec()),
@@ -276,7 +280,7 @@ impl KeyStore {
         let gcm = Gcm::new(&iv, &aad, 128).map_err(|e| KmsError::KmsInternal(e.to_string()))?;
         let material = MaterialId::new(key.key_id.clone(), header.material_version());
         let sealed = self
-            .cluster
+            .cluster_of(key)?
             .encrypt(&material, &gcm, plaintext)
             .map_err(cluster_error)?;
         call.served_by(sealed.member.name());
@@ -340,7 +344,7 @@ impl KeyStore {
         let gcm = Gcm::new(parsed.iv(), &aad, 128).map_err(|_| invalid())?;
         let material = MaterialId::new(key_id, header.material_version());
         let plaintext = self
-            .cluster
+            .cluster_of(&key)?
             .decrypt(&material, &gcm, parsed.ciphertext_and_tag())
             .map_err(|error| {
                 if error.is_rejected_ciphertext() {

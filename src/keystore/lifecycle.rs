@@ -52,8 +52,18 @@ impl KeyStore {
         );
         call.param(
             "origin",
-            request.origin.clone().unwrap_or_else(|| "AWS_KMS".into()),
+            request.origin.clone().unwrap_or_else(|| {
+                if request.custom_key_store_id.is_some() {
+                    "AWS_CLOUDHSM"
+                } else {
+                    "AWS_KMS"
+                }
+                .into()
+            }),
         );
+        if let Some(id) = &request.custom_key_store_id {
+            call.param("customKeyStoreId", id.as_str());
+        }
         self.audited(caller, call, |call| {
         let description = request.description.unwrap_or_default();
         check_description(&description)?;
@@ -74,20 +84,36 @@ impl KeyStore {
                 "KeyUsage {key_usage} is not compatible with KeySpec SYMMETRIC_DEFAULT"
             )));
         }
-        let origin = request.origin.unwrap_or_else(|| "AWS_KMS".to_owned());
-        if origin != "AWS_KMS" {
-            return Err(KmsError::UnsupportedOperation(format!(
-                "Origin {origin} is not supported yet; keys are generated in the HSM cluster (AWS_KMS)."
-            )));
+        let origin = request.origin.unwrap_or_else(|| {
+            if request.custom_key_store_id.is_some() { "AWS_CLOUDHSM" } else { "AWS_KMS" }.to_owned()
+        });
+        match (origin.as_str(), &request.custom_key_store_id) {
+            ("AWS_KMS", None) | ("AWS_CLOUDHSM", Some(_)) => {}
+            ("AWS_CLOUDHSM", None) => {
+                return Err(KmsError::Validation(
+                    "A key of origin AWS_CLOUDHSM needs a CustomKeyStoreId.".into(),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "Origin {origin} cannot be used with a custom key store; use AWS_CLOUDHSM."
+                )));
+            }
+            _ => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "Origin {origin} is not supported yet; keys are generated in the HSM cluster (AWS_KMS)."
+                )));
+            }
         }
         if request.multi_region == Some(true) {
             return Err(KmsError::UnsupportedOperation(
                 "Multi-Region keys are not supported.".into(),
             ));
         }
-        if request.custom_key_store_id.is_some() {
-            return Err(KmsError::CustomKeyStoreNotFound(String::new()));
-        }
+        let cluster = match &request.custom_key_store_id {
+            Some(id) => self.connected_store(caller, id)?.name().to_owned(),
+            None => self.cluster.name().to_owned(),
+        };
         let tags = validate_tags(&request.tags, &BTreeMap::new())?;
 
         let key_id = KeyId::new_random();
@@ -96,7 +122,8 @@ impl KeyStore {
             key_id: key_id.to_string(),
             account_id: caller.scope.account_id().to_owned(),
             region: caller.scope.region().to_owned(),
-            cluster: self.cluster.name().to_owned(),
+            cluster,
+            custom_key_store_id: request.custom_key_store_id,
             creation_date: now,
             description,
             key_usage,
@@ -142,11 +169,12 @@ impl KeyStore {
         let material = MaterialId::new(record.key_id.clone(), version);
         let in_flight = InFlight::new(self, material.to_string());
         let intent_key = material.to_string().into_bytes();
+        let cluster = self.cluster_of(record)?;
         let intent = IntentRecord {
             kind: IntentKind::CreateMaterial,
             key_id: record.key_id.clone(),
             version,
-            cluster: self.cluster.name().to_owned(),
+            cluster: cluster.name().to_owned(),
             created: self.now(),
         };
         let mut begin = Batch::new();
@@ -157,7 +185,7 @@ impl KeyStore {
             .map_err(|c| KmsError::KmsInternal(c.to_string()))?;
         crate::fault::crash_point("create-material:before-hsm");
 
-        match self.cluster.create_key(&material, &record.arn()) {
+        match cluster.create_key(&material, &record.arn()) {
             Ok(()) => {}
             Err(error) => {
                 // The cluster rolled its copies back unless it says otherwise; only then is the
@@ -475,6 +503,11 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
         key_state: record.state.as_str().to_owned(),
         deletion_date: record.deletion_date.map(to_epoch_seconds),
         origin: record.origin.clone(),
+        custom_key_store_id: record.custom_key_store_id.clone(),
+        cloud_hsm_cluster_id: record
+            .custom_key_store_id
+            .as_ref()
+            .map(|_| record.cluster.clone()),
         key_manager: "CUSTOMER".to_owned(),
         customer_master_key_spec: record.key_spec.clone(),
         key_spec: record.key_spec.clone(),

@@ -152,10 +152,10 @@ impl KeyStore {
     /// removes the key and its aliases in one batch. Returns the members still pending.
     fn delete_key_now(&self, key: &KeyRecord) -> Result<Vec<String>, KmsError> {
         let mut pending = BTreeSet::new();
+        let cluster = self.cluster_of(key)?;
         for material in &key.materials {
-            let report = self
-                .cluster
-                .destroy_key(&MaterialId::new(key.key_id.clone(), material.version));
+            let report =
+                cluster.destroy_key(&MaterialId::new(key.key_id.clone(), material.version));
             pending.extend(report.pending.into_iter().map(|error| error.member));
         }
         let pending: Vec<String> = pending.into_iter().collect();

@@ -6,6 +6,7 @@
 mod aliases;
 pub mod api;
 mod crypto_ops;
+mod custom_key_stores;
 mod lifecycle;
 mod maintenance;
 mod rotation;
@@ -27,9 +28,11 @@ use crate::config::Config;
 use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord};
+use crate::keys::state::KeyState;
 use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
 
 pub use crate::caller::Caller;
+pub use custom_key_stores::ConnectionState;
 pub use maintenance::{Inconsistency, MaintenanceReport};
 
 /// Why a key store could not be opened.
@@ -54,6 +57,8 @@ pub struct KeyStore {
     audit: Arc<AuditLog>,
     /// Declared after `audit`, so on drop the trail is flushed before the alarms' last pass.
     alarms: Option<AlarmDispatcher>,
+    /// The custom key stores and their open clusters.
+    custom: Arc<custom_key_stores::CustomKeyStores>,
     /// Key records read since start, with their store revision; dropped on every write.
     cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
     /// Serialises read-modify-write cycles of metadata.
@@ -90,7 +95,8 @@ impl KeyStore {
             Box::new(store),
             Arc::new(SystemClock),
             config.audit.clone(),
-        )?;
+        )?
+        .with_clusters(&config.clusters);
         keystore.start_alarms(alarms)?;
         Ok(keystore)
     }
@@ -149,6 +155,11 @@ impl KeyStore {
         for member in cluster.members() {
             member.set_health_listener(health.clone());
         }
+        let custom = Arc::new(custom_key_stores::CustomKeyStores::new(
+            cluster.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
         let mut keystore = KeyStore {
             scope,
             cluster,
@@ -156,6 +167,7 @@ impl KeyStore {
             clock,
             audit,
             alarms: None,
+            custom,
             cache: RwLock::new(HashMap::new()),
             writes: Mutex::new(()),
             creating: Mutex::new(std::collections::HashSet::new()),
@@ -239,21 +251,53 @@ impl KeyStore {
         }
     }
 
-    /// A key record by id (cached).
+    /// A key record by id (cached), in its effective state: a key of a custom key store that
+    /// is not connected reads as Unavailable (its record keeps its own state).
     fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
-        if let Some((record, _)) = read(&self.cache).get(key_id) {
-            return Ok(Some(record.clone()));
-        }
-        let Some(found) = self
-            .store
-            .get(Table::Keys, key_id.as_bytes())
-            .map_err(internal)?
-        else {
-            return Ok(None);
+        let cached = read(&self.cache)
+            .get(key_id)
+            .map(|(record, _)| record.clone());
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let Some(found) = self
+                    .store
+                    .get(Table::Keys, key_id.as_bytes())
+                    .map_err(internal)?
+                else {
+                    return Ok(None);
+                };
+                let record: Arc<KeyRecord> = Arc::new(decode(&found.payload)?);
+                write(&self.cache).insert(key_id.to_owned(), (record.clone(), found.revision));
+                record
+            }
         };
-        let record: Arc<KeyRecord> = Arc::new(decode(&found.payload)?);
-        write(&self.cache).insert(key_id.to_owned(), (record.clone(), found.revision));
-        Ok(Some(record))
+        Ok(Some(self.effective(record)))
+    }
+
+    fn effective(&self, record: Arc<KeyRecord>) -> Arc<KeyRecord> {
+        let unavailable = matches!(record.state, KeyState::Enabled | KeyState::Disabled)
+            && record
+                .custom_key_store_id
+                .as_ref()
+                .is_some_and(|id| self.custom.connected(id).is_none());
+        if !unavailable {
+            return record;
+        }
+        let mut record = KeyRecord::clone(&record);
+        record.state = KeyState::Unavailable;
+        Arc::new(record)
+    }
+
+    /// The cluster that holds a key's material: the default one, or its custom key store's
+    /// while that is connected.
+    fn cluster_of(&self, record: &KeyRecord) -> Result<Arc<Cluster>, KmsError> {
+        match &record.custom_key_store_id {
+            None => Ok(self.cluster.clone()),
+            Some(id) => self.custom.connected(id).ok_or_else(|| {
+                KmsError::KmsInvalidState(format!("{} is unavailable.", record.arn()))
+            }),
+        }
     }
 
     /// Resolves a key id, key ARN, alias name or alias ARN in the caller's scope.

@@ -72,6 +72,24 @@ pub fn dispatch(
         }),
         "RotateKeyOnDemand" => call(body, &["KeyId"], |r| store.rotate_key_on_demand(caller, r)),
         "ListKeyRotations" => call(body, &["KeyId"], |r| store.list_key_rotations(caller, r)),
+        "CreateCustomKeyStore" => call(body, &["CustomKeyStoreName"], |r| {
+            store.create_custom_key_store(caller, r)
+        }),
+        "DescribeCustomKeyStores" => {
+            call(body, &[], |r| store.describe_custom_key_stores(caller, r))
+        }
+        "ConnectCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+            store.connect_custom_key_store(caller, r)
+        }),
+        "DisconnectCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+            store.disconnect_custom_key_store(caller, r)
+        }),
+        "UpdateCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+            store.update_custom_key_store(caller, r)
+        }),
+        "DeleteCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+            store.delete_custom_key_store(caller, r)
+        }),
         _ => Err(KmsError::UnknownOperation(String::new())),
     }
 }

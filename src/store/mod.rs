@@ -29,17 +29,20 @@ pub enum Table {
     Audit,
     /// MACed checkpoints of the audit trail, by sequence number.
     AuditCheckpoints,
+    /// Custom key stores by id (their passwords only sealed inside the HSMs).
+    CustomKeyStores,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Keys,
         Table::Aliases,
         Table::Intents,
         Table::Meta,
         Table::Audit,
         Table::AuditCheckpoints,
+        Table::CustomKeyStores,
     ];
 
     /// The table's stable on-disk name.
@@ -51,6 +54,7 @@ impl Table {
             Table::Meta => "meta",
             Table::Audit => "audit",
             Table::AuditCheckpoints => "audit-checkpoints",
+            Table::CustomKeyStores => "custom-key-stores",
         }
     }
 }

@@ -1,0 +1,160 @@
+//! Encrypt throughput of the key store with its audit trail on versus off, in one run on the
+//! same SoftHSM2 tokens (goal: on / off ≥ 0.8). Two key stores share one throw-away
+//! two-member cluster, each with its own sled directory: one records every call (events of
+//! crypto calls are group-committed), the other records nothing. They take turns in 100 ms
+//! slices so that load from elsewhere hits both alike; the figures are medians of five rounds
+//! and are printed, never asserted.
+//!
+//! Run: `cargo bench --bench audit` (`HSM_KMS_BENCH_SECS` sets seconds per case and round).
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hsm_kms::audit::log::AuditSettings;
+use hsm_kms::clock::SystemClock;
+use hsm_kms::cluster::Cluster;
+use hsm_kms::config::Config;
+use hsm_kms::ids::Scope;
+use hsm_kms::keystore::api::{CreateKeyRequest, EncryptRequest};
+use hsm_kms::keystore::{Caller, KeyStore};
+use hsm_kms::store::SledStore;
+use secrecy::SecretSlice;
+
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+const ROUNDS: usize = 5;
+const SLICE: Duration = Duration::from_millis(100);
+
+/// One key store and the key it encrypts under.
+struct Side {
+    store: KeyStore,
+    caller: Caller,
+    key_id: String,
+    calls: u64,
+    busy: Duration,
+}
+
+impl Side {
+    fn open(config: &Config, data_dir: PathBuf, audit: AuditSettings) -> Res<Side> {
+        let cluster = Cluster::open(&config.default_cluster, config.default_cluster()?)?;
+        let scope = Scope::new(&config.service.region, &config.service.account_id)?;
+        let metadata = SledStore::open(data_dir)?;
+        let store = KeyStore::with_parts(
+            scope,
+            cluster,
+            Box::new(metadata),
+            Arc::new(SystemClock),
+            audit,
+        )?;
+        let caller = Caller::local(store.scope());
+        let key_id = store
+            .create_key(&caller, CreateKeyRequest::default())?
+            .key_metadata
+            .key_id;
+        Ok(Side {
+            store,
+            caller,
+            key_id,
+            calls: 0,
+            busy: Duration::ZERO,
+        })
+    }
+
+    fn slice(&mut self) -> Res<()> {
+        let started = Instant::now();
+        while started.elapsed() < SLICE {
+            self.store.encrypt(
+                &self.caller,
+                EncryptRequest {
+                    key_id: self.key_id.clone(),
+                    plaintext: SecretSlice::from(vec![0x5a; 32]),
+                    ..Default::default()
+                },
+            )?;
+            self.calls += 1;
+        }
+        self.busy += started.elapsed();
+        Ok(())
+    }
+
+    fn rate(&mut self) -> f64 {
+        let rate = self.calls as f64 / self.busy.as_secs_f64();
+        self.calls = 0;
+        self.busy = Duration::ZERO;
+        rate
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() -> Res<()> {
+    let seconds: u64 = std::env::var("HSM_KMS_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let dir = tempfile::tempdir()?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
+    let made = Command::new("bash")
+        .arg(script)
+        .arg(dir.path())
+        .arg("2")
+        .output()?;
+    if !made.status.success() {
+        return Err(String::from_utf8_lossy(&made.stderr).into_owned().into());
+    }
+    let config = Config::load(&dir.path().join("hsm-kms.toml"))?;
+    drop(Cluster::init(
+        &config.default_cluster,
+        config.default_cluster()?,
+    )?);
+
+    let mut on = Side::open(
+        &config,
+        dir.path().join("audit-on"),
+        AuditSettings::default(),
+    )?;
+    let off_settings = AuditSettings {
+        enabled: false,
+        ..AuditSettings::default()
+    };
+    let mut off = Side::open(&config, dir.path().join("audit-off"), off_settings)?;
+    for _ in 0..3 {
+        on.slice()?;
+        off.slice()?;
+    }
+    on.rate();
+    off.rate();
+
+    let (mut on_rates, mut off_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let slices = (seconds * 1000 / SLICE.as_millis() as u64).max(1);
+        for _ in 0..slices {
+            on.slice()?;
+            off.slice()?;
+        }
+        let (a, b) = (on.rate(), off.rate());
+        on_rates.push(a);
+        off_rates.push(b);
+        ratios.push(a / b);
+    }
+    let ratio = median(&mut ratios);
+    println!(
+        "Encrypt 32 B, audit trail on vs off (same tokens, alternating {} ms slices, median of {ROUNDS} rounds)",
+        SLICE.as_millis()
+    );
+    println!("  audit on : {:>9.0} calls/s", median(&mut on_rates));
+    println!("  audit off: {:>9.0} calls/s", median(&mut off_rates));
+    println!(
+        "  on / off : {ratio:>9.3}   (goal >= 0.80: {})",
+        if ratio >= 0.8 { "met" } else { "NOT met" }
+    );
+    on.store.shutdown();
+    off.store.shutdown();
+    Ok(())
+}
