@@ -43,6 +43,9 @@ pub struct Config {
     /// How the audit trail commits and seals.
     #[serde(default)]
     pub audit: crate::audit::log::AuditSettings,
+    /// Alarms on the audit trail; two built-in ones are on unless turned off.
+    #[serde(default)]
+    pub alarms: crate::audit::alarm::AlarmsConfig,
     /// The HTTP endpoint of `hsm-kms serve`.
     #[serde(default)]
     pub server: crate::server::ServerConfig,
@@ -209,6 +212,9 @@ impl Config {
                 .validate()
                 .map_err(|reason| ConfigError::Invalid(format!("cluster {name:?}: {reason}")))?;
         }
+        self.alarms
+            .alarms(&self.service.data_dir)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

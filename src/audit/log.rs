@@ -190,6 +190,8 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     committed: Condvar,
+    /// Told after every commit of events (the alarm dispatcher).
+    on_commit: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 #[derive(Default)]
@@ -221,6 +223,7 @@ impl AuditLog {
             }),
             wake: Condvar::new(),
             committed: Condvar::new(),
+            on_commit: Mutex::new(None),
         });
         let worker = shared.clone();
         let writer = std::thread::Builder::new()
@@ -268,6 +271,15 @@ impl AuditLog {
             Some(failure) => Err(failure.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Calls `listener` after every commit of events (replacing any earlier listener).
+    pub fn on_commit(&self, listener: Arc<dyn Fn() + Send + Sync>) {
+        *self
+            .shared
+            .on_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(listener);
     }
 
     /// Flushes everything queued, seals a checkpoint and stops the writer.
@@ -346,6 +358,14 @@ impl Shared {
                 self.committed.notify_all();
                 drop(queue);
                 since_checkpoint += count;
+                let listener = self
+                    .on_commit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(listener) = listener {
+                    listener();
+                }
             }
             if since_checkpoint >= self.settings.checkpoint_every
                 || (stopping && since_checkpoint > 0)

@@ -3,7 +3,10 @@
 //! with CloudWatch Logs filter patterns, verified end to end, and watched by alarms. Events
 //! never hold a plaintext, data key or ciphertext body.
 
+pub mod alarm;
 pub mod checkpoint;
+pub mod delivery;
+pub mod dispatcher;
 pub mod event;
 pub mod filter;
 pub mod log;

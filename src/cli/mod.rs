@@ -6,6 +6,7 @@
 //! the key store cannot be opened. Operator commands (`cluster`, `maintenance`) exit 1 on
 //! failure. Usage errors exit 2.
 
+mod audit;
 mod cluster;
 mod kms;
 mod maintenance;
@@ -67,6 +68,9 @@ enum Command {
     /// Operate the HSM cluster: ceremonies, preflight and health.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Query, export and verify the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Run the key store's background work by hand.
     #[command(subcommand)]
     Maintenance(maintenance::MaintenanceCommand),
@@ -99,6 +103,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Cluster(command) => cluster::run(&config, command),
+        Command::Audit(command) => audit::run(&config, command),
         Command::Maintenance(command) => maintenance::run(&config, &cli.globals, command),
         Command::Kms(command) => Ok(kms::run(&config, &cli.globals, command)),
         Command::Serve { listen } => crate::server::serve(&config, listen)

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::audit::alarm::Alarm;
 use crate::audit::checkpoint::ClusterSealer;
+use crate::audit::dispatcher::AlarmDispatcher;
 use crate::audit::event::Call;
 use crate::audit::log::{AuditLog, AuditSettings};
 use crate::clock::{Clock, SystemClock};
@@ -53,6 +55,8 @@ pub struct KeyStore {
     store: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
     audit: Arc<AuditLog>,
+    /// Declared after `audit`, so on drop the trail is flushed before the alarms' last pass.
+    alarms: Option<AlarmDispatcher>,
     /// The custom key stores and their open clusters.
     custom: Arc<custom_key_stores::CustomKeyStores>,
     /// Key records read since start, with their store revision; dropped on every write.
@@ -66,7 +70,7 @@ pub struct KeyStore {
 
 impl KeyStore {
     /// Opens the default cluster (running its preflight) and the metadata store in the
-    /// config's data directory.
+    /// config's data directory, and starts the configured alarms.
     pub fn open(config: &Config) -> Result<KeyStore, OpenError> {
         let cluster_config = config
             .default_cluster()
@@ -81,14 +85,33 @@ impl KeyStore {
         let store = SledStore::open(&config.service.data_dir)?;
         let scope = Scope::new(&config.service.region, &config.service.account_id)
             .map_err(|e| OpenError::Config(e.message().to_owned()))?;
-        Ok(KeyStore::with_parts(
+        let alarms = config
+            .alarms
+            .alarms(&config.service.data_dir)
+            .map_err(OpenError::Config)?;
+        let mut keystore = KeyStore::with_parts(
             scope,
             cluster,
             Box::new(store),
             Arc::new(SystemClock),
             config.audit.clone(),
         )?
-        .with_clusters(&config.clusters))
+        .with_clusters(&config.clusters);
+        keystore.start_alarms(alarms)?;
+        Ok(keystore)
+    }
+
+    /// Starts delivering `alarms` from the audit trail (replacing alarms started before).
+    /// [`KeyStore::open`] and [`KeyStore::open_with_cluster`] do this with the config's
+    /// alarms; [`KeyStore::with_parts`] starts none.
+    pub fn start_alarms(&mut self, alarms: Vec<Alarm>) -> Result<(), StoreError> {
+        if let Some(running) = self.alarms.take() {
+            running.shutdown();
+        }
+        let dispatcher = AlarmDispatcher::start(self.store.clone(), alarms)?;
+        self.audit.on_commit(dispatcher.notifier());
+        self.alarms = Some(dispatcher);
+        Ok(())
     }
 
     /// Assembles a key store from its parts (tests inject a manual clock here) and starts its
@@ -143,6 +166,7 @@ impl KeyStore {
             store,
             clock,
             audit,
+            alarms: None,
             custom,
             cache: RwLock::new(HashMap::new()),
             writes: Mutex::new(()),
@@ -166,9 +190,13 @@ impl KeyStore {
         &self.cluster
     }
 
-    /// Flushes the audit trail and seals a final checkpoint.
+    /// Flushes the audit trail, seals a final checkpoint, and stops the alarms after a last
+    /// delivery attempt for the events committed so far.
     pub fn shutdown(&self) {
         self.audit.shutdown();
+        if let Some(alarms) = &self.alarms {
+            alarms.shutdown();
+        }
     }
 
     /// Inconsistencies between HSM and metadata found when the store opened.
