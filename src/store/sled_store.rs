@@ -19,12 +19,26 @@ pub struct SledStore {
     trees: Vec<sled::Tree>,
 }
 
+/// How long opening waits for another process's lock to go away.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`; [`StoreError::Locked`] if another
     /// process holds it.
+    ///
+    /// sled releases its file lock a moment after the last handle of a closing process is
+    /// dropped, so a held store is retried for up to [`LOCK_GRACE`] before giving up.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        let db = sled::open(dir).map_err(|err| open_error(dir, err))?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::open(dir).map_err(|err| open_error(dir, err)) {
+                Err(StoreError::Locked { .. }) if started.elapsed() < LOCK_GRACE => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         let trees = Table::ALL
             .iter()
             .map(|table| db.open_tree(table.name()))
