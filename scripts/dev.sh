@@ -23,7 +23,7 @@ config=$dir/hsm-kms.toml
 if [[ -f $config ]]; then
     hsmkms_log "using the existing cluster in $dir"
 else
-    "$script_dir/softhsm-cluster.sh" "$dir" 2
+    "$script_dir/softhsm-cluster.sh" "$dir" 2 >&2
 fi
 dir=$(cd -- "$dir" && pwd -P)
 config=$dir/hsm-kms.toml
