@@ -26,14 +26,32 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     fi
 fi
 
-# --- Further set-up steps (for example a Python venv for SDK tests) go here, -------
-# --- each as its own numbered block before the test run. ---------------------------
+# --- Step 3: Python venv for the real-client tests ---------------------------------
+# .venv at the top of the repo (ignored by git) holds the pinned AWS clients of
+# tests/clients/requirements.txt; it is reinstalled only when that file changes.
+requirements=tests/clients/requirements.txt
+stamp=.venv/requirements.sha256
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        hsmkms_apt_install python3 python3-venv
+    fi
+    hsmkms_log "creating .venv with the pinned AWS clients"
+    rm -rf .venv
+    python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    printf '%s\n' "$want" >"$stamp"
+fi
 
 # --- Last step: run the tests -------------------------------------------------------
-# Doctests first (nextest does not run them), so the main run's summary closes the output.
+# Doctests first (nextest does not run them), then the crate's tests, then the AWS SDK
+# for Rust client test (behind its cargo feature), then the Python clients. Each step
+# stops the script when it fails.
 cargo test --doc
 if [[ $runner == nextest ]]; then
     cargo nextest run --all-targets "$@"
 else
     cargo test --all-targets "$@"
 fi
+cargo test --features aws-sdk-tests --test aws_sdk
+.venv/bin/python -m pytest tests/clients

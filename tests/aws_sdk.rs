@@ -1,0 +1,243 @@
+//! The AWS SDK for Rust (`aws-sdk-kms`) against a real `hsm-kms serve` over a two-member
+//! SoftHSM2 cluster: the binary is spawned on a free loopback port, the client is pointed at
+//! it with `endpoint_url` and signs with the development credential from the cluster's
+//! shared-credentials file. Behind the `aws-sdk-tests` feature, so default builds skip the
+//! SDK: `cargo test --features aws-sdk-tests --test aws_sdk`.
+#![cfg(feature = "aws-sdk-tests")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::Client;
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::error::SdkError;
+use aws_sdk_kms::operation::encrypt::EncryptError;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::DataKeySpec;
+use aws_smithy_http_client::tls;
+use common::TestCluster;
+
+/// `hsm-kms serve` as a child process; SIGTERM on drop unless stopped.
+struct Server {
+    child: Option<Child>,
+    address: String,
+}
+
+impl Server {
+    fn start(cluster: &TestCluster) -> Server {
+        let init = cluster.cli(&["cluster", "init"]);
+        assert!(init.status.success(), "{init:?}");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_hsm-kms"))
+            .arg("--config")
+            .arg(cluster.path("hsm-kms.toml"))
+            .args(["serve", "--listen", &address])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut server = Server {
+            child: Some(child),
+            address,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "hsm-kms serve exited: {exited:?}");
+            if let Ok(mut stream) = TcpStream::connect(&self.address) {
+                let request = format!(
+                    "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    self.address
+                );
+                let mut answer = String::new();
+                if stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_to_string(&mut answer).is_ok()
+                    && answer.starts_with("HTTP/1.1 200")
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("hsm-kms serve did not become healthy within 60 s");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("hsm-kms serve did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The access key and secret of profile `hsm-kms` in the shared-credentials file.
+fn dev_credentials(cluster: &TestCluster) -> Credentials {
+    let text = std::fs::read_to_string(cluster.path("credentials")).unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .find(|(key, _)| key.trim() == name)
+            .map(|(_, value)| value.trim().to_owned())
+            .unwrap()
+    };
+    Credentials::new(
+        value("aws_access_key_id"),
+        value("aws_secret_access_key"),
+        None,
+        None,
+        "hsm-kms shared-credentials file",
+    )
+}
+
+fn client(server: &Server, credentials: Credentials) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://{}", server.address))
+        .credentials_provider(credentials)
+        .http_client(http)
+        .build();
+    Client::from_conf(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_creates_encrypts_decrypts_and_sees_typed_errors() {
+    let cluster = TestCluster::new(2);
+    let mut server = Server::start(&cluster);
+    let kms = client(&server, dev_credentials(&cluster));
+
+    let created = kms
+        .create_key()
+        .description("aws-sdk-kms")
+        .send()
+        .await
+        .unwrap();
+    let metadata = created.key_metadata().unwrap();
+    let key_id = metadata.key_id().to_owned();
+    let arn = metadata.arn().unwrap().to_owned();
+    assert_eq!(
+        arn,
+        format!("arn:aws:kms:us-east-1:111122223333:key/{key_id}")
+    );
+    assert!(metadata.creation_date().unwrap().secs() > 1_700_000_000);
+
+    let encrypted = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(Blob::new(b"from rust".as_slice()))
+        .encryption_context("purpose", "sdk")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(encrypted.key_id(), Some(arn.as_str()));
+    let blob = encrypted.ciphertext_blob().unwrap().clone();
+    let decrypted = kms
+        .decrypt()
+        .ciphertext_blob(blob)
+        .encryption_context("purpose", "sdk")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decrypted.plaintext().unwrap().as_ref(), b"from rust");
+    assert_eq!(decrypted.key_id(), Some(arn.as_str()));
+
+    let data_key = kms
+        .generate_data_key()
+        .key_id(&arn)
+        .key_spec(DataKeySpec::Aes256)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(data_key.plaintext().unwrap().as_ref().len(), 32);
+    let opened = kms
+        .decrypt()
+        .ciphertext_blob(data_key.ciphertext_blob().unwrap().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.plaintext(), data_key.plaintext());
+
+    let listed = kms.list_keys().send().await.unwrap();
+    assert!(
+        listed
+            .keys()
+            .iter()
+            .any(|entry| entry.key_arn() == Some(arn.as_str()))
+    );
+
+    kms.disable_key().key_id(&key_id).send().await.unwrap();
+    let refused = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(Blob::new(b"x".as_slice()))
+        .send()
+        .await
+        .unwrap_err();
+    let SdkError::ServiceError(service_error) = &refused else {
+        panic!("expected a service error, got {refused:?}");
+    };
+    let EncryptError::DisabledException(disabled) = service_error.err() else {
+        panic!("expected DisabledException, got {:?}", service_error.err());
+    };
+    assert_eq!(
+        disabled.message(),
+        Some(format!("{arn} is disabled.").as_str())
+    );
+    assert_eq!(service_error.raw().status().as_u16(), 400);
+
+    let mut wrong = dev_credentials(&cluster);
+    wrong = Credentials::new(wrong.access_key_id(), "not the secret", None, None, "wrong");
+    let unsigned = client(&server, wrong).list_keys().send().await.unwrap_err();
+    let SdkError::ServiceError(service_error) = &unsigned else {
+        panic!("expected a service error, got {unsigned:?}");
+    };
+    assert_eq!(
+        aws_sdk_kms::error::ProvideErrorMetadata::code(service_error.err()),
+        Some("InvalidSignatureException")
+    );
+
+    assert!(server.stop().success());
+}

@@ -1,0 +1,149 @@
+"""A real `hsm-kms serve` for the client tests: one per test session.
+
+The session fixture builds the binary, makes a two-member SoftHSM2 cluster in a temporary
+directory with scripts/softhsm-cluster.sh, runs `cluster init`, starts the server on a free
+loopback port and waits for `GET /healthz` to answer 200. At the end it sends SIGTERM and
+asserts that the server exits 0 within 30 seconds. The clients read the development
+credential from the cluster's shared-credentials file (profile `hsm-kms`), as a user would.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import botocore.config
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "111122223333"
+PROFILE = "hsm-kms"
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """Where the server listens and how to sign requests for it."""
+
+    endpoint: str
+    credentials_file: Path
+    config: Path
+    access_key: str
+    secret_key: str
+    log: Path
+
+    def key_arn(self, key_id: str) -> str:
+        return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key_id}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(endpoint: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"hsm-kms serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if requests.get(f"{endpoint}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"hsm-kms serve did not become healthy within 60 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
+    subprocess.run(["cargo", "build", "--bin", "hsm-kms"], cwd=REPO, check=True)
+    binary = REPO / "target" / "debug" / "hsm-kms"
+
+    work = tmp_path_factory.mktemp("hsm-kms")
+    cluster = work / "cluster"
+    subprocess.run([REPO / "scripts" / "softhsm-cluster.sh", cluster, "2"], check=True)
+    config = cluster / "hsm-kms.toml"
+    subprocess.run([binary, "--config", config, "cluster", "init"], check=True)
+
+    credentials_file = cluster / "credentials"
+    parser = configparser.ConfigParser()
+    parser.read(credentials_file)
+    profile = parser[PROFILE]
+
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    log = work / "serve.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [binary, "--config", config, "serve", "--listen", endpoint.removeprefix("http://")],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_healthy(endpoint, process, log)
+        yield Server(
+            endpoint=endpoint,
+            credentials_file=credentials_file,
+            config=config,
+            access_key=profile["aws_access_key_id"],
+            secret_key=profile["aws_secret_access_key"],
+            log=log,
+        )
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"hsm-kms serve did not exit within 30 s of SIGTERM:\n{log.read_text()}")
+        assert code == 0, f"hsm-kms serve exited with {code}:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def aws_env(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment a user of the AWS tools sets: the credentials file, the profile and
+    the region; no other AWS setting of this machine leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(server.credentials_file),
+        AWS_CONFIG_FILE=str(tmp_path_factory.mktemp("aws") / "config"),
+        AWS_PROFILE=PROFILE,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def session(aws_env: dict[str, str]) -> boto3.Session:
+    """A boto3 session reading the profile from the cluster's credentials file."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(aws_env)
+    try:
+        yield boto3.Session(profile_name=PROFILE, region_name=REGION)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def kms(server: Server, session: boto3.Session):
+    """A boto3 KMS client pointed at the server; no retries, so each call is one request."""
+    return session.client(
+        "kms",
+        endpoint_url=server.endpoint,
+        config=botocore.config.Config(retries={"total_max_attempts": 1}),
+    )

@@ -1,0 +1,132 @@
+"""The AWS CLI v1 (the venv's `aws`) against `hsm-kms serve`, configured only by the
+cluster's shared-credentials file, the profile, the region and `--endpoint-url`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ACCOUNT, PROFILE, REGION
+
+AWS = Path(sys.executable).with_name("aws")
+
+
+@pytest.fixture(scope="module")
+def aws(server, aws_env):
+    """Runs `aws --profile hsm-kms --region ... --endpoint-url ... kms ARGS`."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [AWS, "--profile", PROFILE, "--region", REGION, "--endpoint-url", server.endpoint, "kms", *args],
+            env=aws_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return run
+
+
+def ok(process: subprocess.CompletedProcess) -> dict:
+    assert process.returncode == 0, process.stderr
+    return json.loads(process.stdout) if process.stdout.strip() else {}
+
+
+def text(process: subprocess.CompletedProcess) -> str:
+    assert process.returncode == 0, process.stderr
+    return process.stdout.strip()
+
+
+def test_key_alias_file_round_trip_and_deletion(aws, tmp_path):
+    key = ok(aws("create-key", "--description", "from the aws cli"))["KeyMetadata"]
+    arn = key["Arn"]
+    assert arn == f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key['KeyId']}"
+    assert ok(aws("create-alias", "--alias-name", "alias/cli-test", "--target-key-id", key["KeyId"])) == {}
+    aliases = ok(aws("list-aliases", "--key-id", key["KeyId"]))["Aliases"]
+    assert [a["AliasName"] for a in aliases] == ["alias/cli-test"]
+    assert any(k["KeyId"] == key["KeyId"] for k in ok(aws("list-keys"))["Keys"])
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(os.urandom(3000) + b"\x00\n\r\xff")
+    # The CLI prints blobs in base64; decoding them into files is what its docs show.
+    sealed = tmp_path / "secret.enc"
+    sealed.write_bytes(
+        base64.b64decode(
+            text(
+                aws(
+                    "encrypt", "--key-id", "alias/cli-test", "--plaintext", f"fileb://{secret}",
+                    "--encryption-context", "purpose=test",
+                    "--output", "text", "--query", "CiphertextBlob",
+                )
+            )
+        )
+    )
+    opened = tmp_path / "secret.out"
+    opened.write_bytes(
+        base64.b64decode(
+            text(
+                aws(
+                    "decrypt", "--ciphertext-blob", f"fileb://{sealed}",
+                    "--encryption-context", "purpose=test",
+                    "--output", "text", "--query", "Plaintext",
+                )
+            )
+        )
+    )
+    assert opened.read_bytes() == secret.read_bytes()
+    decrypted = ok(
+        aws("decrypt", "--ciphertext-blob", f"fileb://{sealed}", "--encryption-context", "purpose=test")
+    )
+    assert decrypted["KeyId"] == arn
+
+    scheduled = ok(aws("schedule-key-deletion", "--key-id", key["KeyId"], "--pending-window-in-days", "7"))
+    assert scheduled["KeyId"] == arn
+    assert scheduled["KeyState"] == "PendingDeletion"
+    assert scheduled["PendingWindowInDays"] == 7
+
+    refused = aws("encrypt", "--key-id", "alias/cli-test", "--plaintext", f"fileb://{secret}")
+    assert refused.returncode == 255
+    assert (
+        f"An error occurred (KMSInvalidStateException) when calling the Encrypt operation: "
+        f"{arn} is pending deletion." in refused.stderr
+    )
+
+
+def test_errors_exit_non_zero_with_the_aws_message(aws):
+    missing = aws("describe-key", "--key-id", "alias/cli-never-created")
+    assert missing.returncode == 255
+    assert (
+        "An error occurred (NotFoundException) when calling the DescribeKey operation: "
+        f"Alias arn:aws:kms:{REGION}:{ACCOUNT}:alias/cli-never-created is not found."
+    ) in missing.stderr
+
+    key = ok(aws("create-key"))["KeyMetadata"]
+    assert ok(aws("disable-key", "--key-id", key["KeyId"])) == {}
+    disabled = aws("generate-data-key", "--key-id", key["KeyId"], "--key-spec", "AES_256")
+    assert disabled.returncode == 255
+    assert (
+        "An error occurred (DisabledException) when calling the GenerateDataKey operation: "
+        f"{key['Arn']} is disabled."
+    ) in disabled.stderr
+
+
+def test_wrong_secret_is_refused(aws, server, aws_env, tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[{PROFILE}]\naws_access_key_id = {server.access_key}\naws_secret_access_key = wrong\n"
+    )
+    refused = subprocess.run(
+        [AWS, "--profile", PROFILE, "--region", REGION, "--endpoint-url", server.endpoint, "kms", "list-keys"],
+        env={**aws_env, "AWS_SHARED_CREDENTIALS_FILE": str(credentials)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 255
+    assert "An error occurred (InvalidSignatureException) when calling the ListKeys operation" in refused.stderr
