@@ -49,9 +49,9 @@ fi
 # stops the script when it fails.
 cargo test --doc
 if [[ $runner == nextest ]]; then
-    cargo nextest run --all-targets "$@"
+    cargo nextest run --lib --bins --tests "$@"
 else
-    cargo test --all-targets "$@"
+    cargo test --lib --bins --tests "$@"
 fi
 cargo test --features aws-sdk-tests --test aws_sdk
 .venv/bin/python -m pytest tests/clients

@@ -255,7 +255,12 @@ impl AuditLog {
         if durable {
             queue.durable_waiting += 1;
         }
-        self.shared.wake.notify_one();
+        // The writer sleeps without a deadline only while the queue is empty; otherwise it
+        // wakes by itself when the group-commit window closes. Wake it only when it must act.
+        let pending = queue.pending.len();
+        if durable || pending == 1 || pending >= self.shared.settings.group_commit_events {
+            self.shared.wake.notify_one();
+        }
         if !durable {
             return Ok(());
         }
