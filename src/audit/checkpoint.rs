@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::log::{Head, hex_bytes};
-use crate::cluster::{Cluster, MaterialId};
-use crate::hsm::Gcm;
+use crate::cluster::Cluster;
 
 /// The HSM key that seals checkpoints (an internal key: no key record names it).
 pub const AUDIT_KEY_ID: &str = "hsm-kms-audit";
@@ -78,7 +77,7 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Seals with the cluster's audit key, creating it on first use.
+/// Seals with the cluster's audit key, an internal key created on first use.
 pub struct ClusterSealer {
     cluster: Arc<Cluster>,
 }
@@ -88,51 +87,21 @@ impl ClusterSealer {
     pub fn new(cluster: Arc<Cluster>) -> ClusterSealer {
         ClusterSealer { cluster }
     }
-
-    fn material() -> MaterialId {
-        MaterialId::new(AUDIT_KEY_ID, 1)
-    }
-
-    fn create_if_missing(&self) -> Result<(), String> {
-        let material = ClusterSealer::material();
-        let present = self
-            .cluster
-            .members()
-            .iter()
-            .filter(|m| m.is_up())
-            .any(|m| m.has_key(&material.cka_id()).unwrap_or(false));
-        if present {
-            return Ok(());
-        }
-        self.cluster
-            .create_key(&material, "hsm-kms audit checkpoint key")
-            .map_err(|e| e.to_string())
-    }
 }
 
 impl Sealer for ClusterSealer {
     fn seal(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), String> {
-        let mut iv = [0u8; 12];
-        getrandom::fill(&mut iv).map_err(|e| e.to_string())?;
-        let gcm = Gcm::new(&iv, AAD, 128).map_err(|e| e.to_string())?;
-        let material = ClusterSealer::material();
-        let sealed = match self.cluster.encrypt(&material, &gcm, digest) {
-            Ok(sealed) => sealed,
-            Err(_) => {
-                self.create_if_missing()?;
-                self.cluster
-                    .encrypt(&material, &gcm, digest)
-                    .map_err(|e| e.to_string())?
-            }
-        };
-        Ok((iv.to_vec(), sealed.value))
+        let (iv, sealed) = self
+            .cluster
+            .seal_internal(AUDIT_KEY_ID, "hsm-kms audit checkpoint key", AAD, digest)
+            .map_err(|e| e.to_string())?;
+        Ok((iv.to_vec(), sealed))
     }
 
     fn open(&self, iv: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
-        let gcm = Gcm::new(iv, AAD, 128).map_err(|e| e.to_string())?;
         self.cluster
-            .decrypt(&ClusterSealer::material(), &gcm, sealed)
-            .map(|served| served.value.to_vec())
+            .open_internal(AUDIT_KEY_ID, AAD, iv, sealed)
+            .map(|plaintext| plaintext.to_vec())
             .map_err(|error| {
                 if error.is_rejected_ciphertext() {
                     "the HSM rejected the checkpoint seal".to_owned()

@@ -18,10 +18,10 @@ use super::api::*;
 use super::{Caller, KeyStore, decode, encode, internal, limit, read, write};
 use crate::audit::event::Call;
 use crate::clock::{Clock, to_epoch_seconds};
-use crate::cluster::{Cluster, ClusterError, MaterialId};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ClusterConfig, SecretRef};
 use crate::error::KmsError;
-use crate::hsm::{Failure, Gcm};
+use crate::hsm::Failure;
 use crate::ids::Scope;
 use crate::store::{Batch, MetadataStore, Precondition, Table};
 
@@ -185,40 +185,17 @@ impl CustomKeyStores {
 
     /// Seals a password under the default cluster's password key (created on first use).
     fn seal(&self, id: &str, password: &SecretString) -> Result<(String, String), KmsError> {
-        let mut iv = [0u8; 12];
-        getrandom::fill(&mut iv)
-            .map_err(|e| KmsError::KmsInternal(format!("no randomness for an IV: {e}")))?;
         let aad = format!("{PASSWORD_AAD}:{id}");
-        let gcm =
-            Gcm::new(&iv, aad.as_bytes(), 128).map_err(|e| KmsError::KmsInternal(e.to_string()))?;
-        let material = MaterialId::new(PASSWORD_KEY_ID, 1);
-        let plaintext = password.expose_secret().as_bytes();
-        let sealed = match self.default_cluster.encrypt(&material, &gcm, plaintext) {
-            Ok(sealed) => sealed,
-            Err(_) => {
-                self.create_password_key()?;
-                self.default_cluster
-                    .encrypt(&material, &gcm, plaintext)
-                    .map_err(super::cluster_error)?
-            }
-        };
-        Ok((STANDARD.encode(iv), STANDARD.encode(&sealed.value)))
-    }
-
-    fn create_password_key(&self) -> Result<(), KmsError> {
-        let material = MaterialId::new(PASSWORD_KEY_ID, 1);
-        let present = self
+        let (iv, sealed) = self
             .default_cluster
-            .members()
-            .iter()
-            .filter(|m| m.is_up())
-            .any(|m| m.has_key(&material.cka_id()).unwrap_or(false));
-        if present {
-            return Ok(());
-        }
-        self.default_cluster
-            .create_key(&material, "hsm-kms custom key store password key")
-            .map_err(super::cluster_error)
+            .seal_internal(
+                PASSWORD_KEY_ID,
+                "hsm-kms custom key store password key",
+                aad.as_bytes(),
+                password.expose_secret().as_bytes(),
+            )
+            .map_err(super::cluster_error)?;
+        Ok((STANDARD.encode(iv), STANDARD.encode(&sealed)))
     }
 
     /// Unseals a store's password inside the default cluster's HSMs.
@@ -230,12 +207,11 @@ impl CustomKeyStores {
             .decode(&record.password_sealed)
             .map_err(|_| "sealed password is not base64")?;
         let aad = format!("{PASSWORD_AAD}:{}", record.id);
-        let gcm = Gcm::new(&iv, aad.as_bytes(), 128).map_err(|e| e.to_string())?;
         let opened = self
             .default_cluster
-            .decrypt(&MaterialId::new(PASSWORD_KEY_ID, 1), &gcm, &sealed)
+            .open_internal(PASSWORD_KEY_ID, aad.as_bytes(), &iv, &sealed)
             .map_err(|e| e.to_string())?;
-        let text = String::from_utf8(opened.value.to_vec())
+        let text = String::from_utf8(opened.to_vec())
             .map_err(|_| "sealed password is not UTF-8".to_owned())?;
         Ok(SecretString::from(text))
     }

@@ -257,9 +257,10 @@ impl KeyStore {
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_else(|| String::from_utf8_lossy(&object.id).into_owned());
-                let internal = material
-                    .as_ref()
-                    .is_some_and(|m| m.key_id.starts_with("hsm-kms-"));
+                let internal = material.as_ref().is_some_and(|m| {
+                    m.key_id
+                        .starts_with(crate::cluster::internal::INTERNAL_PREFIX)
+                });
                 if known {
                     present.insert(name);
                 } else if internal {
