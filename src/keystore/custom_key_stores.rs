@@ -254,7 +254,12 @@ impl CustomKeyStores {
         let Ok(Some((record, _))) = self.record(id) else {
             return;
         };
-        let outcome = self.open_cluster(&record);
+        let outcome = self.open_cluster(&record).map(Arc::new);
+        // The cluster is usable before the store reads CONNECTED, so nobody who sees that
+        // state finds its keys unavailable; it is taken back if the state cannot be written.
+        if let Ok(cluster) = &outcome {
+            write(&self.open).insert(id.to_owned(), cluster.clone());
+        }
         let written = self.update(id, |record| {
             if record.state != ConnectionState::Connecting {
                 return Err(KmsError::CustomKeyStoreInvalidState(String::new()));
@@ -271,8 +276,8 @@ impl CustomKeyStores {
             }
             Ok(())
         });
-        if let (Ok(_), Ok(cluster)) = (written, outcome) {
-            write(&self.open).insert(id.to_owned(), Arc::new(cluster));
+        if written.is_err() && outcome.is_ok() {
+            write(&self.open).remove(id);
         }
     }
 
