@@ -232,41 +232,9 @@ pub enum KmsCommand {
         grant_tokens: Vec<String>,
     },
     /// A fresh data key, in plaintext and encrypted (GenerateDataKey).
-    GenerateDataKey {
-        /// Key id, key ARN, alias name or alias ARN.
-        #[arg(long)]
-        key_id: String,
-        /// `k=v,k2=v2` or a JSON object.
-        #[arg(long)]
-        encryption_context: Option<String>,
-        /// 1 to 1024 (or give --key-spec).
-        #[arg(long, allow_negative_numbers = true)]
-        number_of_bytes: Option<i64>,
-        /// AES_128 or AES_256 (or give --number-of-bytes).
-        #[arg(long)]
-        key_spec: Option<String>,
-        /// Grant tokens (accepted and ignored: this key store has no grants yet).
-        #[arg(long, num_args = 1..)]
-        grant_tokens: Vec<String>,
-    },
+    GenerateDataKey(#[command(flatten)] DataKeyArgs),
     /// A fresh data key, encrypted only (GenerateDataKeyWithoutPlaintext).
-    GenerateDataKeyWithoutPlaintext {
-        /// Key id, key ARN, alias name or alias ARN.
-        #[arg(long)]
-        key_id: String,
-        /// `k=v,k2=v2` or a JSON object.
-        #[arg(long)]
-        encryption_context: Option<String>,
-        /// 1 to 1024.
-        #[arg(long, allow_negative_numbers = true)]
-        number_of_bytes: Option<i64>,
-        /// AES_128 or AES_256 (or give --number-of-bytes).
-        #[arg(long)]
-        key_spec: Option<String>,
-        /// Grant tokens (accepted and ignored: this key store has no grants yet).
-        #[arg(long, num_args = 1..)]
-        grant_tokens: Vec<String>,
-    },
+    GenerateDataKeyWithoutPlaintext(#[command(flatten)] DataKeyArgs),
     /// Random bytes from the HSMs (GenerateRandom).
     GenerateRandom {
         /// 1 to 1024.
@@ -774,39 +742,15 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 Box::new(move |ks, c| reply(ks.re_encrypt(c, request))),
             )
         }
-        GenerateDataKey {
-            key_id,
-            encryption_context,
-            number_of_bytes,
-            key_spec,
-            grant_tokens,
-        } => {
-            let request = GenerateDataKeyRequest {
-                key_id,
-                encryption_context: params::context("encryption-context", encryption_context)?,
-                number_of_bytes,
-                key_spec,
-                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
-            };
+        GenerateDataKey(args) => {
+            let request = args.request()?;
             (
                 "GenerateDataKey",
                 Box::new(move |ks, c| reply(ks.generate_data_key(c, request))),
             )
         }
-        GenerateDataKeyWithoutPlaintext {
-            key_id,
-            encryption_context,
-            number_of_bytes,
-            key_spec,
-            grant_tokens,
-        } => {
-            let request = GenerateDataKeyRequest {
-                key_id,
-                encryption_context: params::context("encryption-context", encryption_context)?,
-                number_of_bytes,
-                key_spec,
-                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
-            };
+        GenerateDataKeyWithoutPlaintext(args) => {
+            let request = args.request()?;
             (
                 "GenerateDataKeyWithoutPlaintext",
                 Box::new(move |ks, c| reply(ks.generate_data_key_without_plaintext(c, request))),
@@ -962,4 +906,36 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             }),
         ),
     })
+}
+
+/// The flags GenerateDataKey and GenerateDataKeyWithoutPlaintext share.
+#[derive(Debug, clap::Args)]
+pub struct DataKeyArgs {
+    /// Key id, key ARN, alias name or alias ARN.
+    #[arg(long)]
+    key_id: String,
+    /// `k=v,k2=v2` or a JSON object.
+    #[arg(long)]
+    encryption_context: Option<String>,
+    /// 1 to 1024 (or give --key-spec).
+    #[arg(long, allow_negative_numbers = true)]
+    number_of_bytes: Option<i64>,
+    /// AES_128 or AES_256 (or give --number-of-bytes).
+    #[arg(long)]
+    key_spec: Option<String>,
+    /// Grant tokens (accepted and ignored: this key store has no grants yet).
+    #[arg(long, num_args = 1..)]
+    grant_tokens: Vec<String>,
+}
+
+impl DataKeyArgs {
+    fn request(self) -> Result<GenerateDataKeyRequest, String> {
+        Ok(GenerateDataKeyRequest {
+            key_id: self.key_id,
+            encryption_context: params::context("encryption-context", self.encryption_context)?,
+            number_of_bytes: self.number_of_bytes,
+            key_spec: self.key_spec,
+            grant_tokens: params::strings("grant-tokens", self.grant_tokens)?,
+        })
+    }
 }
