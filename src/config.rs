@@ -98,6 +98,21 @@ pub struct ClusterConfig {
     /// Upper bound of open sessions per member (besides the anchor session).
     #[serde(default = "default_sessions_per_member")]
     pub sessions_per_member: usize,
+    /// The accounts that may attach this cluster as a custom key store (CreateCustomKeyStore).
+    /// Absent: only the service's own account (`[service] account_id`). Other accounts are
+    /// told the cluster does not exist.
+    pub allowed_accounts: Option<Vec<String>>,
+}
+
+impl ClusterConfig {
+    /// Whether `account_id` may attach this cluster as a custom key store; `home_account` is
+    /// the service's own account, the only one allowed when the config names none.
+    pub fn allows_account(&self, account_id: &str, home_account: &str) -> bool {
+        match &self.allowed_accounts {
+            Some(accounts) => accounts.iter().any(|allowed| allowed == account_id),
+            None => account_id == home_account,
+        }
+    }
 }
 
 fn default_reconnect_interval_ms() -> u64 {
@@ -211,6 +226,14 @@ impl Config {
             cluster
                 .validate()
                 .map_err(|reason| ConfigError::Invalid(format!("cluster {name:?}: {reason}")))?;
+            for account in cluster.allowed_accounts.iter().flatten() {
+                crate::ids::Scope::new(&self.service.region, account).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cluster {name:?}: allowed_accounts: {}",
+                        e.message()
+                    ))
+                })?;
+            }
         }
         self.alarms
             .alarms(&self.service.data_dir)
@@ -347,9 +370,7 @@ impl SecretRef {
             SecretRef::Env(var) => {
                 std::env::var(var).map_err(|_| fail("environment variable not set".into()))?
             }
-            SecretRef::File(path) => {
-                std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?
-            }
+            SecretRef::File(path) => std::mem::take(&mut *read_secret_file(path).map_err(fail)?),
             SecretRef::Given(secret) => return Ok(SecretString::clone(secret)),
         };
         if value.ends_with('\n') {
@@ -483,9 +504,7 @@ impl CredentialConfig {
                     reference: format!("{} [{profile}]", path.display()),
                     reason,
                 };
-                let text = zeroize::Zeroizing::new(
-                    std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?,
-                );
+                let text = read_secret_file(path).map_err(fail)?;
                 let (access_key_id, secret) =
                     shared_credentials_profile(&text, profile).map_err(fail)?;
                 if !is_access_key_id(&access_key_id) {
@@ -497,6 +516,28 @@ impl CredentialConfig {
             }
         }
     }
+}
+
+/// Reads a file that holds a secret, refusing it (as ssh refuses a private key) when its
+/// group or others may read or write it: a PIN in a world-readable file is no longer secret.
+fn read_secret_file(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "permissions {:04o} for '{}' are too open: a file holding a secret must be \
+             accessible by its owner only (chmod 600 '{}')",
+            mode & 0o7777,
+            path.display(),
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `text` has the shape of an AWS access key id.
@@ -832,12 +873,61 @@ principal_arn = "arn:aws:sts::444455556666:assumed-role/dev/session"
     fn inline_secrets_resolve_by_reference() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret.txt");
-        std::fs::write(&path, "the secret\n").unwrap();
+        write_owner_only(&path, "the secret\n");
         let text = INLINE.replace("secret.txt", &path.display().to_string());
         let parsed = config(r#"region = "us-east-1""#, &text).unwrap();
         let (id, secret) = parsed.credentials[0].resolve().unwrap();
         assert_eq!(id, "AKIAIOSFODNN7EXAMPLE");
         assert_eq!(secret.expose_secret(), "the secret");
+    }
+
+    /// Writes a file with mode 0600, as a secret file must have.
+    fn write_owner_only(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn secret_files_open_to_group_or_others_are_refused_naming_file_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("user.pin");
+        let shared = dir.path().join("credentials");
+        write_owner_only(&pin, "1234-5678\n");
+        write_owner_only(&shared, SHARED);
+        let shared_config = format!(
+            "[[credentials]]\nshared_credentials_file = \"{}\"\nprofile = \"hsm-kms\"\n\
+             account_id = \"111122223333\"\nprincipal_arn = \"arn:aws:iam::111122223333:root\"\n",
+            shared.display()
+        );
+        let parsed = config(r#"region = "us-east-1""#, &shared_config).unwrap();
+        let pin_ref = SecretRef::File(pin.clone());
+        for mode in [0o640, 0o604, 0o660, 0o644, 0o620, 0o602] {
+            for path in [&pin, &shared] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            let errors = [
+                pin_ref.resolve().unwrap_err().to_string(),
+                parsed.credentials[0].resolve().unwrap_err().to_string(),
+            ];
+            for (error, path) in errors.iter().zip([&pin, &shared]) {
+                assert!(
+                    error.contains(&format!("permissions {mode:04o}")),
+                    "{error}"
+                );
+                assert!(error.contains(&path.display().to_string()), "{error}");
+                assert!(error.contains("chmod 600"), "{error}");
+                assert!(
+                    !error.contains("1234") && !error.contains("dev/secret"),
+                    "{error}"
+                );
+            }
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(pin_ref.resolve().unwrap().expose_secret(), "1234-5678");
+        }
     }
 
     const SHARED: &str = "\
@@ -879,7 +969,7 @@ region = us-east-1
     fn a_shared_credentials_file_resolves_through_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credentials");
-        std::fs::write(&path, SHARED).unwrap();
+        write_owner_only(&path, SHARED);
         let text = format!(
             "[[credentials]]\nshared_credentials_file = \"{}\"\nprofile = \"hsm-kms\"\n\
              account_id = \"111122223333\"\nprincipal_arn = \"arn:aws:iam::111122223333:root\"\n",

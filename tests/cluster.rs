@@ -258,7 +258,7 @@ fn preflight_refuses_and_says_why() {
 
     // A wrong PIN.
     let mut wrong_pin = tc.subset(&["hsm-a", "hsm-b"]);
-    std::fs::write(tc.path("wrong.pin"), "not-the-pin").unwrap();
+    common::write_secret_file(&tc.path("wrong.pin"), "not-the-pin");
     wrong_pin.members[1].user_pin = format!("file:{}", tc.path("wrong.pin").display())
         .try_into()
         .unwrap();

@@ -12,6 +12,7 @@ use common::TestCluster;
 use hsm_kms::cluster::{Cluster, MaterialId};
 use hsm_kms::config::Config;
 use hsm_kms::error::KmsError;
+use hsm_kms::ids::Scope;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Caller, KeyStore};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
@@ -28,6 +29,11 @@ struct TwoClusters {
 
 impl TwoClusters {
     fn new() -> TwoClusters {
+        TwoClusters::with_cluster_settings("")
+    }
+
+    /// Two clusters, with `settings` (TOML lines) added to the `cloudhsm` cluster's table.
+    fn with_cluster_settings(settings: &str) -> TwoClusters {
         let hsms = TestCluster::new(4);
         let pin = hsms.user_pin("hsm-c");
         change_user_pin(&hsms, "hsm-d", &pin);
@@ -36,7 +42,7 @@ impl TwoClusters {
         let third = text.match_indices(header).nth(2).unwrap().0;
         let tail = text[third..].replace(header, "[[clusters.cloudhsm.members]]");
         text = format!(
-            "{}[clusters.cloudhsm]\nreplication = \"hsm-kms\"\n\n{tail}",
+            "{}[clusters.cloudhsm]\nreplication = \"hsm-kms\"\n{settings}\n\n{tail}",
             &text[..third]
         );
         std::fs::write(hsms.path("hsm-kms.toml"), &text).unwrap();
@@ -466,6 +472,129 @@ fn a_wrong_password_fails_with_invalid_credentials_until_updated() {
     let data = clusters.hsms.path("data");
     assert!(!any_file_contains(&data, clusters.pin.as_bytes()));
     assert!(!any_file_contains(&data, b"not-the-pin"));
+}
+
+#[test]
+fn only_allowed_accounts_attach_a_cluster_and_no_refusal_names_another_accounts_store() {
+    let other_account = Caller::local(&Scope::new("us-east-1", "444455556666").unwrap());
+    let third_account = Caller::local(&Scope::new("us-east-1", "777788889999").unwrap());
+    let create = |store: &KeyStore, caller: &Caller, cluster: &str| {
+        store.create_custom_key_store(
+            caller,
+            CreateCustomKeyStoreRequest {
+                custom_key_store_name: "squat".into(),
+                cloud_hsm_cluster_id: Some(cluster.into()),
+                trust_anchor_certificate: Some(TRUST_ANCHOR.into()),
+                key_store_password: Some(SecretString::from("wrong-password")),
+                ..Default::default()
+            },
+        )
+    };
+
+    // Without allowed_accounts only the service's own account may attach the cluster; to any
+    // other it reads exactly as a cluster that does not exist.
+    let clusters = TwoClusters::new();
+    let (store, home) = clusters.open();
+    let refused = create(&store, &other_account, "cloudhsm").unwrap_err();
+    let unknown = create(&store, &other_account, "cloudhsm-nope").unwrap_err();
+    assert_eq!(refused.code(), "CloudHsmClusterNotFoundException");
+    assert_eq!(
+        refused.message(),
+        unknown.message().replace("cloudhsm-nope", "cloudhsm")
+    );
+    let id = create_store(&store, &home, "home", &clusters.pin);
+    assert_eq!(connect(&store, &home, &id).connection_state, "CONNECTED");
+    store.shutdown();
+    drop(store);
+
+    // allowed_accounts names who may; an allowed account finds the cluster taken, without
+    // learning the id of the store that holds it.
+    let clusters = TwoClusters::with_cluster_settings(
+        r#"allowed_accounts = ["444455556666", "777788889999"]"#,
+    );
+    let (store, home) = clusters.open();
+    let refused = create(&store, &home, "cloudhsm").unwrap_err();
+    assert_eq!(refused.code(), "CloudHsmClusterNotFoundException");
+    let id = create_store(&store, &other_account, "owner", &clusters.pin);
+    let taken = create(&store, &third_account, "cloudhsm").unwrap_err();
+    assert_eq!(taken.code(), "CloudHsmClusterInUseException");
+    assert!(!taken.message().contains(&id), "{}", taken.message());
+    assert!(!taken.message().contains("cks-"), "{}", taken.message());
+    let listed = store
+        .describe_custom_key_stores(&third_account, DescribeCustomKeyStoresRequest::default())
+        .unwrap();
+    assert!(listed.custom_key_stores.is_empty());
+    store.shutdown();
+}
+
+#[test]
+fn five_wrong_passwords_lock_a_store_out_until_its_password_is_updated() {
+    let clusters = TwoClusters::new();
+    let (store, caller) = clusters.open();
+    let id = create_store(&store, &caller, "store", "not-the-pin");
+    for attempt in 1..=5 {
+        let entry = connect(&store, &caller, &id);
+        assert_eq!(entry.connection_state, "FAILED");
+        let expected = if attempt < 5 {
+            "INVALID_CREDENTIALS"
+        } else {
+            "USER_LOCKED_OUT"
+        };
+        assert_eq!(
+            entry.connection_error_code.as_deref(),
+            Some(expected),
+            "attempt {attempt}"
+        );
+        store
+            .disconnect_custom_key_store(&caller, id_request(&id))
+            .unwrap();
+    }
+    // Locked out: a connection fails at once, without trying the password again.
+    store
+        .connect_custom_key_store(&caller, id_request(&id))
+        .unwrap();
+    let entry = describe(&store, &caller, &id);
+    assert_eq!(entry.connection_state, "FAILED");
+    assert_eq!(
+        entry.connection_error_code.as_deref(),
+        Some("USER_LOCKED_OUT")
+    );
+    // Renaming does not unlock; a new password does.
+    store
+        .disconnect_custom_key_store(&caller, id_request(&id))
+        .unwrap();
+    store
+        .update_custom_key_store(
+            &caller,
+            UpdateCustomKeyStoreRequest {
+                custom_key_store_id: id.clone(),
+                new_custom_key_store_name: Some("renamed".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        connect(&store, &caller, &id)
+            .connection_error_code
+            .as_deref(),
+        Some("USER_LOCKED_OUT")
+    );
+    store
+        .disconnect_custom_key_store(&caller, id_request(&id))
+        .unwrap();
+    store
+        .update_custom_key_store(
+            &caller,
+            UpdateCustomKeyStoreRequest {
+                custom_key_store_id: id.clone(),
+                key_store_password: Some(SecretString::from(clusters.pin.as_str())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let entry = connect(&store, &caller, &id);
+    assert_eq!(entry.connection_state, "CONNECTED", "{entry:?}");
+    store.shutdown();
 }
 
 #[test]

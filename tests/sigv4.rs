@@ -846,17 +846,16 @@ fn a_session_token_is_unrecognized() {
 fn the_verifier_reads_credentials_and_regions_from_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("credentials");
-    std::fs::write(
+    write_owner_only(
         &shared,
         format!(
             "[default]\naws_access_key_id = AKIAOTHERPROFILE0001\naws_secret_access_key = x\n\n\
              # written by the dev cluster script\n[hsm-kms]\naws_access_key_id = {KEY}\n\
              aws_secret_access_key = {SECRET}\n"
         ),
-    )
-    .unwrap();
+    );
     let secret_file = dir.path().join("secret");
-    std::fs::write(&secret_file, "second/secret\n").unwrap();
+    write_owner_only(&secret_file, "second/secret\n".into());
     let config = Config::parse(&format!(
         r#"
 default_cluster = "main"
@@ -930,4 +929,11 @@ principal_arn = "arn:aws:iam::444455556666:role/other"
         request.verify_at(&verifier, t0()).unwrap_err().code(),
         "UnrecognizedClientException"
     );
+}
+
+/// Writes a file holding a secret with mode 0600 (hsm-kms refuses looser ones).
+fn write_owner_only(path: &std::path::Path, contents: String) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -34,6 +34,9 @@ const PASSWORD_MIN: usize = 7;
 const PASSWORD_MAX: usize = 32;
 /// The only custom key store type served.
 const TYPE_CLOUDHSM: &str = "AWS_CLOUDHSM";
+/// Connection attempts refused for a wrong password after which a store locks out until its
+/// password is updated, as the CloudHSM user it logs in as would be locked.
+const MAX_FAILED_LOGINS: u32 = 5;
 
 /// AWS's ConnectionState of a custom key store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,11 +78,19 @@ struct StoreRecord {
     /// Base64 of the GCM IV and of ciphertext || tag.
     password_iv: String,
     password_sealed: String,
+    /// Connection attempts refused for a wrong password since the password was last set.
+    #[serde(default)]
+    failed_logins: u32,
 }
 
 impl StoreRecord {
     fn in_scope(&self, scope: &Scope) -> bool {
         self.account_id == scope.account_id() && self.region == scope.region()
+    }
+
+    /// Whether wrong passwords have locked the store out until its password is updated.
+    fn locked_out(&self) -> bool {
+        self.failed_logins >= MAX_FAILED_LOGINS
     }
 
     fn entry(&self) -> CustomKeyStoresListEntry {
@@ -103,6 +114,9 @@ pub(super) struct CustomKeyStores {
     clock: Arc<dyn Clock>,
     /// Every configured cluster but the default one, by name.
     configs: RwLock<BTreeMap<String, ClusterConfig>>,
+    /// The service's own account: the only one that may attach a cluster whose config names
+    /// no `allowed_accounts`.
+    home_account: String,
     /// Open clusters of CONNECTED stores, by store id.
     open: RwLock<HashMap<String, Arc<Cluster>>>,
     /// Serialises read-modify-write cycles of store records.
@@ -114,12 +128,14 @@ impl CustomKeyStores {
         default_cluster: Arc<Cluster>,
         store: Arc<dyn MetadataStore>,
         clock: Arc<dyn Clock>,
+        home_account: &str,
     ) -> CustomKeyStores {
         CustomKeyStores {
             default_cluster,
             store,
             clock,
             configs: RwLock::new(BTreeMap::new()),
+            home_account: home_account.to_owned(),
             open: RwLock::new(HashMap::new()),
             writes: Mutex::new(()),
         }
@@ -158,6 +174,14 @@ impl CustomKeyStores {
                 "Custom key store '{id}' does not exist."
             ))),
         }
+    }
+
+    /// Whether a configured cluster may serve a custom key store of `account_id`. A cluster
+    /// the account may not attach is, to that account, a cluster that does not exist.
+    fn may_attach(&self, cluster: &str, account_id: &str) -> bool {
+        read(&self.configs)
+            .get(cluster)
+            .is_some_and(|config| config.allows_account(account_id, &self.home_account))
     }
 
     /// Re-reads a store record, lets `change` modify it and writes it back unless it changed.
@@ -268,10 +292,18 @@ impl CustomKeyStores {
                 Ok(_) => {
                     record.state = ConnectionState::Connected;
                     record.error_code = None;
+                    record.failed_logins = 0;
                 }
                 Err(code) => {
+                    if *code == "INVALID_CREDENTIALS" {
+                        record.failed_logins += 1;
+                    }
                     record.state = ConnectionState::Failed;
-                    record.error_code = Some((*code).to_owned());
+                    record.error_code = Some(if record.locked_out() {
+                        "USER_LOCKED_OUT".to_owned()
+                    } else {
+                        (*code).to_owned()
+                    });
                 }
             }
             Ok(())
@@ -305,6 +337,14 @@ fn connection_error_code(error: &ClusterError, member_count: usize) -> &'static 
     } else {
         "INSUFFICIENT_CLOUDHSM_HSMS"
     }
+}
+
+/// CloudHsmClusterNotFoundException for a cluster that is not configured or that the caller's
+/// account may not attach (the two read the same, so the refusal reveals nothing).
+fn cluster_not_found(cluster: &str) -> KmsError {
+    KmsError::CloudHsmClusterNotFound(format!(
+        "No cluster named '{cluster}' can serve a custom key store."
+    ))
 }
 
 fn commit(store: &dyn MetadataStore, batch: Batch) -> Result<(), KmsError> {
@@ -468,10 +508,8 @@ impl KeyStore {
                 KmsError::Validation("KeyStorePassword is required for an AWS_CLOUDHSM key store".into())
             })?;
             check_password(&password)?;
-            if !read(&self.custom.configs).contains_key(&cluster) {
-                return Err(KmsError::CloudHsmClusterNotFound(format!(
-                    "No cluster named '{cluster}' can serve a custom key store."
-                )));
+            if !self.custom.may_attach(&cluster, caller.scope.account_id()) {
+                return Err(cluster_not_found(&cluster));
             }
             let id = new_store_id()?;
             let (password_iv, password_sealed) = self.custom.seal(&id, &password)?;
@@ -479,9 +517,9 @@ impl KeyStore {
             let _serialised = self.custom.writes.lock().unwrap_or_else(|p| p.into_inner());
             for other in self.custom.all()? {
                 if other.cluster == cluster {
+                    // Never name the other store: it may belong to another account.
                     return Err(KmsError::CloudHsmClusterInUse(format!(
-                        "Cluster '{cluster}' is already associated with custom key store {}.",
-                        other.id
+                        "Cluster '{cluster}' is already associated with a custom key store."
                     )));
                 }
                 if other.in_scope(&caller.scope) && other.name == request.custom_key_store_name {
@@ -503,6 +541,7 @@ impl KeyStore {
                 error_code: None,
                 password_iv,
                 password_sealed,
+                failed_logins: 0,
             };
             let mut batch = Batch::new();
             batch
@@ -597,6 +636,12 @@ impl KeyStore {
             let mut start = false;
             self.custom.update(id, |record| match record.state {
                 ConnectionState::Connected | ConnectionState::Connecting => Ok(()),
+                ConnectionState::Disconnected if record.locked_out() => {
+                    // No more guesses: the store fails at once until its password is updated.
+                    record.state = ConnectionState::Failed;
+                    record.error_code = Some("USER_LOCKED_OUT".to_owned());
+                    Ok(())
+                }
                 ConnectionState::Disconnected => {
                     record.state = ConnectionState::Connecting;
                     record.error_code = None;
@@ -673,10 +718,8 @@ impl KeyStore {
             if let Some(cluster) = &request.cloud_hsm_cluster_id
                 && *cluster != current.cluster
             {
-                if !read(&self.custom.configs).contains_key(cluster) {
-                    return Err(KmsError::CloudHsmClusterNotFound(format!(
-                        "No cluster named '{cluster}' can serve a custom key store."
-                    )));
+                if !self.custom.may_attach(cluster, caller.scope.account_id()) {
+                    return Err(cluster_not_found(cluster));
                 }
                 return Err(KmsError::Validation(format!(
                     "Custom key store '{id}' is associated with cluster '{}'; it cannot move to '{cluster}'.",
@@ -713,6 +756,7 @@ impl KeyStore {
                 if let Some((iv, sealed)) = sealed {
                     record.password_iv = iv;
                     record.password_sealed = sealed;
+                    record.failed_logins = 0;
                 }
                 Ok(())
             })?;

@@ -159,6 +159,7 @@ impl KeyStore {
             cluster.clone(),
             store.clone(),
             clock.clone(),
+            scope.account_id(),
         ));
         let mut keystore = KeyStore {
             scope,

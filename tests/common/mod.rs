@@ -150,3 +150,10 @@ fn open_store(
     hsm_kms::keystore::KeyStore::with_parts(scope, hsms, Box::new(metadata), clock, config.audit)
         .unwrap()
 }
+
+/// Writes a file that holds a secret with mode 0600 (hsm-kms refuses looser ones).
+pub fn write_secret_file(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
