@@ -13,6 +13,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::TestCluster;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, ObjectClass};
 use hsm_kms::audit::checkpoint::ClusterSealer;
 use hsm_kms::audit::verify::verify;
 use hsm_kms::clock::ManualClock;
@@ -592,4 +597,74 @@ fn calls_keep_succeeding_while_a_backing_hsm_is_away_and_after_it_returns() {
     let later = create_key(&store, &caller).unwrap();
     let blob = encrypt(&store, &caller, &later.key_id, b"after");
     assert_eq!(decrypt(&store, &caller, &blob).unwrap(), b"after");
+}
+
+#[test]
+fn the_module_replaces_the_callers_gcm_iv_and_supports_only_what_hsm_kms_calls() {
+    let fixture = Fixture::new(false);
+    // Opening the cluster initialises the module with its configuration; the raw context
+    // below shares that initialised module (same file) and its login.
+    let cluster = Cluster::open("vendor", fixture.config.default_cluster().unwrap()).unwrap();
+    let material = MaterialId::new(uuid::Uuid::new_v4().to_string(), 1);
+    cluster
+        .create_key(&material, "vendor module probe")
+        .unwrap();
+    let pkcs11 = Pkcs11::new(fixture.vendor.dir.join("libpkcs11_vendor_sim.so")).unwrap();
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(error) => panic!("{error}"),
+    }
+    let slot = pkcs11.get_all_slots().unwrap()[0];
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let [key] = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Id(material.cka_id()),
+        ])
+        .unwrap()[..]
+    else {
+        panic!("the key is not on the slot exactly once");
+    };
+
+    let requested = [0u8; 12];
+    let mut iv = requested;
+    let params = GcmParams::new(&mut iv, b"aad", 128.into()).unwrap();
+    let ciphertext = session
+        .encrypt(&Mechanism::AesGcm(params), key, b"probe")
+        .unwrap();
+    assert_ne!(iv, requested, "the module kept the caller's IV");
+    let mut used = iv;
+    let params = GcmParams::new(&mut used, b"aad", 128.into()).unwrap();
+    let plaintext = session
+        .decrypt(&Mechanism::AesGcm(params), key, &ciphertext)
+        .unwrap();
+    assert_eq!(plaintext, b"probe");
+    let mut stale = requested;
+    let params = GcmParams::new(&mut stale, b"aad", 128.into()).unwrap();
+    assert!(
+        session
+            .decrypt(&Mechanism::AesGcm(params), key, &ciphertext)
+            .is_err(),
+        "the requested IV decrypted"
+    );
+    // A GCM IV of another length is refused, as CloudHSM accepts only 12 bytes.
+    let mut short = [0u8; 8];
+    let params = GcmParams::new(&mut short, b"aad", 128.into()).unwrap();
+    let refused = session.encrypt(&Mechanism::AesGcm(params), key, b"probe");
+    assert!(
+        matches!(
+            refused,
+            Err(CryptokiError::Pkcs11(RvError::MechanismParamInvalid, _))
+        ),
+        "{refused:?}"
+    );
+    // Functions hsm-kms never calls in vendor mode are not supported.
+    let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, key, key);
+    assert!(
+        matches!(
+            wrapped,
+            Err(CryptokiError::Pkcs11(RvError::FunctionNotSupported, _))
+        ),
+        "{wrapped:?}"
+    );
 }
