@@ -32,9 +32,13 @@ struct Identity {
 
 /// One session of the module: a session on every backing token.
 struct Session {
+    /// The session on each backing token, by backing index.
     backing: Vec<CK_SESSION_HANDLE>,
+    /// Matches of the search in progress not yet handed out, last first.
     found: Option<Vec<CK_OBJECT_HANDLE>>,
+    /// The backing token running this session's encryption, if one is in progress.
     encrypting: Option<usize>,
+    /// The backing token running this session's decryption, if one is in progress.
     decrypting: Option<usize>,
 }
 
@@ -96,6 +100,13 @@ impl Cluster {
             .collect()
     }
 
+    /// The first backing token in configuration order that is there.
+    fn first_present(&self) -> Rv<usize> {
+        (0..self.backings.len())
+            .find(|&index| !self.backings[index].is_away())
+            .ok_or(CKR_DEVICE_ERROR)
+    }
+
     /// Refuses key writes unless every backing token is there to receive them.
     fn all_present(&self) -> Rv<()> {
         if self.backings.iter().any(Backing::is_away) {
@@ -119,9 +130,10 @@ impl Cluster {
         Ok(self.session(session)?.backing[backing])
     }
 
-    /// The token information of a backing token that is there, under the module's label.
+    /// The token information of the first backing token that is there, under the module's
+    /// label.
     pub fn token_info(&mut self, info: &mut CK_TOKEN_INFO) -> Rv<()> {
-        let backing = *self.live().first().ok_or(CKR_DEVICE_ERROR)?;
+        let backing = self.first_present()?;
         self.backings[backing].token_info(info)?;
         info.label = [b' '; 32];
         let label = self.token_label.as_bytes();
