@@ -107,6 +107,11 @@ impl Cluster {
             .ok_or(CKR_DEVICE_ERROR)
     }
 
+    /// Whether the token is present: some backing token is there.
+    pub fn token_present(&self) -> bool {
+        self.first_present().is_ok()
+    }
+
     /// Refuses key writes unless every backing token is there to receive them.
     fn all_present(&self) -> Rv<()> {
         if self.backings.iter().any(Backing::is_away) {

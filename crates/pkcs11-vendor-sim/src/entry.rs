@@ -151,28 +151,33 @@ pub unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
 }
 
 pub unsafe extern "C" fn C_GetSlotList(
-    _token_present: CK_BBOOL,
+    token_present: CK_BBOOL,
     list: *mut CK_SLOT_ID,
     count: *mut CK_ULONG,
 ) -> CK_RV {
-    with_cluster(|_| {
+    with_cluster(|cluster| {
         // SAFETY: the caller passes null or a writable CK_ULONG.
         let count = unsafe { count.as_mut() }.ok_or(CKR_ARGUMENTS_BAD)?;
-        if !list.is_null() {
-            if *count < 1 {
-                *count = 1;
+        let slots: CK_ULONG = if token_present == CK_FALSE || cluster.token_present() {
+            1
+        } else {
+            0
+        };
+        if !list.is_null() && slots > 0 {
+            if *count < slots {
+                *count = slots;
                 return Err(CKR_BUFFER_TOO_SMALL);
             }
             // SAFETY: the caller's list holds at least *count >= 1 slot ids.
             unsafe { *list = SLOT_ID };
         }
-        *count = 1;
+        *count = slots;
         Ok(())
     })
 }
 
 pub unsafe extern "C" fn C_GetSlotInfo(slot: CK_SLOT_ID, info: *mut CK_SLOT_INFO) -> CK_RV {
-    with_cluster(|_| {
+    with_cluster(|cluster| {
         check_slot(slot)?;
         // SAFETY: the caller passes null or a writable CK_SLOT_INFO.
         let info = unsafe { info.as_mut() }.ok_or(CKR_ARGUMENTS_BAD)?;
@@ -181,7 +186,10 @@ pub unsafe extern "C" fn C_GetSlotInfo(slot: CK_SLOT_ID, info: *mut CK_SLOT_INFO
             "hsm-kms vendor cluster simulator",
         );
         pad(&mut info.manufacturerID, "hsm-kms");
-        info.flags = CKF_TOKEN_PRESENT | CKF_HW_SLOT;
+        info.flags = CKF_HW_SLOT | CKF_REMOVABLE_DEVICE;
+        if cluster.token_present() {
+            info.flags |= CKF_TOKEN_PRESENT;
+        }
         info.hardwareVersion = CK_VERSION { major: 0, minor: 1 };
         info.firmwareVersion = CK_VERSION { major: 0, minor: 1 };
         Ok(())
