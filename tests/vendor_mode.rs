@@ -554,6 +554,30 @@ fn calls_keep_succeeding_while_a_backing_hsm_is_away_and_after_it_returns() {
     let before = encrypt(&store, &caller, &key.key_id, b"before");
     let [a, b] = fixture.vendor.backings;
 
+    // Under load, each backing token in turn goes away and comes back: no call fails.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || rounds < 20 {
+                let plaintext = format!("under load {rounds}");
+                let blob = encrypt(&store, &caller, &key.key_id, plaintext.as_bytes());
+                assert_eq!(
+                    decrypt(&store, &caller, &blob).unwrap(),
+                    plaintext.as_bytes()
+                );
+                rounds += 1;
+            }
+        });
+        for backing in [a, b, a, b] {
+            fixture.vendor.set_away(backing, true);
+            std::thread::sleep(Duration::from_millis(100));
+            fixture.vendor.set_away(backing, false);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        worker.join().unwrap();
+    });
+
     // hsm-a away: everything runs on hsm-b; new keys are refused (they could not reach
     // every HSM) and nothing is left behind.
     fixture.vendor.set_away(a, true);
