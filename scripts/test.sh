@@ -48,6 +48,8 @@ fi
 # for Rust client test (behind its cargo feature), then the Python clients. Each step
 # stops the script when it fails.
 cargo test --doc
+# The PKCS#11 module tests/vendor_mode.rs loads (that test also builds it when missing).
+cargo build -p pkcs11-vendor-sim
 if [[ $runner == nextest ]]; then
     cargo nextest run --lib --bins --tests "$@"
 else

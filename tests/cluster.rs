@@ -18,10 +18,14 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use hsm_kms::cluster::{Cluster, ClusterError, MaterialId};
 use hsm_kms::config::{ClusterConfig, Config, HsmEndpoint, Replication};
-use hsm_kms::hsm::{Gcm, templates};
+use hsm_kms::hsm::{Gcm, GcmSeal, templates};
 
 fn gcm<'a>(iv: &[u8], aad: &'a [u8]) -> Gcm<'a> {
     Gcm::new(iv, aad, 128).unwrap()
+}
+
+fn seal(aad: &[u8]) -> GcmSeal<'_> {
+    GcmSeal::new(aad, 128).unwrap()
 }
 
 fn new_material() -> MaterialId {
@@ -74,16 +78,16 @@ fn two_members_init_replicate_and_decrypt_anywhere() {
     // Ciphertext from each member decrypts on every member.
     let aad = b"context";
     for source in cluster.members() {
-        let iv = source.random(12).unwrap();
-        let ciphertext = source
-            .encrypt(&material.cka_id(), &gcm(&iv, aad), b"secret data")
+        let sealed = source
+            .encrypt(&material.cka_id(), &seal(aad), b"secret data")
             .unwrap();
+        let (iv, ciphertext) = (sealed.iv(), sealed.ciphertext_and_tag());
         for target in cluster.members() {
             let plaintext = target
-                .decrypt(&material.cka_id(), &gcm(&iv, aad), &ciphertext)
+                .decrypt(&material.cka_id(), &gcm(iv, aad), ciphertext)
                 .unwrap();
             assert_eq!(plaintext.as_slice(), b"secret data");
-            let wrong = target.decrypt(&material.cka_id(), &gcm(&iv, b"other"), &ciphertext);
+            let wrong = target.decrypt(&material.cka_id(), &gcm(iv, b"other"), ciphertext);
             assert!(
                 matches!(wrong, Err(e) if matches!(e.failure, hsm_kms::hsm::Failure::Rejected))
             );
@@ -204,14 +208,17 @@ fn three_members_replicate_everywhere() {
             .all(|m| m.healthy && m.key_objects == Some(3)),
         "{status:?}"
     );
-    let iv = [9u8; 12];
-    let ciphertext = cluster
-        .encrypt(&materials[1], &gcm(&iv, b"x"), b"payload")
+    let sealed = cluster
+        .encrypt(&materials[1], &seal(b"x"), b"payload")
         .unwrap()
         .value;
     for member in cluster.members() {
         let plaintext = member
-            .decrypt(&materials[1].cka_id(), &gcm(&iv, b"x"), &ciphertext)
+            .decrypt(
+                &materials[1].cka_id(),
+                &sealed.gcm(&seal(b"x")),
+                sealed.ciphertext_and_tag(),
+            )
             .unwrap();
         assert_eq!(plaintext.as_slice(), b"payload", "{}", member.name());
     }
@@ -382,15 +389,17 @@ fn load(
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<(usize, usize)>> {
     (0..4)
-        .map(|thread| {
+        .map(|_| {
             let (cluster, material, stop) = (cluster.clone(), material.clone(), stop.clone());
             std::thread::spawn(move || {
                 let (mut ok, mut failed) = (0, 0);
-                let iv = [thread as u8; 12];
                 while !stop.load(Ordering::Relaxed) {
                     let result = cluster
-                        .encrypt(&material, &gcm(&iv, b"load"), b"under load")
-                        .and_then(|ct| cluster.decrypt(&material, &gcm(&iv, b"load"), &ct.value));
+                        .encrypt(&material, &seal(b"load"), b"under load")
+                        .and_then(|ct| {
+                            let gcm = ct.value.gcm(&seal(b"load"));
+                            cluster.decrypt(&material, &gcm, ct.value.ciphertext_and_tag())
+                        });
                     match result {
                         Ok(plaintext) if plaintext.value.as_slice() == b"under load" => ok += 1,
                         Ok(_) => failed += 1,
@@ -473,15 +482,14 @@ fn failover_with_two_members_keeps_crypto_and_refuses_new_keys() {
         .unwrap()
         .is_up()));
     // Crypto keeps working on the survivor.
-    let iv = [1u8; 12];
     for _ in 0..50 {
         let ct = cluster
-            .encrypt(&material, &gcm(&iv, b"x"), b"survivor")
+            .encrypt(&material, &seal(b"x"), b"survivor")
             .unwrap()
             .value;
         assert_eq!(
             cluster
-                .decrypt(&material, &gcm(&iv, b"x"), &ct)
+                .decrypt(&material, &ct.gcm(&seal(b"x")), ct.ciphertext_and_tag())
                 .unwrap()
                 .value
                 .as_slice(),
@@ -577,12 +585,12 @@ fn vendor_cluster_counts_live_hsms() {
         .unwrap();
     assert!(!attributes.extractable && attributes.sensitive);
     let ct = cluster
-        .encrypt(&material, &gcm(&[3; 12], b"v"), b"vendor")
+        .encrypt(&material, &seal(b"v"), b"vendor")
         .unwrap()
         .value;
     assert_eq!(
         cluster
-            .decrypt(&material, &gcm(&[3; 12], b"v"), &ct)
+            .decrypt(&material, &ct.gcm(&seal(b"v")), ct.ciphertext_and_tag())
             .unwrap()
             .value
             .as_slice(),

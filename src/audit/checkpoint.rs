@@ -94,7 +94,8 @@ impl Sealer for ClusterSealer {
         let (iv, sealed) = self
             .cluster
             .seal_internal(AUDIT_KEY_ID, "hsm-kms audit checkpoint key", AAD, digest)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .into_parts();
         Ok((iv.to_vec(), sealed))
     }
 

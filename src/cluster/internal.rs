@@ -6,39 +6,32 @@
 use zeroize::Zeroizing;
 
 use super::{Cluster, ClusterError, MaterialId};
-use crate::hsm::{Failure, Gcm, HsmError, gcm};
+use crate::hsm::{Gcm, GcmSeal, HsmError, Sealed, gcm};
 
 /// Prefix of every internal key id.
 pub const INTERNAL_PREFIX: &str = "hsm-kms-";
 
 impl Cluster {
     /// Seals `plaintext` with AAD `aad` under the internal key `key` (created on first use);
-    /// returns the IV and ciphertext || tag.
+    /// the result carries the IV the HSM used.
     pub fn seal_internal(
         &self,
         key: &str,
         label: &str,
         aad: &[u8],
         plaintext: &[u8],
-    ) -> Result<([u8; gcm::IV_LEN], Vec<u8>), ClusterError> {
-        let mut iv = [0u8; gcm::IV_LEN];
-        getrandom::fill(&mut iv).map_err(|e| {
-            ClusterError::Hsm(HsmError::new(
-                self.name(),
-                Failure::Other(format!("no randomness: {e}")),
-            ))
-        })?;
-        let gcm = Gcm::new(&iv, aad, gcm::TAG_LEN * 8)
+    ) -> Result<Sealed, ClusterError> {
+        let seal = GcmSeal::new(aad, gcm::TAG_LEN * 8)
             .map_err(|f| ClusterError::Hsm(HsmError::new(self.name(), f)))?;
         let material = MaterialId::new(key, 1);
-        let sealed = match self.encrypt(&material, &gcm, plaintext) {
+        let sealed = match self.encrypt(&material, &seal, plaintext) {
             Ok(sealed) => sealed,
             Err(_) => {
                 self.create_internal_key(&material, label)?;
-                self.encrypt(&material, &gcm, plaintext)?
+                self.encrypt(&material, &seal, plaintext)?
             }
         };
-        Ok((iv, sealed.value))
+        Ok(sealed.value)
     }
 
     /// Opens what [`Cluster::seal_internal`] sealed; a changed byte is a rejected ciphertext.

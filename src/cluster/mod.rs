@@ -17,7 +17,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::config::{ClusterConfig, HsmEndpoint, Replication};
-use crate::hsm::{Disposition, DomainKey, Failure, Gcm, HsmError, KeyObject, Member};
+use crate::hsm::{
+    Disposition, DomainKey, Failure, Gcm, GcmSeal, HsmError, KeyObject, Member, Sealed,
+};
 pub use preflight::PreflightFailure;
 pub use replication::MaterialId;
 
@@ -304,15 +306,16 @@ impl Cluster {
             .min_by_key(|m| m.in_flight())
     }
 
-    /// AES-256-GCM encryption under a CMK material version, inside an HSM.
+    /// AES-256-GCM encryption under a CMK material version, inside an HSM; the result carries
+    /// the IV the HSM used.
     pub fn encrypt(
         &self,
         material: &MaterialId,
-        gcm: &Gcm<'_>,
+        seal: &GcmSeal<'_>,
         plaintext: &[u8],
-    ) -> Result<Served<Vec<u8>>, ClusterError> {
+    ) -> Result<Served<Sealed>, ClusterError> {
         let id = material.cka_id();
-        self.route(|member| member.encrypt(&id, gcm, plaintext))
+        self.route(|member| member.encrypt(&id, seal, plaintext))
     }
 
     /// AES-256-GCM decryption under a CMK material version, inside an HSM.

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::{Cluster, ClusterError, preflight};
 use crate::config::{ClusterConfig, Replication};
-use crate::hsm::{Failure, Gcm, HsmError, Member, Portability, ceremony, gcm};
+use crate::hsm::{Failure, GcmSeal, HsmError, Member, Portability, ceremony, gcm};
 
 /// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -260,12 +260,11 @@ impl Cluster {
 
 /// Encrypts a probe on `source` and decrypts it on `target` with the material `id`.
 fn prove_equal(source: &Arc<Member>, target: &Arc<Member>, id: &[u8]) -> Result<(), HsmError> {
-    let iv = source.random(gcm::IV_LEN)?;
     let mut aad = b"hsm-kms replication probe:".to_vec();
     aad.extend_from_slice(id);
-    let gcm = Gcm::new(&iv, &aad, gcm::TAG_LEN * 8).map_err(|f| HsmError::new(source.name(), f))?;
-    let ciphertext = source.encrypt(id, &gcm, PROBE_PLAINTEXT)?;
-    let plaintext = target.decrypt(id, &gcm, &ciphertext)?;
+    let seal = GcmSeal::new(&aad, gcm::TAG_LEN * 8).map_err(|f| HsmError::new(source.name(), f))?;
+    let sealed = source.encrypt(id, &seal, PROBE_PLAINTEXT)?;
+    let plaintext = target.decrypt(id, &sealed.gcm(&seal), sealed.ciphertext_and_tag())?;
     if plaintext.as_slice() == PROBE_PLAINTEXT {
         Ok(())
     } else {

@@ -25,7 +25,7 @@ use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
 pub use error::{Disposition, Failure, HsmError};
-pub use gcm::Gcm;
+pub use gcm::{Gcm, GcmSeal, Sealed};
 pub use templates::Portability;
 
 use crate::config::MemberConfig;
@@ -424,20 +424,23 @@ impl Member {
             .ok_or_else(|| self.fail(Failure::DomainKeyMissing))
     }
 
-    /// AES-256-GCM encryption inside the HSM: returns ciphertext || 16-byte tag.
+    /// AES-256-GCM encryption inside the HSM. Offers a fresh random IV, then reads the IV
+    /// buffer back after `C_Encrypt`: an HSM that chooses its own IV (CloudHSM) wrote it
+    /// there, and [`Sealed`] carries the IV the ciphertext really needs.
     pub fn encrypt(
         self: &Arc<Self>,
         key_id: &[u8],
-        gcm: &Gcm<'_>,
+        seal: &GcmSeal<'_>,
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, HsmError> {
+    ) -> Result<Sealed, HsmError> {
         self.with_session(|connection, session| {
             let key = self.key_handle(connection, session, key_id)?;
-            let mut iv = gcm.iv;
+            let mut iv = gcm::proposed_iv().map_err(|failure| self.fail(failure))?;
             let params =
-                GcmParams::new(&mut iv, gcm.aad, 128.into()).map_err(self.pkcs11_error())?;
-            let result = session
-                .encrypt(&Mechanism::AesGcm(params), key, plaintext)
+                GcmParams::new(&mut iv, seal.aad, 128.into()).map_err(self.pkcs11_error())?;
+            let encrypted = session.encrypt(&Mechanism::AesGcm(params), key, plaintext);
+            let result = encrypted
+                .map(|ciphertext_and_tag| Sealed::new(iv, ciphertext_and_tag))
                 .map_err(self.pkcs11_error());
             self.forget_handle(connection, key_id, result)
         })

@@ -12,10 +12,10 @@ use super::api::*;
 use super::{Caller, KeyStore, cluster_error};
 use crate::audit::event::Call;
 use crate::cluster::MaterialId;
-use crate::crypto::blob::{BlobHeader, CiphertextBlob, IV_LEN, MAX_BLOB_LEN};
+use crate::crypto::blob::{BlobHeader, CiphertextBlob, MAX_BLOB_LEN};
 use crate::crypto::context::EncryptionContext;
 use crate::error::KmsError;
-use crate::hsm::Gcm;
+use crate::hsm::{Gcm, GcmSeal};
 use crate::keys::records::KeyRecord;
 use crate::keys::state::{self, Operation};
 
@@ -274,17 +274,14 @@ impl KeyStore {
     ) -> Result<Vec<u8>, KmsError> {
         let header = BlobHeader::new(key.id(), key.current_version());
         let aad = header.aad(context);
-        let mut iv = [0u8; IV_LEN];
-        getrandom::fill(&mut iv)
-            .map_err(|e| KmsError::KmsInternal(format!("no randomness for an IV: {e}")))?;
-        let gcm = Gcm::new(&iv, &aad, 128).map_err(|e| KmsError::KmsInternal(e.to_string()))?;
+        let seal = GcmSeal::new(&aad, 128).map_err(|e| KmsError::KmsInternal(e.to_string()))?;
         let material = MaterialId::new(key.key_id.clone(), header.material_version());
         let sealed = self
             .cluster_of(key)?
-            .encrypt(&material, &gcm, plaintext)
+            .encrypt(&material, &seal, plaintext)
             .map_err(cluster_error)?;
         call.served_by(sealed.member.name());
-        header.encode(&iv, &sealed.value)
+        header.encode(sealed.value.iv(), sealed.value.ciphertext_and_tag())
     }
 
     /// Authenticates and decrypts a blob: finds its key, checks `expected_key` and the state.

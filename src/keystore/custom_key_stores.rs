@@ -210,7 +210,7 @@ impl CustomKeyStores {
     /// Seals a password under the default cluster's password key (created on first use).
     fn seal(&self, id: &str, password: &SecretString) -> Result<(String, String), KmsError> {
         let aad = format!("{PASSWORD_AAD}:{id}");
-        let (iv, sealed) = self
+        let sealed = self
             .default_cluster
             .seal_internal(
                 PASSWORD_KEY_ID,
@@ -219,7 +219,10 @@ impl CustomKeyStores {
                 password.expose_secret().as_bytes(),
             )
             .map_err(super::cluster_error)?;
-        Ok((STANDARD.encode(iv), STANDARD.encode(&sealed)))
+        Ok((
+            STANDARD.encode(sealed.iv()),
+            STANDARD.encode(sealed.ciphertext_and_tag()),
+        ))
     }
 
     /// Unseals a store's password inside the default cluster's HSMs.
