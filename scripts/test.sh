@@ -44,9 +44,9 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
 fi
 
 # --- Last step: run the tests -------------------------------------------------------
-# Doctests first (nextest does not run them), then the crate's tests, then the AWS SDK
-# for Rust client test (behind its cargo feature), then the Python clients. Each step
-# stops the script when it fails.
+# Doctests first (nextest does not run them), then the crate's tests, then some of them
+# again in vendor mode, then the AWS SDK for Rust client test (behind its cargo feature),
+# then the Python clients. Each step stops the script when it fails.
 cargo test --doc
 # The PKCS#11 module tests/vendor_mode.rs loads (that test also builds it when missing).
 cargo build -p pkcs11-vendor-sim
@@ -54,6 +54,15 @@ if [[ $runner == nextest ]]; then
     cargo nextest run --lib --bins --tests "$@"
 else
     cargo test --lib --bins --tests "$@"
+fi
+# Second pass: the key store, audit and custom key store tests again in vendor mode, their
+# clusters turned into one pkcs11-vendor-sim slot over the same SoftHSM2 tokens (see
+# tests/common/vendor.rs).
+vendor_tests=(--test keystore --test keystore_states --test audit --test custom_key_stores)
+if [[ $runner == nextest ]]; then
+    HSM_KMS_TEST_REPLICATION=vendor cargo nextest run "${vendor_tests[@]}" "$@"
+else
+    HSM_KMS_TEST_REPLICATION=vendor cargo test "${vendor_tests[@]}" "$@"
 fi
 cargo test --features aws-sdk-tests --test aws_sdk
 .venv/bin/python -m pytest tests/clients

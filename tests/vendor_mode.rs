@@ -7,12 +7,13 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestCluster;
+use common::vendor::built_module;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -31,38 +32,6 @@ use hsm_kms::store::SledStore;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 const TRUST_ANCHOR: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
-
-/// Builds the module once per test process and returns the built library.
-fn built_module() -> &'static Path {
-    static MODULE: OnceLock<PathBuf> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        // target/<profile>/deps/<test binary>: the module goes into the same target dir.
-        let exe = std::env::current_exe().unwrap();
-        let target_dir = exe.ancestors().nth(3).unwrap().to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "pkcs11-vendor-sim",
-                "--manifest-path",
-            ])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "building pkcs11-vendor-sim failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let module = target_dir.join("debug/libpkcs11_vendor_sim.so");
-        assert!(module.exists(), "{} was not built", module.display());
-        module
-    })
-}
 
 /// One simulated vendor cluster: a copy of the module over two SoftHSM2 tokens.
 struct VendorCluster {
@@ -172,7 +141,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(with_custom_key_store_cluster: bool) -> Fixture {
-        let hsms = TestCluster::new(if with_custom_key_store_cluster { 4 } else { 2 });
+        let hsms = TestCluster::softhsm(if with_custom_key_store_cluster { 4 } else { 2 });
         let vendor = VendorCluster::new(&hsms, "vendor", ["hsm-a", "hsm-b"]);
         let cloudhsm = with_custom_key_store_cluster
             .then(|| VendorCluster::new(&hsms, "cloudhsm", ["hsm-c", "hsm-d"]));

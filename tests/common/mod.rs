@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod kms;
+pub mod vendor;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +17,20 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Creates `members` independent SoftHSM2 tokens (hsm-a, hsm-b, ...).
+    /// Creates `members` SoftHSM2 tokens (hsm-a, hsm-b, ...) serving the cluster `local`: as
+    /// independent members, or in vendor mode behind one vendor slot (see [`vendor`]).
     pub fn new(members: usize) -> TestCluster {
+        let mut cluster = TestCluster::softhsm(members);
+        if vendor::enabled() {
+            cluster.config_text = vendor::in_test_mode(&cluster, &cluster.config_text);
+            cluster.write_config("hsm-kms.toml", &cluster.config_text);
+        }
+        cluster
+    }
+
+    /// Creates `members` independent SoftHSM2 tokens (hsm-a, hsm-b, ...) serving the cluster
+    /// `local` with hsm-kms replication, whatever the mode.
+    pub fn softhsm(members: usize) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
         let output = Command::new("bash")
