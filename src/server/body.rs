@@ -1,0 +1,82 @@
+//! Reading a request body within the endpoint's limits: at most `max_bytes` (a larger
+//! `Content-Length` is refused before anything is read) and within `timeout` of the headers.
+//! The body lands in one buffer sized up front and zeroized when dropped, since it may carry
+//! a plaintext; the HTTP layer's own chunks are wiped as they are consumed when nothing else
+//! holds them.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::body::{Body, HttpBody};
+use axum::http::HeaderMap;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::KmsError;
+
+/// The limits on one request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
+
+/// Reads the whole body, or refuses it: `RequestEntityTooLarge` over the size limit,
+/// `RequestTimeout` when it does not arrive in time.
+pub async fn read(
+    body: Body,
+    headers: &HeaderMap,
+    limits: &BodyLimits,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limits.max_bytes) {
+        return Err(too_large(limits.max_bytes));
+    }
+    let capacity = declared.unwrap_or(limits.max_bytes).min(limits.max_bytes);
+    tokio::time::timeout(limits.timeout, collect(body, capacity, limits.max_bytes))
+        .await
+        .map_err(|_| {
+            KmsError::RequestTimeout(format!(
+                "The request body did not arrive within {} ms.",
+                limits.timeout.as_millis()
+            ))
+        })?
+}
+
+async fn collect(
+    mut body: Body,
+    capacity: usize,
+    max_bytes: usize,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let mut collected = Zeroizing::new(Vec::with_capacity(capacity));
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame
+            .map_err(|_| KmsError::Serialization("The request body could not be read.".into()))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if collected.len() + chunk.len() > max_bytes {
+            return Err(too_large(max_bytes));
+        }
+        if collected.len() + chunk.len() > collected.capacity() {
+            // Grow by moving into a new buffer, so the old one is zeroized rather than freed.
+            let mut larger = Zeroizing::new(Vec::with_capacity(max_bytes));
+            larger.extend_from_slice(&collected);
+            collected = larger;
+        }
+        collected.extend_from_slice(&chunk);
+        if let Ok(mut unique) = chunk.try_into_mut() {
+            let bytes: &mut [u8] = &mut unique;
+            bytes.zeroize();
+        }
+    }
+    Ok(collected)
+}
+
+fn too_large(max_bytes: usize) -> KmsError {
+    KmsError::RequestEntityTooLarge(format!(
+        "The request body is larger than the {max_bytes} bytes this endpoint accepts."
+    ))
+}
