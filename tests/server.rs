@@ -178,6 +178,9 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("server log:\n{}", self.log());
+        }
         if let Some(mut process) = self.process.take() {
             let _ = process.kill();
             let _ = process.wait();
@@ -213,11 +216,14 @@ impl Answer {
 }
 
 /// Reads one response (status line, headers, `Content-Length` body); `None` when the server
-/// closed the connection before sending anything.
+/// closed the connection before sending anything. Panics when the read times out.
 fn read_answer(reader: &mut impl BufRead) -> Option<Answer> {
     let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return None;
+    match reader.read_line(&mut line) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(error) if closed(&error) => return None,
+        Err(error) => panic!("neither an answer nor a closed connection: {error}"),
     }
     let status = line.split(' ').nth(1).unwrap().parse().unwrap();
     let mut headers = Vec::new();
@@ -243,6 +249,15 @@ fn read_answer(reader: &mut impl BufRead) -> Option<Answer> {
         headers,
         body,
     })
+}
+
+/// Whether a read or write failed because the server closed the connection.
+fn closed(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// The access key and secret of profile hsm-kms in the cluster's credentials file.
@@ -408,26 +423,39 @@ fn server_side_failures_reach_the_caller_as_generic_text_and_the_log_in_full() {
 
 #[test]
 fn surplus_silent_and_slow_connections_are_cut_off() {
-    let server =
-        TestServer::start("max_connections = 2\nidle_timeout_ms = 1500\nbody_timeout_ms = 300");
+    let server = TestServer::start(
+        "max_connections = 2\nidle_timeout_ms = 1000\nheader_timeout_ms = 4000\nbody_timeout_ms = 300",
+    );
     let healthz = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.address);
+    // Reads give up after 3.5 s: a close seen before that came from the idle clock (1 s),
+    // not from the header clock (4 s).
     let open = || {
         let stream = TcpStream::connect(server.address).unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_millis(3500)))
             .unwrap();
         stream
     };
 
+    // A keep-alive connection that was served (retried while the start-up health check's
+    // connection may still hold its slot).
+    let served = || {
+        for _ in 0..20 {
+            let mut stream = open();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            stream.write_all(healthz.as_bytes()).unwrap();
+            if let Some(answer) = read_answer(&mut reader) {
+                assert_eq!(answer.status, 200);
+                return (stream, reader);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no connection was served");
+    };
+
     // Two keep-alive connections are served; a third is closed without an answer.
-    let mut first = open();
-    let mut second = open();
-    let mut first_reader = BufReader::new(first.try_clone().unwrap());
-    let mut second_reader = BufReader::new(second.try_clone().unwrap());
-    first.write_all(healthz.as_bytes()).unwrap();
-    second.write_all(healthz.as_bytes()).unwrap();
-    assert_eq!(read_answer(&mut first_reader).unwrap().status, 200);
-    assert_eq!(read_answer(&mut second_reader).unwrap().status, 200);
+    let (first, mut first_reader) = served();
+    let (second, mut second_reader) = served();
     let mut third = open();
     let _ = third.write_all(healthz.as_bytes());
     assert!(
@@ -435,8 +463,7 @@ fn surplus_silent_and_slow_connections_are_cut_off() {
         "a connection over max_connections was served"
     );
 
-    // Silent for longer than idle_timeout_ms: the server closes both (no timer in the test:
-    // the read returns when the server closes, or fails after 10 s).
+    // Silent between requests for longer than idle_timeout_ms: the server closes both.
     assert!(read_answer(&mut first_reader).is_none());
     assert!(read_answer(&mut second_reader).is_none());
     drop((first, second));
@@ -451,6 +478,26 @@ fn surplus_silent_and_slow_connections_are_cut_off() {
         200
     );
     drop(fourth);
+
+    // A request head trickled a byte at a time never goes idle, but the header clock
+    // (4 s from its first byte) closes it: 25 bytes 200 ms apart outlast it.
+    let mut trickle = open();
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    let mut cut_off = false;
+    for byte in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa".iter().take(25) {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Err(error) = trickle.write_all(&[*byte]) {
+            assert!(closed(&error), "{error}");
+            cut_off = true;
+            break;
+        }
+    }
+    if !cut_off {
+        assert!(
+            read_answer(&mut BufReader::new(trickle)).is_none(),
+            "a request head trickled past header_timeout_ms was answered"
+        );
+    }
 
     // A body that stops arriving gets RequestTimeoutException once body_timeout_ms passed.
     let mut slow = open();

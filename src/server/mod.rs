@@ -51,12 +51,12 @@ pub struct ServerConfig {
     /// Most requests worked on at once; more wait up to `queue_timeout_ms`, then are throttled.
     pub max_concurrency: usize,
     pub queue_timeout_ms: u64,
-    /// Time a client has to send the request headers.
+    /// Time a client has to send the request headers, from their first byte.
     pub header_timeout_ms: u64,
     /// Time a client has to send the request body, once its headers have arrived.
     pub body_timeout_ms: u64,
-    /// Time a connection may stay silent while the server waits for the client (between
-    /// requests on a keep-alive connection) before it is closed.
+    /// Time a connection with no request in progress (a keep-alive connection between
+    /// requests, or a new one) may stay silent before it is closed.
     pub idle_timeout_ms: u64,
     /// Most connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
@@ -131,7 +131,10 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
     let metrics = Metrics::new();
     let connections = ConnectionLimit::new(
         settings.max_connections,
-        Duration::from_millis(settings.idle_timeout_ms),
+        connection::Timeouts {
+            idle: Duration::from_millis(settings.idle_timeout_ms),
+            header: Duration::from_millis(settings.header_timeout_ms),
+        },
         metrics.connections_refused(),
     );
     let app = Arc::new(App {
@@ -157,7 +160,7 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(run(app.clone(), listen, tls, connections, &settings));
+    let outcome = runtime.block_on(run(app.clone(), listen, tls, connections));
     stopping.store(true, Ordering::Release);
     if maintenance.join().is_err() {
         tracing::error!("maintenance thread panicked");
@@ -171,7 +174,6 @@ async fn run(
     listen: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
     connections: ConnectionLimit,
-    settings: &ServerConfig,
 ) -> Result<(), ServeError> {
     let router = Router::new()
         .route("/", post(api))
@@ -183,7 +185,6 @@ async fn run(
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
-    let header_timeout = Duration::from_millis(settings.header_timeout_ms);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%listen, scheme, "hsm-kms serving");
     eprintln!("hsm-kms: serving the AWS KMS API on {scheme}://{listen}");
@@ -191,21 +192,13 @@ async fn run(
         Some((cert, key)) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(connections);
-            let mut server = axum_server::bind(listen).acceptor(acceptor).handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(header_timeout);
+            let server = axum_server::bind(listen).acceptor(acceptor).handle(handle);
             server.serve(service).await?;
         }
         None => {
-            let mut server = axum_server::bind(listen)
+            let server = axum_server::bind(listen)
                 .acceptor(connections)
                 .handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(header_timeout);
             server.serve(service).await?;
         }
     }
