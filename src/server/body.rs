@@ -80,3 +80,43 @@ fn too_large(max_bytes: usize) -> KmsError {
         "The request body is larger than the {max_bytes} bytes this endpoint accepts."
     ))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+
+    fn limits() -> BodyLimits {
+        BodyLimits {
+            max_bytes: 16,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn declaring(length: usize) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", length.into());
+        headers
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_read_whole() {
+        let body = read(Body::from("{\"Limit\": 5}"), &declaring(12), &limits())
+            .await
+            .unwrap();
+        assert_eq!(body.as_slice(), b"{\"Limit\": 5}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_declared_or_not() {
+        let declared = read(Body::from("x"), &declaring(17), &limits())
+            .await
+            .unwrap_err();
+        assert_eq!(declared.code(), "RequestEntityTooLargeException");
+        assert_eq!(declared.http_status(), 413);
+        let undeclared = read(Body::from("y".repeat(17)), &HeaderMap::new(), &limits())
+            .await
+            .unwrap_err();
+        assert_eq!(undeclared.code(), "RequestEntityTooLargeException");
+    }
+}

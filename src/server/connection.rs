@@ -289,3 +289,41 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        idle: Duration::from_secs(60),
+        header: Duration::from_secs(10),
+    };
+
+    #[tokio::test]
+    async fn each_phase_of_a_connection_has_its_own_clock() {
+        let progress = Arc::new(Progress::new());
+        let idle = progress.start + TIMEOUTS.idle;
+        assert_eq!(progress.deadline(&TIMEOUTS), Some(idle));
+        progress.received();
+        let head = progress.deadline(&TIMEOUTS).unwrap();
+        assert!(head < idle, "a request head gets the header clock");
+        progress.received();
+        assert_eq!(
+            progress.deadline(&TIMEOUTS),
+            Some(head),
+            "more bytes do not reset it"
+        );
+        progress.in_flight.fetch_add(1, Ordering::AcqRel);
+        progress.head_since.store(NO_HEAD, Ordering::Release);
+        assert_eq!(
+            progress.deadline(&TIMEOUTS),
+            None,
+            "no clock while the server works"
+        );
+        drop(Answered(progress.clone()));
+        assert!(
+            progress.deadline(&TIMEOUTS).unwrap() >= idle,
+            "answered: the idle clock again"
+        );
+    }
+}
