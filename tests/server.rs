@@ -2,7 +2,7 @@
 //! with raw HTTP/1.1 over TCP (requests signed with `aws-sigv4`): the audit trail names the
 //! request id each response carried and records refused requests; server-side failures
 //! reach the caller as AWS's generic text; and the connection limits (count, idle time,
-//! body time) hold.
+//! body time) hold. Also the key counts `/metrics` reads: kept by commits, no key scans.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -513,4 +513,124 @@ fn surplus_silent_and_slow_connections_are_cut_off() {
         answer.header("x-amzn-errortype"),
         Some("RequestTimeoutException")
     );
+}
+
+/// A metadata store that counts the scans of the keys table made through it.
+struct ScanCounting {
+    inner: hsm_kms::store::SledStore,
+    key_scans: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl hsm_kms::store::MetadataStore for ScanCounting {
+    fn get(
+        &self,
+        table: hsm_kms::store::Table,
+        key: &[u8],
+    ) -> Result<Option<hsm_kms::store::Record>, hsm_kms::store::StoreError> {
+        self.inner.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: hsm_kms::store::Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, hsm_kms::store::Record)>, hsm_kms::store::StoreError> {
+        if table == hsm_kms::store::Table::Keys {
+            self.key_scans
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.scan(table, prefix, after, limit)
+    }
+
+    fn count(&self, table: hsm_kms::store::Table) -> Result<u64, hsm_kms::store::StoreError> {
+        self.inner.count(table)
+    }
+
+    fn commit(
+        &self,
+        batch: hsm_kms::store::Batch,
+    ) -> Result<Result<(), hsm_kms::store::Conflict>, hsm_kms::store::StoreError> {
+        self.inner.commit(batch)
+    }
+}
+
+/// What `/metrics` reads for keys pending deletion: counted when the store opens and kept by
+/// each commit, never a scan of the keys per read.
+#[test]
+fn key_counts_follow_commits_without_reading_the_keys() {
+    use hsm_kms::keys::state::KeyState;
+    use hsm_kms::keystore::api::{CreateKeyRequest, KeyIdRequest, ScheduleKeyDeletionRequest};
+    use std::sync::atomic::Ordering;
+
+    let cluster = TestCluster::new(2);
+    let config = cluster.config();
+    hsm_kms::cluster::Cluster::init("local", config.default_cluster().unwrap()).unwrap();
+    let key_scans = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open = || {
+        let hsms =
+            hsm_kms::cluster::Cluster::open("local", config.default_cluster().unwrap()).unwrap();
+        let metadata = ScanCounting {
+            inner: hsm_kms::store::SledStore::open(&config.service.data_dir).unwrap(),
+            key_scans: key_scans.clone(),
+        };
+        let scope =
+            hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
+        hsm_kms::keystore::KeyStore::with_parts(
+            scope,
+            hsms,
+            Box::new(metadata),
+            std::sync::Arc::new(hsm_kms::clock::ManualClock::new()),
+            config.audit.clone(),
+        )
+        .unwrap()
+    };
+    let store = open();
+    let caller = hsm_kms::keystore::Caller::local(store.scope());
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let created = store
+            .create_key(&caller, CreateKeyRequest::default())
+            .unwrap();
+        keys.push(created.key_metadata.key_id);
+    }
+    for key in &keys[..2] {
+        store
+            .schedule_key_deletion(
+                &caller,
+                ScheduleKeyDeletionRequest {
+                    key_id: key.clone(),
+                    pending_window_in_days: Some(7),
+                },
+            )
+            .unwrap();
+    }
+    store
+        .cancel_key_deletion(
+            &caller,
+            KeyIdRequest {
+                key_id: keys[0].clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let scans_before = key_scans.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        assert_eq!(store.keys_in_state(KeyState::PendingDeletion), 1);
+        assert_eq!(store.keys_in_state(KeyState::Enabled), 1);
+        assert_eq!(store.keys_in_state(KeyState::Disabled), 1);
+    }
+    assert_eq!(
+        key_scans.load(Ordering::SeqCst),
+        scans_before,
+        "a read of the counts scanned the keys"
+    );
+    store.shutdown();
+    drop(store);
+
+    let reopened = open();
+    assert_eq!(reopened.keys_in_state(KeyState::PendingDeletion), 1);
+    assert_eq!(reopened.keys_in_state(KeyState::Disabled), 1);
+    assert_eq!(reopened.keys_in_state(KeyState::Enabled), 1);
 }
