@@ -187,27 +187,31 @@ impl KmsError {
     /// operator's log and the audit trail only: their callers get AWS's generic text and the
     /// request id to quote instead.
     pub fn wire_message(&self, request_id: &str) -> Cow<'_, str> {
-        let generic = match self {
-            KmsError::KmsInternal(_) => {
-                "The request was rejected because an internal exception occurred. The request can be retried."
-            }
-            KmsError::KeyUnavailable(_) => {
-                "The request was rejected because the specified KMS key was not available. You can retry the request."
-            }
-            KmsError::DependencyTimeout(_) => {
-                "The system timed out while trying to fulfill the request. You can retry the request."
-            }
-            _ => return Cow::Borrowed(self.message()),
-        };
-        Cow::Owned(format!("{generic} (Request ID: {request_id})"))
+        match self.generic_text() {
+            Some(generic) => Cow::Owned(format!("{generic} (Request ID: {request_id})")),
+            None => Cow::Borrowed(self.message()),
+        }
     }
 
     /// Whether [`KmsError::wire_message`] hides this error's own message from the caller.
     pub fn is_internal(&self) -> bool {
-        matches!(
-            self,
-            KmsError::KmsInternal(_) | KmsError::KeyUnavailable(_) | KmsError::DependencyTimeout(_)
-        )
+        self.generic_text().is_some()
+    }
+
+    /// AWS's documented text for the server-side exceptions.
+    fn generic_text(&self) -> Option<&'static str> {
+        match self {
+            KmsError::KmsInternal(_) => Some(
+                "The request was rejected because an internal exception occurred. The request can be retried.",
+            ),
+            KmsError::KeyUnavailable(_) => Some(
+                "The request was rejected because the specified KMS key was not available. You can retry the request.",
+            ),
+            KmsError::DependencyTimeout(_) => Some(
+                "The system timed out while trying to fulfill the request. You can retry the request.",
+            ),
+            _ => None,
+        }
     }
 
     /// The HTTP status AWS answers with: 500 for the three server-side
