@@ -12,6 +12,9 @@ pub struct Caller {
     pub principal: String,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The request id the caller was given (`x-amzn-RequestId`), recorded as the audit
+    /// event's `requestID`; `None` gives each audit event a fresh one.
+    pub request_id: Option<String>,
 }
 
 impl Caller {
@@ -22,6 +25,7 @@ impl Caller {
             scope: scope.clone(),
             source_ip: None,
             user_agent: None,
+            request_id: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! by the module that detects the failure. Messages must never carry secrets
 //! (PINs, key bytes, plaintext, data keys).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// An AWS KMS exception with its AWS message.
@@ -80,6 +81,11 @@ pub enum KmsError {
     NotAuthorized(String),
     /// `NotFoundException`: the key, alias or other entity does not exist.
     NotFound(String),
+    /// `RequestEntityTooLargeException` (HTTP 413): the request body exceeds the endpoint's
+    /// limit; AWS's frontends answer oversized requests with 413.
+    RequestEntityTooLarge(String),
+    /// `RequestTimeoutException` (HTTP 408): the request body did not arrive in time.
+    RequestTimeout(String),
     /// `SerializationException`: the request body is not valid JSON for its shape.
     Serialization(String),
     /// `TagException`: a tag is not valid.
@@ -133,6 +139,8 @@ impl KmsError {
             MissingAuthenticationToken(m) => ("MissingAuthenticationTokenException", m),
             NotAuthorized(m) => ("NotAuthorizedException", m),
             NotFound(m) => ("NotFoundException", m),
+            RequestEntityTooLarge(m) => ("RequestEntityTooLargeException", m),
+            RequestTimeout(m) => ("RequestTimeoutException", m),
             Serialization(m) => ("SerializationException", m),
             Tag(m) => ("TagException", m),
             Throttling(m) => ("ThrottlingException", m),
@@ -174,13 +182,48 @@ impl KmsError {
         KmsError::Validation(format!("{count} detected: {}", details.join("; ")))
     }
 
+    /// The message a remote caller is sent. The server-side exceptions carry internal
+    /// details (member names, PKCS#11 return codes, store errors) that belong in the
+    /// operator's log and the audit trail only: their callers get AWS's generic text and the
+    /// request id to quote instead.
+    pub fn wire_message(&self, request_id: &str) -> Cow<'_, str> {
+        match self.generic_text() {
+            Some(generic) => Cow::Owned(format!("{generic} (Request ID: {request_id})")),
+            None => Cow::Borrowed(self.message()),
+        }
+    }
+
+    /// Whether [`KmsError::wire_message`] hides this error's own message from the caller.
+    pub fn is_internal(&self) -> bool {
+        self.generic_text().is_some()
+    }
+
+    /// AWS's documented text for the server-side exceptions.
+    fn generic_text(&self) -> Option<&'static str> {
+        match self {
+            KmsError::KmsInternal(_) => Some(
+                "The request was rejected because an internal exception occurred. The request can be retried.",
+            ),
+            KmsError::KeyUnavailable(_) => Some(
+                "The request was rejected because the specified KMS key was not available. You can retry the request.",
+            ),
+            KmsError::DependencyTimeout(_) => Some(
+                "The system timed out while trying to fulfill the request. You can retry the request.",
+            ),
+            _ => None,
+        }
+    }
+
     /// The HTTP status AWS answers with: 500 for the three server-side
-    /// (retryable) exceptions, 400 for everything else.
+    /// (retryable) exceptions, 413 and 408 for a body too large or too slow, 400 for
+    /// everything else.
     pub fn http_status(&self) -> u16 {
         match self {
             KmsError::KmsInternal(_)
             | KmsError::DependencyTimeout(_)
             | KmsError::KeyUnavailable(_) => 500,
+            KmsError::RequestEntityTooLarge(_) => 413,
+            KmsError::RequestTimeout(_) => 408,
             _ => 400,
         }
     }
@@ -281,6 +324,12 @@ mod tests {
             ),
             (NotAuthorized(m()), "NotAuthorizedException", 400),
             (NotFound(m()), "NotFoundException", 400),
+            (
+                RequestEntityTooLarge(m()),
+                "RequestEntityTooLargeException",
+                413,
+            ),
+            (RequestTimeout(m()), "RequestTimeoutException", 408),
             (Serialization(m()), "SerializationException", 400),
             (Tag(m()), "TagException", 400),
             (Throttling(m()), "ThrottlingException", 400),
@@ -336,6 +385,8 @@ mod tests {
             MissingAuthenticationToken(_) => 34,
             CloudHsmClusterInUse(_) => 35,
             CloudHsmClusterNotFound(_) => 36,
+            RequestEntityTooLarge(_) => 37,
+            RequestTimeout(_) => 38,
         }
     }
 
@@ -385,6 +436,26 @@ mod tests {
             "2 validation errors detected: Value at 'plaintext' failed to satisfy \
              constraint: A; Value at 'plaintext' failed to satisfy constraint: B"
         );
+    }
+
+    #[test]
+    fn callers_of_server_side_failures_get_the_generic_text_and_the_request_id() {
+        let detail = "member hsm-a: C_EncryptInit failed: CKR_DEVICE_ERROR; store: io error";
+        for error in [
+            KmsError::KmsInternal(detail.into()),
+            KmsError::KeyUnavailable(detail.into()),
+            KmsError::DependencyTimeout(detail.into()),
+        ] {
+            let message = error.wire_message("req-1");
+            assert!(error.is_internal());
+            assert!(!message.contains("hsm-a"), "{message}");
+            assert!(!message.contains("CKR_"), "{message}");
+            assert!(!message.contains("store"), "{message}");
+            assert!(message.ends_with("(Request ID: req-1)"), "{message}");
+        }
+        let client = KmsError::Disabled("arn:aws:kms:r:1:key/k is disabled.".into());
+        assert!(!client.is_internal());
+        assert_eq!(client.wire_message("req-1"), client.message());
     }
 
     #[test]

@@ -98,6 +98,9 @@ impl Call {
             self.event_name,
             "AwsApiCall",
         );
+        if let Some(request_id) = &caller.request_id {
+            event.insert("requestID".into(), Value::String(request_id.clone()));
+        }
         let account = caller.scope.account_id();
         event.insert("userIdentity".into(), user_identity(caller));
         event.insert(

@@ -7,6 +7,7 @@ mod aliases;
 pub mod api;
 mod crypto_ops;
 mod custom_key_stores;
+mod key_counts;
 mod lifecycle;
 mod maintenance;
 mod rotation;
@@ -66,6 +67,8 @@ pub struct KeyStore {
     /// Material creations in progress in this process (their intents are not leftovers).
     creating: Mutex<std::collections::HashSet<String>>,
     startup: Vec<Inconsistency>,
+    /// Keys by state, following every commit (for `/metrics`).
+    key_counts: Arc<Mutex<key_counts::KeyCounts>>,
 }
 
 impl KeyStore {
@@ -124,7 +127,8 @@ impl KeyStore {
         audit: AuditSettings,
     ) -> Result<KeyStore, OpenError> {
         let cluster = Arc::new(cluster);
-        let store: Arc<dyn MetadataStore> = Arc::from(store);
+        let (store, key_counts) = key_counts::CountingStore::wrap(Arc::from(store))?;
+        let store: Arc<dyn MetadataStore> = Arc::new(store);
         let sealer = Arc::new(ClusterSealer::new(cluster.clone()));
         let audit = Arc::new(AuditLog::start(store.clone(), Some(sealer), audit)?);
         let listener_audit = Arc::downgrade(&audit);
@@ -173,6 +177,7 @@ impl KeyStore {
             writes: Mutex::new(()),
             creating: Mutex::new(std::collections::HashSet::new()),
             startup: Vec::new(),
+            key_counts,
         };
         keystore.startup = keystore.interrupted_intents()?;
         for problem in &keystore.startup {
@@ -198,6 +203,12 @@ impl KeyStore {
         if let Some(alarms) = &self.alarms {
             alarms.shutdown();
         }
+    }
+
+    /// The number of keys in `state` (all accounts and regions), without reading the store.
+    pub fn keys_in_state(&self, state: KeyState) -> u64 {
+        let counts = self.key_counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.in_state(state)
     }
 
     /// Inconsistencies between HSM and metadata found when the store opened.
@@ -235,6 +246,13 @@ impl KeyStore {
             }
         }
         result
+    }
+
+    /// Records a request refused before any operation ran (authentication failed, unknown
+    /// operation, malformed input) as a failed `event_name` call, without its body.
+    pub fn record_refused(&self, caller: &Caller, event_name: &'static str, error: &KmsError) {
+        let call = Call::new(event_name, true, false);
+        let _refused: Result<(), KmsError> = self.audited(caller, call, |_| Err(error.clone()));
     }
 
     /// Records a background action of the service in the audit trail (durably).

@@ -1,5 +1,8 @@
 //! Prometheus metrics of the endpoint: requests by operation and outcome, latency histograms
-//! by operation, HSM member health and keys pending deletion (the last two read at scrape).
+//! by operation, HSM member health, keys pending deletion, `/healthz` probes and connections
+//! refused at the limit. Every label value comes from a fixed set (served operations,
+//! `unknown`, error codes, configured members), and a scrape reads maintained counters only:
+//! its cost does not grow with the number of keys or with what callers send.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::keys::state::KeyState;
 use crate::keystore::KeyStore;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,6 +42,8 @@ pub struct Metrics {
     latency: Family<OperationLabels, Histogram>,
     member_up: Family<MemberLabels, Gauge>,
     pending_deletions: Gauge,
+    health_probes: Counter,
+    connections_refused: Counter,
 }
 
 impl Metrics {
@@ -52,6 +58,8 @@ impl Metrics {
         });
         let member_up = Family::<MemberLabels, Gauge>::default();
         let pending_deletions = Gauge::default();
+        let health_probes = Counter::default();
+        let connections_refused = Counter::default();
         registry.register(
             "requests",
             "API requests by operation and outcome",
@@ -72,17 +80,40 @@ impl Metrics {
             "Keys pending deletion",
             pending_deletions.clone(),
         );
+        registry.register(
+            "health_probes",
+            "Cluster health probes run for /healthz",
+            health_probes.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because max_connections were open",
+            connections_refused.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             latency,
             member_up,
             pending_deletions,
+            health_probes,
+            connections_refused,
         }
     }
 
-    /// Counts one request and its latency; `outcome` is "ok" or the error code.
-    pub fn observe(&self, operation: &str, outcome: &str, elapsed: Duration) {
+    /// The counter of connections refused, for the connection limit to count them.
+    pub fn connections_refused(&self) -> Counter {
+        self.connections_refused.clone()
+    }
+
+    /// The counter of `/healthz` probes, for the probe to count its runs.
+    pub fn health_probes(&self) -> Counter {
+        self.health_probes.clone()
+    }
+
+    /// Counts one request and its latency; `operation` is a served operation or `unknown`,
+    /// `outcome` "ok" or the error code.
+    pub fn observe(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
                 operation: operation.to_owned(),
@@ -96,7 +127,7 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition, with health read from the key store now.
+    /// The text exposition, with member health and key counts read from the key store now.
     pub fn render(&self, store: &KeyStore) -> String {
         for member in store.cluster().members() {
             self.member_up
@@ -106,9 +137,9 @@ impl Metrics {
                 })
                 .set(i64::from(member.is_up()));
         }
-        if let Ok(pending) = store.pending_deletions() {
-            self.pending_deletions.set(pending as i64);
-        }
+        let pending = store.keys_in_state(KeyState::PendingDeletion);
+        self.pending_deletions
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if encode(&mut text, &registry).is_err() {

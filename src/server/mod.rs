@@ -5,6 +5,9 @@
 //! background, and on SIGTERM/SIGINT stops accepting, finishes what is in flight, flushes
 //! the audit trail and exits 0. Plain HTTP is refused on anything but a loopback address.
 
+mod body;
+mod connection;
+mod health;
 mod metrics;
 pub mod protocol;
 pub mod sigv4;
@@ -16,18 +19,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 use crate::caller::Caller;
 use crate::config::Config;
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
+use connection::ConnectionLimit;
+use health::HealthProbe;
 use metrics::Metrics;
 use sigv4::{HttpRequest, Verifier};
 
@@ -45,8 +51,15 @@ pub struct ServerConfig {
     /// Most requests worked on at once; more wait up to `queue_timeout_ms`, then are throttled.
     pub max_concurrency: usize,
     pub queue_timeout_ms: u64,
-    /// Time a client has to send the request headers.
+    /// Time a client has to send the request headers, from their first byte.
     pub header_timeout_ms: u64,
+    /// Time a client has to send the request body, once its headers have arrived.
+    pub body_timeout_ms: u64,
+    /// Time a connection with no request in progress (a keep-alive connection between
+    /// requests, or a new one) may stay silent before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
     /// Pause between background maintenance runs (deletions, rotations).
     pub maintenance_interval_s: u64,
 }
@@ -61,6 +74,9 @@ impl Default for ServerConfig {
             max_concurrency: 256,
             queue_timeout_ms: 2000,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
             maintenance_interval_s: 60,
         }
     }
@@ -81,8 +97,10 @@ struct App {
     store: KeyStore,
     verifier: Verifier,
     metrics: Metrics,
+    health: HealthProbe,
     permits: Semaphore,
     queue_timeout: Duration,
+    body_limits: body::BodyLimits,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -110,12 +128,26 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
     }
     let verifier = Verifier::from_config(config).map_err(|e| ServeError::Config(e.to_string()))?;
     let store = KeyStore::open(config)?;
+    let metrics = Metrics::new();
+    let connections = ConnectionLimit::new(
+        settings.max_connections,
+        connection::Timeouts {
+            idle: Duration::from_millis(settings.idle_timeout_ms),
+            header: Duration::from_millis(settings.header_timeout_ms),
+        },
+        metrics.connections_refused(),
+    );
     let app = Arc::new(App {
         store,
         verifier,
-        metrics: Metrics::new(),
+        health: HealthProbe::new(metrics.health_probes()),
+        metrics,
         permits: Semaphore::new(settings.max_concurrency.max(1)),
         queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
+        body_limits: body::BodyLimits {
+            max_bytes: settings.max_body_bytes,
+            timeout: Duration::from_millis(settings.body_timeout_ms),
+        },
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -128,7 +160,7 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(run(app.clone(), listen, tls, &settings));
+    let outcome = runtime.block_on(run(app.clone(), listen, tls, connections));
     stopping.store(true, Ordering::Release);
     if maintenance.join().is_err() {
         tracing::error!("maintenance thread panicked");
@@ -141,37 +173,32 @@ async fn run(
     app: Arc<App>,
     listen: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
-    settings: &ServerConfig,
+    connections: ConnectionLimit,
 ) -> Result<(), ServeError> {
     let router = Router::new()
         .route("/", post(api))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(unknown_path)
         .with_state(app);
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
-    let header_timeout = Duration::from_millis(settings.header_timeout_ms);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%listen, scheme, "hsm-kms serving");
     eprintln!("hsm-kms: serving the AWS KMS API on {scheme}://{listen}");
     match tls {
         Some((cert, key)) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
-            let mut server = axum_server::bind_rustls(listen, tls).handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(header_timeout);
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(connections);
+            let server = axum_server::bind(listen).acceptor(acceptor).handle(handle);
             server.serve(service).await?;
         }
         None => {
-            let mut server = axum_server::bind(listen).handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(header_timeout);
+            let server = axum_server::bind(listen)
+                .acceptor(connections)
+                .handle(handle);
             server.serve(service).await?;
         }
     }
@@ -226,45 +253,74 @@ fn spawn_maintenance(
     })
 }
 
-/// `POST /`: one AWS KMS API call.
+/// `POST /`: one AWS KMS API call. Its request id is made here, sent back as
+/// `x-amzn-RequestId` and recorded as the audit event's `requestID`.
 async fn api(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let operation = target
-        .strip_prefix(protocol::TARGET_PREFIX)
-        .unwrap_or("Unknown")
-        .to_owned();
-    let outcome = handle(&app, peer, &method, &uri, &headers, body, &target).await;
+        .unwrap_or_default();
+    let operation = protocol::operation(target);
+    let caller = Caller {
+        scope: app.store.scope().clone(),
+        principal: ANONYMOUS.to_owned(),
+        source_ip: Some(peer.ip().to_string()),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        request_id: Some(request_id.clone()),
+    };
+    let outcome = match body::read(body, &headers, &app.body_limits).await {
+        Ok(body) => handle(&app, caller, &method, &uri, &headers, &body, operation).await,
+        Err(refused) => {
+            // Refused before it was read in full: recorded without its body.
+            let event_name = operation.unwrap_or(UNKNOWN_OPERATION);
+            app.store.record_refused(&caller, event_name, &refused);
+            Err(refused)
+        }
+    };
     let outcome_label = match &outcome {
         Ok(_) => "ok",
         Err(error) => error.code(),
     };
-    app.metrics
-        .observe(&operation, outcome_label, started.elapsed());
+    app.metrics.observe(
+        operation.unwrap_or(UNKNOWN_OPERATION_LABEL),
+        outcome_label,
+        started.elapsed(),
+    );
     respond(outcome, &request_id)
 }
 
+/// The principal recorded for a request whose signature was not (or not yet) verified.
+const ANONYMOUS: &str = "anonymous";
+/// The audit event name of a request that names no served operation.
+const UNKNOWN_OPERATION: &str = "UnknownOperation";
+/// The metrics label of a request that names no served operation.
+const UNKNOWN_OPERATION_LABEL: &str = "unknown";
+
+/// Authenticates the request and runs its operation. A request refused here (signature,
+/// unknown operation, malformed body) is recorded in the audit trail by the refusal's
+/// caller; the key store records the calls it runs itself.
 async fn handle(
     app: &Arc<App>,
-    peer: SocketAddr,
+    mut caller: Caller,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: Bytes,
-    target: &str,
-) -> Result<Vec<u8>, KmsError> {
+    body: &[u8],
+    operation: Option<&'static str>,
+) -> Result<protocol::ResponseBody, KmsError> {
+    let event_name = operation.unwrap_or(UNKNOWN_OPERATION);
     let mut header_list: Vec<(&str, &[u8])> = headers
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_bytes()))
@@ -281,18 +337,23 @@ async fn handle(
         path: uri.path(),
         query: uri.query().unwrap_or(""),
         headers: &header_list,
-        body: &body,
+        body,
     };
-    let identity = app.verifier.verify(&request, SystemTime::now())?;
-    let caller = Caller {
-        scope: identity.scope,
-        principal: identity.principal_arn,
-        source_ip: Some(peer.ip().to_string()),
-        user_agent: headers
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+    let identity = match app.verifier.verify(&request, SystemTime::now()) {
+        Ok(identity) => identity,
+        Err(refused) => {
+            app.store.record_refused(&caller, event_name, &refused);
+            return Err(refused);
+        }
     };
+    caller.scope = identity.scope;
+    caller.principal = identity.principal_arn;
+    let Some(operation) = operation else {
+        let refused = KmsError::UnknownOperation(String::new());
+        app.store.record_refused(&caller, event_name, &refused);
+        return Err(refused);
+    };
+    let target = format!("{}{operation}", protocol::TARGET_PREFIX);
     // Most requests find a free permit at once: only wait (with a timer) when none is free.
     let _permit = match app.permits.try_acquire() {
         Ok(permit) => permit,
@@ -303,17 +364,25 @@ async fn handle(
     };
     // HSM calls block for tens of microseconds: run them on this worker rather than handing
     // each one to another thread.
-    tokio::task::block_in_place(|| protocol::dispatch(&app.store, &caller, target, &body))
+    tokio::task::block_in_place(|| protocol::dispatch(&app.store, &caller, &target, body))
 }
 
-fn respond(outcome: Result<Vec<u8>, KmsError>, request_id: &str) -> Response {
+/// The HTTP response of a call: its JSON body, or AWS's error shape. Server-side failures
+/// are logged in full under the request id and answered with AWS's generic text.
+fn respond(outcome: Result<protocol::ResponseBody, KmsError>, request_id: &str) -> Response {
     let (status, body, error_type) = match outcome {
-        Ok(body) => (StatusCode::OK, body, None),
-        Err(error) => (
-            StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
-            protocol::error_body(&error),
-            Some(error.code()),
-        ),
+        Ok(body) => (StatusCode::OK, zeroized_bytes(body), None),
+        Err(error) => {
+            if error.is_internal() {
+                tracing::error!(request_id, code = error.code(), detail = %error, "request failed");
+            }
+            let message = error.wire_message(request_id);
+            (
+                StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+                Bytes::from(protocol::error_body(&error, &message)),
+                Some(error.code()),
+            )
+        }
     };
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -327,40 +396,78 @@ fn respond(outcome: Result<Vec<u8>, KmsError>, request_id: &str) -> Response {
     if let Some(code) = error_type.and_then(|code| HeaderValue::from_str(code).ok()) {
         headers.insert("x-amzn-errortype", code);
     }
+    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body was not read: the connection cannot carry another request.
+        headers.insert("connection", HeaderValue::from_static("close"));
+    }
     response
 }
 
-/// `GET /healthz`: cluster health; 200 while the quorum holds, 503 otherwise.
+/// A response body that is zeroized when the HTTP layer drops it (it may hold a plaintext
+/// or a data key).
+fn zeroized_bytes(body: protocol::ResponseBody) -> Bytes {
+    Bytes::from_owner(ZeroizedOwner(body))
+}
+
+/// Owns a response buffer for [`Bytes::from_owner`]; its [`Zeroizing`] wipes it on drop.
+struct ZeroizedOwner(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for ZeroizedOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// Any other path or method: AWS's `UnknownOperationException` shape with 404, so clients
+/// see a JSON error rather than an empty body.
+async fn unknown_path(method: Method, uri: Uri) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    tracing::debug!(request_id, %method, path = uri.path(), "unknown path or method");
+    let error = KmsError::UnknownOperation(format!(
+        "No operation is served at {method} {}.",
+        uri.path().chars().take(64).collect::<String>()
+    ));
+    let mut response = respond(Err(error), &request_id);
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// `GET /healthz`: cluster health; 200 while the quorum holds, 503 otherwise. Probed at
+/// most once a second, whatever the number of callers.
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let worker = app.clone();
-    let health = tokio::task::spawn_blocking(move || worker.store.cluster().health()).await;
-    match health {
-        Ok(health) => {
-            let status = if health.serving {
+    match app
+        .health
+        .answer(move || worker.store.cluster().health())
+        .await
+    {
+        Some(answer) => {
+            let status = if answer.serving {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            let body = serde_json::to_vec(&health).unwrap_or_default();
-            (status, [("content-type", "application/json")], body).into_response()
+            (
+                status,
+                [("content-type", "application/json")],
+                answer.body.clone(),
+            )
+                .into_response()
         }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
-    let worker = app.clone();
-    match tokio::task::spawn_blocking(move || worker.metrics.render(&worker.store)).await {
-        Ok(text) => (
-            StatusCode::OK,
-            [(
-                "content-type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    let text = app.metrics.render(&app.store);
+    (
+        StatusCode::OK,
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -3,9 +3,11 @@
 //! has them), and the result becomes a JSON body or an error in AWS's shape
 //! (`{"__type": Code, "message": ...}` with `X-Amzn-ErrorType`).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use zeroize::Zeroizing;
 
 use crate::caller::Caller;
 use crate::error::KmsError;
@@ -15,134 +17,231 @@ use crate::keystore::api::*;
 /// The `X-Amz-Target` prefix of AWS KMS.
 pub const TARGET_PREFIX: &str = "TrentService.";
 
+/// Every operation the endpoint serves, by its `X-Amz-Target` name.
+pub const OPERATIONS: &[&str] = &[
+    "CreateKey",
+    "DescribeKey",
+    "ListKeys",
+    "EnableKey",
+    "DisableKey",
+    "ScheduleKeyDeletion",
+    "CancelKeyDeletion",
+    "UpdateKeyDescription",
+    "TagResource",
+    "UntagResource",
+    "ListResourceTags",
+    "CreateAlias",
+    "UpdateAlias",
+    "DeleteAlias",
+    "ListAliases",
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateRandom",
+    "EnableKeyRotation",
+    "DisableKeyRotation",
+    "GetKeyRotationStatus",
+    "RotateKeyOnDemand",
+    "ListKeyRotations",
+    "CreateCustomKeyStore",
+    "DescribeCustomKeyStores",
+    "ConnectCustomKeyStore",
+    "DisconnectCustomKeyStore",
+    "UpdateCustomKeyStore",
+    "DeleteCustomKeyStore",
+];
+
+/// The served operation an `X-Amz-Target` names, if any.
+pub fn operation(target: &str) -> Option<&'static str> {
+    let name = target.strip_prefix(TARGET_PREFIX)?;
+    OPERATIONS.iter().copied().find(|known| *known == name)
+}
+
+/// A JSON response body; zeroized when dropped, since some carry a plaintext or data key.
+pub type ResponseBody = Zeroizing<Vec<u8>>;
+
 /// Runs the operation named by `target` with the JSON `body`; returns the response body.
+/// A body that does not parse is refused before the key store sees it, and recorded in the
+/// audit trail as a refused call of the operation.
 pub fn dispatch(
     store: &KeyStore,
     caller: &Caller,
     target: &str,
     body: &[u8],
-) -> Result<Vec<u8>, KmsError> {
-    let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
+) -> Result<ResponseBody, KmsError> {
+    let Some(operation) = operation(target) else {
+        return Err(KmsError::UnknownOperation(String::new()));
+    };
+    let request = Request {
+        store,
+        caller,
+        operation,
+        body,
+    };
     match operation {
-        "CreateKey" => call(body, &[], |r: CreateKeyRequest| store.create_key(caller, r)),
-        "DescribeKey" => call(body, &["KeyId"], |r: KeyIdRequest| {
-            store.describe_key(caller, r)
-        }),
-        "ListKeys" => call(body, &[], |r: ListRequest| store.list_keys(caller, r)),
-        "EnableKey" => empty(body, &["KeyId"], |r: KeyIdRequest| {
-            store.enable_key(caller, r)
-        }),
-        "DisableKey" => empty(body, &["KeyId"], |r: KeyIdRequest| {
-            store.disable_key(caller, r)
-        }),
-        "ScheduleKeyDeletion" => call(body, &["KeyId"], |r| store.schedule_key_deletion(caller, r)),
-        "CancelKeyDeletion" => call(body, &["KeyId"], |r| store.cancel_key_deletion(caller, r)),
-        "UpdateKeyDescription" => empty(body, &["KeyId", "Description"], |r| {
+        "CreateKey" => request.call(&[], |r: CreateKeyRequest| store.create_key(caller, r)),
+        "DescribeKey" => request.call(&["KeyId"], |r: KeyIdRequest| store.describe_key(caller, r)),
+        "ListKeys" => request.call(&[], |r: ListRequest| store.list_keys(caller, r)),
+        "EnableKey" => request.empty(&["KeyId"], |r: KeyIdRequest| store.enable_key(caller, r)),
+        "DisableKey" => request.empty(&["KeyId"], |r: KeyIdRequest| store.disable_key(caller, r)),
+        "ScheduleKeyDeletion" => {
+            request.call(&["KeyId"], |r| store.schedule_key_deletion(caller, r))
+        }
+        "CancelKeyDeletion" => request.call(&["KeyId"], |r| store.cancel_key_deletion(caller, r)),
+        "UpdateKeyDescription" => request.empty(&["KeyId", "Description"], |r| {
             store.update_key_description(caller, r)
         }),
-        "TagResource" => empty(body, &["KeyId", "Tags"], |r| store.tag_resource(caller, r)),
-        "UntagResource" => empty(body, &["KeyId", "TagKeys"], |r| {
-            store.untag_resource(caller, r)
-        }),
-        "ListResourceTags" => call(body, &["KeyId"], |r| store.list_resource_tags(caller, r)),
-        "CreateAlias" => empty(body, &["AliasName", "TargetKeyId"], |r| {
+        "TagResource" => request.empty(&["KeyId", "Tags"], |r| store.tag_resource(caller, r)),
+        "UntagResource" => {
+            request.empty(&["KeyId", "TagKeys"], |r| store.untag_resource(caller, r))
+        }
+        "ListResourceTags" => request.call(&["KeyId"], |r| store.list_resource_tags(caller, r)),
+        "CreateAlias" => request.empty(&["AliasName", "TargetKeyId"], |r| {
             store.create_alias(caller, r)
         }),
-        "UpdateAlias" => empty(body, &["AliasName", "TargetKeyId"], |r| {
+        "UpdateAlias" => request.empty(&["AliasName", "TargetKeyId"], |r| {
             store.update_alias(caller, r)
         }),
-        "DeleteAlias" => empty(body, &["AliasName"], |r: AliasRequest| {
+        "DeleteAlias" => request.empty(&["AliasName"], |r: AliasRequest| {
             store.delete_alias(caller, &r.alias_name)
         }),
-        "ListAliases" => call(body, &[], |r| store.list_aliases(caller, r)),
-        "Encrypt" => call(body, &["KeyId", "Plaintext"], |r| store.encrypt(caller, r)),
-        "Decrypt" => call(body, &["CiphertextBlob"], |r| store.decrypt(caller, r)),
-        "ReEncrypt" => call(body, &["CiphertextBlob", "DestinationKeyId"], |r| {
+        "ListAliases" => request.call(&[], |r| store.list_aliases(caller, r)),
+        "Encrypt" => request.call(&["KeyId", "Plaintext"], |r| store.encrypt(caller, r)),
+        "Decrypt" => request.call(&["CiphertextBlob"], |r| store.decrypt(caller, r)),
+        "ReEncrypt" => request.call(&["CiphertextBlob", "DestinationKeyId"], |r| {
             store.re_encrypt(caller, r)
         }),
-        "GenerateDataKey" => call(body, &["KeyId"], |r| store.generate_data_key(caller, r)),
-        "GenerateDataKeyWithoutPlaintext" => call(body, &["KeyId"], |r| {
+        "GenerateDataKey" => request.call(&["KeyId"], |r| store.generate_data_key(caller, r)),
+        "GenerateDataKeyWithoutPlaintext" => request.call(&["KeyId"], |r| {
             store.generate_data_key_without_plaintext(caller, r)
         }),
-        "GenerateRandom" => call(body, &[], |r| store.generate_random(caller, r)),
-        "EnableKeyRotation" => empty(body, &["KeyId"], |r| store.enable_key_rotation(caller, r)),
-        "DisableKeyRotation" => empty(body, &["KeyId"], |r| store.disable_key_rotation(caller, r)),
-        "GetKeyRotationStatus" => call(body, &["KeyId"], |r| {
-            store.get_key_rotation_status(caller, r)
-        }),
-        "RotateKeyOnDemand" => call(body, &["KeyId"], |r| store.rotate_key_on_demand(caller, r)),
-        "ListKeyRotations" => call(body, &["KeyId"], |r| store.list_key_rotations(caller, r)),
-        "CreateCustomKeyStore" => call(body, &["CustomKeyStoreName"], |r| {
+        "GenerateRandom" => request.call(&[], |r| store.generate_random(caller, r)),
+        "EnableKeyRotation" => request.empty(&["KeyId"], |r| store.enable_key_rotation(caller, r)),
+        "DisableKeyRotation" => {
+            request.empty(&["KeyId"], |r| store.disable_key_rotation(caller, r))
+        }
+        "GetKeyRotationStatus" => {
+            request.call(&["KeyId"], |r| store.get_key_rotation_status(caller, r))
+        }
+        "RotateKeyOnDemand" => request.call(&["KeyId"], |r| store.rotate_key_on_demand(caller, r)),
+        "ListKeyRotations" => request.call(&["KeyId"], |r| store.list_key_rotations(caller, r)),
+        "CreateCustomKeyStore" => request.call(&["CustomKeyStoreName"], |r| {
             store.create_custom_key_store(caller, r)
         }),
         "DescribeCustomKeyStores" => {
-            call(body, &[], |r| store.describe_custom_key_stores(caller, r))
+            request.call(&[], |r| store.describe_custom_key_stores(caller, r))
         }
-        "ConnectCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+        "ConnectCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
             store.connect_custom_key_store(caller, r)
         }),
-        "DisconnectCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+        "DisconnectCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
             store.disconnect_custom_key_store(caller, r)
         }),
-        "UpdateCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+        "UpdateCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
             store.update_custom_key_store(caller, r)
         }),
-        "DeleteCustomKeyStore" => call(body, &["CustomKeyStoreId"], |r| {
+        "DeleteCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
             store.delete_custom_key_store(caller, r)
         }),
         _ => Err(KmsError::UnknownOperation(String::new())),
     }
 }
 
-/// Parses the request, runs the operation and serialises its response.
-fn call<Request, Response>(
-    body: &[u8],
-    required: &[&str],
-    operation: impl FnOnce(Request) -> Result<Response, KmsError>,
-) -> Result<Vec<u8>, KmsError>
-where
-    Request: DeserializeOwned,
-    Response: Serialize,
-{
-    let response = operation(parse(body, required)?)?;
-    serde_json::to_vec(&response)
-        .map_err(|e| KmsError::KmsInternal(format!("cannot encode the response: {e}")))
+/// One request on its way to the key store.
+struct Request<'a> {
+    store: &'a KeyStore,
+    caller: &'a Caller,
+    operation: &'static str,
+    body: &'a [u8],
 }
 
-/// For operations whose response has no members: an empty JSON object.
-fn empty<Request: DeserializeOwned>(
-    body: &[u8],
-    required: &[&str],
-    operation: impl FnOnce(Request) -> Result<(), KmsError>,
-) -> Result<Vec<u8>, KmsError> {
-    operation(parse(body, required)?)?;
-    Ok(b"{}".to_vec())
+impl Request<'_> {
+    /// Parses the request, runs the operation and serialises its response.
+    fn call<Input, Output>(
+        &self,
+        required: &[&str],
+        operation: impl FnOnce(Input) -> Result<Output, KmsError>,
+    ) -> Result<ResponseBody, KmsError>
+    where
+        Input: DeserializeOwned,
+        Output: Serialize,
+    {
+        let response = operation(self.parse(required)?)?;
+        encode(&response)
+    }
+
+    /// For operations whose response has no members: an empty JSON object.
+    fn empty<Input: DeserializeOwned>(
+        &self,
+        required: &[&str],
+        operation: impl FnOnce(Input) -> Result<(), KmsError>,
+    ) -> Result<ResponseBody, KmsError> {
+        operation(self.parse(required)?)?;
+        Ok(Zeroizing::new(b"{}".to_vec()))
+    }
+
+    /// Parses the body; a refusal is recorded in the audit trail (the operation never ran).
+    fn parse<Input: DeserializeOwned>(&self, required: &[&str]) -> Result<Input, KmsError> {
+        parse(self.body, required).inspect_err(|refused| {
+            self.store
+                .record_refused(self.caller, self.operation, refused)
+        })
+    }
+}
+
+/// Serialises a response into a buffer allocated once at its final size, so no copy of a
+/// plaintext or data key is left behind in a grown-and-freed buffer.
+fn encode(response: &impl Serialize) -> Result<ResponseBody, KmsError> {
+    let mut length = ByteCount(0);
+    serde_json::to_writer(&mut length, response)
+        .map_err(|e| KmsError::KmsInternal(format!("cannot encode the response: {e}")))?;
+    let mut body = Zeroizing::new(Vec::with_capacity(length.0));
+    serde_json::to_writer(&mut *body, response)
+        .map_err(|e| KmsError::KmsInternal(format!("cannot encode the response: {e}")))?;
+    Ok(body)
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Parses a JSON body: malformed JSON or wrong member types are SerializationException,
-/// missing required members ValidationException, as AWS answers.
-fn parse<Request: DeserializeOwned>(body: &[u8], required: &[&str]) -> Result<Request, KmsError> {
+/// missing required members ValidationException, as AWS answers. The body is read twice
+/// (members present, then the request) rather than through a [`serde_json::Value`], which would keep an
+/// unzeroized copy of a base64 plaintext.
+fn parse<Input: DeserializeOwned>(body: &[u8], required: &[&str]) -> Result<Input, KmsError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
         body
     };
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
-        KmsError::Serialization(format!(
-            "Malformed JSON request body at line {} column {}",
-            error.line(),
-            error.column()
-        ))
-    })?;
-    let Value::Object(members) = &value else {
-        return Err(KmsError::Serialization(
-            "Start of list found where not expected".into(),
-        ));
-    };
+    let members: BTreeMap<String, Option<IgnoredAny>> =
+        serde_json::from_slice(body).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => {
+                KmsError::Serialization("Start of list found where not expected".into())
+            }
+            _ => KmsError::Serialization(format!(
+                "Malformed JSON request body at line {} column {}",
+                error.line(),
+                error.column()
+            )),
+        })?;
     let missing: Vec<&str> = required
         .iter()
         .copied()
-        .filter(|name| members.get(*name).is_none_or(Value::is_null))
+        .filter(|name| members.get(*name).is_none_or(Option::is_none))
         .collect();
     if !missing.is_empty() {
         let details: Vec<String> = missing
@@ -161,7 +260,7 @@ fn parse<Request: DeserializeOwned>(body: &[u8], required: &[&str]) -> Result<Re
             details.join("; ")
         )));
     }
-    serde_json::from_value(value).map_err(|error| {
+    serde_json::from_slice(body).map_err(|error| {
         let what = match error.classify() {
             serde_json::error::Category::Data => "a member has the wrong type or an invalid value",
             _ => "the body cannot be read",
@@ -179,9 +278,9 @@ fn lower_first(name: &str) -> String {
     }
 }
 
-/// The JSON error body AWS sends.
-pub fn error_body(error: &KmsError) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "__type": error.code(), "message": error.message() }))
+/// The JSON error body AWS sends, with the message the caller may see.
+pub fn error_body(error: &KmsError, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "__type": error.code(), "message": message }))
         .unwrap_or_else(|_| b"{}".to_vec())
 }
 
@@ -205,5 +304,31 @@ mod tests {
         assert_eq!(not_object.code(), "SerializationException");
         let ok: KeyIdRequest = parse(b"", &[]).unwrap();
         assert!(ok.key_id.is_empty());
+        let null = parse::<KeyIdRequest>(br#"{"KeyId": null}"#, &["KeyId"]).unwrap_err();
+        assert_eq!(null.code(), "ValidationException");
+    }
+
+    #[test]
+    fn a_response_is_encoded_into_one_buffer_of_its_final_size() {
+        let response = serde_json::json!({
+            "KeyId": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "Plaintext": "c2VjcmV0IGJ5dGVzIHRoYXQgbXVzdCBub3QgYmUgY29waWVkIGFyb3VuZA==",
+            "CiphertextBlob": "A".repeat(300),
+        });
+        let body = encode(&response).unwrap();
+        assert_eq!(body.as_slice(), serde_json::to_vec(&response).unwrap());
+        assert_eq!(
+            body.capacity(),
+            body.len(),
+            "the buffer grew: a freed copy remains"
+        );
+    }
+
+    #[test]
+    fn only_served_operations_are_named() {
+        assert_eq!(operation("TrentService.Encrypt"), Some("Encrypt"));
+        assert_eq!(operation("TrentService.NoSuchThing"), None);
+        assert_eq!(operation("Encrypt"), None);
+        assert_eq!(operation(""), None);
     }
 }

@@ -173,6 +173,13 @@ impl Batch {
         self
     }
 
+    /// The batch's writes in order: table, key and new payload (`None` removes the key).
+    pub fn writes(&self) -> impl Iterator<Item = (Table, &[u8], Option<&[u8]>)> {
+        self.writes
+            .iter()
+            .map(|write| (write.table, write.key.as_slice(), write.payload.as_deref()))
+    }
+
     /// Whether the batch has neither preconditions nor writes.
     pub fn is_empty(&self) -> bool {
         self.checks.is_empty() && self.writes.is_empty()

@@ -1,12 +1,16 @@
 """Raw HTTP against `hsm-kms serve`, signed with botocore's own SigV4 signer: protocol errors
-(unknown operation, malformed JSON, missing members), SigV4 refusals (tampered body, header,
-date, region; clock skew; unknown access key; no Authorization), the headers every response
-carries, `/healthz` and `/metrics`."""
+(unknown operation, malformed JSON, missing members, unknown paths, bodies over the limit),
+SigV4 refusals (tampered body, header, date, region; clock skew; unknown access key; no
+Authorization), the headers every response carries, `/healthz` and `/metrics`."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
 import pytest
@@ -219,3 +223,74 @@ def test_metrics_count_requests_by_operation(server, kms):
     assert any(
         'operation="DescribeKey"' in line and "NotFoundException" in line for line in lines
     ), lines
+
+
+def metric(server, name: str) -> float | None:
+    """The value of an unlabelled metric in the `/metrics` text, if present."""
+    text = requests.get(server.endpoint + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_unknown_targets_share_one_metrics_label(server):
+    names = [f"NoSuchOperation{uuid.uuid4().hex}" for _ in range(20)]
+    for name in names:
+        response = requests.post(
+            server.endpoint + "/",
+            headers={"Content-Type": JSON_11, "X-Amz-Target": f"TrentService.{name}"},
+            data=b"{}",
+            timeout=30,
+        )
+        assert response.status_code == 400
+    text = requests.get(server.endpoint + "/metrics", timeout=10).text
+    leaked = [name for name in names if name in text]
+    assert not leaked, "caller-chosen targets became metric labels"
+    assert 'operation="unknown"' in text
+
+
+def test_concurrent_healthz_calls_share_one_probe_a_second(server):
+    before = metric(server, "hsm_kms_health_probes_total")
+    assert before is not None
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: requests.get(server.endpoint + "/healthz", timeout=30).status_code,
+                range(64),
+            )
+        )
+    elapsed = time.monotonic() - started
+    after = metric(server, "hsm_kms_health_probes_total")
+    assert statuses == [200] * 64
+    # One probe per started second at most, whatever the number of callers.
+    assert after - before <= math.ceil(elapsed) + 1, (before, after, elapsed)
+
+
+def test_pending_deletions_follow_schedule_and_cancel(server, kms):
+    before = metric(server, "hsm_kms_pending_deletions")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
+    assert metric(server, "hsm_kms_pending_deletions") == before + 1
+    kms.cancel_key_deletion(KeyId=key)
+    assert metric(server, "hsm_kms_pending_deletions") == before
+
+
+@pytest.mark.parametrize(
+    "method,path", [("GET", "/nope"), ("POST", "/v1/keys"), ("PUT", "/"), ("DELETE", "/healthz")]
+)
+def test_unknown_paths_and_methods_get_an_aws_json_error(server, method, path):
+    response = requests.request(method, server.endpoint + path, data=b"{}", timeout=10)
+    message = assert_error(response, 404, "UnknownOperationException")
+    assert message
+
+
+def test_a_body_over_the_limit_gets_an_aws_json_error(server):
+    body = json.dumps({"KeyId": "alias/x", "Plaintext": "A" * 70_000}).encode()
+    message = assert_error(
+        post(server, signed(server, "Encrypt", body), body), 413, "RequestEntityTooLargeException"
+    )
+    assert "65536" in message
+    # The server still answers on new connections.
+    assert call(server, "ListKeys", b"{}").status_code == 200

@@ -1,0 +1,164 @@
+//! Keys counted by state, kept current as key records are committed, so `/metrics` reads
+//! them in constant time instead of decoding every key per scrape. The counts are taken
+//! once when the key store opens and then follow every committed batch: a
+//! [`MetadataStore`] wrapper sees each write to the keys table, whichever code path made it.
+//! It counts only what this process commits (the server holds the store alone).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+
+use crate::keys::state::KeyState;
+use crate::store::{Batch, Conflict, MetadataStore, Record, StoreError, Table};
+
+/// The number of keys in each state (all accounts and regions).
+#[derive(Default)]
+pub struct KeyCounts {
+    /// Each key's state, so a write knows which count it leaves.
+    states: HashMap<Vec<u8>, KeyState>,
+    by_state: HashMap<KeyState, u64>,
+}
+
+impl KeyCounts {
+    /// The number of keys in `state`.
+    pub fn in_state(&self, state: KeyState) -> u64 {
+        self.by_state.get(&state).copied().unwrap_or(0)
+    }
+
+    /// Records that the key stored under `key` is now in `state` (`None`: removed).
+    fn set(&mut self, key: &[u8], state: Option<KeyState>) {
+        let previous = match state {
+            Some(state) => self.states.insert(key.to_vec(), state),
+            None => self.states.remove(key),
+        };
+        if let Some(previous) = previous
+            && let Some(count) = self.by_state.get_mut(&previous)
+        {
+            *count = count.saturating_sub(1);
+        }
+        if let Some(state) = state {
+            *self.by_state.entry(state).or_default() += 1;
+        }
+    }
+}
+
+/// The only part of a key record the counts need.
+#[derive(Deserialize)]
+struct StateOnly {
+    state: KeyState,
+}
+
+/// The state of a stored key record, if it decodes.
+fn state_of(payload: &[u8]) -> Option<KeyState> {
+    serde_json::from_slice::<StateOnly>(payload)
+        .ok()
+        .map(|record| record.state)
+}
+
+/// A [`MetadataStore`] that keeps [`KeyCounts`] current with every committed batch.
+pub struct CountingStore {
+    inner: Arc<dyn MetadataStore>,
+    counts: Arc<Mutex<KeyCounts>>,
+}
+
+impl CountingStore {
+    /// Counts the keys in `inner` (one scan) and wraps it.
+    pub fn wrap(
+        inner: Arc<dyn MetadataStore>,
+    ) -> Result<(CountingStore, Arc<Mutex<KeyCounts>>), StoreError> {
+        let mut counts = KeyCounts::default();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = inner.scan(Table::Keys, b"", after.as_deref(), 1000)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (key, record) in &page {
+                if let Some(state) = state_of(&record.payload) {
+                    counts.set(key, Some(state));
+                }
+            }
+        }
+        let counts = Arc::new(Mutex::new(counts));
+        Ok((
+            CountingStore {
+                inner,
+                counts: counts.clone(),
+            },
+            counts,
+        ))
+    }
+}
+
+impl MetadataStore for CountingStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        self.inner.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        self.inner.count(table)
+    }
+
+    /// Commits; when the batch writes key records, the counts follow it under a lock held
+    /// across the commit, so they change in commit order.
+    fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+        let changes: Vec<(Vec<u8>, Option<KeyState>)> = batch
+            .writes()
+            .filter(|(table, _, _)| *table == Table::Keys)
+            .map(|(_, key, payload)| (key.to_vec(), payload.and_then(state_of)))
+            .collect();
+        if changes.is_empty() {
+            return self.inner.commit(batch);
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = self.inner.commit(batch);
+        match &outcome {
+            Ok(Ok(())) => {
+                for (key, state) in &changes {
+                    counts.set(key, *state);
+                }
+            }
+            Ok(Err(_)) => {}
+            // Applied or not: read back what is there.
+            Err(_) => {
+                for (key, _) in &changes {
+                    if let Ok(found) = self.inner.get(Table::Keys, key) {
+                        counts.set(key, found.and_then(|record| state_of(&record.payload)));
+                    }
+                }
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_moves_between_counts_and_leaves_them_when_removed() {
+        let mut counts = KeyCounts::default();
+        counts.set(b"k1", Some(KeyState::Enabled));
+        counts.set(b"k2", Some(KeyState::Enabled));
+        counts.set(b"k1", Some(KeyState::PendingDeletion));
+        assert_eq!(counts.in_state(KeyState::Enabled), 1);
+        assert_eq!(counts.in_state(KeyState::PendingDeletion), 1);
+        counts.set(b"k1", None);
+        counts.set(b"k3", None);
+        assert_eq!(counts.in_state(KeyState::PendingDeletion), 0);
+        assert_eq!(counts.in_state(KeyState::Enabled), 1);
+    }
+}
