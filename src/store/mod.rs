@@ -173,6 +173,14 @@ impl Batch {
         self
     }
 
+    /// The table and key of every write and delete, in order (fault injection and tests use it
+    /// to tell which tables a commit touches).
+    pub fn written_keys(&self) -> impl Iterator<Item = (Table, &[u8])> {
+        self.writes
+            .iter()
+            .map(|write| (write.table, write.key.as_slice()))
+    }
+
     /// Whether the batch has neither preconditions nor writes.
     pub fn is_empty(&self) -> bool {
         self.checks.is_empty() && self.writes.is_empty()
