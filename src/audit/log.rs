@@ -890,3 +890,219 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::{Conflict, Record, SledStore};
+
+    /// A sled store whose commits fail while `failing` is set.
+    struct FlakyStore {
+        inner: SledStore,
+        failing: AtomicBool,
+    }
+
+    impl MetadataStore for FlakyStore {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
+            self.inner.get(table, key)
+        }
+
+        fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+            self.inner.scan(table, prefix, after, limit)
+        }
+
+        fn count(&self, table: Table) -> Result<u64, StoreError> {
+            self.inner.count(table)
+        }
+
+        fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Io(std::io::Error::other("injected failure")));
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    fn flaky(dir: &tempfile::TempDir) -> Arc<FlakyStore> {
+        Arc::new(FlakyStore {
+            inner: SledStore::open(dir.path().join("db")).unwrap(),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    fn start(store: &Arc<FlakyStore>) -> AuditLog {
+        AuditLog::start(
+            store.clone(),
+            None,
+            AuditSettings::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    }
+
+    fn event(name: &str, request_id: &str) -> Value {
+        serde_json::json!({
+            "eventName": name,
+            "eventTime": "2024-01-01T00:00:00Z",
+            "awsRegion": "us-east-1",
+            "recipientAccountId": "111122223333",
+            "requestID": request_id,
+        })
+    }
+
+    fn names(store: &dyn MetadataStore) -> Vec<String> {
+        read_events(store, 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|stored| stored.event()["eventName"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_dropped_group_is_recorded_and_the_failure_clears_at_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        log.append(&event("CreateKey", "r1"), true).unwrap();
+
+        store.failing.store(true, Ordering::SeqCst);
+        log.append(&event("Encrypt", "r2"), false).unwrap();
+        let error = log.append(&event("DisableKey", "r3"), true).unwrap_err();
+        assert!(matches!(error, AuditError::Write(_)), "{error:?}");
+        let health = log.health();
+        assert!(!health.writable);
+        assert_eq!(health.lost_events, 2);
+        assert!(health.failure.unwrap().contains("injected failure"));
+
+        // Writes work again: a durable append waits for its own commit (no latched failure).
+        store.failing.store(false, Ordering::SeqCst);
+        log.append(&event("EnableKey", "r4"), true).unwrap();
+        assert!(log.health().writable);
+        assert_eq!(
+            names(store.as_ref()),
+            ["CreateKey", super::super::event::EVENTS_LOST, "EnableKey"]
+        );
+        let lost = read_events(store.as_ref(), 1, 1).unwrap()[0].event();
+        let details = &lost["serviceEventDetails"];
+        assert_eq!(details["lostEvents"], 2);
+        assert_eq!(details["eventNames"]["Encrypt"], 1);
+        assert_eq!(details["eventNames"]["DisableKey"], 1);
+        assert_eq!(details["requestIds"], serde_json::json!(["r2", "r3"]));
+        assert_eq!(lost["awsRegion"], "us-east-1");
+        assert_eq!(lost["recipientAccountId"], "111122223333");
+
+        // The chain is whole; the loss is the only problem verify reports.
+        let report = super::super::verify::verify(store.as_ref(), None, None).unwrap();
+        assert_eq!(report.events, 3);
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert_eq!(report.first_bad(), Some(2));
+        assert!(report.problems[0].what.contains("failed to write"));
+    }
+
+    #[test]
+    fn the_writer_records_a_loss_by_itself_once_writes_work_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        store.failing.store(true, Ordering::SeqCst);
+        log.append(&event("Encrypt", "r1"), false).unwrap();
+        wait_until("the failed group", || !log.health().writable);
+        store.failing.store(false, Ordering::SeqCst);
+        wait_until("the retry", || log.health().writable);
+        assert_eq!(names(store.as_ref()), [super::super::event::EVENTS_LOST]);
+    }
+
+    #[test]
+    fn an_intent_whose_completion_is_lost_is_chained_with_an_unknown_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        let intent = log.begin(&event("DisableKey", "r1")).unwrap();
+        assert_eq!(
+            store.count(Table::Meta).unwrap(),
+            1,
+            "the intent is on disk before the change"
+        );
+        store.failing.store(true, Ordering::SeqCst);
+        let mut done = event("DisableKey", "r1");
+        done["done"] = Value::Bool(true);
+        assert!(log.complete(intent, &done).is_err());
+        // While the trail fails, a new intent cannot be written: the call must not go ahead.
+        assert!(log.begin(&event("EnableKey", "r2")).is_err());
+        store.failing.store(false, Ordering::SeqCst);
+        wait_until("recovery", || log.health().writable);
+        let chained = read_events(store.as_ref(), 0, usize::MAX).unwrap();
+        let events: Vec<Value> = chained.iter().map(StoredEvent::event).collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0]["eventName"], super::super::event::EVENTS_LOST);
+        assert_eq!(events[0]["serviceEventDetails"]["lostEvents"], 1);
+        assert_eq!(events[1], event("DisableKey", "r1"));
+        assert!(
+            store
+                .scan(Table::Meta, INTENT_PREFIX, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+
+        // A completed intent leaves only its final event.
+        let intent = log.begin(&event("EnableKey", "r3")).unwrap();
+        log.complete(intent, &event("EnableKey", "r3")).unwrap();
+        assert_eq!(read_events(store.as_ref(), 0, usize::MAX).unwrap().len(), 3);
+        assert!(
+            store
+                .scan(Table::Meta, INTENT_PREFIX, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn intents_left_by_a_crash_are_chained_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        {
+            let log = start(&store);
+            let intent = log.begin(&event("ScheduleKeyDeletion", "r1")).unwrap();
+            // The process dies before the call completes.
+            std::mem::forget(intent);
+            log.shutdown();
+        }
+        assert!(names(store.as_ref()).is_empty());
+        let log = start(&store);
+        wait_until("the orphan", || names(store.as_ref()).len() == 1);
+        assert_eq!(names(store.as_ref()), ["ScheduleKeyDeletion"]);
+        log.shutdown();
+    }
+
+    #[test]
+    fn appends_after_shutdown_are_refused_not_hung() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        log.shutdown();
+        assert_eq!(
+            log.append(&event("Encrypt", "r1"), true),
+            Err(AuditError::Stopped)
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the endpoint: requests by operation and outcome, latency histograms
-//! by operation, HSM member health and keys pending deletion (the last two read at scrape).
+//! by operation, HSM member health, keys pending deletion and whether the audit trail is failing
+//! (the last three read at scrape).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub struct Metrics {
     latency: Family<OperationLabels, Histogram>,
     member_up: Family<MemberLabels, Gauge>,
     pending_deletions: Gauge,
+    audit_failing: Gauge,
 }
 
 impl Metrics {
@@ -52,6 +54,7 @@ impl Metrics {
         });
         let member_up = Family::<MemberLabels, Gauge>::default();
         let pending_deletions = Gauge::default();
+        let audit_failing = Gauge::default();
         registry.register(
             "requests",
             "API requests by operation and outcome",
@@ -72,12 +75,18 @@ impl Metrics {
             "Keys pending deletion",
             pending_deletions.clone(),
         );
+        registry.register(
+            "audit_failing",
+            "1 while the audit trail cannot be written",
+            audit_failing.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             latency,
             member_up,
             pending_deletions,
+            audit_failing,
         }
     }
 
@@ -106,6 +115,8 @@ impl Metrics {
                 })
                 .set(i64::from(member.is_up()));
         }
+        self.audit_failing
+            .set(i64::from(!store.audit_health().writable));
         if let Ok(pending) = store.pending_deletions() {
             self.pending_deletions.set(pending as i64);
         }

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use crate::audit::log::OnFailure;
 use crate::caller::Caller;
 use crate::config::Config;
 use crate::error::KmsError;
@@ -330,18 +331,25 @@ fn respond(outcome: Result<Vec<u8>, KmsError>, request_id: &str) -> Response {
     response
 }
 
-/// `GET /healthz`: cluster health; 200 while the quorum holds, 503 otherwise.
+/// `GET /healthz`: cluster and audit trail health; 200 while the quorum holds and calls are
+/// not being refused for an unwritable audit trail, 503 otherwise.
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let worker = app.clone();
-    let health = tokio::task::spawn_blocking(move || worker.store.cluster().health()).await;
+    let health = tokio::task::spawn_blocking(move || {
+        (worker.store.cluster().health(), worker.store.audit_health())
+    })
+    .await;
     match health {
-        Ok(health) => {
-            let status = if health.serving {
+        Ok((health, audit)) => {
+            let refusing = !audit.writable && audit.on_failure == OnFailure::Refuse;
+            let status = if health.serving && !refusing {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            let body = serde_json::to_vec(&health).unwrap_or_default();
+            let mut body = serde_json::to_value(&health).unwrap_or_default();
+            body["audit"] = serde_json::to_value(&audit).unwrap_or_default();
+            let body = serde_json::to_vec(&body).unwrap_or_default();
             (status, [("content-type", "application/json")], body).into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
