@@ -438,10 +438,15 @@ impl AuditLog {
     /// Whether the last write failed, and what has been lost.
     pub fn health(&self) -> AuditHealth {
         let queue = self.shared.lock();
+        let failure = match &queue.failure {
+            Some(failure) => Some(failure.clone()),
+            None if queue.stopped => Some(AuditError::Stopped.to_string()),
+            None => None,
+        };
         AuditHealth {
             on_failure: self.shared.settings.on_failure,
-            writable: queue.failure.is_none(),
-            failure: queue.failure.clone(),
+            writable: failure.is_none(),
+            failure,
             lost_events: queue.lost_total,
         }
     }
@@ -1104,5 +1109,10 @@ mod tests {
             log.append(&event("Encrypt", "r1"), true),
             Err(AuditError::Stopped)
         );
+        assert_eq!(
+            log.begin(&event("DisableKey", "r2")).unwrap_err(),
+            AuditError::Stopped
+        );
+        assert!(!log.health().writable);
     }
 }
