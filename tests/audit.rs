@@ -1097,3 +1097,45 @@ fn a_stored_checkpoint_beyond_the_end_of_the_chain_reveals_a_truncation() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("truncated"), "{out}");
 }
+
+#[test]
+fn scheduled_deletions_wait_while_the_trail_cannot_record_them() {
+    let (_cluster, config) = cluster_with("[alarms]\ndefaults = false");
+    let clock = Arc::new(ManualClock::new());
+    let (store, failing) = flaky_store(&config, clock.clone());
+    let caller = Caller::local(store.scope());
+    let key = create(&store, &caller);
+    store
+        .schedule_key_deletion(
+            &caller,
+            ScheduleKeyDeletionRequest {
+                key_id: key.key_id.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    clock.advance(Duration::from_secs(8 * 24 * 60 * 60));
+
+    failing.store(true, Ordering::SeqCst);
+    let refused = store.run_maintenance();
+    assert!(is_internal(refused.clone()), "{refused:?}");
+    assert_eq!(store.metadata().count(Table::Keys).unwrap(), 1);
+    for (member, objects) in store.cluster().key_objects() {
+        let material = objects.unwrap().into_iter().filter(|o| o.label == key.arn);
+        assert_eq!(material.count(), 1, "material kept on {member}");
+    }
+
+    failing.store(false, Ordering::SeqCst);
+    wait_for("the trail writable again", Duration::from_secs(10), || {
+        store.audit_health().writable.then_some(())
+    });
+    let report = store.run_maintenance().unwrap();
+    assert_eq!(report.deleted, std::slice::from_ref(&key.arn));
+    let trail = events(store.metadata());
+    assert!(
+        trail.iter().any(|e| e.event()["eventName"] == "DeleteKey"),
+        "{:?}",
+        names(&trail)
+    );
+    store.shutdown();
+}

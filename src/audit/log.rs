@@ -16,8 +16,8 @@
 //! - A group whose commit fails is dropped, and the durable callers waiting on it are told so.
 //!   What was dropped (how many events, their names, request ids and times) is kept and written
 //!   as an `AuditEventsLost` record at the head of the next group that commits, so the chain
-//!   itself shows the gap. While such a record is pending the writer retries every
-//!   [`RETRY_INTERVAL`] even without new events.
+//!   itself shows the gap. While the trail is failing the writer retries every
+//!   [`RETRY_INTERVAL`] even without new events (writing the record, or just the head).
 //! - The log is *failing* from a failed write until the next successful one; [`AuditLog::health`]
 //!   reports it (for `/healthz` and `/metrics`), and with [`OnFailure::Refuse`] the key store
 //!   refuses calls meanwhile.
@@ -298,6 +298,7 @@ struct Shared {
 /// One event waiting for the writer.
 struct Queued {
     ticket: u64,
+    /// Empty for a [`AuditLog::probe`]: nothing to chain, but the head is written.
     json: Vec<u8>,
     durable: bool,
     /// The meta-table key of the intent this event completes, deleted in the same batch.
@@ -503,6 +504,15 @@ impl AuditLog {
         }
     }
 
+    /// Proves the trail writable now, for work that is about to change state without a call
+    /// (scheduled deletions and rotations): durably rewrites the chain head, adding no event.
+    pub fn probe(&self) -> Result<(), AuditError> {
+        if !self.shared.settings.enabled {
+            return Ok(());
+        }
+        self.enqueue(Vec::new(), true, None)
+    }
+
     fn enqueue(
         &self,
         json: Vec<u8>,
@@ -604,7 +614,16 @@ struct Round {
     events: Vec<Queued>,
     lost: Option<Lost>,
     find_orphans: bool,
+    /// The trail is failing: write the head even with nothing to chain, to see if it recovered.
+    recheck: bool,
     stopping: bool,
+}
+
+impl Round {
+    /// Whether the round writes the head even if it chains nothing.
+    fn writes_head(&self) -> bool {
+        self.recheck || self.events.iter().any(|event| event.json.is_empty())
+    }
 }
 
 /// The writer's own state between rounds.
@@ -640,7 +659,11 @@ impl Shared {
         };
         loop {
             let round = self.next_round(&state);
-            if !round.events.is_empty() || round.lost.is_some() || round.find_orphans {
+            if !round.events.is_empty()
+                || round.lost.is_some()
+                || round.find_orphans
+                || round.recheck
+            {
                 self.write_round(&mut state, &round);
             }
             let now = self.clock.now_millis();
@@ -695,7 +718,7 @@ impl Shared {
             let mut deadline = queue
                 .oldest
                 .map(|oldest| oldest + self.settings.group_commit);
-            if queue.lost.is_some() || queue.orphans_possible {
+            if queue.lost.is_some() || queue.orphans_possible || queue.failure.is_some() {
                 let retry = state
                     .last_recovery
                     .map_or(now, |last| last + RETRY_INTERVAL);
@@ -728,6 +751,7 @@ impl Shared {
             events: std::mem::take(&mut queue.pending),
             lost: queue.lost.clone(),
             find_orphans,
+            recheck: queue.failure.is_some(),
             stopping: queue.shutdown,
         }
     }
@@ -736,7 +760,7 @@ impl Shared {
     /// failure cleared; on failure the round's events join the loss and their durable callers
     /// are told.
     fn write_round(&self, state: &mut WriterState, round: &Round) {
-        if round.lost.is_some() || round.find_orphans {
+        if round.lost.is_some() || round.find_orphans || round.recheck {
             state.last_recovery = Some(Instant::now());
         }
         let outcome = self.commit(state, round);
@@ -744,7 +768,7 @@ impl Shared {
         match outcome {
             Ok(committed) => {
                 // Only a write that happened proves the trail writable again.
-                if committed > 0 {
+                if committed > 0 || round.writes_head() {
                     queue.failure = None;
                     queue.lost = None;
                 }
@@ -764,8 +788,10 @@ impl Shared {
                 );
                 state.head_uncertain = true;
                 for event in &round.events {
-                    Lost::add(&mut queue.lost, &event.json, &reason);
-                    queue.lost_total += 1;
+                    if !event.json.is_empty() {
+                        Lost::add(&mut queue.lost, &event.json, &reason);
+                        queue.lost_total += 1;
+                    }
                     if event.durable {
                         queue.dropped.insert(event.ticket, reason.clone());
                     }
@@ -834,7 +860,8 @@ impl Shared {
         let chained = lost_record
             .iter()
             .chain(orphans.iter().map(|orphan| &orphan.json))
-            .chain(round.events.iter().map(|event| &event.json));
+            .chain(round.events.iter().map(|event| &event.json))
+            .filter(|json| !json.is_empty());
         let mut batch = Batch::new();
         let mut next = state.head;
         for json in chained {
@@ -858,7 +885,7 @@ impl Shared {
         for key in settled {
             batch.delete(Table::Meta, key);
         }
-        if next == state.head {
+        if next == state.head && !round.writes_head() {
             return Ok(0);
         }
         batch.put(

@@ -238,6 +238,18 @@ impl KeyStore {
         }
     }
 
+    /// With `on_failure = "refuse"`, proves the audit trail writable before background work
+    /// that changes state ([`AuditLog::probe`]); `KMSInternalException` when it is not.
+    fn trail_probe(&self) -> Result<(), KmsError> {
+        if self.audit.on_failure() == OnFailure::Log {
+            return Ok(());
+        }
+        self.audit.probe().map_err(|error| {
+            tracing::error!(%error, "background work refused: the audit trail cannot be written");
+            trail_unwritable()
+        })
+    }
+
     /// Runs one API call and records it in the audit trail, failures included.
     ///
     /// With `on_failure = "refuse"`: a call that changes state first writes its intent
