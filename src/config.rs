@@ -719,6 +719,8 @@ fn percent_decode(text: &str) -> Result<String, String> {
 #[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
     use super::*;
+    use crate::audit::log::OnFailure;
+    use std::time::Duration;
 
     /// A valid config with `service` and `extra` spliced in.
     fn config(service: &str, extra: &str) -> Result<Config, ConfigError> {
@@ -790,6 +792,26 @@ user_pin = "env:PIN"
         );
         let message = invalid(config(r#"region = "US""#, ""));
         assert!(message.contains("Region 'US' is not valid"), "{message}");
+    }
+
+    #[test]
+    fn audit_failure_policy_and_seal_interval_default_and_parse() {
+        let region = r#"region = "us-east-1""#;
+        let defaults = config(region, "").unwrap().audit;
+        assert_eq!(defaults.on_failure, OnFailure::Refuse);
+        assert_eq!(defaults.checkpoint_interval, Duration::from_secs(60));
+        let parsed = config(
+            region,
+            "[audit]\non_failure = \"log\"\ncheckpoint_interval_s = 5",
+        )
+        .unwrap()
+        .audit;
+        assert_eq!(parsed.on_failure, OnFailure::Log);
+        assert_eq!(parsed.checkpoint_interval, Duration::from_secs(5));
+        let error = config(region, "[audit]\non_failure = \"ignore\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown variant `ignore`"), "{error}");
     }
 
     const INLINE: &str = r#"

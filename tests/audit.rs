@@ -1,7 +1,8 @@
 //! The audit trail and its alarms against a real two-member SoftHSM2 cluster and sled on disk:
 //! the events a call leaves, the built-in alarms, tamper detection by `audit verify`, alarm
-//! delivery across a crash, secrets kept out of events, bounded alarm actions, and the
-//! `audit` commands of the binary.
+//! delivery across a crash, secrets kept out of events, bounded alarm actions, the `audit`
+//! commands of the binary, the trail failing closed (or open, when configured) under injected
+//! write failures, and checkpoints sealed by time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,6 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -19,15 +22,18 @@ use hsm_kms::audit::alarm::{
 };
 use hsm_kms::audit::checkpoint::{Checkpoint, ClusterSealer};
 use hsm_kms::audit::dispatcher::read_cursor;
+use hsm_kms::audit::event::EVENTS_LOST;
 use hsm_kms::audit::filter::FilterPattern;
 use hsm_kms::audit::log::{Head, StoredEvent, read_events, read_head};
 use hsm_kms::audit::verify::{VerifyReport, verify};
+use hsm_kms::clock::{Clock, ManualClock, SystemClock};
 use hsm_kms::cluster::Cluster;
 use hsm_kms::config::Config;
 use hsm_kms::error::KmsError;
+use hsm_kms::ids::Scope;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Caller, KeyStore};
-use hsm_kms::store::{Batch, MetadataStore, SledStore, Table};
+use hsm_kms::store::{Batch, Conflict, MetadataStore, Record, SledStore, StoreError, Table};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::Value;
 
@@ -830,4 +836,306 @@ fn tail_follow_prints_events_committed_by_another_process() {
     let line: Value = serde_json::from_str(&lines.join().unwrap()).unwrap();
     assert_eq!(line["eventName"], "DisableKey");
     assert_eq!(line["resources"][0]["ARN"], key.arn.as_str());
+}
+
+/// A sled store whose commits that touch the audit trail (events, head, checkpoints, intents)
+/// fail while `failing` is set, as a full or broken disk would fail them; other commits go
+/// through.
+struct FlakyAuditStore {
+    inner: SledStore,
+    failing: Arc<AtomicBool>,
+}
+
+impl MetadataStore for FlakyAuditStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        self.inner.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        self.inner.count(table)
+    }
+
+    fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+        let audit = batch.writes().any(|(table, key, _)| {
+            matches!(table, Table::Audit | Table::AuditCheckpoints)
+                || (table == Table::Meta && key.starts_with(b"audit-"))
+        });
+        if audit && self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(std::io::Error::other(
+                "injected audit write failure",
+            )));
+        }
+        self.inner.commit(batch)
+    }
+}
+
+/// A key store over `config`'s cluster and a [`FlakyAuditStore`]; returns the switch.
+fn flaky_store(config: &Config, clock: Arc<dyn Clock>) -> (KeyStore, Arc<AtomicBool>) {
+    let failing = Arc::new(AtomicBool::new(false));
+    let metadata = FlakyAuditStore {
+        inner: SledStore::open(&config.service.data_dir).unwrap(),
+        failing: failing.clone(),
+    };
+    let cluster = Cluster::open("local", config.default_cluster().unwrap()).unwrap();
+    let scope = Scope::new(&config.service.region, &config.service.account_id).unwrap();
+    let store = KeyStore::with_parts(
+        scope,
+        cluster,
+        Box::new(metadata),
+        clock,
+        config.audit.clone(),
+    )
+    .unwrap();
+    (store, failing)
+}
+
+fn is_internal<T: std::fmt::Debug>(result: Result<T, KmsError>) -> bool {
+    matches!(result, Err(KmsError::KmsInternal(_)))
+}
+
+/// The `AuditEventsLost` records of the trail.
+fn losses(store: &dyn MetadataStore) -> Vec<Value> {
+    events(store)
+        .iter()
+        .map(StoredEvent::event)
+        .filter(|event| event["eventName"] == EVENTS_LOST)
+        .collect()
+}
+
+#[test]
+fn refuse_mode_changes_nothing_and_serves_nothing_while_the_trail_cannot_be_written() {
+    let (_cluster, config) = cluster_with("[alarms]\ndefaults = false");
+    let (store, failing) = flaky_store(&config, Arc::new(SystemClock));
+    let caller = Caller::local(store.scope());
+    let key = create(&store, &caller);
+    encrypt(&store, &caller, &key.key_id, b"before", None).unwrap();
+
+    failing.store(true, Ordering::SeqCst);
+    // The intent cannot be written: the call is refused before it changes anything.
+    let refused = store.disable_key(&caller, key_request(&key.key_id));
+    assert!(is_internal(refused.clone()), "{refused:?}");
+    // Crypto calls are refused while the trail fails, and so are key creations.
+    let refused = encrypt(&store, &caller, &key.key_id, b"during", None);
+    assert!(is_internal(refused.clone()), "{refused:?}");
+    let refused = store.create_key(&caller, CreateKeyRequest::default());
+    assert!(is_internal(refused.clone()), "{refused:?}");
+    assert!(!store.audit_health().writable);
+    assert_eq!(
+        store.metadata().count(Table::Keys).unwrap(),
+        1,
+        "no key was created"
+    );
+    // The refusals' own events are dropped with their group while the disk still fails.
+    wait_for(
+        "the refusals' group to fail",
+        Duration::from_secs(5),
+        || (store.audit_health().lost_events >= 3).then_some(()),
+    );
+
+    // The disk recovers: the failure clears by itself, and nothing had changed.
+    failing.store(false, Ordering::SeqCst);
+    wait_for("the trail writable again", Duration::from_secs(10), || {
+        store.audit_health().writable.then_some(())
+    });
+    let described = store
+        .describe_key(&caller, key_request(&key.key_id))
+        .unwrap();
+    assert_eq!(described.key_metadata.key_state, "Enabled");
+    encrypt(&store, &caller, &key.key_id, b"after", None).unwrap();
+    store
+        .disable_key(&caller, key_request(&key.key_id))
+        .unwrap();
+
+    // The refused calls are in the chain's record of what it could not write.
+    let lost = losses(store.metadata());
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let details = &lost[0]["serviceEventDetails"];
+    assert!(details["lostEvents"].as_u64().unwrap() >= 3, "{details}");
+    for name in ["DisableKey", "Encrypt", "CreateKey"] {
+        assert!(
+            details["eventNames"][name].as_u64().unwrap() >= 1,
+            "{details}"
+        );
+    }
+    // Nothing else was dropped: every call that ran has its event, no intent is left open.
+    let trail = events(store.metadata());
+    let names = names(&trail);
+    assert_eq!(names.iter().filter(|n| *n == "DisableKey").count(), 1);
+    assert_eq!(names.iter().filter(|n| *n == "CreateKey").count(), 1);
+    assert!(
+        store
+            .metadata()
+            .scan(Table::Meta, b"audit-intent/", None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    store.shutdown();
+    drop(store);
+    let report = check(&config, None);
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(report.problems[0].what.contains("failed to write"));
+}
+
+#[test]
+fn log_mode_keeps_serving_and_the_chain_records_what_it_lost() {
+    let (_cluster, config) =
+        cluster_with("[audit]\non_failure = \"log\"\n[alarms]\ndefaults = false");
+    let (store, failing) = flaky_store(&config, Arc::new(SystemClock));
+    let caller = Caller::local(store.scope());
+    let key = create(&store, &caller);
+
+    failing.store(true, Ordering::SeqCst);
+    encrypt(&store, &caller, &key.key_id, b"during", None).unwrap();
+    store
+        .disable_key(&caller, key_request(&key.key_id))
+        .unwrap();
+    let health = store.audit_health();
+    assert!(!health.writable);
+    assert_eq!(health.lost_events, 2);
+
+    failing.store(false, Ordering::SeqCst);
+    wait_for("the trail writable again", Duration::from_secs(10), || {
+        store.audit_health().writable.then_some(())
+    });
+    let lost = losses(store.metadata());
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let details = &lost[0]["serviceEventDetails"];
+    assert_eq!(details["lostEvents"], 2);
+    assert_eq!(details["eventNames"]["Encrypt"], 1);
+    assert_eq!(details["eventNames"]["DisableKey"], 1);
+    assert_eq!(details["requestIds"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        lost[0]["recipientAccountId"],
+        config.service.account_id.as_str()
+    );
+    store.shutdown();
+}
+
+#[test]
+fn checkpoints_are_sealed_by_time_while_events_arrive() {
+    let (_cluster, config) = cluster_with("[alarms]\ndefaults = false");
+    let clock = Arc::new(ManualClock::new());
+    let (store, _failing) = flaky_store(&config, clock.clone());
+    let caller = Caller::local(store.scope());
+    let key = create(&store, &caller);
+    encrypt(&store, &caller, &key.key_id, b"one", None).unwrap();
+    wait_for("the Encrypt event", Duration::from_secs(5), || {
+        (events(store.metadata()).len() == 2).then_some(())
+    });
+    let sealed = || store.metadata().count(Table::AuditCheckpoints).unwrap();
+    assert_eq!(sealed(), 0, "far fewer than checkpoint_every events");
+
+    clock.advance(Duration::from_secs(61));
+    encrypt(&store, &caller, &key.key_id, b"two", None).unwrap();
+    wait_for(
+        "a checkpoint sealed by time",
+        Duration::from_secs(10),
+        || (sealed() == 1).then_some(()),
+    );
+    let (_, record) = store
+        .metadata()
+        .scan(Table::AuditCheckpoints, b"", None, 1)
+        .unwrap()
+        .pop()
+        .unwrap();
+    let checkpoint: Checkpoint = serde_json::from_slice(&record.payload).unwrap();
+    assert_eq!(checkpoint.seq, 3);
+    assert_eq!(
+        checkpoint.time,
+        clock.now_millis(),
+        "dated by the key store's clock"
+    );
+    store.shutdown();
+}
+
+#[test]
+fn verify_without_the_hsms_does_not_call_the_trail_intact() {
+    let (cluster, _config) = sealed_trail();
+    cluster.hide_token("hsm-a");
+    cluster.hide_token("hsm-b");
+    let (code, out) = cli_verify(&cluster, &[]);
+    cluster.restore_token("hsm-a");
+    cluster.restore_token("hsm-b");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("seals were not verified"), "{out}");
+    assert!(!out.contains("the audit trail is intact"), "{out}");
+}
+
+#[test]
+fn a_stored_checkpoint_beyond_the_end_of_the_chain_reveals_a_truncation() {
+    let (cluster, config) = sealed_trail();
+    // Cut the last two events and rewind the head, leaving the checkpoint sealed at 12.
+    apply(&config, |store, batch| {
+        let last_kept = StoredEvent::decode(&raw(store, 10)).unwrap();
+        for seq in 11..=12u64 {
+            batch.delete(Table::Audit, &seq.to_be_bytes());
+        }
+        let head = Head {
+            seq: 10,
+            hash: last_kept.hash,
+        };
+        batch.put(
+            Table::Meta,
+            b"audit-head",
+            serde_json::to_vec(&head).unwrap(),
+        );
+    });
+    let report = check(&config, None);
+    assert_eq!(report.first_bad(), Some(11), "{report:?}");
+    assert!(report.problems[0].what.contains("truncated"), "{report:?}");
+    let (code, out) = cli_verify(&cluster, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("truncated"), "{out}");
+}
+
+#[test]
+fn scheduled_deletions_wait_while_the_trail_cannot_record_them() {
+    let (_cluster, config) = cluster_with("[alarms]\ndefaults = false");
+    let clock = Arc::new(ManualClock::new());
+    let (store, failing) = flaky_store(&config, clock.clone());
+    let caller = Caller::local(store.scope());
+    let key = create(&store, &caller);
+    store
+        .schedule_key_deletion(
+            &caller,
+            ScheduleKeyDeletionRequest {
+                key_id: key.key_id.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    clock.advance(Duration::from_secs(8 * 24 * 60 * 60));
+
+    failing.store(true, Ordering::SeqCst);
+    let refused = store.run_maintenance();
+    assert!(is_internal(refused.clone()), "{refused:?}");
+    assert_eq!(store.metadata().count(Table::Keys).unwrap(), 1);
+    for (member, objects) in store.cluster().key_objects() {
+        let material = objects.unwrap().into_iter().filter(|o| o.label == key.arn);
+        assert_eq!(material.count(), 1, "material kept on {member}");
+    }
+
+    failing.store(false, Ordering::SeqCst);
+    wait_for("the trail writable again", Duration::from_secs(10), || {
+        store.audit_health().writable.then_some(())
+    });
+    let report = store.run_maintenance().unwrap();
+    assert_eq!(report.deleted, std::slice::from_ref(&key.arn));
+    let trail = events(store.metadata());
+    assert!(
+        trail.iter().any(|e| e.event()["eventName"] == "DeleteKey"),
+        "{:?}",
+        names(&trail)
+    );
+    store.shutdown();
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::log::{Head, hex_bytes};
+use super::log::{AuditError, Head, hex_bytes};
 use crate::cluster::Cluster;
 
 /// The HSM key that seals checkpoints (an internal key: no key record names it).
@@ -18,9 +18,9 @@ const AAD: &[u8] = b"hsm-kms audit checkpoint v1";
 /// Seals and opens 32-byte digests with a key that never leaves the HSMs.
 pub trait Sealer: Send + Sync {
     /// Returns (IV, ciphertext || tag).
-    fn seal(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), String>;
+    fn seal(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), AuditError>;
     /// Opens what [`Sealer::seal`] produced; fails if anything was changed.
-    fn open(&self, iv: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String>;
+    fn open(&self, iv: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuditError>;
 }
 
 /// A sealed checkpoint of the audit chain.
@@ -46,7 +46,7 @@ impl Checkpoint {
     }
 
     /// Seals the chain head.
-    pub fn seal(sealer: &dyn Sealer, head: Head, time: i64) -> Result<Checkpoint, String> {
+    pub fn seal(sealer: &dyn Sealer, head: Head, time: i64) -> Result<Checkpoint, AuditError> {
         let (iv, seal) = sealer.seal(&Checkpoint::digest(head.seq, &head.hash, time))?;
         Ok(Checkpoint {
             seq: head.seq,
@@ -58,14 +58,14 @@ impl Checkpoint {
     }
 
     /// Checks the seal against the HSM key.
-    pub fn verify(&self, sealer: &dyn Sealer) -> Result<(), String> {
-        let iv = from_hex(&self.iv).ok_or("checkpoint IV is not hex")?;
-        let seal = from_hex(&self.seal).ok_or("checkpoint seal is not hex")?;
+    pub fn verify(&self, sealer: &dyn Sealer) -> Result<(), AuditError> {
+        let iv = from_hex(&self.iv).ok_or(AuditError::Malformed("IV"))?;
+        let seal = from_hex(&self.seal).ok_or(AuditError::Malformed("seal"))?;
         let opened = sealer.open(&iv, &seal)?;
         if opened == Checkpoint::digest(self.seq, &self.head_hash, self.time) {
             Ok(())
         } else {
-            Err("checkpoint seal does not match its contents".into())
+            Err(AuditError::SealMismatch)
         }
     }
 }
@@ -90,25 +90,25 @@ impl ClusterSealer {
 }
 
 impl Sealer for ClusterSealer {
-    fn seal(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    fn seal(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), AuditError> {
         let (iv, sealed) = self
             .cluster
             .seal_internal(AUDIT_KEY_ID, "hsm-kms audit checkpoint key", AAD, digest)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| AuditError::Seal(e.to_string()))?
             .into_parts();
         Ok((iv.to_vec(), sealed))
     }
 
-    fn open(&self, iv: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+    fn open(&self, iv: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuditError> {
         self.cluster
             .open_internal(AUDIT_KEY_ID, AAD, iv, sealed)
             .map(|plaintext| plaintext.to_vec())
             .map_err(|error| {
-                if error.is_rejected_ciphertext() {
+                AuditError::Seal(if error.is_rejected_ciphertext() {
                     "the HSM rejected the checkpoint seal".to_owned()
                 } else {
                     error.to_string()
-                }
+                })
             })
     }
 }

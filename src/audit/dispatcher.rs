@@ -450,6 +450,7 @@ mod tests {
     use crate::audit::alarm::Action;
     use crate::audit::filter::FilterPattern;
     use crate::audit::log::{AuditLog, AuditSettings};
+    use crate::clock::SystemClock;
     use crate::store::SledStore;
     use serde_json::json;
 
@@ -491,7 +492,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn MetadataStore> =
             Arc::new(SledStore::open(dir.path().join("db")).unwrap());
-        let log = AuditLog::start(store.clone(), None, AuditSettings::default()).unwrap();
+        let log = AuditLog::start(
+            store.clone(),
+            None,
+            AuditSettings::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         // Before the alarm exists: not delivered.
         log.append(&event("DisableKey"), true).unwrap();
         let out = dir.path().join("alarms.jsonl");
@@ -526,7 +533,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn MetadataStore> =
             Arc::new(SledStore::open(dir.path().join("db")).unwrap());
-        let log = AuditLog::start(store.clone(), None, AuditSettings::default()).unwrap();
+        let log = AuditLog::start(
+            store.clone(),
+            None,
+            AuditSettings::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         let out = dir.path().join("good.jsonl");
         let marker = dir.path().join("marker");
         let flaky = Action::Command {
@@ -561,7 +574,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn MetadataStore> =
             Arc::new(SledStore::open(dir.path().join("db")).unwrap());
-        let log = AuditLog::start(store.clone(), None, AuditSettings::default()).unwrap();
+        let log = AuditLog::start(
+            store.clone(),
+            None,
+            AuditSettings::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         let out = dir.path().join("alarms.jsonl");
         let dispatcher = AlarmDispatcher::start(
             store.clone(),

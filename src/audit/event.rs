@@ -13,6 +13,8 @@ use crate::error::KmsError;
 
 /// CloudTrail's record version this shape follows.
 pub const EVENT_VERSION: &str = "1.08";
+/// `eventName` of the service event that records events the trail failed to write.
+pub const EVENTS_LOST: &str = "AuditEventsLost";
 /// Longest encryption context (in bytes of keys plus values) recorded in full.
 const CONTEXT_RECORD_MAX: usize = 8 * 1024;
 
@@ -27,6 +29,8 @@ pub struct Call {
     pub response_elements: Option<Value>,
     pub resources: BTreeSet<String>,
     pub members: BTreeSet<String>,
+    /// The `eventID` of the call's event, chosen up front so an intent can name it.
+    pub event_id: uuid::Uuid,
 }
 
 impl Call {
@@ -40,6 +44,7 @@ impl Call {
             response_elements: None,
             resources: BTreeSet::new(),
             members: BTreeSet::new(),
+            event_id: uuid::Uuid::new_v4(),
         }
     }
 
@@ -84,6 +89,25 @@ impl Call {
         }
     }
 
+    /// The record of this call before it ran, for the audit intent: the call as it will be
+    /// recorded, with `additionalEventData.hsmKmsOutcome` `"unknown"` and the `eventID` its
+    /// final event will carry. It is chained only if the final event never is.
+    pub fn intent_event(&self, caller: &Caller, cluster: &str, time_millis: i64) -> Value {
+        let mut event = Call {
+            event_name: self.event_name,
+            read_only: self.read_only,
+            durable: self.durable,
+            request_parameters: self.request_parameters.clone(),
+            response_elements: None,
+            resources: self.resources.clone(),
+            members: BTreeSet::new(),
+            event_id: self.event_id,
+        }
+        .into_event(caller, cluster, time_millis, None);
+        event["additionalEventData"]["hsmKmsOutcome"] = Value::String("unknown".into());
+        event
+    }
+
     /// The CloudTrail record of this call.
     pub fn into_event(
         self,
@@ -98,6 +122,7 @@ impl Call {
             self.event_name,
             "AwsApiCall",
         );
+        event.insert("eventID".into(), Value::String(self.event_id.to_string()));
         if let Some(request_id) = &caller.request_id {
             event.insert("requestID".into(), Value::String(request_id.clone()));
         }

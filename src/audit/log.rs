@@ -7,9 +7,28 @@
 //! change state are durable before the call returns; the others are group-committed: flushed
 //! at most [`AuditSettings::group_commit`] after they were queued, or as soon as
 //! [`AuditSettings::group_commit_events`] are waiting — a crash loses at most that window.
-//! Every [`AuditSettings::checkpoint_every`] events (and at shutdown) the head is sealed by a
-//! key inside the HSMs (see [`super::checkpoint`]).
+//! Every [`AuditSettings::checkpoint_every`] events, every
+//! [`AuditSettings::checkpoint_interval`] while events arrive, and at shutdown, the head is
+//! sealed by a key inside the HSMs (see [`super::checkpoint`]).
+//!
+//! Failures never pass silently:
+//!
+//! - A group whose commit fails is dropped, and the durable callers waiting on it are told so.
+//!   What was dropped (how many events, their names, request ids and times) is kept and written
+//!   as an `AuditEventsLost` record at the head of the next group that commits, so the chain
+//!   itself shows the gap. While the trail is failing the writer retries every
+//!   [`RETRY_INTERVAL`] even without new events (writing the record, or just the head).
+//! - The log is *failing* from a failed write until the next successful one; [`AuditLog::health`]
+//!   reports it (for `/healthz` and `/metrics`), and with [`OnFailure::Refuse`] the key store
+//!   refuses calls meanwhile.
+//! - For a call that changes state, [`AuditLog::begin`] first writes an *intent* (the call's
+//!   event with an unknown outcome) durably under `audit-intent/ID` in the meta table, before
+//!   the change; [`AuditLog::complete`] appends the final event and deletes the intent in the
+//!   same batch. An intent left behind (a crash, or a completion whose group was dropped) is an
+//!   orphan: the writer chains it as an event marked `"hsmKmsOutcome": "unknown"` at start-up
+//!   and after a failed write, so a change is never made without a durable record of it.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,13 +38,32 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::checkpoint::{Checkpoint, Sealer};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::store::{Batch, MetadataStore, StoreError, Table};
 
 /// Length of the fixed prefix of a stored event.
 const PREFIX_LEN: usize = 8 + 32 + 32;
 /// Meta-table key of the chain head.
 const HEAD_KEY: &[u8] = b"audit-head";
+/// Meta-table key prefix of intents of state-changing calls not yet completed.
+pub const INTENT_PREFIX: &[u8] = b"audit-intent/";
+/// How often the writer retries while a record of lost events waits to be written, and how
+/// long it waits before retrying a checkpoint seal that failed.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Most request ids an `AuditEventsLost` record lists (the count is always exact).
+const LOST_IDS_MAX: usize = 100;
+
+/// What the key store does when an audit event cannot be made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Fail closed: a state-changing call whose intent cannot be written is refused and
+    /// changes nothing; every other call is refused while the trail cannot be written.
+    #[default]
+    Refuse,
+    /// Fail open: calls go on and lost events are only logged (and recorded as a gap).
+    Log,
+}
 
 /// How the audit log commits and seals.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +78,12 @@ pub struct AuditSettings {
     pub group_commit_events: usize,
     /// Seal a checkpoint after this many events.
     pub checkpoint_every: u64,
+    /// Seal a checkpoint when this much time (by the key store's clock) has passed since the
+    /// last one and events arrived meanwhile.
+    #[serde(rename = "checkpoint_interval_s", with = "seconds")]
+    pub checkpoint_interval: Duration,
+    /// What happens to calls when the trail cannot be written.
+    pub on_failure: OnFailure,
 }
 
 impl Default for AuditSettings {
@@ -49,8 +93,49 @@ impl Default for AuditSettings {
             group_commit: Duration::from_millis(100),
             group_commit_events: 256,
             checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            on_failure: OnFailure::Refuse,
         }
     }
+}
+
+/// Why the audit trail could not take or keep an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The event could not be serialised.
+    #[error("audit event does not encode: {0}")]
+    Encode(String),
+    /// The metadata store refused the write; the event was dropped (and the chain will record
+    /// the gap). The text is the store's error, which names tables and keys, never payloads.
+    #[error("audit trail write failed: {0}")]
+    Write(String),
+    /// The log was shut down; nothing more is written.
+    #[error("the audit trail is shut down")]
+    Stopped,
+    /// The HSMs could not seal or open a checkpoint.
+    #[error("audit checkpoint seal failed: {0}")]
+    Seal(String),
+    /// A checkpoint's seal opened but does not match the checkpoint's contents.
+    #[error("checkpoint seal does not match its contents")]
+    SealMismatch,
+    /// A checkpoint field is not in its format.
+    #[error("checkpoint {0} is not hex")]
+    Malformed(&'static str),
+}
+
+/// The trail's write health, as `/healthz` and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditHealth {
+    /// The configured policy.
+    pub on_failure: OnFailure,
+    /// False from a failed write until the next successful one.
+    pub writable: bool,
+    /// Why the last write failed, while it is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Events dropped by failed writes since start (each drop is recorded in the chain).
+    pub lost_events: u64,
 }
 
 mod millis {
@@ -59,6 +144,15 @@ mod millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
+mod seconds {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
     }
 }
 
@@ -183,9 +277,16 @@ pub struct AuditLog {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The durable intent of a state-changing call, settled by [`AuditLog::complete`].
+#[derive(Debug)]
+pub struct Intent {
+    key: Vec<u8>,
+}
+
 struct Shared {
     store: Arc<dyn MetadataStore>,
     sealer: Option<Arc<dyn Sealer>>,
+    clock: Arc<dyn Clock>,
     settings: AuditSettings,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -194,31 +295,120 @@ struct Shared {
     on_commit: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
+/// One event waiting for the writer.
+struct Queued {
+    ticket: u64,
+    /// Empty for a [`AuditLog::probe`]: nothing to chain, but the head is written.
+    json: Vec<u8>,
+    durable: bool,
+    /// The meta-table key of the intent this event completes, deleted in the same batch.
+    intent: Option<Vec<u8>>,
+}
+
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(u64, Vec<u8>)>,
+    pending: Vec<Queued>,
     oldest: Option<Instant>,
-    durable_waiting: usize,
+    /// Durable events in `pending`: the writer commits at once while there are any.
+    durable_pending: usize,
     next_ticket: u64,
-    committed_ticket: u64,
+    /// Every ticket up to this one has been committed or dropped.
+    settled_ticket: u64,
+    /// Durable tickets whose group was dropped, with the reason; each waiter takes its own.
+    dropped: HashMap<u64, String>,
+    /// Intents written (or being written) whose completion is not committed yet.
+    open_intents: HashSet<Vec<u8>>,
+    /// An intent may have been left behind: the writer looks for orphans.
+    orphans_possible: bool,
+    /// Why the last write failed; `None` once a write succeeds.
     failure: Option<String>,
+    /// Dropped events not yet recorded in the chain.
+    lost: Option<Lost>,
+    /// Events dropped since start.
+    lost_total: u64,
     shutdown: bool,
+    /// The writer thread has exited: nothing more is committed.
+    stopped: bool,
+}
+
+/// Events dropped by failed writes, recorded in the chain as one
+/// [`EVENTS_LOST`](super::event::EVENTS_LOST) service event.
+#[derive(Clone)]
+struct Lost {
+    count: u64,
+    region: String,
+    account: String,
+    first_time: String,
+    last_time: String,
+    event_names: BTreeMap<String, u64>,
+    request_ids: Vec<String>,
+    reason: String,
+}
+
+impl Lost {
+    /// Counts one dropped event (only its name, time and ids are kept).
+    fn add(lost: &mut Option<Lost>, json: &[u8], reason: &str) {
+        let event: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+        let text = |field: &str| event[field].as_str().unwrap_or_default().to_owned();
+        let entry = lost.get_or_insert_with(|| Lost {
+            count: 0,
+            region: text("awsRegion"),
+            account: text("recipientAccountId"),
+            first_time: text("eventTime"),
+            last_time: String::new(),
+            event_names: BTreeMap::new(),
+            request_ids: Vec::new(),
+            reason: String::new(),
+        });
+        entry.count += 1;
+        entry.last_time = text("eventTime");
+        *entry.event_names.entry(text("eventName")).or_default() += 1;
+        if entry.request_ids.len() < LOST_IDS_MAX {
+            entry.request_ids.push(text("requestID"));
+        }
+        reason.clone_into(&mut entry.reason);
+    }
+
+    /// The record of the loss, as event JSON.
+    fn record(&self, time_millis: i64) -> Result<Vec<u8>, StoreError> {
+        let event = super::event::service_event(
+            &self.region,
+            &self.account,
+            time_millis,
+            super::event::EVENTS_LOST,
+            &[],
+            serde_json::json!({
+                "lostEvents": self.count,
+                "firstEventTime": self.first_time,
+                "lastEventTime": self.last_time,
+                "eventNames": self.event_names,
+                "requestIds": self.request_ids,
+                "reason": self.reason,
+            }),
+        );
+        serde_json::to_vec(&event).map_err(|e| StoreError::Backend(Box::new(e)))
+    }
 }
 
 impl AuditLog {
-    /// Starts the writer over `store`; `sealer` seals checkpoints with a key in the HSMs.
+    /// Starts the writer over `store`; `sealer` seals checkpoints with a key in the HSMs and
+    /// `clock` dates them and paces time-based sealing. Intents left by an earlier process are
+    /// chained first.
     pub fn start(
         store: Arc<dyn MetadataStore>,
         sealer: Option<Arc<dyn Sealer>>,
         settings: AuditSettings,
+        clock: Arc<dyn Clock>,
     ) -> Result<AuditLog, StoreError> {
         let head = read_head(store.as_ref())?;
         let shared = Arc::new(Shared {
             store,
             sealer,
+            clock,
             settings,
             queue: Mutex::new(Queue {
                 next_ticket: 1,
+                orphans_possible: true,
                 ..Queue::default()
             }),
             wake: Condvar::new(),
@@ -241,21 +431,111 @@ impl AuditLog {
         self.shared.settings.enabled
     }
 
-    /// Appends an event; with `durable`, returns only once it is flushed.
-    pub fn append(&self, event: &Value, durable: bool) -> Result<(), String> {
+    /// What the key store does when the trail cannot be written.
+    pub fn on_failure(&self) -> OnFailure {
+        self.shared.settings.on_failure
+    }
+
+    /// Whether the last write failed, and what has been lost.
+    pub fn health(&self) -> AuditHealth {
+        let queue = self.shared.lock();
+        let failure = match &queue.failure {
+            Some(failure) => Some(failure.clone()),
+            None if queue.stopped => Some(AuditError::Stopped.to_string()),
+            None => None,
+        };
+        AuditHealth {
+            on_failure: self.shared.settings.on_failure,
+            writable: failure.is_none(),
+            failure,
+            lost_events: queue.lost_total,
+        }
+    }
+
+    /// Appends an event; with `durable`, returns only once its group is flushed, or with
+    /// [`AuditError::Write`] if that group was dropped.
+    pub fn append(&self, event: &Value, durable: bool) -> Result<(), AuditError> {
         if !self.shared.settings.enabled {
             return Ok(());
         }
-        let json = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        self.enqueue(encode(event)?, durable, None)
+    }
+
+    /// Durably records the intent of a state-changing call before it changes anything:
+    /// `intent_event` is the call's event with its outcome unknown, chained as it is should
+    /// the call never be completed. On an error the call must not go ahead.
+    pub fn begin(&self, intent_event: &Value) -> Result<Intent, AuditError> {
+        let json = encode(intent_event)?;
+        let key = [INTENT_PREFIX, uuid::Uuid::new_v4().to_string().as_bytes()].concat();
+        {
+            let mut queue = self.shared.lock();
+            if queue.shutdown || queue.stopped {
+                return Err(AuditError::Stopped);
+            }
+            queue.open_intents.insert(key.clone());
+        }
+        let mut batch = Batch::new();
+        batch.put(Table::Meta, &key, json);
+        let failure = match self.shared.store.commit(batch) {
+            Ok(Ok(())) => return Ok(Intent { key }),
+            Ok(Err(conflict)) => conflict.to_string(),
+            Err(error) => error.to_string(),
+        };
         let mut queue = self.shared.lock();
+        queue.open_intents.remove(&key);
+        // After a failed commit the intent may be on disk all the same.
+        queue.orphans_possible = true;
+        queue.failure = Some(failure.clone());
+        Err(AuditError::Write(failure))
+    }
+
+    /// Appends the final event of a call begun with [`AuditLog::begin`], durably, deleting
+    /// its intent in the same batch. If that group is dropped, the intent stays and is chained
+    /// as an orphan, so the change remains on record.
+    pub fn complete(&self, intent: Intent, event: &Value) -> Result<(), AuditError> {
+        match encode(event) {
+            Ok(json) => self.enqueue(json, true, Some(intent.key)),
+            Err(error) => {
+                let mut queue = self.shared.lock();
+                queue.open_intents.remove(&intent.key);
+                queue.orphans_possible = true;
+                Err(error)
+            }
+        }
+    }
+
+    /// Proves the trail writable now, for work that is about to change state without a call
+    /// (scheduled deletions and rotations): durably rewrites the chain head, adding no event.
+    pub fn probe(&self) -> Result<(), AuditError> {
+        if !self.shared.settings.enabled {
+            return Ok(());
+        }
+        self.enqueue(Vec::new(), true, None)
+    }
+
+    fn enqueue(
+        &self,
+        json: Vec<u8>,
+        durable: bool,
+        intent: Option<Vec<u8>>,
+    ) -> Result<(), AuditError> {
+        let mut queue = self.shared.lock();
+        if queue.stopped {
+            return Err(AuditError::Stopped);
+        }
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
-        queue.pending.push((ticket, json));
+        queue.pending.push(Queued {
+            ticket,
+            json,
+            durable,
+            intent,
+        });
         queue.oldest.get_or_insert_with(Instant::now);
         if durable {
-            queue.durable_waiting += 1;
+            queue.durable_pending += 1;
         }
-        // The writer sleeps without a deadline only while the queue is empty; otherwise it
+        // The writer sleeps without a deadline only while it has nothing to do; otherwise it
         // wakes by itself when the group-commit window closes. Wake it only when it must act.
         let pending = queue.pending.len();
         if durable || pending == 1 || pending >= self.shared.settings.group_commit_events {
@@ -264,18 +544,20 @@ impl AuditLog {
         if !durable {
             return Ok(());
         }
-        while queue.committed_ticket < ticket && queue.failure.is_none() {
+        while queue.settled_ticket < ticket && !queue.stopped {
             queue = self
                 .shared
                 .committed
                 .wait(queue)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        queue.durable_waiting -= 1;
-        match &queue.failure {
-            Some(failure) => Err(failure.clone()),
-            None => Ok(()),
+        if let Some(reason) = queue.dropped.remove(&ticket) {
+            return Err(AuditError::Write(reason));
         }
+        if queue.settled_ticket < ticket {
+            return Err(AuditError::Stopped);
+        }
+        Ok(())
     }
 
     /// Calls `listener` after every commit of events (replacing any earlier listener).
@@ -309,98 +591,302 @@ impl Drop for AuditLog {
     }
 }
 
+fn encode(event: &Value) -> Result<Vec<u8>, AuditError> {
+    serde_json::to_vec(event).map_err(|e| AuditError::Encode(e.to_string()))
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// An intent left on disk by a call that never completed it.
+struct Orphan {
+    key: Vec<u8>,
+    json: Vec<u8>,
+}
+
+/// What the writer took from the queue for one commit.
+struct Round {
+    events: Vec<Queued>,
+    lost: Option<Lost>,
+    find_orphans: bool,
+    /// The trail is failing: write the head even with nothing to chain, to see if it recovered.
+    recheck: bool,
+    stopping: bool,
+}
+
+impl Round {
+    /// Whether the round writes the head even if it chains nothing.
+    fn writes_head(&self) -> bool {
+        self.recheck || self.events.iter().any(|event| event.json.is_empty())
+    }
+}
+
+/// The writer's own state between rounds.
+struct WriterState {
+    head: Head,
+    /// A write failed: the head on disk may have moved, read it again before the next one.
+    head_uncertain: bool,
+    /// When the writer last tried to record a loss or look for orphans.
+    last_recovery: Option<Instant>,
+    /// Events committed since the last sealed checkpoint.
+    since_checkpoint: u64,
+    /// Clock time of the last sealed checkpoint (or of the writer's start).
+    last_seal: i64,
+    /// After a failed seal: not before this instant again.
+    seal_retry_at: Option<Instant>,
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The writer thread: waits for events, commits them in groups, seals checkpoints.
-    fn run(&self, mut head: Head) {
-        let mut since_checkpoint = 0u64;
+    /// The writer thread: waits for events, commits them in groups (recording losses and
+    /// orphaned intents first), seals checkpoints by count and by time.
+    fn run(&self, head: Head) {
+        let mut state = WriterState {
+            head,
+            head_uncertain: false,
+            last_recovery: None,
+            since_checkpoint: 0,
+            last_seal: self.clock.now_millis(),
+            seal_retry_at: None,
+        };
         loop {
-            let (batch, last_ticket, stopping) = {
-                let mut queue = self.lock();
-                loop {
-                    if queue.shutdown
-                        || queue.durable_waiting > 0
-                        || queue.pending.len() >= self.settings.group_commit_events
-                    {
-                        break;
-                    }
-                    match queue.oldest {
-                        Some(oldest) => {
-                            let waited = oldest.elapsed();
-                            if waited >= self.settings.group_commit {
-                                break;
-                            }
-                            queue = self
-                                .wake
-                                .wait_timeout(queue, self.settings.group_commit - waited)
-                                .unwrap_or_else(|p| p.into_inner())
-                                .0;
-                        }
-                        None => queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner()),
-                    }
-                }
-                queue.oldest = None;
-                let batch = std::mem::take(&mut queue.pending);
-                let last = batch
-                    .last()
-                    .map_or(queue.committed_ticket, |(ticket, _)| *ticket);
-                (batch, last, queue.shutdown)
-            };
-            if !batch.is_empty() {
-                let count = batch.len() as u64;
-                let outcome = self.commit(&mut head, batch);
-                let mut queue = self.lock();
-                match outcome {
-                    Ok(()) => queue.committed_ticket = last_ticket,
-                    Err(error) => {
-                        tracing::error!(%error, "audit events could not be written");
-                        queue.failure = Some(format!("audit trail write failed: {error}"));
-                    }
-                }
-                self.committed.notify_all();
-                drop(queue);
-                since_checkpoint += count;
-                let listener = self
-                    .on_commit
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                if let Some(listener) = listener {
-                    listener();
-                }
-            }
-            if since_checkpoint >= self.settings.checkpoint_every
-                || (stopping && since_checkpoint > 0)
+            let round = self.next_round(&state);
+            if !round.events.is_empty()
+                || round.lost.is_some()
+                || round.find_orphans
+                || round.recheck
             {
-                match self.seal(head) {
-                    Ok(()) => since_checkpoint = 0,
-                    Err(error) => tracing::warn!(%error, "audit checkpoint not sealed; will retry"),
+                self.write_round(&mut state, &round);
+            }
+            let now = self.clock.now_millis();
+            let interval =
+                i64::try_from(self.settings.checkpoint_interval.as_millis()).unwrap_or(i64::MAX);
+            let due = state.since_checkpoint > 0
+                && (round.stopping
+                    || (state.seal_retry_at.is_none_or(|at| Instant::now() >= at)
+                        && (state.since_checkpoint >= self.settings.checkpoint_every
+                            || now.saturating_sub(state.last_seal) >= interval)));
+            if due {
+                match self.seal(state.head, now) {
+                    Ok(()) => {
+                        state.since_checkpoint = 0;
+                        state.last_seal = now;
+                        state.seal_retry_at = None;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "audit checkpoint not sealed; will retry");
+                        state.seal_retry_at = Some(Instant::now() + RETRY_INTERVAL);
+                    }
                 }
             }
-            if stopping && self.lock().pending.is_empty() {
-                return;
+            if round.stopping {
+                let mut queue = self.lock();
+                if queue.pending.is_empty() {
+                    if let Some(lost) = &queue.lost {
+                        tracing::error!(
+                            lost = lost.count,
+                            "audit trail stopped before the loss of events could be recorded"
+                        );
+                    }
+                    queue.stopped = true;
+                    self.committed.notify_all();
+                    return;
+                }
             }
         }
     }
 
-    /// Chains and writes one group of events and the new head in one flushed batch.
-    fn commit(&self, head: &mut Head, events: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+    /// Waits until there is something to do and takes it from the queue.
+    fn next_round(&self, state: &WriterState) -> Round {
+        let mut queue = self.lock();
+        loop {
+            if queue.shutdown
+                || queue.durable_pending > 0
+                || queue.pending.len() >= self.settings.group_commit_events
+            {
+                break;
+            }
+            let now = Instant::now();
+            let mut deadline = queue
+                .oldest
+                .map(|oldest| oldest + self.settings.group_commit);
+            if queue.lost.is_some() || queue.orphans_possible || queue.failure.is_some() {
+                let retry = state
+                    .last_recovery
+                    .map_or(now, |last| last + RETRY_INTERVAL);
+                deadline = earliest(deadline, Some(retry));
+            }
+            if state.since_checkpoint > 0 {
+                let seal_at = state.seal_retry_at.unwrap_or_else(|| {
+                    let elapsed = self.clock.now_millis().saturating_sub(state.last_seal);
+                    let elapsed = Duration::from_millis(u64::try_from(elapsed).unwrap_or(0));
+                    now + self.settings.checkpoint_interval.saturating_sub(elapsed)
+                });
+                deadline = earliest(deadline, Some(seal_at));
+            }
+            match deadline {
+                Some(deadline) if deadline <= now => break,
+                Some(deadline) => {
+                    queue = self
+                        .wake
+                        .wait_timeout(queue, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                None => queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+        queue.oldest = None;
+        queue.durable_pending = 0;
+        let find_orphans = std::mem::take(&mut queue.orphans_possible);
+        Round {
+            events: std::mem::take(&mut queue.pending),
+            lost: queue.lost.clone(),
+            find_orphans,
+            recheck: queue.failure.is_some(),
+            stopping: queue.shutdown,
+        }
+    }
+
+    /// Commits one round and settles its callers: on success the loss is recorded and the
+    /// failure cleared; on failure the round's events join the loss and their durable callers
+    /// are told.
+    fn write_round(&self, state: &mut WriterState, round: &Round) {
+        if round.lost.is_some() || round.find_orphans || round.recheck {
+            state.last_recovery = Some(Instant::now());
+        }
+        let outcome = self.commit(state, round);
+        let mut queue = self.lock();
+        match outcome {
+            Ok(committed) => {
+                // Only a write that happened proves the trail writable again.
+                if committed > 0 || round.writes_head() {
+                    queue.failure = None;
+                    queue.lost = None;
+                }
+                for event in &round.events {
+                    if let Some(key) = &event.intent {
+                        queue.open_intents.remove(key);
+                    }
+                }
+                state.since_checkpoint += committed;
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::error!(
+                    %reason,
+                    events = round.events.len(),
+                    "audit events could not be written; the chain will record the gap"
+                );
+                state.head_uncertain = true;
+                for event in &round.events {
+                    if !event.json.is_empty() {
+                        Lost::add(&mut queue.lost, &event.json, &reason);
+                        queue.lost_total += 1;
+                    }
+                    if event.durable {
+                        queue.dropped.insert(event.ticket, reason.clone());
+                    }
+                    if let Some(key) = &event.intent {
+                        queue.open_intents.remove(key);
+                        queue.orphans_possible = true;
+                    }
+                }
+                if round.find_orphans {
+                    queue.orphans_possible = true;
+                }
+                queue.failure = Some(reason);
+            }
+        }
+        if let Some(last) = round.events.last() {
+            queue.settled_ticket = last.ticket;
+        }
+        self.committed.notify_all();
+        let succeeded = queue.failure.is_none();
+        drop(queue);
+        if succeeded && state.since_checkpoint > 0 {
+            let listener = self
+                .on_commit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(listener) = listener {
+                listener();
+            }
+        }
+    }
+
+    /// Intents on disk that no call in this process is still working on.
+    fn orphans(&self) -> Result<Vec<Orphan>, StoreError> {
+        let found = self
+            .store
+            .scan(Table::Meta, INTENT_PREFIX, None, usize::MAX)?;
+        let queue = self.lock();
+        Ok(found
+            .into_iter()
+            .filter(|(key, _)| !queue.open_intents.contains(key))
+            .map(|(key, record)| Orphan {
+                key,
+                json: record.payload,
+            })
+            .collect())
+    }
+
+    /// Chains the record of lost events, the orphaned intents and the round's events onto the
+    /// head and writes them, the new head and the deletion of the intents they settle in one
+    /// flushed batch; returns how many events were chained.
+    fn commit(&self, state: &mut WriterState, round: &Round) -> Result<u64, StoreError> {
+        if state.head_uncertain {
+            state.head = read_head(self.store.as_ref())?;
+            state.head_uncertain = false;
+        }
+        let lost_record = match &round.lost {
+            Some(lost) => Some(lost.record(self.clock.now_millis())?),
+            None => None,
+        };
+        let orphans = if round.find_orphans {
+            self.orphans()?
+        } else {
+            Vec::new()
+        };
+        let chained = lost_record
+            .iter()
+            .chain(orphans.iter().map(|orphan| &orphan.json))
+            .chain(round.events.iter().map(|event| &event.json))
+            .filter(|json| !json.is_empty());
         let mut batch = Batch::new();
-        let mut next = *head;
-        for (_, json) in events {
+        let mut next = state.head;
+        for json in chained {
             let seq = next.seq + 1;
-            let hash = chain_hash(&next.hash, seq, &json);
+            let hash = chain_hash(&next.hash, seq, json);
             let stored = StoredEvent {
                 seq,
                 previous: next.hash,
                 hash,
-                json,
+                json: json.clone(),
             };
             batch.put(Table::Audit, &seq.to_be_bytes(), stored.encode());
             next = Head { seq, hash };
+        }
+        let settled = orphans.iter().map(|orphan| &orphan.key).chain(
+            round
+                .events
+                .iter()
+                .filter_map(|event| event.intent.as_ref()),
+        );
+        for key in settled {
+            batch.delete(Table::Meta, key);
+        }
+        if next == state.head && !round.writes_head() {
+            return Ok(0);
         }
         batch.put(
             Table::Meta,
@@ -409,27 +895,251 @@ impl Shared {
         );
         match self.store.commit(batch)? {
             Ok(()) => {
-                *head = next;
-                Ok(())
+                let committed = next.seq - state.head.seq;
+                state.head = next;
+                Ok(committed)
             }
             Err(conflict) => Err(StoreError::Backend(conflict.to_string().into())),
         }
     }
 
-    fn seal(&self, head: Head) -> Result<(), String> {
+    /// Seals the head in a checkpoint dated `time` and stores it.
+    fn seal(&self, head: Head, time: i64) -> Result<(), AuditError> {
         let Some(sealer) = &self.sealer else {
             return Ok(());
         };
-        let checkpoint = Checkpoint::seal(sealer.as_ref(), head, SystemClock.now_millis())?;
+        let checkpoint = Checkpoint::seal(sealer.as_ref(), head, time)?;
         let mut batch = Batch::new();
         batch.put(
             Table::AuditCheckpoints,
             &head.seq.to_be_bytes(),
-            serde_json::to_vec(&checkpoint).map_err(|e| e.to_string())?,
+            serde_json::to_vec(&checkpoint).map_err(|e| AuditError::Encode(e.to_string()))?,
         );
-        self.store
-            .commit(batch)
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        match self.store.commit(batch) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(conflict)) => Err(AuditError::Write(conflict.to_string())),
+            Err(error) => Err(AuditError::Write(error.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::{Conflict, Record, SledStore};
+
+    /// A sled store whose commits fail while `failing` is set.
+    struct FlakyStore {
+        inner: SledStore,
+        failing: AtomicBool,
+    }
+
+    impl MetadataStore for FlakyStore {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
+            self.inner.get(table, key)
+        }
+
+        fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+            self.inner.scan(table, prefix, after, limit)
+        }
+
+        fn count(&self, table: Table) -> Result<u64, StoreError> {
+            self.inner.count(table)
+        }
+
+        fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Io(std::io::Error::other("injected failure")));
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    fn flaky(dir: &tempfile::TempDir) -> Arc<FlakyStore> {
+        Arc::new(FlakyStore {
+            inner: SledStore::open(dir.path().join("db")).unwrap(),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    fn start(store: &Arc<FlakyStore>) -> AuditLog {
+        AuditLog::start(
+            store.clone(),
+            None,
+            AuditSettings::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    }
+
+    fn event(name: &str, request_id: &str) -> Value {
+        serde_json::json!({
+            "eventName": name,
+            "eventTime": "2024-01-01T00:00:00Z",
+            "awsRegion": "us-east-1",
+            "recipientAccountId": "111122223333",
+            "requestID": request_id,
+        })
+    }
+
+    fn names(store: &dyn MetadataStore) -> Vec<String> {
+        read_events(store, 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|stored| stored.event()["eventName"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_dropped_group_is_recorded_and_the_failure_clears_at_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        log.append(&event("CreateKey", "r1"), true).unwrap();
+
+        store.failing.store(true, Ordering::SeqCst);
+        log.append(&event("Encrypt", "r2"), false).unwrap();
+        let error = log.append(&event("DisableKey", "r3"), true).unwrap_err();
+        assert!(matches!(error, AuditError::Write(_)), "{error:?}");
+        let health = log.health();
+        assert!(!health.writable);
+        assert_eq!(health.lost_events, 2);
+        assert!(health.failure.unwrap().contains("injected failure"));
+
+        // Writes work again: a durable append waits for its own commit (no latched failure).
+        store.failing.store(false, Ordering::SeqCst);
+        log.append(&event("EnableKey", "r4"), true).unwrap();
+        assert!(log.health().writable);
+        assert_eq!(
+            names(store.as_ref()),
+            ["CreateKey", super::super::event::EVENTS_LOST, "EnableKey"]
+        );
+        let lost = read_events(store.as_ref(), 1, 1).unwrap()[0].event();
+        let details = &lost["serviceEventDetails"];
+        assert_eq!(details["lostEvents"], 2);
+        assert_eq!(details["eventNames"]["Encrypt"], 1);
+        assert_eq!(details["eventNames"]["DisableKey"], 1);
+        assert_eq!(details["requestIds"], serde_json::json!(["r2", "r3"]));
+        assert_eq!(lost["awsRegion"], "us-east-1");
+        assert_eq!(lost["recipientAccountId"], "111122223333");
+
+        // The chain is whole; the loss is the only problem verify reports.
+        let report = super::super::verify::verify(store.as_ref(), None, None).unwrap();
+        assert_eq!(report.events, 3);
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert_eq!(report.first_bad(), Some(2));
+        assert!(report.problems[0].what.contains("failed to write"));
+    }
+
+    #[test]
+    fn the_writer_records_a_loss_by_itself_once_writes_work_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        store.failing.store(true, Ordering::SeqCst);
+        log.append(&event("Encrypt", "r1"), false).unwrap();
+        wait_until("the failed group", || !log.health().writable);
+        store.failing.store(false, Ordering::SeqCst);
+        wait_until("the retry", || log.health().writable);
+        assert_eq!(names(store.as_ref()), [super::super::event::EVENTS_LOST]);
+    }
+
+    #[test]
+    fn an_intent_whose_completion_is_lost_is_chained_with_an_unknown_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        let intent = log.begin(&event("DisableKey", "r1")).unwrap();
+        assert_eq!(
+            store.count(Table::Meta).unwrap(),
+            1,
+            "the intent is on disk before the change"
+        );
+        store.failing.store(true, Ordering::SeqCst);
+        let mut done = event("DisableKey", "r1");
+        done["done"] = Value::Bool(true);
+        assert!(log.complete(intent, &done).is_err());
+        // While the trail fails, a new intent cannot be written: the call must not go ahead.
+        assert!(log.begin(&event("EnableKey", "r2")).is_err());
+        store.failing.store(false, Ordering::SeqCst);
+        wait_until("recovery", || log.health().writable);
+        let chained = read_events(store.as_ref(), 0, usize::MAX).unwrap();
+        let events: Vec<Value> = chained.iter().map(StoredEvent::event).collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0]["eventName"], super::super::event::EVENTS_LOST);
+        assert_eq!(events[0]["serviceEventDetails"]["lostEvents"], 1);
+        assert_eq!(events[1], event("DisableKey", "r1"));
+        assert!(
+            store
+                .scan(Table::Meta, INTENT_PREFIX, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+
+        // A completed intent leaves only its final event.
+        let intent = log.begin(&event("EnableKey", "r3")).unwrap();
+        log.complete(intent, &event("EnableKey", "r3")).unwrap();
+        assert_eq!(read_events(store.as_ref(), 0, usize::MAX).unwrap().len(), 3);
+        assert!(
+            store
+                .scan(Table::Meta, INTENT_PREFIX, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn intents_left_by_a_crash_are_chained_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        {
+            let log = start(&store);
+            let intent = log.begin(&event("ScheduleKeyDeletion", "r1")).unwrap();
+            // The process dies before the call completes.
+            std::mem::forget(intent);
+            log.shutdown();
+        }
+        assert!(names(store.as_ref()).is_empty());
+        let log = start(&store);
+        wait_until("the orphan", || names(store.as_ref()).len() == 1);
+        assert_eq!(names(store.as_ref()), ["ScheduleKeyDeletion"]);
+        log.shutdown();
+    }
+
+    #[test]
+    fn appends_after_shutdown_are_refused_not_hung() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        log.shutdown();
+        assert_eq!(
+            log.append(&event("Encrypt", "r1"), true),
+            Err(AuditError::Stopped)
+        );
+        assert_eq!(
+            log.begin(&event("DisableKey", "r2")).unwrap_err(),
+            AuditError::Stopped
+        );
+        assert!(!log.health().writable);
     }
 }

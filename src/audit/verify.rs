@@ -3,16 +3,20 @@
 //!
 //! What is detectable: any change to a stored event (its hash no longer matches), a deleted
 //! event (a gap in the sequence), an event inserted or moved (its previous-hash link breaks),
-//! a corrupt record, and a chain rewritten from some point on when a sealed checkpoint covers
+//! a corrupt record, a chain rewritten from some point on when a sealed checkpoint covers
 //! that point (the checkpoint's head hash no longer matches, and a checkpoint cannot be
-//! re-sealed without the HSMs). Deleting the newest events together with the head record and
-//! the checkpoints after them is detectable only against a checkpoint exported earlier
-//! (`--checkpoint FILE`). Not detectable: anything done by someone who holds the HSM user PIN
-//! and can therefore seal new checkpoints over a rewritten chain.
+//! re-sealed without the HSMs), and a tail cut off below a stored or exported checkpoint.
+//! Deleting the newest events together with the head record and the checkpoints after them is
+//! detectable only against a checkpoint exported earlier (`--checkpoint FILE`). Events the
+//! service itself failed to write are recorded in the chain ([`EVENTS_LOST`] records) and
+//! reported too. Not detectable: anything done by someone who holds the HSM user PIN and can
+//! therefore seal new checkpoints over a rewritten chain. Without a [`Sealer`] no seal is
+//! checked, and the report says so ([`VerifyReport::seals_verified`]).
 
 use serde::Serialize;
 
 use super::checkpoint::{Checkpoint, Sealer};
+use super::event::EVENTS_LOST;
 use super::log::{StoredEvent, chain_hash, read_head};
 use crate::store::{MetadataStore, StoreError, Table};
 
@@ -29,6 +33,9 @@ pub struct VerifyReport {
     pub events: u64,
     pub checkpoints: u64,
     pub problems: Vec<Problem>,
+    /// Whether checkpoint seals were checked against the HSMs (false without a sealer: then
+    /// the checkpoints prove nothing, since anyone can write an unchecked one).
+    pub seals_verified: bool,
 }
 
 impl VerifyReport {
@@ -52,7 +59,10 @@ pub fn verify(
     sealer: Option<&dyn Sealer>,
     exported: Option<&Checkpoint>,
 ) -> Result<VerifyReport, StoreError> {
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        seals_verified: sealer.is_some(),
+        ..VerifyReport::default()
+    };
     let mut hashes = std::collections::BTreeMap::new();
     let mut previous_seq = 0u64;
     let mut previous_hash = [0u8; 32];
@@ -112,6 +122,9 @@ pub fn verify(
                     format!("event {key_seq} does not follow event {previous_seq} (inserted, reordered or rewritten)"),
                 );
             }
+            if let Some(lost) = events_lost(&event) {
+                report.problem(key_seq, lost);
+            }
             hashes.insert(key_seq, event.hash);
             previous_seq = key_seq;
             previous_hash = event.hash;
@@ -142,33 +155,56 @@ pub fn verify(
             continue;
         };
         report.checkpoints += 1;
-        check_checkpoint(&mut report, &hashes, &checkpoint, sealer, "checkpoint");
-    }
-    if let Some(exported) = exported {
-        if exported.seq > previous_seq {
-            report.problem(
-                previous_seq + 1,
-                format!(
-                    "the exported checkpoint covers events up to {}, the trail ends at {previous_seq} (truncated)",
-                    exported.seq
-                ),
-            );
-        }
         check_checkpoint(
             &mut report,
             &hashes,
+            previous_seq,
+            &checkpoint,
+            sealer,
+            "checkpoint",
+        );
+    }
+    if let Some(exported) = exported {
+        check_checkpoint(
+            &mut report,
+            &hashes,
+            previous_seq,
             exported,
             sealer,
-            "exported checkpoint",
+            "the exported checkpoint",
         );
     }
     report.problems.sort_by_key(|p| p.seq);
     Ok(report)
 }
 
+/// The problem an [`EVENTS_LOST`] record stands for, if `event` is one.
+fn events_lost(event: &StoredEvent) -> Option<String> {
+    let marker = EVENTS_LOST.as_bytes();
+    if !event.json.windows(marker.len()).any(|w| w == marker) {
+        return None;
+    }
+    let record = event.event();
+    if record["eventName"] != EVENTS_LOST {
+        return None;
+    }
+    let details = &record["serviceEventDetails"];
+    Some(format!(
+        "event {} records {} event(s) from {} to {} that the service failed to write (lost: {})",
+        event.seq,
+        details["lostEvents"],
+        details["firstEventTime"].as_str().unwrap_or("?"),
+        details["lastEventTime"].as_str().unwrap_or("?"),
+        details["reason"].as_str().unwrap_or("?"),
+    ))
+}
+
+/// Checks one checkpoint's seal and that the chain, ending at `last_seq`, still holds the head
+/// it sealed.
 fn check_checkpoint(
     report: &mut VerifyReport,
     hashes: &std::collections::BTreeMap<u64, [u8; 32]>,
+    last_seq: u64,
     checkpoint: &Checkpoint,
     sealer: Option<&dyn Sealer>,
     name: &str,
@@ -191,6 +227,14 @@ fn check_checkpoint(
                 checkpoint.seq
             ),
         ),
+        None if checkpoint.seq > last_seq => report.problem(
+            last_seq + 1,
+            format!(
+                "{name} covers events up to {}, the trail ends at {last_seq} (truncated)",
+                checkpoint.seq
+            ),
+        ),
+        // A missing event inside the trail is reported by the chain walk.
         None => {}
     }
 }

@@ -27,6 +27,8 @@ use crate::store::{MetadataStore, SledStore, StoreError, Table};
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Events read per page.
 const PAGE: usize = 1000;
+/// Exit code of `audit verify` when the chain is sound but no seal could be checked.
+const SEALS_NOT_VERIFIED: u8 = 3;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -52,7 +54,8 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Check the hash chain and the sealed checkpoints; exit 0 only when nothing is wrong.
+    /// Check the hash chain and the sealed checkpoints; exit 0 only when nothing is wrong and
+    /// every seal was checked, 1 on problems, 3 when the HSMs could not check the seals.
     Verify {
         /// A checkpoint exported earlier with `audit checkpoint`: detects a truncated tail.
         #[arg(long, value_name = "FILE")]
@@ -303,6 +306,12 @@ fn verify_trail(config: &Config, checkpoint: Option<&Path>) -> Result<ExitCode, 
         Some(seq) => {
             println!("first bad sequence number {seq}");
             Ok(ExitCode::FAILURE)
+        }
+        None if !report.seals_verified => {
+            println!(
+                "the hash chain has no problem, but the checkpoint seals were not verified (no HSM): the trail is not proven intact"
+            );
+            Ok(ExitCode::from(SEALS_NOT_VERIFIED))
         }
         None => {
             println!("the audit trail is intact");

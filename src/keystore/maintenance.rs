@@ -86,6 +86,7 @@ pub struct MaintenanceReport {
 impl KeyStore {
     /// Runs due deletions and rotations once, then reconciles HSMs against metadata.
     pub fn run_maintenance(&self) -> Result<MaintenanceReport, KmsError> {
+        self.trail_probe()?;
         let now = self.now();
         let mut report = MaintenanceReport::default();
         for key in self.all_keys()? {

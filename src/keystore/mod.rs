@@ -22,7 +22,7 @@ use crate::audit::alarm::Alarm;
 use crate::audit::checkpoint::ClusterSealer;
 use crate::audit::dispatcher::AlarmDispatcher;
 use crate::audit::event::Call;
-use crate::audit::log::{AuditLog, AuditSettings};
+use crate::audit::log::{AuditHealth, AuditLog, AuditSettings, OnFailure};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
@@ -130,7 +130,12 @@ impl KeyStore {
         let (store, key_counts) = key_counts::CountingStore::wrap(Arc::from(store))?;
         let store: Arc<dyn MetadataStore> = Arc::new(store);
         let sealer = Arc::new(ClusterSealer::new(cluster.clone()));
-        let audit = Arc::new(AuditLog::start(store.clone(), Some(sealer), audit)?);
+        let audit = Arc::new(AuditLog::start(
+            store.clone(),
+            Some(sealer),
+            audit,
+            clock.clone(),
+        )?);
         let listener_audit = Arc::downgrade(&audit);
         let listener_scope = scope.clone();
         let health: crate::hsm::HealthListener = Arc::new(move |member, cause| {
@@ -225,25 +230,87 @@ impl KeyStore {
         self.store.as_ref()
     }
 
+    /// Whether the audit trail is being written, and what it lost (for `/healthz`, `/metrics`).
+    pub fn audit_health(&self) -> AuditHealth {
+        self.audit.health()
+    }
+
+    /// `KMSInternalException` while the audit trail cannot be written and the policy is
+    /// `on_failure = "refuse"`.
+    fn trail_writable(&self) -> Result<(), KmsError> {
+        if !self.audit.enabled() || self.audit.on_failure() == OnFailure::Log {
+            return Ok(());
+        }
+        match self.audit.health().failure {
+            None => Ok(()),
+            Some(failure) => {
+                tracing::error!(%failure, "refused: the audit trail cannot be written");
+                Err(trail_unwritable())
+            }
+        }
+    }
+
+    /// With `on_failure = "refuse"`, proves the audit trail writable before background work
+    /// that changes state ([`AuditLog::probe`]); `KMSInternalException` when it is not.
+    fn trail_probe(&self) -> Result<(), KmsError> {
+        if self.audit.on_failure() == OnFailure::Log {
+            return Ok(());
+        }
+        self.audit.probe().map_err(|error| {
+            tracing::error!(%error, "background work refused: the audit trail cannot be written");
+            trail_unwritable()
+        })
+    }
+
     /// Runs one API call and records it in the audit trail, failures included.
+    ///
+    /// With `on_failure = "refuse"`: a call that changes state first writes its intent
+    /// durably ([`AuditLog::begin`]), before it changes anything, and is refused with
+    /// `KMSInternalException` when that fails; its final event then replaces the intent in the
+    /// chain ([`AuditLog::complete`]), and should that be lost the intent is chained instead.
+    /// Any other call is refused while the trail cannot be written. Refusals are appended too:
+    /// the first that commits shows the trail writable again. With `"log"`, every call runs
+    /// and an event that cannot be written is only logged (and counted in the chain's gap).
     fn audited<T>(
         &self,
         caller: &Caller,
         mut call: Call,
         operation: impl FnOnce(&mut Call) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
-        let result = operation(&mut call);
-        if self.audit.enabled() {
-            let durable = call.durable;
-            let event = call.into_event(
-                caller,
-                self.cluster.name(),
-                self.now(),
-                result.as_ref().err(),
-            );
-            if let Err(error) = self.audit.append(&event, durable) {
-                tracing::error!(%error, "audit event lost");
+        if !self.audit.enabled() {
+            return operation(&mut call);
+        }
+        let durable = call.durable;
+        let mut intent = None;
+        let admitted = if durable && self.audit.on_failure() == OnFailure::Refuse {
+            let event = call.intent_event(caller, self.cluster.name(), self.now());
+            match self.audit.begin(&event) {
+                Ok(begun) => {
+                    intent = Some(begun);
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::error!(%error, call = call.event_name, "call refused: its audit intent cannot be written");
+                    Err(trail_unwritable())
+                }
             }
+        } else {
+            self.trail_writable()
+        };
+        let refused = admitted.is_err();
+        let result = admitted.and_then(|()| operation(&mut call));
+        let event = call.into_event(
+            caller,
+            self.cluster.name(),
+            self.now(),
+            result.as_ref().err(),
+        );
+        let recorded = match intent {
+            Some(intent) => self.audit.complete(intent, &event),
+            None => self.audit.append(&event, durable && !refused),
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%error, "audit event lost");
         }
         result
     }
@@ -462,6 +529,14 @@ fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, KmsError> {
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, KmsError> {
     serde_json::from_slice(payload)
         .map_err(|e| KmsError::KmsInternal(format!("metadata record does not decode: {e}")))
+}
+
+/// What a caller is told when the audit trail cannot record its call.
+fn trail_unwritable() -> KmsError {
+    KmsError::KmsInternal(
+        "The request was rejected because the audit trail cannot be written; nothing was changed. The request can be retried."
+            .into(),
+    )
 }
 
 fn internal(error: StoreError) -> KmsError {

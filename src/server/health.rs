@@ -9,8 +9,6 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::cluster::ClusterStatus;
-
 /// Shortest time between two probes of the cluster.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -42,7 +40,7 @@ impl HealthProbe {
     /// else a new probe (one at a time; callers arriving meanwhile wait for it).
     pub async fn answer(
         &self,
-        probe: impl FnOnce() -> ClusterStatus + Send + 'static,
+        probe: impl FnOnce() -> HealthAnswer + Send + 'static,
     ) -> Option<Arc<HealthAnswer>> {
         let mut latest = self.latest.lock().await;
         if let Some((taken, answer)) = latest.as_ref()
@@ -51,11 +49,7 @@ impl HealthProbe {
             return Some(answer.clone());
         }
         self.probes.inc();
-        let health = tokio::task::spawn_blocking(probe).await.ok()?;
-        let answer = Arc::new(HealthAnswer {
-            serving: health.serving,
-            body: serde_json::to_vec(&health).unwrap_or_default(),
-        });
+        let answer = Arc::new(tokio::task::spawn_blocking(probe).await.ok()?);
         *latest = Some((Instant::now(), answer.clone()));
         Some(answer)
     }

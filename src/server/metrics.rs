@@ -1,6 +1,6 @@
 //! Prometheus metrics of the endpoint: requests by operation and outcome, latency histograms
-//! by operation, HSM member health, keys pending deletion, `/healthz` probes and connections
-//! refused at the limit. Every label value comes from a fixed set (served operations,
+//! by operation, HSM member health, keys pending deletion, `/healthz` probes, connections
+//! refused at the limit and whether the audit trail is failing. Every label value comes from a fixed set (served operations,
 //! `unknown`, error codes, configured members), and a scrape reads maintained counters only:
 //! its cost does not grow with the number of keys or with what callers send.
 
@@ -44,6 +44,7 @@ pub struct Metrics {
     pending_deletions: Gauge,
     health_probes: Counter,
     connections_refused: Counter,
+    audit_failing: Gauge,
 }
 
 impl Metrics {
@@ -60,6 +61,7 @@ impl Metrics {
         let pending_deletions = Gauge::default();
         let health_probes = Counter::default();
         let connections_refused = Counter::default();
+        let audit_failing = Gauge::default();
         registry.register(
             "requests",
             "API requests by operation and outcome",
@@ -90,6 +92,11 @@ impl Metrics {
             "Connections closed at once because max_connections were open",
             connections_refused.clone(),
         );
+        registry.register(
+            "audit_failing",
+            "1 while the audit trail cannot be written",
+            audit_failing.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -98,6 +105,7 @@ impl Metrics {
             pending_deletions,
             health_probes,
             connections_refused,
+            audit_failing,
         }
     }
 
@@ -140,6 +148,8 @@ impl Metrics {
         let pending = store.keys_in_state(KeyState::PendingDeletion);
         self.pending_deletions
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.audit_failing
+            .set(i64::from(!store.audit_health().writable));
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if encode(&mut text, &registry).is_err() {

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::audit::log::OnFailure;
 use crate::caller::Caller;
 use crate::config::Config;
 use crate::error::KmsError;
@@ -432,15 +433,23 @@ async fn unknown_path(method: Method, uri: Uri) -> Response {
     response
 }
 
-/// `GET /healthz`: cluster health; 200 while the quorum holds, 503 otherwise. Probed at
-/// most once a second, whatever the number of callers.
+/// `GET /healthz`: cluster and audit trail health; 200 while the quorum holds and calls are
+/// not being refused for an unwritable audit trail, 503 otherwise. Probed at most once a
+/// second, whatever the number of callers.
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let worker = app.clone();
-    match app
-        .health
-        .answer(move || worker.store.cluster().health())
-        .await
-    {
+    let probe = move || {
+        let cluster = worker.store.cluster().health();
+        let audit = worker.store.audit_health();
+        let refusing = !audit.writable && audit.on_failure == OnFailure::Refuse;
+        let mut body = serde_json::to_value(&cluster).unwrap_or_default();
+        body["audit"] = serde_json::to_value(&audit).unwrap_or_default();
+        health::HealthAnswer {
+            serving: cluster.serving && !refusing,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
+    };
+    match app.health.answer(probe).await {
         Some(answer) => {
             let status = if answer.serving {
                 StatusCode::OK

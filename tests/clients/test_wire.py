@@ -208,6 +208,7 @@ def test_healthz(server):
     assert response.headers["Content-Type"].startswith("application/json")
     health = response.json()
     assert health["serving"] is True
+    assert health["audit"] == {"on_failure": "refuse", "writable": True, "lost_events": 0}
 
 
 def test_metrics_count_requests_by_operation(server, kms):
@@ -223,6 +224,7 @@ def test_metrics_count_requests_by_operation(server, kms):
     assert any(
         'operation="DescribeKey"' in line and "NotFoundException" in line for line in lines
     ), lines
+    assert "hsm_kms_audit_failing 0" in response.text.splitlines()
 
 
 def metric(server, name: str) -> float | None:
