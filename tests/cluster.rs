@@ -18,7 +18,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use hsm_kms::cluster::{Cluster, ClusterError, MaterialId};
 use hsm_kms::config::{ClusterConfig, Config, HsmEndpoint, Replication};
-use hsm_kms::hsm::{Gcm, templates};
+use hsm_kms::hsm::{Gcm, Portability, templates};
 
 fn gcm<'a>(iv: &[u8], aad: &'a [u8]) -> Gcm<'a> {
     Gcm::new(iv, aad, 128).unwrap()
@@ -634,4 +634,184 @@ fn example_configs_parse() {
             .join(example);
         Config::load(&path).unwrap_or_else(|e| panic!("{example}: {e}"));
     }
+}
+
+/// How many key objects carry `id` on a member's token.
+fn objects_with_id(tc: &TestCluster, member: &str, id: &[u8]) -> usize {
+    raw_session(tc, member)
+        .find_objects(&[Attribute::Id(id.to_vec())])
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn internal_key_first_used_by_many_threads_is_created_once() {
+    let tc = TestCluster::new(2);
+    let cluster = Arc::new(Cluster::init("local", &tc.cluster_config()).unwrap());
+    let start = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let (cluster, start) = (cluster.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let aad = format!("thread {n}");
+                let (iv, sealed) = cluster
+                    .seal_internal("hsm-kms-race", "race", aad.as_bytes(), b"secret")
+                    .unwrap();
+                (aad, iv, sealed)
+            })
+        })
+        .collect();
+    let sealed: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for member in ["hsm-a", "hsm-b"] {
+        assert_eq!(
+            objects_with_id(&tc, member, b"hsm-kms-race/1"),
+            1,
+            "internal key objects on {member}"
+        );
+    }
+    // Every seal opens, on every member.
+    for (aad, iv, ciphertext) in &sealed {
+        let opened = cluster
+            .open_internal("hsm-kms-race", aad.as_bytes(), iv, ciphertext)
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"secret");
+        for member in cluster.members() {
+            let plaintext = member
+                .decrypt(b"hsm-kms-race/1", &gcm(iv, aad.as_bytes()), ciphertext)
+                .unwrap();
+            assert_eq!(plaintext.as_slice(), b"secret", "{}", member.name());
+        }
+    }
+}
+
+#[test]
+fn internal_key_is_not_created_while_a_member_cannot_prove_it_absent() {
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Cluster::init("local", &config).unwrap();
+    // hsm-c's token vanishes: it finds no objects, and its probe fails. That is no "absent".
+    tc.hide_token("hsm-c");
+    let refused = cluster
+        .seal_internal("hsm-kms-unproven", "unproven", b"aad", b"secret")
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClusterError::Unavailable { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("hsm-c"), "{refused}");
+    for member in ["hsm-a", "hsm-b"] {
+        assert_eq!(objects_with_id(&tc, member, b"hsm-kms-unproven/1"), 0);
+    }
+    tc.restore_token("hsm-c");
+    assert!(eventually(Duration::from_secs(20), || cluster
+        .member("hsm-c")
+        .unwrap()
+        .is_up()));
+    let (iv, sealed) = cluster
+        .seal_internal("hsm-kms-unproven", "unproven", b"aad", b"secret")
+        .unwrap();
+    for member in ["hsm-a", "hsm-b", "hsm-c"] {
+        assert_eq!(objects_with_id(&tc, member, b"hsm-kms-unproven/1"), 1);
+    }
+    let opened = cluster
+        .open_internal("hsm-kms-unproven", b"aad", &iv, &sealed)
+        .unwrap();
+    assert_eq!(opened.as_slice(), b"secret");
+}
+
+#[test]
+fn calls_reach_any_member_that_holds_the_key() {
+    let tc = TestCluster::new(3);
+    let cluster = Cluster::init("local", &tc.cluster_config()).unwrap();
+    // A key only the third member holds (as when the others lost it): every call must find it.
+    let material = new_material();
+    cluster
+        .member("hsm-c")
+        .unwrap()
+        .generate_key(
+            &material.cka_id(),
+            "only on c",
+            Portability::WrapWithTrusted,
+        )
+        .unwrap();
+    let iv = [3u8; 12];
+    for _ in 0..12 {
+        let served = cluster
+            .encrypt(&material, &gcm(&iv, b"x"), b"anywhere")
+            .unwrap();
+        assert_eq!(served.member.name(), "hsm-c");
+        let plaintext = cluster
+            .decrypt(&material, &gcm(&iv, b"x"), &served.value)
+            .unwrap();
+        assert_eq!(plaintext.value.as_slice(), b"anywhere");
+    }
+    // Members lacking a key are not taken for broken.
+    assert!(cluster.members().iter().all(|m| m.is_up()));
+}
+
+#[test]
+fn catch_up_copies_what_a_returning_member_lacks() {
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Cluster::init("local", &config).unwrap();
+    let before = new_material();
+    cluster.create_key(&before, "before").unwrap();
+    cluster
+        .seal_internal("hsm-kms-test", "internal", b"aad", b"x")
+        .unwrap();
+    tc.hide_token("hsm-c");
+    let c = cluster.member("hsm-c").unwrap().clone();
+    assert!(c.has_key(&before.cka_id()).is_err());
+    assert!(eventually(Duration::from_secs(10), || !c.is_up()));
+    let away = new_material();
+    cluster
+        .create_key(&away, "created while c was away")
+        .unwrap();
+    let never = new_material();
+    tc.restore_token("hsm-c");
+    assert!(eventually(Duration::from_secs(20), || c.is_up()));
+
+    let status = cluster.status();
+    let copies = status
+        .key_copies
+        .iter()
+        .find(|k| k.material == away.to_string())
+        .unwrap();
+    assert_eq!(copies.copies, 2, "{status:?}");
+    assert_eq!(status.below_full_redundancy, vec![away.to_string()]);
+    assert!(status.degraded);
+
+    let wanted = [before.clone(), away.clone(), never.clone()];
+    let report = cluster.catch_up("hsm-c", &wanted).unwrap();
+    assert_eq!(report.copied, vec![away.to_string()], "{report:?}");
+    assert_eq!(report.uncopied.len(), 1, "{report:?}");
+    assert_eq!(report.uncopied[0].0, never.to_string());
+    assert!(!c.has_key(&never.cka_id()).unwrap(), "nothing is invented");
+    // The copy is the same key: what hsm-a encrypts, hsm-c decrypts.
+    let iv = [5u8; 12];
+    let ciphertext = cluster
+        .member("hsm-a")
+        .unwrap()
+        .encrypt(&away.cka_id(), &gcm(&iv, b"x"), b"copied")
+        .unwrap();
+    assert_eq!(
+        c.decrypt(&away.cka_id(), &gcm(&iv, b"x"), &ciphertext)
+            .unwrap()
+            .as_slice(),
+        b"copied"
+    );
+    assert_eq!(objects_with_id(&tc, "hsm-c", &away.cka_id()), 1);
+    // A second run has nothing left to do; the cluster is at full redundancy again.
+    let again = cluster.catch_up("hsm-c", &[before, away]).unwrap();
+    assert!(
+        again.copied.is_empty() && again.uncopied.is_empty(),
+        "{again:?}"
+    );
+    let status = cluster.status();
+    assert!(status.below_full_redundancy.is_empty(), "{status:?}");
+    assert!(status.key_copies.iter().all(|k| k.copies == 3));
+    assert!(!status.degraded);
 }

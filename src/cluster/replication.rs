@@ -3,14 +3,18 @@
 //! inside each target, proving every copy equal, destroying it everywhere, and bringing a new
 //! or returning member up to date. Also the `cluster init` ceremony that these rest on.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use zeroize::Zeroizing;
 
+use super::internal::INTERNAL_PREFIX;
 use super::{Cluster, ClusterError, preflight};
 use crate::config::{ClusterConfig, Replication};
-use crate::hsm::{Failure, Gcm, HsmError, Member, Portability, ceremony, gcm};
+use crate::hsm::{Failure, Gcm, HsmError, KeyObject, Member, Portability, ceremony, gcm};
 
 /// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,7 +67,31 @@ impl DestroyReport {
     }
 }
 
+/// What bringing one member up to date did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CatchUp {
+    /// The member brought up to date.
+    pub member: String,
+    /// Material versions copied onto it (`<key id>/<version>`).
+    pub copied: Vec<String>,
+    /// Material versions it still lacks, with the reason.
+    pub uncopied: Vec<(String, String)>,
+}
+
 const PROBE_PLAINTEXT: &[u8] = b"hsm-kms replication probe";
+
+/// Prefix of the throw-away keys that prove the domain keys equal (never copied).
+const PROBE_PREFIX: &str = "hsm-kms-probe-";
+
+/// Whether a `CKA_ID` names an internal key (which no key record lists).
+fn is_internal(id: &[u8]) -> bool {
+    id.starts_with(INTERNAL_PREFIX.as_bytes()) && !id.starts_with(PROBE_PREFIX.as_bytes())
+}
+
+/// A `CKA_ID` as people read it.
+fn display_id(id: &[u8]) -> String {
+    String::from_utf8_lossy(id).into_owned()
+}
 
 impl Cluster {
     /// Generates a material version inside one healthy member and replicates it to every
@@ -86,6 +114,7 @@ impl Cluster {
             });
         };
         let id = material.cka_id();
+        let _writing = self.writers.claim(&id);
         if self.replication == Replication::Vendor {
             return source
                 .generate_key(&id, label, Portability::NonExtractable)
@@ -131,6 +160,7 @@ impl Cluster {
     /// down are reported in [`DestroyReport::pending`]; run it again when they are back.
     pub fn destroy_key(&self, material: &MaterialId) -> DestroyReport {
         let id = material.cka_id();
+        let _writing = self.writers.claim(&id);
         let mut report = DestroyReport::default();
         for member in &self.members {
             match member.destroy_key(&id) {
@@ -149,13 +179,7 @@ impl Cluster {
         target: &str,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<usize, ClusterError> {
-        let target = self
-            .member(target)
-            .ok_or_else(|| ClusterError::UnknownMember {
-                cluster: self.name.clone(),
-                member: target.to_owned(),
-            })?
-            .clone();
+        let target = self.known_member(target)?;
         let source = self
             .healthy()
             .into_iter()
@@ -164,7 +188,7 @@ impl Cluster {
                 cluster: self.name.clone(),
                 problems: vec!["no other healthy member to copy keys from".into()],
             })?;
-        let have: std::collections::BTreeSet<Vec<u8>> = target
+        let have: BTreeSet<Vec<u8>> = target
             .list_keys()
             .map_err(ClusterError::Hsm)?
             .into_iter()
@@ -177,24 +201,127 @@ impl Cluster {
             .filter(|object| !have.contains(&object.id))
             .collect();
         for (done, object) in missing.iter().enumerate() {
-            let wrapped = Zeroizing::new(source.wrap_key(&object.id).map_err(ClusterError::Hsm)?);
-            target
-                .unwrap_key(&object.id, &object.label, &wrapped)
-                .map_err(ClusterError::Hsm)?;
-            if let Err(cause) = prove_equal(&source, &target, &object.id) {
-                let left_behind = match target.destroy_key(&object.id) {
-                    Ok(()) => Vec::new(),
-                    Err(_) => vec![target.name().to_owned()],
-                };
-                return Err(ClusterError::Replication {
-                    material: String::from_utf8_lossy(&object.id).into_owned(),
-                    cause,
-                    left_behind,
-                });
-            }
+            self.copy_key(&source, &target, object)?;
             progress(done + 1, missing.len());
         }
         Ok(missing.len())
+    }
+
+    /// Brings a member that was away up to date: copies onto `member` every material version
+    /// in `versions` (the ones the metadata says exist) and every internal key that a healthy
+    /// member holds and `member` lacks, each from a healthy member holding it, wrapped under
+    /// the domain key and proven equal. Versions no healthy member holds are reported, not
+    /// created. Safe to run at any time and concurrently with creations and destructions
+    /// (see [`writers`](super::writers)).
+    pub fn catch_up(&self, member: &str, versions: &[MaterialId]) -> Result<CatchUp, ClusterError> {
+        let target = self.known_member(member)?;
+        let mut report = CatchUp {
+            member: member.to_owned(),
+            ..CatchUp::default()
+        };
+        if self.replication == Replication::Vendor {
+            return Ok(report);
+        }
+        let have: BTreeSet<Vec<u8>> = target
+            .list_keys()
+            .map_err(ClusterError::Hsm)?
+            .into_iter()
+            .map(|object| object.id)
+            .collect();
+        let mut wanted: BTreeSet<Vec<u8>> = versions
+            .iter()
+            .map(MaterialId::cka_id)
+            .filter(|id| !have.contains(id))
+            .collect();
+        let mut holders: BTreeMap<Vec<u8>, Vec<(Arc<Member>, KeyObject)>> = BTreeMap::new();
+        for source in self.healthy() {
+            if source.name() == target.name() {
+                continue;
+            }
+            let Ok(objects) = source.list_keys() else {
+                continue;
+            };
+            for object in objects {
+                if is_internal(&object.id) && !have.contains(&object.id) {
+                    wanted.insert(object.id.clone());
+                }
+                holders
+                    .entry(object.id.clone())
+                    .or_default()
+                    .push((source.clone(), object));
+            }
+        }
+        for id in wanted {
+            let material = display_id(&id);
+            let Some(copies) = holders.get(&id) else {
+                report
+                    .uncopied
+                    .push((material, "no healthy member holds it".into()));
+                continue;
+            };
+            let mut last_error = None;
+            for (source, object) in copies {
+                match self.copy_key(source, &target, object) {
+                    Ok(true) => {
+                        report.copied.push(material.clone());
+                        last_error = None;
+                        break;
+                    }
+                    Ok(false) => {
+                        last_error = None;
+                        break;
+                    }
+                    Err(error) => last_error = Some(error.to_string()),
+                }
+                if !target.is_up() {
+                    break;
+                }
+            }
+            if let Some(error) = last_error {
+                report.uncopied.push((material, error));
+            }
+        }
+        Ok(report)
+    }
+
+    fn known_member(&self, name: &str) -> Result<Arc<Member>, ClusterError> {
+        self.member(name)
+            .cloned()
+            .ok_or_else(|| ClusterError::UnknownMember {
+                cluster: self.name.clone(),
+                member: name.to_owned(),
+            })
+    }
+
+    /// Copies one key object from `source` onto `target` under the domain key and proves the
+    /// copy, as the only writer of that material; returns `false` when `target` turned out to
+    /// hold it already. A copy that fails its proof is destroyed again.
+    fn copy_key(
+        &self,
+        source: &Arc<Member>,
+        target: &Arc<Member>,
+        object: &KeyObject,
+    ) -> Result<bool, ClusterError> {
+        let _writing = self.writers.claim(&object.id);
+        if target.has_key(&object.id).map_err(ClusterError::Hsm)? {
+            return Ok(false);
+        }
+        let wrapped = Zeroizing::new(source.wrap_key(&object.id).map_err(ClusterError::Hsm)?);
+        target
+            .unwrap_key(&object.id, &object.label, &wrapped)
+            .map_err(ClusterError::Hsm)?;
+        if let Err(cause) = prove_equal(source, target, &object.id) {
+            let left_behind = match target.destroy_key(&object.id) {
+                Ok(()) => Vec::new(),
+                Err(_) => vec![target.name().to_owned()],
+            };
+            return Err(ClusterError::Replication {
+                material: display_id(&object.id),
+                cause,
+                left_behind,
+            });
+        }
+        Ok(true)
     }
 
     /// `cluster init`: establishes the domain key on every member (idempotently), then opens
@@ -248,7 +375,7 @@ impl Cluster {
     /// Replicates a throw-away key to every member and destroys it again: succeeds only if
     /// every member unwraps what another wrapped, i.e. they share one domain key.
     pub fn prove_domain_keys_equal(&self) -> Result<(), ClusterError> {
-        let probe = MaterialId::new(format!("hsm-kms-probe-{}", uuid::Uuid::new_v4()), 0);
+        let probe = MaterialId::new(format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4()), 0);
         self.create_key(&probe, "hsm-kms domain key probe")?;
         let report = self.destroy_key(&probe);
         match report.pending.into_iter().next() {

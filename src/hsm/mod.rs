@@ -332,6 +332,13 @@ impl Member {
         result
     }
 
+    /// Marks the member down when a failed probe says it is unreachable or broken.
+    fn down_if_unavailable(self: &Arc<Self>, error: &HsmError) {
+        if error.disposition() == Disposition::Unavailable && self.is_up() {
+            self.mark_down(error.clone());
+        }
+    }
+
     /// Marks the member down and starts reconnecting it in the background.
     pub fn mark_down(self: &Arc<Self>, cause: HsmError) {
         if self.up.swap(false, Ordering::AcqRel) {
@@ -548,7 +555,8 @@ impl Member {
                 .map_err(self.pkcs11_error())
         })?;
         if found.is_empty() {
-            self.probe()?;
+            self.probe()
+                .inspect_err(|error| self.down_if_unavailable(error))?;
         }
         Ok(!found.is_empty())
     }
@@ -614,7 +622,8 @@ impl Member {
             }
             Ok(objects)
         })?;
-        self.probe()?;
+        self.probe()
+            .inspect_err(|error| self.down_if_unavailable(error))?;
         Ok(objects)
     }
 

@@ -5,6 +5,7 @@
 
 mod aliases;
 pub mod api;
+mod catch_up;
 mod crypto_ops;
 mod custom_key_stores;
 mod lifecycle;
@@ -32,6 +33,7 @@ use crate::keys::state::KeyState;
 use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
 
 pub use crate::caller::Caller;
+pub use catch_up::CaughtUp;
 pub use custom_key_stores::ConnectionState;
 pub use maintenance::{Inconsistency, MaintenanceReport};
 
@@ -129,6 +131,8 @@ impl KeyStore {
         let audit = Arc::new(AuditLog::start(store.clone(), Some(sealer), audit)?);
         let listener_audit = Arc::downgrade(&audit);
         let listener_scope = scope.clone();
+        let listener_cluster = Arc::downgrade(&cluster);
+        let listener_store = Arc::downgrade(&store);
         let health: crate::hsm::HealthListener = Arc::new(move |member, cause| {
             let Some(audit) = listener_audit.upgrade() else {
                 return;
@@ -150,6 +154,15 @@ impl KeyStore {
             );
             if let Err(error) = audit.append(&event, false) {
                 tracing::error!(%error, "audit event lost");
+            }
+            if cause.is_none() {
+                catch_up::on_member_up(
+                    &listener_cluster,
+                    &listener_store,
+                    &audit,
+                    &listener_scope,
+                    member,
+                );
             }
         });
         for member in cluster.members() {
