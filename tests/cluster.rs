@@ -815,3 +815,77 @@ fn catch_up_copies_what_a_returning_member_lacks() {
     assert!(status.key_copies.iter().all(|k| k.copies == 3));
     assert!(!status.degraded);
 }
+
+#[test]
+fn members_initialise_without_changing_the_environment() {
+    let before = std::env::var_os("SOFTHSM2_CONF");
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 100;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.insert(std::env::var_os("SOFTHSM2_CONF"));
+                std::thread::yield_now();
+            }
+            seen
+        })
+    };
+    // Ceremonies, opening and a reconnect (finalize + initialise) of every member's module.
+    let cluster = Cluster::init("local", &config).unwrap();
+    let material = new_material();
+    cluster.create_key(&material, "environment").unwrap();
+    let b = cluster.member("hsm-b").unwrap().clone();
+    tc.hide_token("hsm-b");
+    assert!(b.has_key(&material.cka_id()).is_err());
+    assert!(eventually(Duration::from_secs(10), || !b.is_up()));
+    tc.restore_token("hsm-b");
+    assert!(eventually(Duration::from_secs(20), || b.is_up()));
+    stop.store(true, Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert_eq!(
+        seen,
+        std::collections::BTreeSet::from([before]),
+        "the environment changed while threads ran"
+    );
+    // Each member still read its own configuration: its own token holds the key.
+    let iv = [7u8; 12];
+    for member in cluster.members() {
+        let ciphertext = member
+            .encrypt(&material.cka_id(), &gcm(&iv, b"x"), b"own token")
+            .unwrap();
+        assert_eq!(
+            cluster
+                .decrypt(&material, &gcm(&iv, b"x"), &ciphertext)
+                .unwrap()
+                .value
+                .as_slice(),
+            b"own token"
+        );
+    }
+    // Nothing is left behind where the switches live.
+    let switches = std::env::temp_dir().join(format!("hsm-kms-env-{}", std::process::id()));
+    assert!(!switches.exists(), "{} left behind", switches.display());
+
+    // A variable nothing prepared is refused, never set.
+    let mut unprepared = config.members[0].clone();
+    unprepared
+        .env
+        .insert("HSM_KMS_TEST_UNPREPARED".into(), "value".into());
+    let member = hsm_kms::hsm::Member::new(
+        unprepared,
+        "zone-a".into(),
+        1,
+        Duration::from_secs(1),
+        hsm_kms::hsm::DomainKey::Required,
+    );
+    let refused = member.connect().unwrap_err().to_string();
+    assert!(
+        refused.contains("HSM_KMS_TEST_UNPREPARED is not prepared"),
+        "{refused}"
+    );
+    assert_eq!(std::env::var_os("HSM_KMS_TEST_UNPREPARED"), None);
+}

@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 
 pub use error::{Disposition, Failure, HsmError};
 pub use gcm::Gcm;
+pub use module::{prepare_environment, prepare_switches};
 pub use templates::Portability;
 
 use crate::config::MemberConfig;

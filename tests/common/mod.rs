@@ -150,3 +150,17 @@ fn open_store(
     hsm_kms::keystore::KeyStore::with_parts(scope, hsms, Box::new(metadata), clock, config.audit)
         .unwrap()
 }
+
+/// Points `SOFTHSM2_CONF` at this process's switch before `main`, so before any test thread
+/// exists: each test cluster's members then read their own SoftHSM2 configuration without
+/// the environment ever changing while threads run (see `hsm_kms::hsm::prepare_switches`).
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static PREPARE_ENVIRONMENT: extern "C" fn() = prepare_environment;
+
+#[allow(unsafe_code)]
+extern "C" fn prepare_environment() {
+    // SAFETY: the ELF initialisers run before `main`, on the only thread of the process.
+    unsafe { hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"]) }
+}
