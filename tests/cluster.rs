@@ -889,3 +889,39 @@ fn members_initialise_without_changing_the_environment() {
     );
     assert_eq!(std::env::var_os("HSM_KMS_TEST_UNPREPARED"), None);
 }
+
+#[test]
+fn create_key_survives_a_member_vanishing_unnoticed() {
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Cluster::init("local", &config).unwrap();
+    // Nothing has noticed yet that hsm-c's token is gone: creation still counts it in.
+    tc.hide_token("hsm-c");
+    let material = new_material();
+    cluster.create_key(&material, "vanishing target").unwrap();
+    let c = cluster.member("hsm-c").unwrap().clone();
+    assert!(!c.is_up(), "the failed copy marks hsm-c down");
+    let iv = [4u8; 12];
+    for member in ["hsm-a", "hsm-b"] {
+        let member = cluster.member(member).unwrap();
+        let ciphertext = member
+            .encrypt(&material.cka_id(), &gcm(&iv, b"x"), b"on two")
+            .unwrap();
+        assert_eq!(
+            cluster
+                .decrypt(&material, &gcm(&iv, b"x"), &ciphertext)
+                .unwrap()
+                .value
+                .as_slice(),
+            b"on two"
+        );
+    }
+    tc.restore_token("hsm-c");
+    assert!(eventually(Duration::from_secs(20), || c.is_up()));
+    let report = cluster
+        .catch_up("hsm-c", std::slice::from_ref(&material))
+        .unwrap();
+    assert_eq!(report.copied, vec![material.to_string()], "{report:?}");
+    assert_eq!(objects_with_id(&tc, "hsm-c", &material.cka_id()), 1);
+}

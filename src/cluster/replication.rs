@@ -14,7 +14,9 @@ use zeroize::Zeroizing;
 use super::internal::INTERNAL_PREFIX;
 use super::{Cluster, ClusterError, preflight};
 use crate::config::{ClusterConfig, Replication};
-use crate::hsm::{Failure, Gcm, HsmError, KeyObject, Member, Portability, ceremony, gcm};
+use crate::hsm::{
+    Disposition, Failure, Gcm, HsmError, KeyObject, Member, Portability, ceremony, gcm,
+};
 
 /// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,8 +98,10 @@ fn display_id(id: &[u8]) -> String {
 impl Cluster {
     /// Generates a material version inside one healthy member and replicates it to every
     /// other healthy member, proving each copy equal. Needs the quorum (two healthy members
-    /// in two zones). On any failure, every copy written is destroyed again; copies that
-    /// cannot be destroyed are named in the error for repair.
+    /// in two zones). A target that goes away meanwhile is skipped (it is caught up when it
+    /// returns) as long as the members holding the material still make a quorum. On any
+    /// other failure, every copy written is destroyed again; copies that cannot be destroyed
+    /// are named in the error for repair.
     pub fn create_key(&self, material: &MaterialId, label: &str) -> Result<(), ClusterError> {
         let problems = self.quorum_problems();
         if !problems.is_empty() {
@@ -124,16 +128,39 @@ impl Cluster {
             .generate_key(&id, label, Portability::WrapWithTrusted)
             .map_err(|cause| self.replication_failed(material, cause, &[]))?;
         let mut written = vec![source.clone()];
+        let mut proven = vec![source.clone()];
         let copied = (|| {
             let wrapped = Zeroizing::new(source.wrap_key(&id)?);
             for target in targets {
-                target.unwrap_key(&id, label, &wrapped)?;
-                written.push(target.clone());
-                prove_equal(source, target, &id)?;
+                let copy = target.unwrap_key(&id, label, &wrapped).inspect(|()| {
+                    written.push(target.clone());
+                });
+                match copy.and_then(|()| prove_equal(source, target, &id)) {
+                    Ok(()) => proven.push(target.clone()),
+                    Err(error) if went_away(target, &error) => {
+                        tracing::warn!(member = target.name(), %material, %error,
+                            "member went away while key material was replicated; it is caught up when it returns");
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Ok(())
         })();
-        copied.map_err(|cause| self.replication_failed(material, cause, &written))
+        copied.map_err(|cause| self.replication_failed(material, cause, &written))?;
+        let problems =
+            preflight::quorum_problems(proven.iter().map(|member| (member.name(), member.zone())));
+        if problems.is_empty() {
+            return Ok(());
+        }
+        for member in &written {
+            if let Err(error) = member.destroy_key(&id) {
+                tracing::warn!(member = member.name(), %material, %error, "copy left behind");
+            }
+        }
+        Err(ClusterError::CannotWriteKeys {
+            cluster: self.name.clone(),
+            problems,
+        })
     }
 
     /// Rolls back the copies in `written` and builds the error naming any left behind.
@@ -381,6 +408,25 @@ impl Cluster {
         match report.pending.into_iter().next() {
             None => Ok(()),
             Some(error) => Err(ClusterError::Hsm(error)),
+        }
+    }
+}
+
+/// Whether `target` itself became unreachable, rather than refused: said by `error`, or,
+/// since a vanished token also answers with refusals (`CKR_UNWRAPPING_KEY_HANDLE_INVALID`),
+/// by a failed probe, which marks it down.
+fn went_away(target: &Arc<Member>, error: &HsmError) -> bool {
+    if error.member != target.name() {
+        return false;
+    }
+    if error.disposition() == Disposition::Unavailable {
+        return true;
+    }
+    match target.probe() {
+        Ok(()) => false,
+        Err(probe) => {
+            target.mark_down(probe);
+            true
         }
     }
 }
