@@ -925,3 +925,50 @@ fn create_key_survives_a_member_vanishing_unnoticed() {
     assert_eq!(report.copied, vec![material.to_string()], "{report:?}");
     assert_eq!(objects_with_id(&tc, "hsm-c", &material.cka_id()), 1);
 }
+
+#[test]
+fn maintenance_copies_material_a_member_lacks() {
+    let ts = common::TestStore::new();
+    let key = common::kms::create(&ts).key_id;
+    let material = MaterialId::new(key.clone(), 1);
+    let b = ts.store.cluster().member("hsm-b").unwrap().clone();
+    // As if hsm-b had been away when the key was created.
+    b.destroy_key(&material.cka_id()).unwrap();
+    let report = ts.store.run_maintenance().unwrap();
+    let on_b = report
+        .caught_up
+        .iter()
+        .find(|c| c.member == "hsm-b")
+        .unwrap();
+    assert_eq!(on_b.copied, vec![material.to_string()], "{report:?}");
+    assert!(on_b.uncopied.is_empty(), "{report:?}");
+    assert!(report.inconsistencies.is_empty(), "{report:?}");
+    assert!(b.has_key(&material.cka_id()).unwrap());
+    // The copy works: hsm-b decrypts what the key store encrypted.
+    let blob = common::kms::encrypt(&ts, &key, b"caught up", &[])
+        .unwrap()
+        .ciphertext_blob;
+    assert_eq!(
+        common::kms::decrypt(&ts, &blob, &[], None).unwrap(),
+        b"caught up"
+    );
+    // A second run copies nothing; the copy is in the audit trail.
+    let again = ts.store.run_maintenance().unwrap();
+    assert!(
+        again.caught_up.iter().all(|c| c.copied.is_empty()),
+        "{again:?}"
+    );
+    ts.store.shutdown();
+    let events = hsm_kms::audit::log::read_events(ts.store.metadata(), 0, usize::MAX).unwrap();
+    let copied: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| e.event())
+        .filter(|e| e["eventName"] == "HsmMaterialCopied")
+        .collect();
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    assert_eq!(copied[0]["serviceEventDetails"]["member"], "hsm-b");
+    assert_eq!(
+        copied[0]["serviceEventDetails"]["materials"],
+        serde_json::json!([material.to_string()])
+    );
+}

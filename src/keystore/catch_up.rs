@@ -29,22 +29,33 @@ pub struct CaughtUp {
 }
 
 impl KeyStore {
-    /// Copies onto every healthy member of the key store's cluster the material versions it
-    /// lacks. Members that are down are skipped (their return triggers a catch-up).
+    /// Copies onto every healthy member of the key store's cluster, and of the clusters of
+    /// connected custom key stores, the material versions it lacks. Members that are down
+    /// are skipped (their return triggers a catch-up).
     pub fn catch_up_members(&self) -> Result<Vec<CaughtUp>, KmsError> {
-        let versions = recorded_materials(self.store.as_ref(), self.cluster.name())?;
+        let mut clusters = vec![self.cluster.clone()];
+        clusters.extend(self.custom.open_clusters());
         let mut done = Vec::new();
-        for member in self.cluster.members().iter().filter(|m| m.is_up()) {
-            match self.cluster.catch_up(member.name(), &versions) {
-                Ok(report) => {
-                    record(&self.audit, &self.scope, self.now(), &report);
-                    done.push(caught_up(report));
+        for cluster in clusters {
+            let versions = recorded_materials(self.store.as_ref(), cluster.name())?;
+            for member in cluster.members().iter().filter(|m| m.is_up()) {
+                match cluster.catch_up(member.name(), &versions) {
+                    Ok(report) => {
+                        record(
+                            &self.audit,
+                            &self.scope,
+                            self.now(),
+                            cluster.name(),
+                            &report,
+                        );
+                        done.push(caught_up(report));
+                    }
+                    Err(error) => done.push(CaughtUp {
+                        member: member.name().to_owned(),
+                        copied: Vec::new(),
+                        uncopied: vec![error.to_string()],
+                    }),
                 }
-                Err(error) => done.push(CaughtUp {
-                    member: member.name().to_owned(),
-                    copied: Vec::new(),
-                    uncopied: vec![error.to_string()],
-                }),
             }
         }
         Ok(done)
@@ -72,7 +83,13 @@ pub(super) fn on_member_up(
         });
     match outcome {
         Ok(report) => {
-            record(audit, scope, SystemClock.now_millis(), &report);
+            record(
+                audit,
+                scope,
+                SystemClock.now_millis(),
+                cluster.name(),
+                &report,
+            );
             if !report.uncopied.is_empty() {
                 tracing::warn!(
                     member,
@@ -115,7 +132,7 @@ fn recorded_materials(
 }
 
 /// Writes an `HsmMaterialCopied` service event when anything was copied.
-fn record(audit: &AuditLog, scope: &Scope, now_millis: i64, report: &CatchUp) {
+fn record(audit: &AuditLog, scope: &Scope, now_millis: i64, cluster: &str, report: &CatchUp) {
     if report.copied.is_empty() {
         return;
     }
@@ -130,7 +147,11 @@ fn record(audit: &AuditLog, scope: &Scope, now_millis: i64, report: &CatchUp) {
         now_millis,
         "HsmMaterialCopied",
         &[],
-        serde_json::json!({ "member": report.member, "materials": report.copied }),
+        serde_json::json!({
+            "cluster": cluster,
+            "member": report.member,
+            "materials": report.copied,
+        }),
     );
     if let Err(error) = audit.append(&event, true) {
         tracing::error!(%error, "audit event lost");
