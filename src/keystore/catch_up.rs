@@ -30,8 +30,8 @@ pub struct CaughtUp {
 
 impl KeyStore {
     /// Copies onto every healthy member of the key store's cluster, and of the clusters of
-    /// connected custom key stores, the material versions it lacks. Members that are down
-    /// are skipped (their return triggers a catch-up).
+    /// connected custom key stores, the material versions it lacks, and reports the members
+    /// that lacked any. Members that are down are skipped (their return triggers a catch-up).
     pub fn catch_up_members(&self) -> Result<Vec<CaughtUp>, KmsError> {
         let mut clusters = vec![self.cluster.clone()];
         clusters.extend(self.custom.open_clusters());
@@ -40,6 +40,7 @@ impl KeyStore {
             let versions = recorded_materials(self.store.as_ref(), cluster.name())?;
             for member in cluster.members().iter().filter(|m| m.is_up()) {
                 match cluster.catch_up(member.name(), &versions) {
+                    Ok(report) if report.copied.is_empty() && report.uncopied.is_empty() => {}
                     Ok(report) => {
                         record(
                             &self.audit,

@@ -82,7 +82,7 @@ pub struct MaintenanceReport {
     pub inconsistencies: Vec<Inconsistency>,
     /// Keys whose maintenance failed, with the reason.
     pub failures: Vec<String>,
-    /// Members brought up to date with material they lacked.
+    /// Members that lacked material: what was copied onto them and what could not be.
     pub caught_up: Vec<super::CaughtUp>,
 }
 
