@@ -8,7 +8,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
-
 use zeroize::Zeroizing;
 
 use super::internal::INTERNAL_PREFIX;
