@@ -326,6 +326,19 @@ fn cli_init_check_status_and_add_member() {
         cluster.create_key(&new_material(), "existing").unwrap();
     }
     drop(cluster);
+    // Before it joins, every key is on two of three members.
+    let output = tc.cli(&["cluster", "status"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(table.matches(" 2/3  hsm-a, hsm-b").count(), 5, "{table}");
+    let below = table
+        .split("below full redundancy:\n")
+        .nth(1)
+        .unwrap_or_default();
+    assert_eq!(
+        below.lines().take_while(|l| l.starts_with("  - ")).count(),
+        5,
+        "{table}"
+    );
 
     let output = tc.cli(&["cluster", "add-member", "hsm-c"]);
     assert!(
@@ -352,6 +365,10 @@ fn cli_init_check_status_and_add_member() {
         assert_eq!(member["healthy"], true);
         assert_eq!(member["key_objects"], 5, "{member}");
     }
+    let copies = status["key_copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 5);
+    assert!(copies.iter().all(|k| k["copies"] == 3), "{status}");
+    assert!(status.get("below_full_redundancy").is_none(), "{status}");
     // Every copy on hsm-c works: replicate-and-prove passes over all three.
     let cluster = Cluster::open("local", &tc.cluster_config()).unwrap();
     cluster.prove_domain_keys_equal().unwrap();
