@@ -446,6 +446,11 @@ fn three_members_lose_one_under_load_and_fail_nothing() {
     for thread in threads {
         tally.add(thread.join().unwrap());
     }
+    eprintln!(
+        "{} requests succeeded, {} failed",
+        tally.ok,
+        tally.failed.len()
+    );
     assert!(tally.ok > 100, "too little load: {} requests", tally.ok);
     assert!(
         tally.failed.is_empty(),
@@ -511,6 +516,11 @@ fn two_members_lose_one_under_load_with_documented_errors_only() {
     for thread in threads {
         tally.add(thread.join().unwrap());
     }
+    eprintln!(
+        "{} requests succeeded, {} failed",
+        tally.ok,
+        tally.failed.len()
+    );
     assert!(tally.ok > 100, "too little load: {} requests", tally.ok);
     // Crypto needs one HSM: a call in flight on the member that vanished is retried on the
     // survivor. Anything that does fail must be an error AWS documents for it.
