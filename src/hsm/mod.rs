@@ -288,16 +288,22 @@ impl Member {
 
     /// Reacts to a failed call: an unavailable member is marked down; a missing object or a
     /// suspicious GCM failure makes us probe, since a broken token finds nothing.
+    ///
+    /// Out of sessions ([`Failure::Busy`]) says nothing about the token's health, and a probe
+    /// would wait for the same exhausted pool: a busy member is never taken for down (that
+    /// would finalize its module and fail every call in flight on it).
     fn observe(self: &Arc<Self>, error: &HsmError) {
+        if matches!(error.failure, Failure::Busy) {
+            return;
+        }
         match error.disposition() {
             Disposition::Unavailable if !error.may_be_bad_ciphertext() => {
                 self.mark_down(error.clone())
             }
-            Disposition::Unavailable | Disposition::RetryElsewhere => {
-                if let Err(probe) = self.probe() {
-                    self.mark_down(probe);
-                }
-            }
+            Disposition::Unavailable | Disposition::RetryElsewhere => match self.probe() {
+                Err(probe) if !matches!(probe.failure, Failure::Busy) => self.mark_down(probe),
+                _ => {}
+            },
             Disposition::Caller | Disposition::Permanent => {}
         }
     }
@@ -731,4 +737,54 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member that is never connected (its module does not exist).
+    fn unconnected_member() -> Arc<Member> {
+        let config = crate::config::Config::parse(
+            r#"
+default_cluster = "main"
+[service]
+region = "us-east-1"
+account_id = "111122223333"
+data_dir = "data"
+
+[clusters.main]
+replication = "vendor"
+hsms = [{ name = "h1", address = "10.0.0.1:2223", zone = "a" }]
+
+[clusters.main.slot]
+name = "slot"
+module = "/nonexistent/pkcs11.so"
+token = "t"
+user_pin = "env:PIN"
+"#,
+        )
+        .unwrap();
+        let slot = config.default_cluster().unwrap().slot.clone().unwrap();
+        Member::new(
+            slot,
+            "a".into(),
+            1,
+            Duration::from_secs(3600),
+            DomainKey::Optional,
+        )
+    }
+
+    #[test]
+    fn a_busy_member_is_not_taken_for_down() {
+        let member = unconnected_member();
+        member.up.store(true, Ordering::Release);
+        member.observe(&HsmError::new("slot", Failure::Busy));
+        assert!(member.is_up(), "out of sessions is no failure of the token");
+        member.observe(&HsmError::new("slot", Failure::KeyMissing("6b".into())));
+        assert!(
+            !member.is_up(),
+            "a missing key is probed, and the probe failed"
+        );
+    }
 }
