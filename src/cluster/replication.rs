@@ -89,6 +89,23 @@ fn is_internal(id: &[u8]) -> bool {
     id.starts_with(INTERNAL_PREFIX.as_bytes()) && !id.starts_with(PROBE_PREFIX.as_bytes())
 }
 
+/// For each `CKA_ID`, the members holding it and the object as listed there.
+type Holders = BTreeMap<Vec<u8>, Vec<(Arc<Member>, KeyObject)>>;
+
+/// Indexes members' listings by `CKA_ID`.
+fn holders(listings: impl Iterator<Item = (Arc<Member>, Vec<KeyObject>)>) -> Holders {
+    let mut holders = Holders::new();
+    for (member, objects) in listings {
+        for object in objects {
+            holders
+                .entry(object.id.clone())
+                .or_default()
+                .push((member.clone(), object));
+        }
+    }
+    holders
+}
+
 /// A `CKA_ID` as people read it.
 fn display_id(id: &[u8]) -> String {
     String::from_utf8_lossy(id).into_owned()
@@ -241,42 +258,68 @@ impl Cluster {
     /// (see [`writers`](super::writers)).
     pub fn catch_up(&self, member: &str, versions: &[MaterialId]) -> Result<CatchUp, ClusterError> {
         let target = self.known_member(member)?;
+        if self.replication == Replication::Vendor {
+            return Ok(CatchUp {
+                member: member.to_owned(),
+                ..CatchUp::default()
+            });
+        }
+        let have = target.list_keys().map_err(ClusterError::Hsm)?;
+        let sources = self
+            .healthy()
+            .into_iter()
+            .filter(|source| source.name() != target.name())
+            .filter_map(|source| Some((source.clone(), source.list_keys().ok()?)));
+        let holders = holders(sources);
+        Ok(self.copy_missing(&target, &have, &holders, versions))
+    }
+
+    /// [`Cluster::catch_up`] for every healthy member, listing each member's objects once; a
+    /// member that cannot be listed is reported with its error.
+    pub fn catch_up_all(&self, versions: &[MaterialId]) -> Vec<Result<CatchUp, HsmError>> {
+        if self.replication == Replication::Vendor {
+            return Vec::new();
+        }
+        let listed: Vec<_> = self
+            .healthy()
+            .into_iter()
+            .map(|member| {
+                let objects = member.list_keys();
+                (member, objects)
+            })
+            .collect();
+        let holders = holders(listed.iter().filter_map(|(member, objects)| {
+            Some((member.clone(), objects.as_ref().ok()?.clone()))
+        }));
+        listed
+            .iter()
+            .map(|(target, objects)| match objects {
+                Ok(have) => Ok(self.copy_missing(target, have, &holders, versions)),
+                Err(error) => Err(error.clone()),
+            })
+            .collect()
+    }
+
+    /// Copies onto `target`, which holds `have`, the `versions` and internal keys it lacks,
+    /// each from one of its `holders`.
+    fn copy_missing(
+        &self,
+        target: &Arc<Member>,
+        have: &[KeyObject],
+        holders: &Holders,
+        versions: &[MaterialId],
+    ) -> CatchUp {
         let mut report = CatchUp {
-            member: member.to_owned(),
+            member: target.name().to_owned(),
             ..CatchUp::default()
         };
-        if self.replication == Replication::Vendor {
-            return Ok(report);
-        }
-        let have: BTreeSet<Vec<u8>> = target
-            .list_keys()
-            .map_err(ClusterError::Hsm)?
-            .into_iter()
-            .map(|object| object.id)
-            .collect();
-        let mut wanted: BTreeSet<Vec<u8>> = versions
+        let have: BTreeSet<&[u8]> = have.iter().map(|object| object.id.as_slice()).collect();
+        let wanted: BTreeSet<Vec<u8>> = versions
             .iter()
             .map(MaterialId::cka_id)
-            .filter(|id| !have.contains(id))
+            .chain(holders.keys().filter(|id| is_internal(id)).cloned())
+            .filter(|id| !have.contains(id.as_slice()))
             .collect();
-        let mut holders: BTreeMap<Vec<u8>, Vec<(Arc<Member>, KeyObject)>> = BTreeMap::new();
-        for source in self.healthy() {
-            if source.name() == target.name() {
-                continue;
-            }
-            let Ok(objects) = source.list_keys() else {
-                continue;
-            };
-            for object in objects {
-                if is_internal(&object.id) && !have.contains(&object.id) {
-                    wanted.insert(object.id.clone());
-                }
-                holders
-                    .entry(object.id.clone())
-                    .or_default()
-                    .push((source.clone(), object));
-            }
-        }
         for id in wanted {
             let material = display_id(&id);
             let Some(copies) = holders.get(&id) else {
@@ -287,13 +330,11 @@ impl Cluster {
             };
             let mut last_error = None;
             for (source, object) in copies {
-                match self.copy_key(source, &target, object) {
-                    Ok(true) => {
-                        report.copied.push(material.clone());
-                        last_error = None;
-                        break;
-                    }
-                    Ok(false) => {
+                match self.copy_key(source, target, object) {
+                    Ok(copied) => {
+                        if copied {
+                            report.copied.push(material.clone());
+                        }
                         last_error = None;
                         break;
                     }
@@ -307,7 +348,7 @@ impl Cluster {
                 report.uncopied.push((material, error));
             }
         }
-        Ok(report)
+        report
     }
 
     fn known_member(&self, name: &str) -> Result<Arc<Member>, ClusterError> {

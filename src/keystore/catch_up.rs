@@ -38,8 +38,8 @@ impl KeyStore {
         let mut done = Vec::new();
         for cluster in clusters {
             let versions = recorded_materials(self.store.as_ref(), cluster.name())?;
-            for member in cluster.members().iter().filter(|m| m.is_up()) {
-                match cluster.catch_up(member.name(), &versions) {
+            for outcome in cluster.catch_up_all(&versions) {
+                match outcome {
                     Ok(report) if report.copied.is_empty() && report.uncopied.is_empty() => {}
                     Ok(report) => {
                         record(
@@ -52,7 +52,7 @@ impl KeyStore {
                         done.push(caught_up(report));
                     }
                     Err(error) => done.push(CaughtUp {
-                        member: member.name().to_owned(),
+                        member: error.member.clone(),
                         copied: Vec::new(),
                         uncopied: vec![error.to_string()],
                     }),
