@@ -1,8 +1,8 @@
 //! Background work and reconciliation: carrying out scheduled deletions when their date has
 //! passed (destroying the material on every HSM member, verified, then the metadata and
 //! aliases), automatic rotations that are due, catching up members that lack material, and
-//! comparing the HSMs' key objects with the
-//! metadata. Inconsistencies are reported, never silently deleted.
+//! comparing the HSMs' key objects with the metadata. Inconsistencies are reported, never
+//! silently deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
