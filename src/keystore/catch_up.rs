@@ -21,10 +21,12 @@ use crate::store::{MetadataStore, Table};
 /// What catching up one member did, for the maintenance report.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaughtUp {
+    /// The member that lacked material.
     pub member: String,
     /// Material versions copied onto the member.
     pub copied: Vec<String>,
-    /// Material versions still missing on it, with the reason.
+    /// Material versions still missing on it, with the reason (or why it could not be
+    /// listed).
     pub uncopied: Vec<String>,
 }
 
