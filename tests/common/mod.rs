@@ -154,11 +154,14 @@ fn open_store(
 /// Points `SOFTHSM2_CONF` at this process's switch before `main`, so before any test thread
 /// exists: each test cluster's members then read their own SoftHSM2 configuration without
 /// the environment ever changing while threads run (see `hsm_kms::hsm::prepare_switches`).
+/// (`.init_array` is ELF's: the SoftHSM2 tests run on Linux.)
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static PREPARE_ENVIRONMENT: extern "C" fn() = prepare_environment;
 
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 extern "C" fn prepare_environment() {
     // SAFETY: the ELF initialisers run before `main`, on the only thread of the process.
