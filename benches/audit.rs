@@ -94,6 +94,11 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn main() -> Res<()> {
+    // SAFETY: first thing in `main`, before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
+    };
     let seconds: u64 = std::env::var("HSM_KMS_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -311,6 +311,11 @@ fn make_cluster(dir: &Path) -> Res<Config> {
 }
 
 fn main() -> Res<()> {
+    // SAFETY: first thing in `main`, before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
+    };
     let seconds: f64 = match std::env::var("HSM_KMS_BENCH_SECS") {
         Ok(text) => text.parse()?,
         Err(_) => 2.0,

@@ -648,6 +648,11 @@ fn measure_open(config_path: &Path, data_dir: &Path, key_id: &str) -> Res<Vec<Op
 }
 
 fn main() -> Res<()> {
+    // SAFETY: first thing in `main`, before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
+    };
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|arg| arg == OPEN_CHILD) {
         let [config_path, data_dir, key_id] = &args[at + 1..] else {

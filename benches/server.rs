@@ -372,6 +372,11 @@ fn stop(mut server: Child) {
 }
 
 fn main() {
+    // SAFETY: first thing in `main`, before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
+    };
     let measured = Duration::from_secs(
         std::env::var("HSM_KMS_BENCH_SECS")
             .ok()

@@ -18,7 +18,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use hsm_kms::cluster::{Cluster, ClusterError, MaterialId};
 use hsm_kms::config::{ClusterConfig, Config, HsmEndpoint, Replication};
-use hsm_kms::hsm::{Gcm, GcmSeal, templates};
+use hsm_kms::hsm::{Gcm, GcmSeal, Portability, templates};
 
 fn gcm<'a>(iv: &[u8], aad: &'a [u8]) -> Gcm<'a> {
     Gcm::new(iv, aad, 128).unwrap()
@@ -333,6 +333,19 @@ fn cli_init_check_status_and_add_member() {
         cluster.create_key(&new_material(), "existing").unwrap();
     }
     drop(cluster);
+    // Before it joins, every key is on two of three members.
+    let output = tc.cli(&["cluster", "status"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(table.matches(" 2/3  hsm-a, hsm-b").count(), 5, "{table}");
+    let below = table
+        .split("below full redundancy:\n")
+        .nth(1)
+        .unwrap_or_default();
+    assert_eq!(
+        below.lines().take_while(|l| l.starts_with("  - ")).count(),
+        5,
+        "{table}"
+    );
 
     let output = tc.cli(&["cluster", "add-member", "hsm-c"]);
     assert!(
@@ -359,6 +372,10 @@ fn cli_init_check_status_and_add_member() {
         assert_eq!(member["healthy"], true);
         assert_eq!(member["key_objects"], 5, "{member}");
     }
+    let copies = status["key_copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 5);
+    assert!(copies.iter().all(|k| k["copies"] == 3), "{status}");
+    assert!(status.get("below_full_redundancy").is_none(), "{status}");
     // Every copy on hsm-c works: replicate-and-prove passes over all three.
     let cluster = Cluster::open("local", &tc.cluster_config()).unwrap();
     cluster.prove_domain_keys_equal().unwrap();
@@ -642,4 +659,357 @@ fn example_configs_parse() {
             .join(example);
         Config::load(&path).unwrap_or_else(|e| panic!("{example}: {e}"));
     }
+}
+
+/// How many key objects carry `id` on a member's token.
+fn objects_with_id(tc: &TestCluster, member: &str, id: &[u8]) -> usize {
+    raw_session(tc, member)
+        .find_objects(&[Attribute::Id(id.to_vec())])
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn internal_key_first_used_by_many_threads_is_created_once() {
+    let tc = TestCluster::new(2);
+    let cluster = Arc::new(Cluster::init("local", &tc.cluster_config()).unwrap());
+    let start = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let (cluster, start) = (cluster.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let aad = format!("thread {n}");
+                let (iv, sealed) = cluster
+                    .seal_internal("hsm-kms-race", "race", aad.as_bytes(), b"secret")
+                    .unwrap()
+                    .into_parts();
+                (aad, iv, sealed)
+            })
+        })
+        .collect();
+    let sealed: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for member in ["hsm-a", "hsm-b"] {
+        assert_eq!(
+            objects_with_id(&tc, member, b"hsm-kms-race/1"),
+            1,
+            "internal key objects on {member}"
+        );
+    }
+    // Every seal opens, on every member.
+    for (aad, iv, ciphertext) in &sealed {
+        let opened = cluster
+            .open_internal("hsm-kms-race", aad.as_bytes(), iv, ciphertext)
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"secret");
+        for member in cluster.members() {
+            let plaintext = member
+                .decrypt(b"hsm-kms-race/1", &gcm(iv, aad.as_bytes()), ciphertext)
+                .unwrap();
+            assert_eq!(plaintext.as_slice(), b"secret", "{}", member.name());
+        }
+    }
+}
+
+#[test]
+fn internal_key_is_not_created_while_a_member_cannot_prove_it_absent() {
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Cluster::init("local", &config).unwrap();
+    // hsm-c's token vanishes: it finds no objects, and its probe fails. That is no "absent".
+    tc.hide_token("hsm-c");
+    let refused = cluster
+        .seal_internal("hsm-kms-unproven", "unproven", b"aad", b"secret")
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClusterError::Unavailable { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("hsm-c"), "{refused}");
+    for member in ["hsm-a", "hsm-b"] {
+        assert_eq!(objects_with_id(&tc, member, b"hsm-kms-unproven/1"), 0);
+    }
+    tc.restore_token("hsm-c");
+    assert!(eventually(Duration::from_secs(20), || cluster
+        .member("hsm-c")
+        .unwrap()
+        .is_up()));
+    let (iv, sealed) = cluster
+        .seal_internal("hsm-kms-unproven", "unproven", b"aad", b"secret")
+        .unwrap()
+        .into_parts();
+    for member in ["hsm-a", "hsm-b", "hsm-c"] {
+        assert_eq!(objects_with_id(&tc, member, b"hsm-kms-unproven/1"), 1);
+    }
+    let opened = cluster
+        .open_internal("hsm-kms-unproven", b"aad", &iv, &sealed)
+        .unwrap();
+    assert_eq!(opened.as_slice(), b"secret");
+}
+
+#[test]
+fn calls_reach_any_member_that_holds_the_key() {
+    let tc = TestCluster::new(3);
+    let cluster = Cluster::init("local", &tc.cluster_config()).unwrap();
+    // A key only the third member holds (as when the others lost it): every call must find it.
+    let material = new_material();
+    cluster
+        .member("hsm-c")
+        .unwrap()
+        .generate_key(
+            &material.cka_id(),
+            "only on c",
+            Portability::WrapWithTrusted,
+        )
+        .unwrap();
+    let seal = GcmSeal::new(b"x", 128).unwrap();
+    for _ in 0..12 {
+        let served = cluster.encrypt(&material, &seal, b"anywhere").unwrap();
+        assert_eq!(served.member.name(), "hsm-c");
+        let plaintext = cluster
+            .decrypt(
+                &material,
+                &served.value.gcm(&seal),
+                served.value.ciphertext_and_tag(),
+            )
+            .unwrap();
+        assert_eq!(plaintext.value.as_slice(), b"anywhere");
+    }
+    // Members lacking a key are not taken for broken.
+    assert!(cluster.members().iter().all(|m| m.is_up()));
+}
+
+#[test]
+fn catch_up_copies_what_a_returning_member_lacks() {
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Cluster::init("local", &config).unwrap();
+    let before = new_material();
+    cluster.create_key(&before, "before").unwrap();
+    cluster
+        .seal_internal("hsm-kms-test", "internal", b"aad", b"x")
+        .unwrap();
+    tc.hide_token("hsm-c");
+    let c = cluster.member("hsm-c").unwrap().clone();
+    assert!(c.has_key(&before.cka_id()).is_err());
+    assert!(eventually(Duration::from_secs(10), || !c.is_up()));
+    let away = new_material();
+    cluster
+        .create_key(&away, "created while c was away")
+        .unwrap();
+    let never = new_material();
+    tc.restore_token("hsm-c");
+    assert!(eventually(Duration::from_secs(20), || c.is_up()));
+
+    let status = cluster.status();
+    let copies = status
+        .key_copies
+        .iter()
+        .find(|k| k.material == away.to_string())
+        .unwrap();
+    assert_eq!(copies.copies, 2, "{status:?}");
+    assert_eq!(status.below_full_redundancy, vec![away.to_string()]);
+    assert!(status.degraded);
+
+    let wanted = [before.clone(), away.clone(), never.clone()];
+    let report = cluster.catch_up("hsm-c", &wanted).unwrap();
+    assert_eq!(report.copied, vec![away.to_string()], "{report:?}");
+    assert_eq!(report.uncopied.len(), 1, "{report:?}");
+    assert_eq!(report.uncopied[0].0, never.to_string());
+    assert!(!c.has_key(&never.cka_id()).unwrap(), "nothing is invented");
+    // The copy is the same key: what hsm-a encrypts, hsm-c decrypts.
+    let seal = GcmSeal::new(b"x", 128).unwrap();
+    let sealed = cluster
+        .member("hsm-a")
+        .unwrap()
+        .encrypt(&away.cka_id(), &seal, b"copied")
+        .unwrap();
+    assert_eq!(
+        c.decrypt(
+            &away.cka_id(),
+            &sealed.gcm(&seal),
+            sealed.ciphertext_and_tag()
+        )
+        .unwrap()
+        .as_slice(),
+        b"copied"
+    );
+    assert_eq!(objects_with_id(&tc, "hsm-c", &away.cka_id()), 1);
+    // A second run has nothing left to do; the cluster is at full redundancy again.
+    let again = cluster.catch_up("hsm-c", &[before, away]).unwrap();
+    assert!(
+        again.copied.is_empty() && again.uncopied.is_empty(),
+        "{again:?}"
+    );
+    let status = cluster.status();
+    assert!(status.below_full_redundancy.is_empty(), "{status:?}");
+    assert!(status.key_copies.iter().all(|k| k.copies == 3));
+    assert!(!status.degraded);
+}
+
+#[test]
+fn members_initialise_without_changing_the_environment() {
+    let before = std::env::var_os("SOFTHSM2_CONF");
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 100;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.insert(std::env::var_os("SOFTHSM2_CONF"));
+                std::thread::yield_now();
+            }
+            seen
+        })
+    };
+    // Ceremonies, opening and a reconnect (finalize + initialise) of every member's module.
+    let cluster = Cluster::init("local", &config).unwrap();
+    let material = new_material();
+    cluster.create_key(&material, "environment").unwrap();
+    let b = cluster.member("hsm-b").unwrap().clone();
+    tc.hide_token("hsm-b");
+    assert!(b.has_key(&material.cka_id()).is_err());
+    assert!(eventually(Duration::from_secs(10), || !b.is_up()));
+    tc.restore_token("hsm-b");
+    assert!(eventually(Duration::from_secs(20), || b.is_up()));
+    stop.store(true, Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert_eq!(
+        seen,
+        std::collections::BTreeSet::from([before]),
+        "the environment changed while threads ran"
+    );
+    // Each member still read its own configuration: its own token holds the key.
+    let seal = GcmSeal::new(b"x", 128).unwrap();
+    for member in cluster.members() {
+        let ciphertext = member
+            .encrypt(&material.cka_id(), &seal, b"own token")
+            .unwrap();
+        assert_eq!(
+            cluster
+                .decrypt(
+                    &material,
+                    &ciphertext.gcm(&seal),
+                    ciphertext.ciphertext_and_tag()
+                )
+                .unwrap()
+                .value
+                .as_slice(),
+            b"own token"
+        );
+    }
+    // Nothing is left behind where the switches live.
+    let switches = std::env::temp_dir().join(format!("hsm-kms-env-{}", std::process::id()));
+    assert!(!switches.exists(), "{} left behind", switches.display());
+
+    // A variable nothing prepared is refused, never set.
+    let mut unprepared = config.members[0].clone();
+    unprepared
+        .env
+        .insert("HSM_KMS_TEST_UNPREPARED".into(), "value".into());
+    let member = hsm_kms::hsm::Member::new(
+        unprepared,
+        "zone-a".into(),
+        1,
+        Duration::from_secs(1),
+        hsm_kms::hsm::DomainKey::Required,
+    );
+    let refused = member.connect().unwrap_err().to_string();
+    assert!(
+        refused.contains("HSM_KMS_TEST_UNPREPARED is not prepared"),
+        "{refused}"
+    );
+    assert_eq!(std::env::var_os("HSM_KMS_TEST_UNPREPARED"), None);
+}
+
+#[test]
+fn create_key_survives_a_member_vanishing_unnoticed() {
+    let tc = TestCluster::new(3);
+    let mut config = tc.cluster_config();
+    config.reconnect_interval_ms = 200;
+    let cluster = Cluster::init("local", &config).unwrap();
+    // Nothing has noticed yet that hsm-c's token is gone: creation still counts it in.
+    tc.hide_token("hsm-c");
+    let material = new_material();
+    cluster.create_key(&material, "vanishing target").unwrap();
+    let c = cluster.member("hsm-c").unwrap().clone();
+    assert!(!c.is_up(), "the failed copy marks hsm-c down");
+    let seal = GcmSeal::new(b"x", 128).unwrap();
+    for member in ["hsm-a", "hsm-b"] {
+        let member = cluster.member(member).unwrap();
+        let ciphertext = member
+            .encrypt(&material.cka_id(), &seal, b"on two")
+            .unwrap();
+        assert_eq!(
+            cluster
+                .decrypt(
+                    &material,
+                    &ciphertext.gcm(&seal),
+                    ciphertext.ciphertext_and_tag()
+                )
+                .unwrap()
+                .value
+                .as_slice(),
+            b"on two"
+        );
+    }
+    tc.restore_token("hsm-c");
+    assert!(eventually(Duration::from_secs(20), || c.is_up()));
+    let report = cluster
+        .catch_up("hsm-c", std::slice::from_ref(&material))
+        .unwrap();
+    assert_eq!(report.copied, vec![material.to_string()], "{report:?}");
+    assert_eq!(objects_with_id(&tc, "hsm-c", &material.cka_id()), 1);
+}
+
+#[test]
+fn maintenance_copies_material_a_member_lacks() {
+    let ts = common::TestStore::new();
+    let key = common::kms::create(&ts).key_id;
+    let material = MaterialId::new(key.clone(), 1);
+    let b = ts.store.cluster().member("hsm-b").unwrap().clone();
+    // As if hsm-b had been away when the key was created.
+    b.destroy_key(&material.cka_id()).unwrap();
+    let report = ts.store.run_maintenance().unwrap();
+    let on_b = report
+        .caught_up
+        .iter()
+        .find(|c| c.member == "hsm-b")
+        .unwrap();
+    assert_eq!(on_b.copied, vec![material.to_string()], "{report:?}");
+    assert!(on_b.uncopied.is_empty(), "{report:?}");
+    assert!(report.inconsistencies.is_empty(), "{report:?}");
+    assert!(b.has_key(&material.cka_id()).unwrap());
+    // The copy works: hsm-b decrypts what the key store encrypted.
+    let blob = common::kms::encrypt(&ts, &key, b"caught up", &[])
+        .unwrap()
+        .ciphertext_blob;
+    assert_eq!(
+        common::kms::decrypt(&ts, &blob, &[], None).unwrap(),
+        b"caught up"
+    );
+    // A second run copies nothing; the copy is in the audit trail.
+    let again = ts.store.run_maintenance().unwrap();
+    assert!(
+        again.caught_up.iter().all(|c| c.copied.is_empty()),
+        "{again:?}"
+    );
+    ts.store.shutdown();
+    let events = hsm_kms::audit::log::read_events(ts.store.metadata(), 0, usize::MAX).unwrap();
+    let copied: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| e.event())
+        .filter(|e| e["eventName"] == "HsmMaterialCopied")
+        .collect();
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    assert_eq!(copied[0]["serviceEventDetails"]["member"], "hsm-b");
+    assert_eq!(
+        copied[0]["serviceEventDetails"]["materials"],
+        serde_json::json!([material.to_string()])
+    );
 }

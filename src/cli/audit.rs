@@ -206,8 +206,16 @@ fn tail(config: &Config, query: Query, lines: usize, follow: bool) -> Result<Exi
     let mut out = Printer::new(query.format);
     let mut newest: VecDeque<(StoredEvent, Value)> = VecDeque::new();
     let mut last_seq = 0;
+    // sled lets one process hold the store: a follower waits for it (saying so once), and
+    // then opens it only for each look.
+    let mut waiting = false;
     {
-        let store = open_store(config)?;
+        let store = loop {
+            match open_for_look(config, follow, &mut waiting)? {
+                Some(store) => break store,
+                None => std::thread::sleep(FOLLOW_INTERVAL),
+            }
+        };
         each_event(&store, 0, |stored, event| {
             last_seq = stored.seq;
             if lines > 0 && matcher.matches(event) {
@@ -225,23 +233,11 @@ fn tail(config: &Config, query: Query, lines: usize, follow: bool) -> Result<Exi
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
-    // sled lets one process hold the store: open it only for each look, and while another
-    // process holds it, say so once and wait.
-    let mut waiting = false;
     loop {
         std::thread::sleep(FOLLOW_INTERVAL);
-        let store = match SledStore::open(&config.service.data_dir) {
-            Ok(store) => store,
-            Err(StoreError::Locked { .. }) => {
-                if !waiting {
-                    eprintln!("hsm-kms: {STORE_IN_USE}; waiting for it to be released");
-                    waiting = true;
-                }
-                continue;
-            }
-            Err(other) => return Err(Failure::Failed(store_error(other))),
+        let Some(store) = open_for_look(config, true, &mut waiting)? else {
+            continue;
         };
-        waiting = false;
         each_event(&store, last_seq, |stored, event| {
             last_seq = stored.seq;
             if matcher.matches(event) {
@@ -356,6 +352,29 @@ fn parse_time(text: &str, now: SystemTime) -> Result<i64, String> {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .map_err(|_| format!("{text:?} is before 1970"))
+}
+
+/// Opens the store for one look; `None` while another process holds it and `wait` is set
+/// (said once on stderr until the store is free again).
+fn open_for_look(
+    config: &Config,
+    wait: bool,
+    waiting: &mut bool,
+) -> Result<Option<SledStore>, Failure> {
+    match SledStore::open(&config.service.data_dir) {
+        Ok(store) => {
+            *waiting = false;
+            Ok(Some(store))
+        }
+        Err(StoreError::Locked { .. }) if wait => {
+            if !*waiting {
+                eprintln!("hsm-kms: {STORE_IN_USE}; waiting for it to be released");
+                *waiting = true;
+            }
+            Ok(None)
+        }
+        Err(other) => Err(Failure::Failed(store_error(other))),
+    }
 }
 
 fn open_store(config: &Config) -> Result<SledStore, Failure> {

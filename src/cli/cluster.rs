@@ -34,7 +34,8 @@ pub enum ClusterCommand {
         #[arg(long)]
         cluster: Option<String>,
     },
-    /// Members, zones, health, key-object counts, degraded or not, and mismatches between
+    /// Members, zones, health, key-object counts, how many members hold each key material
+    /// version (and which are below full redundancy), degraded or not, and mismatches between
     /// the HSMs and the metadata. Exits 0 when the cluster would serve.
     Status {
         #[arg(long)]
@@ -231,6 +232,27 @@ fn print_status(report: &StatusReport) {
                 hsm.error.as_deref().unwrap_or("unreachable")
             }
         );
+    }
+    if !status.key_copies.is_empty() {
+        println!("{:<48} {:>6}  members", "KEY MATERIAL", "COPIES");
+        for key in &status.key_copies {
+            println!(
+                "{:<48} {:>6}  {}",
+                key.material,
+                format!("{}/{}", key.copies, status.members.len()),
+                key.members.join(", ")
+            );
+        }
+    }
+    if status.below_full_redundancy.is_empty() {
+        if !status.key_copies.is_empty() {
+            println!("below full redundancy: none");
+        }
+    } else {
+        println!("below full redundancy:");
+        for material in &status.below_full_redundancy {
+            println!("  - {material}");
+        }
     }
     let inconsistencies = report.inconsistencies.as_deref().unwrap_or_default();
     if status.problems.is_empty() && inconsistencies.is_empty() {

@@ -101,6 +101,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    prepare_environment(&config);
     let outcome = match cli.command {
         Command::Cluster(command) => cluster::run(&config, command),
         Command::Audit(command) => audit::run(&config, command),
@@ -117,6 +118,14 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sets the environment the members' modules read, once, before any thread starts.
+#[allow(unsafe_code)]
+fn prepare_environment(config: &Config) {
+    // SAFETY: called from `main` before anything starts a thread: the tracing subscriber,
+    // argument parsing and config loading run on this one thread only.
+    unsafe { crate::hsm::prepare_environment(config) }
 }
 
 /// Opens the key store, saying plainly when another process holds its metadata.

@@ -2,11 +2,17 @@
 //! audit checkpoint key, the custom key store password key). They are replicated like CMK
 //! material, named `hsm-kms-<purpose>` (no key record names them, so reconciliation skips
 //! them), created on first use, and used only for AES-GCM sealing with a fresh IV.
+//!
+//! First use must never create a key twice: two objects with one `CKA_ID` would break every
+//! seal and open after a restart. So a key is created only when every healthy member answered
+//! "not found" to the seal, and then only under a process-wide lock, after every configured
+//! member (down ones included) has proven it holds no such key. A member that is down, busy
+//! or fails its probe proves nothing: the seal then fails and is retried later.
 
 use zeroize::Zeroizing;
 
 use super::{Cluster, ClusterError, MaterialId};
-use crate::hsm::{Gcm, GcmSeal, HsmError, Sealed, gcm};
+use crate::hsm::{Failure, Gcm, GcmSeal, HsmError, Sealed, gcm};
 
 /// Prefix of every internal key id.
 pub const INTERNAL_PREFIX: &str = "hsm-kms-";
@@ -24,14 +30,17 @@ impl Cluster {
         let seal = GcmSeal::new(aad, gcm::TAG_LEN * 8)
             .map_err(|f| ClusterError::Hsm(HsmError::new(self.name(), f)))?;
         let material = MaterialId::new(key, 1);
-        let sealed = match self.encrypt(&material, &seal, plaintext) {
-            Ok(sealed) => sealed,
-            Err(_) => {
-                self.create_internal_key(&material, label)?;
-                self.encrypt(&material, &seal, plaintext)?
-            }
-        };
-        Ok(sealed.value)
+        match self.encrypt(&material, &seal, plaintext) {
+            Ok(sealed) => return Ok(sealed.value),
+            Err(error) if !missing_everywhere(&error) => return Err(error),
+            Err(_) => {}
+        }
+        let _first_use = self
+            .internal_first_use
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.create_internal_key(&material, label)?;
+        Ok(self.encrypt(&material, &seal, plaintext)?.value)
     }
 
     /// Opens what [`Cluster::seal_internal`] sealed; a changed byte is a rejected ciphertext.
@@ -47,15 +56,36 @@ impl Cluster {
         Ok(self.decrypt(&MaterialId::new(key, 1), &gcm, sealed)?.value)
     }
 
+    /// Creates an internal key unless some member holds it already (another thread created it
+    /// meanwhile, or a member has it that the others lack: catch-up copies it). Called under
+    /// the first-use lock; every configured member must answer, a failed answer is no "absent".
     fn create_internal_key(&self, material: &MaterialId, label: &str) -> Result<(), ClusterError> {
-        let present = self
-            .members()
-            .iter()
-            .filter(|m| m.is_up())
-            .any(|m| m.has_key(&material.cka_id()).unwrap_or(false));
-        if present {
-            return Ok(());
+        let id = material.cka_id();
+        for member in self.members() {
+            match member.has_key(&id) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => {
+                    return Err(ClusterError::Unavailable {
+                        cluster: self.name().to_owned(),
+                        failures: vec![error],
+                    });
+                }
+            }
         }
         self.create_key(material, label)
+    }
+}
+
+/// Whether a routed call failed only because every member it reached lacks the key.
+fn missing_everywhere(error: &ClusterError) -> bool {
+    match error {
+        ClusterError::Unavailable { failures, .. } => {
+            !failures.is_empty()
+                && failures
+                    .iter()
+                    .all(|f| matches!(f.failure, Failure::KeyMissing(_)))
+        }
+        _ => false,
     }
 }

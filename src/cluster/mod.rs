@@ -1,5 +1,6 @@
-//! The set of HSM members behind one cluster name: preflight quorum over zones, routing with
-//! one retry on another member, health, and replication of key material between members.
+//! The set of HSM members behind one cluster name: preflight quorum over zones, routing to
+//! any healthy member that can serve a call, health, and replication of key material between
+//! members.
 //! A member that is down is reconnected by the HSM layer in the background; while fewer than
 //! two members are healthy, crypto keeps working on the survivors and anything that must
 //! write key material refuses with [`ClusterError::CannotWriteKeys`].
@@ -8,9 +9,11 @@ pub mod internal;
 pub mod preflight;
 mod replication;
 pub mod vendor;
+mod writers;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -21,7 +24,7 @@ use crate::hsm::{
     Disposition, DomainKey, Failure, Gcm, GcmSeal, HsmError, KeyObject, Member, Sealed,
 };
 pub use preflight::PreflightFailure;
-pub use replication::MaterialId;
+pub use replication::{CatchUp, MaterialId};
 
 /// An error of a cluster-level operation.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,10 @@ pub struct Cluster {
     members: Vec<Arc<Member>>,
     hsms: Vec<HsmEndpoint>,
     next: AtomicUsize,
+    /// Serialises the first use of internal keys, so one is never created twice.
+    internal_first_use: Mutex<()>,
+    /// One writer per material version (create, copy, destroy).
+    writers: writers::MaterialWriters,
 }
 
 /// Health of one member as `cluster status` shows it.
@@ -135,6 +142,24 @@ pub struct ClusterStatus {
     pub hsms: Vec<vendor::HsmProbe>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Per key material version, the members holding it (probed status of self-replicated
+    /// clusters only; members that could not be listed count as not holding it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_copies: Vec<KeyCopies>,
+    /// Key material versions held by fewer members than the cluster has.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub below_full_redundancy: Vec<String>,
+}
+
+/// How many members hold one key material version.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyCopies {
+    /// `<key id>/<version>` (the object's `CKA_ID`).
+    pub material: String,
+    /// Number of members holding it.
+    pub copies: usize,
+    /// The members holding it.
+    pub members: Vec<String>,
 }
 
 impl Cluster {
@@ -191,6 +216,8 @@ impl Cluster {
             members,
             hsms: config.hsms.clone(),
             next: AtomicUsize::new(0),
+            internal_first_use: Mutex::new(()),
+            writers: writers::MaterialWriters::default(),
         };
         let failed: Vec<(String, String)> = failures
             .iter()
@@ -263,17 +290,15 @@ impl Cluster {
         }
     }
 
-    /// Runs `operation` on a healthy member, round-robin; if that member is unavailable or
-    /// cannot serve, retries once on another.
+    /// Runs `operation` on the least busy healthy member; while a member is unavailable or
+    /// cannot serve (it lacks the key, e.g. a returning member not yet caught up, or is out of
+    /// sessions), tries the next healthy member, until every one has been tried.
     fn route<T>(
         &self,
         operation: impl Fn(&Arc<Member>) -> Result<T, HsmError>,
     ) -> Result<Served<T>, ClusterError> {
         let mut failures: Vec<HsmError> = Vec::new();
-        while failures.len() < 2 {
-            let Some(member) = self.least_busy(&failures) else {
-                break;
-            };
+        while let Some(member) = self.least_busy(&failures) {
             match operation(member) {
                 Ok(value) => {
                     return Ok(Served {
@@ -353,6 +378,7 @@ impl Cluster {
     }
 
     fn report(&self, probe: bool) -> ClusterStatus {
+        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let members: Vec<MemberStatus> = self
             .members
             .iter()
@@ -372,7 +398,16 @@ impl Cluster {
                     None
                 };
                 let (healthy, error, key_objects) = match listed {
-                    Some(Ok(keys)) => (true, None, Some(keys.len())),
+                    Some(Ok(keys)) => {
+                        let count = keys.len();
+                        for key in keys {
+                            holders
+                                .entry(String::from_utf8_lossy(&key.id).into_owned())
+                                .or_default()
+                                .push(member.name().to_owned());
+                        }
+                        (true, None, Some(count))
+                    }
                     Some(Err(error)) => (member.is_up(), Some(error.failure.to_string()), None),
                     None => (
                         false,
@@ -394,6 +429,22 @@ impl Cluster {
                 }
             })
             .collect();
+        let key_copies: Vec<KeyCopies> = match self.replication {
+            Replication::HsmKms => holders
+                .into_iter()
+                .map(|(material, members)| KeyCopies {
+                    material,
+                    copies: members.len(),
+                    members,
+                })
+                .collect(),
+            Replication::Vendor => Vec::new(),
+        };
+        let below_full_redundancy: Vec<String> = key_copies
+            .iter()
+            .filter(|key| key.copies < self.members.len())
+            .map(|key| key.material.clone())
+            .collect();
         let hsms = match self.replication {
             Replication::HsmKms => Vec::new(),
             Replication::Vendor => vendor::probe_all(&self.hsms),
@@ -401,6 +452,7 @@ impl Cluster {
         let problems = self.quorum_problems();
         let degraded = !problems.is_empty()
             || members.iter().any(|m| !m.healthy)
+            || !below_full_redundancy.is_empty()
             || hsms.iter().any(|h| !h.reachable);
         ClusterStatus {
             cluster: self.name.clone(),
@@ -413,6 +465,8 @@ impl Cluster {
             members,
             hsms,
             problems,
+            key_copies,
+            below_full_redundancy,
         }
     }
 }

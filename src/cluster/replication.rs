@@ -3,14 +3,19 @@
 //! inside each target, proving every copy equal, destroying it everywhere, and bringing a new
 //! or returning member up to date. Also the `cluster init` ceremony that these rest on.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::internal::INTERNAL_PREFIX;
 use super::{Cluster, ClusterError, preflight};
 use crate::config::{ClusterConfig, Replication};
-use crate::hsm::{Failure, GcmSeal, HsmError, Member, Portability, ceremony, gcm};
+use crate::hsm::{
+    Disposition, Failure, GcmSeal, HsmError, KeyObject, Member, Portability, ceremony, gcm,
+};
 
 /// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,13 +68,56 @@ impl DestroyReport {
     }
 }
 
+/// What bringing one member up to date did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CatchUp {
+    /// The member brought up to date.
+    pub member: String,
+    /// Material versions copied onto it (`<key id>/<version>`).
+    pub copied: Vec<String>,
+    /// Material versions it still lacks, with the reason.
+    pub uncopied: Vec<(String, String)>,
+}
+
 const PROBE_PLAINTEXT: &[u8] = b"hsm-kms replication probe";
+
+/// Prefix of the throw-away keys that prove the domain keys equal (never copied).
+const PROBE_PREFIX: &str = "hsm-kms-probe-";
+
+/// Whether a `CKA_ID` names an internal key (which no key record lists).
+fn is_internal(id: &[u8]) -> bool {
+    id.starts_with(INTERNAL_PREFIX.as_bytes()) && !id.starts_with(PROBE_PREFIX.as_bytes())
+}
+
+/// For each `CKA_ID`, the members holding it and the object as listed there.
+type Holders = BTreeMap<Vec<u8>, Vec<(Arc<Member>, KeyObject)>>;
+
+/// Indexes members' listings by `CKA_ID`.
+fn holders(listings: impl Iterator<Item = (Arc<Member>, Vec<KeyObject>)>) -> Holders {
+    let mut holders = Holders::new();
+    for (member, objects) in listings {
+        for object in objects {
+            holders
+                .entry(object.id.clone())
+                .or_default()
+                .push((member.clone(), object));
+        }
+    }
+    holders
+}
+
+/// A `CKA_ID` as people read it.
+fn display_id(id: &[u8]) -> String {
+    String::from_utf8_lossy(id).into_owned()
+}
 
 impl Cluster {
     /// Generates a material version inside one healthy member and replicates it to every
     /// other healthy member, proving each copy equal. Needs the quorum (two healthy members
-    /// in two zones). On any failure, every copy written is destroyed again; copies that
-    /// cannot be destroyed are named in the error for repair.
+    /// in two zones). A target that goes away meanwhile is skipped (it is caught up when it
+    /// returns) as long as the members holding the material still make a quorum. On any
+    /// other failure, every copy written is destroyed again; copies that cannot be destroyed
+    /// are named in the error for repair.
     pub fn create_key(&self, material: &MaterialId, label: &str) -> Result<(), ClusterError> {
         let problems = self.quorum_problems();
         if !problems.is_empty() {
@@ -86,6 +134,7 @@ impl Cluster {
             });
         };
         let id = material.cka_id();
+        let _writing = self.writers.claim(&id);
         if self.replication == Replication::Vendor {
             return source
                 .generate_key(&id, label, Portability::NonExtractable)
@@ -95,16 +144,39 @@ impl Cluster {
             .generate_key(&id, label, Portability::WrapWithTrusted)
             .map_err(|cause| self.replication_failed(material, cause, &[]))?;
         let mut written = vec![source.clone()];
+        let mut proven = vec![source.clone()];
         let copied = (|| {
             let wrapped = Zeroizing::new(source.wrap_key(&id)?);
             for target in targets {
-                target.unwrap_key(&id, label, &wrapped)?;
-                written.push(target.clone());
-                prove_equal(source, target, &id)?;
+                let copy = target.unwrap_key(&id, label, &wrapped).inspect(|()| {
+                    written.push(target.clone());
+                });
+                match copy.and_then(|()| prove_equal(source, target, &id)) {
+                    Ok(()) => proven.push(target.clone()),
+                    Err(error) if went_away(target, &error) => {
+                        tracing::warn!(member = target.name(), %material, %error,
+                            "member went away while key material was replicated; it is caught up when it returns");
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Ok(())
         })();
-        copied.map_err(|cause| self.replication_failed(material, cause, &written))
+        copied.map_err(|cause| self.replication_failed(material, cause, &written))?;
+        let problems =
+            preflight::quorum_problems(proven.iter().map(|member| (member.name(), member.zone())));
+        if problems.is_empty() {
+            return Ok(());
+        }
+        for member in &written {
+            if let Err(error) = member.destroy_key(&id) {
+                tracing::warn!(member = member.name(), %material, %error, "copy left behind");
+            }
+        }
+        Err(ClusterError::CannotWriteKeys {
+            cluster: self.name.clone(),
+            problems,
+        })
     }
 
     /// Rolls back the copies in `written` and builds the error naming any left behind.
@@ -131,6 +203,7 @@ impl Cluster {
     /// down are reported in [`DestroyReport::pending`]; run it again when they are back.
     pub fn destroy_key(&self, material: &MaterialId) -> DestroyReport {
         let id = material.cka_id();
+        let _writing = self.writers.claim(&id);
         let mut report = DestroyReport::default();
         for member in &self.members {
             match member.destroy_key(&id) {
@@ -149,13 +222,7 @@ impl Cluster {
         target: &str,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<usize, ClusterError> {
-        let target = self
-            .member(target)
-            .ok_or_else(|| ClusterError::UnknownMember {
-                cluster: self.name.clone(),
-                member: target.to_owned(),
-            })?
-            .clone();
+        let target = self.known_member(target)?;
         let source = self
             .healthy()
             .into_iter()
@@ -164,7 +231,7 @@ impl Cluster {
                 cluster: self.name.clone(),
                 problems: vec!["no other healthy member to copy keys from".into()],
             })?;
-        let have: std::collections::BTreeSet<Vec<u8>> = target
+        let have: BTreeSet<Vec<u8>> = target
             .list_keys()
             .map_err(ClusterError::Hsm)?
             .into_iter()
@@ -177,24 +244,151 @@ impl Cluster {
             .filter(|object| !have.contains(&object.id))
             .collect();
         for (done, object) in missing.iter().enumerate() {
-            let wrapped = Zeroizing::new(source.wrap_key(&object.id).map_err(ClusterError::Hsm)?);
-            target
-                .unwrap_key(&object.id, &object.label, &wrapped)
-                .map_err(ClusterError::Hsm)?;
-            if let Err(cause) = prove_equal(&source, &target, &object.id) {
-                let left_behind = match target.destroy_key(&object.id) {
-                    Ok(()) => Vec::new(),
-                    Err(_) => vec![target.name().to_owned()],
-                };
-                return Err(ClusterError::Replication {
-                    material: String::from_utf8_lossy(&object.id).into_owned(),
-                    cause,
-                    left_behind,
-                });
-            }
+            self.copy_key(&source, &target, object)?;
             progress(done + 1, missing.len());
         }
         Ok(missing.len())
+    }
+
+    /// Brings a member that was away up to date: copies onto `member` every material version
+    /// in `versions` (the ones the metadata says exist) and every internal key that a healthy
+    /// member holds and `member` lacks, each from a healthy member holding it, wrapped under
+    /// the domain key and proven equal. Versions no healthy member holds are reported, not
+    /// created. Safe to run at any time and concurrently with creations and destructions
+    /// (see [`writers`](super::writers)).
+    pub fn catch_up(&self, member: &str, versions: &[MaterialId]) -> Result<CatchUp, ClusterError> {
+        let target = self.known_member(member)?;
+        if self.replication == Replication::Vendor {
+            return Ok(CatchUp {
+                member: member.to_owned(),
+                ..CatchUp::default()
+            });
+        }
+        let have = target.list_keys().map_err(ClusterError::Hsm)?;
+        let sources = self
+            .healthy()
+            .into_iter()
+            .filter(|source| source.name() != target.name())
+            .filter_map(|source| Some((source.clone(), source.list_keys().ok()?)));
+        let holders = holders(sources);
+        Ok(self.copy_missing(&target, &have, &holders, versions))
+    }
+
+    /// [`Cluster::catch_up`] for every healthy member, listing each member's objects once; a
+    /// member that cannot be listed is reported with its error.
+    pub fn catch_up_all(&self, versions: &[MaterialId]) -> Vec<Result<CatchUp, HsmError>> {
+        if self.replication == Replication::Vendor {
+            return Vec::new();
+        }
+        let listed: Vec<_> = self
+            .healthy()
+            .into_iter()
+            .map(|member| {
+                let objects = member.list_keys();
+                (member, objects)
+            })
+            .collect();
+        let holders = holders(listed.iter().filter_map(|(member, objects)| {
+            Some((member.clone(), objects.as_ref().ok()?.clone()))
+        }));
+        listed
+            .iter()
+            .map(|(target, objects)| match objects {
+                Ok(have) => Ok(self.copy_missing(target, have, &holders, versions)),
+                Err(error) => Err(error.clone()),
+            })
+            .collect()
+    }
+
+    /// Copies onto `target`, which holds `have`, the `versions` and internal keys it lacks,
+    /// each from one of its `holders`.
+    fn copy_missing(
+        &self,
+        target: &Arc<Member>,
+        have: &[KeyObject],
+        holders: &Holders,
+        versions: &[MaterialId],
+    ) -> CatchUp {
+        let mut report = CatchUp {
+            member: target.name().to_owned(),
+            ..CatchUp::default()
+        };
+        let have: BTreeSet<&[u8]> = have.iter().map(|object| object.id.as_slice()).collect();
+        let wanted: BTreeSet<Vec<u8>> = versions
+            .iter()
+            .map(MaterialId::cka_id)
+            .chain(holders.keys().filter(|id| is_internal(id)).cloned())
+            .filter(|id| !have.contains(id.as_slice()))
+            .collect();
+        for id in wanted {
+            let material = display_id(&id);
+            let Some(copies) = holders.get(&id) else {
+                report
+                    .uncopied
+                    .push((material, "no healthy member holds it".into()));
+                continue;
+            };
+            let mut last_error = None;
+            for (source, object) in copies {
+                match self.copy_key(source, target, object) {
+                    Ok(copied) => {
+                        if copied {
+                            report.copied.push(material.clone());
+                        }
+                        last_error = None;
+                        break;
+                    }
+                    Err(error) => last_error = Some(error.to_string()),
+                }
+                if !target.is_up() {
+                    break;
+                }
+            }
+            if let Some(error) = last_error {
+                report.uncopied.push((material, error));
+            }
+        }
+        report
+    }
+
+    fn known_member(&self, name: &str) -> Result<Arc<Member>, ClusterError> {
+        self.member(name)
+            .cloned()
+            .ok_or_else(|| ClusterError::UnknownMember {
+                cluster: self.name.clone(),
+                member: name.to_owned(),
+            })
+    }
+
+    /// Copies one key object from `source` onto `target` under the domain key and proves the
+    /// copy, as the only writer of that material; returns `false` when `target` turned out to
+    /// hold it already. A copy that fails its proof is destroyed again.
+    fn copy_key(
+        &self,
+        source: &Arc<Member>,
+        target: &Arc<Member>,
+        object: &KeyObject,
+    ) -> Result<bool, ClusterError> {
+        let _writing = self.writers.claim(&object.id);
+        if target.has_key(&object.id).map_err(ClusterError::Hsm)? {
+            return Ok(false);
+        }
+        let wrapped = Zeroizing::new(source.wrap_key(&object.id).map_err(ClusterError::Hsm)?);
+        target
+            .unwrap_key(&object.id, &object.label, &wrapped)
+            .map_err(ClusterError::Hsm)?;
+        if let Err(cause) = prove_equal(source, target, &object.id) {
+            let left_behind = match target.destroy_key(&object.id) {
+                Ok(()) => Vec::new(),
+                Err(_) => vec![target.name().to_owned()],
+            };
+            return Err(ClusterError::Replication {
+                material: display_id(&object.id),
+                cause,
+                left_behind,
+            });
+        }
+        Ok(true)
     }
 
     /// `cluster init`: establishes the domain key on every member (idempotently), then opens
@@ -248,12 +442,31 @@ impl Cluster {
     /// Replicates a throw-away key to every member and destroys it again: succeeds only if
     /// every member unwraps what another wrapped, i.e. they share one domain key.
     pub fn prove_domain_keys_equal(&self) -> Result<(), ClusterError> {
-        let probe = MaterialId::new(format!("hsm-kms-probe-{}", uuid::Uuid::new_v4()), 0);
+        let probe = MaterialId::new(format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4()), 0);
         self.create_key(&probe, "hsm-kms domain key probe")?;
         let report = self.destroy_key(&probe);
         match report.pending.into_iter().next() {
             None => Ok(()),
             Some(error) => Err(ClusterError::Hsm(error)),
+        }
+    }
+}
+
+/// Whether `target` itself became unreachable, rather than refused: said by `error`, or,
+/// since a vanished token also answers with refusals (`CKR_UNWRAPPING_KEY_HANDLE_INVALID`),
+/// by a failed probe, which marks it down.
+fn went_away(target: &Arc<Member>, error: &HsmError) -> bool {
+    if error.member != target.name() {
+        return false;
+    }
+    if error.disposition() == Disposition::Unavailable {
+        return true;
+    }
+    match target.probe() {
+        Ok(()) => false,
+        Err(probe) => {
+            target.mark_down(probe);
+            true
         }
     }
 }

@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 
 pub use error::{Disposition, Failure, HsmError};
 pub use gcm::{Gcm, GcmSeal, Sealed};
+pub use module::{prepare_environment, prepare_switches};
 pub use templates::Portability;
 
 use crate::config::MemberConfig;
@@ -287,16 +288,22 @@ impl Member {
 
     /// Reacts to a failed call: an unavailable member is marked down; a missing object or a
     /// suspicious GCM failure makes us probe, since a broken token finds nothing.
+    ///
+    /// Out of sessions ([`Failure::Busy`]) says nothing about the token's health, and a probe
+    /// would wait for the same exhausted pool: a busy member is never taken for down (that
+    /// would finalize its module and fail every call in flight on it).
     fn observe(self: &Arc<Self>, error: &HsmError) {
+        if matches!(error.failure, Failure::Busy) {
+            return;
+        }
         match error.disposition() {
             Disposition::Unavailable if !error.may_be_bad_ciphertext() => {
                 self.mark_down(error.clone())
             }
-            Disposition::Unavailable | Disposition::RetryElsewhere => {
-                if let Err(probe) = self.probe() {
-                    self.mark_down(probe);
-                }
-            }
+            Disposition::Unavailable | Disposition::RetryElsewhere => match self.probe() {
+                Err(probe) if !matches!(probe.failure, Failure::Busy) => self.mark_down(probe),
+                _ => {}
+            },
             Disposition::Caller | Disposition::Permanent => {}
         }
     }
@@ -330,6 +337,13 @@ impl Member {
         };
         connection.pool.release(session, result.is_ok());
         result
+    }
+
+    /// Marks the member down when a failed probe says it is unreachable or broken.
+    fn down_if_unavailable(self: &Arc<Self>, error: &HsmError) {
+        if error.disposition() == Disposition::Unavailable && self.is_up() {
+            self.mark_down(error.clone());
+        }
     }
 
     /// Marks the member down and starts reconnecting it in the background.
@@ -551,7 +565,8 @@ impl Member {
                 .map_err(self.pkcs11_error())
         })?;
         if found.is_empty() {
-            self.probe()?;
+            self.probe()
+                .inspect_err(|error| self.down_if_unavailable(error))?;
         }
         Ok(!found.is_empty())
     }
@@ -617,7 +632,8 @@ impl Member {
             }
             Ok(objects)
         })?;
-        self.probe()?;
+        self.probe()
+            .inspect_err(|error| self.down_if_unavailable(error))?;
         Ok(objects)
     }
 
@@ -724,4 +740,54 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member that is never connected (its module does not exist).
+    fn unconnected_member() -> Arc<Member> {
+        let config = crate::config::Config::parse(
+            r#"
+default_cluster = "main"
+[service]
+region = "us-east-1"
+account_id = "111122223333"
+data_dir = "data"
+
+[clusters.main]
+replication = "vendor"
+hsms = [{ name = "h1", address = "10.0.0.1:2223", zone = "a" }]
+
+[clusters.main.slot]
+name = "slot"
+module = "/nonexistent/pkcs11.so"
+token = "t"
+user_pin = "env:PIN"
+"#,
+        )
+        .unwrap();
+        let slot = config.default_cluster().unwrap().slot.clone().unwrap();
+        Member::new(
+            slot,
+            "a".into(),
+            1,
+            Duration::from_secs(3600),
+            DomainKey::Optional,
+        )
+    }
+
+    #[test]
+    fn a_busy_member_is_not_taken_for_down() {
+        let member = unconnected_member();
+        member.up.store(true, Ordering::Release);
+        member.observe(&HsmError::new("slot", Failure::Busy));
+        assert!(member.is_up(), "out of sessions is no failure of the token");
+        member.observe(&HsmError::new("slot", Failure::KeyMissing("6b".into())));
+        assert!(
+            !member.is_up(),
+            "a missing key is probed, and the probe failed"
+        );
+    }
 }

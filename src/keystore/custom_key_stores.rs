@@ -146,6 +146,11 @@ impl CustomKeyStores {
         read(&self.open).get(id).cloned()
     }
 
+    /// The open clusters of every CONNECTED store.
+    pub(super) fn open_clusters(&self) -> Vec<Arc<Cluster>> {
+        read(&self.open).values().cloned().collect()
+    }
+
     fn record(&self, id: &str) -> Result<Option<(StoreRecord, u64)>, KmsError> {
         match self
             .store

@@ -1,7 +1,8 @@
 //! Background work and reconciliation: carrying out scheduled deletions when their date has
 //! passed (destroying the material on every HSM member, verified, then the metadata and
-//! aliases), automatic rotations that are due, and comparing the HSMs' key objects with the
-//! metadata. Inconsistencies are reported, never silently deleted.
+//! aliases), automatic rotations that are due, catching up members that lack material, and
+//! comparing the HSMs' key objects with the metadata. Inconsistencies are reported, never
+//! silently deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -81,6 +82,8 @@ pub struct MaintenanceReport {
     pub inconsistencies: Vec<Inconsistency>,
     /// Keys whose maintenance failed, with the reason.
     pub failures: Vec<String>,
+    /// Members that lacked material: what was copied onto them and what could not be.
+    pub caught_up: Vec<super::CaughtUp>,
 }
 
 impl KeyStore {
@@ -136,6 +139,7 @@ impl KeyStore {
                 }
             }
         }
+        report.caught_up = self.catch_up_members()?;
         report.inconsistencies.extend(self.reconcile()?);
         Ok(report)
     }

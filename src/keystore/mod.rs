@@ -5,6 +5,7 @@
 
 mod aliases;
 pub mod api;
+mod catch_up;
 mod crypto_ops;
 mod custom_key_stores;
 mod key_counts;
@@ -33,6 +34,7 @@ use crate::keys::state::KeyState;
 use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
 
 pub use crate::caller::Caller;
+pub use catch_up::CaughtUp;
 pub use custom_key_stores::ConnectionState;
 pub use maintenance::{Inconsistency, MaintenanceReport};
 
@@ -138,6 +140,8 @@ impl KeyStore {
         )?);
         let listener_audit = Arc::downgrade(&audit);
         let listener_scope = scope.clone();
+        let listener_cluster = Arc::downgrade(&cluster);
+        let listener_store = Arc::downgrade(&store);
         let health: crate::hsm::HealthListener = Arc::new(move |member, cause| {
             let Some(audit) = listener_audit.upgrade() else {
                 return;
@@ -159,6 +163,15 @@ impl KeyStore {
             );
             if let Err(error) = audit.append(&event, false) {
                 tracing::error!(%error, "audit event lost");
+            }
+            if cause.is_none() {
+                catch_up::on_member_up(
+                    &listener_cluster,
+                    &listener_store,
+                    &audit,
+                    &listener_scope,
+                    member,
+                );
             }
         });
         for member in cluster.members() {

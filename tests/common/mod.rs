@@ -170,3 +170,21 @@ pub fn write_secret_file(path: &Path, contents: impl AsRef<[u8]>) {
     std::fs::write(path, contents).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// Points `SOFTHSM2_CONF` and `PKCS11_VENDOR_SIM_CONF` (the vendor-like module's config) at
+/// this process's switches before `main`, so before any test thread exists: each test
+/// cluster's members then read their own SoftHSM2 configuration without
+/// the environment ever changing while threads run (see `hsm_kms::hsm::prepare_switches`).
+/// (`.init_array` is ELF's: the SoftHSM2 tests run on Linux.)
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static PREPARE_ENVIRONMENT: extern "C" fn() = prepare_environment;
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+extern "C" fn prepare_environment() {
+    // SAFETY: the ELF initialisers run before `main`, on the only thread of the process.
+    unsafe { hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF", "PKCS11_VENDOR_SIM_CONF"]) }
+}

@@ -365,8 +365,10 @@ fn load(path: &Path) -> Rv<&'static CK_FUNCTION_LIST> {
 }
 
 fn set_env(name: &str, value: Option<&std::ffi::OsStr>) {
-    // SAFETY: the module changes the environment only here, under the module's state lock,
-    // around a backing's C_Initialize, as hsm-kms itself does around this module's.
+    // SAFETY: a test double's compromise, not hsm-kms's design (hsm-kms never changes its
+    // environment once threads run): the module changes it only here, under its state lock,
+    // around a backing's C_Initialize, which runs inside this module's own C_Initialize, so
+    // under hsm-kms's initialise lock too. Test processes read no environment meanwhile.
     unsafe {
         match value {
             Some(value) => std::env::set_var(name, value),

@@ -1,0 +1,174 @@
+//! Bringing members that were away up to date. The cluster copies key material but cannot
+//! know which versions should exist; the key records do. When a member comes back (its
+//! health listener says so) and on every maintenance run, the material versions named by the
+//! records of the cluster's keys are handed to [`Cluster::catch_up`], and every copy made is
+//! recorded in the audit trail as an `HsmMaterialCopied` service event. Keys whose
+//! destruction is still pending are left out, so a deleted key is never brought back.
+
+use std::sync::Weak;
+
+use serde::Serialize;
+
+use super::{KeyStore, decode, internal};
+use crate::audit::log::AuditLog;
+use crate::clock::{Clock, SystemClock};
+use crate::cluster::{CatchUp, Cluster, MaterialId};
+use crate::error::KmsError;
+use crate::ids::Scope;
+use crate::keys::records::KeyRecord;
+use crate::store::{MetadataStore, Table};
+
+/// What catching up one member did, for the maintenance report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaughtUp {
+    /// The member that lacked material.
+    pub member: String,
+    /// Material versions copied onto the member.
+    pub copied: Vec<String>,
+    /// Material versions still missing on it, with the reason (or why it could not be
+    /// listed).
+    pub uncopied: Vec<String>,
+}
+
+impl KeyStore {
+    /// Copies onto every healthy member of the key store's cluster, and of the clusters of
+    /// connected custom key stores, the material versions it lacks, and reports the members
+    /// that lacked any. Members that are down are skipped (their return triggers a catch-up).
+    pub fn catch_up_members(&self) -> Result<Vec<CaughtUp>, KmsError> {
+        let mut clusters = vec![self.cluster.clone()];
+        clusters.extend(self.custom.open_clusters());
+        let mut done = Vec::new();
+        for cluster in clusters {
+            let versions = recorded_materials(self.store.as_ref(), cluster.name())?;
+            for outcome in cluster.catch_up_all(&versions) {
+                match outcome {
+                    Ok(report) if report.copied.is_empty() && report.uncopied.is_empty() => {}
+                    Ok(report) => {
+                        record(
+                            &self.audit,
+                            &self.scope,
+                            self.now(),
+                            cluster.name(),
+                            &report,
+                        );
+                        done.push(caught_up(report));
+                    }
+                    Err(error) => done.push(CaughtUp {
+                        member: error.member.clone(),
+                        copied: Vec::new(),
+                        uncopied: vec![error.to_string()],
+                    }),
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Catches up `member` after it came back: called from the member's health listener, on the
+/// member's reconnect thread. Does nothing once the key store is gone.
+pub(super) fn on_member_up(
+    cluster: &Weak<Cluster>,
+    store: &Weak<dyn MetadataStore>,
+    audit: &AuditLog,
+    scope: &Scope,
+    member: &str,
+) {
+    let (Some(cluster), Some(store)) = (cluster.upgrade(), store.upgrade()) else {
+        return;
+    };
+    let outcome = recorded_materials(store.as_ref(), cluster.name())
+        .map_err(|error| error.to_string())
+        .and_then(|versions| {
+            cluster
+                .catch_up(member, &versions)
+                .map_err(|error| error.to_string())
+        });
+    match outcome {
+        Ok(report) => {
+            record(
+                audit,
+                scope,
+                SystemClock.now_millis(),
+                cluster.name(),
+                &report,
+            );
+            if !report.uncopied.is_empty() {
+                tracing::warn!(
+                    member,
+                    missing = report.uncopied.len(),
+                    "member not fully caught up"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(member, %error, "catching up a returning member failed"),
+    }
+}
+
+/// Every material version the records of `cluster`'s keys name, except those of keys whose
+/// destruction is pending.
+fn recorded_materials(
+    store: &dyn MetadataStore,
+    cluster: &str,
+) -> Result<Vec<MaterialId>, KmsError> {
+    let mut versions = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store
+            .scan(Table::Keys, b"", after.as_deref(), 1000)
+            .map_err(internal)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(versions);
+        };
+        after = Some(last.clone());
+        for (_, found) in &page {
+            let key: KeyRecord = decode(&found.payload)?;
+            if key.cluster == cluster && key.destruction_pending.is_empty() {
+                versions.extend(
+                    key.materials
+                        .iter()
+                        .map(|material| MaterialId::new(key.key_id.clone(), material.version)),
+                );
+            }
+        }
+    }
+}
+
+/// Writes an `HsmMaterialCopied` service event when anything was copied.
+fn record(audit: &AuditLog, scope: &Scope, now_millis: i64, cluster: &str, report: &CatchUp) {
+    if report.copied.is_empty() {
+        return;
+    }
+    tracing::info!(
+        member = %report.member,
+        copied = report.copied.len(),
+        "key material copied onto a returning member"
+    );
+    let event = crate::audit::event::service_event(
+        scope.region(),
+        scope.account_id(),
+        now_millis,
+        "HsmMaterialCopied",
+        &[],
+        serde_json::json!({
+            "cluster": cluster,
+            "member": report.member,
+            "materials": report.copied,
+        }),
+    );
+    if let Err(error) = audit.append(&event, true) {
+        tracing::error!(%error, "audit event lost");
+    }
+}
+
+fn caught_up(report: CatchUp) -> CaughtUp {
+    CaughtUp {
+        member: report.member,
+        copied: report.copied,
+        uncopied: report
+            .uncopied
+            .into_iter()
+            .map(|(material, why)| format!("{material}: {why}"))
+            .collect(),
+    }
+}
