@@ -11,6 +11,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -323,9 +325,9 @@ fn hostile_value(strings: BoxedStrategy<String>) -> impl Strategy<Value = Value>
     })
 }
 
-/// A value of the member's own type, or of any other.
-fn member_value(kind: char, strings: BoxedStrategy<String>) -> BoxedStrategy<Value> {
-    let typed: BoxedStrategy<Value> = match kind {
+/// A value of the member's own type.
+fn typed_value(kind: char, strings: BoxedStrategy<String>) -> BoxedStrategy<Value> {
+    match kind {
         's' => strings.clone().prop_map(Value::String).boxed(),
         'n' => prop_oneof![any::<i64>(), -2i64..2000]
             .prop_map(Value::from)
@@ -344,8 +346,38 @@ fn member_value(kind: char, strings: BoxedStrategy<String>) -> BoxedStrategy<Val
         )
         .prop_map(Value::Array)
         .boxed(),
-    };
-    prop_oneof![3 => typed, 1 => hostile_value(strings)].boxed()
+    }
+}
+
+/// A value of the member's own type, or of any other.
+fn member_value(kind: char, strings: BoxedStrategy<String>) -> BoxedStrategy<Value> {
+    prop_oneof![3 => typed_value(kind, strings.clone()), 1 => hostile_value(strings)].boxed()
+}
+
+/// A request of a served operation with its required members and a few others, every
+/// member of its own type (the values may still be hostile).
+fn typed_request(pool: Vec<String>) -> impl Strategy<Value = (String, Vec<u8>)> {
+    let strings = hostile_string(pool).boxed();
+    let extras = prop::collection::vec(prop::sample::select(MEMBERS), 0..4);
+    (prop::sample::select(OPERATIONS), extras)
+        .prop_flat_map(move |((name, required), extras)| {
+            let members: Vec<_> = MEMBERS
+                .iter()
+                .filter(|(member, _)| required.contains(member))
+                .chain(&extras)
+                .map(|(member, kind)| {
+                    (
+                        Just(member.to_string()),
+                        typed_value(*kind, strings.clone()),
+                    )
+                })
+                .collect();
+            (Just(format!("{TARGET_PREFIX}{name}")), members)
+        })
+        .prop_map(|(target, pairs)| {
+            let object: Map<String, Value> = pairs.into_iter().collect();
+            (target, serde_json::to_vec(&Value::Object(object)).unwrap())
+        })
 }
 
 /// A request body: arbitrary bytes, broken JSON, JSON of the wrong shape, or an object of
@@ -464,12 +496,18 @@ fn every_operation_answers_hostile_json_with_the_protocol_error_and_loses_nothin
         1 => "TrentService\\.[A-Za-z]{0,30}",
     ];
     let before = describe(&ts, &witness.key_id);
+    // How often each answer came, printed so a run shows it reached past the decoder.
+    let answers: Mutex<BTreeMap<&'static str, usize>> = Mutex::default();
     check(
         STORE_CASES,
-        (target_names, hostile_body(pool)),
+        prop_oneof![
+            3 => (target_names, hostile_body(pool.clone())),
+            2 => typed_request(pool),
+        ],
         |(target_name, body)| {
             let result = dispatch(&ts.store, &ts.caller, &target_name, &body);
             let code = outcome(&result);
+            *answers.lock().unwrap().entry(code).or_default() += 1;
             let Some((_, required)) = OPERATIONS
                 .iter()
                 .find(|(name, _)| target_name.strip_prefix(TARGET_PREFIX) == Some(name))
@@ -494,6 +532,7 @@ fn every_operation_answers_hostile_json_with_the_protocol_error_and_loses_nothin
             Ok(())
         },
     );
+    println!("hostile JSON answers: {:?}", answers.lock().unwrap());
     assert_eq!(
         describe(&ts, &witness.key_id),
         before,
