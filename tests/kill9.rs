@@ -203,6 +203,15 @@ impl Client {
 
     /// One call; `Err` when no complete answer came back (the call is in flight).
     fn call(&self, operation: &str, body: &Value) -> Result<Reply, String> {
+        self.call_with_id(operation, body).map(|(reply, _)| reply)
+    }
+
+    /// One call, with the `x-amzn-RequestId` of its answer.
+    fn call_with_id(
+        &self,
+        operation: &str,
+        body: &Value,
+    ) -> Result<(Reply, Option<String>), String> {
         let body = serde_json::to_vec(body).unwrap();
         let target = format!("TrentService.{operation}");
         let identity = aws_credential_types::Credentials::new(
@@ -241,20 +250,26 @@ impl Client {
         }
         let mut response = request.send(&body[..]).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-amzn-requestid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response
             .body_mut()
             .read_to_string()
             .map_err(|e| e.to_string())?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {
-            return Ok(Reply::Ok(value));
+            return Ok((Reply::Ok(value), request_id));
         }
-        Ok(Reply::Error {
+        let reply = Reply::Error {
             code: value["__type"]
                 .as_str()
                 .map_or_else(|| format!("HTTP {status}"), str::to_owned),
             message: value["message"].as_str().unwrap_or(&text).to_owned(),
-        })
+        };
+        Ok((reply, request_id))
     }
 
     /// A call the checker needs to succeed.
@@ -396,8 +411,12 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The answered calls of one round, for the audit-trail check.
-type Answered = Vec<(String, Option<String>)>;
+/// An answered state-changing call, for the audit-trail check.
+struct AnsweredWrite {
+    operation: &'static str,
+    error_code: Option<String>,
+    request_id: Option<String>,
+}
 
 /// One client thread's keys, aliases and ciphertexts, and its call in flight at the kill.
 struct Worker {
@@ -408,7 +427,7 @@ struct Worker {
     sealed: Vec<Sealed>,
     names_used: usize,
     in_flight: Option<Call>,
-    answered: Answered,
+    answered: Vec<AnsweredWrite>,
     violations: Vec<String>,
     calls: usize,
 }
@@ -592,15 +611,15 @@ impl Worker {
         loop {
             let call = self.next_call();
             let body = self.body(&call);
-            let reply = match client.call(call.operation(), &body) {
-                Ok(reply) => reply,
+            let (reply, request_id) = match client.call_with_id(call.operation(), &body) {
+                Ok(answer) => answer,
                 Err(_) => {
                     self.in_flight = Some(call);
                     return;
                 }
             };
             self.calls += 1;
-            if let Err(problem) = self.acknowledge(&call, reply, round) {
+            if let Err(problem) = self.acknowledge(&call, reply, request_id, round) {
                 self.violations.push(format!(
                     "thread {}: {} {body}: {problem}",
                     self.index,
@@ -612,7 +631,13 @@ impl Worker {
     }
 
     /// Checks an answer against the model and applies the call to it.
-    fn acknowledge(&mut self, call: &Call, reply: Reply, round: usize) -> Result<(), String> {
+    fn acknowledge(
+        &mut self,
+        call: &Call,
+        reply: Reply,
+        request_id: Option<String>,
+        round: usize,
+    ) -> Result<(), String> {
         let expected = self.expected(call);
         let value = match (expected, reply) {
             (Ok(()), Reply::Ok(value)) => value,
@@ -625,14 +650,22 @@ impl Worker {
                     }
                 }
                 if call.writes() {
-                    self.answered.push((call.operation().to_owned(), Some(got)));
+                    self.answered.push(AnsweredWrite {
+                        operation: call.operation(),
+                        error_code: Some(got),
+                        request_id,
+                    });
                 }
                 return Ok(());
             }
             (expected, reply) => return Err(format!("expected {expected:?}, got {reply:?}")),
         };
         if call.writes() {
-            self.answered.push((call.operation().to_owned(), None));
+            self.answered.push(AnsweredWrite {
+                operation: call.operation(),
+                error_code: None,
+                request_id,
+            });
         }
         match call {
             Call::CreateKey { .. } => {
@@ -750,19 +783,37 @@ impl Checker {
             ));
         }
         let mut recorded: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
+        let mut by_request_id: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
         for line in String::from_utf8_lossy(&listed.stdout).lines() {
             let Ok(event) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
             let name = event["eventName"].as_str().unwrap_or_default().to_owned();
             let code = event["errorCode"].as_str().map(str::to_owned);
+            if let Some(request_id) = event["requestID"].as_str() {
+                by_request_id.insert(request_id.to_owned(), (name.clone(), code.clone()));
+            }
             *recorded.entry((name, code)).or_default() += 1;
         }
         let mut answered: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
-        for worker in workers {
-            for call in &worker.answered {
-                *answered.entry(call.clone()).or_default() += 1;
+        let mut unmatched = Vec::new();
+        for call in workers.iter().flat_map(|w| &w.answered) {
+            let key = (call.operation.to_owned(), call.error_code.clone());
+            *answered.entry(key.clone()).or_default() += 1;
+            // CloudTrail's requestID is the x-amzn-RequestId the caller was answered with.
+            let recorded_as = call
+                .request_id
+                .as_ref()
+                .and_then(|id| by_request_id.get(id));
+            if recorded_as != Some(&key) {
+                unmatched.push(format!("{} {:?}", call.operation, call.request_id));
             }
+        }
+        if let Some(example) = unmatched.first() {
+            self.wrong(format!(
+                "{} answered state-changing calls have no audit event under the x-amzn-RequestId they were answered with, e.g. {example}",
+                unmatched.len()
+            ));
         }
         for ((name, code), count) in answered {
             let found = recorded
