@@ -87,6 +87,11 @@ struct Server {
 impl Server {
     /// Starts the server and waits until `/healthz` answers 200.
     fn start(cluster: &TestCluster) -> Server {
+        Server::start_crashing_at(cluster, None)
+    }
+
+    /// Starts the server, set to abort at the named crash point (see `hsm_kms::fault`).
+    fn start_crashing_at(cluster: &TestCluster, crash_at: Option<&str>) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -97,14 +102,17 @@ impl Server {
             .append(true)
             .open(cluster.path("serve.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hsm-kms"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hsm-kms"));
+        command
             .arg("--config")
             .arg(cluster.path("hsm-kms.toml"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(point) = crash_at {
+            command.env(hsm_kms::fault::CRASH_AT_ENV, point);
+        }
+        let child = command.spawn().unwrap();
         let mut server = Server {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -1229,4 +1237,63 @@ fn sigkill_under_mixed_load_loses_no_acknowledged_write() {
         checker.violations[0],
         log_tail(&cluster)
     );
+}
+
+/// A RotateKeyOnDemand cut off after the HSMs made the new material version (before the
+/// key record names it) must not make the next, acknowledged rotation ambiguous: the
+/// ciphertexts of the new version must decrypt. (Found by the kill test: the next rotation
+/// reused the interrupted one's version number, two HSM objects shared its CKA_ID, and
+/// once the server restarted, Decrypt answered KMSInternalException.)
+#[test]
+fn a_rotation_cut_off_after_the_hsm_write_leaves_the_next_rotation_usable() {
+    let cluster = TestCluster::new(2);
+    let init = cluster.cli(&["cluster", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let access_key = AccessKey::of(&cluster);
+
+    let mut server = Server::start(&cluster);
+    let client = Client::new(&server, &access_key);
+    let created = client.must("CreateKey", &json!({}));
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    server.kill();
+
+    let mut crashing = Server::start_crashing_at(&cluster, Some("create-material:after-hsm"));
+    let cut_off =
+        Client::new(&crashing, &access_key).call("RotateKeyOnDemand", &json!({ "KeyId": key_id }));
+    assert!(cut_off.is_err(), "the rotation was answered: {cut_off:?}");
+    let status = crashing.child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the server did not stop at the crash point"
+    );
+
+    let mut server = Server::start(&cluster);
+    let client = Client::new(&server, &access_key);
+    client.must("RotateKeyOnDemand", &json!({ "KeyId": key_id }));
+    assert_eq!(rotations(&client, &key_id), 1);
+    let plaintext = BASE64.encode(b"after an interrupted rotation");
+    let sealed = client.must(
+        "Encrypt",
+        &json!({ "KeyId": key_id, "Plaintext": plaintext }),
+    );
+    // A fresh process: no HSM object handle is cached, each is looked up by CKA_ID.
+    server.kill();
+    let mut server = Server::start(&cluster);
+    let client = Client::new(&server, &access_key);
+    let decrypted = client.call(
+        "Decrypt",
+        &json!({ "CiphertextBlob": sealed["CiphertextBlob"] }),
+    );
+    server.kill();
+    match decrypted {
+        Ok(Reply::Ok(value)) => assert_eq!(value["Plaintext"], json!(plaintext)),
+        other => panic!(
+            "a ciphertext of the acknowledged rotation does not decrypt: {other:?}\n{}",
+            log_tail(&cluster)
+        ),
+    }
 }
