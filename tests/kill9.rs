@@ -3,13 +3,14 @@
 //! Disable/Enable, Schedule/CancelKeyDeletion and RotateKeyOnDemand, each thread on keys and
 //! aliases of its own so that the outcome of every call is known in advance. At a random
 //! moment the server gets SIGKILL; then, on the files it left, `audit verify` must pass,
-//! `cluster status` may report only what an interrupted call explains, and every state-changing
-//! call that was answered must be in the audit trail. The server is restarted and checked:
-//! every acknowledged write is there, every acknowledged ciphertext decrypts, and no key,
-//! alias or rotation exists that no call made. A call in flight at the kill (sent, not
-//! answered) may or may not have happened; the checker accepts either outcome for it and
-//! nothing else. The model then adopts what happened and the load resumes, so kill points
-//! pile up on one data directory.
+//! `cluster status` may report only what an interrupted call explains, and every
+//! state-changing call that was answered must be in the audit trail under the request id
+//! it was answered with. The server is restarted and checked: every acknowledged write is
+//! there, every acknowledged ciphertext decrypts, and no key, alias or rotation exists
+//! that no call made. A call in flight at the kill (sent, not answered) may or may not
+//! have happened; the checker accepts either outcome for it and nothing else. The model
+//! then adopts what happened and the load resumes, so kill points pile up on one data
+//! directory.
 //!
 //! `HSM_KMS_KILL_POINTS` sets the number of kill points (default 20); `HSM_KMS_KILL_SEED`
 //! replays a run (the seed is printed). The last line printed is
