@@ -751,6 +751,146 @@ fn a_tampered_signed_request_is_refused_and_an_unsigned_extra_is_not() {
     });
 }
 
+// ---------------------------------------------------------------- over the HTTP wire
+
+/// Default cases of the property that sends requests to a real server.
+const WIRE_CASES: u32 = 200;
+/// Bodies of the wire property stay below `[server] max_body_bytes` (default 65536): a
+/// server may close the connection on a larger one before the client has sent it all.
+const WIRE_BODY_MAX: usize = 60_000;
+
+/// A request as a hostile client sends it: target and content type (absent, right or
+/// wrong), a hostile body, signed or not.
+fn hostile_http_request() -> impl Strategy<Value = (Option<String>, Option<String>, Vec<u8>, bool)>
+{
+    let target = prop_oneof![
+        6 => prop::sample::select(OPERATIONS).prop_map(|(name, _)| Some(format!("{TARGET_PREFIX}{name}"))),
+        1 => Just(None),
+        1 => "[ -~]{0,40}".prop_map(Some),
+    ];
+    let content_type = prop_oneof![
+        6 => Just(Some("application/x-amz-json-1.1".to_owned())),
+        1 => Just(None),
+        1 => "[ -~]{0,40}".prop_map(Some),
+    ];
+    let pool = vec!["alias/hostile-wire".to_owned(), "AES_256".to_owned()];
+    let body = prop_oneof![
+        3 => hostile_body(pool.clone()),
+        1 => typed_request(pool).prop_map(|(_, body)| body),
+    ];
+    (target, content_type, body, prop::bool::weighted(0.9)).prop_filter(
+        "within the default body limit (checked on its own below)",
+        |request| request.2.len() <= WIRE_BODY_MAX,
+    )
+}
+
+#[test]
+fn hostile_requests_over_http_get_aws_error_shapes_and_the_server_keeps_serving() {
+    use common::server::{AccessKey, Client, Server, log_tail};
+
+    let cluster = common::TestCluster::new(2);
+    let init = cluster.cli(&["cluster", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let mut server = Server::start(&cluster);
+    let client = Client::new(&server, &AccessKey::of(&cluster));
+    let witness = client.must(
+        "CreateKey",
+        &json!({ "Description": "hostile wire witness" }),
+    );
+    let witness = witness["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let sealed = client.must(
+        "Encrypt",
+        &json!({ "KeyId": witness, "Plaintext": "d2l0bmVzcw==" }),
+    );
+
+    check(
+        WIRE_CASES,
+        hostile_http_request(),
+        |(target, content_type, body, signed)| {
+            let mut headers: Vec<(&str, &str)> = Vec::new();
+            if let Some(target) = &target {
+                headers.push(("X-Amz-Target", target));
+            }
+            if let Some(content_type) = &content_type {
+                headers.push(("Content-Type", content_type));
+            }
+            let answer = client.send(&headers, &body, signed);
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => return Err(TestCaseError::fail(format!("no answer: {error}"))),
+            };
+            prop_assert!(
+                answer.status == 200 || (400..500).contains(&answer.status),
+                "HTTP {}",
+                answer.status
+            );
+            if answer.status == 200 {
+                return Ok(());
+            }
+            let error: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+            let code = error["__type"].as_str().unwrap_or_default();
+            prop_assert!(
+                !code.is_empty(),
+                "HTTP {} without an AWS error body: {:?}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+            prop_assert!(error["message"].is_string() || error["message"].is_null());
+            let header = answer.header("x-amzn-errortype").unwrap_or_default();
+            prop_assert!(
+                header.starts_with(code),
+                "X-Amzn-ErrorType {header:?} for {code}"
+            );
+            prop_assert!(!SERVICE_FAILURES.contains(&code), "{code}");
+            if !signed {
+                prop_assert!(
+                    SIGV4_REFUSALS.contains(&code),
+                    "{code} for an unsigned request"
+                );
+            }
+            Ok(())
+        },
+    );
+
+    // One byte over the default limit: refused with an AWS error, not plain text.
+    let oversized = format!(r#"{{"Description":"{}"}}"#, "x".repeat(65_537));
+    let answer = client
+        .send(
+            &[
+                ("X-Amz-Target", "TrentService.CreateKey"),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            oversized.as_bytes(),
+            true,
+        )
+        .unwrap();
+    let error: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    assert!(
+        (400..500).contains(&answer.status) && error["__type"].is_string(),
+        "an oversized body got HTTP {} {:?}",
+        answer.status,
+        String::from_utf8_lossy(&answer.body)
+    );
+
+    let decrypted = client.must(
+        "Decrypt",
+        &json!({ "CiphertextBlob": sealed["CiphertextBlob"] }),
+    );
+    assert_eq!(
+        decrypted["Plaintext"],
+        json!("d2l0bmVzcw=="),
+        "{}",
+        log_tail(&cluster)
+    );
+    let described = client.must("DescribeKey", &json!({ "KeyId": witness }));
+    assert_eq!(described["KeyMetadata"]["KeyState"], json!("Enabled"));
+    server.kill();
+}
+
 // ---------------------------------------------------------------- key ids, ARNs, aliases
 
 /// The documented alias rule: `alias/`, then 1 or more of `[a-zA-Z0-9/_-]`, 256 at most.

@@ -21,23 +21,18 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::File;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::TestCluster;
+use common::server::{AccessKey, Client, Reply, Server, log_tail};
 use serde_json::{Value, json};
 
 const KILL_POINTS_ENV: &str = "HSM_KMS_KILL_POINTS";
 const DEFAULT_KILL_POINTS: usize = 20;
 const SEED_ENV: &str = "HSM_KMS_KILL_SEED";
 const THREADS: usize = 4;
-const REGION: &str = "us-east-1";
 /// Aliases made by this test start with this.
 const ALIAS_PREFIX: &str = "alias/kill9/";
 /// Load runs this long at least, and at most `LOAD_MIN + LOAD_SPREAD`, before the kill.
@@ -51,8 +46,6 @@ const KEYS_MAX: usize = 40;
 const ON_DEMAND_ROTATIONS_MAX: u32 = 25;
 /// Ciphertexts from earlier rounds decrypted at each kill point (all of them at the end).
 const OLD_CIPHERTEXTS_CHECKED: usize = 16;
-/// No single HTTP call or server start may take longer than this.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------- randomness
 
@@ -74,232 +67,6 @@ impl Rng {
 
     fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next() as u8).collect()
-    }
-}
-
-// ---------------------------------------------------------------- the server and its client
-
-/// A running `hsm-kms serve` child process on a free loopback port.
-struct Server {
-    child: Child,
-    endpoint: String,
-}
-
-impl Server {
-    /// Starts the server and waits until `/healthz` answers 200.
-    fn start(cluster: &TestCluster) -> Server {
-        Server::start_crashing_at(cluster, None)
-    }
-
-    /// Starts the server, set to abort at the named crash point (see `hsm_kms::fault`).
-    fn start_crashing_at(cluster: &TestCluster, crash_at: Option<&str>) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(cluster.path("serve.log"))
-            .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hsm-kms"));
-        command
-            .arg("--config")
-            .arg(cluster.path("hsm-kms.toml"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(point) = crash_at {
-            command.env(hsm_kms::fault::CRASH_AT_ENV, point);
-        }
-        let child = command.spawn().unwrap();
-        let mut server = Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let agent = agent();
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("hsm-kms serve exited with {status}:\n{}", log_tail(cluster));
-            }
-            let healthy = agent
-                .get(format!("{}/healthz", server.endpoint))
-                .call()
-                .is_ok_and(|response| response.status() == 200);
-            if healthy {
-                return server;
-            }
-            if Instant::now() > deadline {
-                server.kill();
-                panic!(
-                    "hsm-kms serve did not become healthy:\n{}",
-                    log_tail(cluster)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL, and reap the process.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-fn log_tail(cluster: &TestCluster) -> String {
-    let log = std::fs::read_to_string(cluster.path("serve.log")).unwrap_or_default();
-    let start = log.len().saturating_sub(4000);
-    String::from_utf8_lossy(&log.as_bytes()[start..]).into_owned()
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(CALL_TIMEOUT))
-        .build()
-        .into()
-}
-
-/// The development credential the cluster script wrote.
-#[derive(Clone)]
-struct AccessKey {
-    id: String,
-    secret: String,
-}
-
-impl AccessKey {
-    fn of(cluster: &TestCluster) -> AccessKey {
-        let text = std::fs::read_to_string(cluster.path("credentials")).unwrap();
-        let value = |name: &str| {
-            text.lines()
-                .filter_map(|line| line.split_once('='))
-                .find(|(key, _)| key.trim() == name)
-                .map(|(_, value)| value.trim().to_owned())
-                .unwrap()
-        };
-        AccessKey {
-            id: value("aws_access_key_id"),
-            secret: value("aws_secret_access_key"),
-        }
-    }
-}
-
-/// What the server answered.
-#[derive(Debug)]
-enum Reply {
-    Ok(Value),
-    Error { code: String, message: String },
-}
-
-/// An AWS KMS JSON 1.1 client that signs with `aws-sigv4`, as the Rust SDK does.
-struct Client {
-    agent: ureq::Agent,
-    endpoint: String,
-    key: AccessKey,
-}
-
-impl Client {
-    fn new(server: &Server, key: &AccessKey) -> Client {
-        Client {
-            agent: agent(),
-            endpoint: server.endpoint.clone(),
-            key: key.clone(),
-        }
-    }
-
-    /// One call; `Err` when no complete answer came back (the call is in flight).
-    fn call(&self, operation: &str, body: &Value) -> Result<Reply, String> {
-        self.call_with_id(operation, body).map(|(reply, _)| reply)
-    }
-
-    /// One call, with the `x-amzn-RequestId` of its answer.
-    fn call_with_id(
-        &self,
-        operation: &str,
-        body: &Value,
-    ) -> Result<(Reply, Option<String>), String> {
-        let body = serde_json::to_vec(body).unwrap();
-        let target = format!("TrentService.{operation}");
-        let identity = aws_credential_types::Credentials::new(
-            &self.key.id,
-            &self.key.secret,
-            None,
-            None,
-            "kill9",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(REGION)
-            .name("kms")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
-        let headers = [
-            ("X-Amz-Target", target.as_str()),
-            ("Content-Type", "application/x-amz-json-1.1"),
-        ];
-        let url = format!("{}/", self.endpoint);
-        let signable = SignableRequest::new(
-            "POST",
-            &url,
-            headers.into_iter(),
-            SignableBody::Bytes(&body),
-        )
-        .unwrap();
-        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-        let mut request = self.agent.post(&url);
-        for (name, value) in headers.into_iter().chain(instructions.headers()) {
-            request = request.header(name, value);
-        }
-        let mut response = request.send(&body[..]).map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let request_id = response
-            .headers()
-            .get("x-amzn-requestid")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status == 200 {
-            return Ok((Reply::Ok(value), request_id));
-        }
-        let reply = Reply::Error {
-            code: value["__type"]
-                .as_str()
-                .map_or_else(|| format!("HTTP {status}"), str::to_owned),
-            message: value["message"].as_str().unwrap_or(&text).to_owned(),
-        };
-        Ok((reply, request_id))
-    }
-
-    /// A call the checker needs to succeed.
-    fn must(&self, operation: &str, body: &Value) -> Value {
-        match self.call(operation, body) {
-            Ok(Reply::Ok(value)) => value,
-            other => panic!("checker call {operation} {body} failed: {other:?}"),
-        }
-    }
-
-    /// Every page of a `List*` call, concatenated.
-    fn list(&self, operation: &str, mut body: Value, member: &str) -> Vec<Value> {
-        let mut items = Vec::new();
-        loop {
-            let page = self.must(operation, &body);
-            items.extend(page[member].as_array().cloned().unwrap_or_default());
-            match page["NextMarker"].as_str() {
-                Some(marker) if page["Truncated"] == json!(true) => body["Marker"] = json!(marker),
-                _ => return items,
-            }
-        }
     }
 }
 
