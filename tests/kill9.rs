@@ -29,13 +29,16 @@ use common::TestCluster;
 use common::server::{AccessKey, Client, Reply, Server, log_tail};
 use serde_json::{Value, json};
 
+/// Number of kill points (the torture script sets 1000).
 const KILL_POINTS_ENV: &str = "HSM_KMS_KILL_POINTS";
 const DEFAULT_KILL_POINTS: usize = 20;
+/// Seed of the call choices and kill moments (printed by every run).
 const SEED_ENV: &str = "HSM_KMS_KILL_SEED";
+/// Client threads driving the server.
 const THREADS: usize = 4;
 /// Aliases made by this test start with this.
 const ALIAS_PREFIX: &str = "alias/kill9/";
-/// Load runs this long at least, and at most `LOAD_MIN + LOAD_SPREAD`, before the kill.
+/// Load runs at least `LOAD_MIN` and less than `LOAD_MIN` + `LOAD_SPREAD_MS` before the kill.
 const LOAD_MIN: Duration = Duration::from_millis(50);
 const LOAD_SPREAD_MS: u64 = 1200;
 /// A thread stops creating keys once it has this many keys not pending deletion...
@@ -227,6 +230,7 @@ impl Worker {
         }
     }
 
+    /// A number no earlier name of this thread used.
     fn fresh_name(&mut self) -> usize {
         self.names_used += 1;
         self.names_used
