@@ -972,16 +972,21 @@ fn sigkill_under_mixed_load_loses_no_acknowledged_write() {
             // SIGKILL while the threads are mid-call; they stop on the broken connection.
             server.kill();
         });
+        let mut model_broken = false;
         for worker in &mut workers {
             for problem in worker.violations.drain(..) {
                 checker.wrong(problem);
+                model_broken = true;
             }
         }
+        // What the files show (audit trail, reconciliation) leaves the model as it is: the
+        // run goes on after such findings, and stops once the model and the server differ.
         checker.check_files(&cluster, &workers, round_start);
+        let found_on_files = checker.violations.len();
         server = Server::start(&cluster);
         let client = Client::new(&server, &key);
         checker.check_server(&client, &mut workers, kill_point, kill_point == kill_points);
-        if !checker.violations.is_empty() {
+        if model_broken || checker.violations.len() > found_on_files {
             break;
         }
     }
