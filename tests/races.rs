@@ -229,40 +229,6 @@ fn a_cancelled_deletion_never_destroys_the_key() {
     assert_eq!(decrypt(&ts, &blob, &[], None).unwrap(), b"keep me");
 }
 
-/// Defect: once maintenance has begun destroying a key's material, CancelKeyDeletion must
-/// refuse, as AWS does, instead of bringing back a key whose material is going.
-#[test]
-fn cancel_is_refused_once_destruction_has_begun() {
-    let (ts, gates) = gated_store();
-    let key = create(&ts).key_id;
-    let arn = describe(&ts, &key).arn;
-    schedule_deletion(&ts, &key);
-    ts.clock.advance(EIGHT_DAYS);
-
-    // The maintenance thread's first commit marks the key before any HSM is touched.
-    let gate = gates.arm("maintenance", Step::Commit);
-    let maintenance = on_thread("maintenance", {
-        let ts = ts.clone();
-        move || ts.store.run_maintenance()
-    });
-    gate.wait_reached();
-    let refused = failure(ts.store.cancel_key_deletion(&ts.caller, key_id(&key)));
-    gate.release();
-    let report = maintenance.join().unwrap().unwrap();
-
-    assert_eq!(
-        refused,
-        (
-            "KMSInvalidStateException".to_owned(),
-            format!("{arn} is pending deletion and its deletion has already begun.")
-        )
-    );
-    assert_eq!(report.deleted, vec![arn]);
-    assert_eq!(copies(&ts, &key, 1), 0);
-    let gone = failure(ts.store.describe_key(&ts.caller, key_id(&key)));
-    assert_eq!(gone.0, "NotFoundException");
-}
-
 /// Defect: a read that started before DisableKey committed put the old, enabled record into
 /// the cache after DisableKey had invalidated it, and Encrypt kept working for good.
 #[test]
