@@ -626,12 +626,13 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     /// Reserves `material`, or `None` if its creation is in progress already.
     fn new(store: &'a KeyStore, material: String) -> Option<InFlight<'a>> {
-        store
+        let reserved = store
             .creating
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(material.clone())
-            .then_some(InFlight { store, material })
+            .insert(material.clone());
+        // Built only once the lock is released: dropping an unused one takes the lock.
+        reserved.then(|| InFlight { store, material })
     }
 }
 
