@@ -16,7 +16,7 @@ use crate::keys::state::KeyState;
 use crate::store::{Batch, Precondition, Table};
 
 /// What one attempt at a due deletion came to.
-enum Deletion {
+pub(super) enum Deletion {
     /// The key is gone or no longer due (its deletion was cancelled first).
     NotDue,
     /// The material is destroyed everywhere; the record and aliases are removed.
@@ -176,7 +176,7 @@ impl KeyStore {
     /// 3. Under the lock, if some members were unreachable, record them in
     ///    `destruction_pending` (a later run resumes); otherwise delete the key record,
     ///    expecting the revision marked in step 1, and its aliases in one batch.
-    fn delete_key_now(&self, key_id: &str) -> Result<Deletion, KmsError> {
+    pub(super) fn delete_key_now(&self, key_id: &str) -> Result<Deletion, KmsError> {
         let Some((key, marked)) = self.mark_destruction(key_id)? else {
             return Ok(Deletion::NotDue);
         };

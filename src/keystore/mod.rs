@@ -10,6 +10,9 @@ mod custom_key_stores;
 mod lifecycle;
 mod maintenance;
 mod rotation;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
