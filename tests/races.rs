@@ -849,3 +849,72 @@ fn no_encrypt_succeeds_after_disable_or_schedule_returned() {
     );
     assert!(calls.iter().any(|(_, _, outcome)| outcome.is_ok()));
 }
+
+/// CancelKeyDeletion racing maintenance on keys whose deletion is due: every key whose
+/// cancellation returned OK is still there with its material and decrypts; every refused one
+/// was deleted, with its material destroyed on every member.
+#[test]
+fn cancel_racing_maintenance_loses_no_cancelled_key() {
+    const KEYS: usize = 8;
+    let ts = Arc::new(TestStore::new());
+    let keys: Vec<(String, Vec<u8>)> = (0..KEYS)
+        .map(|_| {
+            let key = create(&ts).key_id;
+            let blob = encrypt(&ts, &key, b"still mine", &[])
+                .unwrap()
+                .ciphertext_blob;
+            schedule_deletion(&ts, &key);
+            (key, blob)
+        })
+        .collect();
+    ts.clock.advance(EIGHT_DAYS);
+    let start = Arc::new(std::sync::Barrier::new(2));
+    let maintenance = on_thread("maintenance", {
+        let (ts, start) = (ts.clone(), start.clone());
+        move || {
+            start.wait();
+            ts.store.run_maintenance().unwrap()
+        }
+    });
+    let canceller = on_thread("canceller", {
+        let (ts, start, keys) = (ts.clone(), start.clone(), keys.clone());
+        move || {
+            start.wait();
+            // From the last key, so the two threads meet in the middle.
+            keys.iter()
+                .rev()
+                .map(|(key, _)| {
+                    let outcome = ts.store.cancel_key_deletion(&ts.caller, key_id(key));
+                    (key.clone(), outcome.map(|_| ()).map_err(|e| e.code()))
+                })
+                .collect::<Vec<_>>()
+        }
+    });
+    let report = maintenance.join().unwrap();
+    let outcomes = canceller.join().unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+
+    for (key, outcome) in outcomes {
+        let blob = &keys.iter().find(|(k, _)| *k == key).unwrap().1;
+        match outcome {
+            Ok(()) => {
+                assert_eq!(describe(&ts, &key).key_state, "Disabled");
+                assert_eq!(copies(&ts, &key, 1), 2, "cancelled key {key} lost material");
+                ts.store.enable_key(&ts.caller, key_id(&key)).unwrap();
+                assert_eq!(decrypt(&ts, blob, &[], None).unwrap(), b"still mine");
+            }
+            Err(code) => {
+                assert!(
+                    matches!(code, "KMSInvalidStateException" | "NotFoundException"),
+                    "{key}: {code}"
+                );
+                let gone = failure(ts.store.describe_key(&ts.caller, key_id(&key)));
+                assert_eq!(
+                    gone.0, "NotFoundException",
+                    "refused cancel, key {key} kept"
+                );
+                assert_eq!(copies(&ts, &key, 1), 0);
+            }
+        }
+    }
+}
