@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::{KeyStore, decode, encode, internal};
-use crate::cluster::MaterialId;
+use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::keys::records::{IntentRecord, KeyRecord, RotationType};
 use crate::keys::state::KeyState;
@@ -177,12 +178,11 @@ impl KeyStore {
     ///    `destruction_pending` (a later run resumes); otherwise delete the key record,
     ///    expecting the revision marked in step 1, and its aliases in one batch.
     pub(super) fn delete_key_now(&self, key_id: &str) -> Result<Deletion, KmsError> {
-        let Some((key, marked)) = self.mark_destruction(key_id)? else {
+        let Some((key, marked, cluster)) = self.mark_destruction(key_id)? else {
             return Ok(Deletion::NotDue);
         };
         crate::fault::crash_point("delete-key:after-mark");
         let mut pending = BTreeSet::new();
-        let cluster = self.cluster_of(&key)?;
         for material in &key.materials {
             let report =
                 cluster.destroy_key(&MaterialId::new(key.key_id.clone(), material.version));
@@ -215,18 +215,24 @@ impl KeyStore {
         Ok(Deletion::Done)
     }
 
-    /// Step 1 of [`KeyStore::delete_key_now`]: the key marked as being destroyed and the
-    /// revision of that mark, or `None` when it is gone or no longer due.
-    fn mark_destruction(&self, key_id: &str) -> Result<Option<(KeyRecord, u64)>, KmsError> {
+    /// Step 1 of [`KeyStore::delete_key_now`]: the key marked as being destroyed, the
+    /// revision of that mark and the cluster holding its material, or `None` when it is gone
+    /// or no longer due. A key whose cluster is out of reach (a disconnected custom key
+    /// store) is not marked, so its deletion can still be cancelled meanwhile.
+    fn mark_destruction(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(KeyRecord, u64, Arc<Cluster>)>, KmsError> {
         let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let Some((mut key, revision)) = self.stored_key(key_id)? else {
             return Ok(None);
         };
-        if key.destruction_started {
-            return Ok(Some((key, revision)));
-        }
-        if !deletion_due(&key, self.now()) {
+        if !key.destruction_started && !deletion_due(&key, self.now()) {
             return Ok(None);
+        }
+        let cluster = self.cluster_of(&key)?;
+        if key.destruction_started {
+            return Ok(Some((key, revision, cluster)));
         }
         key.destruction_started = true;
         let mut batch = Batch::new();
@@ -240,7 +246,9 @@ impl KeyStore {
         self.commit(batch, key_id)?;
         // Every key write takes the lock held here, so this reads the mark just written.
         match self.stored_key(key_id)? {
-            Some((stored, marked)) if stored.destruction_started => Ok(Some((stored, marked))),
+            Some((stored, marked)) if stored.destruction_started => {
+                Ok(Some((stored, marked, cluster)))
+            }
             _ => Err(KmsError::KmsInternal(format!(
                 "the deletion mark of key {key_id} did not persist"
             ))),
