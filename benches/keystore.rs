@@ -539,6 +539,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         }],
         rotation: None,
         destruction_pending: Vec::new(),
+        destruction_started: false,
         custom_key_store_id: None,
     }
 }

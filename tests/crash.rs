@@ -1,6 +1,7 @@
 //! Crash consistency: a process killed between the HSM write and the metadata write of a new
 //! key leaves no key a caller can see, and start-up and reconciliation report what it left in
-//! the HSMs — without deleting it.
+//! the HSMs — without deleting it. A process killed while carrying out a deletion leaves a key
+//! that can no longer be cancelled, and the next maintenance run finishes the deletion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,7 +9,9 @@ mod common;
 use std::process::Command;
 
 use common::TestCluster;
-use hsm_kms::keystore::api::{CreateKeyRequest, ListRequest};
+use hsm_kms::keystore::api::{
+    CreateKeyRequest, KeyIdRequest, ListRequest, ScheduleKeyDeletionRequest,
+};
 use hsm_kms::keystore::{Caller, Inconsistency, KeyStore};
 
 const CHILD_DIR_ENV: &str = "HSM_KMS_TEST_CLUSTER_DIR";
@@ -27,10 +30,54 @@ fn child_creates_a_key() {
         .unwrap();
 }
 
+/// Run by the parent test in a child process: creates a key, schedules its deletion, moves
+/// its clock past the date and runs maintenance (and crashes on the way).
+#[test]
+#[ignore = "run as a child process by the crash tests"]
+fn child_deletes_a_key() {
+    let dir = std::env::var(CHILD_DIR_ENV).expect("child only");
+    let config =
+        hsm_kms::config::Config::load(&std::path::Path::new(&dir).join("hsm-kms.toml")).unwrap();
+    let cluster =
+        hsm_kms::cluster::Cluster::open("local", config.default_cluster().unwrap()).unwrap();
+    let metadata = hsm_kms::store::SledStore::open(&config.service.data_dir).unwrap();
+    let scope =
+        hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
+    let clock = std::sync::Arc::new(hsm_kms::clock::ManualClock::new());
+    let store = KeyStore::with_parts(
+        scope,
+        cluster,
+        Box::new(metadata),
+        clock.clone(),
+        config.audit,
+    )
+    .unwrap();
+    let caller = Caller::local(store.scope());
+    let key = store
+        .create_key(&caller, CreateKeyRequest::default())
+        .unwrap();
+    store
+        .schedule_key_deletion(
+            &caller,
+            ScheduleKeyDeletionRequest {
+                key_id: key.key_metadata.key_id,
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(8 * 24 * 3600));
+    store.run_maintenance().unwrap();
+}
+
 /// Runs `child_creates_a_key` with a crash point; returns whether it was killed.
 fn crash_child(cluster: &TestCluster, point: &str) -> bool {
+    crash_child_running(cluster, "child_creates_a_key", point)
+}
+
+/// Runs the child test `child` with a crash point; returns whether it was killed.
+fn crash_child_running(cluster: &TestCluster, child: &str, point: &str) -> bool {
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_creates_a_key", "--ignored", "--nocapture"])
+        .args(["--exact", child, "--ignored", "--nocapture"])
         .env(CHILD_DIR_ENV, cluster.dir.path())
         .env(hsm_kms::fault::CRASH_AT_ENV, point)
         .status()
@@ -111,5 +158,58 @@ fn crash_before_hsm_write_leaves_only_a_reported_intent() {
     ));
     for (member, objects) in store.cluster().key_objects() {
         assert!(objects.unwrap().is_empty(), "{member}");
+    }
+}
+
+#[test]
+fn crash_during_deletion_is_resumed_and_never_cancelled() {
+    for point in ["delete-key:after-mark", "delete-key:after-hsm"] {
+        let cluster = TestCluster::new(2);
+        assert!(cluster.cli(&["cluster", "init"]).status.success());
+        assert!(
+            crash_child_running(&cluster, "child_deletes_a_key", point),
+            "the child did not crash at {point}"
+        );
+
+        let store = open(&cluster);
+        let caller = Caller::local(store.scope());
+        let keys = store.list_keys(&caller, ListRequest::default()).unwrap();
+        let [key] = &keys.keys[..] else {
+            panic!(
+                "{point}: expected the key being deleted, found {:?}",
+                keys.keys
+            );
+        };
+        let request = || KeyIdRequest {
+            key_id: key.key_id.clone(),
+            ..Default::default()
+        };
+        let described = store.describe_key(&caller, request()).unwrap();
+        assert_eq!(
+            described.key_metadata.key_state, "PendingDeletion",
+            "{point}"
+        );
+        let refused = store.cancel_key_deletion(&caller, request()).unwrap_err();
+        assert_eq!(refused.code(), "KMSInvalidStateException", "{point}");
+        assert_eq!(
+            refused.message(),
+            format!(
+                "{} is pending deletion and its deletion has already begun.",
+                key.key_arn
+            )
+        );
+
+        // The deletion date lies days ahead on this clock: the mark alone resumes it.
+        let report = store.run_maintenance().unwrap();
+        assert_eq!(report.deleted, vec![key.key_arn.clone()], "{point}");
+        assert!(report.failures.is_empty(), "{point}: {:?}", report.failures);
+        for (member, objects) in store.cluster().key_objects() {
+            assert!(
+                objects.unwrap().is_empty(),
+                "{point}: material left on {member}"
+            );
+        }
+        let gone = store.describe_key(&caller, request()).unwrap_err();
+        assert_eq!(gone.code(), "NotFoundException", "{point}");
     }
 }

@@ -39,6 +39,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         }],
         rotation: None,
         destruction_pending: Vec::new(),
+        destruction_started: false,
     }
 }
 

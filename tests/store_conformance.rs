@@ -1,5 +1,5 @@
 //! The `MetadataStore` conformance suite, written once against `&dyn MetadataStore`
-//! and run against every backend (today: `SledStore` on a real directory), followed by
+//! and run against every backend (`SledStore` on a real directory and `MemoryStore`), followed by
 //! the sled-specific tests: reopening, corruption on disk, locking, and 100k records.
 #![allow(
     clippy::unwrap_used,
@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use hsm_kms::store::{
-    Batch, Conflict, MetadataStore, Precondition, Record, SledStore, StoreError, Table,
+    Batch, Conflict, MemoryStore, MetadataStore, Precondition, Record, SledStore, StoreError, Table,
 };
 
 /// Backend-neutral cases: each gets a fresh, empty store.
@@ -336,6 +336,17 @@ macro_rules! conformance_tests {
             }
         )+
     };
+}
+
+mod memory_backend {
+    use super::*;
+
+    /// A fresh, empty `MemoryStore` (nothing to clean up).
+    pub fn open() -> (MemoryStore, ()) {
+        (MemoryStore::new(), ())
+    }
+
+    conformance_tests!(open);
 }
 
 mod sled_backend {

@@ -37,6 +37,10 @@ pub struct KeyRecord {
     /// Members on which scheduled deletion still has to destroy the material.
     #[serde(default)]
     pub destruction_pending: Vec<String>,
+    /// Set, durably, before scheduled deletion touches any HSM: from then on the deletion is
+    /// only ever finished (resumed after a crash), never cancelled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destruction_started: bool,
 }
 
 /// One version of a key's material, as created or rotated.
@@ -113,6 +117,12 @@ impl KeyRecord {
     /// Whether the key belongs to `scope`.
     pub fn in_scope(&self, scope: &Scope) -> bool {
         self.account_id == scope.account_id() && self.region == scope.region()
+    }
+
+    /// Whether scheduled deletion has begun destroying the material, so it can no longer be
+    /// cancelled.
+    pub fn destruction_begun(&self) -> bool {
+        self.destruction_started || !self.destruction_pending.is_empty()
     }
 
     /// Number of on-demand rotations so far.

@@ -1,6 +1,8 @@
 //! Aliases: CreateAlias, UpdateAlias, DeleteAlias and ListAliases. An alias is unique per
 //! account and region; uniqueness is enforced by the store's `ExpectAbsent` precondition in the
-//! same atomic batch that writes it.
+//! same atomic batch that writes it. The target key is re-read and its state checked under the
+//! write lock, and the batch requires the key record at the revision checked, so an alias never
+//! points at a key that was scheduled for deletion or deleted in between.
 
 use super::api::*;
 use super::{Caller, KeyStore, alias_key, alias_prefix, decode, encode, internal, limit};
@@ -9,6 +11,7 @@ use crate::clock::to_epoch_seconds;
 use crate::error::KmsError;
 use crate::ids::{AliasName, Scope};
 use crate::keys::records::AliasRecord;
+use crate::keys::records::KeyRecord;
 use crate::keys::state::{self, Operation};
 use crate::store::{Batch, Precondition, Table};
 
@@ -27,6 +30,8 @@ impl KeyStore {
                 self.resolve_key_only(caller, call, "targetKeyId", &request.target_key_id)?;
             state::check(Operation::CreateAlias, target.state, &target.arn())?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let (target, target_revision) =
+                self.alias_target_now(&target, Operation::CreateAlias)?;
             if self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX {
                 return Err(KmsError::LimitExceeded(format!(
                     "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
@@ -43,14 +48,22 @@ impl KeyStore {
             let key = alias_key(&caller.scope, name.as_str());
             let mut batch = Batch::new();
             batch
+                .expect(
+                    Table::Keys,
+                    target.key_id.as_bytes(),
+                    Precondition::ExpectRevision(target_revision),
+                )
                 .expect(Table::Aliases, &key, Precondition::ExpectAbsent)
                 .put(Table::Aliases, &key, encode(&record)?);
             match self.store.commit(batch).map_err(internal)? {
                 Ok(()) => Ok(()),
-                Err(_) => Err(KmsError::AlreadyExists(format!(
-                    "An alias with the name {} already exists",
-                    caller.scope.alias_arn(&name)
-                ))),
+                Err(conflict) if conflict.table == Table::Aliases => {
+                    Err(KmsError::AlreadyExists(format!(
+                        "An alias with the name {} already exists",
+                        caller.scope.alias_arn(&name)
+                    )))
+                }
+                Err(_) => Err(target_changed()),
             }
         })
     }
@@ -66,6 +79,8 @@ impl KeyStore {
                 self.resolve_key_only(caller, call, "targetKeyId", &request.target_key_id)?;
             state::check(Operation::UpdateAlias, target.state, &target.arn())?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let (target, target_revision) =
+                self.alias_target_now(&target, Operation::UpdateAlias)?;
             let (mut record, revision) = self
                 .alias(&caller.scope, name.as_str())?
                 .ok_or_else(|| caller.scope.alias_not_found(&name))?;
@@ -82,11 +97,20 @@ impl KeyStore {
             let key = alias_key(&caller.scope, name.as_str());
             let mut batch = Batch::new();
             batch
+                .expect(
+                    Table::Keys,
+                    target.key_id.as_bytes(),
+                    Precondition::ExpectRevision(target_revision),
+                )
                 .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
                 .put(Table::Aliases, &key, encode(&record)?);
-            self.store.commit(batch).map_err(internal)?.map_err(|_| {
-                KmsError::Conflict("the alias changed meanwhile: retry the request".into())
-            })
+            match self.store.commit(batch).map_err(internal)? {
+                Ok(()) => Ok(()),
+                Err(conflict) if conflict.table == Table::Aliases => Err(KmsError::Conflict(
+                    "the alias changed meanwhile: retry the request".into(),
+                )),
+                Err(_) => Err(target_changed()),
+            }
         })
     }
 
@@ -175,6 +199,20 @@ impl KeyStore {
         })
     }
 
+    /// The alias target `resolved` as stored now, with its revision, if `operation` is still
+    /// allowed in its state. Called under the write lock, which deletions take too.
+    fn alias_target_now(
+        &self,
+        resolved: &KeyRecord,
+        operation: Operation,
+    ) -> Result<(KeyRecord, u64), KmsError> {
+        let (target, revision) = self.stored_key(&resolved.key_id)?.ok_or_else(|| {
+            KmsError::NotFound(format!("Key '{}' does not exist", resolved.arn()))
+        })?;
+        state::check(operation, target.state, &target.arn())?;
+        Ok((target, revision))
+    }
+
     /// Every alias (record and store key) in `scope` pointing at `key_id`.
     pub(super) fn aliases_of(
         &self,
@@ -201,6 +239,11 @@ impl KeyStore {
             }
         }
     }
+}
+
+/// The target key changed between its check and the alias write (another process's write).
+fn target_changed() -> KmsError {
+    KmsError::Conflict("the target key changed meanwhile: retry the request".into())
 }
 
 fn entry(caller: &Caller, record: AliasRecord) -> AliasListEntry {

@@ -7,7 +7,7 @@ use super::api::*;
 use super::{Caller, KeyStore, cluster_error, encode, internal, limit};
 use crate::audit::event::Call;
 use crate::clock::{DAY_MILLIS, to_epoch_seconds};
-use crate::cluster::MaterialId;
+use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::ids::KeyId;
 use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord};
@@ -140,6 +140,7 @@ impl KeyStore {
             }],
             rotation: None,
             destruction_pending: Vec::new(),
+            destruction_started: false,
         };
         self.create_material(&record, 1, |batch| {
             batch
@@ -160,6 +161,13 @@ impl KeyStore {
 
     /// Creates material `version` of `record`'s key in the cluster between an intent and the
     /// batch `finish` fills (which also removes the intent).
+    ///
+    /// 1. Reserve the material in this process and check that no key record names that
+    ///    version yet (so two rotations never make the same material).
+    /// 2. Flush the intent, then generate and replicate the material, without the write lock.
+    /// 3. Under the write lock, let `finish` re-read what it needs and fill the batch, and
+    ///    commit it. When `finish` refuses or the batch conflicts, the material is destroyed
+    ///    again and the intent removed (kept, and reported, while some copy is left).
     pub(super) fn create_material(
         &self,
         record: &KeyRecord,
@@ -167,7 +175,18 @@ impl KeyStore {
         finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
         let material = MaterialId::new(record.key_id.clone(), version);
-        let in_flight = InFlight::new(self, material.to_string());
+        let in_progress = || {
+            KmsError::Conflict(format!(
+                "A rotation of {} is already in progress",
+                record.arn()
+            ))
+        };
+        let in_flight = InFlight::new(self, material.to_string()).ok_or_else(in_progress)?;
+        if let Some((stored, _)) = self.stored_key(&record.key_id)?
+            && stored.materials.iter().any(|m| m.version >= version)
+        {
+            return Err(in_progress());
+        }
         let intent_key = material.to_string().into_bytes();
         let cluster = self.cluster_of(record)?;
         let intent = IntentRecord {
@@ -201,10 +220,36 @@ impl KeyStore {
         }
         crate::fault::crash_point("create-material:after-hsm");
         let _still_in_flight = &in_flight;
+        let recorded = {
+            let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = Batch::new();
+            finish(&mut batch).and_then(|()| {
+                batch.delete(Table::Intents, &intent_key);
+                self.commit(batch, &record.key_id)
+            })
+        };
+        match recorded {
+            // A store failure may have applied the batch: keep the material and the intent.
+            Err(error @ KmsError::KmsInternal(_)) => Err(error),
+            Err(refused) => {
+                self.discard_material(&cluster, &material, &intent_key);
+                Err(refused)
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Destroys material that will not be recorded, then its intent once no copy is left.
+    fn discard_material(&self, cluster: &Cluster, material: &MaterialId, intent_key: &[u8]) {
+        if !cluster.destroy_key(material).complete() {
+            tracing::warn!(%material, "discarded key material is left on some member; its intent stays for repair");
+            return;
+        }
         let mut batch = Batch::new();
-        finish(&mut batch)?;
-        batch.delete(Table::Intents, &intent_key);
-        self.commit(batch, &record.key_id)
+        batch.delete(Table::Intents, intent_key);
+        if let Err(error) = self.store.commit(batch) {
+            tracing::warn!(%material, %error, "the intent of discarded key material stays");
+        }
     }
 
     /// DescribeKey (any key reference, any state).
@@ -376,7 +421,8 @@ impl KeyStore {
         })
     }
 
-    /// CancelKeyDeletion: the key returns to Disabled.
+    /// CancelKeyDeletion: the key returns to Disabled, unless maintenance has begun destroying
+    /// its material (then `KMSInvalidStateException`, as AWS answers once deletion began).
     pub fn cancel_key_deletion(
         &self,
         caller: &Caller,
@@ -388,6 +434,12 @@ impl KeyStore {
             let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
+                if record.destruction_begun() {
+                    return Err(KmsError::KmsInvalidState(format!(
+                        "{} is pending deletion and its deletion has already begun.",
+                        record.arn()
+                    )));
+                }
                 record.state = KeyState::Disabled;
                 record.deletion_date = None;
                 record.pending_window_days = None;
@@ -572,13 +624,15 @@ struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
-    fn new(store: &'a KeyStore, material: String) -> InFlight<'a> {
-        store
+    /// Reserves `material`, or `None` if its creation is in progress already.
+    fn new(store: &'a KeyStore, material: String) -> Option<InFlight<'a>> {
+        let reserved = store
             .creating
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(material.clone());
-        InFlight { store, material }
+        // Built only once the lock is released: dropping an unused one takes the lock.
+        reserved.then(|| InFlight { store, material })
     }
 }
 

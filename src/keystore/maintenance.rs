@@ -1,20 +1,36 @@
 //! Background work and reconciliation: carrying out scheduled deletions when their date has
-//! passed (destroying the material on every HSM member, verified, then the metadata and
-//! aliases), automatic rotations that are due, catching up members that lack material, and
-//! comparing the HSMs' key objects with the metadata. Inconsistencies are reported, never
-//! silently deleted.
+//! passed (marking the key, then destroying the material on every HSM member, verified, then
+//! the metadata and aliases), automatic rotations that are due, catching up members that
+//! lack material, and comparing the HSMs' key objects with the metadata. Inconsistencies are
+//! reported, never silently deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{KeyStore, decode, internal};
-use crate::cluster::MaterialId;
+use super::{KeyStore, decode, encode, internal};
+use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::keys::records::{IntentRecord, KeyRecord, RotationType};
 use crate::keys::state::KeyState;
 use crate::store::{Batch, Precondition, Table};
+
+/// What one attempt at a due deletion came to.
+pub(super) enum Deletion {
+    /// The key is gone or no longer due (its deletion was cancelled first).
+    NotDue,
+    /// The material is destroyed everywhere; the record and aliases are removed.
+    Done,
+    /// The material still has to be destroyed on these members.
+    Pending(Vec<String>),
+}
+
+/// Whether `key` is pending deletion and its date has come.
+fn deletion_due(key: &KeyRecord, now: i64) -> bool {
+    key.state == KeyState::PendingDeletion && key.deletion_date.is_some_and(|date| date <= now)
+}
 
 /// A mismatch between the HSMs and the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,16 +109,16 @@ impl KeyStore {
         let now = self.now();
         let mut report = MaintenanceReport::default();
         for key in self.all_keys()? {
-            let due_deletion = key.state == KeyState::PendingDeletion
-                && key.deletion_date.is_some_and(|date| date <= now);
+            let due_deletion = key.destruction_started || deletion_due(&key, now);
             let due_rotation = key.state == KeyState::Enabled
                 && key
                     .rotation
                     .as_ref()
                     .is_some_and(|r| r.next_rotation <= now);
             if due_deletion {
-                match self.delete_key_now(&key) {
-                    Ok(pending) if pending.is_empty() => {
+                match self.delete_key_now(&key.key_id) {
+                    Ok(Deletion::NotDue) => {}
+                    Ok(Deletion::Done) => {
                         self.service_event(
                             &key,
                             "DeleteKey",
@@ -113,12 +129,14 @@ impl KeyStore {
                         );
                         report.deleted.push(key.arn());
                     }
-                    Ok(pending) => report
-                        .inconsistencies
-                        .push(Inconsistency::DestructionPending {
-                            key_arn: key.arn(),
-                            members: pending,
-                        }),
+                    Ok(Deletion::Pending(pending)) => {
+                        report
+                            .inconsistencies
+                            .push(Inconsistency::DestructionPending {
+                                key_arn: key.arn(),
+                                members: pending,
+                            })
+                    }
                     Err(error) => report.failures.push(format!("{}: {error}", key.arn())),
                 }
             } else if due_rotation {
@@ -153,42 +171,93 @@ impl KeyStore {
             .count())
     }
 
-    /// Destroys every material version of `key` on every member; when all are verified gone,
-    /// removes the key and its aliases in one batch. Returns the members still pending.
-    fn delete_key_now(&self, key: &KeyRecord) -> Result<Vec<String>, KmsError> {
+    /// Carries out the deletion of key `key_id` if it is (still) due.
+    ///
+    /// 1. Under the write lock, re-read the key; unless it is marked already (a deletion
+    ///    resumed after a crash or a member that was down), go on only if it is still pending
+    ///    deletion and due, and durably mark it `destruction_started` at the revision read. A
+    ///    CancelKeyDeletion that won before the mark stops the deletion here; one that comes
+    ///    after is refused.
+    /// 2. Destroy every material version on every member (outside the lock).
+    /// 3. Under the lock, if some members were unreachable, record them in
+    ///    `destruction_pending` (a later run resumes); otherwise delete the key record,
+    ///    expecting the revision marked in step 1, and its aliases in one batch.
+    pub(super) fn delete_key_now(&self, key_id: &str) -> Result<Deletion, KmsError> {
+        let Some((key, marked, cluster)) = self.mark_destruction(key_id)? else {
+            return Ok(Deletion::NotDue);
+        };
+        crate::fault::crash_point("delete-key:after-mark");
         let mut pending = BTreeSet::new();
-        let cluster = self.cluster_of(key)?;
         for material in &key.materials {
             let report =
                 cluster.destroy_key(&MaterialId::new(key.key_id.clone(), material.version));
             pending.extend(report.pending.into_iter().map(|error| error.member));
         }
+        crate::fault::crash_point("delete-key:after-hsm");
         let pending: Vec<String> = pending.into_iter().collect();
+        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = Batch::new();
+        batch.expect(
+            Table::Keys,
+            key.key_id.as_bytes(),
+            Precondition::ExpectRevision(marked),
+        );
         if !pending.is_empty() {
-            let members = pending.clone();
-            self.update_key(&key.key_id, |record, _| {
-                record.destruction_pending = members;
-                Ok(())
-            })?;
-            return Ok(pending);
+            let mut record = key.clone();
+            record.destruction_pending = pending.clone();
+            batch.put(Table::Keys, key.key_id.as_bytes(), encode(&record)?);
+            self.commit(batch, &key.key_id)?;
+            return Ok(Deletion::Pending(pending));
         }
         let scope = key.scope().ok_or_else(|| {
             KmsError::KmsInternal(format!("key {} has an invalid scope", key.key_id))
         })?;
-        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = Batch::new();
-        batch
-            .expect(
-                Table::Keys,
-                key.key_id.as_bytes(),
-                Precondition::ExpectPresent,
-            )
-            .delete(Table::Keys, key.key_id.as_bytes());
+        batch.delete(Table::Keys, key.key_id.as_bytes());
         for (alias_key, _) in self.aliases_of(&scope, &key.key_id)? {
             batch.delete(Table::Aliases, &alias_key);
         }
         self.commit(batch, &key.key_id)?;
-        Ok(Vec::new())
+        Ok(Deletion::Done)
+    }
+
+    /// Step 1 of [`KeyStore::delete_key_now`]: the key marked as being destroyed, the
+    /// revision of that mark and the cluster holding its material, or `None` when it is gone
+    /// or no longer due. A key whose cluster is out of reach (a disconnected custom key
+    /// store) is not marked, so its deletion can still be cancelled meanwhile.
+    fn mark_destruction(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(KeyRecord, u64, Arc<Cluster>)>, KmsError> {
+        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((mut key, revision)) = self.stored_key(key_id)? else {
+            return Ok(None);
+        };
+        if !key.destruction_started && !deletion_due(&key, self.now()) {
+            return Ok(None);
+        }
+        let cluster = self.cluster_of(&key)?;
+        if key.destruction_started {
+            return Ok(Some((key, revision, cluster)));
+        }
+        key.destruction_started = true;
+        let mut batch = Batch::new();
+        batch
+            .expect(
+                Table::Keys,
+                key_id.as_bytes(),
+                Precondition::ExpectRevision(revision),
+            )
+            .put(Table::Keys, key_id.as_bytes(), encode(&key)?);
+        self.commit(batch, key_id)?;
+        // Every key write takes the lock held here, so this reads the mark just written.
+        match self.stored_key(key_id)? {
+            Some((stored, marked)) if stored.destruction_started => {
+                Ok(Some((stored, marked, cluster)))
+            }
+            _ => Err(KmsError::KmsInternal(format!(
+                "the deletion mark of key {key_id} did not persist"
+            ))),
+        }
     }
 
     /// Intents left by a crash between HSM work and its metadata.

@@ -12,8 +12,12 @@ mod key_counts;
 mod lifecycle;
 mod maintenance;
 mod rotation;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
@@ -64,6 +68,9 @@ pub struct KeyStore {
     custom: Arc<custom_key_stores::CustomKeyStores>,
     /// Key records read since start, with their store revision; dropped on every write.
     cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
+    /// Counts key writes, bumped under the cache's write lock with each invalidation: a read
+    /// that began before a write must not fill the cache after it (see [`KeyStore::key`]).
+    cache_generation: AtomicU64,
     /// Serialises read-modify-write cycles of metadata.
     writes: Mutex<()>,
     /// Material creations in progress in this process (their intents are not leftovers).
@@ -192,6 +199,7 @@ impl KeyStore {
             alarms: None,
             custom,
             cache: RwLock::new(HashMap::new()),
+            cache_generation: AtomicU64::new(0),
             writes: Mutex::new(()),
             creating: Mutex::new(std::collections::HashSet::new()),
             startup: Vec::new(),
@@ -352,6 +360,11 @@ impl KeyStore {
 
     /// A key record by id (cached), in its effective state: a key of a custom key store that
     /// is not connected reads as Unavailable (its record keeps its own state).
+    ///
+    /// A record read from the store enters the cache only if no key write committed since
+    /// the read began: [`KeyStore::commit`] bumps the generation and drops the entry under
+    /// the cache's write lock, and the insert checks the generation under the same lock, so a
+    /// slow read can never put back a record older than a write that has returned.
     fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
         let cached = read(&self.cache)
             .get(key_id)
@@ -359,6 +372,7 @@ impl KeyStore {
         let record = match cached {
             Some(record) => record,
             None => {
+                let generation = self.cache_generation.load(Ordering::SeqCst);
                 let Some(found) = self
                     .store
                     .get(Table::Keys, key_id.as_bytes())
@@ -367,7 +381,10 @@ impl KeyStore {
                     return Ok(None);
                 };
                 let record: Arc<KeyRecord> = Arc::new(decode(&found.payload)?);
-                write(&self.cache).insert(key_id.to_owned(), (record.clone(), found.revision));
+                let mut cache = write(&self.cache);
+                if self.cache_generation.load(Ordering::SeqCst) == generation {
+                    cache.insert(key_id.to_owned(), (record.clone(), found.revision));
+                }
                 record
             }
         };
@@ -465,6 +482,18 @@ impl KeyStore {
         }
     }
 
+    /// The key record as stored now (never the cache), with its revision.
+    fn stored_key(&self, key_id: &str) -> Result<Option<(KeyRecord, u64)>, KmsError> {
+        match self
+            .store
+            .get(Table::Keys, key_id.as_bytes())
+            .map_err(internal)?
+        {
+            Some(found) => Ok(Some((decode(&found.payload)?, found.revision))),
+            None => Ok(None),
+        }
+    }
+
     /// Re-reads a key, lets `change` modify it, and writes it back (with `extra` changes in the
     /// same atomic batch) only if nobody changed it meanwhile.
     fn update_key<T>(
@@ -492,10 +521,15 @@ impl KeyStore {
         Ok(outcome)
     }
 
-    /// Commits a batch and forgets the cached copy of `key_id`.
+    /// Commits a batch and forgets the cached copy of `key_id` (whatever the outcome: after a
+    /// store error the batch may have been applied).
     fn commit(&self, batch: Batch, key_id: &str) -> Result<(), KmsError> {
         let outcome = self.store.commit(batch);
-        write(&self.cache).remove(key_id);
+        {
+            let mut cache = write(&self.cache);
+            self.cache_generation.fetch_add(1, Ordering::SeqCst);
+            cache.remove(key_id);
+        }
         match outcome.map_err(internal)? {
             Ok(()) => Ok(()),
             Err(conflict) => Err(KmsError::Conflict(format!(

@@ -109,12 +109,7 @@ impl KeyStore {
         self.audited(caller, call, |call| {
             let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
             state::check(Operation::RotateKeyOnDemand, key.state, &key.arn())?;
-            if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
-                return Err(KmsError::LimitExceeded(format!(
-                    "Key {} has reached the limit of {ON_DEMAND_ROTATIONS_MAX} on-demand rotations",
-                    key.arn()
-                )));
-            }
+            check_on_demand_limit(&key)?;
             self.rotate(&key, RotationType::OnDemand)?;
             Ok(KeyIdResponse { key_id: key.arn() })
         })
@@ -166,41 +161,56 @@ impl KeyStore {
         })
     }
 
-    /// Adds a new material version to `key`, generated and replicated in the HSMs.
+    /// Adds a new material version to `key`. The material is generated and replicated in the
+    /// HSMs without the write lock, so other writes go on meanwhile; then, under the lock, the
+    /// key is re-read and the version is recorded at the revision read only if the key may
+    /// still rotate and has no newer version. Otherwise the new material is destroyed again
+    /// (see [`KeyStore::create_material`]).
     pub(super) fn rotate(&self, key: &KeyRecord, kind: RotationType) -> Result<u32, KmsError> {
         let version = key.current_version() + 1;
-        let now = self.now();
-        let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let found = self
-            .store
-            .get(Table::Keys, key.key_id.as_bytes())
-            .map_err(super::internal)?
-            .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", key.arn())))?;
-        let mut record: KeyRecord = super::decode(&found.payload)?;
-        if record.current_version() + 1 != version {
-            return Err(KmsError::Conflict(format!(
-                "A rotation of {} is already in progress",
-                key.arn()
-            )));
-        }
-        record.materials.push(MaterialRecord {
-            version,
-            created: now,
-            rotation_type: Some(kind),
-        });
-        if let Some(schedule) = record.rotation.as_mut() {
-            schedule.next_rotation = now + i64::from(schedule.period_days) * DAY_MILLIS;
-        }
-        self.create_material(&record, version, |batch| {
+        self.create_material(key, version, |batch| {
+            let (mut record, revision) = self
+                .stored_key(&key.key_id)?
+                .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", key.arn())))?;
+            state::check(Operation::RotateKeyOnDemand, record.state, &record.arn())?;
+            if record.current_version() + 1 != version {
+                return Err(KmsError::Conflict(format!(
+                    "A rotation of {} is already in progress",
+                    key.arn()
+                )));
+            }
+            if kind == RotationType::OnDemand {
+                check_on_demand_limit(&record)?;
+            }
+            let now = self.now();
+            record.materials.push(MaterialRecord {
+                version,
+                created: now,
+                rotation_type: Some(kind),
+            });
+            if let Some(schedule) = record.rotation.as_mut() {
+                schedule.next_rotation = now + i64::from(schedule.period_days) * DAY_MILLIS;
+            }
             batch
                 .expect(
                     Table::Keys,
                     record.key_id.as_bytes(),
-                    Precondition::ExpectRevision(found.revision),
+                    Precondition::ExpectRevision(revision),
                 )
                 .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
             Ok(())
         })?;
         Ok(version)
     }
+}
+
+/// `LimitExceededException` once `key` has had its 25 on-demand rotations.
+fn check_on_demand_limit(key: &KeyRecord) -> Result<(), KmsError> {
+    if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
+        return Err(KmsError::LimitExceeded(format!(
+            "Key {} has reached the limit of {ON_DEMAND_ROTATIONS_MAX} on-demand rotations",
+            key.arn()
+        )));
+    }
+    Ok(())
 }

@@ -4,14 +4,17 @@
 //! closed) and nothing else: it never interprets payloads, and it must never be handed
 //! key material, plaintext or PINs, because everything it is given ends up on disk.
 //!
-//! [`MetadataStore`] is backend-neutral; [`SledStore`] is the sled implementation.
+//! [`MetadataStore`] is backend-neutral; [`SledStore`] is the sled implementation and
+//! [`MemoryStore`] an in-memory one for tests.
 
+mod memory;
 mod record;
 mod sled_store;
 
 use std::fmt;
 use std::path::PathBuf;
 
+pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 /// A named table: a map from byte keys to [`Record`]s, ordered by key.

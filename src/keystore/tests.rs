@@ -1,0 +1,236 @@
+//! Unit tests of the key store's own logic: the deletion mark, the record cache and the
+//! reservation and clean-up of new material. The metadata lives in a [`MemoryStore`] (the disk
+//! is not the point here, and records can be set up directly); the cluster is a real
+//! two-member SoftHSM2 one, because the material is.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::api::{KeyIdRequest, ScheduleKeyDeletionRequest};
+use super::*;
+use crate::audit::log::AuditSettings;
+use crate::clock::ManualClock;
+use crate::keys::records::RotationType;
+use crate::store::MemoryStore;
+
+/// A key store over a fresh, initialised two-member SoftHSM2 cluster and a [`MemoryStore`].
+struct Fixture {
+    store: KeyStore,
+    clock: Arc<ManualClock>,
+    caller: Caller,
+    /// Holds the cluster's tokens; removed when the fixture is dropped.
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
+    let made = Command::new("bash")
+        .arg(script)
+        .arg(dir.path())
+        .arg("2")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let config = Config::load(&dir.path().join("hsm-kms.toml")).unwrap();
+    let cluster = Cluster::init("local", config.default_cluster().unwrap()).unwrap();
+    let scope = Scope::new(&config.service.region, &config.service.account_id).unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let store = KeyStore::with_parts(
+        scope,
+        cluster,
+        Box::new(MemoryStore::new()),
+        clock.clone(),
+        AuditSettings::default(),
+    )
+    .unwrap();
+    let caller = Caller::local(store.scope());
+    Fixture {
+        store,
+        clock,
+        caller,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn create(&self) -> String {
+        self.store
+            .create_key(&self.caller, Default::default())
+            .unwrap()
+            .key_metadata
+            .key_id
+    }
+
+    fn request(key: &str) -> KeyIdRequest {
+        KeyIdRequest {
+            key_id: key.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn schedule(&self, key: &str) {
+        self.store
+            .schedule_key_deletion(
+                &self.caller,
+                ScheduleKeyDeletionRequest {
+                    key_id: key.to_owned(),
+                    pending_window_in_days: Some(7),
+                },
+            )
+            .unwrap();
+    }
+
+    /// The stored record.
+    fn stored(&self, key: &str) -> KeyRecord {
+        self.store.stored_key(key).unwrap().unwrap().0
+    }
+
+    /// Rewrites the stored record directly, as an earlier version or a crash left it.
+    fn rewrite(&self, key: &str, change: impl FnOnce(&mut KeyRecord)) {
+        let mut record = self.stored(key);
+        change(&mut record);
+        let mut batch = Batch::new();
+        batch.put(Table::Keys, key.as_bytes(), encode(&record).unwrap());
+        self.store.commit(batch, key).unwrap();
+    }
+
+    /// Material versions of `key` on each member.
+    fn versions_on_members(&self, key: &str) -> Vec<Vec<u32>> {
+        self.store
+            .cluster()
+            .key_objects()
+            .into_iter()
+            .map(|(_, objects)| {
+                let mut versions: Vec<u32> = objects
+                    .unwrap()
+                    .iter()
+                    .filter_map(|o| crate::cluster::MaterialId::from_cka_id(&o.id))
+                    .filter(|m| m.key_id == key)
+                    .map(|m| m.version)
+                    .collect();
+                versions.sort();
+                versions
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn cancel_is_refused_while_destruction_is_pending_on_some_member() {
+    let f = fixture();
+    let key = f.create();
+    f.schedule(&key);
+    // A record written before the mark existed, with one member still to be cleaned.
+    f.rewrite(&key, |record| {
+        record.destruction_pending = vec!["hsm-b".into()]
+    });
+    let refused = f
+        .store
+        .cancel_key_deletion(&f.caller, Fixture::request(&key))
+        .unwrap_err();
+    assert_eq!(refused.code(), "KMSInvalidStateException");
+    assert!(
+        refused
+            .message()
+            .ends_with("its deletion has already begun.")
+    );
+    assert_eq!(f.stored(&key).state, KeyState::PendingDeletion);
+}
+
+#[test]
+fn a_marked_deletion_is_resumed_before_its_date_and_an_unmarked_one_waits() {
+    let f = fixture();
+    let marked = f.create();
+    let waiting = f.create();
+    f.schedule(&marked);
+    f.schedule(&waiting);
+    f.rewrite(&marked, |record| record.destruction_started = true);
+    let marked_arn = f.stored(&marked).arn();
+
+    let report = f.store.run_maintenance().unwrap();
+    assert_eq!(report.deleted, vec![marked_arn]);
+    assert!(f.store.stored_key(&marked).unwrap().is_none());
+    assert_eq!(f.versions_on_members(&marked), vec![Vec::<u32>::new(); 2]);
+    assert!(
+        !f.stored(&waiting).destruction_started,
+        "not due: not marked"
+    );
+    assert_eq!(f.versions_on_members(&waiting), vec![vec![1]; 2]);
+}
+
+#[test]
+fn a_deletion_no_longer_due_is_skipped_without_a_mark() {
+    let f = fixture();
+    let key = f.create();
+    f.schedule(&key);
+    f.clock.advance(Duration::from_secs(8 * 24 * 3600));
+    f.store
+        .cancel_key_deletion(&f.caller, Fixture::request(&key))
+        .unwrap();
+    assert!(matches!(
+        f.store.delete_key_now(&key),
+        Ok(maintenance::Deletion::NotDue)
+    ));
+    assert!(!f.stored(&key).destruction_started);
+    assert_eq!(f.versions_on_members(&key), vec![vec![1]; 2]);
+}
+
+#[test]
+fn a_cached_record_never_outlives_a_write() {
+    let f = fixture();
+    let key = f.create();
+    assert_eq!(f.store.key(&key).unwrap().unwrap().state, KeyState::Enabled);
+    f.store
+        .disable_key(&f.caller, Fixture::request(&key))
+        .unwrap();
+    assert_eq!(
+        f.store.key(&key).unwrap().unwrap().state,
+        KeyState::Disabled
+    );
+    // A read that began before a write does not fill the cache after it.
+    let generation = f.store.cache_generation.load(Ordering::SeqCst);
+    f.rewrite(&key, |record| record.description = "changed".into());
+    assert!(f.store.cache_generation.load(Ordering::SeqCst) > generation);
+    assert_eq!(f.store.key(&key).unwrap().unwrap().description, "changed");
+}
+
+#[test]
+fn a_rotation_from_a_stale_snapshot_makes_no_material() {
+    let f = fixture();
+    let key = f.create();
+    let snapshot = f.stored(&key);
+    f.store.rotate(&snapshot, RotationType::OnDemand).unwrap();
+    let refused = f
+        .store
+        .rotate(&snapshot, RotationType::OnDemand)
+        .unwrap_err();
+    assert_eq!(refused.code(), "ConflictException");
+    assert_eq!(f.versions_on_members(&key), vec![vec![1, 2]; 2]);
+    assert_eq!(f.store.store.count(Table::Intents).unwrap(), 0);
+}
+
+#[test]
+fn a_rotation_refused_after_the_hsm_work_destroys_its_material() {
+    let f = fixture();
+    let key = f.create();
+    let snapshot = f.stored(&key);
+    f.store
+        .disable_key(&f.caller, Fixture::request(&key))
+        .unwrap();
+    let refused = f
+        .store
+        .rotate(&snapshot, RotationType::OnDemand)
+        .unwrap_err();
+    assert_eq!(refused.code(), "DisabledException");
+    assert_eq!(f.stored(&key).materials.len(), 1);
+    assert_eq!(f.versions_on_members(&key), vec![vec![1]; 2]);
+    assert_eq!(f.store.store.count(Table::Intents).unwrap(), 0);
+    assert!(f.store.reconcile().unwrap().is_empty());
+}
