@@ -239,6 +239,21 @@ impl KeyStore {
         }
     }
 
+    /// The highest material version of `key_id` that a stored creation intent names (0 when
+    /// none): material an interrupted creation may have left in the HSMs under that version.
+    pub(super) fn highest_intended_version(&self, key_id: &str) -> Result<u32, KmsError> {
+        let prefix = format!("{key_id}/");
+        let intents = self
+            .store
+            .scan(Table::Intents, prefix.as_bytes(), None, usize::MAX)
+            .map_err(internal)?;
+        Ok(intents
+            .iter()
+            .filter_map(|(key, _)| std::str::from_utf8(&key[prefix.len()..]).ok()?.parse().ok())
+            .max()
+            .unwrap_or(0))
+    }
+
     /// Destroys material that will not be recorded, then its intent once no copy is left.
     fn discard_material(&self, cluster: &Cluster, material: &MaterialId, intent_key: &[u8]) {
         if !cluster.destroy_key(material).complete() {

@@ -166,14 +166,21 @@ impl KeyStore {
     /// key is re-read and the version is recorded at the revision read only if the key may
     /// still rotate and has no newer version. Otherwise the new material is destroyed again
     /// (see [`KeyStore::create_material`]).
+    ///
+    /// The new version is past every recorded one and past every version an interrupted
+    /// creation may have left in the HSMs (its intent is still stored): a version number is
+    /// never used for two HSM objects, so versions may skip numbers.
     pub(super) fn rotate(&self, key: &KeyRecord, kind: RotationType) -> Result<u32, KmsError> {
-        let version = key.current_version() + 1;
+        let version = key
+            .current_version()
+            .max(self.highest_intended_version(&key.key_id)?)
+            + 1;
         self.create_material(key, version, |batch| {
             let (mut record, revision) = self
                 .stored_key(&key.key_id)?
                 .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", key.arn())))?;
             state::check(Operation::RotateKeyOnDemand, record.state, &record.arn())?;
-            if record.current_version() + 1 != version {
+            if record.current_version() >= version {
                 return Err(KmsError::Conflict(format!(
                     "A rotation of {} is already in progress",
                     key.arn()
