@@ -493,20 +493,45 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-/// Parses a date as IAM does: epoch seconds, `YYYY-MM-DD`, or ISO 8601 in UTC
-/// (`2026-01-31T12:00:00Z`, fractions allowed). Returns epoch seconds.
+/// Parses a date as IAM does: epoch seconds, `YYYY-MM-DD`, or ISO 8601 with `Z` or a
+/// `+HH:MM`/`-HH:MM` offset (`2026-01-31T12:00:00Z`, fractions allowed). Returns epoch
+/// seconds.
 fn parse_date(text: &str) -> Option<i64> {
     if let Ok(seconds) = text.parse::<i64>() {
         return Some(seconds);
     }
-    let full = if text.len() == 10 {
-        format!("{text}T00:00:00Z")
+    let (utc_text, offset_seconds) = split_offset(text)?;
+    let full = if utc_text.len() == 10 {
+        format!("{utc_text}T00:00:00Z")
     } else {
-        text.to_owned()
+        format!("{utc_text}Z")
     };
     let time = humantime::parse_rfc3339_weak(&full).ok()?;
     let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(since.as_secs()).ok()
+    i64::try_from(since.as_secs())
+        .ok()?
+        .checked_sub(offset_seconds)
+}
+
+/// Splits the zone off an ISO 8601 time: the local part and its offset from UTC in seconds.
+fn split_offset(text: &str) -> Option<(&str, i64)> {
+    if let Some(utc) = text.strip_suffix('Z') {
+        return Some((utc, 0));
+    }
+    if text.len() == 10 {
+        return Some((text, 0));
+    }
+    let at = text.len().checked_sub(6)?;
+    let (local, zone) = (text.get(..at)?, text.get(at..)?);
+    let sign = match zone.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return None,
+    };
+    let (hours, minutes) = zone.get(1..)?.split_once(':')?;
+    let hours: i64 = hours.parse().ok()?;
+    let minutes: i64 = minutes.parse().ok()?;
+    Some((local, sign * (hours * 3600 + minutes * 60)))
 }
 
 /// Replaces the policy variables of `template` from the request; `None` when a variable

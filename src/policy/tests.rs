@@ -617,6 +617,36 @@ fn the_current_time_and_the_callers_helpers_fill_condition_keys() {
     assert!(!decide(&policy, None, &[], &direct).is_allowed());
 }
 
+#[test]
+fn dates_compare_across_forms_and_zones() {
+    let at = |value: &str| {
+        let mut request = encrypt_by(app());
+        request.set("aws:CurrentTime", value);
+        Condition::parse(
+            "DateEquals",
+            "aws:CurrentTime",
+            &json!("2026-03-01T01:00:00+01:00"),
+            true,
+        )
+        .unwrap()
+        .holds(&request)
+    };
+    assert!(at("2026-03-01T00:00:00Z"));
+    assert!(at("2026-03-01"));
+    assert!(at("2026-02-28T23:00:00-01:00"));
+    assert!(at("1772323200"));
+    assert!(!at("2026-03-01T00:00:01Z"));
+    assert!(!at("garbage"));
+}
+
+#[test]
+fn a_parsed_document_is_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PolicyDocument>();
+    shareable::<Grant>();
+    shareable::<RequestContext>();
+}
+
 // ---------------------------------------------------------------- principals and paths
 
 #[test]
