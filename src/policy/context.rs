@@ -248,35 +248,34 @@ impl RequestContext {
     /// A request for `action` (`kms:Encrypt`) on `resource` (the key ARN) by `caller`, with
     /// the caller's condition keys filled in (see the module docs).
     pub fn new(action: &str, resource: &str, caller: CallerIdentity) -> RequestContext {
-        let mut context = RequestContext {
-            action: action.to_owned(),
-            resource: resource.to_owned(),
-            keys: BTreeMap::new(),
-            encryption_context: BTreeMap::new(),
-            requested_constraints: None,
-            caller: caller.clone(),
+        let mut keys = BTreeMap::new();
+        let mut set = |key: &str, value: String| {
+            keys.insert(key.to_ascii_lowercase(), ContextValue::Single(value));
         };
-        context.set(keys::PRINCIPAL_ARN, caller.principal_arn());
-        context.set(keys::PRINCIPAL_ACCOUNT, caller.account());
-        context.set(keys::CALLER_ACCOUNT, caller.account());
+        set(keys::PRINCIPAL_ARN, caller.principal_arn.clone());
+        set(keys::PRINCIPAL_ACCOUNT, caller.account.clone());
+        set(keys::CALLER_ACCOUNT, caller.account.clone());
         for (key, value) in &caller.tags {
-            context.set(&format!("{}{key}", keys::PRINCIPAL_TAG_PREFIX), value);
+            set(
+                &format!("{}{key}", keys::PRINCIPAL_TAG_PREFIX),
+                value.clone(),
+            );
         }
         if let Some(service) = &caller.via_service {
-            context.set(keys::VIA_SERVICE, service);
+            set(keys::VIA_SERVICE, service.clone());
         }
         if let Some(ip) = caller.source_ip {
-            context.set(keys::SOURCE_IP, &ip.to_string());
+            set(keys::SOURCE_IP, ip.to_string());
         }
-        context.set(
-            keys::SECURE_TRANSPORT,
-            if caller.secure_transport {
-                "true"
-            } else {
-                "false"
-            },
-        );
-        context
+        set(keys::SECURE_TRANSPORT, caller.secure_transport.to_string());
+        RequestContext {
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            caller,
+            keys,
+            encryption_context: BTreeMap::new(),
+            requested_constraints: None,
+        }
     }
 
     /// Sets a single-valued condition key (name case-insensitive).
