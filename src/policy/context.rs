@@ -8,7 +8,9 @@
 //! they are stored in ASCII lower case; this includes the `<key>` part of
 //! `kms:EncryptionContext:<key>` and the tag key of `aws:ResourceTag/<k>`,
 //! `aws:RequestTag/<k>` and `aws:PrincipalTag/<k>`. Values keep their case: whether they
-//! compare case-sensitively is the condition operator's choice.
+//! compare case-sensitively is the condition operator's choice. So, as AWS documents, a
+//! policy that needs the encryption context keys' case exact tests
+//! `kms:EncryptionContextKeys` (whose values are the keys as sent) with `StringEquals`.
 //!
 //! The helpers fill the keys of one concern each:
 //! - [`RequestContext::new`] sets `aws:PrincipalArn`, `aws:PrincipalAccount`,
