@@ -285,6 +285,18 @@ proptest! {
     }
 
     #[test]
+    fn any_json_in_a_statement_never_panics(
+        overrides in statement_overrides(),
+        key_kind in any::<bool>(),
+        request in request(),
+    ) {
+        let kind = if key_kind { PolicyKind::Key } else { PolicyKind::Identity };
+        if let Ok(document) = parse_value(&overridden_policy(overrides), kind) {
+            let _ = decide(&document, None, &[], &request);
+        }
+    }
+
+    #[test]
     fn any_json_as_a_condition_never_panics(
         operator in operator_name(),
         key in prop_oneof![Just("kms:CallerAccount".to_owned()), Just("kms:EncryptionContextKeys".to_owned()), "[a-zA-Z:/]{0,12}"],
@@ -306,6 +318,63 @@ proptest! {
         let _ = parse_key_policy(&text);
         let _ = parse_identity_policy(&text);
     }
+}
+
+/// Elements of a statement replaced by arbitrary JSON (`null` removes the element).
+fn statement_overrides() -> impl Strategy<Value = Vec<(String, Value)>> {
+    let element = proptest::sample::select(
+        &[
+            "Sid",
+            "Effect",
+            "Principal",
+            "NotPrincipal",
+            "Action",
+            "NotAction",
+            "Resource",
+            "NotResource",
+            "Condition",
+        ][..],
+    );
+    vec((element.prop_map(str::to_owned), json_value()), 0..4)
+}
+
+/// A valid statement (principal only in key policies is the parser's business) with some
+/// elements replaced.
+fn overridden_policy(overrides: Vec<(String, Value)>) -> Value {
+    let mut statement =
+        json!({"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"});
+    if let Some(fields) = statement.as_object_mut() {
+        for (element, value) in overrides {
+            if value.is_null() {
+                fields.remove(&element);
+            } else {
+                fields.insert(element, value);
+            }
+        }
+    }
+    json!({"Version": "2012-10-17", "Statement": [statement]})
+}
+
+/// The generators are not vacuous: some of their documents parse and reach the evaluator,
+/// some are refused.
+#[test]
+fn the_json_generators_reach_the_evaluator_and_the_refusals() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = statement_overrides();
+    let (mut parsed, mut refused) = (0, 0);
+    for _ in 0..500 {
+        let overrides = strategy.new_tree(&mut runner).unwrap().current();
+        match parse_value(&overridden_policy(overrides), PolicyKind::Key) {
+            Ok(_) => parsed += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        parsed >= 25 && refused >= 25,
+        "parsed {parsed}, refused {refused}"
+    );
 }
 
 fn document_text_star() -> String {
