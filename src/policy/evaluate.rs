@@ -51,6 +51,8 @@ pub enum Allowance {
     KeyPolicyAndIdentity,
     /// A grant allowed it.
     Grant { grant_id: String },
+    /// An operation on no key, allowed by identity ([`evaluate_without_key`]).
+    Identity,
 }
 
 /// Why a request was refused.
@@ -180,6 +182,44 @@ pub fn evaluate(policies: &Policies<'_>, request: &RequestContext) -> Decision {
         deny(DenialReason::NoIdentityPolicyAllows)
     } else {
         deny(DenialReason::NoKeyPolicyAllows)
+    }
+}
+
+/// Decides an operation that acts on no key (CreateKey, ListKeys, ListAliases, the custom
+/// key store operations, ...), which AWS authorizes by identity policies alone: an
+/// explicit Deny refuses, then an Allow (or, for a credential without identity policies,
+/// being in `account`, the account the call is made in; or being its root) allows. The
+/// request's resource is `*`, as in AWS's message for these operations.
+pub fn evaluate_without_key(
+    identity: Option<&[Arc<PolicyDocument>]>,
+    account: &str,
+    request: &RequestContext,
+) -> Decision {
+    let deny = |reason| {
+        Decision::Deny(Denial {
+            reason,
+            principal_arn: request.caller().principal_arn().to_owned(),
+            action: request.action().to_owned(),
+            resource: request.resource().to_owned(),
+        })
+    };
+    let docs = identity.unwrap_or_default();
+    if docs
+        .iter()
+        .any(|doc| applies(doc, Effect::Deny, request).is_some())
+    {
+        return deny(DenialReason::ExplicitDenyInIdentityPolicy);
+    }
+    let caller = request.caller();
+    let in_account = caller.account() == account;
+    let allowed = (in_account && (caller.is_account_root() || identity.is_none()))
+        || docs
+            .iter()
+            .any(|doc| applies(doc, Effect::Allow, request).is_some());
+    if allowed {
+        Decision::Allow(Allowance::Identity)
+    } else {
+        deny(DenialReason::NoIdentityPolicyAllows)
     }
 }
 

@@ -50,7 +50,12 @@
 //!
 //! The wiring's duties, which this module cannot check:
 //! - the action is `kms:` + the operation's AWS name, the resource the key's ARN (also
-//!   when the request named an alias: fill `kms:RequestAlias` then);
+//!   when the request named an alias: fill `kms:RequestAlias` then); ReEncrypt is two
+//!   decisions, `kms:ReEncryptFrom` on the source key and `kms:ReEncryptTo` on the
+//!   destination key, as in AWS;
+//! - operations on no key (CreateKey, ListKeys, ListAliases, the custom key store
+//!   operations) use [`evaluate_without_key`] with the resource `*`: AWS authorizes them
+//!   by identity policies alone;
 //! - fill the condition keys the operation has (see [`context`]): the encryption context
 //!   of cryptographic operations, `kms:EncryptionAlgorithm`, the key's properties
 //!   (`kms:KeySpec`, `kms:KeyUsage`, `kms:KeyOrigin`, `kms:ResourceAliases`,
@@ -76,7 +81,9 @@ mod tests;
 
 pub use context::{CallerIdentity, ContextValue, RequestContext, keys};
 pub use document::{Effect, PolicyDocument, PolicyKind};
-pub use evaluate::{Allowance, Decision, Denial, DenialReason, Policies, evaluate};
+pub use evaluate::{
+    Allowance, Decision, Denial, DenialReason, Policies, evaluate, evaluate_without_key,
+};
 pub use grant::{Grant, GrantConstraints, GrantOperation, GrantRequest};
 pub use key_policy::{POLICY_NAME, check_lockout, default_key_policy};
 pub use parse::{parse_identity_policy, parse_key_policy, parse_policy};

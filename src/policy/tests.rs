@@ -915,6 +915,41 @@ fn denial_messages_have_aws_shapes() {
     );
 }
 
+#[test]
+fn operations_on_no_key_are_decided_by_identity_alone() {
+    let create_by = |who: CallerIdentity| RequestContext::new("kms:CreateKey", "*", who);
+    let decide_create = |identity: Option<&[Arc<PolicyDocument>]>, who| {
+        reason(&evaluate_without_key(identity, ACCOUNT, &create_by(who)))
+    };
+    assert_eq!(decide_create(None, app()), None);
+    assert_eq!(
+        decide_create(Some(&[]), caller("arn:aws:iam::111122223333:root")),
+        None
+    );
+    assert_eq!(
+        decide_create(Some(&[]), app()),
+        Some(DenialReason::NoIdentityPolicyAllows)
+    );
+    assert_eq!(
+        decide_create(None, caller("arn:aws:iam::444455556666:user/bob")),
+        Some(DenialReason::NoIdentityPolicyAllows)
+    );
+    let create_only = [identity_policy(json!([
+        {"Effect": "Allow", "Action": "kms:Create*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "kms:CreateKey", "Resource": "*",
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    ]))];
+    assert_eq!(
+        decide_create(Some(&create_only), app().with_transport(None, true)),
+        None
+    );
+    let decision = evaluate_without_key(Some(&create_only), ACCOUNT, &create_by(app()));
+    assert_eq!(
+        decision.into_result().unwrap_err().message(),
+        "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:CreateKey on resource: * with an explicit deny in an identity-based policy"
+    );
+}
+
 // ---------------------------------------------------------------- default policy, lockout
 
 #[test]
