@@ -11,9 +11,9 @@
 //!    a caller of another account in any form, allows only if an identity policy of the
 //!    caller allows the call too;
 //! 4. otherwise a grant for the caller that covers the request allows it;
-//! 5. otherwise: "... because no identity-based policy allows the kms:<Action> action" when
-//!    the key policy allowed through the account, else "... because no resource-based
-//!    policy allows the kms:<Action> action".
+//! 5. otherwise: `"... because no identity-based policy allows the kms:<Action> action"`
+//!    when the key policy allowed through the account, else `"... because no
+//!    resource-based policy allows the kms:<Action> action"`.
 //!
 //! Identity policies: `identity: None` is a credential without any, which keeps the
 //! behaviour of hsm-kms before policies in its own account: there it counts as allowed by

@@ -23,8 +23,8 @@
 //!
 //! Choices where AWS is silent: a grantee or retiring principal must be an account id or
 //! an IAM/STS principal ARN (the forms key policies accept) or an AWS service principal
-//! (`name.amazonaws.com`); anything else is `ValidationException` "Invalid principal:
-//! <value>". The refusals of constraints name the operations.
+//! (`name.amazonaws.com`); anything else is `ValidationException`
+//! `"Invalid principal: <value>"`. The refusals of constraints name the operations.
 
 use std::collections::BTreeMap;
 

@@ -12,7 +12,7 @@
 //! - [`parse`]: JSON to a document, with AWS's validation and messages;
 //! - [`condition`]: condition operators and AWS's evaluation rules;
 //! - [`context`]: the request context and the condition keys hsm-kms fills;
-//! - [`evaluate`]: the decision and the AccessDeniedException messages;
+//! - [`mod@evaluate`]: the decision and the AccessDeniedException messages;
 //! - [`key_policy`]: the default key policy and the lockout safety check;
 //! - [`grant`]: grants, their constraints, and CreateGrant validation.
 //!

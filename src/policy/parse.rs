@@ -9,7 +9,7 @@
 //!   parsing" (a document without `Version` is `2008-10-17`, as in AWS);
 //! - no `Statement`: "Missing required field Statement."; no `Effect`, no `Principal` in
 //!   a key policy: "Missing required field Effect." / "... Principal."; an effect other
-//!   than `Allow`/`Deny`: "Invalid effect: <value>";
+//!   than `Allow`/`Deny`: `"Invalid effect: <value>"`;
 //! - a `Principal` in an identity policy: "Policy document should not specify a
 //!   principal.";
 //! - a principal that is not `"*"`, an account id, or an IAM/STS ARN (user, role, root,
@@ -19,8 +19,8 @@
 //!   a service prefix: "Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb,
 //!   ec2, etc.";
 //! - no `Resource`/`NotResource`: "Policy statement must contain resources."; a resource
-//!   that is not an ARN or `"*"`: "Resource <value> must be in ARN format or \"*\".";
-//! - an unknown condition operator: "Invalid Condition type : <operator>."; a condition
+//!   that is not an ARN or `"*"`: `"Resource <value> must be in ARN format or \"*\"."`;
+//! - an unknown condition operator: `"Invalid Condition type : <operator>."`; a condition
 //!   value of the wrong form (a number for `NumericEquals`, a CIDR for `IpAddress`, ...):
 //!   "Syntax errors in policy.";
 //! - two statements with one `Sid`: "Statement IDs (SID) in a single policy must be
