@@ -9,7 +9,8 @@
 //!
 //! Principals: `"*"` (everyone), an account id or account root ARN (the account: every
 //! principal of it, through its identity policies), user and role ARNs, and assumed-role
-//! session ARNs. A role ARN also matches every session of the role. Other principal types
+//! session ARNs. A role ARN also matches every session of the role (a session ARN carries
+//! no role path, so this holds for roles named without a path). Other principal types
 //! (`Service`, `Federated`, `CanonicalUser`) are accepted, as AWS accepts them, and never
 //! match: no on-premises caller is an AWS service or a federated web identity.
 
