@@ -13,5 +13,6 @@ pub mod hsm;
 pub mod ids;
 pub mod keys;
 pub mod keystore;
+pub mod policy;
 pub mod server;
 pub mod store;
