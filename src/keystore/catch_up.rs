@@ -3,7 +3,7 @@
 //! health listener says so) and on every maintenance run, the material versions named by the
 //! records of the cluster's keys are handed to [`Cluster::catch_up`], and every copy made is
 //! recorded in the audit trail as an `HsmMaterialCopied` service event. Keys whose
-//! destruction is still pending are left out, so a deleted key is never brought back.
+//! destruction has begun are left out, so a deleted key is never brought back.
 
 use std::sync::Weak;
 
@@ -106,7 +106,9 @@ pub(super) fn on_member_up(
 }
 
 /// Every material version the records of `cluster`'s keys name, except those of keys whose
-/// destruction is pending.
+/// destruction has begun (marked, or pending on some member). A copy racing a destruction
+/// from an older snapshot is undone by the destruction's retry, which destroys the version on
+/// every member again before the record goes.
 fn recorded_materials(
     store: &dyn MetadataStore,
     cluster: &str,
@@ -123,7 +125,10 @@ fn recorded_materials(
         after = Some(last.clone());
         for (_, found) in &page {
             let key: KeyRecord = decode(&found.payload)?;
-            if key.cluster == cluster && key.destruction_pending.is_empty() {
+            if key.cluster == cluster
+                && !key.destruction_started
+                && key.destruction_pending.is_empty()
+            {
                 versions.extend(
                     key.materials
                         .iter()

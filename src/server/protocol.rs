@@ -227,6 +227,13 @@ fn parse<Input: DeserializeOwned>(body: &[u8], required: &[&str]) -> Result<Inpu
     } else {
         body
     };
+    // Checked whole, once: skipping a member the operation ignores does not check its bytes.
+    if let Err(error) = std::str::from_utf8(body) {
+        return Err(KmsError::Serialization(format!(
+            "Malformed JSON request body: invalid UTF-8 at byte {}",
+            error.valid_up_to()
+        )));
+    }
     let members: BTreeMap<String, Option<IgnoredAny>> =
         serde_json::from_slice(body).map_err(|error| match error.classify() {
             serde_json::error::Category::Data => {
@@ -287,6 +294,18 @@ pub fn error_body(error: &KmsError, message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_utf8_anywhere_is_a_serialization_error() {
+        for body in [
+            b"{\"KeyId\":\"a\xddb\"}".as_slice(),
+            b"{\"Ignored\":\"\xff\"}",
+            b"{\"Description\":\"ok\",\"X\":[\"\xc3\"]}",
+        ] {
+            let error = parse::<BTreeMap<String, IgnoredAny>>(body, &[]).unwrap_err();
+            assert_eq!(error.code(), "SerializationException", "{body:?}");
+        }
+    }
 
     #[test]
     fn parse_errors_are_the_ones_aws_gives() {
