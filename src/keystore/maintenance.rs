@@ -162,15 +162,6 @@ impl KeyStore {
         Ok(report)
     }
 
-    /// Number of keys pending deletion (all accounts and regions).
-    pub fn pending_deletions(&self) -> Result<usize, KmsError> {
-        Ok(self
-            .all_keys()?
-            .iter()
-            .filter(|k| k.state == KeyState::PendingDeletion)
-            .count())
-    }
-
     /// Carries out the deletion of key `key_id` if it is (still) due.
     ///
     /// 1. Under the write lock, re-read the key; unless it is marked already (a deletion
