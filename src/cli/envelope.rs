@@ -3,7 +3,9 @@
 //! `--endpoint-url` (SigV4 with an AWS credentials profile). Output goes to a hidden
 //! partial file renamed into place only when the whole message succeeded, so a failed
 //! decryption leaves no plaintext behind. Exits 0 on success, 1 on failure, 2 on usage.
+//! They have a parser of their own (the top-level one lists them for `--help`).
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::envelope::remote::AwsCredentials;
@@ -27,6 +29,40 @@ const PROGRESS_THRESHOLD: u64 = 8 * 1024 * 1024;
 const ENCRYPTED_SUFFIX: &str = ".encrypted";
 /// Entries of the data-key cache of one CLI run.
 const CACHE_CAPACITY: usize = 64;
+
+/// The envelope commands' own parser: the key commands' global `--output FORMAT` would
+/// clash with their `--output PATH`.
+#[derive(Debug, Parser)]
+#[command(name = "hsm-kms", version)]
+struct EnvelopeCli {
+    /// Config file (default: $HSM_KMS_CONFIG); not needed with --endpoint-url.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: EnvelopeCommand,
+}
+
+/// Whether the command line names an envelope command (the first word that is not an
+/// option or an option's value).
+pub fn is_envelope_command(args: impl IntoIterator<Item = OsString>) -> bool {
+    const WITH_VALUE: [&str; 4] = ["--config", "--output", "--query", "--cli-binary-format"];
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy();
+        if WITH_VALUE.contains(&arg.as_ref()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return arg == "encrypt-file" || arg == "decrypt-file";
+        }
+    }
+    false
+}
+
+/// Parses and runs an envelope command line.
+pub fn main() -> ExitCode {
+    let cli = EnvelopeCli::parse();
+    run(cli.config.as_deref(), cli.command)
+}
 
 #[derive(Debug, Subcommand)]
 pub enum EnvelopeCommand {

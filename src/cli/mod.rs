@@ -96,11 +96,11 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    if let Command::Envelope(command) = cli.command {
-        // Before the config is read: with --endpoint-url there need not be one.
-        return envelope::run(cli.config.as_deref(), command);
+    // Parsed on their own: their --output is a path, not the key commands' format.
+    if envelope::is_envelope_command(std::env::args_os()) {
+        return envelope::main();
     }
+    let cli = Cli::parse();
     let config = match Config::load_from(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {

@@ -1,7 +1,8 @@
 //! The AWS KMS wire protocol as a [`KmsClient`]: JSON 1.1 requests (`TrentService.*`)
 //! signed with SigV4 over `ureq`, so the envelope keyring works against `hsm-kms serve` and
-//! AWS KMS alike. Credentials come from the environment or an AWS shared-credentials file
-//! profile. It never logs or returns a secret key or data key outside a secret type.
+//! any AWS KMS endpoint reached over plain HTTP (this build enables no TLS in `ureq`).
+//! Credentials come from the environment or an AWS shared-credentials file profile. It
+//! never logs or returns a secret key or data key outside a secret type.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -114,13 +115,18 @@ impl HttpKms {
         credentials: AwsCredentials,
     ) -> Result<HttpKms, EnvelopeError> {
         let endpoint = endpoint.trim_end_matches('/').to_owned();
+        if endpoint.starts_with("https://") {
+            return Err(EnvelopeError::InvalidInput(format!(
+                "the endpoint URL {endpoint:?} is HTTPS, which this client does not speak yet; \
+                 use http:// on loopback or a local TLS terminator"
+            )));
+        }
         let host = endpoint
             .strip_prefix("http://")
-            .or_else(|| endpoint.strip_prefix("https://"))
             .filter(|host| !host.is_empty() && !host.contains('/'))
             .ok_or_else(|| {
                 EnvelopeError::InvalidInput(format!(
-                    "the endpoint URL {endpoint:?} is not http(s)://HOST[:PORT]"
+                    "the endpoint URL {endpoint:?} is not http://HOST[:PORT]"
                 ))
             })?
             .to_owned();
