@@ -460,3 +460,94 @@ fn a_cache_shared_by_8_threads_never_overuses_a_data_key() {
     // Each thread encrypts and decrypts: 640 lookups in all.
     assert_eq!(stats.hits + stats.misses, 640);
 }
+
+#[test]
+fn the_cli_encrypts_and_decrypts_files_in_process_and_leaves_nothing_on_failure() {
+    let tc = common::TestCluster::new(2);
+    let ok = |output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    ok(tc.cli(&["cluster", "init"]));
+    let created: serde_json::Value =
+        serde_json::from_slice(&ok(tc.cli(&["create-key"])).stdout).unwrap();
+    let arn = created["KeyMetadata"]["Arn"].as_str().unwrap().to_owned();
+    ok(tc.cli(&[
+        "create-alias",
+        "--alias-name",
+        "alias/files",
+        "--target-key-id",
+        &arn,
+    ]));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let plaintext = pattern(50_000);
+    std::fs::write(path("plain"), &plaintext).unwrap();
+    ok(tc.cli(&[
+        "encrypt-file",
+        "--key-id",
+        "alias/files",
+        "--input",
+        &path("plain"),
+        "--output",
+        &path("message"),
+        "--encryption-context",
+        "tenant=a",
+        "--suite",
+        "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
+        "--frame-length",
+        "1000",
+    ]));
+    ok(tc.cli(&[
+        "decrypt-file",
+        "--key-id",
+        &arn,
+        "--input",
+        &path("message"),
+        "--output",
+        &path("decrypted"),
+        "--encryption-context",
+        "tenant=a",
+    ]));
+    assert_eq!(std::fs::read(path("decrypted")).unwrap(), plaintext);
+
+    // A context pair the message lacks, and a message whose signature no longer verifies
+    // (after 49 frames were authenticated): refused, and no output file, partial or not.
+    let mut tampered = std::fs::read(path("message")).unwrap();
+    *tampered.last_mut().unwrap() ^= 1;
+    std::fs::write(path("tampered"), &tampered).unwrap();
+    for (input, context, reason) in [
+        ("message", "tenant=b", "lacks the pair"),
+        (
+            "tampered",
+            "tenant=a",
+            "the signature failed authentication",
+        ),
+    ] {
+        let output = tc.cli(&[
+            "decrypt-file",
+            "--key-id",
+            &arn,
+            "--input",
+            &path(input),
+            "--output",
+            &path("refused"),
+            "--encryption-context",
+            context,
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{input} {context}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{stderr}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["decrypted", "message", "plain", "tampered"]);
+}

@@ -402,3 +402,37 @@ fn write_output(
     }
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn envelope_commands_are_recognised_after_global_options() {
+        assert!(is_envelope_command(args("hsm-kms encrypt-file --input a")));
+        assert!(is_envelope_command(args(
+            "hsm-kms --config c.toml decrypt-file"
+        )));
+        assert!(!is_envelope_command(args(
+            "hsm-kms --output text encrypt --key-id k"
+        )));
+        assert!(!is_envelope_command(args(
+            "hsm-kms --config encrypt-file list-keys"
+        )));
+        assert!(!is_envelope_command(args("hsm-kms")));
+    }
+
+    #[test]
+    fn context_pairs_are_parsed_and_bad_ones_refused() {
+        let parsed = context(&["a=b=c".to_owned(), "ü=".to_owned()]).unwrap();
+        assert_eq!(parsed["a"], "b=c");
+        assert_eq!(parsed["ü"], "");
+        assert!(context(&["novalue".to_owned()]).is_err());
+        assert!(context(&["=v".to_owned()]).is_err());
+        assert!(context(&["k=1".to_owned(), "k=2".to_owned()]).is_err());
+    }
+}
