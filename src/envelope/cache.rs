@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha512};
 
 use super::EnvelopeError;
-use super::format::{self, EncryptedDataKey};
+use super::format::{self, EncryptedDataKey, EncryptionContext};
 use super::materials::{
     DecryptionMaterials, DecryptionRequest, EncryptionMaterials, EncryptionRequest,
     MaterialsManager,
@@ -214,7 +214,13 @@ pub struct CachingMaterialsManager {
     cache: Arc<MaterialsCache>,
     limits: CacheLimits,
     partition: [u8; 64],
+    /// Encryption cache ids already derived, by suite and context: two SHA-512 passes
+    /// cost more than the rest of a cached lookup.
+    encryption_ids: Mutex<HashMap<EncryptionContext, [Option<CacheId>; 2]>>,
 }
+
+/// Most encryption cache ids remembered; the memo starts over when full.
+const MAX_REMEMBERED_IDS: usize = 256;
 
 impl CachingMaterialsManager {
     /// Caches what `inner` produces in `cache`, within `limits`. Managers sharing a cache
@@ -245,6 +251,7 @@ impl CachingMaterialsManager {
             cache,
             limits,
             partition: Sha512::digest(name.as_bytes()).into(),
+            encryption_ids: Mutex::new(HashMap::new()),
         })
     }
 
@@ -253,7 +260,29 @@ impl CachingMaterialsManager {
         &self.cache
     }
 
+    /// The encryption cache id of the request, remembered per suite and context.
     fn encryption_id(&self, request: &EncryptionRequest<'_>) -> Result<CacheId, EnvelopeError> {
+        let slot = usize::from(request.suite.is_signed());
+        let mut memo = self
+            .encryption_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(id) = memo.get(request.context).and_then(|ids| ids[slot]) {
+            return Ok(id);
+        }
+        let id = self.derive_encryption_id(request)?;
+        if memo.len() >= MAX_REMEMBERED_IDS {
+            memo.clear();
+        }
+        memo.entry(request.context.clone()).or_default()[slot] = Some(id);
+        Ok(id)
+    }
+
+    /// SHA-512 over the partition's digest, the suite and the context's digest.
+    fn derive_encryption_id(
+        &self,
+        request: &EncryptionRequest<'_>,
+    ) -> Result<CacheId, EnvelopeError> {
         let mut hash = Sha512::new();
         hash.update(self.partition);
         hash.update([1u8]);
