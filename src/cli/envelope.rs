@@ -105,6 +105,10 @@ pub struct KeySource {
     /// Credentials profile for --endpoint-url (default: the environment, then AWS_PROFILE).
     #[arg(long, value_name = "NAME", requires = "endpoint_url")]
     profile: Option<String>,
+    /// PEM certificates to trust for an https:// --endpoint-url instead of Mozilla's roots
+    /// (default: AWS_CA_BUNDLE).
+    #[arg(long, value_name = "FILE", requires = "endpoint_url")]
+    ca_bundle: Option<PathBuf>,
     /// Region for --endpoint-url (default: AWS_REGION, AWS_DEFAULT_REGION).
     #[arg(long, value_name = "REGION", requires = "endpoint_url")]
     region: Option<String>,
@@ -168,8 +172,20 @@ fn client(config: Option<&Path>, keys: &KeySource) -> Result<Arc<dyn KmsClient>,
             .ok_or("--endpoint-url needs a region: --region or AWS_REGION")?;
         let credentials =
             AwsCredentials::load(keys.profile.as_deref()).map_err(|error| error.to_string())?;
+        let ca_bundle = match keys
+            .ca_bundle
+            .clone()
+            .or_else(|| std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from))
+        {
+            Some(path) => Some(
+                fs::read(&path)
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
+            ),
+            None => None,
+        };
         return Ok(Arc::new(
-            HttpKms::new(endpoint, &region, credentials).map_err(|error| error.to_string())?,
+            HttpKms::new(endpoint, &region, credentials, ca_bundle.as_deref())
+                .map_err(|error| error.to_string())?,
         ));
     }
     let config = Config::load_from(config).map_err(|error| error.to_string())?;

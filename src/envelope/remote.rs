@@ -1,6 +1,6 @@
 //! The AWS KMS wire protocol as a [`KmsClient`]: JSON 1.1 requests (`TrentService.*`)
-//! signed with SigV4 over `ureq`, so the envelope keyring works against `hsm-kms serve` and
-//! any AWS KMS endpoint reached over plain HTTP (this build enables no TLS in `ureq`).
+//! signed with SigV4 over `ureq` (HTTPS with rustls), so the envelope keyring works
+//! against `hsm-kms serve` and AWS KMS alike.
 //! Credentials come from the environment or an AWS shared-credentials file profile. It
 //! never logs or returns a secret key or data key outside a secret type.
 
@@ -108,31 +108,53 @@ pub struct HttpKms {
 }
 
 impl HttpKms {
-    /// A client of the KMS endpoint `endpoint` (e.g. `http://127.0.0.1:8443`) in `region`.
+    /// A client of the KMS endpoint `endpoint` (`http://` on loopback, or `https://`) in
+    /// `region`. HTTPS trusts Mozilla's root certificates, or only the PEM certificates of
+    /// `ca_bundle` when given.
     pub fn new(
         endpoint: &str,
         region: &str,
         credentials: AwsCredentials,
+        ca_bundle: Option<&[u8]>,
     ) -> Result<HttpKms, EnvelopeError> {
         let endpoint = endpoint.trim_end_matches('/').to_owned();
-        if endpoint.starts_with("https://") {
-            return Err(EnvelopeError::InvalidInput(format!(
-                "the endpoint URL {endpoint:?} is HTTPS, which this client does not speak yet; \
-                 use http:// on loopback or a local TLS terminator"
-            )));
-        }
         let host = endpoint
-            .strip_prefix("http://")
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"))
             .filter(|host| !host.is_empty() && !host.contains('/'))
             .ok_or_else(|| {
                 EnvelopeError::InvalidInput(format!(
-                    "the endpoint URL {endpoint:?} is not http://HOST[:PORT]"
+                    "the endpoint URL {endpoint:?} is not http(s)://HOST[:PORT]"
                 ))
             })?
             .to_owned();
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(pem) = ca_bundle {
+            let mut certificates = Vec::new();
+            for item in ureq::tls::parse_pem(pem) {
+                match item {
+                    Ok(ureq::tls::PemItem::Certificate(certificate)) => {
+                        certificates.push(certificate)
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(EnvelopeError::InvalidInput(
+                            "the CA bundle is not PEM".to_owned(),
+                        ));
+                    }
+                }
+            }
+            if certificates.is_empty() {
+                return Err(EnvelopeError::InvalidInput(
+                    "the CA bundle holds no certificate".to_owned(),
+                ));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::from(certificates));
+        }
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
+            .tls_config(tls.build())
             .build()
             .into();
         Ok(HttpKms {

@@ -168,3 +168,33 @@ def test_a_directory_with_the_data_key_cache_uses_one_data_key(server, aws_env, 
     cli(server, aws_env, "decrypt-file", "--key-id", keys[0], "--input", str(encrypted), "--output",
         str(decrypted))
     assert {p.name: p.read_bytes() for p in decrypted.iterdir()} == files
+
+
+from test_tls import _profile_value, tls_server  # noqa: E402,F401  (the HTTPS server fixture)
+
+
+def test_cli_over_https_trusts_only_the_given_ca_bundle(tls_server, aws_env, tmp_path: Path):
+    endpoint, cert, credentials = tls_server
+    env = dict(aws_env, AWS_SHARED_CREDENTIALS_FILE=str(credentials))
+    kms = botocore.session.Session().create_client(
+        "kms", endpoint_url=endpoint, verify=str(cert), region_name="us-east-1",
+        aws_access_key_id=_profile_value(credentials, "aws_access_key_id"),
+        aws_secret_access_key=_profile_value(credentials, "aws_secret_access_key"),
+    )
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    source = tmp_path / "plain"
+    source.write_bytes(os.urandom(10_000))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([BINARY, *args, "--endpoint-url", endpoint, "--key-id", arn],
+                              env=env, capture_output=True, timeout=120)
+
+    untrusted = run("encrypt-file", "--input", str(source), "--output", str(tmp_path / "refused"))
+    assert untrusted.returncode == 1
+    assert not (tmp_path / "refused").exists()
+    encrypted, decrypted = tmp_path / "message", tmp_path / "decrypted"
+    for args in (("encrypt-file", "--input", str(source), "--output", str(encrypted)),
+                 ("decrypt-file", "--input", str(encrypted), "--output", str(decrypted))):
+        result = run(*args, "--ca-bundle", str(cert))
+        assert result.returncode == 0, result.stderr.decode()
+    assert decrypted.read_bytes() == source.read_bytes()
