@@ -170,6 +170,39 @@ def test_a_directory_with_the_data_key_cache_uses_one_data_key(server, aws_env, 
     assert {p.name: p.read_bytes() for p in decrypted.iterdir()} == files
 
 
+
+def test_decrypt_refuses_version_1_messages_under_the_commitment_policy(server, aws_env, keys, sdk, tmp_path: Path):
+    _, provider = sdk
+    legacy = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.FORBID_ENCRYPT_ALLOW_DECRYPT)
+    message, header = legacy.encrypt(source=b"legacy", key_provider=provider(keys[0]))
+    assert message[0] == 1, "a version-1 message"
+    encrypted = tmp_path / "legacy"
+    encrypted.write_bytes(message)
+    result = cli(server, aws_env, "decrypt-file", "--key-id", keys[0], "--input", str(encrypted),
+                 "--output", str(tmp_path / "out"), check=False)
+    assert result.returncode == 1
+    assert b"REQUIRE_ENCRYPT_REQUIRE_DECRYPT" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_discovery_decrypts_only_within_its_filter(server, aws_env, keys, sdk, tmp_path: Path):
+    client, provider = sdk
+    message, _ = client.encrypt(source=b"found", key_provider=provider(keys[0]))
+    encrypted = tmp_path / "message"
+    encrypted.write_bytes(message)
+    output = tmp_path / "out"
+    cli(server, aws_env, "decrypt-file", "--discovery", "--discovery-account", "111122223333",
+        "--input", str(encrypted), "--output", str(output))
+    assert output.read_bytes() == b"found"
+    refused = cli(server, aws_env, "decrypt-file", "--discovery", "--discovery-account", "444455556666",
+                  "--input", str(encrypted), "--output", str(tmp_path / "refused"), check=False)
+    assert refused.returncode == 1
+    assert b"no encrypted data key could be decrypted" in refused.stderr
+    limited = cli(server, aws_env, "decrypt-file", "--key-id", keys[0], "--max-encrypted-data-keys", "0",
+                  "--input", str(encrypted), "--output", str(tmp_path / "limited"), check=False)
+    assert limited.returncode == 1
+    assert b"at most 0 are allowed" in limited.stderr
+
 from test_tls import _profile_value, tls_server  # noqa: E402,F401  (the HTTPS server fixture)
 
 
