@@ -222,11 +222,18 @@ impl DiscoveryFilter {
     }
 }
 
+/// Which wrapped copies a KMS keyring asks the key store to decrypt.
+enum Mode {
+    /// Copies wrapped by the listed keys, which also encrypt.
+    Strict(Vec<String>),
+    /// Copies wrapped by any KMS key (within the filter, when there is one); no encryption.
+    Discovery(Option<DiscoveryFilter>),
+}
+
 /// A keyring over KMS keys.
 pub struct KmsKeyring {
     client: Arc<dyn KmsClient>,
-    key_ids: Vec<String>,
-    discovery: Option<DiscoveryFilter>,
+    mode: Mode,
 }
 
 impl KmsKeyring {
@@ -244,8 +251,7 @@ impl KmsKeyring {
         }
         Ok(KmsKeyring {
             client,
-            key_ids,
-            discovery: None,
+            mode: Mode::Strict(key_ids),
         })
     }
 
@@ -254,22 +260,16 @@ impl KmsKeyring {
     pub fn discovery(client: Arc<dyn KmsClient>, filter: Option<DiscoveryFilter>) -> KmsKeyring {
         KmsKeyring {
             client,
-            key_ids: Vec::new(),
-            discovery: Some(filter.unwrap_or(DiscoveryFilter {
-                partition: String::new(),
-                accounts: Vec::new(),
-            })),
+            mode: Mode::Discovery(filter),
         }
     }
 
     /// Whether this keyring may ask the key store to decrypt a copy wrapped by `arn`.
     fn may_decrypt(&self, arn: &str) -> bool {
-        match &self.discovery {
-            Some(filter) if filter.partition.is_empty() && filter.accounts.is_empty() => {
-                arn.starts_with("arn:")
-            }
-            Some(filter) => filter.allows(arn),
-            None => self.key_ids.iter().any(|id| {
+        match &self.mode {
+            Mode::Discovery(None) => arn.starts_with("arn:"),
+            Mode::Discovery(Some(filter)) => filter.allows(arn),
+            Mode::Strict(key_ids) => key_ids.iter().any(|id| {
                 id == arn
                     || (!id.starts_with("arn:")
                         && !id.starts_with("alias/")
@@ -285,9 +285,14 @@ impl Keyring for KmsKeyring {
         _suite: AlgorithmSuite,
         context: &EncryptionContext,
     ) -> Result<(DataKey, Vec<EncryptedDataKey>), EnvelopeError> {
-        let Some((generator, others)) = self.key_ids.split_first() else {
+        let Mode::Strict(key_ids) = &self.mode else {
             return Err(EnvelopeError::InvalidInput(
                 "a discovery keyring cannot encrypt: give at least one key id".to_owned(),
+            ));
+        };
+        let Some((generator, others)) = key_ids.split_first() else {
+            return Err(EnvelopeError::InvalidInput(
+                "a strict keyring needs at least one key id".to_owned(),
             ));
         };
         let generated = self
