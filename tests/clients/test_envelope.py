@@ -145,7 +145,7 @@ def test_decrypt_refuses_a_context_without_the_required_pairs(server, aws_env, k
     assert list(tmp_path.iterdir()) == [encrypted], "no partial output left behind"
 
 
-def test_a_directory_with_the_data_key_cache_uses_one_data_key(server, aws_env, keys, sdk, tmp_path: Path):
+def test_a_directory_with_the_data_key_cache_shares_data_keys_as_configured(server, aws_env, keys, sdk, tmp_path: Path):
     client, provider = sdk
     source = tmp_path / "plain"
     source.mkdir()
