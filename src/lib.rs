@@ -7,6 +7,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
+pub mod envelope;
 pub mod error;
 pub mod fault;
 pub mod hsm;

@@ -8,6 +8,7 @@
 
 mod audit;
 mod cluster;
+mod envelope;
 mod kms;
 mod maintenance;
 mod output;
@@ -81,6 +82,8 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     #[command(flatten)]
+    Envelope(envelope::EnvelopeCommand),
+    #[command(flatten)]
     Kms(kms::KmsCommand),
 }
 
@@ -93,6 +96,10 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Parsed on their own: their --output is a path, not the key commands' format.
+    if envelope::is_envelope_command(std::env::args_os()) {
+        return envelope::main();
+    }
     let cli = Cli::parse();
     let config = match Config::load_from(cli.config.as_deref()) {
         Ok(config) => config,
@@ -107,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Audit(command) => audit::run(&config, command),
         Command::Maintenance(command) => maintenance::run(&config, &cli.globals, command),
         Command::Kms(command) => Ok(kms::run(&config, &cli.globals, command)),
+        Command::Envelope(command) => Ok(envelope::run(cli.config.as_deref(), command)),
         Command::Serve { listen } => crate::server::serve(&config, listen)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|error| error.to_string()),

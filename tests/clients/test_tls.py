@@ -34,6 +34,8 @@ def tls_server(server, tmp_path_factory):
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-nodes", "-days", "1", "-subj", "/CN=localhost",
          "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         # Not a CA: webpki (rustls clients) refuses a CA certificate as a server's own.
+         "-addext", "basicConstraints=critical,CA:FALSE",
          "-keyout", key, "-out", cert],
         check=True, capture_output=True,
     )
