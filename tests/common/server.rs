@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -19,6 +19,8 @@ use super::TestCluster;
 const REGION: &str = "us-east-1";
 /// No single HTTP call or server start may take longer than this.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a member may take to change health as the server sees it.
 const HEALTH_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -95,25 +97,34 @@ impl Server {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, and reap the process: a graceful stop, which must exit 0.
+    /// SIGTERM, and reap the process: a graceful stop, which must exit 0 within
+    /// [`STOP_TIMEOUT`].
     pub fn stop(&mut self) {
-        let status = self.terminate();
-        assert!(
-            status.success(),
-            "hsm-kms serve exited with {status}:\n{}",
-            tail(&self.log)
-        );
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
         let signalled = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
         assert!(signalled.success(), "kill -TERM failed: {signalled}");
-        self.child.wait().unwrap()
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!(
+                    "hsm-kms serve did not exit within {STOP_TIMEOUT:?} of SIGTERM:\n{}",
+                    tail(&self.log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "hsm-kms serve exited with {status}:\n{}",
+            tail(&self.log)
+        );
     }
 
     /// `/healthz` as member name -> healthy, or `None` while the server does not answer.
