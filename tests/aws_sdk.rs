@@ -8,11 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use aws_sdk_kms::Client;
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::SdkError;
@@ -21,106 +16,14 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_smithy_http_client::tls;
 use common::TestCluster;
-
-/// `hsm-kms serve` as a child process; SIGTERM on drop unless stopped.
-struct Server {
-    child: Option<Child>,
-    address: String,
-}
-
-impl Server {
-    fn start(cluster: &TestCluster) -> Server {
-        let init = cluster.cli(&["cluster", "init"]);
-        assert!(init.status.success(), "{init:?}");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_hsm-kms"))
-            .arg("--config")
-            .arg(cluster.path("hsm-kms.toml"))
-            .args(["serve", "--listen", &address])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child: Some(child),
-            address,
-        };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none(), "hsm-kms serve exited: {exited:?}");
-            if let Ok(mut stream) = TcpStream::connect(&self.address) {
-                let request = format!(
-                    "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                    self.address
-                );
-                let mut answer = String::new();
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.1 200")
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("hsm-kms serve did not become healthy within 60 s");
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("hsm-kms serve did not exit within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::server::{AccessKey, Server};
 
 /// The access key and secret of profile `hsm-kms` in the shared-credentials file.
 fn dev_credentials(cluster: &TestCluster) -> Credentials {
-    let text = std::fs::read_to_string(cluster.path("credentials")).unwrap();
-    let value = |name: &str| {
-        text.lines()
-            .filter_map(|line| line.split_once('='))
-            .find(|(key, _)| key.trim() == name)
-            .map(|(_, value)| value.trim().to_owned())
-            .unwrap()
-    };
+    let key = AccessKey::of(cluster);
     Credentials::new(
-        value("aws_access_key_id"),
-        value("aws_secret_access_key"),
+        key.id,
+        key.secret,
         None,
         None,
         "hsm-kms shared-credentials file",
@@ -146,6 +49,7 @@ fn client(server: &Server, credentials: Credentials) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_sdk_creates_encrypts_decrypts_and_sees_typed_errors() {
     let cluster = TestCluster::new(2);
+    cluster.init();
     let mut server = Server::start(&cluster);
     let kms = client(&server, dev_credentials(&cluster));
 
@@ -239,5 +143,5 @@ async fn the_rust_sdk_creates_encrypts_decrypts_and_sees_typed_errors() {
         Some("InvalidSignatureException")
     );
 
-    assert!(server.stop().success());
+    server.stop();
 }

@@ -938,12 +938,7 @@ fn sigkill_under_mixed_load_loses_no_acknowledged_write() {
     println!("kill9: {kill_points} kill points, seed {seed} ({SEED_ENV}={seed} replays it)");
 
     let cluster = TestCluster::new(2);
-    let init = cluster.cli(&["cluster", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    cluster.init();
     let key = AccessKey::of(&cluster);
     let mut rng = Rng(seed);
     let mut workers: Vec<Worker> = (0..THREADS)
@@ -1024,12 +1019,7 @@ fn sigkill_under_mixed_load_loses_no_acknowledged_write() {
 #[test]
 fn a_rotation_cut_off_after_the_hsm_write_leaves_the_next_rotation_usable() {
     let cluster = TestCluster::new(2);
-    let init = cluster.cli(&["cluster", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    cluster.init();
     let access_key = AccessKey::of(&cluster);
 
     let mut server = Server::start(&cluster);

@@ -7,124 +7,44 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use common::TestCluster;
+use common::server::{AccessKey, Answer, Server, signature_headers};
 use serde_json::Value;
 
 /// A running `hsm-kms serve` on its own initialised two-member cluster.
 struct TestServer {
     cluster: TestCluster,
+    server: Server,
     address: SocketAddr,
-    process: Option<Child>,
-    access_key: String,
-    secret: String,
+    key: AccessKey,
 }
 
 impl TestServer {
     /// Starts a server with these extra `[server]` settings (TOML lines).
     fn start(server_settings: &str) -> TestServer {
         let cluster = TestCluster::new(2);
-        let init = cluster.cli(&["cluster", "init"]);
-        assert!(
-            init.status.success(),
-            "{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
+        cluster.init();
         let config = format!("{}\n[server]\n{server_settings}\n", cluster.config_text);
         cluster.write_config("hsm-kms.toml", &config);
-        let (access_key, secret) = credentials(&cluster);
-        let address = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let log = std::fs::File::create(cluster.path("serve.log")).unwrap();
-        let process = Command::new(env!("CARGO_BIN_EXE_hsm-kms"))
-            .arg("--config")
-            .arg(cluster.path("hsm-kms.toml"))
-            .args(["serve", "--listen", &address.to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut server = TestServer {
+        let server = Server::start(&cluster);
+        TestServer {
+            address: server.address,
+            key: AccessKey::of(&cluster),
             cluster,
-            address,
-            process: Some(process),
-            access_key,
-            secret,
-        };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.process.as_mut().unwrap().try_wait().unwrap() {
-                panic!("hsm-kms serve exited with {status}:\n{}", self.log());
-            }
-            if let Ok(mut stream) = TcpStream::connect(self.address) {
-                let request = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-                let mut answer = String::new();
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.1 200")
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
+            server,
         }
-        panic!("hsm-kms serve did not become healthy:\n{}", self.log());
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.cluster.path("serve.log")).unwrap_or_default()
     }
 
-    /// Sends SIGTERM and waits for exit 0.
-    fn stop(&mut self) {
-        let mut process = self.process.take().unwrap();
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(process.id().to_string())
-            .status()
-            .unwrap();
-        let status = process.wait().unwrap();
-        assert!(
-            status.success(),
-            "serve exited with {status}:\n{}",
-            self.log()
-        );
-    }
-
     /// The headers of a `POST /` signed for `target` and `body`.
     fn signed_headers(&self, target: &str, body: &[u8]) -> Vec<(String, String)> {
-        let identity = aws_credential_types::Credentials::new(
-            &self.access_key,
-            &self.secret,
-            None,
-            None,
-            "server-test",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("kms")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
         let mut headers = vec![
             (
                 "Content-Type".to_owned(),
@@ -133,17 +53,19 @@ impl TestServer {
             ("X-Amz-Target".to_owned(), target.to_owned()),
             ("Host".to_owned(), self.address.to_string()),
         ];
-        let signable = SignableRequest::new(
-            "POST",
-            format!("http://{}/", self.address),
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            SignableBody::Bytes(body),
+        let unsigned: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let signature = signature_headers(
+            &self.key,
+            &format!("http://{}/", self.address),
+            &unsigned,
+            body,
+            SystemTime::now(),
         )
         .unwrap();
-        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-        for (name, value) in instructions.headers() {
-            headers.push((name.to_owned(), value.to_owned()));
-        }
+        headers.extend(signature);
         headers
     }
 
@@ -177,41 +99,11 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// A failed test shows the server's log.
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("server log:\n{}", self.log());
         }
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-    }
-}
-
-/// One HTTP response.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn request_id(&self) -> String {
-        self.header("x-amzn-RequestId")
-            .expect("every answer has a request id")
-            .to_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
     }
 }
 
@@ -260,20 +152,6 @@ fn closed(error: &std::io::Error) -> bool {
     )
 }
 
-/// The access key and secret of profile hsm-kms in the cluster's credentials file.
-fn credentials(cluster: &TestCluster) -> (String, String) {
-    let text = std::fs::read_to_string(cluster.path("credentials")).unwrap();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| {
-                let (key, value) = line.split_once('=')?;
-                (key.trim() == name).then(|| value.trim().to_owned())
-            })
-            .unwrap()
-    };
-    (value("aws_access_key_id"), value("aws_secret_access_key"))
-}
-
 /// Every audit event, oldest first, read with `hsm-kms audit list` (the server stopped).
 fn audit_events(cluster: &TestCluster) -> Vec<Value> {
     let output = cluster.cli(&["audit", "list", "--format", "json"]);
@@ -307,7 +185,7 @@ fn audit_events_carry_the_request_id_of_the_response_and_refusals_are_recorded()
     let mut stranger = server.signed_headers("TrentService.ListKeys", b"{}");
     for (name, value) in &mut stranger {
         if name.eq_ignore_ascii_case("authorization") {
-            *value = value.replace(&server.access_key, "AKIANOTKNOWNATALL000");
+            *value = value.replace(&server.key.id, "AKIANOTKNOWNATALL000");
         }
     }
     let unknown_key = server.post(&stranger, b"{}");
@@ -322,11 +200,11 @@ fn audit_events_carry_the_request_id_of_the_response_and_refusals_are_recorded()
 
     let no_target = server.post(&[], b"{}");
     assert_eq!(no_target.status, 400);
-    server.stop();
+    server.server.stop();
 
     let events = audit_events(&server.cluster);
     let by_request = |answer: &Answer| -> Value {
-        let id = answer.request_id();
+        let id = answer.request_id().expect("every answer has a request id");
         let found: Vec<&Value> = events.iter().filter(|e| e["requestID"] == id).collect();
         assert_eq!(found.len(), 1, "one event for request {id}: {events:#?}");
         found[0].clone()
@@ -395,7 +273,7 @@ fn server_side_failures_reach_the_caller_as_generic_text_and_the_log_in_full() {
         "{:?}",
         String::from_utf8_lossy(&failed.body)
     );
-    let request_id = failed.request_id();
+    let request_id = failed.request_id().expect("every answer has a request id");
     let error = failed.json();
     let message = error["message"].as_str().unwrap();
     for detail in ["hsm-a", "hsm-b", "CKR_", "member", "store"] {
@@ -413,7 +291,7 @@ fn server_side_failures_reach_the_caller_as_generic_text_and_the_log_in_full() {
     let log = server.log();
     let logged = log
         .lines()
-        .find(|line| line.contains(&request_id))
+        .find(|line| line.contains(request_id))
         .unwrap_or_else(|| panic!("request {request_id} not in the log:\n{log}"));
     assert!(
         logged.contains("hsm-"),

@@ -97,6 +97,16 @@ impl TestCluster {
         .unwrap();
     }
 
+    /// Runs `hsm-kms cluster init`, which must succeed.
+    pub fn init(&self) {
+        let init = self.cli(&["cluster", "init"]);
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+
     /// Runs the `hsm-kms` binary with this cluster's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_hsm-kms"))

@@ -1,8 +1,11 @@
 //! `hsm-kms serve` as a child process on a free loopback port, and an AWS KMS JSON 1.1
-//! client that signs with `aws-sigv4` (the Rust SDK's signer) over `ureq`.
+//! client that signs with `aws-sigv4` (the Rust SDK's signer) over `ureq`, keeping its
+//! connections alive.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,11 +19,17 @@ use super::TestCluster;
 const REGION: &str = "us-east-1";
 /// No single HTTP call or server start may take longer than this.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a member may take to change health as the server sees it.
+const HEALTH_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running `hsm-kms serve` child process on a free loopback port.
 pub struct Server {
     pub child: Child,
+    pub address: SocketAddr,
     pub endpoint: String,
+    log: PathBuf,
 }
 
 impl Server {
@@ -31,11 +40,10 @@ impl Server {
 
     /// Starts the server, set to abort at the named crash point (see `hsm_kms::fault`).
     pub fn start_crashing_at(cluster: &TestCluster, crash_at: Option<&str>) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
+        let address = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
-            .unwrap()
-            .port();
+            .unwrap();
         let log = File::options()
             .create(true)
             .append(true)
@@ -45,7 +53,8 @@ impl Server {
         command
             .arg("--config")
             .arg(cluster.path("hsm-kms.toml"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", &address.to_string()])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(point) = crash_at {
@@ -54,7 +63,9 @@ impl Server {
         let child = command.spawn().unwrap();
         let mut server = Server {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            address,
+            endpoint: format!("http://{address}"),
+            log: cluster.path("serve.log"),
         };
         let agent = agent();
         let deadline = Instant::now() + CALL_TIMEOUT;
@@ -85,6 +96,74 @@ impl Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM, and reap the process: a graceful stop, which must exit 0 within
+    /// [`STOP_TIMEOUT`].
+    pub fn stop(&mut self) {
+        let signalled = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(signalled.success(), "kill -TERM failed: {signalled}");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!(
+                    "hsm-kms serve did not exit within {STOP_TIMEOUT:?} of SIGTERM:\n{}",
+                    tail(&self.log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "hsm-kms serve exited with {status}:\n{}",
+            tail(&self.log)
+        );
+    }
+
+    /// `/healthz` as member name -> healthy, or `None` while the server does not answer.
+    pub fn health(&self) -> Option<BTreeMap<String, bool>> {
+        let mut response = agent()
+            .get(format!("{}/healthz", self.endpoint))
+            .call()
+            .ok()?;
+        let body = response.body_mut().read_to_vec().ok()?;
+        let health: Value = serde_json::from_slice(&body).ok()?;
+        Some(
+            health["members"]
+                .as_array()?
+                .iter()
+                .map(|member| {
+                    (
+                        member["name"].as_str().unwrap_or_default().to_owned(),
+                        member["healthy"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until the server sees `member` as `healthy`.
+    pub fn wait_for(&self, member: &str, healthy: bool) {
+        let deadline = Instant::now() + HEALTH_CHANGE_TIMEOUT;
+        while self
+            .health()
+            .and_then(|members| members.get(member).copied())
+            != Some(healthy)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the server never saw {member} healthy={healthy}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -95,8 +174,13 @@ impl Drop for Server {
     }
 }
 
+/// The last few thousand bytes of the cluster's server log.
 pub fn log_tail(cluster: &TestCluster) -> String {
-    let log = std::fs::read_to_string(cluster.path("serve.log")).unwrap_or_default();
+    tail(&cluster.path("serve.log"))
+}
+
+fn tail(log: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
     let start = log.len().saturating_sub(4000);
     String::from_utf8_lossy(&log.as_bytes()[start..]).into_owned()
 }
@@ -133,22 +217,68 @@ impl AccessKey {
     }
 }
 
+/// The headers `aws-sigv4` adds to sign a `POST /` to `url` with `headers` and `body` at
+/// `time`, as the AWS SDKs sign it.
+pub fn signature_headers(
+    key: &AccessKey,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let identity =
+        aws_credential_types::Credentials::new(&key.id, &key.secret, None, None, "hsm-kms-tests")
+            .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("kms")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| format!("cannot sign: {e}"))?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect())
+}
+
 /// A raw HTTP answer.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
-    /// Header names in lowercase.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Answer {
-    /// The first value of a header (name in lowercase).
+    /// The first value of a header, by its name in any case.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
+    }
+
+    /// The `x-amzn-RequestId` the server gave this answer.
+    pub fn request_id(&self) -> Option<&str> {
+        self.header("x-amzn-requestid")
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 
@@ -186,18 +316,9 @@ impl Client {
         operation: &str,
         body: &Value,
     ) -> Result<(Reply, Option<String>), String> {
-        let body = serde_json::to_vec(body).unwrap();
-        let target = format!("TrentService.{operation}");
-        let answer = self.send(
-            &[
-                ("X-Amz-Target", target.as_str()),
-                ("Content-Type", "application/x-amz-json-1.1"),
-            ],
-            &body,
-            true,
-        )?;
-        let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-        let request_id = answer.header("x-amzn-requestid").map(str::to_owned);
+        let answer = self.answer(operation, body)?;
+        let value = answer.json();
+        let request_id = answer.request_id().map(str::to_owned);
         if answer.status == 200 {
             return Ok((Reply::Ok(value), request_id));
         }
@@ -211,6 +332,21 @@ impl Client {
             ),
         };
         Ok((reply, request_id))
+    }
+
+    /// One signed call of `TrentService.<operation>`, answered as it came (status, headers,
+    /// body); `Err` when no complete answer came back.
+    pub fn answer(&self, operation: &str, body: &Value) -> Result<Answer, String> {
+        let body = serde_json::to_vec(body).unwrap();
+        let target = format!("TrentService.{operation}");
+        self.send(
+            &[
+                ("X-Amz-Target", target.as_str()),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            &body,
+            true,
+        )
     }
 
     /// POSTs `body` to `/` with `headers`, signed with `aws-sigv4` (signing every header
@@ -227,36 +363,13 @@ impl Client {
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect();
         if signed {
-            let identity = aws_credential_types::Credentials::new(
-                &self.key.id,
-                &self.key.secret,
-                None,
-                None,
-                "hsm-kms-tests",
-            )
-            .into();
-            let params = v4::SigningParams::builder()
-                .identity(&identity)
-                .region(REGION)
-                .name("kms")
-                .time(SystemTime::now())
-                .settings(SigningSettings::default())
-                .build()
-                .unwrap()
-                .into();
-            let signable = SignableRequest::new(
-                "POST",
+            all.extend(signature_headers(
+                &self.key,
                 &url,
-                headers.iter().copied(),
-                SignableBody::Bytes(body),
-            )
-            .map_err(|e| format!("cannot sign: {e}"))?;
-            let (instructions, _) = sign(signable, &params)
-                .map_err(|e| format!("cannot sign: {e}"))?
-                .into_parts();
-            for (name, value) in instructions.headers() {
-                all.push((name.to_owned(), value.to_owned()));
-            }
+                headers,
+                body,
+                SystemTime::now(),
+            )?);
         }
         let mut request = self.agent.post(&url);
         for (name, value) in &all {
