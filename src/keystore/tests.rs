@@ -15,6 +15,23 @@ use crate::clock::ManualClock;
 use crate::keys::records::RotationType;
 use crate::store::MemoryStore;
 
+/// Points `SOFTHSM2_CONF` at this process's switch before `main`, so before any test thread
+/// exists: each fixture's members then read their own SoftHSM2 configuration without the
+/// environment changing while threads run (see [`crate::hsm::prepare_switches`]; the
+/// integration tests do the same in `tests/common`). `.init_array` is ELF's: Linux only.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static PREPARE_ENVIRONMENT: extern "C" fn() = prepare_environment;
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+extern "C" fn prepare_environment() {
+    // SAFETY: the ELF initialisers run before `main`, on the only thread of the process.
+    unsafe { crate::hsm::prepare_switches(["SOFTHSM2_CONF"]) }
+}
+
 /// A key store over a fresh, initialised two-member SoftHSM2 cluster and a [`MemoryStore`].
 struct Fixture {
     store: KeyStore,
