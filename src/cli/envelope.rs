@@ -61,6 +61,21 @@ pub fn is_envelope_command(args: impl IntoIterator<Item = OsString>) -> bool {
 /// Parses and runs an envelope command line.
 pub fn main() -> ExitCode {
     let cli = EnvelopeCli::parse();
+    let keys = match &cli.command {
+        EnvelopeCommand::EncryptFile(args) => &args.keys,
+        EnvelopeCommand::DecryptFile(args) => &args.keys,
+    };
+    if keys.endpoint_url.is_none() {
+        // In-process, the members' PKCS#11 modules read the environment set from the
+        // config, before any thread starts.
+        match Config::load_from(cli.config.as_deref()) {
+            Ok(config) => super::prepare_environment(&config),
+            Err(error) => {
+                eprintln!("hsm-kms: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     run(cli.config.as_deref(), cli.command)
 }
 

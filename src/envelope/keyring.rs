@@ -3,8 +3,8 @@
 //! copy; on decrypt it asks for the copies it is allowed to (its key ids, or in discovery
 //! mode any key of the filter's accounts and partition) until one succeeds. The key store
 //! is reached in-process ([`LocalKms`]) or over the AWS KMS wire protocol
-//! ([`super::remote::HttpKms`]), behind one [`KmsClient`] trait. It never logs or returns a
-//! data key outside a zeroizing type.
+//! ([`super::remote::HttpKms`], or the AWS SDK's `SdkKms`), behind one [`KmsClient`]
+//! trait. It never logs or returns a data key outside a zeroizing type.
 
 use std::sync::Arc;
 

@@ -1,7 +1,8 @@
 //! Client-side envelope encryption of bulk data in the AWS Encryption SDK message format
 //! (version 2, committing suites only, framed), interoperable byte for byte with the AWS
 //! Encryption SDK. A message's data key comes from a key store through a [`Keyring`]
-//! (in-process [`LocalKms`] or the AWS KMS wire protocol [`HttpKms`]), optionally through a
+//! (in-process [`LocalKms`], or the AWS KMS wire protocol through the light [`HttpKms`] or,
+//! with the `envelope-aws-sdk` feature, the AWS SDK's `aws_sdk::SdkKms`), optionally through a
 //! [`CachingMaterialsManager`]; [`Encryptor`] and [`Decryptor`] stream in constant memory.
 //! This module never writes a data key, derived key or plaintext anywhere but the
 //! caller's writer, and keeps them in zeroizing types from creation to drop.
@@ -22,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "envelope-aws-sdk")]
+pub mod aws_sdk;
 pub mod cache;
 pub mod format;
 pub mod keyring;
@@ -32,6 +35,8 @@ pub mod suite;
 
 use std::io;
 
+#[cfg(feature = "envelope-aws-sdk")]
+pub use aws_sdk::SdkKms;
 pub use cache::{CacheLimits, CacheStatistics, CachingMaterialsManager, MaterialsCache};
 pub use format::{EncryptedDataKey, EncryptionContext, Header};
 pub use keyring::{DiscoveryFilter, Keyring, KmsCallError, KmsClient, KmsKeyring, LocalKms};

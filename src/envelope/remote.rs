@@ -1,6 +1,7 @@
-//! The AWS KMS wire protocol as a [`KmsClient`]: JSON 1.1 requests (`TrentService.*`)
-//! signed with SigV4 over `ureq` (HTTPS with rustls), so the envelope keyring works
-//! against `hsm-kms serve` and AWS KMS alike.
+//! The AWS KMS wire protocol as a light [`KmsClient`]: JSON 1.1 requests
+//! (`TrentService.*`) signed with SigV4 by the `aws-sigv4` crate and sent over `ureq`
+//! (HTTPS with rustls), so the envelope keyring works against `hsm-kms serve` and AWS KMS
+//! alike without the AWS SDK (the `hsm-kms` CLI uses it; see `aws_sdk` for the SDK one).
 //! Credentials come from the environment or an AWS shared-credentials file profile. It
 //! never logs or returns a secret key or data key outside a secret type.
 
@@ -8,12 +9,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::EnvelopeError;
@@ -101,9 +102,9 @@ fn profile_values(text: &str, profile: &str) -> HashMap<String, String> {
 /// A KMS endpoint reached over HTTP(S) with SigV4.
 pub struct HttpKms {
     endpoint: String,
-    host: String,
     region: String,
-    credentials: AwsCredentials,
+    /// The signing identity; `aws-credential-types` zeroizes its secrets on drop.
+    credentials: aws_credential_types::Credentials,
     agent: ureq::Agent,
 }
 
@@ -118,7 +119,7 @@ impl HttpKms {
         ca_bundle: Option<&[u8]>,
     ) -> Result<HttpKms, EnvelopeError> {
         let endpoint = endpoint.trim_end_matches('/').to_owned();
-        let host = endpoint
+        endpoint
             .strip_prefix("https://")
             .or_else(|| endpoint.strip_prefix("http://"))
             .filter(|host| !host.is_empty() && !host.contains('/'))
@@ -126,8 +127,7 @@ impl HttpKms {
                 EnvelopeError::InvalidInput(format!(
                     "the endpoint URL {endpoint:?} is not http(s)://HOST[:PORT]"
                 ))
-            })?
-            .to_owned();
+            })?;
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(pem) = ca_bundle {
             let mut certificates = Vec::new();
@@ -157,9 +157,17 @@ impl HttpKms {
             .tls_config(tls.build())
             .build()
             .into();
+        let credentials = aws_credential_types::Credentials::new(
+            credentials.access_key_id,
+            credentials.secret_access_key.expose_secret(),
+            credentials
+                .session_token
+                .map(|token| token.expose_secret().to_owned()),
+            None,
+            "hsm-kms envelope",
+        );
         Ok(HttpKms {
             endpoint,
-            host,
             region: region.to_owned(),
             credentials,
             agent,
@@ -169,21 +177,21 @@ impl HttpKms {
     /// Sends one signed KMS request and returns its JSON answer or the KMS error.
     fn call(&self, operation: &str, body: &Value) -> Result<Value, KmsCallError> {
         let body = Zeroizing::new(serde_json::to_vec(body).map_err(|error| internal(&error))?);
-        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        let amz_date: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
+        let url = format!("{}/", self.endpoint);
         let target = format!("TrentService.{operation}");
-        let authorization = self
-            .authorization(&amz_date, &target, &body)
-            .map_err(|error| internal(&error))?;
-        let mut request = self
-            .agent
-            .post(format!("{}/", self.endpoint))
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .header("X-Amz-Target", &target)
-            .header("X-Amz-Date", &amz_date)
-            .header("Authorization", &authorization);
-        if let Some(token) = &self.credentials.session_token {
-            request = request.header("X-Amz-Security-Token", token.expose_secret());
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let mut request = self.agent.post(&url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        for (name, value) in self
+            .signature_headers(&url, &headers, &body)
+            .map_err(|error| internal(&format!("cannot sign the request: {error}")))?
+        {
+            request = request.header(name, value);
         }
         let mut response = request.send(&body[..]).map_err(|error| KmsCallError {
             exception: "KMSInternalException".to_owned(),
@@ -216,63 +224,35 @@ impl HttpKms {
         Err(KmsCallError { exception, message })
     }
 
-    /// The SigV4 `Authorization` header of a POST / with these headers and body.
-    fn authorization(&self, amz_date: &str, target: &str, body: &[u8]) -> Result<String, String> {
-        let date = amz_date.get(..8).ok_or("bad date")?;
-        let mut headers = vec![
-            ("content-type", "application/x-amz-json-1.1".to_owned()),
-            ("host", self.host.clone()),
-            ("x-amz-date", amz_date.to_owned()),
-            ("x-amz-target", target.to_owned()),
-        ];
-        if let Some(token) = &self.credentials.session_token {
-            headers.push(("x-amz-security-token", token.expose_secret().to_owned()));
-        }
-        headers.sort_by(|a, b| a.0.cmp(b.0));
-        let signed_headers: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
-        let signed_headers = signed_headers.join(";");
-        let mut canonical = String::from("POST\n/\n\n");
-        for (name, value) in &headers {
-            canonical.push_str(&format!("{name}:{value}\n"));
-        }
-        canonical.push_str(&format!(
-            "\n{signed_headers}\n{}",
-            hex(&Sha256::digest(body))
-        ));
-        let scope = format!("{date}/{}/kms/aws4_request", self.region);
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex(&Sha256::digest(canonical.as_bytes()))
-        );
-        let secret = self
-            .credentials
-            .secret_access_key
-            .expose_secret()
-            .as_bytes();
-        let mut key = Zeroizing::new(Vec::with_capacity(4 + secret.len()));
-        key.extend_from_slice(b"AWS4");
-        key.extend_from_slice(secret);
-        let key = hmac(&key, date.as_bytes())?;
-        let key = hmac(&*key, self.region.as_bytes())?;
-        let key = hmac(&*key, b"kms")?;
-        let key = hmac(&*key, b"aws4_request")?;
-        let signature = hmac(&*key, to_sign.as_bytes())?;
-        Ok(format!(
-            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={}",
-            self.credentials.access_key_id,
-            hex(&*signature)
-        ))
+    /// The headers SigV4 adds to a POST of `body` to `url` with `headers` (all signed):
+    /// `Authorization`, `X-Amz-Date` and, with a session token, `X-Amz-Security-Token`.
+    fn signature_headers(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, Box<dyn std::error::Error + Send + Sync>> {
+        let identity = self.credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("kms")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            url,
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )?;
+        let (instructions, _) = sign(signable, &params)?.into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect())
     }
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Result<Zeroizing<[u8; 32]>, String> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| "HMAC key refused")?;
-    mac.update(data);
-    Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn internal(error: &dyn std::fmt::Display) -> KmsCallError {
