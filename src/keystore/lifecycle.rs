@@ -239,17 +239,22 @@ impl KeyStore {
         }
     }
 
-    /// The highest material version of `key_id` that a stored creation intent names (0 when
+    /// The highest material version of `key_id` that a leftover creation intent names (0 when
     /// none): material an interrupted creation may have left in the HSMs under that version.
+    /// Intents of creations in flight in this process are not leftovers: a rotation racing one
+    /// of them picks the same version and is refused as a conflict.
     pub(super) fn highest_intended_version(&self, key_id: &str) -> Result<u32, KmsError> {
         let prefix = format!("{key_id}/");
         let intents = self
             .store
             .scan(Table::Intents, prefix.as_bytes(), None, usize::MAX)
             .map_err(internal)?;
+        let creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
         Ok(intents
             .iter()
-            .filter_map(|(key, _)| std::str::from_utf8(&key[prefix.len()..]).ok()?.parse().ok())
+            .filter_map(|(key, _)| std::str::from_utf8(key).ok())
+            .filter(|material| !creating.contains(*material))
+            .filter_map(|material| material[prefix.len()..].parse().ok())
             .max()
             .unwrap_or(0))
     }
