@@ -540,6 +540,8 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         rotation: None,
         destruction_pending: Vec::new(),
         destruction_started: false,
+        policy: None,
+        parsed_policy: Default::default(),
         custom_key_store_id: None,
     }
 }

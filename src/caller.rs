@@ -15,6 +15,8 @@ pub struct Caller {
     /// The request id the caller was given (`x-amzn-RequestId`), recorded as the audit
     /// event's `requestID`; `None` gives each audit event a fresh one.
     pub request_id: Option<String>,
+    /// Whether the request came over TLS (`aws:SecureTransport`); false in-process.
+    pub secure_transport: bool,
 }
 
 impl Caller {
@@ -26,6 +28,7 @@ impl Caller {
             source_ip: None,
             user_agent: None,
             request_id: None,
+            secure_transport: false,
         }
     }
 }

@@ -10,6 +10,16 @@ use serde_json::{Map, Value, json};
 
 use crate::caller::Caller;
 use crate::error::KmsError;
+use crate::keys::state::Operation;
+
+/// The `errorCode` CloudTrail records for a failed call: the exception name, except for
+/// refusals by policy, which CloudTrail records as `AccessDenied`.
+fn trail_error_code(error: &KmsError) -> &'static str {
+    match error {
+        KmsError::AccessDenied(_) => "AccessDenied",
+        other => other.code(),
+    }
+}
 
 /// CloudTrail's record version this shape follows.
 pub const EVENT_VERSION: &str = "1.08";
@@ -46,6 +56,12 @@ impl Call {
             members: BTreeSet::new(),
             event_id: uuid::Uuid::new_v4(),
         }
+    }
+
+    /// A call of `operation`, read-only or durable as the operation's kind says.
+    pub fn of(operation: Operation) -> Call {
+        let read_only = operation.is_read_only();
+        Call::new(operation.as_str(), read_only, !read_only)
     }
 
     /// Records a request parameter.
@@ -142,7 +158,10 @@ impl Call {
             Value::String(caller.user_agent.clone().unwrap_or_else(default_user_agent)),
         );
         if let Some(error) = error {
-            event.insert("errorCode".into(), Value::String(error.code().to_owned()));
+            event.insert(
+                "errorCode".into(),
+                Value::String(trail_error_code(error).into()),
+            );
             event.insert(
                 "errorMessage".into(),
                 Value::String(error.message().to_owned()),

@@ -249,6 +249,43 @@ impl Operation {
         }
     }
 
+    /// The operation an AWS name (`Encrypt`) denotes, if the key store serves it.
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+
+    /// Whether the operation only reads (CloudTrail's `readOnly`): it changes no metadata,
+    /// so its audit event need not be durable before it returns.
+    pub fn is_read_only(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            Encrypt
+                | Decrypt
+                | ReEncrypt
+                | GenerateDataKey
+                | GenerateDataKeyWithoutPlaintext
+                | GenerateRandom
+                | DescribeKey
+                | GetKeyPolicy
+                | GetKeyRotationStatus
+                | ListAliases
+                | ListGrants
+                | ListKeyPolicies
+                | ListKeyRotations
+                | ListKeys
+                | ListResourceTags
+                | ListRetirableGrants
+        )
+    }
+
+    /// The policy action that authorizes the operation (`kms:Encrypt`). ReEncrypt is
+    /// authorized as `kms:ReEncryptFrom` on its source key and `kms:ReEncryptTo` on its
+    /// destination key, so it has no single action (`kms:ReEncrypt*` matches both).
+    pub fn policy_action(self) -> String {
+        format!("kms:{}", self.as_str())
+    }
+
     /// The row of [`TABLE`] that governs this operation.
     fn row(self) -> Row {
         use Operation::*;

@@ -5,10 +5,12 @@
 
 mod aliases;
 pub mod api;
+mod authorize;
 mod catch_up;
 mod crypto_ops;
 mod custom_key_stores;
 mod key_counts;
+mod key_policies;
 mod lifecycle;
 mod maintenance;
 mod rotation;
@@ -38,6 +40,7 @@ use crate::keys::state::KeyState;
 use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
 
 pub use crate::caller::Caller;
+use authorize::{Access, Naming};
 pub use catch_up::CaughtUp;
 pub use custom_key_stores::ConnectionState;
 pub use maintenance::{Inconsistency, MaintenanceReport};
@@ -416,43 +419,35 @@ impl KeyStore {
         }
     }
 
-    /// Resolves a key id, key ARN, alias name or alias ARN in the caller's scope.
-    fn resolve(
+    /// Resolves a key reference in the caller's scope (aliases only if `naming` allows),
+    /// with the alias name the request used, if any (`kms:RequestAlias`).
+    fn resolve_reference(
         &self,
         caller: &Caller,
         call: &mut Call,
         param: &str,
         input: &str,
-    ) -> Result<Arc<KeyRecord>, KmsError> {
+        naming: Naming,
+    ) -> Result<(Arc<KeyRecord>, Option<String>), KmsError> {
         let reference = KeyRef::parse_param(param, input, &caller.scope)?;
-        let key_id = match &reference {
-            KeyRef::KeyId(id) => Some(*id),
-            KeyRef::KeyArn(arn) => Some(arn.key_id()),
-            KeyRef::AliasName(name) => self.alias_target(&caller.scope, name.as_str())?,
-            KeyRef::AliasArn(arn) => self.alias_target(&caller.scope, arn.alias_name().as_str())?,
+        let (key_id, alias) = match (&reference, naming) {
+            (KeyRef::KeyId(id), _) => (Some(*id), None),
+            (KeyRef::KeyArn(arn), _) => (Some(arn.key_id()), None),
+            (_, Naming::KeyIdOrArn) => (Some(reference.require_key_id_or_arn()?), None),
+            (KeyRef::AliasName(name), Naming::AnyReference) => (
+                self.alias_target(&caller.scope, name.as_str())?,
+                Some(name.as_str().to_owned()),
+            ),
+            (KeyRef::AliasArn(arn), Naming::AnyReference) => (
+                self.alias_target(&caller.scope, arn.alias_name().as_str())?,
+                Some(arn.alias_name().as_str().to_owned()),
+            ),
         };
         let record = self
             .key_in_scope(caller, key_id)
             .ok_or_else(|| reference.not_found(&caller.scope))??;
         call.resource(record.arn());
-        Ok(record)
-    }
-
-    /// Resolves a parameter (`param` on the wire) that must be a key id or key ARN (no aliases).
-    fn resolve_key_only(
-        &self,
-        caller: &Caller,
-        call: &mut Call,
-        param: &str,
-        input: &str,
-    ) -> Result<Arc<KeyRecord>, KmsError> {
-        let reference = KeyRef::parse_param(param, input, &caller.scope)?;
-        let key_id = reference.require_key_id_or_arn()?;
-        let record = self
-            .key_in_scope(caller, Some(key_id))
-            .ok_or_else(|| reference.not_found(&caller.scope))??;
-        call.resource(record.arn());
-        Ok(record)
+        Ok((record, alias))
     }
 
     fn key_in_scope(

@@ -102,6 +102,8 @@ struct App {
     permits: Semaphore,
     queue_timeout: Duration,
     body_limits: body::BodyLimits,
+    /// Whether requests arrive over TLS (`aws:SecureTransport`).
+    secure_transport: bool,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -149,6 +151,7 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
             max_bytes: settings.max_body_bytes,
             timeout: Duration::from_millis(settings.body_timeout_ms),
         },
+        secure_transport: tls.is_some(),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -280,6 +283,7 @@ async fn api(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         request_id: Some(request_id.clone()),
+        secure_transport: app.secure_transport,
     };
     let outcome = match body::read(body, &headers, &app.body_limits).await {
         Ok(body) => handle(&app, caller, &method, &uri, &headers, &body, operation).await,

@@ -1,0 +1,428 @@
+//! Key policies on the request path, against a real two-member SoftHSM2 cluster and sled on
+//! disk: the default key policy, Get/Put/ListKeyPolicies, a policy naming one principal
+//! refusing another, an explicit Deny beating an Allow, condition keys filled from the
+//! request and the key, the lockout safety check, malformed documents, and refusals in the
+//! audit trail as `AccessDenied`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::TestStore;
+use common::kms::*;
+use hsm_kms::keystore::Caller;
+use hsm_kms::keystore::api::*;
+use hsm_kms::policy::default_key_policy;
+use secrecy::SecretSlice;
+use serde_json::{Value, json};
+
+const LOCKOUT: &str =
+    "The new key policy will not allow you to update the key policy in the future.";
+
+/// A caller of the service's account with the principal `user/<name>`.
+fn user(ts: &TestStore, name: &str) -> Caller {
+    let mut caller = ts.caller.clone();
+    caller.principal = format!("arn:aws:iam::{}:user/{name}", account(ts));
+    caller
+}
+
+fn account(ts: &TestStore) -> String {
+    ts.store.scope().account_id().to_owned()
+}
+
+/// A policy of `statements`, as AWS writes one.
+fn policy(statements: Value) -> String {
+    json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
+/// A statement allowing `actions` to the principal ARNs `principals`.
+fn allow(principals: &[String], actions: Value) -> Value {
+    json!({"Effect": "Allow", "Principal": {"AWS": principals}, "Action": actions, "Resource": "*"})
+}
+
+/// What the tests let the account root do on a key whose policy restricts other principals:
+/// change the policy, read and tag the key (delegated to every principal of the account).
+fn admin(ts: &TestStore) -> Value {
+    allow(
+        &[root(ts)],
+        json!([
+            "kms:PutKeyPolicy",
+            "kms:Describe*",
+            "kms:List*",
+            "kms:Get*",
+            "kms:TagResource"
+        ]),
+    )
+}
+
+fn root(ts: &TestStore) -> String {
+    format!("arn:aws:iam::{}:root", account(ts))
+}
+
+fn create_with_policy(ts: &TestStore, text: &str) -> KeyMetadata {
+    ts.store
+        .create_key(
+            &ts.caller,
+            CreateKeyRequest {
+                policy: Some(text.to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+}
+
+fn encrypt_as(caller: &Caller, ts: &TestStore, key: &str) -> Result<EncryptResponse, KmsErr> {
+    encrypt_with(caller, ts, key, &[])
+}
+
+type KmsErr = hsm_kms::error::KmsError;
+
+fn encrypt_with(
+    caller: &Caller,
+    ts: &TestStore,
+    key: &str,
+    context: &[(&str, &str)],
+) -> Result<EncryptResponse, KmsErr> {
+    ts.store.encrypt(
+        caller,
+        EncryptRequest {
+            key_id: key.into(),
+            plaintext: SecretSlice::from(b"secret".to_vec()),
+            encryption_context: ctx(context),
+            ..Default::default()
+        },
+    )
+}
+
+fn put_policy(
+    ts: &TestStore,
+    caller: &Caller,
+    key: &str,
+    text: &str,
+    bypass: bool,
+) -> Result<(), KmsErr> {
+    ts.store.put_key_policy(
+        caller,
+        PutKeyPolicyRequest {
+            key_id: key.into(),
+            policy: text.to_owned(),
+            bypass_policy_lockout_safety_check: bypass.then_some(true),
+            ..Default::default()
+        },
+    )
+}
+
+fn get_policy(ts: &TestStore, key: &str) -> String {
+    ts.store
+        .get_key_policy(
+            &ts.caller,
+            GetKeyPolicyRequest {
+                key_id: key.into(),
+                policy_name: None,
+            },
+        )
+        .unwrap()
+        .policy
+}
+
+fn denied(principal: &str, action: &str, key_arn: &str, because: &str) -> (String, String) {
+    (
+        "AccessDeniedException".into(),
+        format!(
+            "User: {principal} is not authorized to perform: {action} on resource: {key_arn} {because}"
+        ),
+    )
+}
+
+#[test]
+fn a_new_key_has_the_default_policy_named_default() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    assert_eq!(
+        get_policy(&ts, &key.key_id),
+        default_key_policy(&account(&ts))
+    );
+    let listed = ts
+        .store
+        .list_key_policies(
+            &ts.caller,
+            ListKeyPoliciesRequest {
+                key_id: key.arn.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(listed.policy_names, ["default"]);
+    assert!(!listed.truncated);
+    let other_name = ts.store.get_key_policy(
+        &ts.caller,
+        GetKeyPolicyRequest {
+            key_id: key.key_id.clone(),
+            policy_name: Some("other".into()),
+        },
+    );
+    assert_eq!(failure(other_name).0, "NotFoundException");
+    // The default policy delegates to the account: any principal of it may use the key.
+    encrypt_as(&user(&ts, "app"), &ts, &key.key_id).unwrap();
+}
+
+#[test]
+fn a_policy_given_at_creation_refuses_principals_it_does_not_name() {
+    let ts = TestStore::new();
+    let app = user(&ts, "app");
+    let text = policy(json!([
+        admin(&ts),
+        allow(
+            &[app.principal.clone()],
+            json!(["kms:Encrypt", "kms:DescribeKey"])
+        )
+    ]));
+    let key = create_with_policy(&ts, &text);
+    encrypt_as(&app, &ts, &key.key_id).unwrap();
+    let other = user(&ts, "other");
+    let outcome = refused(&ts, || encrypt_as(&other, &ts, &key.key_id));
+    assert_eq!(
+        outcome,
+        denied(
+            &other.principal,
+            "kms:Encrypt",
+            &key.arn,
+            "because no resource-based policy allows the kms:Encrypt action"
+        )
+    );
+    // The account root is not named for Encrypt either: naming principals does not delegate.
+    assert_eq!(
+        failure(encrypt_as(&ts.caller, &ts, &key.key_id)).0,
+        "AccessDeniedException"
+    );
+    // Every key operation is authorized, not only the cryptographic ones.
+    let deletion = ts.store.schedule_key_deletion(
+        &app,
+        ScheduleKeyDeletionRequest {
+            key_id: key.key_id.clone(),
+            pending_window_in_days: Some(7),
+        },
+    );
+    assert_eq!(failure(deletion).0, "AccessDeniedException");
+    assert_eq!(describe(&ts, &key.key_id).key_state, "Enabled");
+}
+
+#[test]
+fn an_explicit_deny_beats_an_allow() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    let app = user(&ts, "app");
+    let text = policy(json!([
+        {"Effect": "Allow", "Principal": {"AWS": root(&ts)}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": {"AWS": app.principal}, "Action": "kms:Decrypt", "Resource": "*"},
+    ]));
+    put_policy(&ts, &ts.caller, &key.key_id, &text, false).unwrap();
+    let sealed = encrypt_as(&app, &ts, &key.key_id).unwrap();
+    let decrypt = |caller: &Caller| {
+        ts.store.decrypt(
+            caller,
+            DecryptRequest {
+                ciphertext_blob: sealed.ciphertext_blob.clone(),
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(
+        failure(decrypt(&app)),
+        denied(
+            &app.principal,
+            "kms:Decrypt",
+            &key.arn,
+            "with an explicit deny in a resource-based policy"
+        )
+    );
+    decrypt(&user(&ts, "other")).unwrap();
+}
+
+#[test]
+fn conditions_see_the_request_and_the_key() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    let app = user(&ts, "app");
+    create_alias(&ts, "alias/app", &key.key_id).unwrap();
+    ts.store
+        .tag_resource(
+            &ts.caller,
+            TagResourceRequest {
+                key_id: key.key_id.clone(),
+                tags: vec![Tag {
+                    tag_key: "team".into(),
+                    tag_value: "blue".into(),
+                }],
+            },
+        )
+        .unwrap();
+    let text = policy(json!([
+        admin(&ts),
+        {"Effect": "Allow", "Principal": {"AWS": app.principal}, "Action": "kms:Encrypt", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:EncryptionContext:purpose": "backup",
+                                        "kms:EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                                        "kms:KeySpec": "SYMMETRIC_DEFAULT",
+                                        "kms:KeyOrigin": "AWS_KMS",
+                                        "aws:ResourceTag/team": "blue",
+                                        "kms:CallerAccount": account(&ts)}}},
+        {"Effect": "Allow", "Principal": {"AWS": app.principal}, "Action": "kms:GenerateDataKey", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:RequestAlias": "alias/app"}}},
+    ]));
+    put_policy(&ts, &ts.caller, &key.key_id, &text, false).unwrap();
+    encrypt_with(&app, &ts, &key.key_id, &[("purpose", "backup")]).unwrap();
+    for context in [&[][..], &[("purpose", "other")][..]] {
+        let outcome = refused(&ts, || encrypt_with(&app, &ts, &key.key_id, context));
+        assert_eq!(outcome.0, "AccessDeniedException", "{context:?}");
+    }
+    let data_key = |reference: &str| {
+        ts.store.generate_data_key(
+            &app,
+            GenerateDataKeyRequest {
+                key_id: reference.into(),
+                key_spec: Some("AES_256".into()),
+                ..Default::default()
+            },
+        )
+    };
+    data_key("alias/app").unwrap();
+    assert_eq!(failure(data_key(&key.key_id)).0, "AccessDeniedException");
+    // Once the tag changes, aws:ResourceTag/team no longer matches.
+    ts.store
+        .tag_resource(
+            &ts.caller,
+            TagResourceRequest {
+                key_id: key.key_id.clone(),
+                tags: vec![Tag {
+                    tag_key: "team".into(),
+                    tag_value: "red".into(),
+                }],
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        failure(encrypt_with(
+            &app,
+            &ts,
+            &key.key_id,
+            &[("purpose", "backup")]
+        ))
+        .0,
+        "AccessDeniedException"
+    );
+}
+
+#[test]
+fn the_lockout_check_refuses_a_policy_that_locks_the_caller_out() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    let app = user(&ts, "app");
+    let locking = policy(json!([allow(&[app.principal.clone()], json!("kms:*"))]));
+    let outcome = refused(&ts, || {
+        put_policy(&ts, &ts.caller, &key.key_id, &locking, false)
+    });
+    assert_eq!(
+        outcome,
+        ("MalformedPolicyDocumentException".into(), LOCKOUT.into())
+    );
+    let outcome = refused(&ts, || {
+        ts.store.create_key(
+            &ts.caller,
+            CreateKeyRequest {
+                policy: Some(locking.clone()),
+                ..Default::default()
+            },
+        )
+    });
+    assert_eq!(
+        outcome,
+        ("MalformedPolicyDocumentException".into(), LOCKOUT.into())
+    );
+    // Bypassed, the policy is stored, and then the root can no longer change it.
+    put_policy(&ts, &ts.caller, &key.key_id, &locking, true).unwrap();
+    assert_eq!(get_policy_as(&ts, &app, &key.key_id), locking);
+    let back = default_key_policy(&account(&ts));
+    assert_eq!(
+        failure(put_policy(&ts, &ts.caller, &key.key_id, &back, false)).0,
+        "AccessDeniedException"
+    );
+    put_policy(&ts, &app, &key.key_id, &back, false).unwrap();
+}
+
+fn get_policy_as(ts: &TestStore, caller: &Caller, key: &str) -> String {
+    ts.store
+        .get_key_policy(
+            caller,
+            GetKeyPolicyRequest {
+                key_id: key.into(),
+                policy_name: Some("default".into()),
+            },
+        )
+        .unwrap()
+        .policy
+}
+
+#[test]
+fn malformed_policies_are_refused_and_change_nothing() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    let cases = [
+        "{not json".to_owned(),
+        json!({"Version": "2001-01-01", "Statement": []}).to_string(),
+        policy(json!([{"Principal": {"AWS": root(&ts)}, "Action": "kms:*", "Resource": "*"}])),
+        policy(
+            json!([{"Effect": "Allow", "Principal": {"AWS": "app-user"}, "Action": "kms:*", "Resource": "*"}]),
+        ),
+        policy(
+            json!([{"Effect": "Allow", "Principal": {"AWS": root(&ts)}, "Action": "kms:*", "Resource": "*",
+                       "Condition": {"StringSortOf": {"kms:KeySpec": "x"}}}]),
+        ),
+    ];
+    for text in &cases {
+        let outcome = refused(&ts, || {
+            put_policy(&ts, &ts.caller, &key.key_id, text, false)
+        });
+        assert_eq!(outcome.0, "MalformedPolicyDocumentException", "{text:.80}");
+    }
+    // Over 32768 characters: the API model's length constraint, as AWS answers it.
+    let oversized = format!(
+        "{}{}",
+        default_key_policy(&account(&ts)),
+        " ".repeat(32 * 1024)
+    );
+    let outcome = refused(&ts, || {
+        put_policy(&ts, &ts.caller, &key.key_id, &oversized, false)
+    });
+    assert_eq!(
+        outcome.1,
+        "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must have length less than or equal to 32768"
+    );
+    assert_eq!(
+        get_policy(&ts, &key.key_id),
+        default_key_policy(&account(&ts))
+    );
+}
+
+#[test]
+fn a_stored_policy_survives_a_restart_and_refusals_are_audited_as_access_denied() {
+    let ts = TestStore::new();
+    let app = user(&ts, "app");
+    let text = policy(json!([admin(&ts)]));
+    let key = create_with_policy(&ts, &text);
+    let ts = ts.reopen();
+    assert_eq!(get_policy_as(&ts, &ts.caller, &key.key_id), text);
+    assert_eq!(
+        failure(encrypt_as(&app, &ts, &key.key_id)).0,
+        "AccessDeniedException"
+    );
+    ts.store.shutdown();
+    let events = hsm_kms::audit::log::read_events(ts.store.metadata(), 0, usize::MAX).unwrap();
+    let refusal = events
+        .iter()
+        .map(|e| e.event())
+        .find(|e| e["eventName"] == "Encrypt")
+        .expect("the refused Encrypt is in the trail");
+    assert_eq!(refusal["errorCode"], "AccessDenied");
+    assert_eq!(refusal["userIdentity"]["arn"], app.principal);
+    assert_eq!(refusal["resources"][0]["ARN"], key.arn);
+}
