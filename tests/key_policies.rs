@@ -35,7 +35,7 @@ fn policy(statements: Value) -> String {
 }
 
 /// A statement allowing `actions` to the principal ARNs `principals`.
-fn allow(principals: &[String], actions: Value) -> Value {
+fn allow(principals: &[&str], actions: Value) -> Value {
     json!({"Effect": "Allow", "Principal": {"AWS": principals}, "Action": actions, "Resource": "*"})
 }
 
@@ -43,7 +43,7 @@ fn allow(principals: &[String], actions: Value) -> Value {
 /// change the policy, read and tag the key (delegated to every principal of the account).
 fn admin(ts: &TestStore) -> Value {
     allow(
-        &[root(ts)],
+        &[root(ts).as_str()],
         json!([
             "kms:PutKeyPolicy",
             "kms:Describe*",
@@ -173,7 +173,7 @@ fn a_policy_given_at_creation_refuses_principals_it_does_not_name() {
     let text = policy(json!([
         admin(&ts),
         allow(
-            &[app.principal.clone()],
+            &[app.principal.as_str()],
             json!(["kms:Encrypt", "kms:DescribeKey"])
         )
     ]));
@@ -317,7 +317,7 @@ fn the_lockout_check_refuses_a_policy_that_locks_the_caller_out() {
     let ts = TestStore::new();
     let key = create(&ts);
     let app = user(&ts, "app");
-    let locking = policy(json!([allow(&[app.principal.clone()], json!("kms:*"))]));
+    let locking = policy(json!([allow(&[app.principal.as_str()], json!("kms:*"))]));
     let outcome = refused(&ts, || {
         put_policy(&ts, &ts.caller, &key.key_id, &locking, false)
     });
