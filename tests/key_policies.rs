@@ -7,11 +7,14 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::TestStore;
 use common::kms::*;
+use hsm_kms::caller::PrincipalProfile;
 use hsm_kms::keystore::Caller;
 use hsm_kms::keystore::api::*;
-use hsm_kms::policy::default_key_policy;
+use hsm_kms::policy::{default_key_policy, parse_identity_policy};
 use secrecy::SecretSlice;
 use serde_json::{Value, json};
 
@@ -425,4 +428,212 @@ fn a_stored_policy_survives_a_restart_and_refusals_are_audited_as_access_denied(
     assert_eq!(refusal["errorCode"], "AccessDenied");
     assert_eq!(refusal["userIdentity"]["arn"], app.principal);
     assert_eq!(refusal["resources"][0]["ARN"], key.arn);
+}
+
+/// A caller of `user/<name>` whose credential declares `policies`, `tags` and `via_service`.
+fn user_with(
+    ts: &TestStore,
+    name: &str,
+    policies: &[Value],
+    tags: &[(&str, &str)],
+    via_service: Option<&str>,
+) -> Caller {
+    let mut caller = user(ts, name);
+    let parsed = policies
+        .iter()
+        .map(|p| Arc::new(parse_identity_policy(&p.to_string()).unwrap()))
+        .collect();
+    caller.profile = Arc::new(PrincipalProfile {
+        policies: Some(parsed),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        via_service: via_service.map(str::to_owned),
+    });
+    caller
+}
+
+fn identity(statements: Value) -> Value {
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+#[test]
+fn identity_policies_decide_what_the_default_key_policy_delegates() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    let app = user_with(
+        &ts,
+        "app",
+        &[identity(json!([
+            {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt"], "Resource": key.arn},
+            {"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringNotEquals": {"kms:EncryptionContext:purpose": "backup"}}},
+        ]))],
+        &[],
+        None,
+    );
+    let sealed = encrypt_with(&app, &ts, &key.key_id, &[("purpose", "backup")]).unwrap();
+    encrypt_with(&app, &ts, &key.key_id, &[]).unwrap();
+    let outcome = refused(&ts, || {
+        ts.store.schedule_key_deletion(
+            &app,
+            ScheduleKeyDeletionRequest {
+                key_id: key.key_id.clone(),
+                pending_window_in_days: None,
+            },
+        )
+    });
+    assert_eq!(
+        outcome,
+        denied(
+            &app.principal,
+            "kms:ScheduleKeyDeletion",
+            &key.arn,
+            "because no identity-based policy allows the kms:ScheduleKeyDeletion action"
+        )
+    );
+    let decrypt = |context: &[(&str, &str)]| {
+        ts.store.decrypt(
+            &app,
+            DecryptRequest {
+                ciphertext_blob: sealed.ciphertext_blob.clone(),
+                encryption_context: ctx(context),
+                ..Default::default()
+            },
+        )
+    };
+    decrypt(&[("purpose", "backup")]).unwrap();
+    let other = ts
+        .store
+        .encrypt(
+            &ts.caller,
+            EncryptRequest {
+                key_id: key.key_id.clone(),
+                plaintext: SecretSlice::from(b"x".to_vec()),
+                encryption_context: ctx(&[("purpose", "other")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let refusal = ts.store.decrypt(
+        &app,
+        DecryptRequest {
+            ciphertext_blob: other.ciphertext_blob,
+            encryption_context: ctx(&[("purpose", "other")]),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        failure(refusal),
+        denied(
+            &app.principal,
+            "kms:Decrypt",
+            &key.arn,
+            "with an explicit deny in an identity-based policy"
+        )
+    );
+    // Operations on no key are decided by the identity policies alone.
+    let outcome = refused(&ts, || {
+        ts.store.create_key(&app, CreateKeyRequest::default())
+    });
+    assert_eq!(
+        outcome,
+        denied(
+            &app.principal,
+            "kms:CreateKey",
+            "*",
+            "because no identity-based policy allows the kms:CreateKey action"
+        )
+    );
+    // A credential without identity policies keeps the account's full use of the key.
+    ts.store
+        .schedule_key_deletion(
+            &user(&ts, "admin"),
+            ScheduleKeyDeletionRequest {
+                key_id: key.key_id.clone(),
+                pending_window_in_days: None,
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn principal_tags_and_via_service_are_condition_keys() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    let text = policy(json!([
+        admin(&ts),
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Encrypt", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:PrincipalTag/team": "blue", "kms:ViaService": "gateway",
+                                        "kms:CallerAccount": account(&ts)}}},
+    ]));
+    put_policy(&ts, &ts.caller, &key.key_id, &text, false).unwrap();
+    let allow_all = identity(json!([{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]));
+    let tagged = user_with(
+        &ts,
+        "app",
+        std::slice::from_ref(&allow_all),
+        &[("team", "blue")],
+        Some("gateway"),
+    );
+    encrypt_as(&tagged, &ts, &key.key_id).unwrap();
+    for (tags, via) in [
+        (&[("team", "red")][..], Some("gateway")),
+        (&[("team", "blue")][..], None),
+        (&[][..], Some("gateway")),
+    ] {
+        let caller = user_with(&ts, "app", std::slice::from_ref(&allow_all), tags, via);
+        let outcome = refused(&ts, || encrypt_as(&caller, &ts, &key.key_id));
+        assert_eq!(outcome.0, "AccessDeniedException", "{tags:?} {via:?}");
+    }
+}
+
+#[test]
+fn credentials_attach_identity_policies_from_files_and_inline() {
+    let ts = TestStore::new();
+    let account = account(&ts);
+    let file = ts.cluster.path("app-policy.json");
+    std::fs::write(
+        &file,
+        identity(json!([{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}]))
+            .to_string(),
+    )
+    .unwrap();
+    let inline = identity(json!([{"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}]));
+    let entry = |policies: &str| {
+        format!(
+            "{}\n[[credentials]]\naccess_key_id = \"AKIAPOLICYTEST000001\"\nsecret = \"env:UNUSED\"\n\
+             account_id = \"{account}\"\nprincipal_arn = \"arn:aws:iam::{account}:user/app\"\n\
+             policies = {policies}\ntags = {{ team = \"blue\" }}\nvia_service = \"gateway\"\n",
+            ts.cluster.config_text
+        )
+    };
+    let text = entry(&format!(
+        "[{:?}, {:?}]",
+        format!("file:{}", file.display()),
+        inline.to_string()
+    ));
+    let config = hsm_kms::config::Config::parse(&text).unwrap();
+    let credential = config.credentials.last().unwrap();
+    let profile = credential.profile().unwrap();
+    assert_eq!(profile.policies.as_ref().map(Vec::len), Some(2));
+    assert_eq!(profile.tags["team"], "blue");
+    assert_eq!(profile.via_service.as_deref(), Some("gateway"));
+    let mut app = user(&ts, "app");
+    app.profile = Arc::new(profile);
+    let key = create(&ts);
+    let sealed = encrypt_as(&app, &ts, &key.key_id).unwrap();
+    let refusal = ts.store.decrypt(
+        &app,
+        DecryptRequest {
+            ciphertext_blob: sealed.ciphertext_blob,
+            ..Default::default()
+        },
+    );
+    assert_eq!(failure(refusal).0, "AccessDeniedException");
+    // A policy that does not parse is a configuration error naming the credential.
+    let bad = hsm_kms::config::Config::parse(&entry("[\"{not json\"]")).unwrap();
+    let error = bad.credentials.last().unwrap().profile().unwrap_err();
+    assert!(error.to_string().contains("policies[0]"), "{error}");
 }

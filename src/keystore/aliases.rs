@@ -96,6 +96,10 @@ impl KeyStore {
             let (mut record, revision) = self
                 .alias(&caller.scope, name.as_str())?
                 .ok_or_else(|| caller.scope.alias_not_found(&name))?;
+            // AWS authorizes UpdateAlias on the key the alias leaves too.
+            if let Some(current) = self.key(&record.target_key_id)? {
+                self.authorize(caller, &current, None, Access::of(Operation::UpdateAlias))?;
+            }
             if record.target_key_id != target.key_id
                 && self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX
             {
@@ -132,10 +136,17 @@ impl KeyStore {
         call.param("aliasName", alias_name);
         self.audited(caller, call, |_call| {
             let name = AliasName::parse_for_create(alias_name)?;
+            let Some((alias, revision)) = self.alias(&caller.scope, name.as_str())? else {
+                return Err(caller.scope.alias_not_found(&name));
+            };
+            // AWS authorizes DeleteAlias on the alias's key: its policy must allow it.
+            if let Some(target) = self.key(&alias.target_key_id)? {
+                self.authorize(caller, &target, None, Access::of(Operation::DeleteAlias))?;
+            }
             let key = alias_key(&caller.scope, name.as_str());
             let mut batch = Batch::new();
             batch
-                .expect(Table::Aliases, &key, Precondition::ExpectPresent)
+                .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
                 .delete(Table::Aliases, &key);
             self.store
                 .commit(batch)
@@ -155,6 +166,7 @@ impl KeyStore {
             call.param("keyId", key_id.as_str());
         }
         self.audited(caller, call, |call| {
+            self.authorize_without_key(caller, &Operation::ListAliases.policy_action(), |c| c)?;
             let limit = limit(request.limit, 50)?;
             let target = match &request.key_id {
                 Some(key) => Some(

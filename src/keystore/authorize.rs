@@ -16,7 +16,9 @@ use crate::audit::event::Call;
 use crate::error::KmsError;
 use crate::keys::records::KeyRecord;
 use crate::keys::state::{self, Operation};
-use crate::policy::{CallerIdentity, Policies, RequestContext, evaluate, keys};
+use crate::policy::{
+    CallerIdentity, Policies, RequestContext, evaluate, evaluate_without_key, keys,
+};
 
 /// The request's own condition keys, added to the caller's and the key's.
 type Conditions<'a> = Box<dyn FnOnce(RequestContext) -> RequestContext + 'a>;
@@ -111,10 +113,31 @@ impl KeyStore {
         let policies = Policies {
             key_policy: &key_policy,
             key_account: &key.account_id,
-            identity: None,
+            identity: caller.profile.policies.as_deref(),
             grants: &[],
         };
         evaluate(&policies, &request).into_result().map(drop)
+    }
+
+    /// Decides an operation on no key (CreateKey, ListKeys, ListAliases, GenerateRandom,
+    /// the custom key store operations) by the caller's identity policies alone, as AWS
+    /// does, with `*` as the resource.
+    pub(super) fn authorize_without_key(
+        &self,
+        caller: &Caller,
+        action: &str,
+        conditions: impl FnOnce(RequestContext) -> RequestContext,
+    ) -> Result<(), KmsError> {
+        let request = RequestContext::new(action, "*", caller_identity(caller))
+            .with_current_time(self.system_time());
+        let request = conditions(request);
+        evaluate_without_key(
+            caller.profile.policies.as_deref(),
+            caller.scope.account_id(),
+            &request,
+        )
+        .into_result()
+        .map(drop)
     }
 
     /// The request time from the store's clock, for `aws:CurrentTime`.
@@ -131,4 +154,6 @@ pub(super) fn caller_identity(caller: &Caller) -> CallerIdentity {
         .and_then(|ip| ip.parse::<IpAddr>().ok());
     CallerIdentity::new(&caller.principal, caller.scope.account_id())
         .with_transport(source_ip, caller.secure_transport)
+        .with_tags(caller.profile.tags.clone())
+        .with_via_service(caller.profile.via_service.clone())
 }

@@ -485,6 +485,7 @@ impl KeyStore {
             call.param("cloudHsmClusterId", cluster.as_str());
         }
         self.audited(caller, call, |call| {
+            self.authorize_without_key(caller, "kms:CreateCustomKeyStore", |c| c)?;
             check_name("customKeyStoreName", &request.custom_key_store_name)?;
             let store_type = request.custom_key_store_type.as_deref().unwrap_or(TYPE_CLOUDHSM);
             if store_type != TYPE_CLOUDHSM {
@@ -577,6 +578,7 @@ impl KeyStore {
             call.param("customKeyStoreName", name.as_str());
         }
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, "kms:DescribeCustomKeyStores", |c| c)?;
             let limit = limit(request.limit, 1000)?;
             if request.custom_key_store_id.is_some() && request.custom_key_store_name.is_some() {
                 return Err(KmsError::Validation(
@@ -639,6 +641,7 @@ impl KeyStore {
         let mut call = Call::new("ConnectCustomKeyStore", false, true);
         call.param("customKeyStoreId", request.custom_key_store_id.as_str());
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, "kms:ConnectCustomKeyStore", |c| c)?;
             let id = &request.custom_key_store_id;
             self.custom.in_scope(&caller.scope, id)?;
             let mut start = false;
@@ -679,6 +682,7 @@ impl KeyStore {
         let mut call = Call::new("DisconnectCustomKeyStore", false, true);
         call.param("customKeyStoreId", request.custom_key_store_id.as_str());
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, "kms:DisconnectCustomKeyStore", |c| c)?;
             let id = &request.custom_key_store_id;
             self.custom.in_scope(&caller.scope, id)?;
             self.custom.update(id, |record| match record.state {
@@ -715,6 +719,7 @@ impl KeyStore {
             call.param("cloudHsmClusterId", cluster.as_str());
         }
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, "kms:UpdateCustomKeyStore", |c| c)?;
             let id = &request.custom_key_store_id;
             if let Some(name) = &request.new_custom_key_store_name {
                 check_name("newCustomKeyStoreName", name)?;
@@ -781,6 +786,7 @@ impl KeyStore {
         let mut call = Call::new("DeleteCustomKeyStore", false, true);
         call.param("customKeyStoreId", request.custom_key_store_id.as_str());
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, "kms:DeleteCustomKeyStore", |c| c)?;
             let id = &request.custom_key_store_id;
             let (record, revision) = self.custom.in_scope(&caller.scope, id)?;
             if record.state != ConnectionState::Disconnected {

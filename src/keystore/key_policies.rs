@@ -124,7 +124,12 @@ impl KeyStore {
     ) -> Result<(), KmsError> {
         let request = RequestContext::new("kms:PutKeyPolicy", key_arn, caller_identity(caller))
             .with_current_time(self.system_time());
-        check_lockout(policy, account, None, &request)
+        check_lockout(
+            policy,
+            account,
+            caller.profile.policies.as_deref(),
+            &request,
+        )
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::KmsError;
 use crate::ids::KeyId;
 use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy};
 use crate::keys::state::{self, KeyState, Operation};
-use crate::policy::{default_key_policy, parse_key_policy};
+use crate::policy::{RequestContext, default_key_policy, keys, parse_key_policy};
 use crate::store::{Batch, Precondition, Table};
 
 const DESCRIPTION_MAX: usize = 8192;
@@ -66,6 +66,9 @@ impl KeyStore {
             call.param("customKeyStoreId", id.as_str());
         }
         self.audited(caller, call, |call| {
+        self.authorize_without_key(caller, &Operation::CreateKey.policy_action(), |context| {
+            create_key_conditions(context, &request)
+        })?;
         let description = request.description.unwrap_or_default();
         check_description(&description)?;
         let key_spec = request
@@ -316,6 +319,7 @@ impl KeyStore {
             call.param("limit", limit);
         }
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, &Operation::ListKeys.policy_action(), |c| c)?;
             let limit = limit(request.limit, 100)?;
             let after = match &request.marker {
                 Some(marker) => Some(
@@ -443,7 +447,13 @@ impl KeyStore {
             let record = self.key_for(
                 caller,
                 call,
-                Access::of(Operation::ScheduleKeyDeletion),
+                Access::of(Operation::ScheduleKeyDeletion).with(|mut context| {
+                    context.set(
+                        keys::SCHEDULE_KEY_DELETION_PENDING_WINDOW_IN_DAYS,
+                        &days.to_string(),
+                    );
+                    context
+                }),
                 "keyId",
                 &request.key_id,
                 Naming::KeyIdOrArn,
@@ -547,7 +557,14 @@ impl KeyStore {
             let record = self.key_for(
                 caller,
                 call,
-                Access::of(Operation::TagResource),
+                Access::of(Operation::TagResource).with(|context| {
+                    let tags: BTreeMap<String, String> = request
+                        .tags
+                        .iter()
+                        .map(|tag| (tag.tag_key.clone(), tag.tag_value.clone()))
+                        .collect();
+                    context.with_request_tags(&tags)
+                }),
                 "keyId",
                 &request.key_id,
                 Naming::KeyIdOrArn,
@@ -573,7 +590,10 @@ impl KeyStore {
             let record = self.key_for(
                 caller,
                 call,
-                Access::of(Operation::UntagResource),
+                Access::of(Operation::UntagResource).with(|mut context| {
+                    context.set_multi(keys::TAG_KEYS, request.tag_keys.clone());
+                    context
+                }),
                 "keyId",
                 &request.key_id,
                 Naming::KeyIdOrArn,
@@ -626,6 +646,44 @@ impl KeyStore {
             })
         })
     }
+}
+
+/// CreateKey's condition keys: the new key's properties, the lockout-check bypass and the
+/// request's tags.
+fn create_key_conditions(
+    mut context: RequestContext,
+    request: &CreateKeyRequest,
+) -> RequestContext {
+    let spec = request
+        .key_spec
+        .as_deref()
+        .or(request.customer_master_key_spec.as_deref())
+        .unwrap_or(SYMMETRIC_DEFAULT);
+    let origin = match (&request.origin, &request.custom_key_store_id) {
+        (Some(origin), _) => origin.as_str(),
+        (None, Some(_)) => "AWS_CLOUDHSM",
+        (None, None) => "AWS_KMS",
+    };
+    context.set(keys::KEY_SPEC, spec);
+    context.set(
+        keys::KEY_USAGE,
+        request.key_usage.as_deref().unwrap_or("ENCRYPT_DECRYPT"),
+    );
+    context.set(keys::KEY_ORIGIN, origin);
+    context.set(
+        keys::MULTI_REGION,
+        &request.multi_region.unwrap_or(false).to_string(),
+    );
+    context.set(
+        keys::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK,
+        &(request.bypass_policy_lockout_safety_check == Some(true)).to_string(),
+    );
+    let tags: BTreeMap<String, String> = request
+        .tags
+        .iter()
+        .map(|tag| (tag.tag_key.clone(), tag.tag_value.clone()))
+        .collect();
+    context.with_request_tags(&tags)
 }
 
 /// The AWS KeyMetadata of a record.

@@ -284,6 +284,7 @@ async fn api(
             .map(str::to_owned),
         request_id: Some(request_id.clone()),
         secure_transport: app.secure_transport,
+        profile: Default::default(),
     };
     let outcome = match body::read(body, &headers, &app.body_limits).await {
         Ok(body) => handle(&app, caller, &method, &uri, &headers, &body, operation).await,
@@ -353,6 +354,7 @@ async fn handle(
     };
     caller.scope = identity.scope;
     caller.principal = identity.principal_arn;
+    caller.profile = identity.profile;
     let Some(operation) = operation else {
         let refused = KmsError::UnknownOperation(String::new());
         app.store.record_refused(&caller, event_name, &refused);
