@@ -637,3 +637,81 @@ fn credentials_attach_identity_policies_from_files_and_inline() {
     let error = bad.credentials.last().unwrap().profile().unwrap_err();
     assert!(error.to_string().contains("policies[0]"), "{error}");
 }
+
+#[test]
+fn another_account_uses_a_key_through_its_arn_only() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    create_alias(&ts, "alias/shared", &key.key_id).unwrap();
+    let region = ts.store.scope().region().to_owned();
+    let other = "444455556666";
+    let stranger = |policies: &[Value]| {
+        let mut caller = Caller::local(&hsm_kms::ids::Scope::new(&region, other).unwrap());
+        caller.principal = format!("arn:aws:iam::{other}:user/partner");
+        let parsed: Vec<_> = policies
+            .iter()
+            .map(|p| Arc::new(parse_identity_policy(&p.to_string()).unwrap()))
+            .collect();
+        caller.profile = Arc::new(PrincipalProfile {
+            policies: (!parsed.is_empty()).then_some(parsed),
+            ..Default::default()
+        });
+        caller
+    };
+    let partner = stranger(&[identity(json!([
+        {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ScheduleKeyDeletion"], "Resource": key.arn}
+    ]))]);
+    // The default key policy does not let another account in.
+    assert_eq!(
+        failure(encrypt_as(&partner, &ts, &key.arn)),
+        denied(
+            &partner.principal,
+            "kms:Encrypt",
+            &key.arn,
+            "because no resource-based policy allows the kms:Encrypt action"
+        )
+    );
+    let text = policy(json!([
+        {"Effect": "Allow", "Principal": {"AWS": root(&ts)}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{other}:root")},
+         "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ScheduleKeyDeletion"], "Resource": "*"},
+    ]));
+    put_policy(&ts, &ts.caller, &key.key_id, &text, false).unwrap();
+    let sealed = encrypt_as(&partner, &ts, &key.arn).unwrap();
+    assert_eq!(sealed.key_id, key.arn);
+    ts.store
+        .decrypt(
+            &partner,
+            DecryptRequest {
+                ciphertext_blob: sealed.ciphertext_blob.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // Aliases and bare key ids never resolve across accounts.
+    let alias_arn = format!("arn:aws:kms:{region}:{}:alias/shared", account(&ts));
+    for reference in [alias_arn.as_str(), "alias/shared", key.key_id.as_str()] {
+        let outcome = refused(&ts, || encrypt_as(&partner, &ts, reference));
+        assert_eq!(outcome.0, "NotFoundException", "{reference}");
+    }
+    // Only the operations AWS allows across accounts, whatever the policies say.
+    let deletion = ts.store.schedule_key_deletion(
+        &partner,
+        ScheduleKeyDeletionRequest {
+            key_id: key.arn.clone(),
+            pending_window_in_days: None,
+        },
+    );
+    assert_eq!(failure(deletion).0, "NotFoundException");
+    // Across accounts, the caller's own identity policies must allow the call too.
+    let without_policies = stranger(&[]);
+    assert_eq!(
+        failure(encrypt_as(&without_policies, &ts, &key.arn)),
+        denied(
+            &without_policies.principal,
+            "kms:Encrypt",
+            &key.arn,
+            "because no identity-based policy allows the kms:Encrypt action"
+        )
+    );
+}

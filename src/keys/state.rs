@@ -286,6 +286,27 @@ impl Operation {
         format!("kms:{}", self.as_str())
     }
 
+    /// Whether a principal of another account may call the operation on a key, naming
+    /// it by its key ARN (AWS's list: the cryptographic operations, DescribeKey,
+    /// GetKeyRotationStatus and the grant operations).
+    pub fn allows_cross_account(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            Encrypt
+                | Decrypt
+                | ReEncrypt
+                | GenerateDataKey
+                | GenerateDataKeyWithoutPlaintext
+                | DescribeKey
+                | GetKeyRotationStatus
+                | CreateGrant
+                | ListGrants
+                | RetireGrant
+                | RevokeGrant
+        )
+    }
+
     /// The row of [`TABLE`] that governs this operation.
     fn row(self) -> Row {
         use Operation::*;

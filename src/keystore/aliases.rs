@@ -170,10 +170,16 @@ impl KeyStore {
             let limit = limit(request.limit, 50)?;
             let target = match &request.key_id {
                 Some(key) => Some(
-                    self.resolve_reference(caller, call, "keyId", key, Naming::KeyIdOrArn)?
-                        .0
-                        .key_id
-                        .clone(),
+                    self.resolve_reference(
+                        caller,
+                        call,
+                        Operation::ListAliases,
+                        ("keyId", key),
+                        Naming::KeyIdOrArn,
+                    )?
+                    .0
+                    .key_id
+                    .clone(),
                 ),
                 None => None,
             };

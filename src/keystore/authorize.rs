@@ -82,7 +82,8 @@ impl KeyStore {
         input: &str,
         naming: Naming,
     ) -> Result<Arc<KeyRecord>, KmsError> {
-        let (key, alias) = self.resolve_reference(caller, call, param, input, naming)?;
+        let (key, alias) =
+            self.resolve_reference(caller, call, access.operation, (param, input), naming)?;
         let operation = access.operation;
         self.authorize(caller, &key, alias.as_deref(), access)?;
         state::check(operation, key.state, &key.arn())?;

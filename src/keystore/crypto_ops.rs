@@ -162,8 +162,8 @@ impl KeyStore {
             let (destination, destination_alias) = self.resolve_reference(
                 caller,
                 call,
-                "destinationKeyId",
-                &request.destination_key_id,
+                Operation::ReEncrypt,
+                ("destinationKeyId", &request.destination_key_id),
                 Naming::AnyReference,
             )?;
             let (source, plaintext) = self.open_blob(
@@ -355,8 +355,8 @@ impl KeyStore {
             Some(reference) => Some(self.resolve_reference(
                 caller,
                 call,
-                param,
-                reference,
+                operation,
+                (param, reference),
                 Naming::AnyReference,
             )?),
             None => None,
@@ -378,7 +378,8 @@ impl KeyStore {
         let key = self.key(&key_id)?.ok_or_else(invalid)?;
         let arn = key.arn();
         call.resource(arn.clone());
-        if !key.in_scope(&caller.scope) {
+        let shared = operation.allows_cross_account() && key.region == caller.scope.region();
+        if !key.in_scope(&caller.scope) && !shared {
             return Err(KmsError::AccessDenied(format!(
                 "User: {} is not authorized to perform: kms:{} on resource: {}",
                 caller.principal,

@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord};
-use crate::keys::state::KeyState;
+use crate::keys::state::{KeyState, Operation};
 use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
 
 pub use crate::caller::Caller;
@@ -420,15 +420,32 @@ impl KeyStore {
     }
 
     /// Resolves a key reference in the caller's scope (aliases only if `naming` allows),
-    /// with the alias name the request used, if any (`kms:RequestAlias`).
+    /// with the alias name the request used, if any (`kms:RequestAlias`). A key ARN of
+    /// another account of the caller's region resolves in that account when `operation`
+    /// may be called across accounts (authorization then decides); aliases never do.
     fn resolve_reference(
         &self,
         caller: &Caller,
         call: &mut Call,
-        param: &str,
-        input: &str,
+        operation: Operation,
+        reference: (&str, &str),
         naming: Naming,
     ) -> Result<(Arc<KeyRecord>, Option<String>), KmsError> {
+        let (param, input) = reference;
+        if let Some(owner) = foreign_key_owner(input, &caller.scope)
+            && operation.allows_cross_account()
+        {
+            let reference = KeyRef::parse_param(param, input, &owner)?;
+            let record = match reference.require_key_id_or_arn() {
+                Ok(key_id) => self.key(&key_id.to_string())?,
+                Err(_) => None,
+            };
+            let record = record
+                .filter(|record| record.in_scope(&owner))
+                .ok_or_else(|| reference.not_found(&owner))?;
+            call.resource(record.arn());
+            return Ok((record, None));
+        }
         let reference = KeyRef::parse_param(param, input, &caller.scope)?;
         let (key_id, alias) = match (&reference, naming) {
             (KeyRef::KeyId(id), _) => (Some(*id), None),
@@ -552,6 +569,25 @@ impl KeyStore {
             }
         }
     }
+}
+
+/// The account of a key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`) in the caller's region
+/// but another account, as a scope; `None` for anything else.
+fn foreign_key_owner(input: &str, scope: &Scope) -> Option<Scope> {
+    let mut parts = input.splitn(6, ':');
+    let (Some("arn"), Some("aws"), Some("kms"), Some(region), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    (region == scope.region() && account != scope.account_id() && resource.starts_with("key/"))
+        .then(|| Scope::new(region, account).ok())
+        .flatten()
 }
 
 /// The store key of an alias: account, region and name.
