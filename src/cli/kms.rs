@@ -46,6 +46,51 @@ pub enum KmsCommand {
         /// Tags: `TagKey=k,TagValue=v` (one per value) or a JSON list.
         #[arg(long, num_args = 1.., value_name = "TAG")]
         tags: Vec<String>,
+        /// The key policy's JSON (file://FILE reads it from a file); AWS's default key
+        /// policy when omitted.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Skip the check that the new policy lets this caller (the account root, for
+        /// in-process commands) change it later.
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// Show a key's policy (GetKeyPolicy). In-process commands act as the account root of
+    /// [service]: the key policy must allow the root (AWS's default policy does).
+    GetKeyPolicy {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `default`, the one policy of every key.
+        #[arg(long)]
+        policy_name: Option<String>,
+    },
+    /// Replace a key's policy (PutKeyPolicy), as the account root of [service].
+    PutKeyPolicy {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `default`, the one policy of every key.
+        #[arg(long)]
+        policy_name: Option<String>,
+        /// The policy's JSON (file://FILE reads it from a file), up to 32 KB.
+        #[arg(long)]
+        policy: String,
+        /// Skip the check that the new policy lets the account root change it later.
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// List the names of a key's policies (ListKeyPolicies): always `default`.
+    ListKeyPolicies {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Most entries in the one page asked for (1 to 1000).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// The marker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
     },
     /// Show a key's metadata (DescribeKey).
     DescribeKey {
@@ -493,8 +538,13 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             origin,
             custom_key_store_id,
             tags,
+            policy,
+            bypass_policy_lockout_safety_check,
         } => {
             let request = CreateKeyRequest {
+                policy: policy.map(|p| params::text("policy", p)).transpose()?,
+                bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
+                    .then_some(true),
                 custom_key_store_id,
                 description: description
                     .map(|d| params::text("description", d))
@@ -508,6 +558,52 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             (
                 "CreateKey",
                 Box::new(move |ks, c| reply(ks.create_key(c, request))),
+            )
+        }
+        GetKeyPolicy {
+            key_id,
+            policy_name,
+        } => {
+            let request = GetKeyPolicyRequest {
+                key_id,
+                policy_name,
+            };
+            (
+                "GetKeyPolicy",
+                Box::new(move |ks, c| reply(ks.get_key_policy(c, request))),
+            )
+        }
+        PutKeyPolicy {
+            key_id,
+            policy_name,
+            policy,
+            bypass_policy_lockout_safety_check,
+        } => {
+            let request = PutKeyPolicyRequest {
+                key_id,
+                policy_name,
+                policy: params::text("policy", policy)?,
+                bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
+                    .then_some(true),
+            };
+            (
+                "PutKeyPolicy",
+                Box::new(move |ks, c| done(ks.put_key_policy(c, request))),
+            )
+        }
+        ListKeyPolicies {
+            key_id,
+            limit,
+            marker,
+        } => {
+            let request = ListKeyPoliciesRequest {
+                key_id,
+                limit,
+                marker,
+            };
+            (
+                "ListKeyPolicies",
+                Box::new(move |ks, c| reply(ks.list_key_policies(c, request))),
             )
         }
         DescribeKey {
