@@ -166,7 +166,7 @@ impl KeyStore {
             call.param("keyId", key_id.as_str());
         }
         self.audited(caller, call, |call| {
-            self.authorize_without_key(caller, &Operation::ListAliases.policy_action(), |c| c)?;
+            self.authorize_without_key(caller, Operation::ListAliases, |c| c)?;
             let limit = limit(request.limit, 50)?;
             let target = match &request.key_id {
                 Some(key) => Some(

@@ -126,10 +126,10 @@ impl KeyStore {
     pub(super) fn authorize_without_key(
         &self,
         caller: &Caller,
-        action: &str,
+        operation: Operation,
         conditions: impl FnOnce(RequestContext) -> RequestContext,
     ) -> Result<(), KmsError> {
-        let request = RequestContext::new(action, "*", caller_identity(caller))
+        let request = RequestContext::new(&operation.policy_action(), "*", caller_identity(caller))
             .with_current_time(self.system_time());
         let request = conditions(request);
         evaluate_without_key(

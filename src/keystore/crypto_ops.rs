@@ -251,7 +251,7 @@ impl KeyStore {
             call.param("customKeyStoreId", id.as_str());
         }
         self.audited(caller, call, |call| {
-            self.authorize_without_key(caller, &Operation::GenerateRandom.policy_action(), |c| c)?;
+            self.authorize_without_key(caller, Operation::GenerateRandom, |c| c)?;
             let cluster = match &request.custom_key_store_id {
                 Some(id) => self.connected_store(caller, id)?,
                 None => self.cluster.clone(),

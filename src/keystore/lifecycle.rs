@@ -66,7 +66,7 @@ impl KeyStore {
             call.param("customKeyStoreId", id.as_str());
         }
         self.audited(caller, call, |call| {
-        self.authorize_without_key(caller, &Operation::CreateKey.policy_action(), |context| {
+        self.authorize_without_key(caller, Operation::CreateKey, |context| {
             create_key_conditions(context, &request)
         })?;
         let description = request.description.unwrap_or_default();
@@ -319,7 +319,7 @@ impl KeyStore {
             call.param("limit", limit);
         }
         self.audited(caller, call, |_call| {
-            self.authorize_without_key(caller, &Operation::ListKeys.policy_action(), |c| c)?;
+            self.authorize_without_key(caller, Operation::ListKeys, |c| c)?;
             let limit = limit(request.limit, 100)?;
             let after = match &request.marker {
                 Some(marker) => Some(
