@@ -714,4 +714,22 @@ fn another_account_uses_a_key_through_its_arn_only() {
             "because no identity-based policy allows the kms:Encrypt action"
         )
     );
+    // Each cross-account call is recorded for both accounts, as CloudTrail does.
+    ts.store.shutdown();
+    let events = hsm_kms::audit::log::read_events(ts.store.metadata(), 0, usize::MAX).unwrap();
+    let decrypts: Vec<Value> = events
+        .iter()
+        .map(|e| e.event())
+        .filter(|e| e["eventName"] == "Decrypt" && e["userIdentity"]["arn"] == partner.principal)
+        .collect();
+    assert_eq!(decrypts.len(), 2, "{decrypts:?}");
+    let recipients: Vec<&Value> = decrypts.iter().map(|e| &e["recipientAccountId"]).collect();
+    assert!(recipients.contains(&&json!(other)), "{recipients:?}");
+    assert!(recipients.contains(&&json!(account(&ts))), "{recipients:?}");
+    assert_eq!(decrypts[0]["sharedEventID"], decrypts[1]["sharedEventID"]);
+    assert!(decrypts[0]["sharedEventID"].is_string());
+    assert_ne!(decrypts[0]["eventID"], decrypts[1]["eventID"]);
+    for event in &decrypts {
+        assert_eq!(event["resources"][0]["accountId"], account(&ts));
+    }
 }

@@ -41,6 +41,9 @@ pub struct Call {
     pub members: BTreeSet<String>,
     /// The `eventID` of the call's event, chosen up front so an intent can name it.
     pub event_id: uuid::Uuid,
+    /// The account that owns the key when the caller used another account's key: the call
+    /// is then recorded in both accounts ([`Call::owner_copy`]).
+    pub key_owner: Option<String>,
 }
 
 impl Call {
@@ -55,6 +58,7 @@ impl Call {
             resources: BTreeSet::new(),
             members: BTreeSet::new(),
             event_id: uuid::Uuid::new_v4(),
+            key_owner: None,
         }
     }
 
@@ -118,10 +122,23 @@ impl Call {
             resources: self.resources.clone(),
             members: BTreeSet::new(),
             event_id: self.event_id,
+            key_owner: None,
         }
         .into_event(caller, cluster, time_millis, None);
         event["additionalEventData"]["hsmKmsOutcome"] = Value::String("unknown".into());
         event
+    }
+
+    /// For a call on another account's key, the record the key owner's account gets, as
+    /// CloudTrail writes it: `recipientAccountId` the owner, its own `eventID`, and the
+    /// `sharedEventID` that `event` (the caller's record, marked here) carries too.
+    pub fn owner_copy(owner: &str, event: &mut Value) -> Value {
+        let shared = uuid::Uuid::new_v4().to_string();
+        event["sharedEventID"] = Value::String(shared);
+        let mut copy = event.clone();
+        copy["recipientAccountId"] = Value::String(owner.to_owned());
+        copy["eventID"] = Value::String(uuid::Uuid::new_v4().to_string());
+        copy
     }
 
     /// The CloudTrail record of this call.
@@ -274,7 +291,15 @@ fn user_identity(caller: &Caller) -> Value {
 fn resources(account: &str, arns: &BTreeSet<String>) -> Value {
     Value::Array(
         arns.iter()
-            .map(|arn| json!({ "accountId": account, "type": "AWS::KMS::Key", "ARN": arn }))
+            .map(|arn| {
+                // A key of another account (cross-account use) names its own account.
+                let owner = arn
+                    .split(':')
+                    .nth(4)
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or(account);
+                json!({ "accountId": owner, "type": "AWS::KMS::Key", "ARN": arn })
+            })
             .collect(),
     )
 }

@@ -379,13 +379,16 @@ impl KeyStore {
         let arn = key.arn();
         call.resource(arn.clone());
         let shared = operation.allows_cross_account() && key.region == caller.scope.region();
-        if !key.in_scope(&caller.scope) && !shared {
-            return Err(KmsError::AccessDenied(format!(
-                "User: {} is not authorized to perform: kms:{} on resource: {}",
-                caller.principal,
-                operation.as_str(),
-                arn
-            )));
+        if !key.in_scope(&caller.scope) {
+            if !shared {
+                return Err(KmsError::AccessDenied(format!(
+                    "User: {} is not authorized to perform: kms:{} on resource: {}",
+                    caller.principal,
+                    operation.as_str(),
+                    arn
+                )));
+            }
+            call.key_owner = Some(key.account_id.clone());
         }
         let access = crypto_access(operation, &context, algorithm).under_action(match operation {
             Operation::ReEncrypt => RE_ENCRYPT_FROM,

@@ -323,18 +323,25 @@ impl KeyStore {
         };
         let refused = admitted.is_err();
         let result = admitted.and_then(|()| operation(&mut call));
-        let event = call.into_event(
+        let key_owner = call.key_owner.take();
+        let mut event = call.into_event(
             caller,
             self.cluster.name(),
             self.now(),
             result.as_ref().err(),
         );
+        let owner_event = key_owner.map(|owner| Call::owner_copy(&owner, &mut event));
         let recorded = match intent {
             Some(intent) => self.audit.complete(intent, &event),
             None => self.audit.append(&event, durable && !refused),
         };
         if let Err(error) = recorded {
             tracing::error!(%error, "audit event lost");
+        }
+        if let Some(copy) = owner_event
+            && let Err(error) = self.audit.append(&copy, durable && !refused)
+        {
+            tracing::error!(%error, "audit event of the key owner's account lost");
         }
         result
     }
@@ -444,6 +451,7 @@ impl KeyStore {
                 .filter(|record| record.in_scope(&owner))
                 .ok_or_else(|| reference.not_found(&owner))?;
             call.resource(record.arn());
+            call.key_owner = Some(owner.account_id().to_owned());
             return Ok((record, None));
         }
         let reference = KeyRef::parse_param(param, input, &caller.scope)?;
