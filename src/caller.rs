@@ -37,6 +37,8 @@ pub struct PrincipalProfile {
     /// The service the credential calls on behalf of others (`kms:ViaService`), e.g. a
     /// gateway or storage service; `None` for a caller acting for itself.
     pub via_service: Option<String>,
+    /// Whether an identity policy names `kms:ResourceAliases`.
+    pub names_resource_aliases: bool,
 }
 
 impl Eq for PrincipalProfile {}

@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::caller::PrincipalProfile;
+use crate::keys::records::names_resource_aliases;
 use crate::policy::parse_identity_policy;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -519,6 +520,7 @@ impl CredentialConfig {
     /// and via service: what authorization knows of this credential's principal.
     pub fn profile(&self) -> Result<PrincipalProfile, ConfigError> {
         let mut policies = Vec::with_capacity(self.policies.len());
+        let mut names_aliases = false;
         for (index, policy) in self.policies.iter().enumerate() {
             let invalid = |reason: &str| {
                 ConfigError::Invalid(format!(
@@ -532,12 +534,14 @@ impl CredentialConfig {
                 None => policy.clone(),
             };
             let parsed = parse_identity_policy(&text).map_err(|error| invalid(error.message()))?;
+            names_aliases |= names_resource_aliases(&text);
             policies.push(Arc::new(parsed));
         }
         Ok(PrincipalProfile {
             policies: (!policies.is_empty()).then_some(policies),
             tags: self.tags.clone(),
             via_service: self.via_service.clone(),
+            names_resource_aliases: names_aliases,
         })
     }
 

@@ -43,7 +43,7 @@ fn allow(principals: &[&str], actions: Value) -> Value {
 }
 
 /// What the tests let the account root do on a key whose policy restricts other principals:
-/// change the policy, read and tag the key (delegated to every principal of the account).
+/// change the policy, read, tag and alias the key (delegated to every principal of the account).
 fn admin(ts: &TestStore) -> Value {
     allow(
         &[root(ts).as_str()],
@@ -52,7 +52,8 @@ fn admin(ts: &TestStore) -> Value {
             "kms:Describe*",
             "kms:List*",
             "kms:Get*",
-            "kms:TagResource"
+            "kms:TagResource",
+            "kms:CreateAlias"
         ]),
     )
 }
@@ -290,6 +291,20 @@ fn conditions_see_the_request_and_the_key() {
     };
     data_key("alias/app").unwrap();
     assert_eq!(failure(data_key(&key.key_id)).0, "AccessDeniedException");
+    // kms:ResourceAliases: the key's aliases, whatever the request named.
+    let finance = create(&ts);
+    let text = policy(json!([
+        admin(&ts),
+        {"Effect": "Allow", "Principal": {"AWS": app.principal}, "Action": "kms:Encrypt", "Resource": "*",
+         "Condition": {"ForAnyValue:StringLike": {"kms:ResourceAliases": "alias/finance-*"}}},
+    ]));
+    put_policy(&ts, &ts.caller, &finance.key_id, &text, false).unwrap();
+    assert_eq!(
+        failure(encrypt_as(&app, &ts, &finance.key_id)).0,
+        "AccessDeniedException"
+    );
+    create_alias(&ts, "alias/finance-ledger", &finance.key_id).unwrap();
+    encrypt_as(&app, &ts, &finance.key_id).unwrap();
     // Once the tag changes, aws:ResourceTag/team no longer matches.
     ts.store
         .tag_resource(
@@ -450,6 +465,7 @@ fn user_with(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         via_service: via_service.map(str::to_owned),
+        names_resource_aliases: false,
     });
     caller
 }

@@ -57,7 +57,7 @@ pub struct KeyRecord {
 /// A key policy parsed at most once per record read: the record cache keeps it until the
 /// key is written again, so a policy is parsed once per key revision, not per call.
 #[derive(Clone, Default)]
-pub struct ParsedPolicy(OnceLock<Arc<PolicyDocument>>);
+pub struct ParsedPolicy(OnceLock<(Arc<PolicyDocument>, bool)>);
 
 impl PartialEq for ParsedPolicy {
     /// Always equal: the parse follows from the record's policy text, which is compared.
@@ -168,17 +168,32 @@ impl KeyRecord {
 
     /// The key policy, parsed on first use and kept with the record.
     pub fn key_policy(&self) -> Result<Arc<PolicyDocument>, KmsError> {
+        Ok(self.parsed()?.0.clone())
+    }
+
+    /// Whether the key policy names the condition key `kms:ResourceAliases` (whose value
+    /// costs a scan of the account's aliases, so it is filled only when some policy asks).
+    pub fn policy_names_resource_aliases(&self) -> Result<bool, KmsError> {
+        Ok(self.parsed()?.1)
+    }
+
+    fn parsed(&self) -> Result<&(Arc<PolicyDocument>, bool), KmsError> {
         if let Some(parsed) = self.parsed_policy.0.get() {
-            return Ok(parsed.clone());
+            return Ok(parsed);
         }
-        let parsed = Arc::new(parse_key_policy(&self.policy_text()).map_err(|error| {
+        let text = self.policy_text();
+        let document = Arc::new(parse_key_policy(&text).map_err(|error| {
             KmsError::KmsInternal(format!(
                 "the stored key policy of {} does not parse: {}",
                 self.arn(),
                 error.message()
             ))
         })?);
-        Ok(self.parsed_policy.0.get_or_init(|| parsed).clone())
+        let names_aliases = names_resource_aliases(&text);
+        Ok(self
+            .parsed_policy
+            .0
+            .get_or_init(|| (document, names_aliases)))
     }
 
     /// Number of on-demand rotations so far.
@@ -188,6 +203,14 @@ impl KeyRecord {
             .filter(|m| m.rotation_type == Some(RotationType::OnDemand))
             .count()
     }
+}
+
+/// Whether a policy's text names the condition key `kms:ResourceAliases` (condition key
+/// names are case-insensitive).
+pub fn names_resource_aliases(policy_text: &str) -> bool {
+    policy_text
+        .to_ascii_lowercase()
+        .contains("kms:resourcealiases")
 }
 
 /// An alias: a name in an account and region pointing at one key.

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{Caller, KeyStore};
 use crate::audit::event::Call;
 use crate::error::KmsError;
+use crate::ids::Scope;
 use crate::keys::records::KeyRecord;
 use crate::keys::state::{self, Operation};
 use crate::policy::{
@@ -109,6 +110,15 @@ impl KeyStore {
         request.set(keys::MULTI_REGION, "false");
         if let Some(alias) = alias {
             request.set(keys::REQUEST_ALIAS, alias);
+        }
+        if key.policy_names_resource_aliases()? || caller.profile.names_resource_aliases {
+            let owner = Scope::new(&key.region, &key.account_id)?;
+            let aliases = self
+                .aliases_of(&owner, &key.key_id)?
+                .into_iter()
+                .map(|(_, alias)| alias.name)
+                .collect();
+            request.set_multi(keys::RESOURCE_ALIASES, aliases);
         }
         let request = (access.conditions)(request);
         let policies = Policies {
