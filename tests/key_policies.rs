@@ -749,3 +749,53 @@ fn another_account_uses_a_key_through_its_arn_only() {
         assert_eq!(event["resources"][0]["accountId"], account(&ts));
     }
 }
+
+/// The CIS benchmark's CloudWatch filter for unauthorized API calls, as AWS documents it.
+const UNAUTHORIZED_CALLS: &str =
+    r#"{($.errorCode="*UnauthorizedOperation") || ($.errorCode="AccessDenied*")}"#;
+
+#[test]
+fn a_refusal_fires_an_alarm_on_unauthorized_calls() {
+    let ts = TestStore::new();
+    let delivered = ts.cluster.path("unauthorized.jsonl");
+    let alarms_text = format!(
+        "[alarms]\ndefaults = false\n\n[[alarms.alarm]]\nname = \"unauthorized\"\npattern = '{UNAUTHORIZED_CALLS}'\nfile = {:?}\n",
+        delivered.display().to_string()
+    );
+    let config =
+        hsm_kms::config::Config::parse(&format!("{}\n{alarms_text}", ts.cluster.config_text))
+            .unwrap();
+    let mut ts = ts;
+    ts.store
+        .start_alarms(config.alarms.alarms(&config.service.data_dir).unwrap())
+        .unwrap();
+    let text = policy(json!([admin(&ts)]));
+    let key = create_with_policy(&ts, &text);
+    let app = user(&ts, "app");
+    encrypt_as(&ts.caller, &ts, &key.key_id).unwrap_err();
+    assert_eq!(
+        failure(encrypt_as(&app, &ts, &key.key_id)).0,
+        "AccessDeniedException"
+    );
+    ts.store.shutdown();
+    let lines: Vec<Value> = std::fs::read_to_string(&delivered)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let principals: Vec<&Value> = lines
+        .iter()
+        .map(|line| &line["event"]["userIdentity"]["arn"])
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        principals.contains(&&json!(app.principal)),
+        "{principals:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["event"]["errorCode"] == "AccessDenied"
+                && line["alarmName"] == "unauthorized")
+    );
+}
