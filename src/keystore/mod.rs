@@ -1,9 +1,9 @@
 //! The key store facade: one method per AWS KMS operation. Each call is audited, resolves
 //! the key reference, is authorized by the key's policy and the caller's identity policies
-//! and checks the key state against the effects table (one prologue, in `authorize.rs`), does
-//! its AES work inside the HSM cluster, and persists metadata (flushed before it returns). Plaintexts and data keys
-//! come and go as [`secrecy`] types and are never written to the metadata store or a log.
-
+//! and checks the key state against the effects table (one prologue, in `authorize.rs`),
+//! does its AES work inside the HSM cluster, and persists metadata (flushed before it
+//! returns). Plaintexts and data keys come and go as [`secrecy`] types and are never
+//! written to the metadata store or a log.
 mod aliases;
 pub mod api;
 mod authorize;
