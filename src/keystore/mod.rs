@@ -4,6 +4,7 @@
 //! does its AES work inside the HSM cluster, and persists metadata (flushed before it
 //! returns). Plaintexts and data keys come and go as [`secrecy`] types and are never
 //! written to the metadata store or a log.
+
 mod aliases;
 pub mod api;
 mod authorize;
