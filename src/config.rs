@@ -7,9 +7,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::caller::PrincipalProfile;
+use crate::keys::records::names_resource_aliases;
+use crate::policy::parse_identity_policy;
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "HSM_KMS_CONFIG";
@@ -407,6 +412,12 @@ impl SecretRef {
 /// account_id = "111122223333"
 /// principal_arn = "arn:aws:iam::111122223333:user/dev"
 /// ```
+///
+/// Either form may attach IAM identity policies (`policies`: each `"file:PATH"` or the
+/// policy's JSON inline), principal tags (`aws:PrincipalTag/<k>`) and `via_service` (the
+/// `kms:ViaService` of a gateway or storage service calling on behalf of others). A
+/// credential without `policies` is allowed by identity in its own account, as before key
+/// policies existed: only key policies restrict it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawCredentialConfig")]
 pub struct CredentialConfig {
@@ -415,6 +426,12 @@ pub struct CredentialConfig {
     pub account_id: String,
     /// The caller's IAM principal, as the audit trail records it.
     pub principal_arn: String,
+    /// Identity policies: `"file:PATH"` or inline JSON, parsed when the server starts.
+    pub policies: Vec<String>,
+    /// The principal's tags (`aws:PrincipalTag/<k>`).
+    pub tags: BTreeMap<String, String>,
+    /// The service this credential calls on behalf of others (`kms:ViaService`).
+    pub via_service: Option<String>,
 }
 
 /// Where an access key and its secret come from.
@@ -440,6 +457,11 @@ struct RawCredentialConfig {
     profile: Option<String>,
     account_id: String,
     principal_arn: String,
+    #[serde(default)]
+    policies: Vec<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    via_service: Option<String>,
 }
 
 impl TryFrom<RawCredentialConfig> for CredentialConfig {
@@ -486,11 +508,43 @@ impl TryFrom<RawCredentialConfig> for CredentialConfig {
             source,
             account_id: raw.account_id,
             principal_arn: raw.principal_arn,
+            policies: raw.policies,
+            tags: raw.tags,
+            via_service: raw.via_service,
         })
     }
 }
 
 impl CredentialConfig {
+    /// Reads and parses the identity policies (with IAM's validation) and gathers the tags
+    /// and via service: what authorization knows of this credential's principal.
+    pub fn profile(&self) -> Result<PrincipalProfile, ConfigError> {
+        let mut policies = Vec::with_capacity(self.policies.len());
+        let mut names_aliases = false;
+        for (index, policy) in self.policies.iter().enumerate() {
+            let invalid = |reason: &str| {
+                ConfigError::Invalid(format!(
+                    "[[credentials]] of {}: policies[{index}]: {reason}",
+                    self.principal_arn
+                ))
+            };
+            let text = match policy.strip_prefix("file:") {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|error| invalid(&format!("cannot read {path}: {error}")))?,
+                None => policy.clone(),
+            };
+            let parsed = parse_identity_policy(&text).map_err(|error| invalid(error.message()))?;
+            names_aliases |= names_resource_aliases(&text);
+            policies.push(Arc::new(parsed));
+        }
+        Ok(PrincipalProfile {
+            policies: (!policies.is_empty()).then_some(policies),
+            tags: self.tags.clone(),
+            via_service: self.via_service.clone(),
+            names_resource_aliases: names_aliases,
+        })
+    }
+
     /// Reads the access key id and its secret (from the environment, a file, or the
     /// shared-credentials file).
     pub fn resolve(&self) -> Result<(String, SecretString), ConfigError> {

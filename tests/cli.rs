@@ -472,6 +472,63 @@ fn list_keys_pages_with_limit_and_marker() {
 }
 
 #[test]
+fn key_policy_commands_round_trip_policies_through_files() {
+    let tc = cluster();
+    let account = tc.config().service.account_id;
+    let root = format!("arn:aws:iam::{account}:root");
+    let text = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": root},
+                       "Action": "kms:*", "Resource": "*"}]
+    })
+    .to_string();
+    let file = tc.path("policy.json");
+    std::fs::write(&file, &text).unwrap();
+    let from_file = format!("file://{}", file.display());
+    let created = json(&tc.cli(&["create-key", "--policy", &from_file]));
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let policy = json(&tc.cli(&["get-key-policy", "--key-id", &key_id]));
+    assert_eq!(policy["Policy"], text.as_str());
+    assert_eq!(policy["PolicyName"], "default");
+    let listed = json(&tc.cli(&["list-key-policies", "--key-id", &key_id]));
+    assert_eq!(listed["PolicyNames"], serde_json::json!(["default"]));
+    // A policy that would lock the root (the CLI's caller) out is refused unless bypassed.
+    let locking = text.replace(":root", ":user/someone-else");
+    std::fs::write(&file, &locking).unwrap();
+    let args = [
+        "put-key-policy",
+        "--key-id",
+        &key_id,
+        "--policy",
+        &from_file,
+    ];
+    let message = aws_error(
+        &tc.cli(&args),
+        "MalformedPolicyDocumentException",
+        "PutKeyPolicy",
+    );
+    assert!(
+        message.contains("will not allow you to update the key policy"),
+        "{message}"
+    );
+    std::fs::write(&file, "{\"Version\": \"2012-10-17\"").unwrap();
+    aws_error(
+        &tc.cli(&args),
+        "MalformedPolicyDocumentException",
+        "PutKeyPolicy",
+    );
+    let bypass = [&args[..], &["--bypass-policy-lockout-safety-check"]].concat();
+    std::fs::write(&file, &locking).unwrap();
+    assert_eq!(ok(&tc.cli(&bypass)), "");
+    // Now the root may not even read the policy.
+    aws_error(
+        &tc.cli(&["get-key-policy", "--key-id", &key_id]),
+        "AccessDeniedException",
+        "GetKeyPolicy",
+    );
+}
+
+#[test]
 fn rotation_commands() {
     let tc = cluster();
     let key_id = create_key(&tc);

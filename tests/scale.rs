@@ -40,6 +40,8 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         rotation: None,
         destruction_pending: Vec::new(),
         destruction_started: false,
+        policy: None,
+        parsed_policy: Default::default(),
     }
 }
 

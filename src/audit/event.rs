@@ -10,6 +10,16 @@ use serde_json::{Map, Value, json};
 
 use crate::caller::Caller;
 use crate::error::KmsError;
+use crate::keys::state::Operation;
+
+/// The `errorCode` CloudTrail records for a failed call: the exception name, except for
+/// refusals by policy, which CloudTrail records as `AccessDenied`.
+fn trail_error_code(error: &KmsError) -> &'static str {
+    match error {
+        KmsError::AccessDenied(_) => "AccessDenied",
+        other => other.code(),
+    }
+}
 
 /// CloudTrail's record version this shape follows.
 pub const EVENT_VERSION: &str = "1.08";
@@ -31,6 +41,9 @@ pub struct Call {
     pub members: BTreeSet<String>,
     /// The `eventID` of the call's event, chosen up front so an intent can name it.
     pub event_id: uuid::Uuid,
+    /// The account that owns the key when the caller used another account's key: the call
+    /// is then recorded in both accounts ([`Call::owner_copy`]).
+    pub key_owner: Option<String>,
 }
 
 impl Call {
@@ -45,7 +58,14 @@ impl Call {
             resources: BTreeSet::new(),
             members: BTreeSet::new(),
             event_id: uuid::Uuid::new_v4(),
+            key_owner: None,
         }
+    }
+
+    /// A call of `operation`, read-only or durable as the operation's kind says.
+    pub fn of(operation: Operation) -> Call {
+        let read_only = operation.is_read_only();
+        Call::new(operation.as_str(), read_only, !read_only)
     }
 
     /// Records a request parameter.
@@ -102,10 +122,23 @@ impl Call {
             resources: self.resources.clone(),
             members: BTreeSet::new(),
             event_id: self.event_id,
+            key_owner: None,
         }
         .into_event(caller, cluster, time_millis, None);
         event["additionalEventData"]["hsmKmsOutcome"] = Value::String("unknown".into());
         event
+    }
+
+    /// For a call on another account's key, the record the key owner's account gets, as
+    /// CloudTrail writes it: `recipientAccountId` the owner, its own `eventID`, and the
+    /// `sharedEventID` that `event` (the caller's record, marked here) carries too.
+    pub fn owner_copy(owner: &str, event: &mut Value) -> Value {
+        let shared = uuid::Uuid::new_v4().to_string();
+        event["sharedEventID"] = Value::String(shared);
+        let mut copy = event.clone();
+        copy["recipientAccountId"] = Value::String(owner.to_owned());
+        copy["eventID"] = Value::String(uuid::Uuid::new_v4().to_string());
+        copy
     }
 
     /// The CloudTrail record of this call.
@@ -142,7 +175,10 @@ impl Call {
             Value::String(caller.user_agent.clone().unwrap_or_else(default_user_agent)),
         );
         if let Some(error) = error {
-            event.insert("errorCode".into(), Value::String(error.code().to_owned()));
+            event.insert(
+                "errorCode".into(),
+                Value::String(trail_error_code(error).into()),
+            );
             event.insert(
                 "errorMessage".into(),
                 Value::String(error.message().to_owned()),
@@ -255,7 +291,15 @@ fn user_identity(caller: &Caller) -> Value {
 fn resources(account: &str, arns: &BTreeSet<String>) -> Value {
     Value::Array(
         arns.iter()
-            .map(|arn| json!({ "accountId": account, "type": "AWS::KMS::Key", "ARN": arn }))
+            .map(|arn| {
+                // A key of another account (cross-account use) names its own account.
+                let owner = arn
+                    .split(':')
+                    .nth(4)
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or(account);
+                json!({ "accountId": owner, "type": "AWS::KMS::Key", "ARN": arn })
+            })
             .collect(),
     )
 }

@@ -16,6 +16,7 @@ use super::params::{self, BinaryFormat};
 use super::{EXIT_OTHER, EXIT_PARAM, EXIT_SERVICE, Globals, open_keystore};
 use crate::config::Config;
 use crate::error::KmsError;
+use crate::keys::state::Operation;
 use crate::keystore::api::*;
 use crate::keystore::{Caller, KeyStore};
 use secrecy::SecretString;
@@ -46,6 +47,51 @@ pub enum KmsCommand {
         /// Tags: `TagKey=k,TagValue=v` (one per value) or a JSON list.
         #[arg(long, num_args = 1.., value_name = "TAG")]
         tags: Vec<String>,
+        /// The key policy's JSON (file://FILE reads it from a file); AWS's default key
+        /// policy when omitted.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Skip the check that the new policy lets this caller (the account root, for
+        /// in-process commands) change it later.
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// Show a key's policy (GetKeyPolicy). In-process commands act as the account root of
+    /// [service]: the key policy must allow the root (AWS's default policy does).
+    GetKeyPolicy {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `default`, the one policy of every key.
+        #[arg(long)]
+        policy_name: Option<String>,
+    },
+    /// Replace a key's policy (PutKeyPolicy), as the account root of [service].
+    PutKeyPolicy {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `default`, the one policy of every key.
+        #[arg(long)]
+        policy_name: Option<String>,
+        /// The policy's JSON (file://FILE reads it from a file), up to 32 KB.
+        #[arg(long)]
+        policy: String,
+        /// Skip the check that the new policy lets the account root change it later.
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// List the names of a key's policies (ListKeyPolicies): always `default`.
+    ListKeyPolicies {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Most entries in the one page asked for (1 to 1000).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// The marker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
     },
     /// Show a key's metadata (DescribeKey).
     DescribeKey {
@@ -493,8 +539,13 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             origin,
             custom_key_store_id,
             tags,
+            policy,
+            bypass_policy_lockout_safety_check,
         } => {
             let request = CreateKeyRequest {
+                policy: policy.map(|p| params::text("policy", p)).transpose()?,
+                bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
+                    .then_some(true),
                 custom_key_store_id,
                 description: description
                     .map(|d| params::text("description", d))
@@ -506,8 +557,54 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 ..Default::default()
             };
             (
-                "CreateKey",
+                Operation::CreateKey.as_str(),
                 Box::new(move |ks, c| reply(ks.create_key(c, request))),
+            )
+        }
+        GetKeyPolicy {
+            key_id,
+            policy_name,
+        } => {
+            let request = GetKeyPolicyRequest {
+                key_id,
+                policy_name,
+            };
+            (
+                Operation::GetKeyPolicy.as_str(),
+                Box::new(move |ks, c| reply(ks.get_key_policy(c, request))),
+            )
+        }
+        PutKeyPolicy {
+            key_id,
+            policy_name,
+            policy,
+            bypass_policy_lockout_safety_check,
+        } => {
+            let request = PutKeyPolicyRequest {
+                key_id,
+                policy_name,
+                policy: params::text("policy", policy)?,
+                bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
+                    .then_some(true),
+            };
+            (
+                Operation::PutKeyPolicy.as_str(),
+                Box::new(move |ks, c| done(ks.put_key_policy(c, request))),
+            )
+        }
+        ListKeyPolicies {
+            key_id,
+            limit,
+            marker,
+        } => {
+            let request = ListKeyPoliciesRequest {
+                key_id,
+                limit,
+                marker,
+            };
+            (
+                Operation::ListKeyPolicies.as_str(),
+                Box::new(move |ks, c| reply(ks.list_key_policies(c, request))),
             )
         }
         DescribeKey {
@@ -519,12 +616,12 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
             };
             (
-                "DescribeKey",
+                Operation::DescribeKey.as_str(),
                 Box::new(move |ks, c| reply(ks.describe_key(c, request))),
             )
         }
         ListKeys { limit, marker } => (
-            "ListKeys",
+            Operation::ListKeys.as_str(),
             Box::new(move |ks, c| {
                 list(
                     "Keys",
@@ -536,11 +633,11 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             }),
         ),
         EnableKey { key_id: id } => (
-            "EnableKey",
+            Operation::EnableKey.as_str(),
             Box::new(move |ks, c| done(ks.enable_key(c, key_id(id)))),
         ),
         DisableKey { key_id: id } => (
-            "DisableKey",
+            Operation::DisableKey.as_str(),
             Box::new(move |ks, c| done(ks.disable_key(c, key_id(id)))),
         ),
         ScheduleKeyDeletion {
@@ -552,12 +649,12 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 pending_window_in_days,
             };
             (
-                "ScheduleKeyDeletion",
+                Operation::ScheduleKeyDeletion.as_str(),
                 Box::new(move |ks, c| reply(ks.schedule_key_deletion(c, request))),
             )
         }
         CancelKeyDeletion { key_id: id } => (
-            "CancelKeyDeletion",
+            Operation::CancelKeyDeletion.as_str(),
             Box::new(move |ks, c| reply(ks.cancel_key_deletion(c, key_id(id)))),
         ),
         UpdateKeyDescription {
@@ -569,7 +666,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 description: params::text("description", description)?,
             };
             (
-                "UpdateKeyDescription",
+                Operation::UpdateKeyDescription.as_str(),
                 Box::new(move |ks, c| done(ks.update_key_description(c, request))),
             )
         }
@@ -579,7 +676,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 tags: params::tags("tags", tags)?,
             };
             (
-                "TagResource",
+                Operation::TagResource.as_str(),
                 Box::new(move |ks, c| done(ks.tag_resource(c, request))),
             )
         }
@@ -589,7 +686,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 tag_keys: params::strings("tag-keys", tag_keys)?,
             };
             (
-                "UntagResource",
+                Operation::UntagResource.as_str(),
                 Box::new(move |ks, c| done(ks.untag_resource(c, request))),
             )
         }
@@ -598,7 +695,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             limit,
             marker,
         } => (
-            "ListResourceTags",
+            Operation::ListResourceTags.as_str(),
             Box::new(move |ks, c| {
                 list(
                     "Tags",
@@ -627,7 +724,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 target_key_id,
             };
             (
-                "CreateAlias",
+                Operation::CreateAlias.as_str(),
                 Box::new(move |ks, c| done(ks.create_alias(c, request))),
             )
         }
@@ -640,12 +737,12 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 target_key_id,
             };
             (
-                "UpdateAlias",
+                Operation::UpdateAlias.as_str(),
                 Box::new(move |ks, c| done(ks.update_alias(c, request))),
             )
         }
         DeleteAlias { alias_name } => (
-            "DeleteAlias",
+            Operation::DeleteAlias.as_str(),
             Box::new(move |ks, c| done(ks.delete_alias(c, &alias_name))),
         ),
         ListAliases {
@@ -653,7 +750,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             limit,
             marker,
         } => (
-            "ListAliases",
+            Operation::ListAliases.as_str(),
             Box::new(move |ks, c| {
                 list(
                     "Aliases",
@@ -688,7 +785,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 encryption_algorithm,
             };
             (
-                "Encrypt",
+                Operation::Encrypt.as_str(),
                 Box::new(move |ks, c| reply(ks.encrypt(c, request))),
             )
         }
@@ -707,7 +804,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 encryption_algorithm,
             };
             (
-                "Decrypt",
+                Operation::Decrypt.as_str(),
                 Box::new(move |ks, c| reply(ks.decrypt(c, request))),
             )
         }
@@ -738,21 +835,21 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
             };
             (
-                "ReEncrypt",
+                Operation::ReEncrypt.as_str(),
                 Box::new(move |ks, c| reply(ks.re_encrypt(c, request))),
             )
         }
         GenerateDataKey(args) => {
             let request = args.request()?;
             (
-                "GenerateDataKey",
+                Operation::GenerateDataKey.as_str(),
                 Box::new(move |ks, c| reply(ks.generate_data_key(c, request))),
             )
         }
         GenerateDataKeyWithoutPlaintext(args) => {
             let request = args.request()?;
             (
-                "GenerateDataKeyWithoutPlaintext",
+                Operation::GenerateDataKeyWithoutPlaintext.as_str(),
                 Box::new(move |ks, c| reply(ks.generate_data_key_without_plaintext(c, request))),
             )
         }
@@ -765,7 +862,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 custom_key_store_id,
             };
             (
-                "GenerateRandom",
+                Operation::GenerateRandom.as_str(),
                 Box::new(move |ks, c| reply(ks.generate_random(c, request))),
             )
         }
@@ -786,7 +883,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 custom_key_store_type,
             };
             (
-                "CreateCustomKeyStore",
+                Operation::CreateCustomKeyStore.as_str(),
                 Box::new(move |ks, c| reply(ks.create_custom_key_store(c, request))),
             )
         }
@@ -796,7 +893,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             limit,
             marker,
         } => (
-            "DescribeCustomKeyStores",
+            Operation::DescribeCustomKeyStores.as_str(),
             Box::new(move |ks, c| {
                 list(
                     "CustomKeyStores",
@@ -820,7 +917,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
         ConnectCustomKeyStore {
             custom_key_store_id: id,
         } => (
-            "ConnectCustomKeyStore",
+            Operation::ConnectCustomKeyStore.as_str(),
             Box::new(move |ks, c| {
                 reply(ks.connect_custom_key_store(c, store_id(id.clone())))?;
                 wait_connected(ks, c, &id)
@@ -829,7 +926,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
         DisconnectCustomKeyStore {
             custom_key_store_id: id,
         } => (
-            "DisconnectCustomKeyStore",
+            Operation::DisconnectCustomKeyStore.as_str(),
             Box::new(move |ks, c| reply(ks.disconnect_custom_key_store(c, store_id(id)))),
         ),
         UpdateCustomKeyStore {
@@ -845,14 +942,14 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 cloud_hsm_cluster_id,
             };
             (
-                "UpdateCustomKeyStore",
+                Operation::UpdateCustomKeyStore.as_str(),
                 Box::new(move |ks, c| reply(ks.update_custom_key_store(c, request))),
             )
         }
         DeleteCustomKeyStore {
             custom_key_store_id: id,
         } => (
-            "DeleteCustomKeyStore",
+            Operation::DeleteCustomKeyStore.as_str(),
             Box::new(move |ks, c| reply(ks.delete_custom_key_store(c, store_id(id)))),
         ),
         EnableKeyRotation {
@@ -864,20 +961,20 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 rotation_period_in_days,
             };
             (
-                "EnableKeyRotation",
+                Operation::EnableKeyRotation.as_str(),
                 Box::new(move |ks, c| done(ks.enable_key_rotation(c, request))),
             )
         }
         DisableKeyRotation { key_id: id } => (
-            "DisableKeyRotation",
+            Operation::DisableKeyRotation.as_str(),
             Box::new(move |ks, c| done(ks.disable_key_rotation(c, key_id(id)))),
         ),
         GetKeyRotationStatus { key_id: id } => (
-            "GetKeyRotationStatus",
+            Operation::GetKeyRotationStatus.as_str(),
             Box::new(move |ks, c| reply(ks.get_key_rotation_status(c, key_id(id)))),
         ),
         RotateKeyOnDemand { key_id: id } => (
-            "RotateKeyOnDemand",
+            Operation::RotateKeyOnDemand.as_str(),
             Box::new(move |ks, c| reply(ks.rotate_key_on_demand(c, key_id(id)))),
         ),
         ListKeyRotations {
@@ -885,7 +982,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             limit,
             marker,
         } => (
-            "ListKeyRotations",
+            Operation::ListKeyRotations.as_str(),
             Box::new(move |ks, c| {
                 list(
                     "Rotations",

@@ -5,10 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::{Arc, OnceLock};
+
 use serde::{Deserialize, Serialize};
 
 use super::state::KeyState;
+use crate::error::KmsError;
 use crate::ids::{KeyId, Scope};
+use crate::policy::{PolicyDocument, default_key_policy, parse_key_policy};
 
 /// Everything the store knows about one KMS key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +45,35 @@ pub struct KeyRecord {
     /// only ever finished (resumed after a crash), never cancelled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub destruction_started: bool,
+    /// The key policy's text, as PutKeyPolicy or CreateKey stored it; `None` in records
+    /// written before key policies, which have AWS's default key policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The key policy parsed, once per record read (never stored).
+    #[serde(skip)]
+    pub parsed_policy: ParsedPolicy,
+}
+
+/// A key policy parsed at most once per record read: the record cache keeps it until the
+/// key is written again, so a policy is parsed once per key revision, not per call.
+#[derive(Clone, Default)]
+pub struct ParsedPolicy(OnceLock<(Arc<PolicyDocument>, bool)>);
+
+impl PartialEq for ParsedPolicy {
+    /// Always equal: the parse follows from the record's policy text, which is compared.
+    fn eq(&self, _other: &ParsedPolicy) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ParsedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "parsed"
+        } else {
+            "not parsed"
+        })
+    }
 }
 
 /// One version of a key's material, as created or rotated.
@@ -125,6 +158,44 @@ impl KeyRecord {
         self.destruction_started || !self.destruction_pending.is_empty()
     }
 
+    /// The key policy's text: the stored one, or AWS's default key policy for a record
+    /// written before key policies.
+    pub fn policy_text(&self) -> String {
+        self.policy
+            .clone()
+            .unwrap_or_else(|| default_key_policy(&self.account_id))
+    }
+
+    /// The key policy, parsed on first use and kept with the record.
+    pub fn key_policy(&self) -> Result<Arc<PolicyDocument>, KmsError> {
+        Ok(self.parsed()?.0.clone())
+    }
+
+    /// Whether the key policy names the condition key `kms:ResourceAliases` (whose value
+    /// costs a scan of the account's aliases, so it is filled only when some policy asks).
+    pub fn policy_names_resource_aliases(&self) -> Result<bool, KmsError> {
+        Ok(self.parsed()?.1)
+    }
+
+    fn parsed(&self) -> Result<&(Arc<PolicyDocument>, bool), KmsError> {
+        if let Some(parsed) = self.parsed_policy.0.get() {
+            return Ok(parsed);
+        }
+        let text = self.policy_text();
+        let document = Arc::new(parse_key_policy(&text).map_err(|error| {
+            KmsError::KmsInternal(format!(
+                "the stored key policy of {} does not parse: {}",
+                self.arn(),
+                error.message()
+            ))
+        })?);
+        let names_aliases = names_resource_aliases(&text);
+        Ok(self
+            .parsed_policy
+            .0
+            .get_or_init(|| (document, names_aliases)))
+    }
+
     /// Number of on-demand rotations so far.
     pub fn on_demand_rotations(&self) -> usize {
         self.materials
@@ -132,6 +203,14 @@ impl KeyRecord {
             .filter(|m| m.rotation_type == Some(RotationType::OnDemand))
             .count()
     }
+}
+
+/// Whether a policy's text names the condition key `kms:ResourceAliases` (condition key
+/// names are case-insensitive).
+pub fn names_resource_aliases(policy_text: &str) -> bool {
+    policy_text
+        .to_ascii_lowercase()
+        .contains("kms:resourcealiases")
 }
 
 /// An alias: a name in an account and region pointing at one key.

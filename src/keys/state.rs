@@ -101,6 +101,18 @@ impl KeyState {
 pub enum Operation {
     /// CancelKeyDeletion.
     CancelKeyDeletion,
+    /// ConnectCustomKeyStore (no key: never restricted).
+    ConnectCustomKeyStore,
+    /// CreateCustomKeyStore (no key: never restricted).
+    CreateCustomKeyStore,
+    /// DeleteCustomKeyStore (no key: never restricted).
+    DeleteCustomKeyStore,
+    /// DescribeCustomKeyStores (no key: never restricted).
+    DescribeCustomKeyStores,
+    /// DisconnectCustomKeyStore (no key: never restricted).
+    DisconnectCustomKeyStore,
+    /// UpdateCustomKeyStore (no key: never restricted).
+    UpdateCustomKeyStore,
     /// CreateAlias (checked against the target key).
     CreateAlias,
     /// CreateGrant.
@@ -172,8 +184,14 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 34] = [
+    pub const ALL: [Operation; 40] = [
         Operation::CancelKeyDeletion,
+        Operation::ConnectCustomKeyStore,
+        Operation::CreateCustomKeyStore,
+        Operation::DeleteCustomKeyStore,
+        Operation::DescribeCustomKeyStores,
+        Operation::DisconnectCustomKeyStore,
+        Operation::UpdateCustomKeyStore,
         Operation::CreateAlias,
         Operation::CreateGrant,
         Operation::CreateKey,
@@ -213,6 +231,12 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::CancelKeyDeletion => "CancelKeyDeletion",
+            Operation::ConnectCustomKeyStore => "ConnectCustomKeyStore",
+            Operation::CreateCustomKeyStore => "CreateCustomKeyStore",
+            Operation::DeleteCustomKeyStore => "DeleteCustomKeyStore",
+            Operation::DescribeCustomKeyStores => "DescribeCustomKeyStores",
+            Operation::DisconnectCustomKeyStore => "DisconnectCustomKeyStore",
+            Operation::UpdateCustomKeyStore => "UpdateCustomKeyStore",
             Operation::CreateAlias => "CreateAlias",
             Operation::CreateGrant => "CreateGrant",
             Operation::CreateKey => "CreateKey",
@@ -249,13 +273,89 @@ impl Operation {
         }
     }
 
+    /// The operation an AWS name (`Encrypt`) denotes, if the key store serves it.
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+
+    /// Whether the operation only reads (CloudTrail's `readOnly`): it changes no metadata,
+    /// so its audit event need not be durable before it returns.
+    pub fn is_read_only(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            Encrypt
+                | Decrypt
+                | ReEncrypt
+                | GenerateDataKey
+                | GenerateDataKeyWithoutPlaintext
+                | GenerateRandom
+                | DescribeKey
+                | DescribeCustomKeyStores
+                | GetKeyPolicy
+                | GetKeyRotationStatus
+                | ListAliases
+                | ListGrants
+                | ListKeyPolicies
+                | ListKeyRotations
+                | ListKeys
+                | ListResourceTags
+                | ListRetirableGrants
+        )
+    }
+
+    /// The policy action that authorizes the operation (`kms:Encrypt`). ReEncrypt is
+    /// authorized as `kms:ReEncryptFrom` on its source key and `kms:ReEncryptTo` on its
+    /// destination key, so it has no single action (`kms:ReEncrypt*` matches both).
+    pub fn policy_action(self) -> String {
+        format!("kms:{}", self.as_str())
+    }
+
+    /// Whether a principal of another account may call the operation on a key, naming
+    /// it by its key ARN (AWS's list: the cryptographic operations, DescribeKey,
+    /// GetKeyRotationStatus and the grant operations).
+    pub fn allows_cross_account(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            Encrypt
+                | Decrypt
+                | ReEncrypt
+                | GenerateDataKey
+                | GenerateDataKeyWithoutPlaintext
+                | DescribeKey
+                | GetKeyRotationStatus
+                | CreateGrant
+                | ListGrants
+                | RetireGrant
+                | RevokeGrant
+        )
+    }
+
     /// The row of [`TABLE`] that governs this operation.
     fn row(self) -> Row {
         use Operation::*;
         match self {
-            CreateKey | ListKeys | GenerateRandom | DescribeKey | GetKeyPolicy | PutKeyPolicy
-            | ListKeyPolicies | ListGrants | ListRetirableGrants | RetireGrant | RevokeGrant
-            | DeleteAlias | ListAliases | ListResourceTags => Row::Unrestricted,
+            CreateKey
+            | ListKeys
+            | GenerateRandom
+            | DescribeKey
+            | GetKeyPolicy
+            | PutKeyPolicy
+            | ListKeyPolicies
+            | ListGrants
+            | ListRetirableGrants
+            | RetireGrant
+            | RevokeGrant
+            | DeleteAlias
+            | ListAliases
+            | ListResourceTags
+            | ConnectCustomKeyStore
+            | CreateCustomKeyStore
+            | DeleteCustomKeyStore
+            | DescribeCustomKeyStores
+            | DisconnectCustomKeyStore
+            | UpdateCustomKeyStore => Row::Unrestricted,
             Encrypt | Decrypt | ReEncrypt | GenerateDataKey | GenerateDataKeyWithoutPlaintext => {
                 Row::Cryptographic
             }
@@ -415,9 +515,26 @@ mod tests {
             EnableKeyRotation | DisableKeyRotation => ["ok", D, PD, EXT, "ok", CR, UP, PRD],
             RotateKeyOnDemand => ["ok", D, PD, EXT, UN, CR, UP, PRD],
             GetKeyRotationStatus | ListKeyRotations => ["ok", "ok", "ok", EXT, "ok", CR, UP, PRD],
-            CreateKey | ListKeys | GenerateRandom | DescribeKey | GetKeyPolicy | PutKeyPolicy
-            | ListKeyPolicies | ListGrants | ListRetirableGrants | RetireGrant | RevokeGrant
-            | DeleteAlias | ListAliases | ListResourceTags => ["ok"; 8],
+            CreateKey
+            | ListKeys
+            | GenerateRandom
+            | DescribeKey
+            | GetKeyPolicy
+            | PutKeyPolicy
+            | ListKeyPolicies
+            | ListGrants
+            | ListRetirableGrants
+            | RetireGrant
+            | RevokeGrant
+            | DeleteAlias
+            | ListAliases
+            | ListResourceTags
+            | ConnectCustomKeyStore
+            | CreateCustomKeyStore
+            | DeleteCustomKeyStore
+            | DescribeCustomKeyStores
+            | DisconnectCustomKeyStore
+            | UpdateCustomKeyStore => ["ok"; 8],
         }
     }
 
@@ -449,7 +566,7 @@ mod tests {
                 cells += 1;
             }
         }
-        assert_eq!(cells, 34 * 8);
+        assert_eq!(cells, 40 * 8);
     }
 
     #[test]
@@ -504,6 +621,12 @@ mod tests {
             UntagResource => 31,
             UpdateAlias => 32,
             UpdateKeyDescription => 33,
+            ConnectCustomKeyStore => 34,
+            CreateCustomKeyStore => 35,
+            DeleteCustomKeyStore => 36,
+            DescribeCustomKeyStores => 37,
+            DisconnectCustomKeyStore => 38,
+            UpdateCustomKeyStore => 39,
         }
     }
 

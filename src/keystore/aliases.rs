@@ -5,7 +5,9 @@
 //! points at a key that was scheduled for deletion or deleted in between.
 
 use super::api::*;
-use super::{Caller, KeyStore, alias_key, alias_prefix, decode, encode, internal, limit};
+use super::{
+    Access, Caller, KeyStore, Naming, alias_key, alias_prefix, decode, encode, internal, limit,
+};
 use crate::audit::event::Call;
 use crate::clock::to_epoch_seconds;
 use crate::error::KmsError;
@@ -21,14 +23,19 @@ const ALIASES_PER_KEY_MAX: usize = 50;
 impl KeyStore {
     /// CreateAlias: a new alias for a key (key id or key ARN).
     pub fn create_alias(&self, caller: &Caller, request: AliasRequest) -> Result<(), KmsError> {
-        let mut call = Call::new("CreateAlias", false, true);
+        let mut call = Call::of(Operation::CreateAlias);
         call.param("aliasName", request.alias_name.as_str());
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
             let name = AliasName::parse_for_create(&request.alias_name)?;
-            let target =
-                self.resolve_key_only(caller, call, "targetKeyId", &request.target_key_id)?;
-            state::check(Operation::CreateAlias, target.state, &target.arn())?;
+            let target = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::CreateAlias),
+                "targetKeyId",
+                &request.target_key_id,
+                Naming::KeyIdOrArn,
+            )?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             let (target, target_revision) =
                 self.alias_target_now(&target, Operation::CreateAlias)?;
@@ -70,20 +77,29 @@ impl KeyStore {
 
     /// UpdateAlias: points an existing alias at another key.
     pub fn update_alias(&self, caller: &Caller, request: AliasRequest) -> Result<(), KmsError> {
-        let mut call = Call::new("UpdateAlias", false, true);
+        let mut call = Call::of(Operation::UpdateAlias);
         call.param("aliasName", request.alias_name.as_str());
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
             let name = AliasName::parse_for_create(&request.alias_name)?;
-            let target =
-                self.resolve_key_only(caller, call, "targetKeyId", &request.target_key_id)?;
-            state::check(Operation::UpdateAlias, target.state, &target.arn())?;
+            let target = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::UpdateAlias),
+                "targetKeyId",
+                &request.target_key_id,
+                Naming::KeyIdOrArn,
+            )?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             let (target, target_revision) =
                 self.alias_target_now(&target, Operation::UpdateAlias)?;
             let (mut record, revision) = self
                 .alias(&caller.scope, name.as_str())?
                 .ok_or_else(|| caller.scope.alias_not_found(&name))?;
+            // AWS authorizes UpdateAlias on the key the alias leaves too.
+            if let Some(current) = self.key(&record.target_key_id)? {
+                self.authorize(caller, &current, None, Access::of(Operation::UpdateAlias))?;
+            }
             if record.target_key_id != target.key_id
                 && self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX
             {
@@ -116,14 +132,21 @@ impl KeyStore {
 
     /// DeleteAlias.
     pub fn delete_alias(&self, caller: &Caller, alias_name: &str) -> Result<(), KmsError> {
-        let mut call = Call::new("DeleteAlias", false, true);
+        let mut call = Call::of(Operation::DeleteAlias);
         call.param("aliasName", alias_name);
         self.audited(caller, call, |_call| {
             let name = AliasName::parse_for_create(alias_name)?;
+            let Some((alias, revision)) = self.alias(&caller.scope, name.as_str())? else {
+                return Err(caller.scope.alias_not_found(&name));
+            };
+            // AWS authorizes DeleteAlias on the alias's key: its policy must allow it.
+            if let Some(target) = self.key(&alias.target_key_id)? {
+                self.authorize(caller, &target, None, Access::of(Operation::DeleteAlias))?;
+            }
             let key = alias_key(&caller.scope, name.as_str());
             let mut batch = Batch::new();
             batch
-                .expect(Table::Aliases, &key, Precondition::ExpectPresent)
+                .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
                 .delete(Table::Aliases, &key);
             self.store
                 .commit(batch)
@@ -138,17 +161,25 @@ impl KeyStore {
         caller: &Caller,
         request: ListAliasesRequest,
     ) -> Result<ListAliasesResponse, KmsError> {
-        let mut call = Call::new("ListAliases", true, false);
+        let mut call = Call::of(Operation::ListAliases);
         if let Some(key_id) = &request.key_id {
             call.param("keyId", key_id.as_str());
         }
         self.audited(caller, call, |call| {
+            self.authorize_without_key(caller, Operation::ListAliases, |c| c)?;
             let limit = limit(request.limit, 50)?;
             let target = match &request.key_id {
                 Some(key) => Some(
-                    self.resolve_key_only(caller, call, "keyId", key)?
-                        .key_id
-                        .clone(),
+                    self.resolve_reference(
+                        caller,
+                        call,
+                        Operation::ListAliases,
+                        ("keyId", key),
+                        Naming::KeyIdOrArn,
+                    )?
+                    .0
+                    .key_id
+                    .clone(),
                 ),
                 None => None,
             };

@@ -473,3 +473,42 @@ pub mod secret_base64 {
             .map_err(|_| serde::de::Error::custom("invalid base64"))
     }
 }
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GetKeyPolicyRequest {
+    pub key_id: String,
+    /// Only `default` exists; AWS makes the member optional with that default.
+    pub policy_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyPolicyResponse {
+    pub policy: String,
+    pub policy_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PutKeyPolicyRequest {
+    pub key_id: String,
+    pub policy_name: Option<String>,
+    pub policy: String,
+    pub bypass_policy_lockout_safety_check: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListKeyPoliciesRequest {
+    pub key_id: String,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyPoliciesResponse {
+    pub policy_names: Vec<String>,
+    pub truncated: bool,
+}

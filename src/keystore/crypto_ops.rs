@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use zeroize::Zeroizing;
 
 use super::api::*;
-use super::{Caller, KeyStore, cluster_error};
+use super::{Access, Caller, KeyStore, Naming, cluster_error};
 use crate::audit::event::Call;
 use crate::cluster::MaterialId;
 use crate::crypto::blob::{BlobHeader, CiphertextBlob, MAX_BLOB_LEN};
@@ -18,6 +18,12 @@ use crate::error::KmsError;
 use crate::hsm::{Gcm, GcmSeal};
 use crate::keys::records::KeyRecord;
 use crate::keys::state::{self, Operation};
+use crate::policy::keys;
+
+/// ReEncrypt's action on its source key.
+const RE_ENCRYPT_FROM: &str = "kms:ReEncryptFrom";
+/// ReEncrypt's action on its destination key.
+const RE_ENCRYPT_TO: &str = "kms:ReEncryptTo";
 
 const PLAINTEXT_MAX: usize = 4096;
 const CIPHERTEXT_MAX: usize = 6144;
@@ -26,6 +32,15 @@ const RANDOM_MAX: i64 = 1024;
 
 /// Asymmetric algorithms AWS knows: asking for one with a symmetric key is a key-usage error.
 const ASYMMETRIC_ALGORITHMS: [&str; 3] = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
+
+/// What Decrypt and ReEncrypt say about the ciphertext they open.
+struct SealedInput<'a> {
+    blob: &'a [u8],
+    context: Option<EncryptionContextMap>,
+    /// The key the request names (`KeyId`, `SourceKeyId`), if any.
+    expected_key: Option<&'a str>,
+    algorithm: Option<&'a str>,
+}
 
 /// A fresh data key: its key, the plaintext bytes and the ciphertext blob.
 type DataKey = (Arc<KeyRecord>, Zeroizing<Vec<u8>>, Vec<u8>);
@@ -37,7 +52,7 @@ impl KeyStore {
         caller: &Caller,
         request: EncryptRequest,
     ) -> Result<EncryptResponse, KmsError> {
-        let mut call = Call::new("Encrypt", true, false);
+        let mut call = Call::of(Operation::Encrypt);
         call.param("keyId", request.key_id.as_str())
             .param(
                 "encryptionAlgorithm",
@@ -52,9 +67,20 @@ impl KeyStore {
                 request.encryption_algorithm.as_deref(),
             )?;
             let context = context(request.encryption_context)?;
-            let key = self.resolve(caller, call, "keyId", &request.key_id)?;
+            let access = crypto_access(
+                Operation::Encrypt,
+                &context,
+                request.encryption_algorithm.as_deref(),
+            );
+            let key = self.key_for(
+                caller,
+                call,
+                access,
+                "keyId",
+                &request.key_id,
+                Naming::AnyReference,
+            )?;
             let arn = key.arn();
-            state::check(Operation::Encrypt, key.state, &arn)?;
             let ciphertext_blob = self.seal(call, &key, &context, plaintext)?;
             Ok(EncryptResponse {
                 ciphertext_blob,
@@ -70,7 +96,7 @@ impl KeyStore {
         caller: &Caller,
         request: DecryptRequest,
     ) -> Result<DecryptResponse, KmsError> {
-        let mut call = Call::new("Decrypt", true, false);
+        let mut call = Call::of(Operation::Decrypt);
         call.param(
             "encryptionAlgorithm",
             algorithm_name(request.encryption_algorithm.as_deref()),
@@ -87,9 +113,12 @@ impl KeyStore {
             let (key, plaintext) = self.open_blob(
                 caller,
                 call,
-                &request.ciphertext_blob,
-                request.encryption_context,
-                request.key_id.as_deref(),
+                SealedInput {
+                    blob: &request.ciphertext_blob,
+                    context: request.encryption_context,
+                    expected_key: request.key_id.as_deref(),
+                    algorithm: request.encryption_algorithm.as_deref(),
+                },
                 Operation::Decrypt,
             )?;
             Ok(DecryptResponse {
@@ -107,7 +136,7 @@ impl KeyStore {
         caller: &Caller,
         request: ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
-        let mut call = Call::new("ReEncrypt", true, false);
+        let mut call = Call::of(Operation::ReEncrypt);
         call.param("destinationKeyId", request.destination_key_id.as_str())
             .context(
                 "sourceEncryptionContext",
@@ -130,20 +159,31 @@ impl KeyStore {
                 request.destination_encryption_algorithm.as_deref(),
             )?;
             let destination_context = context(request.destination_encryption_context)?;
-            let destination = self.resolve(
+            let (destination, destination_alias) = self.resolve_reference(
                 caller,
                 call,
-                "destinationKeyId",
-                &request.destination_key_id,
+                Operation::ReEncrypt,
+                ("destinationKeyId", &request.destination_key_id),
+                Naming::AnyReference,
             )?;
             let (source, plaintext) = self.open_blob(
                 caller,
                 call,
-                &request.ciphertext_blob,
-                request.source_encryption_context,
-                request.source_key_id.as_deref(),
+                SealedInput {
+                    blob: &request.ciphertext_blob,
+                    context: request.source_encryption_context,
+                    expected_key: request.source_key_id.as_deref(),
+                    algorithm: request.source_encryption_algorithm.as_deref(),
+                },
                 Operation::ReEncrypt,
             )?;
+            let access = crypto_access(
+                Operation::ReEncrypt,
+                &destination_context,
+                request.destination_encryption_algorithm.as_deref(),
+            )
+            .under_action(RE_ENCRYPT_TO);
+            self.authorize(caller, &destination, destination_alias.as_deref(), access)?;
             let destination_arn = destination.arn();
             state::check(Operation::ReEncrypt, destination.state, &destination_arn)?;
             let ciphertext_blob =
@@ -164,7 +204,7 @@ impl KeyStore {
         caller: &Caller,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
-        let call = data_key_call("GenerateDataKey", &request);
+        let call = data_key_call(Operation::GenerateDataKey, &request);
         self.audited(caller, call, |call| {
             let (key, data_key, ciphertext_blob) =
                 self.data_key(caller, call, request, Operation::GenerateDataKey)?;
@@ -182,7 +222,7 @@ impl KeyStore {
         caller: &Caller,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
-        let call = data_key_call("GenerateDataKeyWithoutPlaintext", &request);
+        let call = data_key_call(Operation::GenerateDataKeyWithoutPlaintext, &request);
         self.audited(caller, call, |call| {
             let (key, _, ciphertext_blob) = self.data_key(
                 caller,
@@ -203,7 +243,7 @@ impl KeyStore {
         caller: &Caller,
         request: GenerateRandomRequest,
     ) -> Result<GenerateRandomResponse, KmsError> {
-        let mut call = Call::new("GenerateRandom", true, false);
+        let mut call = Call::of(Operation::GenerateRandom);
         if let Some(count) = request.number_of_bytes {
             call.param("numberOfBytes", count);
         }
@@ -211,6 +251,7 @@ impl KeyStore {
             call.param("customKeyStoreId", id.as_str());
         }
         self.audited(caller, call, |call| {
+            self.authorize_without_key(caller, Operation::GenerateRandom, |c| c)?;
             let cluster = match &request.custom_key_store_id {
                 Some(id) => self.connected_store(caller, id)?,
                 None => self.cluster.clone(),
@@ -255,8 +296,14 @@ impl KeyStore {
             }
         };
         let context = context(request.encryption_context)?;
-        let key = self.resolve(caller, call, "keyId", &request.key_id)?;
-        state::check(operation, key.state, &key.arn())?;
+        let key = self.key_for(
+            caller,
+            call,
+            crypto_access(operation, &context, None),
+            "keyId",
+            &request.key_id,
+            Naming::AnyReference,
+        )?;
         let data_key = self.cluster.random(length).map_err(cluster_error)?;
         call.served_by(data_key.member.name());
         let data_key = data_key.value;
@@ -289,11 +336,15 @@ impl KeyStore {
         &self,
         caller: &Caller,
         call: &mut Call,
-        blob: &[u8],
-        context: Option<EncryptionContextMap>,
-        expected_key: Option<&str>,
+        input: SealedInput<'_>,
         operation: Operation,
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>), KmsError> {
+        let SealedInput {
+            blob,
+            context,
+            expected_key,
+            algorithm,
+        } = input;
         check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
         let context = self::context(context)?;
         let param = match operation {
@@ -301,7 +352,13 @@ impl KeyStore {
             _ => "keyId",
         };
         let expected = match expected_key {
-            Some(reference) => Some(self.resolve(caller, call, param, reference)?),
+            Some(reference) => Some(self.resolve_reference(
+                caller,
+                call,
+                operation,
+                (param, reference),
+                Naming::AnyReference,
+            )?),
             None => None,
         };
         let invalid = || KmsError::InvalidCiphertext(String::new());
@@ -311,7 +368,7 @@ impl KeyStore {
         let parsed = CiphertextBlob::parse(blob)?;
         let header = parsed.header();
         let key_id = header.key_id().to_string();
-        if let Some(expected) = &expected
+        if let Some((expected, _)) = &expected
             && expected.key_id != key_id
         {
             return Err(KmsError::IncorrectKey(
@@ -321,14 +378,24 @@ impl KeyStore {
         let key = self.key(&key_id)?.ok_or_else(invalid)?;
         let arn = key.arn();
         call.resource(arn.clone());
+        let shared = operation.allows_cross_account() && key.region == caller.scope.region();
         if !key.in_scope(&caller.scope) {
-            return Err(KmsError::AccessDenied(format!(
-                "User: {} is not authorized to perform: kms:{} on resource: {}",
-                caller.principal,
-                operation.as_str(),
-                arn
-            )));
+            if !shared {
+                return Err(KmsError::AccessDenied(format!(
+                    "User: {} is not authorized to perform: kms:{} on resource: {}",
+                    caller.principal,
+                    operation.as_str(),
+                    arn
+                )));
+            }
+            call.key_owner = Some(key.account_id.clone());
         }
+        let access = crypto_access(operation, &context, algorithm).under_action(match operation {
+            Operation::ReEncrypt => RE_ENCRYPT_FROM,
+            _ => "kms:Decrypt",
+        });
+        let alias = expected.and_then(|(_, alias)| alias);
+        self.authorize(caller, &key, alias.as_deref(), access)?;
         state::check(operation, key.state, &arn)?;
         if !key
             .materials
@@ -417,9 +484,27 @@ fn check_algorithm(param: &str, algorithm: Option<&str>) -> Result<(), KmsError>
     }
 }
 
+/// The access of a cryptographic operation: its encryption context and algorithm
+/// (`kms:EncryptionContext:*`, `kms:EncryptionContextKeys`, `kms:EncryptionAlgorithm`).
+fn crypto_access<'a>(
+    operation: Operation,
+    context: &'a EncryptionContext,
+    algorithm: Option<&'a str>,
+) -> Access<'a> {
+    Access::of(operation).with(move |request| {
+        let mut request = request.with_encryption_context(context.as_map());
+        if operation != Operation::GenerateDataKey
+            && operation != Operation::GenerateDataKeyWithoutPlaintext
+        {
+            request.set(keys::ENCRYPTION_ALGORITHM, algorithm_name(algorithm));
+        }
+        request
+    })
+}
+
 /// The parameters recorded for GenerateDataKey and GenerateDataKeyWithoutPlaintext.
-fn data_key_call(name: &'static str, request: &GenerateDataKeyRequest) -> Call {
-    let mut call = Call::new(name, true, false);
+fn data_key_call(operation: Operation, request: &GenerateDataKeyRequest) -> Call {
+    let mut call = Call::of(operation);
     call.param("keyId", request.key_id.as_str())
         .context("encryptionContext", request.encryption_context.as_ref());
     if let Some(spec) = &request.key_spec {

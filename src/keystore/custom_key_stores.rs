@@ -23,6 +23,7 @@ use crate::config::{ClusterConfig, SecretRef};
 use crate::error::KmsError;
 use crate::hsm::Failure;
 use crate::ids::Scope;
+use crate::keys::state::Operation;
 use crate::store::{Batch, MetadataStore, Precondition, Table};
 
 /// The internal HSM key (in the default cluster) that seals key store passwords.
@@ -479,12 +480,13 @@ impl KeyStore {
         caller: &Caller,
         request: CreateCustomKeyStoreRequest,
     ) -> Result<CreateCustomKeyStoreResponse, KmsError> {
-        let mut call = Call::new("CreateCustomKeyStore", false, true);
+        let mut call = Call::of(Operation::CreateCustomKeyStore);
         call.param("customKeyStoreName", request.custom_key_store_name.as_str());
         if let Some(cluster) = &request.cloud_hsm_cluster_id {
             call.param("cloudHsmClusterId", cluster.as_str());
         }
         self.audited(caller, call, |call| {
+            self.authorize_without_key(caller, Operation::CreateCustomKeyStore, |c| c)?;
             check_name("customKeyStoreName", &request.custom_key_store_name)?;
             let store_type = request.custom_key_store_type.as_deref().unwrap_or(TYPE_CLOUDHSM);
             if store_type != TYPE_CLOUDHSM {
@@ -569,7 +571,7 @@ impl KeyStore {
         caller: &Caller,
         request: DescribeCustomKeyStoresRequest,
     ) -> Result<DescribeCustomKeyStoresResponse, KmsError> {
-        let mut call = Call::new("DescribeCustomKeyStores", true, false);
+        let mut call = Call::of(Operation::DescribeCustomKeyStores);
         if let Some(id) = &request.custom_key_store_id {
             call.param("customKeyStoreId", id.as_str());
         }
@@ -577,6 +579,7 @@ impl KeyStore {
             call.param("customKeyStoreName", name.as_str());
         }
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, Operation::DescribeCustomKeyStores, |c| c)?;
             let limit = limit(request.limit, 1000)?;
             if request.custom_key_store_id.is_some() && request.custom_key_store_name.is_some() {
                 return Err(KmsError::Validation(
@@ -636,9 +639,10 @@ impl KeyStore {
         caller: &Caller,
         request: CustomKeyStoreIdRequest,
     ) -> Result<EmptyResponse, KmsError> {
-        let mut call = Call::new("ConnectCustomKeyStore", false, true);
+        let mut call = Call::of(Operation::ConnectCustomKeyStore);
         call.param("customKeyStoreId", request.custom_key_store_id.as_str());
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, Operation::ConnectCustomKeyStore, |c| c)?;
             let id = &request.custom_key_store_id;
             self.custom.in_scope(&caller.scope, id)?;
             let mut start = false;
@@ -676,9 +680,10 @@ impl KeyStore {
         caller: &Caller,
         request: CustomKeyStoreIdRequest,
     ) -> Result<EmptyResponse, KmsError> {
-        let mut call = Call::new("DisconnectCustomKeyStore", false, true);
+        let mut call = Call::of(Operation::DisconnectCustomKeyStore);
         call.param("customKeyStoreId", request.custom_key_store_id.as_str());
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, Operation::DisconnectCustomKeyStore, |c| c)?;
             let id = &request.custom_key_store_id;
             self.custom.in_scope(&caller.scope, id)?;
             self.custom.update(id, |record| match record.state {
@@ -706,7 +711,7 @@ impl KeyStore {
         caller: &Caller,
         request: UpdateCustomKeyStoreRequest,
     ) -> Result<EmptyResponse, KmsError> {
-        let mut call = Call::new("UpdateCustomKeyStore", false, true);
+        let mut call = Call::of(Operation::UpdateCustomKeyStore);
         call.param("customKeyStoreId", request.custom_key_store_id.as_str());
         if let Some(name) = &request.new_custom_key_store_name {
             call.param("newCustomKeyStoreName", name.as_str());
@@ -715,6 +720,7 @@ impl KeyStore {
             call.param("cloudHsmClusterId", cluster.as_str());
         }
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, Operation::UpdateCustomKeyStore, |c| c)?;
             let id = &request.custom_key_store_id;
             if let Some(name) = &request.new_custom_key_store_name {
                 check_name("newCustomKeyStoreName", name)?;
@@ -778,9 +784,10 @@ impl KeyStore {
         caller: &Caller,
         request: CustomKeyStoreIdRequest,
     ) -> Result<EmptyResponse, KmsError> {
-        let mut call = Call::new("DeleteCustomKeyStore", false, true);
+        let mut call = Call::of(Operation::DeleteCustomKeyStore);
         call.param("customKeyStoreId", request.custom_key_store_id.as_str());
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, Operation::DeleteCustomKeyStore, |c| c)?;
             let id = &request.custom_key_store_id;
             let (record, revision) = self.custom.in_scope(&caller.scope, id)?;
             if record.state != ConnectionState::Disconnected {

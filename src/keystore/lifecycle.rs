@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 
 use super::api::*;
-use super::{Caller, KeyStore, cluster_error, encode, internal, limit};
+use super::{Access, Caller, KeyStore, Naming, cluster_error, encode, internal, limit};
 use crate::audit::event::Call;
 use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::ids::KeyId;
-use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord};
+use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy};
 use crate::keys::state::{self, KeyState, Operation};
+use crate::policy::{RequestContext, default_key_policy, keys, parse_key_policy};
 use crate::store::{Batch, Precondition, Table};
 
 const DESCRIPTION_MAX: usize = 8192;
@@ -31,7 +32,7 @@ impl KeyStore {
         caller: &Caller,
         request: CreateKeyRequest,
     ) -> Result<KeyMetadataResponse, KmsError> {
-        let mut call = Call::new("CreateKey", false, true);
+        let mut call = Call::of(Operation::CreateKey);
         call.param(
             "keyUsage",
             request
@@ -65,6 +66,9 @@ impl KeyStore {
             call.param("customKeyStoreId", id.as_str());
         }
         self.audited(caller, call, |call| {
+        self.authorize_without_key(caller, Operation::CreateKey, |context| {
+            create_key_conditions(context, &request)
+        })?;
         let description = request.description.unwrap_or_default();
         check_description(&description)?;
         let key_spec = request
@@ -117,6 +121,18 @@ impl KeyStore {
         let tags = validate_tags(&request.tags, &BTreeMap::new())?;
 
         let key_id = KeyId::new_random();
+        let account = caller.scope.account_id();
+        let policy_text = request
+            .policy
+            .unwrap_or_else(|| default_key_policy(account));
+        let policy = parse_key_policy(&policy_text)?;
+        if request.bypass_policy_lockout_safety_check != Some(true) {
+            let arn = format!(
+                "arn:aws:kms:{}:{account}:key/{key_id}",
+                caller.scope.region()
+            );
+            self.check_lockout(caller, &arn, account, &policy)?;
+        }
         let now = self.now();
         let record = KeyRecord {
             key_id: key_id.to_string(),
@@ -141,6 +157,8 @@ impl KeyStore {
             rotation: None,
             destruction_pending: Vec::new(),
             destruction_started: false,
+            policy: Some(policy_text),
+            parsed_policy: ParsedPolicy::default(),
         };
         self.create_material(&record, 1, |batch| {
             batch
@@ -278,10 +296,17 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyMetadataResponse, KmsError> {
-        let mut call = Call::new("DescribeKey", true, false);
+        let mut call = Call::of(Operation::DescribeKey);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let record = self.resolve(caller, call, "keyId", &request.key_id)?;
+            let record = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::DescribeKey),
+                "keyId",
+                &request.key_id,
+                Naming::AnyReference,
+            )?;
             Ok(KeyMetadataResponse {
                 key_metadata: metadata(&record),
             })
@@ -294,11 +319,12 @@ impl KeyStore {
         caller: &Caller,
         request: ListRequest,
     ) -> Result<ListKeysResponse, KmsError> {
-        let mut call = Call::new("ListKeys", true, false);
+        let mut call = Call::of(Operation::ListKeys);
         if let Some(limit) = request.limit {
             call.param("limit", limit);
         }
         self.audited(caller, call, |_call| {
+            self.authorize_without_key(caller, Operation::ListKeys, |c| c)?;
             let limit = limit(request.limit, 100)?;
             let after = match &request.marker {
                 Some(marker) => Some(
@@ -348,7 +374,7 @@ impl KeyStore {
 
     /// EnableKey.
     pub fn enable_key(&self, caller: &Caller, request: KeyIdRequest) -> Result<(), KmsError> {
-        let mut call = Call::new("EnableKey", false, true);
+        let mut call = Call::of(Operation::EnableKey);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
             self.set_enabled(
@@ -363,7 +389,7 @@ impl KeyStore {
 
     /// DisableKey.
     pub fn disable_key(&self, caller: &Caller, request: KeyIdRequest) -> Result<(), KmsError> {
-        let mut call = Call::new("DisableKey", false, true);
+        let mut call = Call::of(Operation::DisableKey);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
             self.set_enabled(
@@ -384,7 +410,14 @@ impl KeyStore {
         operation: Operation,
         target: KeyState,
     ) -> Result<(), KmsError> {
-        let record = self.resolve_key_only(caller, call, "keyId", key)?;
+        let record = self.key_for(
+            caller,
+            call,
+            Access::of(operation),
+            "keyId",
+            key,
+            Naming::KeyIdOrArn,
+        )?;
         self.update_key(&record.key_id, |record, _| {
             state::check(operation, record.state, &record.arn())?;
             record.state = target;
@@ -398,7 +431,7 @@ impl KeyStore {
         caller: &Caller,
         request: ScheduleKeyDeletionRequest,
     ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
-        let mut call = Call::new("ScheduleKeyDeletion", false, true);
+        let mut call = Call::of(Operation::ScheduleKeyDeletion);
         call.param("keyId", request.key_id.as_str());
         if let Some(days) = request.pending_window_in_days {
             call.param("pendingWindowInDays", days);
@@ -416,7 +449,20 @@ impl KeyStore {
                     }],
                 ));
             }
-            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let record = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::ScheduleKeyDeletion).with(|mut context| {
+                    context.set(
+                        keys::SCHEDULE_KEY_DELETION_PENDING_WINDOW_IN_DAYS,
+                        &days.to_string(),
+                    );
+                    context
+                }),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             let now = self.now();
             let response = self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
@@ -448,10 +494,17 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let mut call = Call::new("CancelKeyDeletion", false, true);
+        let mut call = Call::of(Operation::CancelKeyDeletion);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let record = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::CancelKeyDeletion),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
                 if record.destruction_begun() {
@@ -476,12 +529,19 @@ impl KeyStore {
         caller: &Caller,
         request: UpdateKeyDescriptionRequest,
     ) -> Result<(), KmsError> {
-        let mut call = Call::new("UpdateKeyDescription", false, true);
+        let mut call = Call::of(Operation::UpdateKeyDescription);
         call.param("keyId", request.key_id.as_str());
         call.param("description", request.description.as_str());
         self.audited(caller, call, |call| {
             check_description(&request.description)?;
-            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let record = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::UpdateKeyDescription),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
                 record.description = request.description;
@@ -496,10 +556,24 @@ impl KeyStore {
         caller: &Caller,
         request: TagResourceRequest,
     ) -> Result<(), KmsError> {
-        let mut call = Call::new("TagResource", false, true);
+        let mut call = Call::of(Operation::TagResource);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let record = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::TagResource).with(|context| {
+                    let tags: BTreeMap<String, String> = request
+                        .tags
+                        .iter()
+                        .map(|tag| (tag.tag_key.clone(), tag.tag_value.clone()))
+                        .collect();
+                    context.with_request_tags(&tags)
+                }),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::TagResource, record.state, &record.arn())?;
                 record.tags = validate_tags(&request.tags, &record.tags)?;
@@ -514,11 +588,21 @@ impl KeyStore {
         caller: &Caller,
         request: UntagResourceRequest,
     ) -> Result<(), KmsError> {
-        let mut call = Call::new("UntagResource", false, true);
+        let mut call = Call::of(Operation::UntagResource);
         call.param("keyId", request.key_id.as_str());
         call.param("tagKeys", request.tag_keys.clone());
         self.audited(caller, call, |call| {
-            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let record = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::UntagResource).with(|mut context| {
+                    context.set_multi(keys::TAG_KEYS, request.tag_keys.clone());
+                    context
+                }),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             self.update_key(&record.key_id, |record, _| {
                 state::check(Operation::UntagResource, record.state, &record.arn())?;
                 for key in &request.tag_keys {
@@ -535,11 +619,18 @@ impl KeyStore {
         caller: &Caller,
         request: ListResourceTagsRequest,
     ) -> Result<ListResourceTagsResponse, KmsError> {
-        let mut call = Call::new("ListResourceTags", true, false);
+        let mut call = Call::of(Operation::ListResourceTags);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
             let limit = limit(request.limit, 50)?;
-            let record = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let record = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::ListResourceTags),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             let mut tags: Vec<Tag> = record
                 .tags
                 .iter()
@@ -560,6 +651,44 @@ impl KeyStore {
             })
         })
     }
+}
+
+/// CreateKey's condition keys: the new key's properties, the lockout-check bypass and the
+/// request's tags.
+fn create_key_conditions(
+    mut context: RequestContext,
+    request: &CreateKeyRequest,
+) -> RequestContext {
+    let spec = request
+        .key_spec
+        .as_deref()
+        .or(request.customer_master_key_spec.as_deref())
+        .unwrap_or(SYMMETRIC_DEFAULT);
+    let origin = match (&request.origin, &request.custom_key_store_id) {
+        (Some(origin), _) => origin.as_str(),
+        (None, Some(_)) => "AWS_CLOUDHSM",
+        (None, None) => "AWS_KMS",
+    };
+    context.set(keys::KEY_SPEC, spec);
+    context.set(
+        keys::KEY_USAGE,
+        request.key_usage.as_deref().unwrap_or("ENCRYPT_DECRYPT"),
+    );
+    context.set(keys::KEY_ORIGIN, origin);
+    context.set(
+        keys::MULTI_REGION,
+        &request.multi_region.unwrap_or(false).to_string(),
+    );
+    context.set(
+        keys::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK,
+        &(request.bypass_policy_lockout_safety_check == Some(true)).to_string(),
+    );
+    let tags: BTreeMap<String, String> = request
+        .tags
+        .iter()
+        .map(|tag| (tag.tag_key.clone(), tag.tag_value.clone()))
+        .collect();
+    context.with_request_tags(&tags)
 }
 
 /// The AWS KeyMetadata of a record.

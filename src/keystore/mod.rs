@@ -1,14 +1,18 @@
-//! The key store facade: one method per AWS KMS operation. Each call resolves the key
-//! reference, checks the key state against the effects table, does its AES work inside the
-//! HSM cluster, and persists metadata (flushed before it returns). Plaintexts and data keys
-//! come and go as [`secrecy`] types and are never written to the metadata store or a log.
+//! The key store facade: one method per AWS KMS operation. Each call is audited, resolves
+//! the key reference, is authorized by the key's policy and the caller's identity policies
+//! and checks the key state against the effects table (one prologue, in `authorize.rs`),
+//! does its AES work inside the HSM cluster, and persists metadata (flushed before it
+//! returns). Plaintexts and data keys come and go as [`secrecy`] types and are never
+//! written to the metadata store or a log.
 
 mod aliases;
 pub mod api;
+mod authorize;
 mod catch_up;
 mod crypto_ops;
 mod custom_key_stores;
 mod key_counts;
+mod key_policies;
 mod lifecycle;
 mod maintenance;
 mod rotation;
@@ -34,10 +38,11 @@ use crate::config::Config;
 use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord};
-use crate::keys::state::KeyState;
+use crate::keys::state::{KeyState, Operation};
 use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
 
 pub use crate::caller::Caller;
+use authorize::{Access, Naming};
 pub use catch_up::CaughtUp;
 pub use custom_key_stores::ConnectionState;
 pub use maintenance::{Inconsistency, MaintenanceReport};
@@ -320,18 +325,25 @@ impl KeyStore {
         };
         let refused = admitted.is_err();
         let result = admitted.and_then(|()| operation(&mut call));
-        let event = call.into_event(
+        let key_owner = call.key_owner.take();
+        let mut event = call.into_event(
             caller,
             self.cluster.name(),
             self.now(),
             result.as_ref().err(),
         );
+        let owner_event = key_owner.map(|owner| Call::owner_copy(&owner, &mut event));
         let recorded = match intent {
             Some(intent) => self.audit.complete(intent, &event),
             None => self.audit.append(&event, durable && !refused),
         };
         if let Err(error) = recorded {
             tracing::error!(%error, "audit event lost");
+        }
+        if let Some(copy) = owner_event
+            && let Err(error) = self.audit.append(&copy, durable && !refused)
+        {
+            tracing::error!(%error, "audit event of the key owner's account lost");
         }
         result
     }
@@ -416,43 +428,53 @@ impl KeyStore {
         }
     }
 
-    /// Resolves a key id, key ARN, alias name or alias ARN in the caller's scope.
-    fn resolve(
+    /// Resolves a key reference in the caller's scope (aliases only if `naming` allows),
+    /// with the alias name the request used, if any (`kms:RequestAlias`). A key ARN of
+    /// another account of the caller's region resolves in that account when `operation`
+    /// may be called across accounts (authorization then decides); aliases never do.
+    fn resolve_reference(
         &self,
         caller: &Caller,
         call: &mut Call,
-        param: &str,
-        input: &str,
-    ) -> Result<Arc<KeyRecord>, KmsError> {
+        operation: Operation,
+        reference: (&str, &str),
+        naming: Naming,
+    ) -> Result<(Arc<KeyRecord>, Option<String>), KmsError> {
+        let (param, input) = reference;
+        if let Some(owner) = foreign_key_owner(input, &caller.scope)
+            && operation.allows_cross_account()
+        {
+            let reference = KeyRef::parse_param(param, input, &owner)?;
+            let record = match reference.require_key_id_or_arn() {
+                Ok(key_id) => self.key(&key_id.to_string())?,
+                Err(_) => None,
+            };
+            let record = record
+                .filter(|record| record.in_scope(&owner))
+                .ok_or_else(|| reference.not_found(&owner))?;
+            call.resource(record.arn());
+            call.key_owner = Some(owner.account_id().to_owned());
+            return Ok((record, None));
+        }
         let reference = KeyRef::parse_param(param, input, &caller.scope)?;
-        let key_id = match &reference {
-            KeyRef::KeyId(id) => Some(*id),
-            KeyRef::KeyArn(arn) => Some(arn.key_id()),
-            KeyRef::AliasName(name) => self.alias_target(&caller.scope, name.as_str())?,
-            KeyRef::AliasArn(arn) => self.alias_target(&caller.scope, arn.alias_name().as_str())?,
+        let (key_id, alias) = match (&reference, naming) {
+            (KeyRef::KeyId(id), _) => (Some(*id), None),
+            (KeyRef::KeyArn(arn), _) => (Some(arn.key_id()), None),
+            (_, Naming::KeyIdOrArn) => (Some(reference.require_key_id_or_arn()?), None),
+            (KeyRef::AliasName(name), Naming::AnyReference) => (
+                self.alias_target(&caller.scope, name.as_str())?,
+                Some(name.as_str().to_owned()),
+            ),
+            (KeyRef::AliasArn(arn), Naming::AnyReference) => (
+                self.alias_target(&caller.scope, arn.alias_name().as_str())?,
+                Some(arn.alias_name().as_str().to_owned()),
+            ),
         };
         let record = self
             .key_in_scope(caller, key_id)
             .ok_or_else(|| reference.not_found(&caller.scope))??;
         call.resource(record.arn());
-        Ok(record)
-    }
-
-    /// Resolves a parameter (`param` on the wire) that must be a key id or key ARN (no aliases).
-    fn resolve_key_only(
-        &self,
-        caller: &Caller,
-        call: &mut Call,
-        param: &str,
-        input: &str,
-    ) -> Result<Arc<KeyRecord>, KmsError> {
-        let reference = KeyRef::parse_param(param, input, &caller.scope)?;
-        let key_id = reference.require_key_id_or_arn()?;
-        let record = self
-            .key_in_scope(caller, Some(key_id))
-            .ok_or_else(|| reference.not_found(&caller.scope))??;
-        call.resource(record.arn());
-        Ok(record)
+        Ok((record, alias))
     }
 
     fn key_in_scope(
@@ -557,6 +579,25 @@ impl KeyStore {
             }
         }
     }
+}
+
+/// The account of a key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`) in the caller's region
+/// but another account, as a scope; `None` for anything else.
+fn foreign_key_owner(input: &str, scope: &Scope) -> Option<Scope> {
+    let mut parts = input.splitn(6, ':');
+    let (Some("arn"), Some("aws"), Some("kms"), Some(region), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    (region == scope.region() && account != scope.account_id() && resource.starts_with("key/"))
+        .then(|| Scope::new(region, account).ok())
+        .flatten()
 }
 
 /// The store key of an alias: account, region and name.

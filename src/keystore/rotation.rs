@@ -5,7 +5,7 @@
 //! HSM keys rotate.)
 
 use super::api::*;
-use super::{Caller, KeyStore, encode, limit};
+use super::{Access, Caller, KeyStore, Naming, encode, limit};
 use crate::audit::event::Call;
 use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::error::KmsError;
@@ -23,7 +23,7 @@ impl KeyStore {
         caller: &Caller,
         request: EnableKeyRotationRequest,
     ) -> Result<(), KmsError> {
-        let mut call = Call::new("EnableKeyRotation", false, true);
+        let mut call = Call::of(Operation::EnableKeyRotation);
         call.param("keyId", request.key_id.as_str());
         if let Some(days) = request.rotation_period_in_days {
             call.param("rotationPeriodInDays", days);
@@ -41,7 +41,14 @@ impl KeyStore {
                     }],
                 ));
             }
-            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let key = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::EnableKeyRotation),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             let now = self.now();
             self.update_key(&key.key_id, |record, _| {
                 state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
@@ -60,10 +67,17 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<(), KmsError> {
-        let mut call = Call::new("DisableKeyRotation", false, true);
+        let mut call = Call::of(Operation::DisableKeyRotation);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
+            let key = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::DisableKeyRotation),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             self.update_key(&key.key_id, |record, _| {
                 state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
                 record.rotation = None;
@@ -78,11 +92,17 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<GetKeyRotationStatusResponse, KmsError> {
-        let mut call = Call::new("GetKeyRotationStatus", true, false);
+        let mut call = Call::of(Operation::GetKeyRotationStatus);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
-            state::check(Operation::GetKeyRotationStatus, key.state, &key.arn())?;
+            let key = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::GetKeyRotationStatus),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             Ok(GetKeyRotationStatusResponse {
                 key_rotation_enabled: key.rotation.is_some(),
                 key_id: key.arn(),
@@ -104,11 +124,17 @@ impl KeyStore {
         caller: &Caller,
         request: KeyIdRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let mut call = Call::new("RotateKeyOnDemand", false, true);
+        let mut call = Call::of(Operation::RotateKeyOnDemand);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
-            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
-            state::check(Operation::RotateKeyOnDemand, key.state, &key.arn())?;
+            let key = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::RotateKeyOnDemand),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             check_on_demand_limit(&key)?;
             self.rotate(&key, RotationType::OnDemand)?;
             Ok(KeyIdResponse { key_id: key.arn() })
@@ -121,12 +147,18 @@ impl KeyStore {
         caller: &Caller,
         request: ListKeyRotationsRequest,
     ) -> Result<ListKeyRotationsResponse, KmsError> {
-        let mut call = Call::new("ListKeyRotations", true, false);
+        let mut call = Call::of(Operation::ListKeyRotations);
         call.param("keyId", request.key_id.as_str());
         self.audited(caller, call, |call| {
             let limit = limit(request.limit, 100)?;
-            let key = self.resolve_key_only(caller, call, "keyId", &request.key_id)?;
-            state::check(Operation::ListKeyRotations, key.state, &key.arn())?;
+            let key = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::ListKeyRotations),
+                "keyId",
+                &request.key_id,
+                Naming::KeyIdOrArn,
+            )?;
             let after: u32 = match &request.marker {
                 Some(marker) => marker
                     .parse()

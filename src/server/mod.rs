@@ -102,6 +102,8 @@ struct App {
     permits: Semaphore,
     queue_timeout: Duration,
     body_limits: body::BodyLimits,
+    /// Whether requests arrive over TLS (`aws:SecureTransport`).
+    secure_transport: bool,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -149,6 +151,7 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
             max_bytes: settings.max_body_bytes,
             timeout: Duration::from_millis(settings.body_timeout_ms),
         },
+        secure_transport: tls.is_some(),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -280,6 +283,8 @@ async fn api(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         request_id: Some(request_id.clone()),
+        secure_transport: app.secure_transport,
+        profile: Default::default(),
     };
     let outcome = match body::read(body, &headers, &app.body_limits).await {
         Ok(body) => handle(&app, caller, &method, &uri, &headers, &body, operation).await,
@@ -349,6 +354,7 @@ async fn handle(
     };
     caller.scope = identity.scope;
     caller.principal = identity.principal_arn;
+    caller.profile = identity.profile;
     let Some(operation) = operation else {
         let refused = KmsError::UnknownOperation(String::new());
         app.store.record_refused(&caller, event_name, &refused);

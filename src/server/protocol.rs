@@ -45,6 +45,9 @@ pub const OPERATIONS: &[&str] = &[
     "GetKeyRotationStatus",
     "RotateKeyOnDemand",
     "ListKeyRotations",
+    "GetKeyPolicy",
+    "PutKeyPolicy",
+    "ListKeyPolicies",
     "CreateCustomKeyStore",
     "DescribeCustomKeyStores",
     "ConnectCustomKeyStore",
@@ -127,6 +130,9 @@ pub fn dispatch(
         }
         "RotateKeyOnDemand" => request.call(&["KeyId"], |r| store.rotate_key_on_demand(caller, r)),
         "ListKeyRotations" => request.call(&["KeyId"], |r| store.list_key_rotations(caller, r)),
+        "GetKeyPolicy" => request.call(&["KeyId"], |r| store.get_key_policy(caller, r)),
+        "PutKeyPolicy" => request.empty(&["KeyId", "Policy"], |r| store.put_key_policy(caller, r)),
+        "ListKeyPolicies" => request.call(&["KeyId"], |r| store.list_key_policies(caller, r)),
         "CreateCustomKeyStore" => request.call(&["CustomKeyStoreName"], |r| {
             store.create_custom_key_store(caller, r)
         }),

@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -49,6 +49,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::caller::PrincipalProfile;
 use crate::config::{Config, ConfigError, CredentialConfig};
 use crate::error::KmsError;
 use crate::ids::Scope;
@@ -84,6 +85,8 @@ pub struct Credential {
 #[derive(Debug, Default)]
 pub struct Credentials {
     by_id: HashMap<String, Credential>,
+    /// What each access key's `[[credentials]]` entry declares (policies, tags, via service).
+    profiles: HashMap<String, Arc<PrincipalProfile>>,
 }
 
 impl Credentials {
@@ -98,15 +101,20 @@ impl Credentials {
                 )));
             }
         }
-        Ok(Credentials { by_id })
+        Ok(Credentials {
+            by_id,
+            profiles: HashMap::new(),
+        })
     }
 
     /// Resolves the `[[credentials]]` of the config (reading secrets and shared-credentials
     /// files).
     pub fn from_config(configs: &[CredentialConfig]) -> Result<Self, ConfigError> {
         let mut credentials = Vec::with_capacity(configs.len());
+        let mut profiles = HashMap::new();
         for config in configs {
             let (access_key_id, secret) = config.resolve()?;
+            profiles.insert(access_key_id.clone(), Arc::new(config.profile()?));
             credentials.push(Credential {
                 access_key_id,
                 secret,
@@ -114,7 +122,18 @@ impl Credentials {
                 principal_arn: config.principal_arn.clone(),
             });
         }
-        Credentials::new(credentials)
+        let mut credentials = Credentials::new(credentials)?;
+        credentials.profiles = profiles;
+        Ok(credentials)
+    }
+
+    /// What the `[[credentials]]` entry of an access key declares (nothing for keys made
+    /// without a config).
+    pub fn profile(&self, access_key_id: &str) -> Arc<PrincipalProfile> {
+        self.profiles
+            .get(access_key_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The credential of an access key id, if it is known.
@@ -159,6 +178,8 @@ pub struct Identity {
     pub principal_arn: String,
     /// The credential's account and the region of the signature's credential scope.
     pub scope: Scope,
+    /// What the credential declares: identity policies, tags, via service.
+    pub profile: Arc<PrincipalProfile>,
 }
 
 /// Verifies SigV4 signatures against a set of credentials for the regions served.
@@ -286,6 +307,7 @@ impl Verifier {
             access_key_id: credential.access_key_id.clone(),
             principal_arn: credential.principal_arn.clone(),
             scope: Scope::new(scope.region, &credential.account_id)?,
+            profile: self.credentials.profile(&credential.access_key_id),
         })
     }
 

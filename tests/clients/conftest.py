@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,67 @@ REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
 PROFILE = "hsm-kms"
+# A second account, for the cross-account tests.
+OTHER_ACCOUNT = "444455556666"
+
+# More credentials the server accepts, for the authorization tests: name -> (account, IAM
+# identity policy or None, principal tags, via_service). Their secrets come from the
+# server's environment (HSM_KMS_TEST_SECRET_<NAME>).
+USERS = {
+    "alice": (ACCOUNT, None, {}, None),
+    "bob": (ACCOUNT, None, {}, None),
+    "carol": (
+        ACCOUNT,
+        {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"], "Resource": "*"},
+        ]},
+        {"team": "blue"},
+        "gateway",
+    ),
+    "partner": (
+        OTHER_ACCOUNT,
+        {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"},
+        ]},
+        {},
+        None,
+    ),
+    "stranger": (OTHER_ACCOUNT, None, {}, None),
+}
+
+
+def user_access_key(name: str) -> str:
+    """The access key id of one of USERS."""
+    return f"AKIATEST{name.upper():0<12}"[:20]
+
+
+def user_secret(name: str) -> str:
+    return f"test-secret-of-{name}-0123456789abcdef"
+
+
+def user_arn(name: str) -> str:
+    return f"arn:aws:iam::{USERS[name][0]}:user/{name}"
+
+
+def _user_credentials() -> str:
+    """The [[credentials]] entries of USERS, as TOML."""
+    entries = []
+    for name, (account, policy, tags, via_service) in USERS.items():
+        lines = [
+            "[[credentials]]",
+            f'access_key_id = "{user_access_key(name)}"',
+            f'secret = "env:HSM_KMS_TEST_SECRET_{name.upper()}"',
+            f'account_id = "{account}"',
+            f'principal_arn = "{user_arn(name)}"',
+        ]
+        if policy is not None:
+            lines.append(f"policies = [{json.dumps(json.dumps(policy))}]")
+        if tags:
+            lines.append("tags = { " + ", ".join(f'{k} = "{v}"' for k, v in tags.items()) + " }")
+        if via_service:
+            lines.append(f'via_service = "{via_service}"')
+        entries.append("\n".join(lines))
+    return "\n\n" + "\n\n".join(entries) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +137,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     subprocess.run([REPO / "scripts" / "softhsm-cluster.sh", cluster, "2"], check=True)
     config = cluster / "hsm-kms.toml"
     subprocess.run([binary, "--config", config, "cluster", "init"], check=True)
+    with config.open("a") as appended:
+        appended.write(_user_credentials())
+    server_env = dict(os.environ)
+    server_env.update({f"HSM_KMS_TEST_SECRET_{name.upper()}": user_secret(name) for name in USERS})
 
     credentials_file = cluster / "credentials"
     parser = configparser.ConfigParser()
@@ -88,6 +154,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
             [binary, "--config", config, "serve", "--listen", endpoint.removeprefix("http://")],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            env=server_env,
         )
     try:
         _wait_healthy(endpoint, process, log)
@@ -137,6 +204,23 @@ def session(aws_env: dict[str, str]) -> boto3.Session:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def kms_as(server: Server):
+    """A boto3 KMS client signing as one of USERS; no retries."""
+
+    def client(name: str):
+        return boto3.client(
+            "kms",
+            endpoint_url=server.endpoint,
+            region_name=REGION,
+            aws_access_key_id=user_access_key(name),
+            aws_secret_access_key=user_secret(name),
+            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        )
+
+    return client
 
 
 @pytest.fixture(scope="session")

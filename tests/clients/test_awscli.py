@@ -130,3 +130,29 @@ def test_wrong_secret_is_refused(aws, server, aws_env, tmp_path):
     )
     assert refused.returncode == 255
     assert "An error occurred (InvalidSignatureException) when calling the ListKeys operation" in refused.stderr
+
+
+def test_put_and_get_key_policy_round_trip_through_files(aws, tmp_path):
+    key_id = ok(aws("create-key"))["KeyMetadata"]["KeyId"]
+    document = {
+        "Version": "2012-10-17",
+        "Id": "authz-round-trip",
+        "Statement": [
+            {"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "NoDeletion", "Effect": "Deny", "Principal": {"AWS": "*"},
+             "Action": "kms:ScheduleKeyDeletion", "Resource": "*"},
+        ],
+    }
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(document, indent=2))
+    ok(aws("put-key-policy", "--key-id", key_id, "--policy-name", "default", "--policy", f"file://{path}"))
+    returned = text(aws("get-key-policy", "--key-id", key_id, "--policy-name", "default",
+                        "--query", "Policy", "--output", "text"))
+    assert json.loads(returned) == document
+    assert returned == path.read_text()
+    assert ok(aws("list-key-policies", "--key-id", key_id))["PolicyNames"] == ["default"]
+    denied = aws("schedule-key-deletion", "--key-id", key_id)
+    assert denied.returncode != 0
+    assert "AccessDeniedException" in denied.stderr
+    assert "with an explicit deny in a resource-based policy" in denied.stderr

@@ -1,0 +1,170 @@
+//! The facade prologue of every operation on a key: resolve the key the request names,
+//! authorize the call against the key's policy, and check the key's state, in that order
+//! (AWS answers AccessDeniedException before any state error).
+//!
+//! This module owns [`Access`] (what a call asks of a key: its operation, policy action and
+//! condition keys) and the one place where the key store asks the [`crate::policy`]
+//! evaluator. It never changes a key; a refusal is an `AccessDeniedException` that the
+//! audited call records like any other failure.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Caller, KeyStore};
+use crate::audit::event::Call;
+use crate::error::KmsError;
+use crate::ids::Scope;
+use crate::keys::records::KeyRecord;
+use crate::keys::state::{self, Operation};
+use crate::policy::{
+    CallerIdentity, Policies, RequestContext, evaluate, evaluate_without_key, keys,
+};
+
+/// The request's own condition keys, added to the caller's and the key's.
+type Conditions<'a> = Box<dyn FnOnce(RequestContext) -> RequestContext + 'a>;
+
+/// What a call asks of the key it names: the operation (whose state-table row decides the
+/// key's state), the policy action, and the request's condition keys.
+pub(super) struct Access<'a> {
+    operation: Operation,
+    action: String,
+    conditions: Conditions<'a>,
+}
+
+impl<'a> Access<'a> {
+    /// `operation` under its own policy action (`kms:Encrypt`), with no request condition
+    /// keys beyond the caller's and the key's.
+    pub(super) fn of(operation: Operation) -> Access<'a> {
+        Access {
+            operation,
+            action: operation.policy_action(),
+            conditions: Box::new(|request| request),
+        }
+    }
+
+    /// The same operation authorized as `action` (ReEncrypt: `kms:ReEncryptFrom` on the
+    /// source key, `kms:ReEncryptTo` on the destination key).
+    pub(super) fn under_action(mut self, action: &str) -> Access<'a> {
+        self.action = action.to_owned();
+        self
+    }
+
+    /// Adds the request's condition keys (`kms:EncryptionContext:*`, ...).
+    pub(super) fn with(
+        mut self,
+        conditions: impl FnOnce(RequestContext) -> RequestContext + 'a,
+    ) -> Access<'a> {
+        let before = std::mem::replace(&mut self.conditions, Box::new(|request| request));
+        self.conditions = Box::new(move |request| conditions(before(request)));
+        self
+    }
+}
+
+/// Whether a parameter may name the key through an alias.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Naming {
+    /// Key id, key ARN, alias name or alias ARN.
+    AnyReference,
+    /// Key id or key ARN only.
+    KeyIdOrArn,
+}
+
+impl KeyStore {
+    /// The prologue of an operation on one key: resolves `input` (the wire parameter
+    /// `param`) in the caller's scope, authorizes `access` on the key, then checks the
+    /// key's state against the effects table.
+    pub(super) fn key_for(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        access: Access<'_>,
+        param: &str,
+        input: &str,
+        naming: Naming,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let (key, alias) =
+            self.resolve_reference(caller, call, access.operation, (param, input), naming)?;
+        let operation = access.operation;
+        self.authorize(caller, &key, alias.as_deref(), access)?;
+        state::check(operation, key.state, &key.arn())?;
+        Ok(key)
+    }
+
+    /// Decides whether the caller may make the call `access` describes on `key`, named
+    /// through `alias` when the request used one (`kms:RequestAlias`).
+    pub(super) fn authorize(
+        &self,
+        caller: &Caller,
+        key: &KeyRecord,
+        alias: Option<&str>,
+        access: Access<'_>,
+    ) -> Result<(), KmsError> {
+        let key_policy = key.key_policy()?;
+        let mut request = RequestContext::new(&access.action, &key.arn(), caller_identity(caller))
+            .with_current_time(self.system_time())
+            .with_resource_tags(&key.tags);
+        request.set(keys::KEY_SPEC, &key.key_spec);
+        request.set(keys::KEY_USAGE, &key.key_usage);
+        request.set(keys::KEY_ORIGIN, &key.origin);
+        request.set(keys::MULTI_REGION, "false");
+        if let Some(alias) = alias {
+            request.set(keys::REQUEST_ALIAS, alias);
+        }
+        if key.policy_names_resource_aliases()? || caller.profile.names_resource_aliases {
+            let owner = Scope::new(&key.region, &key.account_id)?;
+            let aliases = self
+                .aliases_of(&owner, &key.key_id)?
+                .into_iter()
+                .map(|(_, alias)| alias.name)
+                .collect();
+            request.set_multi(keys::RESOURCE_ALIASES, aliases);
+        }
+        let request = (access.conditions)(request);
+        let policies = Policies {
+            key_policy: &key_policy,
+            key_account: &key.account_id,
+            identity: caller.profile.policies.as_deref(),
+            grants: &[],
+        };
+        evaluate(&policies, &request).into_result().map(drop)
+    }
+
+    /// Decides an operation on no key (CreateKey, ListKeys, ListAliases, GenerateRandom,
+    /// the custom key store operations) by the caller's identity policies alone, as AWS
+    /// does, with `*` as the resource.
+    pub(super) fn authorize_without_key(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        conditions: impl FnOnce(RequestContext) -> RequestContext,
+    ) -> Result<(), KmsError> {
+        let request = RequestContext::new(&operation.policy_action(), "*", caller_identity(caller))
+            .with_current_time(self.system_time());
+        let request = conditions(request);
+        evaluate_without_key(
+            caller.profile.policies.as_deref(),
+            caller.scope.account_id(),
+            &request,
+        )
+        .into_result()
+        .map(drop)
+    }
+
+    /// The request time from the store's clock, for `aws:CurrentTime`.
+    pub(super) fn system_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.now()).unwrap_or(0))
+    }
+}
+
+/// The caller as the policy evaluator sees it.
+pub(super) fn caller_identity(caller: &Caller) -> CallerIdentity {
+    let source_ip = caller
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    CallerIdentity::new(&caller.principal, caller.scope.account_id())
+        .with_transport(source_ip, caller.secure_transport)
+        .with_tags(caller.profile.tags.clone())
+        .with_via_service(caller.profile.via_service.clone())
+}
