@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use std::fmt;
 use zeroize::Zeroizing;
 
 use crate::caller::Caller;
@@ -240,7 +241,7 @@ fn parse<Input: DeserializeOwned>(body: &[u8], required: &[&str]) -> Result<Inpu
             error.valid_up_to()
         )));
     }
-    let members: BTreeMap<String, Option<IgnoredAny>> =
+    let members: BTreeMap<String, Option<CheckedJson>> =
         serde_json::from_slice(body).map_err(|error| match error.classify() {
             serde_json::error::Category::Data => {
                 KmsError::Serialization("Start of list found where not expected".into())
@@ -282,6 +283,61 @@ fn parse<Input: DeserializeOwned>(body: &[u8], required: &[&str]) -> Result<Inpu
     })
 }
 
+/// Any JSON value, read in full and dropped: unlike [`IgnoredAny`], which skips numbers and
+/// strings without checking them, it parses every number (one out of range is malformed, as
+/// for any member) and keeps no copy of a string (a plaintext is borrowed, not copied).
+struct CheckedJson;
+
+impl<'de> serde::Deserialize<'de> for CheckedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedJsonVisitor)
+    }
+}
+
+struct CheckedJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedJsonVisitor {
+    type Value = CheckedJson;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CheckedJson, A::Error> {
+        while seq.next_element::<CheckedJson>()?.is_some() {}
+        Ok(CheckedJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CheckedJson, A::Error> {
+        while map.next_entry::<IgnoredAny, CheckedJson>()?.is_some() {}
+        Ok(CheckedJson)
+    }
+}
+
 /// `KeyId` → `keyId`, the way AWS names members in validation messages.
 fn lower_first(name: &str) -> String {
     let mut chars = name.chars();
@@ -307,6 +363,17 @@ mod tests {
             b"{\"KeyId\":\"a\xddb\"}".as_slice(),
             b"{\"Ignored\":\"\xff\"}",
             b"{\"Description\":\"ok\",\"X\":[\"\xc3\"]}",
+        ] {
+            let error = parse::<BTreeMap<String, IgnoredAny>>(body, &[]).unwrap_err();
+            assert_eq!(error.code(), "SerializationException", "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_number_out_of_range_anywhere_is_a_serialization_error() {
+        for body in [
+            b"{\"Ignored\":1e400}".as_slice(),
+            b"{\"Ignored\":{\"a\":[10000000000E0000299]}}",
         ] {
             let error = parse::<BTreeMap<String, IgnoredAny>>(body, &[]).unwrap_err();
             assert_eq!(error.code(), "SerializationException", "{body:?}");
