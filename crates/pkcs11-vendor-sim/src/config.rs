@@ -48,6 +48,10 @@ impl Config {
     }
 
     fn load(path: &Path) -> Result<Config, String> {
+        // The variable may name a link that lives only while the module initialises (hsm-kms
+        // points it at a per-process switch): the control files are next to the real file.
+        let path = &std::fs::canonicalize(path)
+            .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut config: Config =
