@@ -32,6 +32,9 @@ pub use templates::Portability;
 use crate::config::MemberConfig;
 use pool::Pool;
 
+/// Pause before a probe looks for the domain key a second time (see [`Member::probe`]).
+const PROBE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A key object as listed on a member (never its value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyObject {
@@ -324,7 +327,14 @@ impl Member {
         let session = connection
             .pool
             .acquire(self.name(), &connection.pkcs11, connection.slot)?;
-        let found = session.find_objects(&templates::domain_key_search());
+        let mut found = session.find_objects(&templates::domain_key_search());
+        if matches!(&found, Ok(objects) if objects.is_empty()) {
+            // SoftHSM2 can answer a search with nothing while another session of the process
+            // is writing a token object; a token that went away answers nothing as well. One
+            // more look after a pause tells the two apart before the member is called down.
+            std::thread::sleep(PROBE_RECHECK);
+            found = session.find_objects(&templates::domain_key_search());
+        }
         let result = match found {
             Ok(found) if !found.is_empty() => Ok(()),
             Ok(_) if self.domain_key == DomainKey::Optional => connection
