@@ -91,6 +91,10 @@ pub struct Member {
     health_listener: std::sync::OnceLock<HealthListener>,
     /// Calls running on the member now (for least-busy routing).
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Serialises the calls that write token objects (generate, unwrap, destroy): SoftHSM2
+    /// keeps a token's objects in files that concurrent writers in one process can trip over
+    /// (transient CKR_TEMPLATE_INCONSISTENT or failed destroys seen under load).
+    object_writes: Mutex<()>,
 }
 
 /// A logged-in connection to the token; replaced wholesale on reconnect.
@@ -136,6 +140,7 @@ impl Member {
             last_failure: Mutex::new(None),
             health_listener: std::sync::OnceLock::new(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            object_writes: Mutex::new(()),
         })
     }
 
@@ -520,6 +525,7 @@ impl Member {
         portability: Portability,
     ) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
+            let _writing = lock(&self.object_writes);
             let template = templates::cmk_generate(key_id, label, portability);
             let handle = session
                 .generate_key(&Mechanism::AesKeyGen, &template)
@@ -550,6 +556,7 @@ impl Member {
     ) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
             let domain_key = self.domain_key(connection)?;
+            let _writing = lock(&self.object_writes);
             let handle = session
                 .unwrap_key(
                     &Mechanism::AesKeyWrapPad,
@@ -588,6 +595,7 @@ impl Member {
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::Id(key_id.to_vec()),
             ];
+            let _writing = lock(&self.object_writes);
             let found = session
                 .find_objects(&template)
                 .map_err(self.pkcs11_error())?;
