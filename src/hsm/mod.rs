@@ -91,10 +91,13 @@ pub struct Member {
     health_listener: std::sync::OnceLock<HealthListener>,
     /// Calls running on the member now (for least-busy routing).
     in_flight: std::sync::atomic::AtomicUsize,
-    /// Serialises the calls that write token objects (generate, unwrap, destroy): SoftHSM2
-    /// keeps a token's objects in files that concurrent writers in one process can trip over
-    /// (transient CKR_TEMPLATE_INCONSISTENT or failed destroys seen under load).
-    object_writes: Mutex<()>,
+    /// Writers of token objects (generate, unwrap, destroy) hold it exclusively, searches
+    /// shared. SoftHSM2 keeps a token's objects in one file each and re-reads the directory on
+    /// a search; a search or a second writer meeting a half-written object file in the same
+    /// process fails in ways that look like a broken token (CKR_GENERAL_ERROR from
+    /// C_GenerateKey, CKR_TEMPLATE_INCONSISTENT, a search finding nothing, a failed destroy),
+    /// all seen under CI load. Crypto on a known handle does not need it.
+    token_objects: RwLock<()>,
 }
 
 /// A logged-in connection to the token; replaced wholesale on reconnect.
@@ -140,7 +143,7 @@ impl Member {
             last_failure: Mutex::new(None),
             health_listener: std::sync::OnceLock::new(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
-            object_writes: Mutex::new(()),
+            token_objects: RwLock::new(()),
         })
     }
 
@@ -244,9 +247,7 @@ impl Member {
             )) => {}
             Err(error) => return Err(self.pkcs11_error()(error)),
         }
-        let found = anchor
-            .find_objects(&templates::domain_key_search())
-            .map_err(self.pkcs11_error())?;
+        let found = self.search(&anchor, &templates::domain_key_search())?;
         let domain_key = found.first().copied();
         if domain_key.is_none() && self.domain_key == DomainKey::Required {
             return Err(self.fail(Failure::DomainKeyMissing));
@@ -332,13 +333,13 @@ impl Member {
         let session = connection
             .pool
             .acquire(self.name(), &connection.pkcs11, connection.slot)?;
-        let mut found = session.find_objects(&templates::domain_key_search());
+        let mut found = self.search(&session, &templates::domain_key_search());
         if matches!(&found, Ok(objects) if objects.is_empty()) {
-            // SoftHSM2 can answer a search with nothing while another session of the process
-            // is writing a token object; a token that went away answers nothing as well. One
-            // more look after a pause tells the two apart before the member is called down.
+            // A token that went away answers nothing; so, rarely, does a token another process
+            // writes to. One more look after a pause tells the two apart before the member is
+            // called down.
             std::thread::sleep(PROBE_RECHECK);
-            found = session.find_objects(&templates::domain_key_search());
+            found = self.search(&session, &templates::domain_key_search());
         }
         let result = match found {
             Ok(found) if !found.is_empty() => Ok(()),
@@ -348,7 +349,7 @@ impl Member {
                 .map(|_| ())
                 .map_err(self.pkcs11_error()),
             Ok(_) => Err(self.fail(Failure::DomainKeyMissing)),
-            Err(error) => Err(self.pkcs11_error()(error)),
+            Err(error) => Err(error),
         };
         connection.pool.release(session, result.is_ok());
         result
@@ -394,6 +395,17 @@ impl Member {
         self.connect()
     }
 
+    /// Searches the token's objects, never while this process writes one (see
+    /// `token_objects`).
+    fn search(
+        &self,
+        session: &Session,
+        template: &[Attribute],
+    ) -> Result<Vec<ObjectHandle>, HsmError> {
+        let _searching = read(&self.token_objects);
+        session.find_objects(template).map_err(self.pkcs11_error())
+    }
+
     /// Looks up (and caches) the handle of the key object with `id`.
     fn key_handle(
         &self,
@@ -404,12 +416,13 @@ impl Member {
         if let Some(handle) = read(&connection.handles).get(id) {
             return Ok(*handle);
         }
-        let found = session
-            .find_objects(&[
+        let found = self.search(
+            session,
+            &[
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::Id(id.to_vec()),
-            ])
-            .map_err(self.pkcs11_error())?;
+            ],
+        )?;
         match found.as_slice() {
             [handle] => {
                 write(&connection.handles).insert(id.to_vec(), *handle);
@@ -525,7 +538,7 @@ impl Member {
         portability: Portability,
     ) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
-            let _writing = lock(&self.object_writes);
+            let _writing = write(&self.token_objects);
             let template = templates::cmk_generate(key_id, label, portability);
             let handle = session
                 .generate_key(&Mechanism::AesKeyGen, &template)
@@ -556,7 +569,7 @@ impl Member {
     ) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
             let domain_key = self.domain_key(connection)?;
-            let _writing = lock(&self.object_writes);
+            let _writing = write(&self.token_objects);
             let handle = session
                 .unwrap_key(
                     &Mechanism::AesKeyWrapPad,
@@ -574,12 +587,13 @@ impl Member {
     /// a broken token also finds nothing.
     pub fn has_key(self: &Arc<Self>, key_id: &[u8]) -> Result<bool, HsmError> {
         let found = self.with_session(|_, session| {
-            session
-                .find_objects(&[
+            self.search(
+                session,
+                &[
                     Attribute::Class(ObjectClass::SECRET_KEY),
                     Attribute::Id(key_id.to_vec()),
-                ])
-                .map_err(self.pkcs11_error())
+                ],
+            )
         })?;
         if found.is_empty() {
             self.probe()
@@ -595,7 +609,7 @@ impl Member {
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::Id(key_id.to_vec()),
             ];
-            let _writing = lock(&self.object_writes);
+            let _writing = write(&self.token_objects);
             let found = session
                 .find_objects(&template)
                 .map_err(self.pkcs11_error())?;
@@ -619,6 +633,7 @@ impl Member {
     /// Lists the AES key objects on the member, the domain key excluded.
     pub fn list_keys(self: &Arc<Self>) -> Result<Vec<KeyObject>, HsmError> {
         let objects = self.with_session(|_, session| {
+            let _searching = read(&self.token_objects);
             let handles = session
                 .find_objects(&[
                     Attribute::Class(ObjectClass::SECRET_KEY),
