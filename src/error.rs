@@ -42,6 +42,9 @@ pub enum KmsError {
     CustomKeyStoreNotFound(String),
     /// `DependencyTimeoutException`: a dependency (an HSM) timed out; retryable.
     DependencyTimeout(String),
+    /// `DryRunOperationException` (HTTP 412): the request would have succeeded, but it
+    /// asked only for that check (`DryRun`).
+    DryRunOperation(String),
     /// `DisabledException`: the key is disabled.
     Disabled(String),
     /// `IncompleteSignatureException`: the SigV4 Authorization header is malformed.
@@ -121,6 +124,7 @@ impl KmsError {
             CustomKeyStoreNotFound(m) => ("CustomKeyStoreNotFoundException", m),
             DependencyTimeout(m) => ("DependencyTimeoutException", m),
             Disabled(m) => ("DisabledException", m),
+            DryRunOperation(m) => ("DryRunOperationException", m),
             IncompleteSignature(m) => ("IncompleteSignatureException", m),
             IncorrectKey(m) => ("IncorrectKeyException", m),
             InvalidAliasName(m) => ("InvalidAliasNameException", m),
@@ -224,6 +228,7 @@ impl KmsError {
             | KmsError::KeyUnavailable(_) => 500,
             KmsError::RequestEntityTooLarge(_) => 413,
             KmsError::RequestTimeout(_) => 408,
+            KmsError::DryRunOperation(_) => 412,
             _ => 400,
         }
     }
@@ -294,6 +299,7 @@ mod tests {
             ),
             (DependencyTimeout(m()), "DependencyTimeoutException", 500),
             (Disabled(m()), "DisabledException", 400),
+            (DryRunOperation(m()), "DryRunOperationException", 412),
             (
                 IncompleteSignature(m()),
                 "IncompleteSignatureException",
@@ -387,6 +393,7 @@ mod tests {
             CloudHsmClusterNotFound(_) => 36,
             RequestEntityTooLarge(_) => 37,
             RequestTimeout(_) => 38,
+            DryRunOperation(_) => 39,
         }
     }
 

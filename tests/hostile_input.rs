@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -245,6 +245,14 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("DisconnectCustomKeyStore", &["CustomKeyStoreId"]),
     ("UpdateCustomKeyStore", &["CustomKeyStoreId"]),
     ("DeleteCustomKeyStore", &["CustomKeyStoreId"]),
+    ("GetKeyPolicy", &["KeyId"]),
+    ("PutKeyPolicy", &["KeyId", "Policy"]),
+    ("ListKeyPolicies", &["KeyId"]),
+    ("CreateGrant", &["KeyId", "GranteePrincipal", "Operations"]),
+    ("ListGrants", &["KeyId"]),
+    ("ListRetirableGrants", &["RetiringPrincipal"]),
+    ("RetireGrant", &[]),
+    ("RevokeGrant", &["KeyId", "GrantId"]),
 ];
 
 /// Member names of the model, with their JSON type: `s` string (blobs too), `n` number,
@@ -279,6 +287,15 @@ const MEMBERS: &[(&str, char)] = &[
     ("Tags", 'l'),
     ("TagKeys", 'l'),
     ("GrantTokens", 'l'),
+    ("Policy", 's'),
+    ("PolicyName", 's'),
+    ("GranteePrincipal", 's'),
+    ("RetiringPrincipal", 's'),
+    ("GrantId", 's'),
+    ("GrantToken", 's'),
+    ("Name", 's'),
+    ("DryRun", 'b'),
+    ("Operations", 'l'),
 ];
 
 /// Error codes no input may cause on a healthy cluster: they say the service broke.
@@ -1056,4 +1073,15 @@ fn filter_patterns_parse_or_say_where_and_never_panic_when_matching() {
             Ok(())
         },
     );
+}
+
+/// The hostile requests above reach every operation the endpoint serves.
+#[test]
+fn every_served_operation_is_tried() {
+    let tried: BTreeSet<&str> = OPERATIONS.iter().map(|(name, _)| *name).collect();
+    let served: BTreeSet<&str> = hsm_kms::keys::state::Operation::ALL
+        .iter()
+        .map(|op| op.as_str())
+        .collect();
+    assert_eq!(tried, served);
 }

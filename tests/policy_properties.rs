@@ -199,7 +199,6 @@ fn grants() -> impl Strategy<Value = Vec<Grant>> {
                     grant_id: format!("g{who}"),
                     key_arn: KEY.to_owned(),
                     key_account: ACCOUNT.to_owned(),
-                    token: format!("t{who}"),
                     request,
                 })
             })

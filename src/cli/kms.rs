@@ -93,12 +93,99 @@ pub enum KmsCommand {
         #[arg(long)]
         marker: Option<String>,
     },
+    /// Allow a principal some operations on a key (CreateGrant), as the account root of
+    /// [service] for in-process commands.
+    CreateGrant {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// The principal the grant allows: an account id or an IAM/STS principal ARN.
+        #[arg(long)]
+        grantee_principal: String,
+        /// Operations the grant allows (e.g. Encrypt Decrypt), or one JSON list.
+        #[arg(long, num_args = 1.., required = true)]
+        operations: Vec<String>,
+        /// The principal that may retire the grant.
+        #[arg(long)]
+        retiring_principal: Option<String>,
+        /// `EncryptionContextSubset={k=v,...}` or `EncryptionContextEquals={k=v,...}`, or
+        /// their JSON (file://FILE reads it from a file).
+        #[arg(long)]
+        constraints: Option<String>,
+        /// Grant tokens.
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+        /// A name: repeating the request with the same name and parameters returns the
+        /// same grant.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only check that the request would succeed (DryRunOperationException if so).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List a key's grants (ListGrants). Without --limit or --marker every page is fetched.
+    ListGrants {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Only this grant.
+        #[arg(long)]
+        grant_id: Option<String>,
+        /// Only grants for this grantee.
+        #[arg(long)]
+        grantee_principal: Option<String>,
+        /// Most entries in the one page asked for (1 to 100).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// NextMarker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// List the grants a principal of the account may retire (ListRetirableGrants).
+    ListRetirableGrants {
+        /// The retiring principal's ARN (of this account).
+        #[arg(long)]
+        retiring_principal: String,
+        /// Most entries in the one page asked for (1 to 100).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// NextMarker of the previous page.
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Retire a grant (RetireGrant), named by its token or by --key-id and --grant-id.
+    RetireGrant {
+        /// The grant's token.
+        #[arg(long)]
+        grant_token: Option<String>,
+        /// Key id or key ARN (with --grant-id).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// The grant's id (with --key-id).
+        #[arg(long)]
+        grant_id: Option<String>,
+        /// Only check that the request would succeed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Revoke a grant (RevokeGrant), as the account root of [service].
+    RevokeGrant {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// The grant's id.
+        #[arg(long)]
+        grant_id: String,
+        /// Only check that the request would succeed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show a key's metadata (DescribeKey).
     DescribeKey {
         /// Key id, key ARN, alias name or alias ARN.
         #[arg(long)]
         key_id: String,
-        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        /// Grant tokens (each one a CreateGrant of this key store returned).
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
     },
@@ -225,7 +312,7 @@ pub enum KmsCommand {
         /// `k=v,k2=v2` or a JSON object.
         #[arg(long)]
         encryption_context: Option<String>,
-        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        /// Grant tokens (each one a CreateGrant of this key store returned).
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
         /// SYMMETRIC_DEFAULT (the only algorithm of symmetric keys).
@@ -240,7 +327,7 @@ pub enum KmsCommand {
         /// `k=v,k2=v2` or a JSON object.
         #[arg(long)]
         encryption_context: Option<String>,
-        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        /// Grant tokens (each one a CreateGrant of this key store returned).
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
         /// When given, must name the ciphertext's key.
@@ -273,7 +360,7 @@ pub enum KmsCommand {
         /// SYMMETRIC_DEFAULT.
         #[arg(long)]
         destination_encryption_algorithm: Option<String>,
-        /// Grant tokens (accepted and ignored: this key store has no grants yet).
+        /// Grant tokens (each one a CreateGrant of this key store returned).
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
     },
@@ -605,6 +692,117 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             (
                 Operation::ListKeyPolicies.as_str(),
                 Box::new(move |ks, c| reply(ks.list_key_policies(c, request))),
+            )
+        }
+        CreateGrant {
+            key_id,
+            grantee_principal,
+            operations,
+            retiring_principal,
+            constraints,
+            grant_tokens,
+            name,
+            dry_run,
+        } => {
+            let request = CreateGrantRequest {
+                key_id,
+                grantee_principal,
+                retiring_principal,
+                operations: params::strings("operations", operations)?,
+                constraints: params::grant_constraints("constraints", constraints)?,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                name,
+                dry_run: dry_run.then_some(true),
+            };
+            (
+                Operation::CreateGrant.as_str(),
+                Box::new(move |ks, c| reply(ks.create_grant(c, request))),
+            )
+        }
+        ListGrants {
+            key_id,
+            grant_id,
+            grantee_principal,
+            limit,
+            marker,
+        } => (
+            Operation::ListGrants.as_str(),
+            Box::new(move |ks, c| {
+                list(
+                    "Grants",
+                    limit.is_some() || marker.is_some(),
+                    marker,
+                    |marker| {
+                        ks.list_grants(
+                            c,
+                            ListGrantsRequest {
+                                key_id: key_id.clone(),
+                                limit,
+                                marker,
+                                grant_id: grant_id.clone(),
+                                grantee_principal: grantee_principal.clone(),
+                            },
+                        )
+                    },
+                    |r| (r.grants, next(r.truncated, r.next_marker)),
+                )
+            }),
+        ),
+        ListRetirableGrants {
+            retiring_principal,
+            limit,
+            marker,
+        } => (
+            Operation::ListRetirableGrants.as_str(),
+            Box::new(move |ks, c| {
+                list(
+                    "Grants",
+                    limit.is_some() || marker.is_some(),
+                    marker,
+                    |marker| {
+                        ks.list_retirable_grants(
+                            c,
+                            ListRetirableGrantsRequest {
+                                retiring_principal: retiring_principal.clone(),
+                                limit,
+                                marker,
+                            },
+                        )
+                    },
+                    |r| (r.grants, next(r.truncated, r.next_marker)),
+                )
+            }),
+        ),
+        RetireGrant {
+            grant_token,
+            key_id,
+            grant_id,
+            dry_run,
+        } => {
+            let request = RetireGrantRequest {
+                grant_token,
+                key_id,
+                grant_id,
+                dry_run: dry_run.then_some(true),
+            };
+            (
+                Operation::RetireGrant.as_str(),
+                Box::new(move |ks, c| done(ks.retire_grant(c, request))),
+            )
+        }
+        RevokeGrant {
+            key_id,
+            grant_id,
+            dry_run,
+        } => {
+            let request = RevokeGrantRequest {
+                key_id,
+                grant_id,
+                dry_run: dry_run.then_some(true),
+            };
+            (
+                Operation::RevokeGrant.as_str(),
+                Box::new(move |ks, c| done(ks.revoke_grant(c, request))),
             )
         }
         DescribeKey {
@@ -1020,7 +1218,7 @@ pub struct DataKeyArgs {
     /// AES_128 or AES_256 (or give --number-of-bytes).
     #[arg(long)]
     key_spec: Option<String>,
-    /// Grant tokens (accepted and ignored: this key store has no grants yet).
+    /// Grant tokens (each one a CreateGrant of this key store returned).
     #[arg(long, num_args = 1..)]
     grant_tokens: Vec<String>,
 }

@@ -14,7 +14,7 @@ use clap::ValueEnum;
 use secrecy::SecretSlice;
 use zeroize::Zeroizing;
 
-use crate::keystore::api::{EncryptionContextMap, Tag};
+use crate::keystore::api::{EncryptionContextMap, GrantConstraintsShape, Tag};
 
 /// `--cli-binary-format`: how a blob given as a plain value (or `file://`) is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -180,6 +180,52 @@ pub fn strings(param: &str, values: Vec<String>) -> Result<Vec<String>, String> 
             .map_err(|e| bad(param, format!("expected a JSON list of strings: {e}"))),
         _ => Ok(values),
     }
+}
+
+/// Grant constraints: JSON (`{"EncryptionContextSubset": {"k": "v"}}`) or shorthand
+/// (`EncryptionContextSubset={k=v,k2=v2}`, `EncryptionContextEquals={...}`, or both
+/// separated by a comma).
+pub fn grant_constraints(
+    param: &str,
+    value: Option<String>,
+) -> Result<Option<GrantConstraintsShape>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = text(param, value)?;
+    if value.trim_start().starts_with('{') {
+        return serde_json::from_str(&value).map(Some).map_err(|e| {
+            bad(
+                param,
+                format!("expected {{\"EncryptionContextSubset\"|\"EncryptionContextEquals\": {{...}}}}: {e}"),
+            )
+        });
+    }
+    let mut constraints = GrantConstraintsShape::default();
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once("={")
+            .ok_or_else(|| bad(param, format!("expected NAME={{k=v,...}}, got {rest:?}")))?;
+        let (pairs, after) = after
+            .split_once('}')
+            .ok_or_else(|| bad(param, format!("missing '}}' after {name}")))?;
+        let map = context(param, Some(pairs.to_owned()))?.unwrap_or_default();
+        match name.trim() {
+            "EncryptionContextSubset" => constraints.encryption_context_subset = Some(map),
+            "EncryptionContextEquals" => constraints.encryption_context_equals = Some(map),
+            other => {
+                return Err(bad(
+                    param,
+                    format!(
+                        "unknown constraint {other:?}: EncryptionContextSubset or EncryptionContextEquals"
+                    ),
+                ));
+            }
+        }
+        rest = after.trim_start_matches(',').trim();
+    }
+    Ok(Some(constraints))
 }
 
 #[cfg(test)]

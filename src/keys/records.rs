@@ -1,5 +1,5 @@
-//! The metadata records the key store keeps: one per key, one per alias, one per pending HSM
-//! change (an *intent*). They are plain serde types; the store wraps them in its versioned,
+//! The metadata records the key store keeps: one per key, one per alias, one per grant, one
+//! per pending HSM change (an *intent*). They are plain serde types; the store wraps them in its versioned,
 //! checksummed envelope. They hold identifiers, states and dates only — never key material,
 //! plaintext or PINs.
 
@@ -238,4 +238,29 @@ pub struct IntentRecord {
 pub enum IntentKind {
     /// Create a key's material (CreateKey or a rotation).
     CreateMaterial,
+}
+
+/// One grant on one key, as stored (table `grants`, key `<key id>/<grant id>`). The grant
+/// token is not stored: tokens are handles derived from the key and grant ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub grant_id: String,
+    pub key_id: String,
+    /// The account and region of the key (so also of the grant).
+    pub account_id: String,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub creation_date: i64,
+    pub grantee_principal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring_principal: Option<String>,
+    /// The account of the principal that created the grant.
+    pub issuing_account: String,
+    /// AWS operation names, sorted.
+    pub operations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_equals: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_subset: Option<BTreeMap<String, String>>,
 }

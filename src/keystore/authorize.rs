@@ -18,7 +18,8 @@ use crate::ids::Scope;
 use crate::keys::records::KeyRecord;
 use crate::keys::state::{self, Operation};
 use crate::policy::{
-    CallerIdentity, Policies, RequestContext, evaluate, evaluate_without_key, keys,
+    CallerIdentity, Decision, DenialReason, Policies, RequestContext, evaluate,
+    evaluate_without_key, keys,
 };
 
 /// The request's own condition keys, added to the caller's and the key's.
@@ -30,6 +31,8 @@ pub(super) struct Access<'a> {
     operation: Operation,
     action: String,
     conditions: Conditions<'a>,
+    /// The request's `GrantTokens`, checked before the call is decided.
+    grant_tokens: &'a [String],
 }
 
 impl<'a> Access<'a> {
@@ -40,7 +43,14 @@ impl<'a> Access<'a> {
             operation,
             action: operation.policy_action(),
             conditions: Box::new(|request| request),
+            grant_tokens: &[],
         }
+    }
+
+    /// The request's grant tokens (each must be one this store issued).
+    pub(super) fn with_grant_tokens(mut self, tokens: &'a [String]) -> Access<'a> {
+        self.grant_tokens = tokens;
+        self
     }
 
     /// The same operation authorized as `action` (ReEncrypt: `kms:ReEncryptFrom` on the
@@ -93,6 +103,9 @@ impl KeyStore {
 
     /// Decides whether the caller may make the call `access` describes on `key`, named
     /// through `alias` when the request used one (`kms:RequestAlias`).
+    ///
+    /// The key's grants are read only when the policies alone refused without an explicit
+    /// deny (which no grant overrides), so calls allowed by policy never scan them.
     pub(super) fn authorize(
         &self,
         caller: &Caller,
@@ -100,6 +113,7 @@ impl KeyStore {
         alias: Option<&str>,
         access: Access<'_>,
     ) -> Result<(), KmsError> {
+        KeyStore::check_grant_tokens(access.grant_tokens)?;
         let key_policy = key.key_policy()?;
         let mut request = RequestContext::new(&access.action, &key.arn(), caller_identity(caller))
             .with_current_time(self.system_time())
@@ -121,12 +135,27 @@ impl KeyStore {
             request.set_multi(keys::RESOURCE_ALIASES, aliases);
         }
         let request = (access.conditions)(request);
-        let policies = Policies {
+        let mut policies = Policies {
             key_policy: &key_policy,
             key_account: &key.account_id,
             identity: caller.profile.policies.as_deref(),
             grants: &[],
         };
+        let denial = match evaluate(&policies, &request) {
+            Decision::Allow(_) => return Ok(()),
+            Decision::Deny(denial) => denial,
+        };
+        if matches!(
+            denial.reason,
+            DenialReason::ExplicitDenyInKeyPolicy | DenialReason::ExplicitDenyInIdentityPolicy
+        ) {
+            return Err(denial.to_error());
+        }
+        let grants = self.grants_for_evaluation(key)?;
+        if grants.is_empty() {
+            return Err(denial.to_error());
+        }
+        policies.grants = &grants;
         evaluate(&policies, &request).into_result().map(drop)
     }
 

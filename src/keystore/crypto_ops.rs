@@ -40,6 +40,7 @@ struct SealedInput<'a> {
     /// The key the request names (`KeyId`, `SourceKeyId`), if any.
     expected_key: Option<&'a str>,
     algorithm: Option<&'a str>,
+    grant_tokens: &'a [String],
 }
 
 /// A fresh data key: its key, the plaintext bytes and the ciphertext blob.
@@ -71,7 +72,8 @@ impl KeyStore {
                 Operation::Encrypt,
                 &context,
                 request.encryption_algorithm.as_deref(),
-            );
+            )
+            .with_grant_tokens(&request.grant_tokens);
             let key = self.key_for(
                 caller,
                 call,
@@ -118,6 +120,7 @@ impl KeyStore {
                     context: request.encryption_context,
                     expected_key: request.key_id.as_deref(),
                     algorithm: request.encryption_algorithm.as_deref(),
+                    grant_tokens: &request.grant_tokens,
                 },
                 Operation::Decrypt,
             )?;
@@ -174,6 +177,7 @@ impl KeyStore {
                     context: request.source_encryption_context,
                     expected_key: request.source_key_id.as_deref(),
                     algorithm: request.source_encryption_algorithm.as_deref(),
+                    grant_tokens: &request.grant_tokens,
                 },
                 Operation::ReEncrypt,
             )?;
@@ -182,7 +186,8 @@ impl KeyStore {
                 &destination_context,
                 request.destination_encryption_algorithm.as_deref(),
             )
-            .under_action(RE_ENCRYPT_TO);
+            .under_action(RE_ENCRYPT_TO)
+            .with_grant_tokens(&request.grant_tokens);
             self.authorize(caller, &destination, destination_alias.as_deref(), access)?;
             let destination_arn = destination.arn();
             state::check(Operation::ReEncrypt, destination.state, &destination_arn)?;
@@ -299,7 +304,7 @@ impl KeyStore {
         let key = self.key_for(
             caller,
             call,
-            crypto_access(operation, &context, None),
+            crypto_access(operation, &context, None).with_grant_tokens(&request.grant_tokens),
             "keyId",
             &request.key_id,
             Naming::AnyReference,
@@ -344,6 +349,7 @@ impl KeyStore {
             context,
             expected_key,
             algorithm,
+            grant_tokens,
         } = input;
         check_length("ciphertextBlob", blob.len(), CIPHERTEXT_MAX)?;
         let context = self::context(context)?;
@@ -390,10 +396,12 @@ impl KeyStore {
             }
             call.key_owner = Some(key.account_id.clone());
         }
-        let access = crypto_access(operation, &context, algorithm).under_action(match operation {
-            Operation::ReEncrypt => RE_ENCRYPT_FROM,
-            _ => "kms:Decrypt",
-        });
+        let access = crypto_access(operation, &context, algorithm)
+            .under_action(match operation {
+                Operation::ReEncrypt => RE_ENCRYPT_FROM,
+                _ => "kms:Decrypt",
+            })
+            .with_grant_tokens(grant_tokens);
         let alias = expected.and_then(|(_, alias)| alias);
         self.authorize(caller, &key, alias.as_deref(), access)?;
         state::check(operation, key.state, &arn)?;

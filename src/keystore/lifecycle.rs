@@ -302,7 +302,7 @@ impl KeyStore {
             let record = self.key_for(
                 caller,
                 call,
-                Access::of(Operation::DescribeKey),
+                Access::of(Operation::DescribeKey).with_grant_tokens(&request.grant_tokens),
                 "keyId",
                 &request.key_id,
                 Naming::AnyReference,

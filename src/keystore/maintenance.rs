@@ -172,7 +172,8 @@ impl KeyStore {
     /// 2. Destroy every material version on every member (outside the lock).
     /// 3. Under the lock, if some members were unreachable, record them in
     ///    `destruction_pending` (a later run resumes); otherwise delete the key record,
-    ///    expecting the revision marked in step 1, and its aliases in one batch.
+    ///    expecting the revision marked in step 1, its aliases and its grants in one batch
+    ///    (CreateGrant holds the same lock, so no grant is added meanwhile).
     pub(super) fn delete_key_now(&self, key_id: &str) -> Result<Deletion, KmsError> {
         let Some((key, marked, cluster)) = self.mark_destruction(key_id)? else {
             return Ok(Deletion::NotDue);
@@ -206,6 +207,9 @@ impl KeyStore {
         batch.delete(Table::Keys, key.key_id.as_bytes());
         for (alias_key, _) in self.aliases_of(&scope, &key.key_id)? {
             batch.delete(Table::Aliases, &alias_key);
+        }
+        for grant_key in self.grant_keys_of(&key.key_id)? {
+            batch.delete(Table::Grants, &grant_key);
         }
         self.commit(batch, &key.key_id)?;
         Ok(Deletion::Done)

@@ -11,6 +11,7 @@ mod authorize;
 mod catch_up;
 mod crypto_ops;
 mod custom_key_stores;
+mod grants;
 mod key_counts;
 mod key_policies;
 mod lifecycle;

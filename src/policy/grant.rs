@@ -284,7 +284,9 @@ impl GrantRequest {
     }
 }
 
-fn check_principal(param: &str, principal: &str) -> Result<(), KmsError> {
+/// Checks a principal parameter (grantee or retiring principal): AWS's pattern, then one of
+/// the forms the module docs list.
+pub fn check_principal(param: &str, principal: &str) -> Result<(), KmsError> {
     let pattern_ok = !principal.is_empty()
         && principal.chars().count() <= 256
         && principal
@@ -404,8 +406,6 @@ pub struct Grant {
     pub key_arn: String,
     /// The account that owns the key.
     pub key_account: String,
-    /// The grant token (not a secret in AWS's model: a handle to the grant).
-    pub token: String,
     pub request: GrantRequest,
 }
 

@@ -1125,7 +1125,6 @@ fn grant_for(grantee: &str, operations: &[&str], constraints: Option<GrantConstr
         grant_id: "g-1".to_owned(),
         key_arn: KEY.to_owned(),
         key_account: ACCOUNT.to_owned(),
-        token: "token-1".to_owned(),
         request: GrantRequest::validate(
             grantee,
             Some("arn:aws:iam::111122223333:user/retirer"),

@@ -32,6 +32,7 @@ use crate::audit::log::OnFailure;
 use crate::caller::Caller;
 use crate::config::Config;
 use crate::error::KmsError;
+use crate::keys::state::Operation;
 use crate::keystore::KeyStore;
 use connection::ConnectionLimit;
 use health::HealthProbe;
@@ -274,6 +275,7 @@ async fn api(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let operation = protocol::operation(target);
+    let operation_name = operation.map(Operation::as_str);
     let caller = Caller {
         scope: app.store.scope().clone(),
         principal: ANONYMOUS.to_owned(),
@@ -290,7 +292,7 @@ async fn api(
         Ok(body) => handle(&app, caller, &method, &uri, &headers, &body, operation).await,
         Err(refused) => {
             // Refused before it was read in full: recorded without its body.
-            let event_name = operation.unwrap_or(UNKNOWN_OPERATION);
+            let event_name = operation_name.unwrap_or(UNKNOWN_OPERATION);
             app.store.record_refused(&caller, event_name, &refused);
             Err(refused)
         }
@@ -300,7 +302,7 @@ async fn api(
         Err(error) => error.code(),
     };
     app.metrics.observe(
-        operation.unwrap_or(UNKNOWN_OPERATION_LABEL),
+        operation_name.unwrap_or(UNKNOWN_OPERATION_LABEL),
         outcome_label,
         started.elapsed(),
     );
@@ -324,9 +326,9 @@ async fn handle(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    operation: Option<&'static str>,
+    operation: Option<Operation>,
 ) -> Result<protocol::ResponseBody, KmsError> {
-    let event_name = operation.unwrap_or(UNKNOWN_OPERATION);
+    let event_name = operation.map_or(UNKNOWN_OPERATION, Operation::as_str);
     let mut header_list: Vec<(&str, &[u8])> = headers
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_bytes()))
@@ -360,7 +362,6 @@ async fn handle(
         app.store.record_refused(&caller, event_name, &refused);
         return Err(refused);
     };
-    let target = format!("{}{operation}", protocol::TARGET_PREFIX);
     // Most requests find a free permit at once: only wait (with a timer) when none is free.
     let _permit = match app.permits.try_acquire() {
         Ok(permit) => permit,
@@ -371,7 +372,7 @@ async fn handle(
     };
     // HSM calls block for tens of microseconds: run them on this worker rather than handing
     // each one to another thread.
-    tokio::task::block_in_place(|| protocol::dispatch(&app.store, &caller, &target, body))
+    tokio::task::block_in_place(|| protocol::run(&app.store, &caller, operation, body))
 }
 
 /// The HTTP response of a call: its JSON body, or AWS's error shape. Server-side failures

@@ -12,147 +12,136 @@ use zeroize::Zeroizing;
 
 use crate::caller::Caller;
 use crate::error::KmsError;
+use crate::keys::state::Operation;
 use crate::keystore::KeyStore;
 use crate::keystore::api::*;
 
 /// The `X-Amz-Target` prefix of AWS KMS.
 pub const TARGET_PREFIX: &str = "TrentService.";
 
-/// Every operation the endpoint serves, by its `X-Amz-Target` name.
-pub const OPERATIONS: &[&str] = &[
-    "CreateKey",
-    "DescribeKey",
-    "ListKeys",
-    "EnableKey",
-    "DisableKey",
-    "ScheduleKeyDeletion",
-    "CancelKeyDeletion",
-    "UpdateKeyDescription",
-    "TagResource",
-    "UntagResource",
-    "ListResourceTags",
-    "CreateAlias",
-    "UpdateAlias",
-    "DeleteAlias",
-    "ListAliases",
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateRandom",
-    "EnableKeyRotation",
-    "DisableKeyRotation",
-    "GetKeyRotationStatus",
-    "RotateKeyOnDemand",
-    "ListKeyRotations",
-    "GetKeyPolicy",
-    "PutKeyPolicy",
-    "ListKeyPolicies",
-    "CreateCustomKeyStore",
-    "DescribeCustomKeyStores",
-    "ConnectCustomKeyStore",
-    "DisconnectCustomKeyStore",
-    "UpdateCustomKeyStore",
-    "DeleteCustomKeyStore",
-];
-
-/// The served operation an `X-Amz-Target` names, if any.
-pub fn operation(target: &str) -> Option<&'static str> {
-    let name = target.strip_prefix(TARGET_PREFIX)?;
-    OPERATIONS.iter().copied().find(|known| *known == name)
+/// The operation an `X-Amz-Target` names, if any. The endpoint serves every
+/// [`Operation`]: [`dispatch`] has one arm per variant.
+pub fn operation(target: &str) -> Option<Operation> {
+    Operation::from_name(target.strip_prefix(TARGET_PREFIX)?)
 }
 
 /// A JSON response body; zeroized when dropped, since some carry a plaintext or data key.
 pub type ResponseBody = Zeroizing<Vec<u8>>;
 
-/// Runs the operation named by `target` with the JSON `body`; returns the response body.
-/// A body that does not parse is refused before the key store sees it, and recorded in the
-/// audit trail as a refused call of the operation.
+/// Runs the operation `target` names (`TrentService.<Operation>`) with the JSON `body`;
+/// an unknown target is `UnknownOperationException`. See [`run`].
 pub fn dispatch(
     store: &KeyStore,
     caller: &Caller,
     target: &str,
     body: &[u8],
 ) -> Result<ResponseBody, KmsError> {
-    let Some(operation) = operation(target) else {
-        return Err(KmsError::UnknownOperation(String::new()));
-    };
+    let operation =
+        self::operation(target).ok_or_else(|| KmsError::UnknownOperation(String::new()))?;
+    run(store, caller, operation, body)
+}
+
+/// Runs `operation` with the JSON `body`; returns the response body. A body that does not
+/// parse is refused before the key store sees it, and recorded in the audit trail as a
+/// refused call of the operation.
+pub fn run(
+    store: &KeyStore,
+    caller: &Caller,
+    operation: Operation,
+    body: &[u8],
+) -> Result<ResponseBody, KmsError> {
     let request = Request {
         store,
         caller,
-        operation,
+        operation: operation.as_str(),
         body,
     };
+    use Operation as Op;
     match operation {
-        "CreateKey" => request.call(&[], |r: CreateKeyRequest| store.create_key(caller, r)),
-        "DescribeKey" => request.call(&["KeyId"], |r: KeyIdRequest| store.describe_key(caller, r)),
-        "ListKeys" => request.call(&[], |r: ListRequest| store.list_keys(caller, r)),
-        "EnableKey" => request.empty(&["KeyId"], |r: KeyIdRequest| store.enable_key(caller, r)),
-        "DisableKey" => request.empty(&["KeyId"], |r: KeyIdRequest| store.disable_key(caller, r)),
-        "ScheduleKeyDeletion" => {
+        Op::CreateKey => request.call(&[], |r: CreateKeyRequest| store.create_key(caller, r)),
+        Op::DescribeKey => {
+            request.call(&["KeyId"], |r: KeyIdRequest| store.describe_key(caller, r))
+        }
+        Op::ListKeys => request.call(&[], |r: ListRequest| store.list_keys(caller, r)),
+        Op::EnableKey => request.empty(&["KeyId"], |r: KeyIdRequest| store.enable_key(caller, r)),
+        Op::DisableKey => request.empty(&["KeyId"], |r: KeyIdRequest| store.disable_key(caller, r)),
+        Op::ScheduleKeyDeletion => {
             request.call(&["KeyId"], |r| store.schedule_key_deletion(caller, r))
         }
-        "CancelKeyDeletion" => request.call(&["KeyId"], |r| store.cancel_key_deletion(caller, r)),
-        "UpdateKeyDescription" => request.empty(&["KeyId", "Description"], |r| {
+        Op::CancelKeyDeletion => request.call(&["KeyId"], |r| store.cancel_key_deletion(caller, r)),
+        Op::UpdateKeyDescription => request.empty(&["KeyId", "Description"], |r| {
             store.update_key_description(caller, r)
         }),
-        "TagResource" => request.empty(&["KeyId", "Tags"], |r| store.tag_resource(caller, r)),
-        "UntagResource" => {
+        Op::TagResource => request.empty(&["KeyId", "Tags"], |r| store.tag_resource(caller, r)),
+        Op::UntagResource => {
             request.empty(&["KeyId", "TagKeys"], |r| store.untag_resource(caller, r))
         }
-        "ListResourceTags" => request.call(&["KeyId"], |r| store.list_resource_tags(caller, r)),
-        "CreateAlias" => request.empty(&["AliasName", "TargetKeyId"], |r| {
+        Op::ListResourceTags => request.call(&["KeyId"], |r| store.list_resource_tags(caller, r)),
+        Op::CreateAlias => request.empty(&["AliasName", "TargetKeyId"], |r| {
             store.create_alias(caller, r)
         }),
-        "UpdateAlias" => request.empty(&["AliasName", "TargetKeyId"], |r| {
+        Op::UpdateAlias => request.empty(&["AliasName", "TargetKeyId"], |r| {
             store.update_alias(caller, r)
         }),
-        "DeleteAlias" => request.empty(&["AliasName"], |r: AliasRequest| {
+        Op::DeleteAlias => request.empty(&["AliasName"], |r: AliasRequest| {
             store.delete_alias(caller, &r.alias_name)
         }),
-        "ListAliases" => request.call(&[], |r| store.list_aliases(caller, r)),
-        "Encrypt" => request.call(&["KeyId", "Plaintext"], |r| store.encrypt(caller, r)),
-        "Decrypt" => request.call(&["CiphertextBlob"], |r| store.decrypt(caller, r)),
-        "ReEncrypt" => request.call(&["CiphertextBlob", "DestinationKeyId"], |r| {
+        Op::ListAliases => request.call(&[], |r| store.list_aliases(caller, r)),
+        Op::Encrypt => request.call(&["KeyId", "Plaintext"], |r| store.encrypt(caller, r)),
+        Op::Decrypt => request.call(&["CiphertextBlob"], |r| store.decrypt(caller, r)),
+        Op::ReEncrypt => request.call(&["CiphertextBlob", "DestinationKeyId"], |r| {
             store.re_encrypt(caller, r)
         }),
-        "GenerateDataKey" => request.call(&["KeyId"], |r| store.generate_data_key(caller, r)),
-        "GenerateDataKeyWithoutPlaintext" => request.call(&["KeyId"], |r| {
+        Op::GenerateDataKey => request.call(&["KeyId"], |r| store.generate_data_key(caller, r)),
+        Op::GenerateDataKeyWithoutPlaintext => request.call(&["KeyId"], |r| {
             store.generate_data_key_without_plaintext(caller, r)
         }),
-        "GenerateRandom" => request.call(&[], |r| store.generate_random(caller, r)),
-        "EnableKeyRotation" => request.empty(&["KeyId"], |r| store.enable_key_rotation(caller, r)),
-        "DisableKeyRotation" => {
+        Op::GenerateRandom => request.call(&[], |r| store.generate_random(caller, r)),
+        Op::EnableKeyRotation => {
+            request.empty(&["KeyId"], |r| store.enable_key_rotation(caller, r))
+        }
+        Op::DisableKeyRotation => {
             request.empty(&["KeyId"], |r| store.disable_key_rotation(caller, r))
         }
-        "GetKeyRotationStatus" => {
+        Op::GetKeyRotationStatus => {
             request.call(&["KeyId"], |r| store.get_key_rotation_status(caller, r))
         }
-        "RotateKeyOnDemand" => request.call(&["KeyId"], |r| store.rotate_key_on_demand(caller, r)),
-        "ListKeyRotations" => request.call(&["KeyId"], |r| store.list_key_rotations(caller, r)),
-        "GetKeyPolicy" => request.call(&["KeyId"], |r| store.get_key_policy(caller, r)),
-        "PutKeyPolicy" => request.empty(&["KeyId", "Policy"], |r| store.put_key_policy(caller, r)),
-        "ListKeyPolicies" => request.call(&["KeyId"], |r| store.list_key_policies(caller, r)),
-        "CreateCustomKeyStore" => request.call(&["CustomKeyStoreName"], |r| {
+        Op::RotateKeyOnDemand => {
+            request.call(&["KeyId"], |r| store.rotate_key_on_demand(caller, r))
+        }
+        Op::ListKeyRotations => request.call(&["KeyId"], |r| store.list_key_rotations(caller, r)),
+        Op::GetKeyPolicy => request.call(&["KeyId"], |r| store.get_key_policy(caller, r)),
+        Op::PutKeyPolicy => {
+            request.empty(&["KeyId", "Policy"], |r| store.put_key_policy(caller, r))
+        }
+        Op::ListKeyPolicies => request.call(&["KeyId"], |r| store.list_key_policies(caller, r)),
+        Op::CreateGrant => request.call(&["KeyId", "GranteePrincipal", "Operations"], |r| {
+            store.create_grant(caller, r)
+        }),
+        Op::ListGrants => request.call(&["KeyId"], |r| store.list_grants(caller, r)),
+        Op::ListRetirableGrants => request.call(&["RetiringPrincipal"], |r| {
+            store.list_retirable_grants(caller, r)
+        }),
+        Op::RetireGrant => request.empty(&[], |r| store.retire_grant(caller, r)),
+        Op::RevokeGrant => request.empty(&["KeyId", "GrantId"], |r| store.revoke_grant(caller, r)),
+        Op::CreateCustomKeyStore => request.call(&["CustomKeyStoreName"], |r| {
             store.create_custom_key_store(caller, r)
         }),
-        "DescribeCustomKeyStores" => {
+        Op::DescribeCustomKeyStores => {
             request.call(&[], |r| store.describe_custom_key_stores(caller, r))
         }
-        "ConnectCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
+        Op::ConnectCustomKeyStore => request.call(&["CustomKeyStoreId"], |r| {
             store.connect_custom_key_store(caller, r)
         }),
-        "DisconnectCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
+        Op::DisconnectCustomKeyStore => request.call(&["CustomKeyStoreId"], |r| {
             store.disconnect_custom_key_store(caller, r)
         }),
-        "UpdateCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
+        Op::UpdateCustomKeyStore => request.call(&["CustomKeyStoreId"], |r| {
             store.update_custom_key_store(caller, r)
         }),
-        "DeleteCustomKeyStore" => request.call(&["CustomKeyStoreId"], |r| {
+        Op::DeleteCustomKeyStore => request.call(&["CustomKeyStoreId"], |r| {
             store.delete_custom_key_store(caller, r)
         }),
-        _ => Err(KmsError::UnknownOperation(String::new())),
     }
 }
 
@@ -418,7 +407,11 @@ mod tests {
 
     #[test]
     fn only_served_operations_are_named() {
-        assert_eq!(operation("TrentService.Encrypt"), Some("Encrypt"));
+        assert_eq!(operation("TrentService.Encrypt"), Some(Operation::Encrypt));
+        assert_eq!(
+            operation("TrentService.RetireGrant"),
+            Some(Operation::RetireGrant)
+        );
         assert_eq!(operation("TrentService.NoSuchThing"), None);
         assert_eq!(operation("Encrypt"), None);
         assert_eq!(operation(""), None);

@@ -34,11 +34,13 @@ pub enum Table {
     AuditCheckpoints,
     /// Custom key stores by id (their passwords only sealed inside the HSMs).
     CustomKeyStores,
+    /// Grants, by key id and grant id.
+    Grants,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Keys,
         Table::Aliases,
         Table::Intents,
@@ -46,6 +48,7 @@ impl Table {
         Table::Audit,
         Table::AuditCheckpoints,
         Table::CustomKeyStores,
+        Table::Grants,
     ];
 
     /// The table's stable on-disk name.
@@ -58,6 +61,7 @@ impl Table {
             Table::Audit => "audit",
             Table::AuditCheckpoints => "audit-checkpoints",
             Table::CustomKeyStores => "custom-key-stores",
+            Table::Grants => "grants",
         }
     }
 }
