@@ -529,6 +529,50 @@ fn key_policy_commands_round_trip_policies_through_files() {
 }
 
 #[test]
+fn grant_commands() {
+    let tc = cluster();
+    let key_id = create_key(&tc);
+    let grantee = "arn:aws:iam::111122223333:user/batch";
+    let created = json(&tc.cli(&[
+        "create-grant",
+        "--key-id",
+        &key_id,
+        "--grantee-principal",
+        grantee,
+        "--operations",
+        "Encrypt",
+        "Decrypt",
+        "--constraints",
+        "EncryptionContextEquals={purpose=backup,day=1}",
+    ]));
+    let grant_id = created["GrantId"].as_str().unwrap().to_owned();
+    let listed = json(&tc.cli(&["list-grants", "--key-id", &key_id]));
+    assert_eq!(listed["Grants"][0]["GrantId"], grant_id.as_str());
+    assert_eq!(
+        listed["Grants"][0]["Constraints"]["EncryptionContextEquals"],
+        serde_json::json!({"purpose": "backup", "day": "1"})
+    );
+    // The account root (the in-process caller) may retire any grant of its keys.
+    ok(&tc.cli(&["retire-grant", "--key-id", &key_id, "--grant-id", &grant_id]));
+    let listed = json(&tc.cli(&["list-grants", "--key-id", &key_id]));
+    assert_eq!(listed["Grants"], serde_json::json!([]));
+    let refused = tc.cli(&["revoke-grant", "--key-id", &key_id, "--grant-id", &grant_id]);
+    aws_error(&refused, "NotFoundException", "RevokeGrant");
+    let refused = tc.cli(&[
+        "create-grant",
+        "--key-id",
+        &key_id,
+        "--grantee-principal",
+        grantee,
+        "--operations",
+        "Encrypt",
+        "--constraints",
+        "Bogus={a=b}",
+    ]);
+    assert_eq!(refused.status.code(), Some(252), "{}", stderr(&refused));
+}
+
+#[test]
 fn rotation_commands() {
     let tc = cluster();
     let key_id = create_key(&tc);

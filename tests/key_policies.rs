@@ -799,3 +799,47 @@ fn a_refusal_fires_an_alarm_on_unauthorized_calls() {
                 && line["alarmName"] == "unauthorized")
     );
 }
+
+#[test]
+fn alias_operations_need_permission_on_the_alias_too() {
+    let ts = TestStore::new();
+    let key = create(&ts);
+    let region = ts.store.scope().region().to_owned();
+    let alias_arn = |name: &str| format!("arn:aws:kms:{region}:{}:alias/{name}", account(&ts));
+    let ops = json!(["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]);
+    let app = user_with(
+        &ts,
+        "app",
+        &[identity(json!([
+            {"Effect": "Allow", "Action": ops, "Resource": [key.arn, alias_arn("app-*")]}
+        ]))],
+        &[],
+        None,
+    );
+    let create_as = |name: &str| {
+        ts.store.create_alias(
+            &app,
+            AliasRequest {
+                alias_name: name.to_owned(),
+                target_key_id: key.key_id.clone(),
+            },
+        )
+    };
+    create_as("alias/app-one").unwrap();
+    let (code, message) = failure(create_as("alias/other"));
+    assert_eq!(code, "AccessDeniedException");
+    assert_eq!(
+        message,
+        format!(
+            "User: {} is not authorized to perform: kms:CreateAlias on resource: {} because no identity-based policy allows the kms:CreateAlias action",
+            app.principal,
+            alias_arn("other")
+        )
+    );
+    ts.store.delete_alias(&app, "alias/app-one").unwrap();
+    create_alias(&ts, "alias/other", &key.key_id).unwrap();
+    assert_eq!(
+        failure(ts.store.delete_alias(&app, "alias/other")).0,
+        "AccessDeniedException"
+    );
+}

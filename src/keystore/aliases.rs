@@ -28,6 +28,11 @@ impl KeyStore {
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
             let name = AliasName::parse_for_create(&request.alias_name)?;
+            self.authorize_alias(
+                caller,
+                Operation::CreateAlias,
+                caller.scope.alias_arn(&name).as_str(),
+            )?;
             let target = self.key_for(
                 caller,
                 call,
@@ -82,6 +87,11 @@ impl KeyStore {
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
             let name = AliasName::parse_for_create(&request.alias_name)?;
+            self.authorize_alias(
+                caller,
+                Operation::UpdateAlias,
+                caller.scope.alias_arn(&name).as_str(),
+            )?;
             let target = self.key_for(
                 caller,
                 call,
@@ -136,6 +146,11 @@ impl KeyStore {
         call.param("aliasName", alias_name);
         self.audited(caller, call, |_call| {
             let name = AliasName::parse_for_create(alias_name)?;
+            self.authorize_alias(
+                caller,
+                Operation::DeleteAlias,
+                caller.scope.alias_arn(&name).as_str(),
+            )?;
             let Some((alias, revision)) = self.alias(&caller.scope, name.as_str())? else {
                 return Err(caller.scope.alias_not_found(&name));
             };

@@ -180,6 +180,30 @@ impl KeyStore {
         .map(drop)
     }
 
+    /// Decides CreateAlias, UpdateAlias or DeleteAlias on the alias itself: AWS asks for the
+    /// permission on the alias ARN in an identity policy, and on the key in its key policy
+    /// ([`KeyStore::authorize`] decides that side).
+    pub(super) fn authorize_alias(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        alias_arn: &str,
+    ) -> Result<(), KmsError> {
+        let request = RequestContext::new(
+            &operation.policy_action(),
+            alias_arn,
+            caller_identity(caller),
+        )
+        .with_current_time(self.system_time());
+        evaluate_without_key(
+            caller.profile.policies.as_deref(),
+            caller.scope.account_id(),
+            &request,
+        )
+        .into_result()
+        .map(drop)
+    }
+
     /// The request time from the store's clock, for `aws:CurrentTime`.
     pub(super) fn system_time(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(u64::try_from(self.now()).unwrap_or(0))

@@ -192,3 +192,86 @@ def test_malformed_policies_are_refused_and_change_nothing(kms, text):
     before = kms.get_key_policy(KeyId=key["KeyId"])["Policy"]
     refused(lambda: kms.put_key_policy(KeyId=key["KeyId"], Policy=text), "MalformedPolicyDocumentException")
     assert kms.get_key_policy(KeyId=key["KeyId"])["Policy"] == before
+
+
+def test_grants_end_to_end(kms, kms_as):
+    key = kms.create_key(Policy=policy(ADMIN))["KeyMetadata"]
+    bob = kms_as("bob")
+    message = refused(lambda: bob.encrypt(KeyId=key["KeyId"], Plaintext=b"x"), "AccessDeniedException")
+    assert message == denied("bob", "kms:Encrypt", key["Arn"], "because no resource-based policy allows the kms:Encrypt action")
+    created = kms.create_grant(
+        KeyId=key["KeyId"],
+        GranteePrincipal=user_arn("bob"),
+        RetiringPrincipal=user_arn("alice"),
+        Operations=["Encrypt", "Decrypt"],
+        Constraints={"EncryptionContextSubset": {"purpose": "backup"}},
+    )
+    assert len(created["GrantId"]) == 64 and created["GrantToken"]
+    blob = bob.encrypt(
+        KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"purpose": "backup", "day": "1"}, GrantTokens=[created["GrantToken"]]
+    )["CiphertextBlob"]
+    assert bob.decrypt(CiphertextBlob=blob, EncryptionContext={"purpose": "backup", "day": "1"})["Plaintext"] == b"x"
+    refused(lambda: bob.encrypt(KeyId=key["KeyId"], Plaintext=b"x"), "AccessDeniedException")
+    refused(lambda: bob.generate_data_key(KeyId=key["KeyId"], KeySpec="AES_256", EncryptionContext={"purpose": "backup"}), "AccessDeniedException")
+    refused(lambda: bob.encrypt(KeyId=key["KeyId"], Plaintext=b"x", GrantTokens=["not-a-token"]), "InvalidGrantTokenException")
+
+    (entry,) = kms.list_grants(KeyId=key["KeyId"])["Grants"]
+    assert entry["KeyId"] == key["Arn"] and entry["GrantId"] == created["GrantId"]
+    assert entry["GranteePrincipal"] == user_arn("bob") and entry["RetiringPrincipal"] == user_arn("alice")
+    assert entry["IssuingAccount"] == ROOT
+    assert sorted(entry["Operations"]) == ["Decrypt", "Encrypt"]
+    assert entry["Constraints"] == {"EncryptionContextSubset": {"purpose": "backup"}}
+    retirable = kms_as("alice").list_retirable_grants(RetiringPrincipal=user_arn("alice"))["Grants"]
+    assert [g["GrantId"] for g in retirable] == [created["GrantId"]]
+
+    # Retiring: not bob (no RetireGrant in the grant), alice as retiring principal; DryRun first.
+    refused(lambda: bob.retire_grant(GrantToken=created["GrantToken"]), "AccessDeniedException")
+    refused(lambda: kms_as("alice").retire_grant(GrantToken=created["GrantToken"], DryRun=True), "DryRunOperationException")
+    kms_as("alice").retire_grant(GrantToken=created["GrantToken"])
+    assert kms.list_grants(KeyId=key["KeyId"])["Grants"] == []
+    refused(lambda: bob.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"purpose": "backup"}), "AccessDeniedException")
+
+    # Names make CreateGrant idempotent; RevokeGrant is the key policy's to allow.
+    first = kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=user_arn("bob"), Operations=["Encrypt"], Name="nightly")
+    again = kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=user_arn("bob"), Operations=["Encrypt"], Name="nightly")
+    assert first["GrantId"] == again["GrantId"] and first["GrantToken"] != again["GrantToken"]
+    refused(lambda: bob.revoke_grant(KeyId=key["KeyId"], GrantId=first["GrantId"]), "AccessDeniedException")
+    kms.revoke_grant(KeyId=key["KeyId"], GrantId=first["GrantId"])
+    refused(lambda: kms.revoke_grant(KeyId=key["KeyId"], GrantId=first["GrantId"]), "NotFoundException")
+    refused(lambda: kms.revoke_grant(KeyId=key["KeyId"], GrantId="nope"), "InvalidGrantIdException")
+
+
+def test_grant_pages_limits_and_validation(kms):
+    key = kms.create_key()["KeyMetadata"]
+    made = {
+        kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=user_arn("bob"), Operations=["Encrypt"], Name=f"g{n}")["GrantId"]
+        for n in range(5)
+    }
+    pages = kms.get_paginator("list_grants").paginate(KeyId=key["KeyId"], PaginationConfig={"PageSize": 2})
+    seen = [g["GrantId"] for page in pages for g in page["Grants"]]
+    assert sorted(seen) == sorted(made)
+    refused(lambda: kms.list_grants(KeyId=key["KeyId"], Marker="bogus"), "InvalidMarkerException")
+    message = refused(
+        lambda: kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=user_arn("bob"), Operations=["Encrypt", "Sign"],
+                                 Constraints={"EncryptionContextEquals": {"a": "b"}}),
+        "ValidationException",
+    )
+    assert "Sign" in message
+    refused(lambda: kms.create_grant(KeyId=key["KeyId"], GranteePrincipal="not a principal", Operations=["Encrypt"]), "ValidationException")
+    refused(lambda: kms.create_grant(KeyId="alias/nope", GranteePrincipal=user_arn("bob"), Operations=["Encrypt"]), "NotFoundException")
+    refused(lambda: kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=user_arn("bob"), Operations=["Encrypt"], DryRun=True), "DryRunOperationException")
+
+
+def test_another_accounts_grantee_uses_the_key_arn_only(kms, kms_as):
+    key = kms.create_key(Policy=policy(ADMIN))["KeyMetadata"]
+    kms.create_alias(AliasName="alias/granted", TargetKeyId=key["KeyId"])
+    stranger = kms_as("stranger")
+    refused(lambda: stranger.encrypt(KeyId=key["Arn"], Plaintext=b"x"), "AccessDeniedException")
+    grant = kms.create_grant(KeyId=key["Arn"], GranteePrincipal=user_arn("stranger"), Operations=["Encrypt", "Decrypt", "GenerateDataKey", "RetireGrant"])
+    blob = stranger.encrypt(KeyId=key["Arn"], Plaintext=b"x")["CiphertextBlob"]
+    assert stranger.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
+    assert len(stranger.generate_data_key(KeyId=key["Arn"], KeySpec="AES_256")["Plaintext"]) == 32
+    refused(lambda: stranger.encrypt(KeyId="alias/granted", Plaintext=b"x"), "NotFoundException")
+    refused(lambda: stranger.encrypt(KeyId=f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/granted", Plaintext=b"x"), "NotFoundException")
+    stranger.retire_grant(KeyId=key["Arn"], GrantId=grant["GrantId"])
+    refused(lambda: stranger.encrypt(KeyId=key["Arn"], Plaintext=b"x"), "AccessDeniedException")

@@ -156,3 +156,22 @@ def test_put_and_get_key_policy_round_trip_through_files(aws, tmp_path):
     assert denied.returncode != 0
     assert "AccessDeniedException" in denied.stderr
     assert "with an explicit deny in a resource-based policy" in denied.stderr
+
+
+def test_grant_verbs(aws):
+    key_id = ok(aws("create-key"))["KeyMetadata"]["KeyId"]
+    grantee = f"arn:aws:iam::{ACCOUNT}:user/batch"
+    created = ok(aws("create-grant", "--key-id", key_id, "--grantee-principal", grantee,
+                     "--retiring-principal", f"arn:aws:iam::{ACCOUNT}:user/hsm-kms-dev",
+                     "--operations", "Encrypt", "Decrypt",
+                     "--constraints", "EncryptionContextSubset={purpose=backup}", "--name", "nightly"))
+    listed = ok(aws("list-grants", "--key-id", key_id))["Grants"]
+    assert [g["GrantId"] for g in listed] == [created["GrantId"]]
+    assert listed[0]["Constraints"] == {"EncryptionContextSubset": {"purpose": "backup"}}
+    assert listed[0]["Name"] == "nightly"
+    ok(aws("retire-grant", "--grant-token", created["GrantToken"]))
+    assert ok(aws("list-grants", "--key-id", key_id))["Grants"] == []
+    second = ok(aws("create-grant", "--key-id", key_id, "--grantee-principal", grantee, "--operations", "Encrypt"))
+    ok(aws("revoke-grant", "--key-id", key_id, "--grant-id", second["GrantId"]))
+    refused = aws("revoke-grant", "--key-id", key_id, "--grant-id", second["GrantId"])
+    assert refused.returncode != 0 and "NotFoundException" in refused.stderr
