@@ -688,3 +688,68 @@ fn the_trail_records_grant_ids_and_never_tokens() {
     let trail = serde_json::to_string(&events).unwrap();
     assert!(!trail.contains(&created.grant_token));
 }
+
+#[test]
+fn key_policies_condition_create_grant_on_its_parameters() {
+    let ts = TestStore::new();
+    let delegate = user(&ts, "delegate");
+    let account = account(&ts);
+    let key = restricted_key(
+        &ts,
+        &[json!({
+            "Effect": "Allow", "Principal": {"AWS": delegate.principal}, "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": {
+                "ForAllValues:StringEquals": {"kms:GrantOperations": ["Encrypt", "Decrypt"]},
+                "StringLike": {"kms:GranteePrincipal": format!("arn:aws:iam::{account}:user/app-*")},
+                "Bool": {"kms:GrantIsForAWSResource": "false"},
+                "StringEqualsIfExists": {"kms:RetiringPrincipal": format!("arn:aws:iam::{account}:user/janitor")},
+            }
+        })],
+    );
+    let app = format!("arn:aws:iam::{account}:user/app-1");
+    let create = |grantee: &str, operations: &[&str], retiring: Option<&str>| {
+        ts.store.create_grant(
+            &delegate,
+            CreateGrantRequest {
+                key_id: key.key_id.clone(),
+                grantee_principal: grantee.to_owned(),
+                retiring_principal: retiring.map(str::to_owned),
+                operations: operations.iter().map(|op| op.to_string()).collect(),
+                ..Default::default()
+            },
+        )
+    };
+    create(&app, &["Encrypt"], None).unwrap();
+    create(
+        &app,
+        &["Encrypt", "Decrypt"],
+        Some(&format!("arn:aws:iam::{account}:user/janitor")),
+    )
+    .unwrap();
+    // kms:GrantOperations: an operation outside the list.
+    assert_eq!(
+        failure(create(&app, &["Encrypt", "ReEncryptFrom"], None)).0,
+        "AccessDeniedException"
+    );
+    // kms:GranteePrincipal: another grantee.
+    assert_eq!(
+        failure(create(
+            &format!("arn:aws:iam::{account}:user/other"),
+            &["Encrypt"],
+            None
+        ))
+        .0,
+        "AccessDeniedException"
+    );
+    // kms:RetiringPrincipal: another retiring principal.
+    assert_eq!(
+        failure(create(
+            &app,
+            &["Encrypt"],
+            Some(&format!("arn:aws:iam::{account}:user/x"))
+        ))
+        .0,
+        "AccessDeniedException"
+    );
+}
