@@ -640,6 +640,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         destruction_pending: Vec::new(),
         destruction_started: false,
         policy: None,
+        public_key: None,
         parsed_policy: Default::default(),
         custom_key_store_id: None,
     }

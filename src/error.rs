@@ -74,6 +74,10 @@ pub enum KmsError {
     KmsInternal(String),
     /// `KMSInvalidStateException`: the key state does not allow the operation.
     KmsInvalidState(String),
+    /// `KMSInvalidSignatureException`: Verify found the signature invalid.
+    KmsInvalidSignature(String),
+    /// `KMSInvalidMacException`: VerifyMac found the MAC invalid.
+    KmsInvalidMac(String),
     /// `LimitExceededException`: a length constraint or quota was exceeded.
     LimitExceeded(String),
     /// `MalformedPolicyDocumentException`: the key policy is not valid.
@@ -138,6 +142,8 @@ impl KmsError {
             KeyUnavailable(m) => ("KeyUnavailableException", m),
             KmsInternal(m) => ("KMSInternalException", m),
             KmsInvalidState(m) => ("KMSInvalidStateException", m),
+            KmsInvalidSignature(m) => ("KMSInvalidSignatureException", m),
+            KmsInvalidMac(m) => ("KMSInvalidMacException", m),
             LimitExceeded(m) => ("LimitExceededException", m),
             MalformedPolicyDocument(m) => ("MalformedPolicyDocumentException", m),
             MissingAuthenticationToken(m) => ("MissingAuthenticationTokenException", m),
@@ -317,6 +323,12 @@ mod tests {
             (KeyUnavailable(m()), "KeyUnavailableException", 500),
             (KmsInternal(m()), "KMSInternalException", 500),
             (KmsInvalidState(m()), "KMSInvalidStateException", 400),
+            (
+                KmsInvalidSignature(m()),
+                "KMSInvalidSignatureException",
+                400,
+            ),
+            (KmsInvalidMac(m()), "KMSInvalidMacException", 400),
             (LimitExceeded(m()), "LimitExceededException", 400),
             (
                 MalformedPolicyDocument(m()),
@@ -394,6 +406,8 @@ mod tests {
             RequestEntityTooLarge(_) => 37,
             RequestTimeout(_) => 38,
             DryRunOperation(_) => 39,
+            KmsInvalidSignature(_) => 40,
+            KmsInvalidMac(_) => 41,
         }
     }
 

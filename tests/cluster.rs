@@ -760,6 +760,7 @@ fn calls_reach_any_member_that_holds_the_key() {
         .generate_key(
             &material.cka_id(),
             "only on c",
+            hsm_kms::hsm::MaterialSpec::AES,
             Portability::WrapWithTrusted,
         )
         .unwrap();

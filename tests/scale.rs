@@ -41,6 +41,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         destruction_pending: Vec::new(),
         destruction_started: false,
         policy: None,
+        public_key: None,
         parsed_policy: Default::default(),
     }
 }

@@ -354,6 +354,17 @@ impl Cluster {
         self.route(|member| member.decrypt(&id, gcm, ciphertext))
     }
 
+    /// Runs `operation` with the `CKA_ID` of a material version on a member that holds it
+    /// (routed as every call is: least busy first, the next one while a member cannot serve).
+    pub fn with_material<T>(
+        &self,
+        material: &MaterialId,
+        operation: impl Fn(&Arc<Member>, &[u8]) -> Result<T, HsmError>,
+    ) -> Result<Served<T>, ClusterError> {
+        let id = material.cka_id();
+        self.route(|member| operation(member, &id))
+    }
+
     /// Random bytes from an HSM.
     pub fn random(&self, length: usize) -> Result<Served<Zeroizing<Vec<u8>>>, ClusterError> {
         self.route(|member| member.random(length))

@@ -14,8 +14,10 @@ use super::internal::INTERNAL_PREFIX;
 use super::{Cluster, ClusterError, preflight};
 use crate::config::{ClusterConfig, Replication};
 use crate::hsm::{
-    Disposition, Failure, GcmSeal, HsmError, KeyObject, Member, Portability, ceremony, gcm,
+    Disposition, Failure, GcmSeal, HsmError, KeyObject, MaterialSpec, Member, Portability,
+    ceremony, gcm,
 };
+use crate::keys::spec::{EncryptionAlgorithm, KeyUsage, SigningAlgorithm};
 
 /// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,6 +121,17 @@ impl Cluster {
     /// other failure, every copy written is destroyed again; copies that cannot be destroyed
     /// are named in the error for repair.
     pub fn create_key(&self, material: &MaterialId, label: &str) -> Result<(), ClusterError> {
+        self.create_material(material, label, MaterialSpec::AES)
+    }
+
+    /// [`Cluster::create_key`] for material of any kind: a secret or a key pair, whose
+    /// private half travels wrapped like a secret and whose public half is copied by value.
+    pub fn create_material(
+        &self,
+        material: &MaterialId,
+        label: &str,
+        spec: MaterialSpec,
+    ) -> Result<(), ClusterError> {
         let problems = self.quorum_problems();
         if !problems.is_empty() {
             return Err(ClusterError::CannotWriteKeys {
@@ -137,21 +150,24 @@ impl Cluster {
         let _writing = self.writers.claim(&id);
         if self.replication == Replication::Vendor {
             return source
-                .generate_key(&id, label, Portability::NonExtractable)
+                .generate_key(&id, label, spec, Portability::NonExtractable)
                 .map_err(ClusterError::Hsm);
         }
         source
-            .generate_key(&id, label, Portability::WrapWithTrusted)
+            .generate_key(&id, label, spec, Portability::WrapWithTrusted)
             .map_err(|cause| self.replication_failed(material, cause, &[]))?;
         let mut written = vec![source.clone()];
         let mut proven = vec![source.clone()];
         let copied = (|| {
             let wrapped = Zeroizing::new(source.wrap_key(&id)?);
+            let public = spec.is_pair().then(|| source.public_key(&id)).transpose()?;
             for target in targets {
-                let copy = target.unwrap_key(&id, label, &wrapped).inspect(|()| {
-                    written.push(target.clone());
-                });
-                match copy.and_then(|()| prove_equal(source, target, &id)) {
+                let copy = target
+                    .unwrap_key(&id, label, spec, &wrapped, public.as_ref())
+                    .inspect(|()| {
+                        written.push(target.clone());
+                    });
+                match copy.and_then(|()| prove_equal(source, target, &id, spec)) {
                     Ok(()) => proven.push(target.clone()),
                     Err(error) if went_away(target, &error) => {
                         tracing::warn!(member = target.name(), %material, %error,
@@ -373,11 +389,17 @@ impl Cluster {
         if target.has_key(&object.id).map_err(ClusterError::Hsm)? {
             return Ok(false);
         }
+        let spec = object.material;
         let wrapped = Zeroizing::new(source.wrap_key(&object.id).map_err(ClusterError::Hsm)?);
-        target
-            .unwrap_key(&object.id, &object.label, &wrapped)
+        let public = spec
+            .is_pair()
+            .then(|| source.public_key(&object.id))
+            .transpose()
             .map_err(ClusterError::Hsm)?;
-        if let Err(cause) = prove_equal(source, target, &object.id) {
+        target
+            .unwrap_key(&object.id, &object.label, spec, &wrapped, public.as_ref())
+            .map_err(ClusterError::Hsm)?;
+        if let Err(cause) = prove_equal(source, target, &object.id, spec) {
             let left_behind = match target.destroy_key(&object.id) {
                 Ok(()) => Vec::new(),
                 Err(_) => vec![target.name().to_owned()],
@@ -471,8 +493,60 @@ fn went_away(target: &Arc<Member>, error: &HsmError) -> bool {
     }
 }
 
-/// Encrypts a probe on `source` and decrypts it on `target` with the material `id`.
-fn prove_equal(source: &Arc<Member>, target: &Arc<Member>, id: &[u8]) -> Result<(), HsmError> {
+/// Proves the copy of the material `id` on `target` equal to the one on `source`: an AES key
+/// decrypts on `target` what `source` encrypted; an HMAC key computes the same MAC; a signing
+/// pair's signature made on `target` verifies with the public key on `source`; a decrypting
+/// pair opens on `target` what `source`'s public key encrypted.
+fn prove_equal(
+    source: &Arc<Member>,
+    target: &Arc<Member>,
+    id: &[u8],
+    spec: MaterialSpec,
+) -> Result<(), HsmError> {
+    let differs = |what: &str| {
+        Err(HsmError::new(
+            target.name(),
+            Failure::Other(format!("copy {what}")),
+        ))
+    };
+    if let Some(mac) = spec.spec.mac_algorithm() {
+        let digest = mac.digest();
+        let theirs = target.hmac(id, digest, PROBE_PLAINTEXT)?;
+        return if source.hmac(id, digest, PROBE_PLAINTEXT)? == theirs {
+            Ok(())
+        } else {
+            differs("computes another MAC")
+        };
+    }
+    if spec.is_pair() {
+        return match spec.usage {
+            KeyUsage::SignVerify => {
+                let algorithm = if spec.spec.curve().is_some() {
+                    SigningAlgorithm::EcdsaSha256
+                } else {
+                    SigningAlgorithm::RsassaPkcs1V15Sha256
+                };
+                let digest = algorithm.digest().hash(PROBE_PLAINTEXT);
+                let curve = spec.spec.curve();
+                let signature = target.sign_digest(id, algorithm, curve, &digest)?;
+                if source.verify_digest(id, algorithm, curve, &digest, &signature)? {
+                    Ok(())
+                } else {
+                    differs("signs with another private key")
+                }
+            }
+            KeyUsage::EncryptDecrypt => {
+                let algorithm = EncryptionAlgorithm::RsaesOaepSha256;
+                let sealed = source.oaep_encrypt(id, algorithm, PROBE_PLAINTEXT)?;
+                if target.oaep_decrypt(id, algorithm, &sealed)?.as_slice() == PROBE_PLAINTEXT {
+                    Ok(())
+                } else {
+                    differs("decrypts with another private key")
+                }
+            }
+            _ => differs("cannot be proven: its key usage has no probe"),
+        };
+    }
     let mut aad = b"hsm-kms replication probe:".to_vec();
     aad.extend_from_slice(id);
     let seal = GcmSeal::new(&aad, gcm::TAG_LEN * 8).map_err(|f| HsmError::new(source.name(), f))?;

@@ -7,8 +7,10 @@
 pub mod ceremony;
 pub mod error;
 pub mod gcm;
+pub mod material;
 mod module;
 mod pool;
+mod signing;
 pub mod templates;
 
 use std::collections::HashMap;
@@ -19,13 +21,14 @@ use std::time::Duration;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
 pub use error::{Disposition, Failure, HsmError};
 pub use gcm::{Gcm, GcmSeal, Sealed};
+pub use material::{MaterialSpec, PublicKey};
 pub use module::{prepare_environment, prepare_switches};
 pub use templates::Portability;
 
@@ -42,6 +45,8 @@ pub struct KeyObject {
     pub id: Vec<u8>,
     /// CKA_LABEL.
     pub label: String,
+    /// What the object holds, read from its attributes.
+    pub material: MaterialSpec,
 }
 
 /// Security attributes of a key object, read back through PKCS#11.
@@ -416,13 +421,16 @@ impl Member {
         if let Some(handle) = read(&connection.handles).get(id) {
             return Ok(*handle);
         }
-        let found = self.search(
-            session,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Id(id.to_vec()),
-            ],
-        )?;
+        let mut found = Vec::new();
+        for class in [ObjectClass::SECRET_KEY, ObjectClass::PRIVATE_KEY] {
+            found = self.search(
+                session,
+                &[Attribute::Class(class), Attribute::Id(id.to_vec())],
+            )?;
+            if !found.is_empty() {
+                break;
+            }
+        }
         match found.as_slice() {
             [handle] => {
                 write(&connection.handles).insert(id.to_vec(), *handle);
@@ -530,19 +538,33 @@ impl Member {
         })
     }
 
-    /// Generates an AES-256 CMK material version inside this HSM.
+    /// Generates a material version of kind `material` inside this HSM: a secret, or a key
+    /// pair under one `CKA_ID`.
     pub fn generate_key(
         self: &Arc<Self>,
         key_id: &[u8],
         label: &str,
+        material: MaterialSpec,
         portability: Portability,
     ) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
             let _writing = write(&self.token_objects);
-            let template = templates::cmk_generate(key_id, label, portability);
-            let handle = session
-                .generate_key(&Mechanism::AesKeyGen, &template)
-                .map_err(self.pkcs11_error())?;
+            let handle = match material.secret_generation(key_id, label, portability) {
+                Some((mechanism, template)) => session.generate_key(&mechanism, &template),
+                None => {
+                    let Some((mechanism, public, private)) =
+                        material.pair_generation(key_id, label, portability)
+                    else {
+                        return Err(
+                            self.fail(Failure::InvalidInput("no generation for the key spec"))
+                        );
+                    };
+                    session
+                        .generate_key_pair(&mechanism, &public, &private)
+                        .map(|(_, private)| private)
+                }
+            }
+            .map_err(self.pkcs11_error())?;
             write(&connection.handles).insert(key_id.to_vec(), handle);
             Ok(())
         })
@@ -560,25 +582,29 @@ impl Member {
         })
     }
 
-    /// Unwraps a CMK wrapped by another member under the domain key, inside this HSM.
+    /// Unwraps a material version wrapped by another member under the domain key, inside
+    /// this HSM; a pair's public key, which is not secret, is created from `public`.
     pub fn unwrap_key(
         self: &Arc<Self>,
         key_id: &[u8],
         label: &str,
+        material: MaterialSpec,
         wrapped: &[u8],
+        public: Option<&PublicKey>,
     ) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
             let domain_key = self.domain_key(connection)?;
             let _writing = write(&self.token_objects);
+            let template = material.secret_template(key_id, label, Portability::WrapWithTrusted);
             let handle = session
-                .unwrap_key(
-                    &Mechanism::AesKeyWrapPad,
-                    domain_key,
-                    wrapped,
-                    &templates::cmk(key_id, label, Portability::WrapWithTrusted),
-                )
+                .unwrap_key(&Mechanism::AesKeyWrapPad, domain_key, wrapped, &template)
                 .map_err(self.pkcs11_error())?;
             write(&connection.handles).insert(key_id.to_vec(), handle);
+            if let Some(public) = public {
+                session
+                    .create_object(&material.public_object(key_id, label, public))
+                    .map_err(self.pkcs11_error())?;
+            }
             Ok(())
         })
     }
@@ -587,13 +613,14 @@ impl Member {
     /// a broken token also finds nothing.
     pub fn has_key(self: &Arc<Self>, key_id: &[u8]) -> Result<bool, HsmError> {
         let found = self.with_session(|_, session| {
-            self.search(
-                session,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Id(key_id.to_vec()),
-                ],
-            )
+            let mut found = Vec::new();
+            for class in [ObjectClass::SECRET_KEY, ObjectClass::PRIVATE_KEY] {
+                found.extend(self.search(
+                    session,
+                    &[Attribute::Class(class), Attribute::Id(key_id.to_vec())],
+                )?);
+            }
+            Ok(found)
         })?;
         if found.is_empty() {
             self.probe()
@@ -605,15 +632,14 @@ impl Member {
     /// Destroys every object with `id` and verifies it is gone.
     pub fn destroy_key(self: &Arc<Self>, key_id: &[u8]) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
-            let template = [
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Id(key_id.to_vec()),
-            ];
+            // Every object under the id: a secret, or both halves of a pair.
+            let template = [Attribute::Id(key_id.to_vec())];
             let _writing = write(&self.token_objects);
             let found = session
                 .find_objects(&template)
                 .map_err(self.pkcs11_error())?;
             write(&connection.handles).remove(key_id);
+            write(&connection.handles).remove(&signing::public_cache_key(key_id));
             for handle in found {
                 session
                     .destroy_object(handle)
@@ -630,25 +656,33 @@ impl Member {
         Ok(())
     }
 
-    /// Lists the AES key objects on the member, the domain key excluded.
+    /// Lists the key material objects on the member (secrets and private keys hsm-kms can
+    /// describe), the domain key excluded.
     pub fn list_keys(self: &Arc<Self>) -> Result<Vec<KeyObject>, HsmError> {
         let objects = self.with_session(|_, session| {
             let _searching = read(&self.token_objects);
-            let handles = session
-                .find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Token(true),
-                ])
-                .map_err(self.pkcs11_error())?;
+            let mut handles = Vec::new();
+            for class in [ObjectClass::SECRET_KEY, ObjectClass::PRIVATE_KEY] {
+                handles.extend(
+                    session
+                        .find_objects(&[Attribute::Class(class), Attribute::Token(true)])
+                        .map_err(self.pkcs11_error())?,
+                );
+            }
             let mut objects = Vec::with_capacity(handles.len());
             for handle in handles {
+                let mut wanted = vec![AttributeType::Id, AttributeType::Label];
+                wanted.extend(MaterialSpec::DESCRIBING);
                 let attributes = session
-                    .get_attributes(handle, &[AttributeType::Id, AttributeType::Label])
+                    .get_attributes(handle, &wanted)
                     .map_err(self.pkcs11_error())?;
+                let Some(material) = MaterialSpec::of_object(&attributes) else {
+                    continue;
+                };
                 let mut object = KeyObject {
                     id: Vec::new(),
                     label: String::new(),
+                    material,
                 };
                 for attribute in attributes {
                     match attribute {

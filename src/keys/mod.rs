@@ -2,4 +2,5 @@
 //! for keys, aliases and pending HSM changes.
 
 pub mod records;
+pub mod spec;
 pub mod state;

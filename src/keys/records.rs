@@ -49,6 +49,10 @@ pub struct KeyRecord {
     /// written before key policies, which have AWS's default key policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The DER SubjectPublicKeyInfo of an asymmetric key, base64: read from the HSM once,
+    /// when the key was created (public, so kept here for GetPublicKey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// The key policy parsed, once per record read (never stored).
     #[serde(skip)]
     pub parsed_policy: ParsedPolicy,
@@ -111,6 +115,40 @@ pub struct RotationSchedule {
 }
 
 impl KeyRecord {
+    /// The key's spec and usage; `KMSInternalException` for a record naming neither a spec
+    /// nor a usage this version knows.
+    pub fn material_spec(&self) -> Result<crate::hsm::MaterialSpec, KmsError> {
+        use super::spec::{KeySpec, KeyUsage};
+        match (
+            KeySpec::parse(&self.key_spec),
+            KeyUsage::parse(&self.key_usage),
+        ) {
+            (Some(spec), Some(usage)) => Ok(crate::hsm::MaterialSpec { spec, usage }),
+            _ => Err(KmsError::KmsInternal(format!(
+                "key {} has key spec {} and usage {}, which this version does not know",
+                self.key_id, self.key_spec, self.key_usage
+            ))),
+        }
+    }
+
+    /// The DER SubjectPublicKeyInfo of an asymmetric key (`None` for other keys).
+    pub fn public_key_der(&self) -> Result<Option<Vec<u8>>, KmsError> {
+        use base64::Engine as _;
+        self.public_key
+            .as_deref()
+            .map(|text| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| {
+                        KmsError::KmsInternal(format!(
+                            "key {} has a public key that does not decode",
+                            self.key_id
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
     /// The parsed key id.
     pub fn id(&self) -> KeyId {
         KeyId::parse(&self.key_id).unwrap_or_else(|_| KeyId::from_bytes([0; 16]))

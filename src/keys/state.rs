@@ -141,8 +141,12 @@ pub enum Operation {
     GenerateDataKeyWithoutPlaintext,
     /// GenerateRandom (no key: never restricted).
     GenerateRandom,
+    /// GenerateMac.
+    GenerateMac,
     /// GetKeyPolicy.
     GetKeyPolicy,
+    /// GetPublicKey.
+    GetPublicKey,
     /// GetKeyRotationStatus.
     GetKeyRotationStatus,
     /// ListAliases.
@@ -171,6 +175,8 @@ pub enum Operation {
     RotateKeyOnDemand,
     /// ScheduleKeyDeletion.
     ScheduleKeyDeletion,
+    /// Sign.
+    Sign,
     /// TagResource.
     TagResource,
     /// UntagResource.
@@ -180,11 +186,15 @@ pub enum Operation {
     UpdateAlias,
     /// UpdateKeyDescription.
     UpdateKeyDescription,
+    /// Verify.
+    Verify,
+    /// VerifyMac.
+    VerifyMac,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 40] = [
+    pub const ALL: [Operation; 45] = [
         Operation::CancelKeyDeletion,
         Operation::ConnectCustomKeyStore,
         Operation::CreateCustomKeyStore,
@@ -225,6 +235,11 @@ impl Operation {
         Operation::UntagResource,
         Operation::UpdateAlias,
         Operation::UpdateKeyDescription,
+        Operation::Sign,
+        Operation::Verify,
+        Operation::GetPublicKey,
+        Operation::GenerateMac,
+        Operation::VerifyMac,
     ];
 
     /// The AWS operation name (`X-Amz-Target: TrentService.<name>`).
@@ -270,6 +285,11 @@ impl Operation {
             Operation::UntagResource => "UntagResource",
             Operation::UpdateAlias => "UpdateAlias",
             Operation::UpdateKeyDescription => "UpdateKeyDescription",
+            Operation::Sign => "Sign",
+            Operation::Verify => "Verify",
+            Operation::GetPublicKey => "GetPublicKey",
+            Operation::GenerateMac => "GenerateMac",
+            Operation::VerifyMac => "VerifyMac",
         }
     }
 
@@ -289,6 +309,11 @@ impl Operation {
                 | ReEncrypt
                 | GenerateDataKey
                 | GenerateDataKeyWithoutPlaintext
+                | Sign
+                | Verify
+                | GetPublicKey
+                | GenerateMac
+                | VerifyMac
                 | GenerateRandom
                 | DescribeKey
                 | DescribeCustomKeyStores
@@ -323,6 +348,11 @@ impl Operation {
                 | ReEncrypt
                 | GenerateDataKey
                 | GenerateDataKeyWithoutPlaintext
+                | Sign
+                | Verify
+                | GetPublicKey
+                | GenerateMac
+                | VerifyMac
                 | DescribeKey
                 | GetKeyRotationStatus
                 | CreateGrant
@@ -356,9 +386,16 @@ impl Operation {
             | DescribeCustomKeyStores
             | DisconnectCustomKeyStore
             | UpdateCustomKeyStore => Row::Unrestricted,
-            Encrypt | Decrypt | ReEncrypt | GenerateDataKey | GenerateDataKeyWithoutPlaintext => {
-                Row::Cryptographic
-            }
+            Encrypt
+            | Decrypt
+            | ReEncrypt
+            | GenerateDataKey
+            | GenerateDataKeyWithoutPlaintext
+            | Sign
+            | Verify
+            | GetPublicKey
+            | GenerateMac
+            | VerifyMac => Row::Cryptographic,
             CreateGrant => Row::CreateGrant,
             EnableKey | DisableKey => Row::EnableDisable,
             ScheduleKeyDeletion => Row::ScheduleDeletion,
@@ -502,9 +539,16 @@ mod tests {
         const PRD: &str = "KMSInvalidStateException: is pending replica deletion.";
         use Operation::*;
         match op {
-            Encrypt | Decrypt | ReEncrypt | GenerateDataKey | GenerateDataKeyWithoutPlaintext => {
-                ["ok", D, PD, PI, UN, CR, UP, PRD]
-            }
+            Encrypt
+            | Decrypt
+            | ReEncrypt
+            | GenerateDataKey
+            | GenerateDataKeyWithoutPlaintext
+            | Sign
+            | Verify
+            | GetPublicKey
+            | GenerateMac
+            | VerifyMac => ["ok", D, PD, PI, UN, CR, UP, PRD],
             CreateGrant => ["ok", D, PD, PI, "ok", CR, UP, PRD],
             EnableKey | DisableKey => ["ok", "ok", PD, PI, "ok", CR, UP, PRD],
             ScheduleKeyDeletion => ["ok", "ok", PD, "ok", "ok", CR, UP, PRD],
@@ -566,7 +610,7 @@ mod tests {
                 cells += 1;
             }
         }
-        assert_eq!(cells, 40 * 8);
+        assert_eq!(cells, 45 * 8);
     }
 
     #[test]
@@ -627,6 +671,11 @@ mod tests {
             DescribeCustomKeyStores => 37,
             DisconnectCustomKeyStore => 38,
             UpdateCustomKeyStore => 39,
+            Sign => 40,
+            Verify => 41,
+            GetPublicKey => 42,
+            GenerateMac => 43,
+            VerifyMac => 44,
         }
     }
 

@@ -60,7 +60,12 @@ pub struct KeyMetadata {
     pub key_manager: String,
     pub customer_master_key_spec: String,
     pub key_spec: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub encryption_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signing_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mac_algorithms: Vec<String>,
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,
@@ -604,4 +609,105 @@ pub struct RevokeGrantRequest {
     pub key_id: String,
     pub grant_id: String,
     pub dry_run: Option<bool>,
+}
+
+/// Sign's and Verify's message: at most 4096 bytes, not secret (AWS logs neither).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SignRequest {
+    pub key_id: String,
+    #[serde(with = "base64_bytes")]
+    pub message: Vec<u8>,
+    pub message_type: Option<String>,
+    pub signing_algorithm: String,
+    pub grant_tokens: Vec<String>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SignResponse {
+    pub key_id: String,
+    #[serde(with = "base64_bytes")]
+    pub signature: Vec<u8>,
+    pub signing_algorithm: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VerifyRequest {
+    pub key_id: String,
+    #[serde(with = "base64_bytes")]
+    pub message: Vec<u8>,
+    pub message_type: Option<String>,
+    #[serde(with = "base64_bytes")]
+    pub signature: Vec<u8>,
+    pub signing_algorithm: String,
+    pub grant_tokens: Vec<String>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyResponse {
+    pub key_id: String,
+    pub signature_valid: bool,
+    pub signing_algorithm: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetPublicKeyResponse {
+    pub key_id: String,
+    #[serde(with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    pub customer_master_key_spec: String,
+    pub key_spec: String,
+    pub key_usage: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encryption_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signing_algorithms: Vec<String>,
+}
+
+/// GenerateMac's message may be secret: it is a [`SecretSlice`] and never logged.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GenerateMacRequest {
+    #[serde(with = "secret_base64")]
+    pub message: SecretSlice<u8>,
+    pub key_id: String,
+    pub mac_algorithm: String,
+    pub grant_tokens: Vec<String>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateMacResponse {
+    #[serde(with = "base64_bytes")]
+    pub mac: Vec<u8>,
+    pub mac_algorithm: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VerifyMacRequest {
+    #[serde(with = "secret_base64")]
+    pub message: SecretSlice<u8>,
+    pub key_id: String,
+    pub mac_algorithm: String,
+    #[serde(with = "base64_bytes")]
+    pub mac: Vec<u8>,
+    pub grant_tokens: Vec<String>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyMacResponse {
+    pub key_id: String,
+    pub mac_valid: bool,
+    pub mac_algorithm: String,
 }

@@ -17,6 +17,7 @@ use crate::crypto::context::EncryptionContext;
 use crate::error::KmsError;
 use crate::hsm::{Gcm, GcmSeal};
 use crate::keys::records::KeyRecord;
+use crate::keys::spec::{EncryptionAlgorithm, KeyUsage};
 use crate::keys::state::{self, Operation};
 use crate::policy::keys;
 
@@ -83,6 +84,19 @@ impl KeyStore {
                 Naming::AnyReference,
             )?;
             let arn = key.arn();
+            if let Some(algorithm) = rsa_algorithm(
+                &key,
+                Operation::Encrypt,
+                request.encryption_algorithm.as_deref(),
+            )? {
+                let ciphertext_blob =
+                    self.rsa_encrypt(call, &key, algorithm, &context, plaintext)?;
+                return Ok(EncryptResponse {
+                    ciphertext_blob,
+                    key_id: arn,
+                    encryption_algorithm: algorithm.as_str().to_owned(),
+                });
+            }
             let ciphertext_blob = self.seal(call, &key, &context, plaintext)?;
             Ok(EncryptResponse {
                 ciphertext_blob,
@@ -112,6 +126,9 @@ impl KeyStore {
                 "encryptionAlgorithm",
                 request.encryption_algorithm.as_deref(),
             )?;
+            if let Some(opened) = self.rsa_decrypt(caller, call, &request)? {
+                return Ok(opened);
+            }
             let (key, plaintext) = self.open_blob(
                 caller,
                 call,
@@ -324,6 +341,7 @@ impl KeyStore {
         context: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
+        symmetric_encryption_key(key, call.event_name)?;
         let header = BlobHeader::new(key.id(), key.current_version());
         let aad = header.aad(context);
         let seal = GcmSeal::new(&aad, 128).map_err(|e| KmsError::KmsInternal(e.to_string()))?;
@@ -405,6 +423,7 @@ impl KeyStore {
         let alias = expected.and_then(|(_, alias)| alias);
         self.authorize(caller, &key, alias.as_deref(), access)?;
         state::check(operation, key.state, &arn)?;
+        symmetric_encryption_key(&key, operation.as_str())?;
         if !key
             .materials
             .iter()
@@ -474,14 +493,12 @@ fn check_count(param: &str, count: i64, max: i64) -> Result<(), KmsError> {
     Ok(())
 }
 
+/// Checks an `EncryptionAlgorithm` against the API model's enum (whether it fits the key is
+/// decided once the key is known: [`rsa_algorithm`]).
 fn check_algorithm(param: &str, algorithm: Option<&str>) -> Result<(), KmsError> {
     match algorithm {
         None | Some(SYMMETRIC_DEFAULT) => Ok(()),
-        Some(asymmetric) if ASYMMETRIC_ALGORITHMS.contains(&asymmetric) => {
-            Err(KmsError::InvalidKeyUsage(format!(
-                "The encryption algorithm {asymmetric} is not supported for symmetric keys."
-            )))
-        }
+        Some(asymmetric) if ASYMMETRIC_ALGORITHMS.contains(&asymmetric) => Ok(()),
         Some(other) => Err(KmsError::constraint_violation(
             param,
             Some(other),
@@ -494,7 +511,7 @@ fn check_algorithm(param: &str, algorithm: Option<&str>) -> Result<(), KmsError>
 
 /// The access of a cryptographic operation: its encryption context and algorithm
 /// (`kms:EncryptionContext:*`, `kms:EncryptionContextKeys`, `kms:EncryptionAlgorithm`).
-fn crypto_access<'a>(
+pub(super) fn crypto_access<'a>(
     operation: Operation,
     context: &'a EncryptionContext,
     algorithm: Option<&'a str>,
@@ -527,4 +544,58 @@ fn data_key_call(operation: Operation, request: &GenerateDataKeyRequest) -> Call
 /// The algorithm a call names, for the audit record.
 fn algorithm_name(algorithm: Option<&str>) -> &str {
     algorithm.unwrap_or(SYMMETRIC_DEFAULT)
+}
+
+/// `InvalidKeyUsageException` unless `key` is a symmetric encryption key, the only kind that
+/// seals this store's ciphertext blobs and makes data keys.
+fn symmetric_encryption_key(key: &KeyRecord, operation: &str) -> Result<(), KmsError> {
+    if key.key_usage != KeyUsage::EncryptDecrypt.as_str() {
+        return Err(KmsError::InvalidKeyUsage(format!(
+            "{} key usage is {} which is not valid for {operation}.",
+            key.arn(),
+            key.key_usage
+        )));
+    }
+    if key.key_spec != SYMMETRIC_DEFAULT {
+        return Err(KmsError::InvalidKeyUsage(format!(
+            "{} key spec is {} which is not valid for {operation}.",
+            key.arn(),
+            key.key_spec
+        )));
+    }
+    Ok(())
+}
+
+/// The RSAES-OAEP algorithm of a call on an RSA encryption key (`None` for a symmetric key
+/// asked for SYMMETRIC_DEFAULT); `InvalidKeyUsageException` when the algorithm does not fit
+/// the key.
+pub(super) fn rsa_algorithm(
+    key: &KeyRecord,
+    operation: Operation,
+    requested: Option<&str>,
+) -> Result<Option<EncryptionAlgorithm>, KmsError> {
+    let spec = key.material_spec()?;
+    if spec.spec.rsa_bits().is_none() {
+        return match requested {
+            None | Some(SYMMETRIC_DEFAULT) => Ok(None),
+            Some(other) => Err(KmsError::InvalidKeyUsage(format!(
+                "The encryption algorithm {other} is not valid for {}, whose key spec is {}.",
+                key.arn(),
+                key.key_spec
+            ))),
+        };
+    }
+    if spec.usage != KeyUsage::EncryptDecrypt {
+        symmetric_encryption_key(key, operation.as_str())?;
+    }
+    requested
+        .and_then(EncryptionAlgorithm::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            KmsError::InvalidKeyUsage(format!(
+                "{} has key spec {}: specify EncryptionAlgorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.",
+                key.arn(),
+                key.key_spec
+            ))
+        })
 }

@@ -20,6 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::api::*;
 use super::authorize::caller_identity;
+use super::signing::dry_run;
 use super::{Access, Caller, KeyStore, Naming, decode, encode, internal, limit};
 use crate::audit::event::Call;
 use crate::clock::to_epoch_seconds;
@@ -676,17 +677,6 @@ fn principal_account(principal: &str) -> Option<&str> {
     ) {
         (Some("arn"), Some(_), Some("iam" | "sts"), Some(""), Some(account)) => Some(account),
         _ => None,
-    }
-}
-
-/// `DryRunOperationException` when the request only asked whether it would succeed.
-fn dry_run(dry_run: Option<bool>) -> Result<(), KmsError> {
-    if dry_run == Some(true) {
-        Err(KmsError::DryRunOperation(
-            "The request would have succeeded, but the DryRun option is set.".to_owned(),
-        ))
-    } else {
-        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@ use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::ids::KeyId;
 use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy};
+use crate::keys::spec::{self, KeySpec, KeyUsage};
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::{RequestContext, default_key_policy, keys, parse_key_policy};
 use crate::store::{Batch, Precondition, Table};
@@ -66,28 +67,29 @@ impl KeyStore {
             call.param("customKeyStoreId", id.as_str());
         }
         self.audited(caller, call, |call| {
+        let (spec, usage) = spec::validate_create(
+            request.key_spec.as_deref(),
+            request.customer_master_key_spec.as_deref(),
+            request.key_usage.as_deref(),
+        )?;
         self.authorize_without_key(caller, Operation::CreateKey, |context| {
             create_key_conditions(context, &request)
         })?;
         let description = request.description.unwrap_or_default();
         check_description(&description)?;
-        let key_spec = request
-            .key_spec
-            .or(request.customer_master_key_spec)
-            .unwrap_or_else(|| SYMMETRIC_DEFAULT.to_owned());
-        if key_spec != SYMMETRIC_DEFAULT {
+        if usage == KeyUsage::KeyAgreement {
+            return Err(KmsError::UnsupportedOperation(
+                "KeyUsage KEY_AGREEMENT (DeriveSharedSecret) is not supported by this key store yet."
+                    .into(),
+            ));
+        }
+        if spec != KeySpec::SymmetricDefault && request.custom_key_store_id.is_some() {
             return Err(KmsError::UnsupportedOperation(format!(
-                "KeySpec {key_spec} is not supported: this key store holds symmetric keys (SYMMETRIC_DEFAULT) only."
+                "KeySpec {} is not valid in a custom key store: it holds symmetric encryption keys (SYMMETRIC_DEFAULT) only.",
+                spec.as_str()
             )));
         }
-        let key_usage = request
-            .key_usage
-            .unwrap_or_else(|| "ENCRYPT_DECRYPT".to_owned());
-        if key_usage != "ENCRYPT_DECRYPT" {
-            return Err(KmsError::Validation(format!(
-                "KeyUsage {key_usage} is not compatible with KeySpec SYMMETRIC_DEFAULT"
-            )));
-        }
+        let (key_spec, key_usage) = (spec.as_str().to_owned(), usage.as_str().to_owned());
         let origin = request.origin.unwrap_or_else(|| {
             if request.custom_key_store_id.is_some() { "AWS_CLOUDHSM" } else { "AWS_KMS" }.to_owned()
         });
@@ -158,9 +160,13 @@ impl KeyStore {
             destruction_pending: Vec::new(),
             destruction_started: false,
             policy: Some(policy_text),
+            public_key: None,
             parsed_policy: ParsedPolicy::default(),
         };
-        self.create_material(&record, 1, |batch| {
+        let mut record = record;
+        self.create_material(&record.clone(), 1, |batch| {
+            // A pair's public key is read from the HSM once, here, and kept in the record.
+            record.public_key = self.read_public_key(&record)?;
             batch
                 .expect(
                     Table::Keys,
@@ -175,6 +181,21 @@ impl KeyStore {
         call.response_elements = Some(serde_json::json!({ "keyMetadata": key_metadata }));
         Ok(KeyMetadataResponse { key_metadata })
             })
+    }
+
+    /// The base64 DER SubjectPublicKeyInfo of a pair just created (`None` for a secret).
+    fn read_public_key(&self, record: &KeyRecord) -> Result<Option<String>, KmsError> {
+        use base64::Engine as _;
+        if !record.material_spec()?.is_pair() {
+            return Ok(None);
+        }
+        let material = MaterialId::new(record.key_id.clone(), 1);
+        let public = self
+            .cluster_of(record)?
+            .with_material(&material, |member, id| member.public_key(id))
+            .map_err(cluster_error)?;
+        let der = crate::hsm::material::subject_public_key_info(&public.value);
+        Ok(Some(base64::engine::general_purpose::STANDARD.encode(der)))
     }
 
     /// Creates material `version` of `record`'s key in the cluster between an intent and the
@@ -222,7 +243,7 @@ impl KeyStore {
             .map_err(|c| KmsError::KmsInternal(c.to_string()))?;
         crate::fault::crash_point("create-material:before-hsm");
 
-        match cluster.create_key(&material, &record.arn()) {
+        match cluster.create_material(&material, &record.arn(), record.material_spec()?) {
             Ok(()) => {}
             Err(error) => {
                 // The cluster rolled its copies back unless it says otherwise; only then is the
@@ -693,6 +714,28 @@ fn create_key_conditions(
 
 /// The AWS KeyMetadata of a record.
 pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
+    let algorithms = match record.material_spec() {
+        Ok(material) => (
+            material
+                .spec
+                .encryption_algorithms(material.usage)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            material
+                .spec
+                .signing_algorithms(material.usage)
+                .into_iter()
+                .map(|algorithm| algorithm.as_str().to_owned())
+                .collect(),
+            material
+                .spec
+                .mac_algorithm()
+                .map(|mac| vec![mac.as_str().to_owned()])
+                .unwrap_or_default(),
+        ),
+        Err(_) => (Vec::new(), Vec::new(), Vec::new()),
+    };
     KeyMetadata {
         aws_account_id: record.account_id.clone(),
         key_id: record.key_id.clone(),
@@ -712,7 +755,9 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
         key_manager: "CUSTOMER".to_owned(),
         customer_master_key_spec: record.key_spec.clone(),
         key_spec: record.key_spec.clone(),
-        encryption_algorithms: vec![SYMMETRIC_DEFAULT.to_owned()],
+        encryption_algorithms: algorithms.0,
+        signing_algorithms: algorithms.1,
+        mac_algorithms: algorithms.2,
         multi_region: false,
         pending_deletion_window_in_days: record.pending_window_days,
     }

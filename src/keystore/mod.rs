@@ -17,6 +17,8 @@ mod key_policies;
 mod lifecycle;
 mod maintenance;
 mod rotation;
+mod rsa_encryption;
+mod signing;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

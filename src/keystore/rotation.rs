@@ -49,6 +49,7 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
+            rotatable(&key)?;
             let now = self.now();
             self.update_key(&key.key_id, |record, _| {
                 state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
@@ -135,6 +136,7 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
+            rotatable(&key)?;
             check_on_demand_limit(&key)?;
             self.rotate(&key, RotationType::OnDemand)?;
             Ok(KeyIdResponse { key_id: key.arn() })
@@ -252,4 +254,17 @@ fn check_on_demand_limit(key: &KeyRecord) -> Result<(), KmsError> {
         )));
     }
     Ok(())
+}
+
+/// `UnsupportedOperationException` for keys AWS never rotates: asymmetric and HMAC keys.
+fn rotatable(key: &KeyRecord) -> Result<(), KmsError> {
+    if super::signing::is_symmetric_encryption(key) {
+        Ok(())
+    } else {
+        Err(KmsError::UnsupportedOperation(format!(
+            "{} has key spec {}: only symmetric encryption keys support key rotation.",
+            key.arn(),
+            key.key_spec
+        )))
+    }
 }

@@ -124,6 +124,20 @@ pub fn run(
         }),
         Op::RetireGrant => request.empty(&[], |r| store.retire_grant(caller, r)),
         Op::RevokeGrant => request.empty(&["KeyId", "GrantId"], |r| store.revoke_grant(caller, r)),
+        Op::Sign => request.call(&["KeyId", "Message", "SigningAlgorithm"], |r| {
+            store.sign(caller, r)
+        }),
+        Op::Verify => request.call(
+            &["KeyId", "Message", "Signature", "SigningAlgorithm"],
+            |r| store.verify(caller, r),
+        ),
+        Op::GetPublicKey => request.call(&["KeyId"], |r| store.get_public_key(caller, r)),
+        Op::GenerateMac => request.call(&["Message", "KeyId", "MacAlgorithm"], |r| {
+            store.generate_mac(caller, r)
+        }),
+        Op::VerifyMac => request.call(&["Message", "KeyId", "MacAlgorithm", "Mac"], |r| {
+            store.verify_mac(caller, r)
+        }),
         Op::CreateCustomKeyStore => request.call(&["CustomKeyStoreName"], |r| {
             store.create_custom_key_store(caller, r)
         }),

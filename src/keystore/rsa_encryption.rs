@@ -1,0 +1,122 @@
+//! Encrypt and Decrypt with RSA keys of usage ENCRYPT_DECRYPT: RSAES-OAEP inside the HSM,
+//! the ciphertext the raw RSA output as AWS returns it, so a ciphertext made outside with the
+//! public key (`openssl pkeyutl`) decrypts here. Such ciphertexts name no key: Decrypt needs
+//! `KeyId` and the `EncryptionAlgorithm`. Asymmetric keys take no encryption context.
+
+use secrecy::SecretSlice;
+
+use super::api::*;
+use super::{Caller, KeyStore, Naming, cluster_error};
+use crate::audit::event::Call;
+use crate::cluster::MaterialId;
+use crate::crypto::context::EncryptionContext;
+use crate::error::KmsError;
+use crate::keys::records::KeyRecord;
+use crate::keys::spec::EncryptionAlgorithm;
+use crate::keys::state::Operation;
+
+/// The longest RSA ciphertext the API takes (`CiphertextType`).
+const CIPHERTEXT_MAX: usize = 6144;
+
+impl KeyStore {
+    /// RSAES-OAEP encryption of `plaintext` under `key`'s public key, inside an HSM.
+    pub(super) fn rsa_encrypt(
+        &self,
+        call: &mut Call,
+        key: &KeyRecord,
+        algorithm: EncryptionAlgorithm,
+        context: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        no_context(context)?;
+        let spec = key.material_spec()?.spec;
+        let max = spec.max_oaep_plaintext(algorithm).unwrap_or(0);
+        if plaintext.len() > max {
+            return Err(KmsError::Validation(format!(
+                "Plaintext of {} bytes is too long for {} with key spec {}: at most {max} bytes.",
+                plaintext.len(),
+                algorithm.as_str(),
+                spec.as_str()
+            )));
+        }
+        let sealed = self
+            .cluster_of(key)?
+            .with_material(&current(key), |member, id| {
+                member.oaep_encrypt(id, algorithm, plaintext)
+            })
+            .map_err(cluster_error)?;
+        call.served_by(sealed.member.name());
+        Ok(sealed.value)
+    }
+
+    /// Decrypt with an RSA key, when the request names an RSAES-OAEP algorithm (`None`
+    /// otherwise: the ciphertext is one of this store's symmetric blobs).
+    pub(super) fn rsa_decrypt(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        request: &DecryptRequest,
+    ) -> Result<Option<DecryptResponse>, KmsError> {
+        let Some(algorithm) = request
+            .encryption_algorithm
+            .as_deref()
+            .and_then(EncryptionAlgorithm::parse)
+        else {
+            return Ok(None);
+        };
+        let Some(key_id) = request.key_id.as_deref() else {
+            return Err(KmsError::Validation(format!(
+                "KeyId is required to decrypt with EncryptionAlgorithm {}: an asymmetric ciphertext names no key.",
+                algorithm.as_str()
+            )));
+        };
+        if request.ciphertext_blob.is_empty() || request.ciphertext_blob.len() > CIPHERTEXT_MAX {
+            return Err(KmsError::InvalidCiphertext(String::new()));
+        }
+        let context =
+            EncryptionContext::new(request.encryption_context.clone().unwrap_or_default())?;
+        let access = super::crypto_ops::crypto_access(
+            Operation::Decrypt,
+            &context,
+            Some(algorithm.as_str()),
+        )
+        .with_grant_tokens(&request.grant_tokens);
+        let key = self.key_for(caller, call, access, "keyId", key_id, Naming::AnyReference)?;
+        super::crypto_ops::rsa_algorithm(&key, Operation::Decrypt, Some(algorithm.as_str()))?;
+        no_context(&context)?;
+        let opened = self
+            .cluster_of(&key)?
+            .with_material(&current(&key), |member, id| {
+                member.oaep_decrypt(id, algorithm, &request.ciphertext_blob)
+            })
+            .map_err(|error| {
+                if error.is_rejected_ciphertext() {
+                    KmsError::InvalidCiphertext(String::new())
+                } else {
+                    cluster_error(error)
+                }
+            })?;
+        call.served_by(opened.member.name());
+        Ok(Some(DecryptResponse {
+            key_id: key.arn(),
+            plaintext: SecretSlice::from(opened.value.to_vec()),
+            encryption_algorithm: algorithm.as_str().to_owned(),
+        }))
+    }
+}
+
+/// Asymmetric keys take no encryption context (AWS: "Asymmetric KMS keys do not support an
+/// encryption context").
+fn no_context(context: &EncryptionContext) -> Result<(), KmsError> {
+    if context.is_empty() {
+        Ok(())
+    } else {
+        Err(KmsError::Validation(
+            "EncryptionContext is not supported with asymmetric KMS keys.".to_owned(),
+        ))
+    }
+}
+
+fn current(key: &KeyRecord) -> MaterialId {
+    MaterialId::new(key.key_id.clone(), key.current_version())
+}

@@ -1,0 +1,506 @@
+//! Sign, Verify, GetPublicKey, GenerateMac and VerifyMac: the operations of asymmetric
+//! signing keys and HMAC keys, with AWS's parameter checks, key-usage refusals and answers.
+//!
+//! Messages are hashed here (they are at most 4 KiB) and the HSM signs the digest, so RAW
+//! and DIGEST messages take one path; signatures are verified inside the HSM with the
+//! pair's public key. A MAC is verified by computing it again inside the HSM and comparing
+//! in constant time. The audit trail records key, algorithms and message type, never a
+//! message, signature or MAC.
+
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use super::api::*;
+use super::{Access, Caller, KeyStore, Naming, cluster_error};
+use crate::audit::event::Call;
+use crate::cluster::MaterialId;
+use crate::error::KmsError;
+use crate::keys::records::KeyRecord;
+use crate::keys::spec::{KeySpec, KeyUsage, MacAlgorithm, SigningAlgorithm};
+use crate::keys::state::Operation;
+
+/// The most bytes Sign, Verify, GenerateMac and VerifyMac take as a message.
+const MESSAGE_MAX: usize = 4096;
+/// The `SigningAlgorithmSpec` enum of the API model.
+const MODEL_SIGNING_ALGORITHMS: &[&str] = &[
+    "RSASSA_PSS_SHA_256",
+    "RSASSA_PSS_SHA_384",
+    "RSASSA_PSS_SHA_512",
+    "RSASSA_PKCS1_V1_5_SHA_256",
+    "RSASSA_PKCS1_V1_5_SHA_384",
+    "RSASSA_PKCS1_V1_5_SHA_512",
+    "ECDSA_SHA_256",
+    "ECDSA_SHA_384",
+    "ECDSA_SHA_512",
+    "SM2DSA",
+    "ML_DSA_SHAKE_256",
+    "ED25519_SHA_512",
+    "ED25519_PH_SHA_512",
+];
+/// The `MessageType` enum of the API model.
+const MODEL_MESSAGE_TYPES: &[&str] = &["RAW", "DIGEST", "EXTERNAL_MU"];
+/// The `MacAlgorithmSpec` enum of the API model.
+const MODEL_MAC_ALGORITHMS: &[&str] = &[
+    "HMAC_SHA_224",
+    "HMAC_SHA_256",
+    "HMAC_SHA_384",
+    "HMAC_SHA_512",
+];
+
+/// The parts of Sign and Verify that are checked before the key is read.
+struct Signing<'a> {
+    algorithm_name: &'a str,
+    message_type: &'a str,
+    message: &'a [u8],
+}
+
+impl KeyStore {
+    /// Sign: a signature of the message (or of the digest given) with the key's private key.
+    pub fn sign(&self, caller: &Caller, request: SignRequest) -> Result<SignResponse, KmsError> {
+        let mut call = Call::of(Operation::Sign);
+        signing_call(
+            &mut call,
+            &request.key_id,
+            &request.signing_algorithm,
+            request.message_type.as_deref(),
+        );
+        self.audited(caller, call, |call| {
+            let signing = Signing::checked(
+                &request.signing_algorithm,
+                request.message_type.as_deref(),
+                &request.message,
+            )?;
+            let key = self.signing_key(
+                caller,
+                call,
+                Operation::Sign,
+                &request.key_id,
+                &signing,
+                &request.grant_tokens,
+            )?;
+            let (algorithm, digest) = signing.digest_for(&key)?;
+            dry_run(request.dry_run)?;
+            let curve = key.material_spec()?.spec.curve();
+            let signature = self
+                .cluster_of(&key)?
+                .with_material(&current_material(&key), |member, id| {
+                    member.sign_digest(id, algorithm, curve, &digest)
+                })
+                .map_err(cluster_error)?;
+            call.served_by(signature.member.name());
+            Ok(SignResponse {
+                key_id: key.arn(),
+                signature: signature.value,
+                signing_algorithm: algorithm.as_str().to_owned(),
+            })
+        })
+    }
+
+    /// Verify: whether the signature is the key's over the message (or digest);
+    /// `KMSInvalidSignatureException` when it is not.
+    pub fn verify(
+        &self,
+        caller: &Caller,
+        request: VerifyRequest,
+    ) -> Result<VerifyResponse, KmsError> {
+        let mut call = Call::of(Operation::Verify);
+        signing_call(
+            &mut call,
+            &request.key_id,
+            &request.signing_algorithm,
+            request.message_type.as_deref(),
+        );
+        self.audited(caller, call, |call| {
+            let signing = Signing::checked(
+                &request.signing_algorithm,
+                request.message_type.as_deref(),
+                &request.message,
+            )?;
+            if request.signature.is_empty() || request.signature.len() > 6144 {
+                return Err(KmsError::constraint_violation(
+                    "signature",
+                    None,
+                    &[if request.signature.is_empty() {
+                        "Member must have length greater than or equal to 1"
+                    } else {
+                        "Member must have length less than or equal to 6144"
+                    }],
+                ));
+            }
+            let key = self.signing_key(
+                caller,
+                call,
+                Operation::Verify,
+                &request.key_id,
+                &signing,
+                &request.grant_tokens,
+            )?;
+            let (algorithm, digest) = signing.digest_for(&key)?;
+            dry_run(request.dry_run)?;
+            let curve = key.material_spec()?.spec.curve();
+            let valid = self
+                .cluster_of(&key)?
+                .with_material(&current_material(&key), |member, id| {
+                    member.verify_digest(id, algorithm, curve, &digest, &request.signature)
+                })
+                .map_err(cluster_error)?;
+            call.served_by(valid.member.name());
+            if !valid.value {
+                return Err(KmsError::KmsInvalidSignature(String::new()));
+            }
+            Ok(VerifyResponse {
+                key_id: key.arn(),
+                signature_valid: true,
+                signing_algorithm: algorithm.as_str().to_owned(),
+            })
+        })
+    }
+
+    /// GetPublicKey: the DER SubjectPublicKeyInfo of an asymmetric key, with its spec,
+    /// usage and algorithms.
+    pub fn get_public_key(
+        &self,
+        caller: &Caller,
+        request: KeyIdRequest,
+    ) -> Result<GetPublicKeyResponse, KmsError> {
+        let mut call = Call::of(Operation::GetPublicKey);
+        call.param("keyId", request.key_id.as_str());
+        self.audited(caller, call, |call| {
+            let key = self.key_for(
+                caller,
+                call,
+                Access::of(Operation::GetPublicKey).with_grant_tokens(&request.grant_tokens),
+                "keyId",
+                &request.key_id,
+                Naming::AnyReference,
+            )?;
+            let public_key = key.public_key_der()?.ok_or_else(|| {
+                KmsError::UnsupportedOperation(format!(
+                    "{} has key spec {}, which has no public key.",
+                    key.arn(),
+                    key.key_spec
+                ))
+            })?;
+            let spec = key.material_spec()?;
+            Ok(GetPublicKeyResponse {
+                key_id: key.arn(),
+                public_key,
+                customer_master_key_spec: key.key_spec.clone(),
+                key_spec: key.key_spec.clone(),
+                key_usage: key.key_usage.clone(),
+                encryption_algorithms: spec
+                    .spec
+                    .encryption_algorithms(spec.usage)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+                signing_algorithms: spec
+                    .spec
+                    .signing_algorithms(spec.usage)
+                    .into_iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect(),
+            })
+        })
+    }
+
+    /// GenerateMac: the HMAC of the message with the key, computed inside the HSM.
+    pub fn generate_mac(
+        &self,
+        caller: &Caller,
+        request: GenerateMacRequest,
+    ) -> Result<GenerateMacResponse, KmsError> {
+        let mut call = Call::of(Operation::GenerateMac);
+        call.param("keyId", request.key_id.as_str())
+            .param("macAlgorithm", request.mac_algorithm.as_str());
+        self.audited(caller, call, |call| {
+            let message = request.message.expose_secret();
+            let algorithm = check_mac_request(&request.mac_algorithm, message)?;
+            let key = self.mac_key(
+                caller,
+                call,
+                Operation::GenerateMac,
+                &request.key_id,
+                algorithm,
+                &request.grant_tokens,
+            )?;
+            dry_run(request.dry_run)?;
+            let mac = self.compute_mac(&key, algorithm, message)?;
+            call.served_by(mac.1.as_str());
+            Ok(GenerateMacResponse {
+                mac: mac.0,
+                mac_algorithm: algorithm.as_str().to_owned(),
+                key_id: key.arn(),
+            })
+        })
+    }
+
+    /// VerifyMac: whether the MAC is the key's over the message; `KMSInvalidMacException`
+    /// when it is not.
+    pub fn verify_mac(
+        &self,
+        caller: &Caller,
+        request: VerifyMacRequest,
+    ) -> Result<VerifyMacResponse, KmsError> {
+        let mut call = Call::of(Operation::VerifyMac);
+        call.param("keyId", request.key_id.as_str())
+            .param("macAlgorithm", request.mac_algorithm.as_str());
+        self.audited(caller, call, |call| {
+            let message = request.message.expose_secret();
+            let algorithm = check_mac_request(&request.mac_algorithm, message)?;
+            if request.mac.is_empty() || request.mac.len() > 6144 {
+                return Err(KmsError::constraint_violation(
+                    "mac",
+                    None,
+                    &["Member must have length greater than or equal to 1"],
+                ));
+            }
+            let key = self.mac_key(
+                caller,
+                call,
+                Operation::VerifyMac,
+                &request.key_id,
+                algorithm,
+                &request.grant_tokens,
+            )?;
+            dry_run(request.dry_run)?;
+            let (mac, member) = self.compute_mac(&key, algorithm, message)?;
+            call.served_by(&member);
+            if !bool::from(mac.ct_eq(&request.mac)) {
+                return Err(KmsError::KmsInvalidMac(String::new()));
+            }
+            Ok(VerifyMacResponse {
+                key_id: key.arn(),
+                mac_valid: true,
+                mac_algorithm: algorithm.as_str().to_owned(),
+            })
+        })
+    }
+
+    /// The prologue of Sign and Verify: the key, authorized with `kms:SigningAlgorithm` and
+    /// `kms:MessageType`, of usage SIGN_VERIFY, offering the algorithm.
+    fn signing_key(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        operation: Operation,
+        key_id: &str,
+        signing: &Signing<'_>,
+        grant_tokens: &[String],
+    ) -> Result<std::sync::Arc<KeyRecord>, KmsError> {
+        let access = Access::of(operation)
+            .with_grant_tokens(grant_tokens)
+            .with(|mut context| {
+                context.set("kms:SigningAlgorithm", signing.algorithm_name);
+                context.set("kms:MessageType", signing.message_type);
+                context
+            });
+        let key = self.key_for(caller, call, access, "keyId", key_id, Naming::AnyReference)?;
+        require_usage(&key, KeyUsage::SignVerify, operation)?;
+        Ok(key)
+    }
+
+    /// The prologue of GenerateMac and VerifyMac: the key, authorized with
+    /// `kms:MacAlgorithm`, of usage GENERATE_VERIFY_MAC and of the algorithm's spec.
+    fn mac_key(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        operation: Operation,
+        key_id: &str,
+        algorithm: MacAlgorithm,
+        grant_tokens: &[String],
+    ) -> Result<std::sync::Arc<KeyRecord>, KmsError> {
+        let access = Access::of(operation)
+            .with_grant_tokens(grant_tokens)
+            .with(|mut context| {
+                context.set("kms:MacAlgorithm", algorithm.as_str());
+                context
+            });
+        let key = self.key_for(caller, call, access, "keyId", key_id, Naming::AnyReference)?;
+        require_usage(&key, KeyUsage::GenerateVerifyMac, operation)?;
+        let spec = key.material_spec()?.spec;
+        if spec.mac_algorithm() != Some(algorithm) {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "The MAC algorithm {} is not valid for {}, whose key spec {} takes {}.",
+                algorithm.as_str(),
+                key.arn(),
+                spec.as_str(),
+                spec.mac_algorithm().map_or("none", MacAlgorithm::as_str)
+            )));
+        }
+        Ok(key)
+    }
+
+    /// The HMAC inside a member holding the key, and that member's name.
+    fn compute_mac(
+        &self,
+        key: &KeyRecord,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+    ) -> Result<(Vec<u8>, String), KmsError> {
+        let served = self
+            .cluster_of(key)?
+            .with_material(&current_material(key), |member, id| {
+                member.hmac(id, algorithm.digest(), message)
+            })
+            .map_err(cluster_error)?;
+        Ok((served.value, served.member.name().to_owned()))
+    }
+}
+
+impl<'a> Signing<'a> {
+    /// Checks the algorithm and message type against the API model and the message's size.
+    fn checked(
+        algorithm_name: &'a str,
+        message_type: Option<&'a str>,
+        message: &'a [u8],
+    ) -> Result<Signing<'a>, KmsError> {
+        let message_type = message_type.unwrap_or("RAW");
+        let mut violations = Vec::new();
+        if !MODEL_SIGNING_ALGORITHMS.contains(&algorithm_name) {
+            violations.push(format!(
+                "Value '{algorithm_name}' at 'signingAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                MODEL_SIGNING_ALGORITHMS.join(", ")
+            ));
+        }
+        if !MODEL_MESSAGE_TYPES.contains(&message_type) {
+            violations.push(format!(
+                "Value '{message_type}' at 'messageType' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                MODEL_MESSAGE_TYPES.join(", ")
+            ));
+        }
+        if message.is_empty() || message.len() > MESSAGE_MAX {
+            violations.push(format!(
+                "Value at 'message' failed to satisfy constraint: Member must have length {}",
+                if message.is_empty() {
+                    "greater than or equal to 1"
+                } else {
+                    "less than or equal to 4096"
+                }
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(validation_errors(violations));
+        }
+        if message_type == "EXTERNAL_MU" {
+            return Err(KmsError::InvalidKeyUsage(
+                "MessageType EXTERNAL_MU is only valid with ML-DSA keys.".to_owned(),
+            ));
+        }
+        Ok(Signing {
+            algorithm_name,
+            message_type,
+            message,
+        })
+    }
+
+    /// The algorithm, which the key must offer, and the digest the HSM signs: the hash of a
+    /// RAW message, or a DIGEST message of the algorithm's hash length.
+    fn digest_for(&self, key: &KeyRecord) -> Result<(SigningAlgorithm, Vec<u8>), KmsError> {
+        let spec = key.material_spec()?;
+        let algorithm = SigningAlgorithm::parse(self.algorithm_name)
+            .filter(|algorithm| spec.spec.signing_algorithms(spec.usage).contains(algorithm))
+            .ok_or_else(|| {
+                KmsError::InvalidKeyUsage(format!(
+                    "The signing algorithm {} is not valid for {}, whose key spec is {}.",
+                    self.algorithm_name,
+                    key.arn(),
+                    spec.spec.as_str()
+                ))
+            })?;
+        let hash = algorithm.digest();
+        if self.message_type == "DIGEST" {
+            if self.message.len() != hash.output_len() {
+                return Err(KmsError::Validation(format!(
+                    "Digest is invalid length for algorithm {}.",
+                    algorithm.as_str()
+                )));
+            }
+            return Ok((algorithm, self.message.to_vec()));
+        }
+        Ok((algorithm, hash.hash(self.message)))
+    }
+}
+
+/// Records Sign's and Verify's parameters: never the message or the signature.
+fn signing_call(call: &mut Call, key_id: &str, algorithm: &str, message_type: Option<&str>) {
+    call.param("keyId", key_id)
+        .param("signingAlgorithm", algorithm)
+        .param("messageType", message_type.unwrap_or("RAW"));
+}
+
+/// Checks GenerateMac's and VerifyMac's algorithm and message.
+fn check_mac_request(name: &str, message: &[u8]) -> Result<MacAlgorithm, KmsError> {
+    let mut violations = Vec::new();
+    if !MODEL_MAC_ALGORITHMS.contains(&name) {
+        violations.push(format!(
+            "Value '{name}' at 'macAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            MODEL_MAC_ALGORITHMS.join(", ")
+        ));
+    }
+    if message.is_empty() || message.len() > MESSAGE_MAX {
+        violations.push(format!(
+            "Value at 'message' failed to satisfy constraint: Member must have length {}",
+            if message.is_empty() {
+                "greater than or equal to 1"
+            } else {
+                "less than or equal to 4096"
+            }
+        ));
+    }
+    if !violations.is_empty() {
+        return Err(validation_errors(violations));
+    }
+    MacAlgorithm::parse(name)
+        .ok_or_else(|| KmsError::Validation(format!("Unknown MAC algorithm {name}")))
+}
+
+/// `InvalidKeyUsageException` unless the key's usage is `usage`, in AWS's words.
+pub(super) fn require_usage(
+    key: &KeyRecord,
+    usage: KeyUsage,
+    operation: Operation,
+) -> Result<(), KmsError> {
+    if key.key_usage == usage.as_str() {
+        return Ok(());
+    }
+    Err(KmsError::InvalidKeyUsage(format!(
+        "{} key usage is {} which is not valid for {}.",
+        key.arn(),
+        key.key_usage,
+        operation.as_str()
+    )))
+}
+
+/// AWS's "N validation errors detected: ..." of several constraint violations.
+fn validation_errors(violations: Vec<String>) -> KmsError {
+    let count = match violations.len() {
+        1 => "1 validation error".to_owned(),
+        n => format!("{n} validation errors"),
+    };
+    KmsError::Validation(format!("{count} detected: {}", violations.join("; ")))
+}
+
+/// `DryRunOperationException` when the request only asked whether it would succeed.
+pub(super) fn dry_run(dry_run: Option<bool>) -> Result<(), KmsError> {
+    if dry_run == Some(true) {
+        Err(KmsError::DryRunOperation(
+            "The request would have succeeded, but the DryRun option is set.".to_owned(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the key is a symmetric encryption key (asymmetric and HMAC keys have neither
+/// rotation nor data keys).
+pub(super) fn is_symmetric_encryption(key: &KeyRecord) -> bool {
+    KeySpec::parse(&key.key_spec) == Some(KeySpec::SymmetricDefault)
+}
+
+/// The material version a key signs, MACs or decrypts with (asymmetric and HMAC keys have
+/// exactly one).
+fn current_material(key: &KeyRecord) -> MaterialId {
+    MaterialId::new(key.key_id.clone(), key.current_version())
+}
