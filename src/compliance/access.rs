@@ -38,20 +38,33 @@ fn narrows(key: &str) -> bool {
         )
 }
 
-/// The decrypting actions a statement allows, and whether a condition narrows it.
-fn decrypting(statement: &Statement) -> (Vec<&'static str>, Vec<String>) {
+/// Whether a condition key narrows which keys an identity policy statement reaches (or, as
+/// [`narrows`], who the caller is).
+fn narrows_keys(key: &str) -> bool {
+    narrows(key)
+        || key.starts_with("aws:resourcetag/")
+        || key.starts_with("kms:encryptioncontext")
+        || matches!(key, "kms:resourcealiases" | "kms:requestalias")
+}
+
+/// The decrypting actions a statement allows, and the condition keys that narrow it (by
+/// `narrowing`).
+fn decrypting(
+    statement: &Statement,
+    narrowing: fn(&str) -> bool,
+) -> (Vec<&'static str>, Vec<String>) {
     let actions = DECRYPTING_ACTIONS
         .iter()
         .copied()
         .filter(|action| statement.actions.covers(action))
         .collect();
-    let narrowing = statement
+    let narrowing_keys = statement
         .conditions
         .iter()
         .map(|c| c.key().to_owned())
-        .filter(|key| narrows(key))
+        .filter(|key| narrowing(key))
         .collect();
-    (actions, narrowing)
+    (actions, narrowing_keys)
 }
 
 fn statement_name(index: usize, statement: &Statement) -> String {
@@ -104,7 +117,7 @@ pub fn key_policies(records: &BTreeMap<String, Result<KeyRecord, String>>) -> Co
             if !everyone {
                 continue;
             }
-            let (actions, narrowing) = decrypting(statement);
+            let (actions, narrowing) = decrypting(statement, narrows);
             if !actions.is_empty() && narrowing.is_empty() {
                 open.push(json!({
                     "statement": statement_name(index, statement),
@@ -157,7 +170,7 @@ fn broad_statements(policy: &PolicyDocument, every_key: &str) -> Vec<Value> {
         .filter(|(_, statement)| statement.effect() == Effect::Allow)
         .filter(|(_, statement)| statement.resources.covers(every_key))
         .filter_map(|(index, statement)| {
-            let (actions, narrowing) = decrypting(statement);
+            let (actions, narrowing) = decrypting(statement, narrows_keys);
             (!actions.is_empty() && narrowing.is_empty()).then(|| {
                 json!({
                     "statement": statement_name(index, statement),
