@@ -435,7 +435,18 @@ fn a_clean_cluster_passes_every_control_in_every_format() {
         "checkpoints every 3 events"
     );
     assert_eq!(report.charts.keys_by_state["Enabled"], 2);
-    assert_eq!(report.charts.copies_per_key.len(), 3);
+    // hsm-kms's own audit seal key is checked like any key material.
+    let audit_key = finding(&report, "KMS-HSM-1", "hsm-kms-audit/1");
+    assert_eq!(audit_key.status, Status::Pass, "{audit_key:#?}");
+    assert_eq!(audit_key.evidence["key_state"], "internal");
+    let labels: Vec<&str> = report
+        .charts
+        .copies_per_key
+        .iter()
+        .map(|bar| bar.label.as_str())
+        .collect();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert!(labels.contains(&"hsm-kms-audit/1"), "{labels:?}");
     // Nothing secret in any rendering.
     let json = report.to_json();
     for member in ["hsm-a", "hsm-b"] {

@@ -135,10 +135,12 @@ fn check(
         None => println!("{}", text.trim_end()),
     }
     if let Some(dir) = evidence {
-        let checkpoint = compliance::trail::TrailView::read(&sources)
-            .map_err(|e| e.to_string())?
-            .newest_checkpoint()
-            .cloned();
+        let checkpoint = match report.audit.newest_checkpoint_seq {
+            Some(seq) => {
+                compliance::trail::checkpoint_at(&store, seq).map_err(|e| e.to_string())?
+            }
+            None => None,
+        };
         bundle::write(dir, &report, &store, checkpoint.as_ref(), &cluster)
             .map_err(|e| e.to_string())?;
         eprintln!("evidence bundle written to {}", dir.display());

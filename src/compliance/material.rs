@@ -14,6 +14,7 @@ use super::report::{Bar, ControlResult, Finding, Status, SubjectKind};
 use super::trail::TrailView;
 use super::{Sources, days};
 use crate::cluster::MaterialId;
+use crate::cluster::internal::INTERNAL_PREFIX;
 use crate::cluster::preflight::quorum_problems;
 use crate::cluster::vendor::probe_all;
 use crate::config::Replication;
@@ -35,7 +36,9 @@ pub enum MemberRead {
 pub struct VersionEvidence {
     pub key_id: String,
     pub version: u32,
-    pub state: KeyState,
+    /// The key's AWS state, or `internal` for hsm-kms's own keys (audit seals, custom key
+    /// store passwords, evidence manifests).
+    pub state: &'static str,
     /// By member name: (zone, answer).
     pub members: BTreeMap<String, (String, MemberRead)>,
 }
@@ -85,7 +88,7 @@ impl VersionEvidence {
         json!({
             "key_id": self.key_id,
             "version": self.version,
-            "key_state": self.state.as_str(),
+            "key_state": self.state,
             "cka_id": String::from_utf8_lossy(&MaterialId::new(self.key_id.clone(), self.version).cka_id()),
             "members": members,
         })
@@ -140,31 +143,28 @@ impl Inventory {
                 continue;
             }
             for material in &record.materials {
-                let cka_id = MaterialId::new(record.key_id.clone(), material.version).cka_id();
-                let mut answers = BTreeMap::new();
-                for member in &members {
-                    let read = if !member.is_up() {
-                        MemberRead::Unreadable(
-                            member
-                                .last_failure()
-                                .map(|e| format!("member down: {}", e.failure))
-                                .unwrap_or_else(|| "member down".into()),
-                        )
-                    } else {
-                        match member.inspect_key(&cka_id) {
-                            Ok(objects) => MemberRead::Read(objects),
-                            Err(error) => MemberRead::Unreadable(error.failure.to_string()),
-                        }
-                    };
-                    answers.insert(member.name().to_owned(), (member.zone().to_owned(), read));
-                }
-                inventory.versions.push(VersionEvidence {
-                    key_id: record.key_id.clone(),
-                    version: material.version,
-                    state: record.state,
-                    members: answers,
-                });
+                let id = MaterialId::new(record.key_id.clone(), material.version);
+                inventory
+                    .versions
+                    .push(read_version(&members, id, record.state.as_str()));
             }
+        }
+        // hsm-kms's own keys, as any member lists them: every member must hold them too.
+        let mut internal = BTreeSet::new();
+        for member in members.iter().filter(|m| m.is_up()) {
+            if let Ok(objects) = member.list_keys() {
+                internal.extend(
+                    objects
+                        .iter()
+                        .filter(|object| object.id.starts_with(INTERNAL_PREFIX.as_bytes()))
+                        .filter_map(|object| MaterialId::from_cka_id(&object.id)),
+                );
+            }
+        }
+        for id in internal {
+            inventory
+                .versions
+                .push(read_version(&members, id, "internal"));
         }
         inventory
     }
@@ -178,6 +178,34 @@ impl Inventory {
                 value: version.holders().len() as f64,
             })
             .collect()
+    }
+}
+
+/// One material version as every member answers for it.
+fn read_version(members: &[&Arc<Member>], id: MaterialId, state: &'static str) -> VersionEvidence {
+    let cka_id = id.cka_id();
+    let mut answers = BTreeMap::new();
+    for member in members {
+        let read = if !member.is_up() {
+            MemberRead::Unreadable(
+                member
+                    .last_failure()
+                    .map(|e| format!("member down: {}", e.failure))
+                    .unwrap_or_else(|| "member down".into()),
+            )
+        } else {
+            match member.inspect_key(&cka_id) {
+                Ok(objects) => MemberRead::Read(objects),
+                Err(error) => MemberRead::Unreadable(error.failure.to_string()),
+            }
+        };
+        answers.insert(member.name().to_owned(), (member.zone().to_owned(), read));
+    }
+    VersionEvidence {
+        key_id: id.key_id,
+        version: id.version,
+        state,
+        members: answers,
     }
 }
 
@@ -249,7 +277,8 @@ pub fn hsm_only(sources: &Sources<'_>, inventory: &Inventory) -> ControlResult {
                     .map(|(member, value)| format!("{value} on {member}"))
                     .collect();
                 failures.push(format!(
-                    "the key check values ({method:?}) differ ({}): the copies are not the same key",
+                    "the key check values ({}) differ ({}): the copies are not the same key",
+                    method.as_str(),
                     listed.join(", ")
                 ));
             }

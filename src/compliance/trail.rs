@@ -19,6 +19,19 @@ use crate::audit::log::{Head, read_events, read_head};
 use crate::audit::verify::{VerifyReport, verify};
 use crate::store::Table;
 
+/// The sealed checkpoint stored at `seq`, if any (for the evidence bundle).
+pub fn checkpoint_at(
+    store: &dyn crate::store::MetadataStore,
+    seq: u64,
+) -> Result<Option<Checkpoint>, ComplianceError> {
+    let Some(record) = store.get(Table::AuditCheckpoints, &seq.to_be_bytes())? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&record.payload)
+        .map(Some)
+        .map_err(|e| ComplianceError::Output(format!("checkpoint {seq} is unreadable: {e}")))
+}
+
 /// What the controls need of the audit trail, read once.
 #[derive(Debug, Clone)]
 pub struct TrailView {

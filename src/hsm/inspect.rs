@@ -45,6 +45,16 @@ pub enum CheckValueMethod {
     GcmProbe,
 }
 
+impl CheckValueMethod {
+    /// The name as reports write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckValueMethod::CkaCheckValue => "CKA_CHECK_VALUE",
+            CheckValueMethod::GcmProbe => "GCM_PROBE",
+        }
+    }
+}
+
 /// A key check value: 3 bytes, as hex, and how they were obtained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckValue {
