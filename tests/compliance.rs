@@ -39,7 +39,11 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut cluster = TestCluster::softhsm(2);
+        Fixture::with_members(2)
+    }
+
+    fn with_members(members: usize) -> Fixture {
+        let mut cluster = TestCluster::softhsm(members);
         let text = cluster
             .config_text
             .replace(
@@ -862,6 +866,73 @@ fn configuration_breaks_fail_access_alarm_and_tls_controls() {
     .unwrap();
     assert_eq!(only.controls.len(), 1);
     assert!(only.failed());
+}
+
+#[test]
+fn a_member_down_is_named_with_how_long_and_copies_elsewhere_still_count() {
+    let mut f = Fixture::with_members(3);
+    // The manual clock jumps 2 h below, which no timed checkpoint follows: this test is about
+    // the member, so events may wait a day for their seal here.
+    f.config.compliance.checkpoint_max_gap_s = Some(86_400);
+    let key = f.rotated_key();
+    assert_clean(&f.check());
+
+    f.cluster.hide_token("hsm-c");
+    let member = f.store.cluster().member("hsm-c").unwrap().clone();
+    let cause = member.probe().expect_err("the token is gone");
+    member.mark_down(cause);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !hsm_kms::audit::log::read_events(f.store.metadata(), 0, 10_000)
+        .unwrap()
+        .iter()
+        .any(|e| e.event()["eventName"] == "HsmMemberDown")
+    {
+        assert!(Instant::now() < deadline, "no HsmMemberDown event recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.clock.advance(Duration::from_secs(2 * 3600));
+
+    let report = f.check();
+    let down = finding(&report, "KMS-HSM-2", "hsm-c");
+    assert_eq!(down.status, Status::Warn, "{down:#?}");
+    assert!(down.reason.starts_with("down since"), "{}", down.reason);
+    // (HsmMemberDown is dated by the system clock, the check by the test's manual clock, which
+    // started a few seconds earlier.)
+    let down_for = down.evidence["down"]["down_for_ms"].as_i64().unwrap();
+    assert!(
+        ((2 * 3600 - 60) * 1000..=2 * 3600 * 1000).contains(&down_for),
+        "{down_for}"
+    );
+    assert!(down.evidence["down"]["down_event_seq"].as_u64().is_some());
+    // Two copies in two zones remain: redundancy holds; hsm-c's copy was not read.
+    assert_eq!(finding(&report, "KMS-HSM-2", "local").status, Status::Pass);
+    assert_eq!(
+        finding(&report, "KMS-HSM-2", &format!("{key}/1")).status,
+        Status::Pass
+    );
+    let unread = finding(&report, "KMS-HSM-1", &format!("{key}/1"));
+    assert_eq!(unread.status, Status::Warn);
+    assert!(
+        unread.reason.contains("member hsm-c could not be read"),
+        "{}",
+        unread.reason
+    );
+    let failed: Vec<(&str, &str)> = report
+        .controls
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .flat_map(|c| {
+            c.findings
+                .iter()
+                .filter(|f| f.status == Status::Fail)
+                .map(move |f| (c.id, f.reason.as_str()))
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "a member down is a warning while the quorum holds: {failed:#?}"
+    );
+    f.cluster.restore_token("hsm-c");
 }
 
 fn key_id(key: &str) -> KeyIdRequest {
