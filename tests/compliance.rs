@@ -513,7 +513,13 @@ fn a_clean_cluster_passes_every_control_in_every_format() {
         .to_string();
     assert!(error.contains("does not match its seal"), "{error}");
 
-    // The command line, once the test's key store has let go of the store.
+    // The command line: refused while another process holds the store (no admin socket
+    // yet), then run once the test's key store has let go of it.
+    let held = f.cluster.cli(&["compliance", "check"]);
+    assert!(!held.status.success());
+    let said = String::from_utf8_lossy(&held.stderr);
+    assert!(said.contains("the metadata store is in use"), "{said}");
+    assert!(said.contains("admin socket"), "{said}");
     f.store.shutdown();
     let Fixture {
         cluster: tc, store, ..

@@ -14,9 +14,10 @@
 //! when no server holds the store; a running server will answer through its admin socket once
 //! that exists).
 //!
-//! [`check`] runs every selected control; a control that cannot read its evidence (an
-//! unreadable store, a member that does not answer) reports that as a FAIL with the error,
-//! since a control that cannot be proven does not hold.
+//! [`check`] runs every selected control. Evidence that cannot be read is never taken for
+//! good: an undecodable record or an unverifiable trail is a FAIL (a control that cannot be
+//! proven does not hold); a member that does not answer is a WARN on the copies it holds, and
+//! those copies do not count toward redundancy.
 
 pub mod access;
 pub mod bundle;
