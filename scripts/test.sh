@@ -15,6 +15,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # --- Step 1: host tools -------------------------------------------------------------
 hsmkms_ensure_softhsm
+# tests/compliance.rs renders the HTML report in headless Chromium and validates the JUnit
+# report against tests/junit.xsd with xmllint.
+if ! hsmkms_have chromium || ! hsmkms_have xmllint; then
+    hsmkms_apt_install chromium libxml2-utils
+fi
 
 # --- Step 2: test runner ------------------------------------------------------------
 runner=nextest

@@ -57,6 +57,9 @@ pub struct Config {
     /// The access keys that may call the HTTP endpoint (`[[credentials]]`).
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
+    /// Thresholds of `hsm-kms compliance check`.
+    #[serde(default)]
+    pub compliance: crate::compliance::settings::ComplianceSettings,
 }
 
 /// Who this service is in AWS terms and where it keeps its metadata.

@@ -5,6 +5,7 @@ pub mod caller;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod compliance;
 pub mod config;
 pub mod crypto;
 pub mod envelope;

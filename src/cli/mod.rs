@@ -8,6 +8,7 @@
 
 mod audit;
 mod cluster;
+mod compliance;
 mod envelope;
 mod kms;
 mod maintenance;
@@ -75,6 +76,9 @@ enum Command {
     /// Run the key store's background work by hand.
     #[command(subcommand)]
     Maintenance(maintenance::MaintenanceCommand),
+    /// Prove the key controls from primary evidence (HSMs, metadata, audit chain).
+    #[command(subcommand)]
+    Compliance(compliance::ComplianceCommand),
     /// Serve the AWS KMS API over HTTP(S) until SIGTERM or SIGINT.
     Serve {
         /// Address to listen on (default: [server] listen, or 127.0.0.1:8443).
@@ -113,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Cluster(command) => cluster::run(&config, command),
         Command::Audit(command) => audit::run(&config, command),
         Command::Maintenance(command) => maintenance::run(&config, &cli.globals, command),
+        Command::Compliance(command) => compliance::run(&config, command),
         Command::Kms(command) => Ok(kms::run(&config, &cli.globals, command)),
         Command::Envelope(command) => Ok(envelope::run(cli.config.as_deref(), command)),
         Command::Serve { listen } => crate::server::serve(&config, listen)

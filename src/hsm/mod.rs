@@ -7,6 +7,7 @@
 pub mod ceremony;
 pub mod error;
 pub mod gcm;
+mod inspect;
 pub mod material;
 mod module;
 mod pool;
@@ -28,6 +29,7 @@ use zeroize::Zeroizing;
 
 pub use error::{Disposition, Failure, HsmError};
 pub use gcm::{Gcm, GcmSeal, Sealed};
+pub use inspect::{CheckValue, CheckValueMethod, ObjectInspection};
 pub use material::{MaterialSpec, PublicKey};
 pub use module::{prepare_environment, prepare_switches};
 pub use templates::Portability;
@@ -50,7 +52,7 @@ pub struct KeyObject {
 }
 
 /// Security attributes of a key object, read back through PKCS#11.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct KeyAttributes {
     pub sensitive: bool,
     pub always_sensitive: bool,

@@ -230,6 +230,12 @@ impl KeyStore {
         &self.cluster
     }
 
+    /// The HSM cluster behind the store, shared (for checks that outlive a borrow, such as
+    /// `compliance`'s audit seal verification).
+    pub fn shared_cluster(&self) -> Arc<Cluster> {
+        self.cluster.clone()
+    }
+
     /// Flushes the audit trail, seals a final checkpoint, and stops the alarms after a last
     /// delivery attempt for the events committed so far.
     pub fn shutdown(&self) {

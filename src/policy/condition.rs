@@ -314,6 +314,11 @@ pub enum ConditionError {
 }
 
 impl Condition {
+    /// The condition key, in ASCII lower case.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Parses the values of `key` under `operator_name`; `variables` says whether policy
     /// variables are replaced (documents of version `2012-10-17`).
     pub fn parse(

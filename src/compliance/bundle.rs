@@ -1,0 +1,234 @@
+//! The evidence bundle (`--evidence DIR`): the report, the audit events it relied on (every
+//! stored event, exactly as hashed, with its chain links), the newest sealed checkpoint, and a
+//! manifest of the files' SHA-256 digests whose own digest is sealed inside the HSMs, the way
+//! audit checkpoints are (AES-256-GCM under an internal key that never leaves the HSMs, so the
+//! tag is a MAC only the HSMs can make and check). It is not a signature that `openssl` can
+//! verify: hsm-kms has no asymmetric keys yet; once it has, the manifest will be signed by an
+//! HSM-held key and carry the public key. [`verify`] checks a bundle against the HSMs.
+//!
+//! It writes only inside the directory it is given, and refuses to write over a bundle.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::report::Report;
+use crate::audit::checkpoint::Checkpoint;
+use crate::audit::log::read_events;
+use crate::cluster::Cluster;
+use crate::store::MetadataStore;
+
+/// The internal key that seals manifests (created in the HSMs on first use).
+pub const MANIFEST_KEY_ID: &str = "hsm-kms-compliance";
+/// AAD of manifest seals: a seal made for anything else does not open as one.
+const MANIFEST_AAD: &[u8] = b"hsm-kms compliance evidence manifest v1";
+
+/// File names inside a bundle.
+pub const REPORT_FILE: &str = "report.json";
+pub const EVENTS_FILE: &str = "audit-events.jsonl";
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const SEAL_FILE: &str = "manifest.seal.json";
+
+/// One file listed by the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: String,
+    pub created: String,
+    pub cluster: String,
+    pub audit_head_seq: u64,
+    pub checkpoint_seq: Option<u64>,
+    pub files: Vec<ManifestEntry>,
+    /// How the manifest is sealed, in words (no signature exists yet).
+    pub sealing: String,
+}
+
+/// The seal of `manifest.json`: AES-256-GCM of its SHA-256 digest inside the HSMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSeal {
+    pub key: String,
+    pub aad: String,
+    pub iv: String,
+    pub seal: String,
+}
+
+/// Why a bundle could not be written or does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{0}")]
+    Io(String),
+    #[error("the HSMs could not seal or open the manifest: {0}")]
+    Seal(String),
+    #[error("the bundle does not verify: {0}")]
+    Invalid(String),
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
+    move |error| BundleError::Io(format!("{}: {error}", path.display()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    crate::hsm::hex(&Sha256::digest(bytes))
+}
+
+fn manifest_digest(manifest_bytes: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(MANIFEST_AAD);
+    hasher.update(manifest_bytes);
+    hasher.finalize().into()
+}
+
+/// Writes the bundle for `report` into `dir` (created if missing; must hold no bundle yet).
+pub fn write(
+    dir: &Path,
+    report: &Report,
+    store: &dyn MetadataStore,
+    checkpoint: Option<&Checkpoint>,
+    cluster: &Cluster,
+) -> Result<Manifest, BundleError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if dir.join(MANIFEST_FILE).exists() {
+        return Err(BundleError::Io(format!(
+            "{} already holds an evidence bundle",
+            dir.display()
+        )));
+    }
+    let mut files = Vec::new();
+    let mut put = |name: &str, bytes: &[u8]| -> Result<(), BundleError> {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+        files.push(ManifestEntry {
+            name: name.to_owned(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        });
+        Ok(())
+    };
+    put(REPORT_FILE, report.to_json().as_bytes())?;
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = read_events(store, after, 1000).map_err(|e| BundleError::Io(e.to_string()))?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.seq;
+        for stored in page {
+            let line = serde_json::json!({
+                "seq": stored.seq,
+                "previous": crate::hsm::hex(&stored.previous),
+                "hash": crate::hsm::hex(&stored.hash),
+                "json": String::from_utf8_lossy(&stored.json),
+            });
+            events.extend_from_slice(line.to_string().as_bytes());
+            events.push(b'\n');
+        }
+    }
+    put(EVENTS_FILE, &events)?;
+    if let Some(checkpoint) = checkpoint {
+        let text =
+            serde_json::to_vec_pretty(checkpoint).map_err(|e| BundleError::Io(e.to_string()))?;
+        put(CHECKPOINT_FILE, &text)?;
+    }
+    let manifest = Manifest {
+        schema: "hsm-kms/compliance-evidence-manifest/1".into(),
+        created: report.generated_at.clone(),
+        cluster: report.origin.cluster.clone(),
+        audit_head_seq: report.audit.head_seq,
+        checkpoint_seq: checkpoint.map(|c| c.seq),
+        files,
+        sealing: format!(
+            "SHA-256 of \"{}\" followed by manifest.json, sealed with AES-256-GCM inside the HSMs under the internal key {MANIFEST_KEY_ID} (manifest.seal.json); not an openssl-verifiable signature: hsm-kms has no asymmetric keys yet",
+            String::from_utf8_lossy(MANIFEST_AAD)
+        ),
+    };
+    let manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Io(e.to_string()))?;
+    let sealed = cluster
+        .seal_internal(
+            MANIFEST_KEY_ID,
+            "hsm-kms compliance evidence key",
+            MANIFEST_AAD,
+            &manifest_digest(&manifest_bytes),
+        )
+        .map_err(|e| BundleError::Seal(e.to_string()))?;
+    let (iv, seal) = sealed.into_parts();
+    let seal = ManifestSeal {
+        key: MANIFEST_KEY_ID.into(),
+        aad: String::from_utf8_lossy(MANIFEST_AAD).into_owned(),
+        iv: crate::hsm::hex(&iv),
+        seal: crate::hsm::hex(&seal),
+    };
+    let path = dir.join(MANIFEST_FILE);
+    std::fs::write(&path, &manifest_bytes).map_err(io(&path))?;
+    let path = dir.join(SEAL_FILE);
+    let seal_bytes =
+        serde_json::to_vec_pretty(&seal).map_err(|e| BundleError::Io(e.to_string()))?;
+    std::fs::write(&path, seal_bytes).map_err(io(&path))?;
+    Ok(manifest)
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Checks a bundle: the manifest's seal opens inside the HSMs of `cluster` and matches the
+/// manifest, and every listed file has its listed digest.
+pub fn verify(dir: &Path, cluster: &Cluster) -> Result<Manifest, BundleError> {
+    let path = dir.join(MANIFEST_FILE);
+    let manifest_bytes = std::fs::read(&path).map_err(io(&path))?;
+    let path = dir.join(SEAL_FILE);
+    let seal: ManifestSeal = serde_json::from_slice(&std::fs::read(&path).map_err(io(&path))?)
+        .map_err(|e| BundleError::Invalid(format!("{SEAL_FILE}: {e}")))?;
+    let iv = from_hex(&seal.iv).ok_or_else(|| BundleError::Invalid("seal IV is not hex".into()))?;
+    let sealed =
+        from_hex(&seal.seal).ok_or_else(|| BundleError::Invalid("seal is not hex".into()))?;
+    let opened = cluster
+        .open_internal(MANIFEST_KEY_ID, MANIFEST_AAD, &iv, &sealed)
+        .map_err(|e| {
+            if e.is_rejected_ciphertext() {
+                BundleError::Invalid("the HSMs rejected the manifest seal".into())
+            } else {
+                BundleError::Seal(e.to_string())
+            }
+        })?;
+    if opened.as_slice() != manifest_digest(&manifest_bytes) {
+        return Err(BundleError::Invalid(
+            "manifest.json does not match its seal".into(),
+        ));
+    }
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| BundleError::Invalid(format!("{MANIFEST_FILE}: {e}")))?;
+    for entry in &manifest.files {
+        if entry.name.contains('/') || entry.name.contains("..") {
+            return Err(BundleError::Invalid(format!(
+                "bad file name {:?}",
+                entry.name
+            )));
+        }
+        let path = dir.join(&entry.name);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        if sha256_hex(&bytes) != entry.sha256 {
+            return Err(BundleError::Invalid(format!(
+                "{} does not match its digest in the manifest",
+                entry.name
+            )));
+        }
+    }
+    Ok(manifest)
+}
