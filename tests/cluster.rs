@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestCluster;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 use hsm_kms::cluster::{Cluster, ClusterError, MaterialId};
 use hsm_kms::config::{ClusterConfig, Config, HsmEndpoint, Replication};
 use hsm_kms::hsm::{Gcm, GcmSeal, Portability, templates};
@@ -33,25 +32,7 @@ fn new_material() -> MaterialId {
 }
 
 /// A raw PKCS#11 session on a member's token, beside the cluster (same process, same login).
-fn raw_session(tc: &TestCluster, member: &str) -> Session {
-    let pkcs11 = Pkcs11::new(tc.path(&format!("{member}/libsofthsm2-{member}.so"))).unwrap();
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(error) => panic!("{error}"),
-    }
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == member)
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    match session.login(UserType::User, Some(&tc.user_pin(member).into())) {
-        Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(error) => panic!("{error}"),
-    }
-    session
-}
+use common::raw_session;
 
 fn find(session: &Session, id: &[u8]) -> ObjectHandle {
     session.find_objects(&[Attribute::Id(id.to_vec())]).unwrap()[0]

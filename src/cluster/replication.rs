@@ -536,7 +536,8 @@ fn prove_equal(
                 }
             }
             KeyUsage::EncryptDecrypt => {
-                let algorithm = EncryptionAlgorithm::RsaesOaepSha256;
+                // SHA-1: the OAEP hash every PKCS#11 module offers (SoftHSM2 2.6 no other).
+                let algorithm = EncryptionAlgorithm::RsaesOaepSha1;
                 let sealed = source.oaep_encrypt(id, algorithm, PROBE_PLAINTEXT)?;
                 if target.oaep_decrypt(id, algorithm, &sealed)?.as_slice() == PROBE_PLAINTEXT {
                     Ok(())

@@ -73,8 +73,9 @@ impl MaterialSpec {
         }
     }
 
-    /// The capabilities of the secret or private object: exactly the key usage.
-    fn capabilities(self) -> [Attribute; 6] {
+    /// The capabilities of the secret or private object: exactly the key usage. A private key
+    /// has no `CKA_ENCRYPT`, `CKA_VERIFY` or `CKA_WRAP` (those belong to its public half).
+    fn capabilities(self) -> Vec<Attribute> {
         let pair = self.is_pair();
         let (encrypt, decrypt, sign, derive) = match self.usage {
             KeyUsage::EncryptDecrypt => (!pair, true, false, false),
@@ -82,15 +83,21 @@ impl MaterialSpec {
             KeyUsage::GenerateVerifyMac => (false, false, true, false),
             KeyUsage::KeyAgreement => (false, false, false, true),
         };
-        [
-            Attribute::Encrypt(encrypt),
+        let mut capabilities = vec![
             Attribute::Decrypt(decrypt),
             Attribute::Sign(sign),
-            // An HMAC key verifies by signing again; a private key never verifies.
-            Attribute::Verify(self.usage == KeyUsage::GenerateVerifyMac),
             Attribute::Derive(derive),
             Attribute::Unwrap(false),
-        ]
+        ];
+        if !pair {
+            capabilities.extend([
+                Attribute::Encrypt(encrypt),
+                // An HMAC key verifies by signing again.
+                Attribute::Verify(self.usage == KeyUsage::GenerateVerifyMac),
+                Attribute::Wrap(false),
+            ]);
+        }
+        capabilities
     }
 
     /// The secret or private object as it is unwrapped on a member (and, with the
@@ -110,7 +117,6 @@ impl MaterialSpec {
             Attribute::Sensitive(true),
             Attribute::Extractable(replicable),
             Attribute::WrapWithTrusted(replicable),
-            Attribute::Wrap(false),
             Attribute::Id(id.to_vec()),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
@@ -295,13 +301,18 @@ pub fn subject_public_key_info(public: &PublicKey) -> Vec<u8> {
 }
 
 /// The uncompressed point inside `CKA_EC_POINT`, which PKCS#11 wraps in a DER OCTET STRING
-/// (SoftHSM2 does; a module that answers the bare point is accepted too).
+/// (SoftHSM2 does); a module that answers the bare point is accepted too.
 pub fn ec_point_octets(point: &[u8]) -> &[u8] {
-    match point {
-        [0x04, rest @ ..] if rest.first() == Some(&0x04) || rest.len() % 2 == 1 => point,
-        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => rest,
+    let inner = match point {
+        [0x04, len, rest @ ..] if *len < 0x80 && usize::from(*len) == rest.len() => rest,
         [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
-        _ => point,
+        _ => return point,
+    };
+    // An uncompressed point is 0x04 || X || Y: odd length, starting with 0x04.
+    if inner.first() == Some(&0x04) && inner.len() % 2 == 1 {
+        inner
+    } else {
+        point
     }
 }
 
@@ -349,4 +360,25 @@ fn der_bit_string(content: &[u8]) -> Vec<u8> {
     let mut bits = vec![0u8];
     bits.extend_from_slice(content);
     der_tagged(0x03, &bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ec_points_are_unwrapped_from_their_octet_string() {
+        for field in [32usize, 48, 66] {
+            let mut raw = vec![0x04u8];
+            raw.extend(std::iter::repeat_n(0x11, 2 * field));
+            let mut wrapped = vec![0x04];
+            if raw.len() >= 0x80 {
+                wrapped.push(0x81);
+            }
+            wrapped.push(raw.len() as u8);
+            wrapped.extend(&raw);
+            assert_eq!(ec_point_octets(&wrapped), raw.as_slice(), "{field}");
+            assert_eq!(ec_point_octets(&raw), raw.as_slice(), "{field} bare");
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -97,7 +98,7 @@ impl Member {
             let key = self.public_handle(connection, session, key_id)?;
             let result = session
                 .encrypt(&oaep(algorithm), key, plaintext)
-                .map_err(self.pkcs11_error());
+                .map_err(|error| self.oaep_error(error));
             self.forget_handle(connection, &public_cache_key(key_id), result)
         })
     }
@@ -110,7 +111,7 @@ impl Member {
         algorithm: EncryptionAlgorithm,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-        self.with_session(|connection, session| {
+        let result = self.with_session(|connection, session| {
             let key = self.key_handle(connection, session, key_id)?;
             match session.decrypt(&oaep(algorithm), key, ciphertext) {
                 Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
@@ -119,11 +120,35 @@ impl Member {
                     _,
                 )) => Err(self.fail(Failure::Rejected)),
                 Err(error) => {
-                    let result = Err(self.pkcs11_error()(error));
+                    let result = Err(self.oaep_error(error));
                     self.forget_handle(connection, key_id, result)
                 }
             }
-        })
+        });
+        // SoftHSM2 answers a ciphertext that does not decode with CKR_GENERAL_ERROR, as a
+        // vanished token would: believed only after the member proved healthy (the session
+        // layer probed it).
+        match result {
+            Err(error) if error.may_be_bad_ciphertext() && self.is_up() => {
+                Err(self.fail(Failure::Rejected))
+            }
+            other => other,
+        }
+    }
+
+    /// An OAEP failure. A module that refuses the OAEP parameters themselves (SoftHSM2 2.6
+    /// takes only SHA-1 for OAEP, answering `CKR_ARGUMENTS_BAD` to SHA-256) cannot serve the
+    /// algorithm on any member: the caller is told so rather than the member called broken.
+    fn oaep_error(&self, error: CryptokiError) -> HsmError {
+        match error {
+            CryptokiError::Pkcs11(
+                RvError::ArgumentsBad | RvError::MechanismParamInvalid | RvError::MechanismInvalid,
+                Function::EncryptInit | Function::DecryptInit,
+            ) => self.fail(Failure::InvalidInput(
+                "the HSM's PKCS#11 module does not offer RSAES-OAEP with this hash",
+            )),
+            other => self.pkcs11_error()(other),
+        }
     }
 
     /// The HMAC of `message` with the secret `key_id`.

@@ -8,9 +8,10 @@ use secrecy::SecretSlice;
 use super::api::*;
 use super::{Caller, KeyStore, Naming, cluster_error};
 use crate::audit::event::Call;
-use crate::cluster::MaterialId;
+use crate::cluster::{ClusterError, MaterialId};
 use crate::crypto::context::EncryptionContext;
 use crate::error::KmsError;
+use crate::hsm::Failure;
 use crate::keys::records::KeyRecord;
 use crate::keys::spec::EncryptionAlgorithm;
 use crate::keys::state::Operation;
@@ -44,7 +45,7 @@ impl KeyStore {
             .with_material(&current(key), |member, id| {
                 member.oaep_encrypt(id, algorithm, plaintext)
             })
-            .map_err(cluster_error)?;
+            .map_err(|error| unsupported_or(error, algorithm))?;
         call.served_by(sealed.member.name());
         Ok(sealed.value)
     }
@@ -93,7 +94,7 @@ impl KeyStore {
                 if error.is_rejected_ciphertext() {
                     KmsError::InvalidCiphertext(String::new())
                 } else {
-                    cluster_error(error)
+                    unsupported_or(error, algorithm)
                 }
             })?;
         call.served_by(opened.member.name());
@@ -114,6 +115,21 @@ fn no_context(context: &EncryptionContext) -> Result<(), KmsError> {
         Err(KmsError::Validation(
             "EncryptionContext is not supported with asymmetric KMS keys.".to_owned(),
         ))
+    }
+}
+
+/// `UnsupportedOperationException` when the HSMs' module does not offer the OAEP hash
+/// (SoftHSM2 2.6 has only SHA-1); any other failure as every call maps it.
+fn unsupported_or(error: ClusterError, algorithm: EncryptionAlgorithm) -> KmsError {
+    match &error {
+        ClusterError::Hsm(cause) if matches!(cause.failure, Failure::InvalidInput(_)) => {
+            KmsError::UnsupportedOperation(format!(
+                "{} is not available: {}.",
+                algorithm.as_str(),
+                cause.failure
+            ))
+        }
+        _ => cluster_error(error),
     }
 }
 

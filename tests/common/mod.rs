@@ -199,3 +199,38 @@ extern "C" fn prepare_environment() {
     // SAFETY: the ELF initialisers run before `main`, on the only thread of the process.
     unsafe { hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF", "PKCS11_VENDOR_SIM_CONF"]) }
 }
+
+/// A logged-in user session on one member's token through raw PKCS#11 (its own module
+/// switch), for tests that look at or change what hsm-kms cannot.
+pub fn raw_session(tc: &TestCluster, member: &str) -> cryptoki::session::Session {
+    let pkcs11 =
+        cryptoki::context::Pkcs11::new(tc.path(&format!("{member}/libsofthsm2-{member}.so")))
+            .unwrap();
+    match pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    )) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(error) => panic!("{error}"),
+    }
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == member)
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    match session.login(
+        cryptoki::session::UserType::User,
+        Some(&tc.user_pin(member).into()),
+    ) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(error) => panic!("{error}"),
+    }
+    session
+}
