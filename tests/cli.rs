@@ -573,6 +573,109 @@ fn grant_commands() {
 }
 
 #[test]
+fn signing_and_mac_commands() {
+    let tc = cluster();
+    let created = json(&tc.cli(&[
+        "create-key",
+        "--key-spec",
+        "ECC_NIST_P256",
+        "--key-usage",
+        "SIGN_VERIFY",
+    ]));
+    assert_eq!(
+        created["KeyMetadata"]["SigningAlgorithms"],
+        serde_json::json!(["ECDSA_SHA_256"])
+    );
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let message = tc.path("message.txt");
+    std::fs::write(&message, b"release 1.2.3").unwrap();
+    let message_arg = format!("fileb://{}", message.display());
+    let signature = ok(&tc.cli(&[
+        "sign",
+        "--key-id",
+        &key_id,
+        "--message",
+        &message_arg,
+        "--signing-algorithm",
+        "ECDSA_SHA_256",
+        "--output",
+        "text",
+        "--query",
+        "Signature",
+    ]));
+    let verified = json(&tc.cli(&[
+        "verify",
+        "--key-id",
+        &key_id,
+        "--message",
+        &message_arg,
+        "--signature",
+        signature.trim(),
+        "--signing-algorithm",
+        "ECDSA_SHA_256",
+    ]));
+    assert_eq!(verified["SignatureValid"], true);
+    let refused = tc.cli(&[
+        "verify",
+        "--key-id",
+        &key_id,
+        "--message",
+        "b3RoZXI=",
+        "--signature",
+        signature.trim(),
+        "--signing-algorithm",
+        "ECDSA_SHA_256",
+    ]);
+    aws_error(&refused, "KMSInvalidSignatureException", "Verify");
+    let public = json(&tc.cli(&["get-public-key", "--key-id", &key_id]));
+    assert_eq!(public["KeySpec"], "ECC_NIST_P256");
+    assert_eq!(base64(public["PublicKey"].as_str().unwrap()).len(), 91);
+
+    let mac_key = json(&tc.cli(&[
+        "create-key",
+        "--key-spec",
+        "HMAC_256",
+        "--key-usage",
+        "GENERATE_VERIFY_MAC",
+    ]))["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mac = json(&tc.cli(&[
+        "generate-mac",
+        "--key-id",
+        &mac_key,
+        "--message",
+        &message_arg,
+        "--mac-algorithm",
+        "HMAC_SHA_256",
+    ]));
+    let mac = mac["Mac"].as_str().unwrap().to_owned();
+    let verified = json(&tc.cli(&[
+        "verify-mac",
+        "--key-id",
+        &mac_key,
+        "--message",
+        &message_arg,
+        "--mac-algorithm",
+        "HMAC_SHA_256",
+        "--mac",
+        &mac,
+    ]));
+    assert_eq!(verified["MacValid"], true);
+    let refused = tc.cli(&[
+        "generate-mac",
+        "--key-id",
+        &key_id,
+        "--message",
+        &message_arg,
+        "--mac-algorithm",
+        "HMAC_SHA_256",
+    ]);
+    aws_error(&refused, "InvalidKeyUsageException", "GenerateMac");
+}
+
+#[test]
 fn rotation_commands() {
     let tc = cluster();
     let key_id = create_key(&tc);

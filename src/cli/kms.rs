@@ -26,15 +26,17 @@ type Call = Box<dyn FnOnce(&KeyStore, &Caller) -> Result<Response, KmsError>>;
 
 #[derive(Debug, Subcommand)]
 pub enum KmsCommand {
-    /// Create a symmetric key in the HSM cluster (CreateKey).
+    /// Create a key in the HSM cluster (CreateKey): symmetric, RSA, elliptic-curve or HMAC.
     CreateKey {
         /// Up to 8192 characters (file://FILE reads it from a file).
         #[arg(long)]
         description: Option<String>,
-        /// ENCRYPT_DECRYPT (the default and only usage).
+        /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT), SIGN_VERIFY or
+        /// GENERATE_VERIFY_MAC; required for every other key spec.
         #[arg(long)]
         key_usage: Option<String>,
-        /// SYMMETRIC_DEFAULT (the default and only spec).
+        /// SYMMETRIC_DEFAULT (the default), RSA_2048/3072/4096, ECC_NIST_P256/P384/P521,
+        /// ECC_SECG_P256K1, HMAC_224/256/384/512.
         #[arg(long)]
         key_spec: Option<String>,
         /// AWS_KMS (the default): the material is generated in the HSMs; AWS_CLOUDHSM with
@@ -180,6 +182,88 @@ pub enum KmsCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Sign a message or digest with an asymmetric key (Sign).
+    Sign {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `fileb://FILE` (raw bytes), base64, or text with --cli-binary-format raw-in-base64-out.
+        #[arg(long)]
+        message: String,
+        /// RAW (the default) or DIGEST.
+        #[arg(long)]
+        message_type: Option<String>,
+        /// e.g. ECDSA_SHA_256, RSASSA_PSS_SHA_256.
+        #[arg(long)]
+        signing_algorithm: String,
+        /// Grant tokens (each one a CreateGrant of this key store returned).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// Verify a signature (Verify); exits 254 with KMSInvalidSignatureException when it does
+    /// not verify.
+    Verify {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `fileb://FILE` (raw bytes), base64, or text with --cli-binary-format raw-in-base64-out.
+        #[arg(long)]
+        message: String,
+        /// RAW (the default) or DIGEST.
+        #[arg(long)]
+        message_type: Option<String>,
+        /// `fileb://FILE` or base64.
+        #[arg(long)]
+        signature: String,
+        /// The algorithm the signature was made with.
+        #[arg(long)]
+        signing_algorithm: String,
+        /// Grant tokens (each one a CreateGrant of this key store returned).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// Show the public key of an asymmetric key (GetPublicKey), DER base64.
+    GetPublicKey {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// Grant tokens (each one a CreateGrant of this key store returned).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// Compute an HMAC with an HMAC key (GenerateMac).
+    GenerateMac {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `fileb://FILE` (raw bytes), base64, or text with --cli-binary-format raw-in-base64-out.
+        #[arg(long)]
+        message: String,
+        /// HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384 or HMAC_SHA_512 (the key spec's).
+        #[arg(long)]
+        mac_algorithm: String,
+        /// Grant tokens (each one a CreateGrant of this key store returned).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// Verify an HMAC (VerifyMac); exits 254 with KMSInvalidMacException when it does not.
+    VerifyMac {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `fileb://FILE` (raw bytes), base64, or text with --cli-binary-format raw-in-base64-out.
+        #[arg(long)]
+        message: String,
+        /// The algorithm the MAC was made with.
+        #[arg(long)]
+        mac_algorithm: String,
+        /// `fileb://FILE` or base64.
+        #[arg(long)]
+        mac: String,
+        /// Grant tokens (each one a CreateGrant of this key store returned).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
     /// Show a key's metadata (DescribeKey).
     DescribeKey {
         /// Key id, key ARN, alias name or alias ARN.
@@ -315,7 +399,7 @@ pub enum KmsCommand {
         /// Grant tokens (each one a CreateGrant of this key store returned).
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
-        /// SYMMETRIC_DEFAULT (the only algorithm of symmetric keys).
+        /// SYMMETRIC_DEFAULT (symmetric keys), RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 (RSA keys).
         #[arg(long)]
         encryption_algorithm: Option<String>,
     },
@@ -333,7 +417,7 @@ pub enum KmsCommand {
         /// When given, must name the ciphertext's key.
         #[arg(long)]
         key_id: Option<String>,
-        /// SYMMETRIC_DEFAULT (the only algorithm of symmetric keys).
+        /// SYMMETRIC_DEFAULT (symmetric keys), RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 (RSA keys).
         #[arg(long)]
         encryption_algorithm: Option<String>,
     },
@@ -803,6 +887,99 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             (
                 Operation::RevokeGrant.as_str(),
                 Box::new(move |ks, c| done(ks.revoke_grant(c, request))),
+            )
+        }
+        Sign {
+            key_id,
+            message,
+            message_type,
+            signing_algorithm,
+            grant_tokens,
+        } => {
+            let request = SignRequest {
+                key_id,
+                message: params::bytes("message", &message, binary)?,
+                message_type,
+                signing_algorithm,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                dry_run: None,
+            };
+            (
+                Operation::Sign.as_str(),
+                Box::new(move |ks, c| reply(ks.sign(c, request))),
+            )
+        }
+        Verify {
+            key_id,
+            message,
+            message_type,
+            signature,
+            signing_algorithm,
+            grant_tokens,
+        } => {
+            let request = VerifyRequest {
+                key_id,
+                message: params::bytes("message", &message, binary)?,
+                message_type,
+                signature: params::bytes("signature", &signature, binary)?,
+                signing_algorithm,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                dry_run: None,
+            };
+            (
+                Operation::Verify.as_str(),
+                Box::new(move |ks, c| reply(ks.verify(c, request))),
+            )
+        }
+        GetPublicKey {
+            key_id,
+            grant_tokens,
+        } => {
+            let request = KeyIdRequest {
+                key_id,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+            };
+            (
+                Operation::GetPublicKey.as_str(),
+                Box::new(move |ks, c| reply(ks.get_public_key(c, request))),
+            )
+        }
+        GenerateMac {
+            key_id,
+            message,
+            mac_algorithm,
+            grant_tokens,
+        } => {
+            let request = GenerateMacRequest {
+                message: params::secret("message", message, binary)?,
+                key_id,
+                mac_algorithm,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                dry_run: None,
+            };
+            (
+                Operation::GenerateMac.as_str(),
+                Box::new(move |ks, c| reply(ks.generate_mac(c, request))),
+            )
+        }
+        VerifyMac {
+            key_id,
+            message,
+            mac_algorithm,
+            mac,
+            grant_tokens,
+        } => {
+            let request = VerifyMacRequest {
+                message: params::secret("message", message, binary)?,
+                key_id,
+                mac_algorithm,
+                mac: params::bytes("mac", &mac, binary)?,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                dry_run: None,
+            };
+            (
+                Operation::VerifyMac.as_str(),
+                Box::new(move |ks, c| reply(ks.verify_mac(c, request))),
             )
         }
         DescribeKey {
