@@ -253,6 +253,14 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("ListRetirableGrants", &["RetiringPrincipal"]),
     ("RetireGrant", &[]),
     ("RevokeGrant", &["KeyId", "GrantId"]),
+    ("Sign", &["KeyId", "Message", "SigningAlgorithm"]),
+    (
+        "Verify",
+        &["KeyId", "Message", "Signature", "SigningAlgorithm"],
+    ),
+    ("GetPublicKey", &["KeyId"]),
+    ("GenerateMac", &["Message", "KeyId", "MacAlgorithm"]),
+    ("VerifyMac", &["Message", "KeyId", "MacAlgorithm", "Mac"]),
 ];
 
 /// Member names of the model, with their JSON type: `s` string (blobs too), `n` number,
@@ -296,6 +304,12 @@ const MEMBERS: &[(&str, char)] = &[
     ("Name", 's'),
     ("DryRun", 'b'),
     ("Operations", 'l'),
+    ("Message", 's'),
+    ("MessageType", 's'),
+    ("Signature", 's'),
+    ("SigningAlgorithm", 's'),
+    ("MacAlgorithm", 's'),
+    ("Mac", 's'),
 ];
 
 /// Error codes no input may cause on a healthy cluster: they say the service broke.
