@@ -143,6 +143,21 @@ impl Cluster {
         source
             .generate_key(&id, label, Portability::WrapWithTrusted)
             .map_err(|cause| self.replication_failed(material, cause, &[]))?;
+        self.replicate_new(material, label, source, targets)
+    }
+
+    /// Copies a material version that `source` just made (generated or imported) to every
+    /// `target`, proving each copy equal, under the claim of its creator. A target that goes
+    /// away meanwhile is skipped as long as the members holding the material still make a
+    /// quorum; on any other failure every copy, the source's included, is destroyed again.
+    pub(super) fn replicate_new(
+        &self,
+        material: &MaterialId,
+        label: &str,
+        source: &Arc<Member>,
+        targets: &[Arc<Member>],
+    ) -> Result<(), ClusterError> {
+        let id = material.cka_id();
         let mut written = vec![source.clone()];
         let mut proven = vec![source.clone()];
         let copied = (|| {

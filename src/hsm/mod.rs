@@ -7,6 +7,7 @@
 pub mod ceremony;
 pub mod error;
 pub mod gcm;
+pub mod import;
 mod module;
 mod pool;
 pub mod templates;
