@@ -641,6 +641,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         destruction_started: false,
         policy: None,
         parsed_policy: Default::default(),
+        import: None,
         custom_key_store_id: None,
     }
 }

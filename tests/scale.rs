@@ -42,6 +42,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         destruction_started: false,
         policy: None,
         parsed_policy: Default::default(),
+        import: None,
     }
 }
 

@@ -47,6 +47,11 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// The operation this access is for.
+    pub(super) fn operation(&self) -> Operation {
+        self.operation
+    }
+
     /// The request's grant tokens (each must be one this store issued).
     pub(super) fn with_grant_tokens(mut self, tokens: &'a [String]) -> Access<'a> {
         self.grant_tokens = tokens;

@@ -10,7 +10,9 @@ use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::ids::KeyId;
-use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy};
+use crate::keys::records::{
+    ImportRecord, IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy,
+};
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::{RequestContext, default_key_policy, keys, parse_key_policy};
 use crate::store::{Batch, Precondition, Table};
@@ -92,7 +94,7 @@ impl KeyStore {
             if request.custom_key_store_id.is_some() { "AWS_CLOUDHSM" } else { "AWS_KMS" }.to_owned()
         });
         match (origin.as_str(), &request.custom_key_store_id) {
-            ("AWS_KMS", None) | ("AWS_CLOUDHSM", Some(_)) => {}
+            ("AWS_KMS" | "EXTERNAL", None) | ("AWS_CLOUDHSM", Some(_)) => {}
             ("AWS_CLOUDHSM", None) => {
                 return Err(KmsError::Validation(
                     "A key of origin AWS_CLOUDHSM needs a CustomKeyStoreId.".into(),
@@ -105,7 +107,7 @@ impl KeyStore {
             }
             _ => {
                 return Err(KmsError::UnsupportedOperation(format!(
-                    "Origin {origin} is not supported yet; keys are generated in the HSM cluster (AWS_KMS)."
+                    "Origin {origin} is not supported: use AWS_KMS, EXTERNAL or AWS_CLOUDHSM."
                 )));
             }
         }
@@ -134,6 +136,7 @@ impl KeyStore {
             self.check_lockout(caller, &arn, account, &policy)?;
         }
         let now = self.now();
+        let external = origin == "EXTERNAL";
         let record = KeyRecord {
             key_id: key_id.to_string(),
             account_id: caller.scope.account_id().to_owned(),
@@ -145,22 +148,31 @@ impl KeyStore {
             key_usage,
             key_spec,
             origin,
-            state: KeyState::Enabled,
+            state: if external {
+                KeyState::PendingImport
+            } else {
+                KeyState::Enabled
+            },
             deletion_date: None,
             pending_window_days: None,
             tags,
-            materials: vec![MaterialRecord {
-                version: 1,
-                created: now,
-                rotation_type: None,
-            }],
+            materials: if external {
+                Vec::new()
+            } else {
+                vec![MaterialRecord {
+                    version: 1,
+                    created: now,
+                    rotation_type: None,
+                }]
+            },
             rotation: None,
             destruction_pending: Vec::new(),
             destruction_started: false,
             policy: Some(policy_text),
             parsed_policy: ParsedPolicy::default(),
+            import: external.then(ImportRecord::default),
         };
-        self.create_material(&record, 1, |batch| {
+        let insert = |batch: &mut Batch| {
             batch
                 .expect(
                     Table::Keys,
@@ -169,7 +181,16 @@ impl KeyStore {
                 )
                 .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
             Ok(())
-        })?;
+        };
+        if external {
+            // No material until ImportKeyMaterial brings it.
+            let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = Batch::new();
+            insert(&mut batch)?;
+            self.commit(batch, &record.key_id)?;
+        } else {
+            self.create_material(&record, 1, insert)?;
+        }
         call.resource(record.arn());
         let key_metadata = metadata(&record);
         call.response_elements = Some(serde_json::json!({ "keyMetadata": key_metadata }));
@@ -190,6 +211,25 @@ impl KeyStore {
         &self,
         record: &KeyRecord,
         version: u32,
+        finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
+    ) -> Result<(), KmsError> {
+        let label = record.arn();
+        self.create_material_with(
+            record,
+            version,
+            |cluster, material| cluster.create_key(material, &label),
+            finish,
+        )
+    }
+
+    /// [`KeyStore::create_material`] with the HSM step given: `make` creates the material
+    /// in the cluster (generates it, or opens imported material) and rolls back its copies
+    /// when it fails, as [`Cluster::create_key`] does.
+    pub(super) fn create_material_with(
+        &self,
+        record: &KeyRecord,
+        version: u32,
+        make: impl FnOnce(&Cluster, &MaterialId) -> Result<(), crate::cluster::ClusterError>,
         finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
         let material = MaterialId::new(record.key_id.clone(), version);
@@ -222,7 +262,7 @@ impl KeyStore {
             .map_err(|c| KmsError::KmsInternal(c.to_string()))?;
         crate::fault::crash_point("create-material:before-hsm");
 
-        match cluster.create_key(&material, &record.arn()) {
+        match make(&cluster, &material) {
             Ok(()) => {}
             Err(error) => {
                 // The cluster rolled its copies back unless it says otherwise; only then is the
@@ -715,6 +755,15 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
         encryption_algorithms: vec![SYMMETRIC_DEFAULT.to_owned()],
         multi_region: false,
         pending_deletion_window_in_days: record.pending_window_days,
+        expiration_model: record
+            .import
+            .as_ref()
+            .and_then(|import| import.expiration_model.clone()),
+        valid_to: record
+            .import
+            .as_ref()
+            .and_then(|import| import.valid_to)
+            .map(to_epoch_seconds),
     }
 }
 
