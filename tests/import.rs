@@ -65,15 +65,30 @@ fn material_objects(ts: &TestStore, key_id: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Every secret key object on every member (session objects of a failed import included).
+/// Every secret key object on every member, session objects of a failed import included
+/// (internal keys, such as the audit checkpoint key that appears on first use, aside).
 fn secret_objects(ts: &TestStore) -> Vec<usize> {
     MEMBERS
         .iter()
         .map(|member| {
-            raw_session(&ts.cluster, member)
+            let session = raw_session(&ts.cluster, member);
+            session
                 .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
                 .unwrap()
-                .len()
+                .into_iter()
+                .filter(|handle| {
+                    let id = session
+                        .get_attributes(*handle, &[cryptoki::object::AttributeType::Id])
+                        .unwrap()
+                        .into_iter()
+                        .find_map(|a| match a {
+                            Attribute::Id(id) => Some(id),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    !id.starts_with(b"hsm-kms-") || id == b"hsm-kms-import-check"
+                })
+                .count()
         })
         .collect()
 }
@@ -785,4 +800,45 @@ fn the_material_is_never_written_to_the_data_directory() {
     }
     assert!(files > 0);
     drop(ts);
+}
+
+#[test]
+fn keys_with_imported_material_are_never_rotated() {
+    let ts = TestStore::new();
+    let key = create_external(&ts);
+    import_material(
+        &ts,
+        &key.key_id,
+        &material(8),
+        WrappingAlgorithm::RsaesOaepSha1,
+    );
+    let message = format!(
+        "{} origin is EXTERNAL which is not valid for this operation.",
+        key.arn
+    );
+    let outcomes = [
+        ts.store
+            .enable_key_rotation(
+                &ts.caller,
+                EnableKeyRotationRequest {
+                    key_id: key.key_id.clone(),
+                    rotation_period_in_days: None,
+                },
+            )
+            .map(drop),
+        ts.store
+            .rotate_key_on_demand(&ts.caller, key_id(&key.key_id))
+            .map(drop),
+        ts.store
+            .get_key_rotation_status(&ts.caller, key_id(&key.key_id))
+            .map(drop),
+    ];
+    for outcome in outcomes {
+        let error = outcome.unwrap_err();
+        assert_eq!(
+            (error.code(), error.message()),
+            ("UnsupportedOperationException", message.as_str())
+        );
+    }
+    assert_eq!(material_objects(&ts, &key.key_id), [1, 1]);
 }

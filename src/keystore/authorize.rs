@@ -102,6 +102,7 @@ impl KeyStore {
             self.resolve_reference(caller, call, access.operation, (param, input), naming)?;
         let operation = access.operation;
         self.authorize(caller, &key, alias.as_deref(), access)?;
+        super::import::check_origin_allows(operation, &key)?;
         state::check(operation, key.state, &key.arn())?;
         Ok(key)
     }

@@ -518,6 +518,27 @@ impl KeyStore {
     }
 }
 
+/// The origin rule of the other operations: key rotation does not apply to imported
+/// material (AWS: UnsupportedOperationException, as the state table answers for a key
+/// pending import).
+pub(super) fn check_origin_allows(operation: Operation, key: &KeyRecord) -> Result<(), KmsError> {
+    let rotation = matches!(
+        operation,
+        Operation::EnableKeyRotation
+            | Operation::DisableKeyRotation
+            | Operation::GetKeyRotationStatus
+            | Operation::RotateKeyOnDemand
+            | Operation::ListKeyRotations
+    );
+    if rotation && key.origin == "EXTERNAL" {
+        return Err(KmsError::UnsupportedOperation(format!(
+            "{} origin is EXTERNAL which is not valid for this operation.",
+            key.arn()
+        )));
+    }
+    Ok(())
+}
+
 /// The key's origin must be EXTERNAL (AWS's message, as for the other origin refusals).
 fn check_origin(key: &KeyRecord) -> Result<(), KmsError> {
     if key.origin == "EXTERNAL" {
