@@ -253,6 +253,15 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("ListRetirableGrants", &["RetiringPrincipal"]),
     ("RetireGrant", &[]),
     ("RevokeGrant", &["KeyId", "GrantId"]),
+    (
+        "GetParametersForImport",
+        &["KeyId", "WrappingAlgorithm", "WrappingKeySpec"],
+    ),
+    (
+        "ImportKeyMaterial",
+        &["KeyId", "ImportToken", "EncryptedKeyMaterial"],
+    ),
+    ("DeleteImportedKeyMaterial", &["KeyId"]),
 ];
 
 /// Member names of the model, with their JSON type: `s` string (blobs too), `n` number,
@@ -296,6 +305,12 @@ const MEMBERS: &[(&str, char)] = &[
     ("Name", 's'),
     ("DryRun", 'b'),
     ("Operations", 'l'),
+    ("WrappingAlgorithm", 's'),
+    ("WrappingKeySpec", 's'),
+    ("ImportToken", 's'),
+    ("EncryptedKeyMaterial", 's'),
+    ("ValidTo", 'n'),
+    ("ExpirationModel", 's'),
 ];
 
 /// Error codes no input may cause on a healthy cluster: they say the service broke.

@@ -201,6 +201,20 @@ impl HsmError {
     }
 }
 
+impl HsmError {
+    /// Whether the module lacks the functions import needs (`C_GenerateKeyPair`,
+    /// `C_UnwrapKey`): a vendor module that keeps them to its own tools.
+    pub fn lacks_import_functions(&self) -> bool {
+        matches!(
+            self.failure,
+            Failure::Pkcs11 {
+                rv: cryptoki::error::RvError::FunctionNotSupported,
+                ..
+            }
+        )
+    }
+}
+
 impl Member {
     /// Generates a wrapping key pair: the private half a token object with `id` and a label
     /// carrying `valid_to` (epoch seconds), sensitive, non-extractable, unwrap only. Checks

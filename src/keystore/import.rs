@@ -122,6 +122,12 @@ impl KeyStore {
                             WrappingAlgorithm::RsaAesKeyWrapSha1.as_str(),
                         ))
                     }
+                    ClusterError::Hsm(hsm) if hsm.lacks_import_functions() => {
+                        KmsError::UnsupportedOperation(
+                            "Importing key material is not supported by the HSMs of this key store."
+                                .into(),
+                        )
+                    }
                     _ => cluster_error(error),
                 })?;
             let claims = TokenClaims {
