@@ -37,7 +37,8 @@ pub enum KmsCommand {
         /// SYMMETRIC_DEFAULT (the default and only spec).
         #[arg(long)]
         key_spec: Option<String>,
-        /// AWS_KMS (the default): the material is generated in the HSMs; AWS_CLOUDHSM with
+        /// AWS_KMS (the default): the material is generated in the HSMs; EXTERNAL: no
+        /// material until import-key-material brings it; AWS_CLOUDHSM with
         /// --custom-key-store-id.
         #[arg(long)]
         origin: Option<String>,
