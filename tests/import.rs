@@ -65,6 +65,16 @@ fn material_objects(ts: &TestStore, key_id: &str) -> Vec<usize> {
         .collect()
 }
 
+fn material_objects_on(ts: &TestStore, member: &str, key_id: &str) -> usize {
+    raw_session(&ts.cluster, member)
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Id(format!("{key_id}/1").into_bytes()),
+        ])
+        .unwrap()
+        .len()
+}
+
 /// Every secret key object on every member, session objects of a failed import included
 /// (internal keys, such as the audit checkpoint key that appears on first use, aside).
 fn secret_objects(ts: &TestStore) -> Vec<usize> {
@@ -761,6 +771,16 @@ fn deletion_with_a_member_away_finishes_when_it_returns() {
         .delete_imported_key_material(&ts.caller, key_id(id))
         .unwrap();
     assert_eq!(describe(&ts, id).key_state, "PendingImport");
+    assert_eq!(material_objects_on(&ts, "hsm-a", id), 0);
+    let report = ts.store.run_maintenance().unwrap();
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.contains(&key.arn) && f.contains("hsm-b")),
+        "the destruction owed by hsm-b is reported: {:?}",
+        report.failures
+    );
     let member = ts.store.cluster().member("hsm-b").unwrap().clone();
     ts.cluster.restore_token("hsm-b");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -877,4 +897,139 @@ fn keys_with_imported_material_are_never_rotated() {
         );
     }
     assert_eq!(material_objects(&ts, &key.key_id), [1, 1]);
+}
+
+#[test]
+fn the_cli_wraps_locally_and_imports_in_one_command() {
+    let tc = TestCluster::new(2);
+    tc.init();
+    if common::vendor::enabled() {
+        return;
+    }
+    let run = |args: &[&str]| {
+        let output = tc.cli(args);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, key, _) = run(&[
+        "create-key",
+        "--origin",
+        "EXTERNAL",
+        "--query",
+        "KeyMetadata.KeyId",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(code, Some(0));
+    let key = key.trim().to_owned();
+    let material = material(5);
+    let short = tc.path("short.bin");
+    std::fs::write(&short, &material[..16]).unwrap();
+    let good = tc.path("key.bin");
+    std::fs::write(&good, material).unwrap();
+
+    // Wrong length: refused before anything is sent (exit 252), by both commands.
+    let (code, _, stderr) = run(&[
+        "import-key-material",
+        "--key-id",
+        &key,
+        "--key-material",
+        &format!("fileb://{}", short.display()),
+        "--expiration-model",
+        "KEY_MATERIAL_DOES_NOT_EXPIRE",
+    ]);
+    assert_eq!(code, Some(252), "{stderr}");
+    assert!(stderr.contains("must be 32 bytes, not 16"), "{stderr}");
+    let (code, params, _) = run(&[
+        "get-parameters-for-import",
+        "--key-id",
+        &key,
+        "--wrapping-algorithm",
+        "RSAES_OAEP_SHA_1",
+        "--wrapping-key-spec",
+        "RSA_2048",
+    ]);
+    assert_eq!(code, Some(0));
+    let params: serde_json::Value = serde_json::from_str(&params).unwrap();
+    use base64::Engine;
+    let decode = |field: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(params[field].as_str().unwrap())
+            .unwrap()
+    };
+    std::fs::write(tc.path("public.der"), decode("PublicKey")).unwrap();
+    std::fs::write(tc.path("token.bin"), decode("ImportToken")).unwrap();
+    let wrap = |material: &std::path::Path| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hsm-kms"))
+            .args([
+                "wrap-key-material",
+                "--public-key",
+                &format!("fileb://{}", tc.path("public.der").display()),
+                "--algorithm",
+                "RSAES_OAEP_SHA_1",
+                "--key-material",
+                &format!("fileb://{}", material.display()),
+                "--out",
+                &tc.path("wrapped.bin").display().to_string(),
+            ])
+            .env_remove("HSM_KMS_CONFIG")
+            .output()
+            .unwrap();
+        output.status.code()
+    };
+    assert_eq!(wrap(&short), Some(252));
+    assert!(!tc.path("wrapped.bin").exists(), "nothing written");
+    assert_eq!(wrap(&good), Some(0));
+    let (code, _, stderr) = run(&[
+        "import-key-material",
+        "--key-id",
+        &key,
+        "--import-token",
+        &format!("fileb://{}", tc.path("token.bin").display()),
+        "--encrypted-key-material",
+        &format!("fileb://{}", tc.path("wrapped.bin").display()),
+        "--expiration-model",
+        "KEY_MATERIAL_DOES_NOT_EXPIRE",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, _) = run(&["delete-imported-key-material", "--key-id", &key]);
+    assert_eq!(code, Some(0));
+    // The one-command import brings the same material back.
+    let (code, _, stderr) = run(&[
+        "import-key-material",
+        "--key-id",
+        &key,
+        "--key-material",
+        &format!("fileb://{}", good.display()),
+        "--valid-to",
+        "2099-01-01T00:00:00Z",
+    ]);
+    // ValidTo is more than 365 days ahead: AWS's rule.
+    assert_eq!(code, Some(254), "{stderr}");
+    assert!(stderr.contains("ValidationException"), "{stderr}");
+    let (code, _, stderr) = run(&[
+        "import-key-material",
+        "--key-id",
+        &key,
+        "--key-material",
+        &format!("fileb://{}", good.display()),
+        "--wrapping-algorithm",
+        "RSA_AES_KEY_WRAP_SHA_1",
+        "--expiration-model",
+        "KEY_MATERIAL_DOES_NOT_EXPIRE",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (_, state, _) = run(&[
+        "describe-key",
+        "--key-id",
+        &key,
+        "--query",
+        "KeyMetadata.KeyState",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(state.trim(), "Enabled");
 }
