@@ -1033,3 +1033,55 @@ fn the_cli_wraps_locally_and_imports_in_one_command() {
     ]);
     assert_eq!(state.trim(), "Enabled");
 }
+
+#[test]
+fn a_forged_token_on_a_store_that_never_issued_one_is_invalid() {
+    let ts = TestStore::new();
+    if import_unsupported(&ts) {
+        return;
+    }
+    let key = create_external(&ts);
+    let mut forged = b"hkit\x01".to_vec();
+    forged.extend_from_slice(&[7u8; 80]);
+    let error = import(
+        &ts,
+        &key.key_id,
+        &forged,
+        &[1u8; 256],
+        Some("KEY_MATERIAL_DOES_NOT_EXPIRE"),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(error.code(), "InvalidImportTokenException", "{error:?}");
+}
+
+#[test]
+fn cancelling_deletion_of_a_key_without_material_leaves_it_pending_import() {
+    let ts = TestStore::new();
+    if import_unsupported(&ts) {
+        return;
+    }
+    let key = create_external(&ts);
+    let ours = material(10);
+    import_material(&ts, &key.key_id, &ours, WrappingAlgorithm::RsaesOaepSha1);
+    ts.store
+        .schedule_key_deletion(
+            &ts.caller,
+            ScheduleKeyDeletionRequest {
+                key_id: key.key_id.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    ts.store
+        .delete_imported_key_material(&ts.caller, key_id(&key.key_id))
+        .unwrap();
+    assert_eq!(describe(&ts, &key.key_id).key_state, "PendingDeletion");
+    assert_eq!(material_objects(&ts, &key.key_id), [0, 0]);
+    ts.store
+        .cancel_key_deletion(&ts.caller, key_id(&key.key_id))
+        .unwrap();
+    assert_eq!(describe(&ts, &key.key_id).key_state, "PendingImport");
+    import_material(&ts, &key.key_id, &ours, WrappingAlgorithm::RsaesOaepSha1);
+    assert_eq!(describe(&ts, &key.key_id).key_state, "Enabled");
+}

@@ -514,7 +514,11 @@ impl KeyStore {
             .cluster
             .open_internal(TOKEN_KEY, TOKEN_AAD, iv, sealed)
             .map_err(|error| {
-                if error.is_rejected_ciphertext() {
+                // No token key yet (no token was ever issued here): the token is forged too.
+                let never_issued = matches!(&error, ClusterError::Unavailable { failures, .. }
+                    if !failures.is_empty()
+                        && failures.iter().all(|f| matches!(f.failure, Failure::KeyMissing(_))));
+                if error.is_rejected_ciphertext() || never_issued {
                     invalid_token()
                 } else {
                     cluster_error(error)

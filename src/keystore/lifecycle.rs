@@ -527,7 +527,8 @@ impl KeyStore {
         })
     }
 
-    /// CancelKeyDeletion: the key returns to Disabled, unless maintenance has begun destroying
+    /// CancelKeyDeletion: the key returns to Disabled (PendingImport for a key of origin
+    /// EXTERNAL whose material was deleted meanwhile), unless maintenance has begun destroying
     /// its material (then `KMSInvalidStateException`, as AWS answers once deletion began).
     pub fn cancel_key_deletion(
         &self,
@@ -553,7 +554,12 @@ impl KeyStore {
                         record.arn()
                     )));
                 }
-                record.state = KeyState::Disabled;
+                // A key of origin EXTERNAL whose material was deleted meanwhile waits for it.
+                record.state = if record.import.is_some() && record.materials.is_empty() {
+                    KeyState::PendingImport
+                } else {
+                    KeyState::Disabled
+                };
                 record.deletion_date = None;
                 record.pending_window_days = None;
                 Ok(KeyIdResponse {
