@@ -1085,3 +1085,35 @@ fn cancelling_deletion_of_a_key_without_material_leaves_it_pending_import() {
     import_material(&ts, &key.key_id, &ours, WrappingAlgorithm::RsaesOaepSha1);
     assert_eq!(describe(&ts, &key.key_id).key_state, "Enabled");
 }
+
+#[test]
+fn the_key_check_value_is_a_hash_of_a_fixed_block_never_gcms_hash_key() {
+    use aes_kw::aes::Aes256;
+    use aes_kw::cipher::{BlockCipherEncrypt, KeyInit as _};
+    use sha2::Digest;
+    let ts = TestStore::new();
+    if import_unsupported(&ts) {
+        return;
+    }
+    let key = create_external(&ts);
+    let ours = material(11);
+    import_material(&ts, &key.key_id, &ours, WrappingAlgorithm::RsaesOaepSha1);
+    let stored = ts
+        .store
+        .metadata()
+        .get(hsm_kms::store::Table::Keys, key.key_id.as_bytes())
+        .unwrap()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&stored.payload).unwrap();
+    let kept = record["import"]["check_value"].as_str().unwrap().to_owned();
+    let aes = Aes256::new_from_slice(&ours).unwrap();
+    let encrypt = |block: [u8; 16]| {
+        let mut block = block.into();
+        aes.encrypt_block(&mut block);
+        block
+    };
+    let expected = sha2::Sha256::digest(encrypt(*b"hsm-kms kcv v1\x00\x01"));
+    assert_eq!(kept, hex::encode(&expected[..8]));
+    let h = encrypt([0u8; 16]);
+    assert!(!kept.contains(&hex::encode(&h[..4])), "GCM's H leaks");
+}

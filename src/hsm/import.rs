@@ -10,7 +10,7 @@
 //! itself a non-extractable session object, then the material with `CKM_AES_KEY_WRAP_PAD`);
 //! the material becomes a token object only after its length and key check value passed.
 //! It never returns, logs or stores key bytes: what leaves is a public key, a key check value
-//! (an encryption of a fixed block, truncated) and identifiers.
+//! (a hash of an encryption of a fixed block, truncated) and identifiers.
 //!
 //! Only AES-256 material (SYMMETRIC_DEFAULT) is imported today. Other key specs slot in as
 //! another unwrap template and another check (a signature or MAC for key pairs and HMAC keys)
@@ -602,21 +602,26 @@ fn material_len(
     Ok(wrapped.len().saturating_sub(8))
 }
 
-/// The key check value: AES-ECB of the zero block under the material, truncated. It names the
-/// material without revealing it (as payment HSMs' KCVs do).
+/// The block the key check value encrypts. Never the zero block, the classic KCV: AES of the
+/// zero block is GCM's hash key H, and CMKs are GCM keys. This block is no GCM counter block
+/// hsm-kms uses either (those start with a random 96-bit IV).
+const CHECK_BLOCK: [u8; 16] = *b"hsm-kms kcv v1\x00\x01";
+
+/// The key check value: SHA-256 over AES-ECB of [`CHECK_BLOCK`] under the material, made
+/// inside the HSM, truncated. It names the material without revealing it or anything GCM
+/// depends on.
 fn check_value(
     member: &Member,
     session: &Session,
     material: ObjectHandle,
 ) -> Result<[u8; CHECK_VALUE_LEN], HsmError> {
+    use sha2::Digest;
     let block = session
-        .encrypt(&Mechanism::AesEcb, material, &[0u8; 16])
+        .encrypt(&Mechanism::AesEcb, material, &CHECK_BLOCK)
         .map_err(member.pkcs11_error())?;
+    let digest = sha2::Sha256::digest(&block);
     let mut value = [0u8; CHECK_VALUE_LEN];
-    let head = block
-        .get(..CHECK_VALUE_LEN)
-        .ok_or_else(|| member.fail(Failure::Other("short key check block".into())))?;
-    value.copy_from_slice(head);
+    value.copy_from_slice(&digest[..CHECK_VALUE_LEN]);
     Ok(value)
 }
 
