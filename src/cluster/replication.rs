@@ -84,9 +84,12 @@ const PROBE_PLAINTEXT: &[u8] = b"hsm-kms replication probe";
 /// Prefix of the throw-away keys that prove the domain keys equal (never copied).
 const PROBE_PREFIX: &str = "hsm-kms-probe-";
 
-/// Whether a `CKA_ID` names an internal key (which no key record lists).
+/// Whether a `CKA_ID` names an internal key (which no key record lists). Import wrapping
+/// keys are not: each lives on the one member that made it and never leaves it.
 fn is_internal(id: &[u8]) -> bool {
-    id.starts_with(INTERNAL_PREFIX.as_bytes()) && !id.starts_with(PROBE_PREFIX.as_bytes())
+    id.starts_with(INTERNAL_PREFIX.as_bytes())
+        && !id.starts_with(PROBE_PREFIX.as_bytes())
+        && !id.starts_with(crate::hsm::import::WRAPPING_KEY_PREFIX.as_bytes())
 }
 
 /// For each `CKA_ID`, the members holding it and the object as listed there.

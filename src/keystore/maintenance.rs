@@ -326,6 +326,13 @@ impl KeyStore {
             };
             let mut present = BTreeSet::new();
             for object in objects {
+                // Import wrapping keys are no key material (maintenance destroys expired ones).
+                if object
+                    .id
+                    .starts_with(crate::hsm::import::WRAPPING_KEY_PREFIX.as_bytes())
+                {
+                    continue;
+                }
                 let material = MaterialId::from_cka_id(&object.id);
                 let known = material.as_ref().is_some_and(|m| {
                     keys.get(&m.key_id).is_some_and(|k| {
