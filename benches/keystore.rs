@@ -642,6 +642,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         policy: None,
         public_key: None,
         parsed_policy: Default::default(),
+        import: None,
         custom_key_store_id: None,
     }
 }

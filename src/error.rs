@@ -47,10 +47,15 @@ pub enum KmsError {
     DryRunOperation(String),
     /// `DisabledException`: the key is disabled.
     Disabled(String),
+    /// `ExpiredImportTokenException`: the import token's 24 hours are over.
+    ExpiredImportToken(String),
     /// `IncompleteSignatureException`: the SigV4 Authorization header is malformed.
     IncompleteSignature(String),
     /// `IncorrectKeyException`: the named key is not the ciphertext's key.
     IncorrectKey(String),
+    /// `IncorrectKeyMaterialException`: imported key material is invalid or not the material
+    /// imported into the key before.
+    IncorrectKeyMaterial(String),
     /// `InvalidAliasNameException`: the alias name is not valid.
     InvalidAliasName(String),
     /// `InvalidArnException`: an ARN is not valid for this request.
@@ -61,6 +66,8 @@ pub enum KmsError {
     InvalidGrantId(String),
     /// `InvalidGrantTokenException`: the grant token is not valid.
     InvalidGrantToken(String),
+    /// `InvalidImportTokenException`: the import token is not valid or is another key's.
+    InvalidImportToken(String),
     /// `InvalidKeyUsageException`: key usage or algorithm does not fit the operation.
     InvalidKeyUsage(String),
     /// `InvalidMarkerException`: the pagination marker is not valid.
@@ -129,6 +136,9 @@ impl KmsError {
             DependencyTimeout(m) => ("DependencyTimeoutException", m),
             Disabled(m) => ("DisabledException", m),
             DryRunOperation(m) => ("DryRunOperationException", m),
+            ExpiredImportToken(m) => ("ExpiredImportTokenException", m),
+            IncorrectKeyMaterial(m) => ("IncorrectKeyMaterialException", m),
+            InvalidImportToken(m) => ("InvalidImportTokenException", m),
             IncompleteSignature(m) => ("IncompleteSignatureException", m),
             IncorrectKey(m) => ("IncorrectKeyException", m),
             InvalidAliasName(m) => ("InvalidAliasNameException", m),
@@ -306,6 +316,13 @@ mod tests {
             (DependencyTimeout(m()), "DependencyTimeoutException", 500),
             (Disabled(m()), "DisabledException", 400),
             (DryRunOperation(m()), "DryRunOperationException", 412),
+            (ExpiredImportToken(m()), "ExpiredImportTokenException", 400),
+            (
+                IncorrectKeyMaterial(m()),
+                "IncorrectKeyMaterialException",
+                400,
+            ),
+            (InvalidImportToken(m()), "InvalidImportTokenException", 400),
             (
                 IncompleteSignature(m()),
                 "IncompleteSignatureException",
@@ -408,6 +425,9 @@ mod tests {
             DryRunOperation(_) => 39,
             KmsInvalidSignature(_) => 40,
             KmsInvalidMac(_) => 41,
+            ExpiredImportToken(_) => 42,
+            IncorrectKeyMaterial(_) => 43,
+            InvalidImportToken(_) => 44,
         }
     }
 

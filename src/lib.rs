@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod hsm;
 pub mod ids;
+pub mod key_import;
 pub mod keys;
 pub mod keystore;
 pub mod policy;

@@ -261,6 +261,15 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("GetPublicKey", &["KeyId"]),
     ("GenerateMac", &["Message", "KeyId", "MacAlgorithm"]),
     ("VerifyMac", &["Message", "KeyId", "MacAlgorithm", "Mac"]),
+    (
+        "GetParametersForImport",
+        &["KeyId", "WrappingAlgorithm", "WrappingKeySpec"],
+    ),
+    (
+        "ImportKeyMaterial",
+        &["KeyId", "ImportToken", "EncryptedKeyMaterial"],
+    ),
+    ("DeleteImportedKeyMaterial", &["KeyId"]),
 ];
 
 /// Member names of the model, with their JSON type: `s` string (blobs too), `n` number,
@@ -310,6 +319,12 @@ const MEMBERS: &[(&str, char)] = &[
     ("SigningAlgorithm", 's'),
     ("MacAlgorithm", 's'),
     ("Mac", 's'),
+    ("WrappingAlgorithm", 's'),
+    ("WrappingKeySpec", 's'),
+    ("ImportToken", 's'),
+    ("EncryptedKeyMaterial", 's'),
+    ("ValidTo", 'n'),
+    ("ExpirationModel", 's'),
 ];
 
 /// Error codes no input may cause on a healthy cluster: they say the service broke.

@@ -1,6 +1,7 @@
 //! The key store through its lifecycle against a real two-member SoftHSM2 cluster and sled on
 //! disk: every cell of AWS's key-state table for the states a key reaches here (Enabled,
-//! Disabled, PendingDeletion), written out as an explicit table; CancelKeyDeletion; ListKeys
+//! Disabled, PendingDeletion, and PendingImport for keys of origin EXTERNAL), written out as an
+//! explicit table, the import operations included; CancelKeyDeletion; ListKeys
 //! and ListAliases paging; tags and descriptions; rotation status, automatic rotation as the
 //! clock passes the period, and the on-demand rotation limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -46,6 +47,21 @@ enum Op {
     DeleteAlias,
     ListAliases,
     ListResourceTags,
+    GetParametersForImport,
+    ImportKeyMaterial,
+    DeleteImportedKeyMaterial,
+}
+
+impl Op {
+    /// The import operations run on keys of origin EXTERNAL (with their material imported
+    /// before the key is brought to the state under test); every other operation on keys of
+    /// origin AWS_KMS, except in the PendingImport column, which only EXTERNAL keys reach.
+    fn needs_external_key(self) -> bool {
+        matches!(
+            self,
+            Op::GetParametersForImport | Op::ImportKeyMaterial | Op::DeleteImportedKeyMaterial
+        )
+    }
 }
 
 /// The states a key reaches in this store, in the table's column order.
@@ -54,45 +70,57 @@ enum State {
     Enabled,
     Disabled,
     PendingDeletion,
+    PendingImport,
 }
 
-const STATES: [State; 3] = [State::Enabled, State::Disabled, State::PendingDeletion];
+const STATES: [State; 4] = [
+    State::Enabled,
+    State::Disabled,
+    State::PendingDeletion,
+    State::PendingImport,
+];
 
 const OK: &str = "ok";
 const DISABLED: &str = "DisabledException: is disabled.";
 const PENDING: &str = "KMSInvalidStateException: is pending deletion.";
 const NOT_PENDING: &str = "KMSInvalidStateException: is not pending deletion.";
+const IMPORT: &str = "KMSInvalidStateException: is pending import.";
+const EXTERNAL: &str =
+    "UnsupportedOperationException: origin is EXTERNAL which is not valid for this operation.";
 
 /// AWS's key-state effects table (AWS's "Key states of AWS KMS keys" page, with the choices
 /// documented in `hsm_kms::keys::state`) for our three states, written out here rather than
 /// taken from `keys::state::check`: "ok", or "<exception>: <message after the key ARN>".
 #[rustfmt::skip]
-const TABLE: [(Op, [&str; 3]); 24] = [
-    //                                   Enabled      Disabled     PendingDeletion
-    (Op::Encrypt,                         [OK,          DISABLED,    PENDING]),
-    (Op::Decrypt,                         [OK,          DISABLED,    PENDING]),
-    (Op::ReEncryptSource,                 [OK,          DISABLED,    PENDING]),
-    (Op::ReEncryptDestination,            [OK,          DISABLED,    PENDING]),
-    (Op::GenerateDataKey,                 [OK,          DISABLED,    PENDING]),
-    (Op::GenerateDataKeyWithoutPlaintext, [OK,          DISABLED,    PENDING]),
-    (Op::EnableKey,                       [OK,          OK,          PENDING]),
-    (Op::DisableKey,                      [OK,          OK,          PENDING]),
-    (Op::ScheduleKeyDeletion,             [OK,          OK,          PENDING]),
-    (Op::CancelKeyDeletion,               [NOT_PENDING, NOT_PENDING, OK]),
-    (Op::CreateAlias,                     [OK,          OK,          PENDING]),
-    (Op::UpdateAliasDestination,          [OK,          OK,          PENDING]),
-    (Op::TagResource,                     [OK,          OK,          PENDING]),
-    (Op::UntagResource,                   [OK,          OK,          PENDING]),
-    (Op::UpdateKeyDescription,            [OK,          OK,          PENDING]),
-    (Op::EnableKeyRotation,               [OK,          DISABLED,    PENDING]),
-    (Op::DisableKeyRotation,              [OK,          DISABLED,    PENDING]),
-    (Op::GetKeyRotationStatus,            [OK,          OK,          OK]),
-    (Op::RotateKeyOnDemand,               [OK,          DISABLED,    PENDING]),
-    (Op::ListKeyRotations,                [OK,          OK,          OK]),
-    (Op::DescribeKey,                     [OK,          OK,          OK]),
-    (Op::DeleteAlias,                     [OK,          OK,          OK]),
-    (Op::ListAliases,                     [OK,          OK,          OK]),
-    (Op::ListResourceTags,                [OK,          OK,          OK]),
+const TABLE: [(Op, [&str; 4]); 27] = [
+    //                                   Enabled      Disabled     PendingDeletion PendingImport
+    (Op::Encrypt,                         [OK,          DISABLED,    PENDING,        IMPORT]),
+    (Op::Decrypt,                         [OK,          DISABLED,    PENDING,        IMPORT]),
+    (Op::ReEncryptSource,                 [OK,          DISABLED,    PENDING,        IMPORT]),
+    (Op::ReEncryptDestination,            [OK,          DISABLED,    PENDING,        IMPORT]),
+    (Op::GenerateDataKey,                 [OK,          DISABLED,    PENDING,        IMPORT]),
+    (Op::GenerateDataKeyWithoutPlaintext, [OK,          DISABLED,    PENDING,        IMPORT]),
+    (Op::EnableKey,                       [OK,          OK,          PENDING,        IMPORT]),
+    (Op::DisableKey,                      [OK,          OK,          PENDING,        IMPORT]),
+    (Op::ScheduleKeyDeletion,             [OK,          OK,          PENDING,        OK]),
+    (Op::CancelKeyDeletion,               [NOT_PENDING, NOT_PENDING, OK,             NOT_PENDING]),
+    (Op::CreateAlias,                     [OK,          OK,          PENDING,        OK]),
+    (Op::UpdateAliasDestination,          [OK,          OK,          PENDING,        OK]),
+    (Op::TagResource,                     [OK,          OK,          PENDING,        OK]),
+    (Op::UntagResource,                   [OK,          OK,          PENDING,        OK]),
+    (Op::UpdateKeyDescription,            [OK,          OK,          PENDING,        OK]),
+    (Op::EnableKeyRotation,               [OK,          DISABLED,    PENDING,        EXTERNAL]),
+    (Op::DisableKeyRotation,              [OK,          DISABLED,    PENDING,        EXTERNAL]),
+    (Op::GetKeyRotationStatus,            [OK,          OK,          OK,             EXTERNAL]),
+    (Op::RotateKeyOnDemand,               [OK,          DISABLED,    PENDING,        EXTERNAL]),
+    (Op::ListKeyRotations,                [OK,          OK,          OK,             EXTERNAL]),
+    (Op::DescribeKey,                     [OK,          OK,          OK,             OK]),
+    (Op::DeleteAlias,                     [OK,          OK,          OK,             OK]),
+    (Op::ListAliases,                     [OK,          OK,          OK,             OK]),
+    (Op::ListResourceTags,                [OK,          OK,          OK,             OK]),
+    (Op::GetParametersForImport,          [OK,          OK,          PENDING,        OK]),
+    (Op::ImportKeyMaterial,               [OK,          OK,          PENDING,        OK]),
+    (Op::DeleteImportedKeyMaterial,       [OK,          OK,          OK,             OK]),
 ];
 
 /// One cell's world: `key` (brought to the state under test) with a ciphertext, an alias, a
@@ -100,6 +128,9 @@ const TABLE: [(Op, [&str; 3]); 24] = [
 /// with a ciphertext and an alias of its own for this cell.
 struct Cell {
     key: KeyMetadata,
+    /// For EXTERNAL keys: a token and the key's own material wrapped for it, fetched while
+    /// the key was Enabled.
+    import: Option<(Vec<u8>, Vec<u8>)>,
     blob: Vec<u8>,
     alias: String,
     new_alias: String,
@@ -109,8 +140,14 @@ struct Cell {
 }
 
 impl Cell {
-    fn new(ts: &TestStore, partner: &KeyMetadata, n: usize, state: State) -> Cell {
-        let key = create(ts);
+    fn new(ts: &TestStore, partner: &KeyMetadata, n: usize, state: State, op: Op) -> Cell {
+        let external = state == State::PendingImport || op.needs_external_key();
+        let (key, import) = if external {
+            let (key, import) = external_key(ts);
+            (key, Some(import))
+        } else {
+            (create(ts), None)
+        };
         let id = key.key_id.as_str();
         let blob = encrypt(ts, id, b"cell plaintext", &[("cell", "x")])
             .unwrap()
@@ -128,15 +165,17 @@ impl Cell {
                 },
             )
             .unwrap();
-        ts.store
-            .enable_key_rotation(
-                &ts.caller,
-                EnableKeyRotationRequest {
-                    key_id: id.into(),
-                    rotation_period_in_days: Some(180),
-                },
-            )
-            .unwrap();
+        if !external {
+            ts.store
+                .enable_key_rotation(
+                    &ts.caller,
+                    EnableKeyRotationRequest {
+                        key_id: id.into(),
+                        rotation_period_in_days: Some(180),
+                    },
+                )
+                .unwrap();
+        }
         let partner_blob = encrypt(ts, &partner.key_id, b"partner plaintext", &[])
             .unwrap()
             .ciphertext_blob;
@@ -154,11 +193,16 @@ impl Cell {
                     )
                     .unwrap();
             }
+            State::PendingImport => ts
+                .store
+                .delete_imported_key_material(&ts.caller, key_id(id))
+                .unwrap(),
         }
         let key = describe(ts, id);
         assert_eq!(key.key_state, format!("{state:?}"));
         Cell {
             key,
+            import,
             blob,
             alias,
             new_alias: format!("alias/new-{n}"),
@@ -281,6 +325,32 @@ impl Cell {
                     },
                 )
                 .map(drop),
+            Op::GetParametersForImport => store
+                .get_parameters_for_import(
+                    caller,
+                    GetParametersForImportRequest {
+                        key_id: id,
+                        wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
+                        wrapping_key_spec: "RSA_2048".into(),
+                    },
+                )
+                .map(drop),
+            Op::ImportKeyMaterial => {
+                let (token, wrapped) = self.import.clone().expect("an EXTERNAL key");
+                store.import_key_material(
+                    caller,
+                    ImportKeyMaterialRequest {
+                        key_id: id,
+                        import_token: token,
+                        encrypted_key_material: wrapped,
+                        valid_to: None,
+                        expiration_model: Some("KEY_MATERIAL_DOES_NOT_EXPIRE".into()),
+                    },
+                )
+            }
+            Op::DeleteImportedKeyMaterial => {
+                store.delete_imported_key_material(caller, key_id(&id))
+            }
         }
     }
 
@@ -289,10 +359,14 @@ impl Cell {
     fn check_effect(&self, ts: &TestStore, op: Op, state: State) {
         let id = self.key.key_id.as_str();
         let now = describe(ts, id);
-        let expected_state = match op {
-            Op::EnableKey => State::Enabled,
-            Op::DisableKey | Op::CancelKeyDeletion => State::Disabled,
-            Op::ScheduleKeyDeletion => State::PendingDeletion,
+        let expected_state = match (op, state) {
+            (Op::EnableKey, _) => State::Enabled,
+            (Op::DisableKey | Op::CancelKeyDeletion, _) => State::Disabled,
+            (Op::ScheduleKeyDeletion, _) => State::PendingDeletion,
+            (Op::ImportKeyMaterial, State::PendingImport) => State::Enabled,
+            (Op::DeleteImportedKeyMaterial, State::Enabled | State::Disabled) => {
+                State::PendingImport
+            }
             _ => state,
         };
         assert_eq!(now.key_state, format!("{expected_state:?}"), "{op:?}");
@@ -344,6 +418,27 @@ impl Cell {
                 assert_eq!(sealed.ciphertext_blob[19..23], 2u32.to_be_bytes());
             }
             Op::DeleteAlias => assert!(!alias_names(id).contains(&self.alias)),
+            Op::ImportKeyMaterial => {
+                assert_eq!(
+                    now.expiration_model.as_deref(),
+                    Some("KEY_MATERIAL_DOES_NOT_EXPIRE")
+                );
+                if expected_state == State::Enabled {
+                    assert_eq!(
+                        decrypt(ts, &self.blob, &[("cell", "x")], None).unwrap(),
+                        b"cell plaintext"
+                    );
+                }
+            }
+            Op::DeleteImportedKeyMaterial => {
+                // Pending import (or still pending deletion): the material is gone.
+                assert_eq!(
+                    decrypt(ts, &self.blob, &[("cell", "x")], None)
+                        .unwrap_err()
+                        .code(),
+                    "KMSInvalidStateException"
+                );
+            }
             _ => {}
         }
     }
@@ -363,8 +458,12 @@ fn check_column(state: State) {
     let column = STATES.iter().position(|s| *s == state).unwrap();
     let partner = create(&ts);
     for (n, (op, expected)) in TABLE.into_iter().enumerate() {
+        // The vendor module offers no key import (tests/import.rs checks the refusal).
+        if common::vendor::enabled() && (state == State::PendingImport || op.needs_external_key()) {
+            continue;
+        }
         let want = expected[column];
-        let cell = Cell::new(&ts, &partner, n, state);
+        let cell = Cell::new(&ts, &partner, n, state, op);
         let label = format!("{op:?} on a key in {state:?}");
         if want == OK {
             cell.run(&ts, op)
@@ -404,6 +503,66 @@ fn state_table_for_disabled_keys() {
 #[test]
 fn state_table_for_keys_pending_deletion() {
     check_column(State::PendingDeletion);
+}
+
+#[test]
+fn state_table_for_keys_pending_import() {
+    check_column(State::PendingImport);
+}
+
+/// A key of origin EXTERNAL with its own material imported, and a second token with that
+/// material wrapped for it (to import again later, whatever the state then).
+fn external_key(ts: &TestStore) -> (KeyMetadata, (Vec<u8>, Vec<u8>)) {
+    use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
+    let key = ts
+        .store
+        .create_key(
+            &ts.caller,
+            CreateKeyRequest {
+                origin: Some("EXTERNAL".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata;
+    let mut material = [0u8; 32];
+    getrandom::fill(&mut material).unwrap();
+    let wrapped_for = |key_id: &str| {
+        let params = ts
+            .store
+            .get_parameters_for_import(
+                &ts.caller,
+                GetParametersForImportRequest {
+                    key_id: key_id.into(),
+                    wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
+                    wrapping_key_spec: "RSA_2048".into(),
+                },
+            )
+            .unwrap();
+        let wrapped = wrap_key_material(
+            &params.public_key,
+            WrappingAlgorithm::RsaesOaepSha1,
+            "SYMMETRIC_DEFAULT",
+            &secrecy::SecretSlice::from(material.to_vec()),
+        )
+        .unwrap();
+        (params.import_token, wrapped)
+    };
+    let (token, wrapped) = wrapped_for(&key.key_id);
+    ts.store
+        .import_key_material(
+            &ts.caller,
+            ImportKeyMaterialRequest {
+                key_id: key.key_id.clone(),
+                import_token: token,
+                encrypted_key_material: wrapped,
+                valid_to: None,
+                expiration_model: Some("KEY_MATERIAL_DOES_NOT_EXPIRE".into()),
+            },
+        )
+        .unwrap();
+    let later = wrapped_for(&key.key_id);
+    (describe(ts, &key.key_id), later)
 }
 
 #[test]

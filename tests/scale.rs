@@ -43,6 +43,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         policy: None,
         public_key: None,
         parsed_policy: Default::default(),
+        import: None,
     }
 }
 

@@ -39,7 +39,8 @@ pub enum KmsCommand {
         /// ECC_SECG_P256K1, HMAC_224/256/384/512.
         #[arg(long)]
         key_spec: Option<String>,
-        /// AWS_KMS (the default): the material is generated in the HSMs; AWS_CLOUDHSM with
+        /// AWS_KMS (the default): the material is generated in the HSMs; EXTERNAL: no
+        /// material until import-key-material brings it; AWS_CLOUDHSM with
         /// --custom-key-store-id.
         #[arg(long)]
         origin: Option<String>,
@@ -560,6 +561,58 @@ pub enum KmsCommand {
         /// NextMarker of the previous page.
         #[arg(long)]
         marker: Option<String>,
+    },
+    /// Get a wrapping public key and an import token for a key of origin EXTERNAL
+    /// (GetParametersForImport).
+    GetParametersForImport {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// RSAES_OAEP_SHA_1, RSAES_OAEP_SHA_256, RSA_AES_KEY_WRAP_SHA_1 or
+        /// RSA_AES_KEY_WRAP_SHA_256.
+        #[arg(long)]
+        wrapping_algorithm: String,
+        /// RSA_2048, RSA_3072 or RSA_4096.
+        #[arg(long)]
+        wrapping_key_spec: String,
+    },
+    /// Import key material into a key of origin EXTERNAL (ImportKeyMaterial): wrapped
+    /// material with its import token, as `aws kms import-key-material` takes it; or, with
+    /// --key-material, the plaintext material: the parameters are fetched, the material
+    /// wrapped here and imported in one command.
+    ImportKeyMaterial {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
+        /// `fileb://FILE` or base64: the ImportToken of GetParametersForImport.
+        #[arg(long, required_unless_present = "key_material")]
+        import_token: Option<String>,
+        /// `fileb://FILE` or base64: the material wrapped under its public key.
+        #[arg(long, required_unless_present = "key_material")]
+        encrypted_key_material: Option<String>,
+        /// `fileb://FILE`: the plaintext material, for the one-command import.
+        #[arg(long, conflicts_with_all = ["import_token", "encrypted_key_material"])]
+        key_material: Option<String>,
+        /// One-command import: the wrapping algorithm (default RSA_AES_KEY_WRAP_SHA_256,
+        /// or RSA_AES_KEY_WRAP_SHA_1 when the HSMs do not take SHA-256).
+        #[arg(long, requires = "key_material")]
+        wrapping_algorithm: Option<String>,
+        /// One-command import: the wrapping key spec.
+        #[arg(long, requires = "key_material", default_value = "RSA_4096")]
+        wrapping_key_spec: String,
+        /// When the material expires (epoch seconds or RFC 3339); needed with
+        /// KEY_MATERIAL_EXPIRES, the default model.
+        #[arg(long)]
+        valid_to: Option<String>,
+        /// KEY_MATERIAL_EXPIRES (the default) or KEY_MATERIAL_DOES_NOT_EXPIRE.
+        #[arg(long)]
+        expiration_model: Option<String>,
+    },
+    /// Delete the imported material of a key of origin EXTERNAL (DeleteImportedKeyMaterial).
+    DeleteImportedKeyMaterial {
+        /// Key id or key ARN.
+        #[arg(long)]
+        key_id: String,
     },
 }
 
@@ -1162,6 +1215,87 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             (
                 Operation::Encrypt.as_str(),
                 Box::new(move |ks, c| reply(ks.encrypt(c, request))),
+            )
+        }
+        GetParametersForImport {
+            key_id,
+            wrapping_algorithm,
+            wrapping_key_spec,
+        } => {
+            let request = GetParametersForImportRequest {
+                key_id,
+                wrapping_algorithm,
+                wrapping_key_spec,
+            };
+            (
+                Operation::GetParametersForImport.as_str(),
+                Box::new(move |ks, c| reply(ks.get_parameters_for_import(c, request))),
+            )
+        }
+        ImportKeyMaterial {
+            key_id,
+            import_token,
+            encrypted_key_material,
+            key_material,
+            wrapping_algorithm,
+            wrapping_key_spec,
+            valid_to,
+            expiration_model,
+        } => {
+            let valid_to = valid_to
+                .map(|value| super::import::timestamp("valid-to", &value))
+                .transpose()?;
+            match (key_material, import_token, encrypted_key_material) {
+                (Some(material), _, _) => {
+                    let import = super::import::OneCommandImport {
+                        key_id,
+                        algorithm: wrapping_algorithm
+                            .map(|name| super::import::algorithm(&name))
+                            .transpose()?,
+                        wrapping_key_spec,
+                        material: params::secret("key-material", material, binary)?,
+                        valid_to,
+                        expiration_model,
+                    };
+                    import.check()?;
+                    (
+                        Operation::ImportKeyMaterial.as_str(),
+                        Box::new(move |ks, c| done(import.run(ks, c))),
+                    )
+                }
+                (None, Some(token), Some(wrapped)) => {
+                    let request = ImportKeyMaterialRequest {
+                        key_id,
+                        import_token: params::bytes("import-token", &token, binary)?,
+                        encrypted_key_material: params::bytes(
+                            "encrypted-key-material",
+                            &wrapped,
+                            binary,
+                        )?,
+                        valid_to,
+                        expiration_model,
+                    };
+                    (
+                        Operation::ImportKeyMaterial.as_str(),
+                        Box::new(move |ks, c| done(ks.import_key_material(c, request))),
+                    )
+                }
+                _ => {
+                    return Err(
+                        "Give --import-token and --encrypted-key-material, or --key-material"
+                            .into(),
+                    );
+                }
+            }
+        }
+        DeleteImportedKeyMaterial { key_id } => {
+            let request = KeyIdRequest {
+                key_id,
+                ..Default::default()
+            };
+            (
+                Operation::DeleteImportedKeyMaterial.as_str(),
+                Box::new(move |ks, c| done(ks.delete_imported_key_material(c, request))),
             )
         }
         Decrypt {

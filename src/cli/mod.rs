@@ -10,6 +10,7 @@ mod audit;
 mod cluster;
 mod compliance;
 mod envelope;
+mod import;
 mod kms;
 mod maintenance;
 mod output;
@@ -87,6 +88,9 @@ enum Command {
     },
     #[command(flatten)]
     Envelope(envelope::EnvelopeCommand),
+    /// Wrap key material for ImportKeyMaterial under the public key of
+    /// GetParametersForImport, locally (RSA-OAEP; RFC 5649 for RSA_AES_KEY_WRAP_*).
+    WrapKeyMaterial(import::WrapKeyMaterial),
     #[command(flatten)]
     Kms(kms::KmsCommand),
 }
@@ -104,7 +108,14 @@ pub fn main() -> ExitCode {
     if envelope::is_envelope_command(std::env::args_os()) {
         return envelope::main();
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Runs on the user's machine, with no key store and no config.
+    cli.command = match cli.command {
+        Command::WrapKeyMaterial(command) => {
+            return import::wrap(command, cli.globals.cli_binary_format);
+        }
+        other => other,
+    };
     let config = match Config::load_from(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -119,6 +130,9 @@ pub fn main() -> ExitCode {
         Command::Maintenance(command) => maintenance::run(&config, &cli.globals, command),
         Command::Compliance(command) => compliance::run(&config, command),
         Command::Kms(command) => Ok(kms::run(&config, &cli.globals, command)),
+        Command::WrapKeyMaterial(command) => {
+            Ok(import::wrap(command, cli.globals.cli_binary_format))
+        }
         Command::Envelope(command) => Ok(envelope::run(cli.config.as_deref(), command)),
         Command::Serve { listen } => crate::server::serve(&config, listen)
             .map(|()| ExitCode::SUCCESS)

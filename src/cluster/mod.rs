@@ -5,6 +5,7 @@
 //! two members are healthy, crypto keeps working on the survivors and anything that must
 //! write key material refuses with [`ClusterError::CannotWriteKeys`].
 
+pub mod import;
 pub mod internal;
 pub mod preflight;
 mod replication;

@@ -86,9 +86,12 @@ const PROBE_PLAINTEXT: &[u8] = b"hsm-kms replication probe";
 /// Prefix of the throw-away keys that prove the domain keys equal (never copied).
 const PROBE_PREFIX: &str = "hsm-kms-probe-";
 
-/// Whether a `CKA_ID` names an internal key (which no key record lists).
+/// Whether a `CKA_ID` names an internal key (which no key record lists). Import wrapping
+/// keys are not: each lives on the one member that made it and never leaves it.
 fn is_internal(id: &[u8]) -> bool {
-    id.starts_with(INTERNAL_PREFIX.as_bytes()) && !id.starts_with(PROBE_PREFIX.as_bytes())
+    id.starts_with(INTERNAL_PREFIX.as_bytes())
+        && !id.starts_with(PROBE_PREFIX.as_bytes())
+        && !id.starts_with(crate::hsm::import::WRAPPING_KEY_PREFIX.as_bytes())
 }
 
 /// For each `CKA_ID`, the members holding it and the object as listed there.
@@ -156,6 +159,22 @@ impl Cluster {
         source
             .generate_key(&id, label, spec, Portability::WrapWithTrusted)
             .map_err(|cause| self.replication_failed(material, cause, &[]))?;
+        self.replicate_new(material, label, spec, source, targets)
+    }
+
+    /// Copies a material version that `source` just made (generated or imported) to every
+    /// `target`, proving each copy equal, under the claim of its creator. A target that goes
+    /// away meanwhile is skipped as long as the members holding the material still make a
+    /// quorum; on any other failure every copy, the source's included, is destroyed again.
+    pub(super) fn replicate_new(
+        &self,
+        material: &MaterialId,
+        label: &str,
+        spec: MaterialSpec,
+        source: &Arc<Member>,
+        targets: &[Arc<Member>],
+    ) -> Result<(), ClusterError> {
+        let id = material.cka_id();
         let mut written = vec![source.clone()];
         let mut proven = vec![source.clone()];
         let copied = (|| {

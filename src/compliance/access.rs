@@ -446,6 +446,7 @@ mod tests {
             destruction_started: false,
             policy: None,
             public_key: None,
+            import: None,
             parsed_policy: Default::default(),
         }
     }

@@ -101,7 +101,8 @@ impl HsmError {
         }
     }
 
-    /// Whether the HSM rejected a ciphertext (bad tag, AAD, IV or length).
+    /// Whether the HSM rejected a ciphertext (bad tag, AAD, IV or length), or wrapped key
+    /// material it could not unwrap (imported material under the wrong key or algorithm).
     ///
     /// SoftHSM2 answers a failed GCM tag check with `CKR_GENERAL_ERROR`, the same code a
     /// vanished token gives; the caller must probe the member before believing it.
@@ -112,7 +113,7 @@ impl HsmError {
                 rv: RvError::GeneralError
                     | RvError::EncryptedDataInvalid
                     | RvError::EncryptedDataLenRange,
-                function: Function::Decrypt | Function::DecryptInit,
+                function: Function::Decrypt | Function::DecryptInit | Function::UnwrapKey,
             }
         )
     }

@@ -7,6 +7,7 @@
 pub mod ceremony;
 pub mod error;
 pub mod gcm;
+pub mod import;
 mod inspect;
 pub mod material;
 mod module;

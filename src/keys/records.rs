@@ -56,6 +56,28 @@ pub struct KeyRecord {
     /// The key policy parsed, once per record read (never stored).
     #[serde(skip)]
     pub parsed_policy: ParsedPolicy,
+    /// What an EXTERNAL-origin key knows of its imported material (`None` for other keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportRecord>,
+}
+
+/// The imported material of an EXTERNAL-origin key: its expiry and a key check value. The
+/// check value names the material (an encryption of a fixed block under it, made inside the
+/// HSM, truncated); it is not secret and reveals nothing of the material.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ImportRecord {
+    /// `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE`, once material was imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    /// When the current material expires (epoch milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<i64>,
+    /// Hex key check value of the first material imported: every re-import must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_value: Option<String>,
+    /// Material versions deleted (or expired) whose destruction some member still owes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destruction_owed: Vec<u32>,
 }
 
 /// A key policy parsed at most once per record read: the record cache keeps it until the

@@ -22,6 +22,14 @@
 //!   for this operation.". When the key is `Unavailable` (its HSMs cannot be
 //!   reached) the settings and reads work, while RotateKeyOnDemand, which needs
 //!   the HSMs, answers "... is unavailable.";
+//! - the import operations: GetParametersForImport and ImportKeyMaterial work on a key
+//!   that is Enabled, Disabled or PendingImport (re-importing the same material into a key
+//!   that has it sets a new expiration, as AWS allows) and answer "... is pending
+//!   deletion." when it is pending deletion; DeleteImportedKeyMaterial also works on a key
+//!   pending deletion (AWS: "this operation does not change the KMS key's state"). All
+//!   three need the HSMs and answer "... is unavailable." when they cannot be reached
+//!   (AWS has no such cell: imported keys never live in custom key stores). That the key's
+//!   origin is EXTERNAL is checked before the state, elsewhere;
 //! - `Creating`, `Updating` and `PendingReplicaDeletion` belong to
 //!   multi-Region keys, which this store never makes: every operation that
 //!   depends on the state fails closed with `KMSInvalidStateException`
@@ -123,6 +131,8 @@ pub enum Operation {
     Decrypt,
     /// DeleteAlias.
     DeleteAlias,
+    /// DeleteImportedKeyMaterial (keys of origin EXTERNAL).
+    DeleteImportedKeyMaterial,
     /// DescribeKey.
     DescribeKey,
     /// DisableKey.
@@ -147,8 +157,12 @@ pub enum Operation {
     GetKeyPolicy,
     /// GetPublicKey.
     GetPublicKey,
+    /// GetParametersForImport (keys of origin EXTERNAL).
+    GetParametersForImport,
     /// GetKeyRotationStatus.
     GetKeyRotationStatus,
+    /// ImportKeyMaterial (keys of origin EXTERNAL).
+    ImportKeyMaterial,
     /// ListAliases.
     ListAliases,
     /// ListGrants.
@@ -194,7 +208,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 45] = [
+    pub const ALL: [Operation; 48] = [
         Operation::CancelKeyDeletion,
         Operation::ConnectCustomKeyStore,
         Operation::CreateCustomKeyStore,
@@ -240,6 +254,9 @@ impl Operation {
         Operation::GetPublicKey,
         Operation::GenerateMac,
         Operation::VerifyMac,
+        Operation::GetParametersForImport,
+        Operation::ImportKeyMaterial,
+        Operation::DeleteImportedKeyMaterial,
     ];
 
     /// The AWS operation name (`X-Amz-Target: TrentService.<name>`).
@@ -290,6 +307,9 @@ impl Operation {
             Operation::GetPublicKey => "GetPublicKey",
             Operation::GenerateMac => "GenerateMac",
             Operation::VerifyMac => "VerifyMac",
+            Operation::GetParametersForImport => "GetParametersForImport",
+            Operation::ImportKeyMaterial => "ImportKeyMaterial",
+            Operation::DeleteImportedKeyMaterial => "DeleteImportedKeyMaterial",
         }
     }
 
@@ -406,6 +426,8 @@ impl Operation {
             EnableKeyRotation | DisableKeyRotation => Row::RotationSettings,
             RotateKeyOnDemand => Row::RotateOnDemand,
             GetKeyRotationStatus | ListKeyRotations => Row::RotationRead,
+            GetParametersForImport | ImportKeyMaterial => Row::Import,
+            DeleteImportedKeyMaterial => Row::DeleteImportedMaterial,
         }
     }
 }
@@ -439,6 +461,8 @@ enum Row {
     RotationSettings,
     RotateOnDemand,
     RotationRead,
+    Import,
+    DeleteImportedMaterial,
 }
 
 /// One cell: allowed, or the exception and the reason in its message.
@@ -499,7 +523,7 @@ const REPLICA: Effect = Effect::Deny(Exception::InvalidState, Reason::IsPendingR
 /// The key-state effects table: one row per [`Row`] (in declaration order),
 /// one column per state in the order of [`KeyState::ALL`].
 #[rustfmt::skip]
-const TABLE: [[Effect; 8]; 10] = [
+const TABLE: [[Effect; 8]; 12] = [
     // Enabled,   Disabled,    PendingDeletion,  PendingImport,  Unavailable, Creating, Updating, PendingReplicaDeletion
     [OK,          OK,          OK,               OK,             OK,          OK,       OK,       OK],          // Unrestricted
     [OK,          DISABLED,    PENDING_DELETION, PENDING_IMPORT, UNAVAILABLE, CREATING, UPDATING, REPLICA],     // Cryptographic
@@ -511,10 +535,12 @@ const TABLE: [[Effect; 8]; 10] = [
     [OK,          DISABLED,    PENDING_DELETION, EXTERNAL,       OK,          CREATING, UPDATING, REPLICA],     // RotationSettings
     [OK,          DISABLED,    PENDING_DELETION, EXTERNAL,       UNAVAILABLE, CREATING, UPDATING, REPLICA],     // RotateOnDemand
     [OK,          OK,          OK,               EXTERNAL,       OK,          CREATING, UPDATING, REPLICA],     // RotationRead
+    [OK,          OK,          PENDING_DELETION, OK,             UNAVAILABLE, CREATING, UPDATING, REPLICA],     // Import
+    [OK,          OK,          OK,               OK,             UNAVAILABLE, CREATING, UPDATING, REPLICA],     // DeleteImportedMaterial
 ];
 
 // Every row has its line in the table (indexing by `Row as usize` stays in bounds).
-const _: () = assert!(TABLE.len() == Row::RotationRead as usize + 1);
+const _: () = assert!(TABLE.len() == Row::DeleteImportedMaterial as usize + 1);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic
@@ -559,6 +585,8 @@ mod tests {
             EnableKeyRotation | DisableKeyRotation => ["ok", D, PD, EXT, "ok", CR, UP, PRD],
             RotateKeyOnDemand => ["ok", D, PD, EXT, UN, CR, UP, PRD],
             GetKeyRotationStatus | ListKeyRotations => ["ok", "ok", "ok", EXT, "ok", CR, UP, PRD],
+            GetParametersForImport | ImportKeyMaterial => ["ok", "ok", PD, "ok", UN, CR, UP, PRD],
+            DeleteImportedKeyMaterial => ["ok", "ok", "ok", "ok", UN, CR, UP, PRD],
             CreateKey
             | ListKeys
             | GenerateRandom
@@ -610,7 +638,7 @@ mod tests {
                 cells += 1;
             }
         }
-        assert_eq!(cells, 45 * 8);
+        assert_eq!(cells, 48 * 8);
     }
 
     #[test]
@@ -676,6 +704,9 @@ mod tests {
             GetPublicKey => 42,
             GenerateMac => 43,
             VerifyMac => 44,
+            GetParametersForImport => 45,
+            ImportKeyMaterial => 46,
+            DeleteImportedKeyMaterial => 47,
         }
     }
 

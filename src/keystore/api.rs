@@ -69,6 +69,12 @@ pub struct KeyMetadata {
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,
+    /// For keys of origin EXTERNAL with imported material: whether it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    /// For keys of origin EXTERNAL: when the imported material expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -710,4 +716,39 @@ pub struct VerifyMacResponse {
     pub key_id: String,
     pub mac_valid: bool,
     pub mac_algorithm: String,
+}
+
+/// GetParametersForImport.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GetParametersForImportRequest {
+    pub key_id: String,
+    pub wrapping_algorithm: String,
+    pub wrapping_key_spec: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetParametersForImportResponse {
+    pub key_id: String,
+    #[serde(with = "base64_bytes")]
+    pub import_token: Vec<u8>,
+    #[serde(with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    pub parameters_valid_to: f64,
+}
+
+/// ImportKeyMaterial. The wrapped material is not secret (only an HSM opens it), but it is
+/// never logged or stored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ImportKeyMaterialRequest {
+    pub key_id: String,
+    #[serde(with = "base64_bytes")]
+    pub import_token: Vec<u8>,
+    #[serde(with = "base64_bytes")]
+    pub encrypted_key_material: Vec<u8>,
+    /// Epoch seconds.
+    pub valid_to: Option<f64>,
+    pub expiration_model: Option<String>,
 }

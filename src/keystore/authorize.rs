@@ -47,6 +47,11 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// The operation this access is for.
+    pub(super) fn operation(&self) -> Operation {
+        self.operation
+    }
+
     /// The request's grant tokens (each must be one this store issued).
     pub(super) fn with_grant_tokens(mut self, tokens: &'a [String]) -> Access<'a> {
         self.grant_tokens = tokens;
@@ -97,6 +102,7 @@ impl KeyStore {
             self.resolve_reference(caller, call, access.operation, (param, input), naming)?;
         let operation = access.operation;
         self.authorize(caller, &key, alias.as_deref(), access)?;
+        super::import::check_origin_allows(operation, &key)?;
         state::check(operation, key.state, &key.arn())?;
         Ok(key)
     }

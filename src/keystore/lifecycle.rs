@@ -10,7 +10,9 @@ use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::ids::KeyId;
-use crate::keys::records::{IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy};
+use crate::keys::records::{
+    ImportRecord, IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy,
+};
 use crate::keys::spec::{self, KeySpec, KeyUsage};
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::{RequestContext, default_key_policy, keys, parse_key_policy};
@@ -94,7 +96,7 @@ impl KeyStore {
             if request.custom_key_store_id.is_some() { "AWS_CLOUDHSM" } else { "AWS_KMS" }.to_owned()
         });
         match (origin.as_str(), &request.custom_key_store_id) {
-            ("AWS_KMS", None) | ("AWS_CLOUDHSM", Some(_)) => {}
+            ("AWS_KMS" | "EXTERNAL", None) | ("AWS_CLOUDHSM", Some(_)) => {}
             ("AWS_CLOUDHSM", None) => {
                 return Err(KmsError::Validation(
                     "A key of origin AWS_CLOUDHSM needs a CustomKeyStoreId.".into(),
@@ -107,7 +109,7 @@ impl KeyStore {
             }
             _ => {
                 return Err(KmsError::UnsupportedOperation(format!(
-                    "Origin {origin} is not supported yet; keys are generated in the HSM cluster (AWS_KMS)."
+                    "Origin {origin} is not supported: use AWS_KMS, EXTERNAL or AWS_CLOUDHSM."
                 )));
             }
         }
@@ -135,6 +137,13 @@ impl KeyStore {
             );
             self.check_lockout(caller, &arn, account, &policy)?;
         }
+        let external = origin == "EXTERNAL";
+        if external && spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "KeySpec {} cannot be imported yet: keys of origin EXTERNAL are SYMMETRIC_DEFAULT.",
+                spec.as_str()
+            )));
+        }
         let now = self.now();
         let record = KeyRecord {
             key_id: key_id.to_string(),
@@ -147,26 +156,36 @@ impl KeyStore {
             key_usage,
             key_spec,
             origin,
-            state: KeyState::Enabled,
+            state: if external {
+                KeyState::PendingImport
+            } else {
+                KeyState::Enabled
+            },
             deletion_date: None,
             pending_window_days: None,
             tags,
-            materials: vec![MaterialRecord {
-                version: 1,
-                created: now,
-                rotation_type: None,
-            }],
+            materials: if external {
+                Vec::new()
+            } else {
+                vec![MaterialRecord {
+                    version: 1,
+                    created: now,
+                    rotation_type: None,
+                }]
+            },
             rotation: None,
             destruction_pending: Vec::new(),
             destruction_started: false,
             policy: Some(policy_text),
             public_key: None,
+            import: external.then(ImportRecord::default),
             parsed_policy: ParsedPolicy::default(),
         };
         let mut record = record;
-        self.create_material(&record.clone(), 1, |batch| {
-            // A pair's public key is read from the HSM once, here, and kept in the record.
-            record.public_key = self.read_public_key(&record)?;
+        if external {
+            // No material until ImportKeyMaterial brings it.
+            let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = Batch::new();
             batch
                 .expect(
                     Table::Keys,
@@ -174,8 +193,21 @@ impl KeyStore {
                     Precondition::ExpectAbsent,
                 )
                 .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
-            Ok(())
-        })?;
+            self.commit(batch, &record.key_id)?;
+        } else {
+            self.create_material(&record.clone(), 1, |batch| {
+                // A pair's public key is read from the HSM once, here, and kept in the record.
+                record.public_key = self.read_public_key(&record)?;
+                batch
+                    .expect(
+                        Table::Keys,
+                        record.key_id.as_bytes(),
+                        Precondition::ExpectAbsent,
+                    )
+                    .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
+                Ok(())
+            })?;
+        }
         call.resource(record.arn());
         let key_metadata = metadata(&record);
         call.response_elements = Some(serde_json::json!({ "keyMetadata": key_metadata }));
@@ -213,6 +245,26 @@ impl KeyStore {
         version: u32,
         finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
+        let label = record.arn();
+        let spec = record.material_spec()?;
+        self.create_material_with(
+            record,
+            version,
+            |cluster, material| cluster.create_material(material, &label, spec),
+            finish,
+        )
+    }
+
+    /// [`KeyStore::create_material`] with the HSM step given: `make` creates the material
+    /// in the cluster (generates it, or opens imported material) and rolls back its copies
+    /// when it fails, as [`Cluster::create_material`] does.
+    pub(super) fn create_material_with(
+        &self,
+        record: &KeyRecord,
+        version: u32,
+        make: impl FnOnce(&Cluster, &MaterialId) -> Result<(), crate::cluster::ClusterError>,
+        finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
+    ) -> Result<(), KmsError> {
         let material = MaterialId::new(record.key_id.clone(), version);
         let in_progress = || {
             KmsError::Conflict(format!(
@@ -243,7 +295,7 @@ impl KeyStore {
             .map_err(|c| KmsError::KmsInternal(c.to_string()))?;
         crate::fault::crash_point("create-material:before-hsm");
 
-        match cluster.create_material(&material, &record.arn(), record.material_spec()?) {
+        match make(&cluster, &material) {
             Ok(()) => {}
             Err(error) => {
                 // The cluster rolled its copies back unless it says otherwise; only then is the
@@ -508,7 +560,8 @@ impl KeyStore {
         })
     }
 
-    /// CancelKeyDeletion: the key returns to Disabled, unless maintenance has begun destroying
+    /// CancelKeyDeletion: the key returns to Disabled (PendingImport for a key of origin
+    /// EXTERNAL whose material was deleted meanwhile), unless maintenance has begun destroying
     /// its material (then `KMSInvalidStateException`, as AWS answers once deletion began).
     pub fn cancel_key_deletion(
         &self,
@@ -534,7 +587,12 @@ impl KeyStore {
                         record.arn()
                     )));
                 }
-                record.state = KeyState::Disabled;
+                // A key of origin EXTERNAL whose material was deleted meanwhile waits for it.
+                record.state = if record.import.is_some() && record.materials.is_empty() {
+                    KeyState::PendingImport
+                } else {
+                    KeyState::Disabled
+                };
                 record.deletion_date = None;
                 record.pending_window_days = None;
                 Ok(KeyIdResponse {
@@ -760,6 +818,15 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
         mac_algorithms: algorithms.2,
         multi_region: false,
         pending_deletion_window_in_days: record.pending_window_days,
+        expiration_model: record
+            .import
+            .as_ref()
+            .and_then(|import| import.expiration_model.clone()),
+        valid_to: record
+            .import
+            .as_ref()
+            .and_then(|import| import.valid_to)
+            .map(to_epoch_seconds),
     }
 }
 

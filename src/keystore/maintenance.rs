@@ -1,8 +1,8 @@
 //! Background work and reconciliation: carrying out scheduled deletions when their date has
 //! passed (marking the key, then destroying the material on every HSM member, verified, then
-//! the metadata and aliases), automatic rotations that are due, catching up members that
-//! lack material, and comparing the HSMs' key objects with the metadata. Inconsistencies are
-//! reported, never silently deleted.
+//! the metadata and aliases), automatic rotations that are due, expiring imported key
+//! material (see `import`), catching up members that lack material, and comparing the HSMs'
+//! key objects with the metadata. Inconsistencies are reported, never silently deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -94,6 +94,8 @@ pub struct MaintenanceReport {
     pub deleted: Vec<String>,
     /// ARNs of keys rotated automatically.
     pub rotated: Vec<String>,
+    /// ARNs of EXTERNAL keys whose imported material expired and was deleted.
+    pub expired_key_material: Vec<String>,
     /// Everything found inconsistent (including deletions still pending on members).
     pub inconsistencies: Vec<Inconsistency>,
     /// Keys whose maintenance failed, with the reason.
@@ -157,6 +159,9 @@ impl KeyStore {
                 }
             }
         }
+        let (expired, failures) = self.expire_imported_material()?;
+        report.expired_key_material = expired;
+        report.failures.extend(failures);
         report.caught_up = self.catch_up_members()?;
         report.inconsistencies.extend(self.reconcile()?);
         Ok(report)
@@ -180,9 +185,13 @@ impl KeyStore {
         };
         crate::fault::crash_point("delete-key:after-mark");
         let mut pending = BTreeSet::new();
-        for material in &key.materials {
-            let report =
-                cluster.destroy_key(&MaterialId::new(key.key_id.clone(), material.version));
+        // Imported material deleted while a member was away is destroyed with the rest.
+        let owed = key
+            .import
+            .iter()
+            .flat_map(|import| import.destruction_owed.iter().copied());
+        for version in key.materials.iter().map(|m| m.version).chain(owed) {
+            let report = cluster.destroy_key(&MaterialId::new(key.key_id.clone(), version));
             pending.extend(report.pending.into_iter().map(|error| error.member));
         }
         crate::fault::crash_point("delete-key:after-hsm");
@@ -317,10 +326,21 @@ impl KeyStore {
             };
             let mut present = BTreeSet::new();
             for object in objects {
+                // Import wrapping keys are no key material (maintenance destroys expired ones).
+                if object
+                    .id
+                    .starts_with(crate::hsm::import::WRAPPING_KEY_PREFIX.as_bytes())
+                {
+                    continue;
+                }
                 let material = MaterialId::from_cka_id(&object.id);
                 let known = material.as_ref().is_some_and(|m| {
-                    keys.get(&m.key_id)
-                        .is_some_and(|k| k.materials.iter().any(|v| v.version == m.version))
+                    keys.get(&m.key_id).is_some_and(|k| {
+                        k.materials.iter().any(|v| v.version == m.version)
+                            || k.import
+                                .as_ref()
+                                .is_some_and(|import| import.destruction_owed.contains(&m.version))
+                    })
                 });
                 let name = material
                     .as_ref()

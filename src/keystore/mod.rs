@@ -12,6 +12,7 @@ mod catch_up;
 mod crypto_ops;
 mod custom_key_stores;
 mod grants;
+mod import;
 mod key_counts;
 mod key_policies;
 mod lifecycle;

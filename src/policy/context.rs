@@ -63,8 +63,14 @@ pub mod keys {
     pub const KEY_SPEC: &str = "kms:KeySpec";
     /// The key's usage (`ENCRYPT_DECRYPT`, ...).
     pub const KEY_USAGE: &str = "kms:KeyUsage";
-    /// When imported key material expires (epoch seconds), when there is any.
+    /// ImportKeyMaterial's `ValidTo` (epoch seconds), when the request sets one.
     pub const VALID_TO: &str = "kms:ValidTo";
+    /// ImportKeyMaterial's `ExpirationModel` (`KEY_MATERIAL_EXPIRES` by default).
+    pub const EXPIRATION_MODEL: &str = "kms:ExpirationModel";
+    /// GetParametersForImport's `WrappingAlgorithm`.
+    pub const WRAPPING_ALGORITHM: &str = "kms:WrappingAlgorithm";
+    /// GetParametersForImport's `WrappingKeySpec`.
+    pub const WRAPPING_KEY_SPEC: &str = "kms:WrappingKeySpec";
     /// The alias the request named the key by.
     pub const REQUEST_ALIAS: &str = "kms:RequestAlias";
     /// The aliases of the key (multi-valued).

@@ -156,6 +156,17 @@ pub fn run(
         Op::DeleteCustomKeyStore => request.call(&["CustomKeyStoreId"], |r| {
             store.delete_custom_key_store(caller, r)
         }),
+        Op::GetParametersForImport => request
+            .call(&["KeyId", "WrappingAlgorithm", "WrappingKeySpec"], |r| {
+                store.get_parameters_for_import(caller, r)
+            }),
+        Op::ImportKeyMaterial => request
+            .empty(&["KeyId", "ImportToken", "EncryptedKeyMaterial"], |r| {
+                store.import_key_material(caller, r)
+            }),
+        Op::DeleteImportedKeyMaterial => request.empty(&["KeyId"], |r: KeyIdRequest| {
+            store.delete_imported_key_material(caller, r)
+        }),
     }
 }
 
