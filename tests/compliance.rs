@@ -488,6 +488,25 @@ fn a_clean_cluster_passes_every_control_in_every_format() {
         ["report.json", "audit-events.jsonl", "checkpoint.json"]
     );
     bundle::verify(&bundle_dir, &cluster).unwrap();
+    // An auditor checks the manifest's signature with openssl alone, from the public key the
+    // bundle carries.
+    let openssl_verifies = || {
+        std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(bundle_dir.join("signing-key.pem"))
+            .arg("-signature")
+            .arg(bundle_dir.join("manifest.sig"))
+            .arg(bundle_dir.join("manifest.json"))
+            .output()
+            .unwrap()
+    };
+    let checked = openssl_verifies();
+    assert!(
+        checked.status.success()
+            && String::from_utf8_lossy(&checked.stdout).contains("Verified OK"),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let events = std::fs::read_to_string(bundle_dir.join("audit-events.jsonl")).unwrap();
     assert!(events.lines().count() as u64 >= report.audit.head_seq);
     std::fs::write(
@@ -512,6 +531,10 @@ fn a_clean_cluster_passes_every_control_in_every_format() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("does not match its seal"), "{error}");
+    assert!(
+        !openssl_verifies().status.success(),
+        "openssl accepted an edited manifest"
+    );
 
     // The command line: refused while another process holds the store (no admin socket
     // yet), then run once the test's key store has let go of it.
@@ -978,4 +1001,69 @@ fn a_grant_older_than_the_configured_age_fails() {
     assert_eq!(old.status, Status::Fail, "{old:#?}");
     assert!(old.reason.contains("older than 90"), "{}", old.reason);
     assert_eq!(old.evidence["age_days"].as_f64(), Some(91.0));
+}
+
+#[test]
+fn imported_material_expiring_soon_is_a_warning() {
+    use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
+    let f = Fixture::new();
+    let external = |name: &str| {
+        f.store
+            .create_key(
+                &f.caller,
+                CreateKeyRequest {
+                    origin: Some("EXTERNAL".into()),
+                    description: Some(name.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .key_metadata
+            .key_id
+    };
+    let waiting = external("waits");
+    let expiring = external("expires");
+    let params = f
+        .store
+        .get_parameters_for_import(
+            &f.caller,
+            GetParametersForImportRequest {
+                key_id: expiring.clone(),
+                wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
+                wrapping_key_spec: "RSA_2048".into(),
+            },
+        )
+        .unwrap();
+    let wrapped = wrap_key_material(
+        &params.public_key,
+        WrappingAlgorithm::RsaesOaepSha1,
+        "SYMMETRIC_DEFAULT",
+        &secrecy::SecretSlice::from(vec![0x42u8; 32]),
+    )
+    .unwrap();
+    let valid_to = (f.clock.now_millis() + 10 * 86_400_000) as f64 / 1000.0;
+    f.store
+        .import_key_material(
+            &f.caller,
+            ImportKeyMaterialRequest {
+                key_id: expiring.clone(),
+                import_token: params.import_token,
+                encrypted_key_material: wrapped,
+                valid_to: Some(valid_to),
+                expiration_model: Some("KEY_MATERIAL_EXPIRES".into()),
+            },
+        )
+        .unwrap();
+    let report = f.check();
+    let soon = finding(&report, "KMS-PLT-3", &expiring);
+    assert_eq!(soon.status, Status::Warn, "{soon:#?}");
+    assert!(
+        soon.reason.contains("expires in 10 day(s), within 30"),
+        "{}",
+        soon.reason
+    );
+    assert_eq!(soon.evidence["expiration_model"], "KEY_MATERIAL_EXPIRES");
+    let waits = finding(&report, "KMS-PLT-3", &waiting);
+    assert_eq!(waits.status, Status::Warn);
+    assert!(waits.reason.contains("waits for an import"));
 }

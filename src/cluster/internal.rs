@@ -1,7 +1,9 @@
-//! Internal keys: AES-256 keys hsm-kms keeps in a cluster's HSMs for its own secrets (the
-//! audit checkpoint key, the custom key store password key). They are replicated like CMK
+//! Internal keys: keys hsm-kms keeps in a cluster's HSMs for its own purposes: AES-256 keys
+//! for its secrets (the audit checkpoint key, the custom key store password key), used only
+//! for AES-GCM sealing with a fresh IV, and ECC_NIST_P256 signing keys for what others must
+//! verify without the HSMs (compliance evidence manifests). They are replicated like CMK
 //! material, named `hsm-kms-<purpose>` (no key record names them, so reconciliation skips
-//! them), created on first use, and used only for AES-GCM sealing with a fresh IV.
+//! them), and created on first use.
 //!
 //! First use must never create a key twice: two objects with one `CKA_ID` would break every
 //! seal and open after a restart. So a key is created only when every healthy member answered
@@ -12,7 +14,15 @@
 use zeroize::Zeroizing;
 
 use super::{Cluster, ClusterError, MaterialId};
-use crate::hsm::{Failure, Gcm, GcmSeal, HsmError, Sealed, gcm};
+use crate::hsm::material::subject_public_key_info;
+use crate::hsm::{Failure, Gcm, GcmSeal, HsmError, MaterialSpec, Sealed, gcm};
+use crate::keys::spec::{Curve, KeySpec, KeyUsage, SigningAlgorithm};
+
+/// The kind of internal signing keys.
+const SIGNING: MaterialSpec = MaterialSpec {
+    spec: KeySpec::EccNistP256,
+    usage: KeyUsage::SignVerify,
+};
 
 /// Prefix of every internal key id.
 pub const INTERNAL_PREFIX: &str = "hsm-kms-";
@@ -39,8 +49,45 @@ impl Cluster {
             .internal_first_use
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.create_internal_key(&material, label)?;
+        self.create_internal_key(&material, label, MaterialSpec::AES)?;
         Ok(self.encrypt(&material, &seal, plaintext)?.value)
+    }
+
+    /// Signs the SHA-256 `digest` with the internal ECC_NIST_P256 signing key `key` (created
+    /// on first use, replicated like every key pair); returns the DER ECDSA signature and the
+    /// key's DER SubjectPublicKeyInfo, so anyone can verify it (`openssl dgst -verify`).
+    pub fn sign_internal(
+        &self,
+        key: &str,
+        label: &str,
+        digest: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), ClusterError> {
+        let material = MaterialId::new(key, 1);
+        let sign = || {
+            self.with_material(&material, |member, id| {
+                let signature = member.sign_digest(
+                    id,
+                    SigningAlgorithm::EcdsaSha256,
+                    Some(Curve::P256),
+                    digest,
+                )?;
+                Ok((signature, member.public_key(id)?))
+            })
+        };
+        let signed = match sign() {
+            Ok(signed) => signed,
+            Err(error) if !missing_everywhere(&error) => return Err(error),
+            Err(_) => {
+                let _first_use = self
+                    .internal_first_use
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                self.create_internal_key(&material, label, SIGNING)?;
+                sign()?
+            }
+        };
+        let (signature, public) = signed.value;
+        Ok((signature, subject_public_key_info(&public)))
     }
 
     /// Opens what [`Cluster::seal_internal`] sealed; a changed byte is a rejected ciphertext.
@@ -59,7 +106,12 @@ impl Cluster {
     /// Creates an internal key unless some member holds it already (another thread created it
     /// meanwhile, or a member has it that the others lack: catch-up copies it). Called under
     /// the first-use lock; every configured member must answer, a failed answer is no "absent".
-    fn create_internal_key(&self, material: &MaterialId, label: &str) -> Result<(), ClusterError> {
+    fn create_internal_key(
+        &self,
+        material: &MaterialId,
+        label: &str,
+        spec: MaterialSpec,
+    ) -> Result<(), ClusterError> {
         let id = material.cka_id();
         for member in self.members() {
             match member.has_key(&id) {
@@ -73,7 +125,7 @@ impl Cluster {
                 }
             }
         }
-        self.create_key(material, label)
+        self.create_material(material, label, spec)
     }
 }
 

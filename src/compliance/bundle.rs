@@ -1,10 +1,12 @@
 //! The evidence bundle (`--evidence DIR`): the report, the audit events it relied on (every
 //! stored event, exactly as hashed, with its chain links), the newest sealed checkpoint, and a
-//! manifest of the files' SHA-256 digests whose own digest is sealed inside the HSMs, the way
-//! audit checkpoints are (AES-256-GCM under an internal key that never leaves the HSMs, so the
-//! tag is a MAC only the HSMs can make and check). It is not a signature that `openssl` can
-//! verify: hsm-kms has no asymmetric keys yet; once it has, the manifest will be signed by an
-//! HSM-held key and carry the public key. [`verify`] checks a bundle against the HSMs.
+//! manifest of the files' SHA-256 digests. The manifest is signed inside the HSMs with an
+//! internal ECC_NIST_P256 key (ECDSA over SHA-256 of `manifest.json`, DER in `manifest.sig`)
+//! whose public key the bundle carries (`signing-key.pem`), so an auditor verifies it with
+//! `openssl dgst -sha256 -verify signing-key.pem -signature manifest.sig manifest.json`
+//! without hsm-kms; the public key's fingerprint is what to compare with the cluster's. The
+//! manifest's digest is also sealed the way audit checkpoints are (AES-256-GCM under an
+//! internal key, a MAC only the HSMs make and check). [`verify`] checks both against the HSMs.
 //!
 //! It writes only inside the directory it is given, and refuses to write over a bundle.
 
@@ -16,7 +18,8 @@ use sha2::{Digest, Sha256};
 use super::report::Report;
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::log::read_events;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, MaterialId};
+use crate::keys::spec::{Curve, SigningAlgorithm};
 use crate::store::MetadataStore;
 
 /// The internal key that seals manifests (created in the HSMs on first use).
@@ -30,6 +33,10 @@ pub const EVENTS_FILE: &str = "audit-events.jsonl";
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SEAL_FILE: &str = "manifest.seal.json";
+pub const SIGNATURE_FILE: &str = "manifest.sig";
+pub const PUBLIC_KEY_FILE: &str = "signing-key.pem";
+/// The internal key pair that signs manifests (created in the HSMs on first use).
+pub const SIGNING_KEY_ID: &str = "hsm-kms-compliance-signing";
 
 /// One file listed by the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +154,7 @@ pub fn write(
         checkpoint_seq: checkpoint.map(|c| c.seq),
         files,
         sealing: format!(
-            "SHA-256 of \"{}\" followed by manifest.json, sealed with AES-256-GCM inside the HSMs under the internal key {MANIFEST_KEY_ID} (manifest.seal.json); not an openssl-verifiable signature: hsm-kms has no asymmetric keys yet",
+            "ECDSA P-256 with SHA-256 of manifest.json inside the HSMs under the internal key {SIGNING_KEY_ID} ({SIGNATURE_FILE}, DER; public key in {PUBLIC_KEY_FILE}; openssl dgst -sha256 -verify {PUBLIC_KEY_FILE} -signature {SIGNATURE_FILE} {MANIFEST_FILE}); also SHA-256 of \"{}\" followed by manifest.json, sealed with AES-256-GCM inside the HSMs under the internal key {MANIFEST_KEY_ID} ({SEAL_FILE})",
             String::from_utf8_lossy(MANIFEST_AAD)
         ),
     };
@@ -168,6 +175,17 @@ pub fn write(
         iv: crate::hsm::hex(&iv),
         seal: crate::hsm::hex(&seal),
     };
+    let (signature, public_key) = cluster
+        .sign_internal(
+            SIGNING_KEY_ID,
+            "hsm-kms compliance signing key",
+            &Sha256::digest(&manifest_bytes),
+        )
+        .map_err(|e| BundleError::Seal(e.to_string()))?;
+    let path = dir.join(SIGNATURE_FILE);
+    std::fs::write(&path, &signature).map_err(io(&path))?;
+    let path = dir.join(PUBLIC_KEY_FILE);
+    std::fs::write(&path, public_key_pem(&public_key)).map_err(io(&path))?;
     let path = dir.join(MANIFEST_FILE);
     std::fs::write(&path, &manifest_bytes).map_err(io(&path))?;
     let path = dir.join(SEAL_FILE);
@@ -175,6 +193,19 @@ pub fn write(
         serde_json::to_vec_pretty(&seal).map_err(|e| BundleError::Io(e.to_string()))?;
     std::fs::write(&path, seal_bytes).map_err(io(&path))?;
     Ok(manifest)
+}
+
+/// A DER SubjectPublicKeyInfo as PEM (`-----BEGIN PUBLIC KEY-----`), for openssl.
+fn public_key_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
@@ -210,6 +241,25 @@ pub fn verify(dir: &Path, cluster: &Cluster) -> Result<Manifest, BundleError> {
     if opened.as_slice() != manifest_digest(&manifest_bytes) {
         return Err(BundleError::Invalid(
             "manifest.json does not match its seal".into(),
+        ));
+    }
+    let path = dir.join(SIGNATURE_FILE);
+    let signature = std::fs::read(&path).map_err(io(&path))?;
+    let digest = Sha256::digest(&manifest_bytes);
+    let valid = cluster
+        .with_material(&MaterialId::new(SIGNING_KEY_ID, 1), |member, id| {
+            member.verify_digest(
+                id,
+                SigningAlgorithm::EcdsaSha256,
+                Some(Curve::P256),
+                &digest,
+                &signature,
+            )
+        })
+        .map_err(|e| BundleError::Seal(e.to_string()))?;
+    if !valid.value {
+        return Err(BundleError::Invalid(
+            "manifest.json does not match its signature".into(),
         ));
     }
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)

@@ -115,7 +115,15 @@ pub fn check(sources: &Sources<'_>, selected: &[&Control]) -> Result<Report, Com
             id if id == catalogue::SECRET_FILES.id => {
                 Some(platform::secret_files_control(sources.config))
             }
-            id if id == catalogue::IMPORTED_MATERIAL.id => Some(platform::imported_material()),
+            id if id == catalogue::IMPORTED_MATERIAL.id => Some(platform::imported_material(
+                &records
+                    .values()
+                    .filter_map(|r| r.as_ref().ok())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                sources.now_millis,
+                sources.config.compliance.imported_expiry_warn_days,
+            )),
             _ => None,
         };
         if let Some(result) = result {

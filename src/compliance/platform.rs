@@ -1,6 +1,7 @@
 //! KMS-PLT-1 (TLS on non-loopback listeners), KMS-PLT-2 (owner-only secret files) and
-//! KMS-PLT-3 (imported material expiry), from the configuration and the files it names. It
-//! reads file metadata only: never a file's content, so never a PIN or secret.
+//! KMS-PLT-3 (imported material expiry), from the configuration, the files it names and the
+//! key records. It reads file metadata only: never a file's content, so never a PIN or
+//! secret. (A key record that does not decode is reported by the controls that read keys.)
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -9,7 +10,9 @@ use serde_json::{Value, json};
 
 use super::catalogue;
 use super::report::{ControlResult, Finding, Status, SubjectKind};
+use crate::audit::event::event_time;
 use crate::config::{Config, CredentialSource, SecretRef};
+use crate::keys::records::KeyRecord;
 
 /// KMS-PLT-1.
 pub fn tls(config: &Config) -> ControlResult {
@@ -167,10 +170,50 @@ pub fn secret_files_control(config: &Config) -> ControlResult {
     )
 }
 
-/// KMS-PLT-3: hsm-kms has no imported key material yet.
-pub fn imported_material() -> ControlResult {
-    ControlResult::not_applicable(
+/// KMS-PLT-3: per key of origin EXTERNAL with material, a WARN when the material expires
+/// within `warn_days`, a PASS otherwise (or when it never expires); a key waiting for its
+/// material is a WARN too (it encrypts nothing until someone imports it).
+pub fn imported_material(records: &[KeyRecord], now: i64, warn_days: u64) -> ControlResult {
+    let horizon = i64::try_from(warn_days)
+        .unwrap_or(i64::MAX / 86_400_001)
+        .saturating_mul(86_400_000);
+    let findings = records
+        .iter()
+        .filter_map(|record| Some((record, record.import.as_ref()?)))
+        .map(|(record, import)| {
+            let evidence = json!({
+                "key_state": record.state.as_str(),
+                "expiration_model": import.expiration_model,
+                "valid_to": import.valid_to.map(event_time),
+            });
+            let (status, reason) = match (import.valid_to, record.materials.is_empty()) {
+                (_, true) => (
+                    Status::Warn,
+                    "no key material: the key waits for an import".to_owned(),
+                ),
+                (None, false) => (Status::Pass, "the material does not expire".to_owned()),
+                (Some(valid_to), false) if valid_to - now <= horizon => (
+                    Status::Warn,
+                    format!(
+                        "the material expires in {} day(s), within {warn_days}",
+                        super::days(valid_to - now)
+                    ),
+                ),
+                (Some(valid_to), false) => (
+                    Status::Pass,
+                    format!(
+                        "the material expires in {} day(s)",
+                        super::days(valid_to - now)
+                    ),
+                ),
+            };
+            Finding::new(SubjectKind::Key, &record.key_id, status, reason, evidence)
+        })
+        .collect();
+    ControlResult::from_findings(
         &catalogue::IMPORTED_MATERIAL,
-        "imported key material does not exist yet (keys of origin EXTERNAL cannot be created)",
+        json!({ "imported_expiry_warn_days": warn_days }),
+        findings,
+        "no key of origin EXTERNAL",
     )
 }
