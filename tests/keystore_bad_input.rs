@@ -1169,19 +1169,34 @@ fn descriptions_and_tags_out_of_bounds() {
             },
         )
     };
-    for tags in [
-        vec![tag("aws:reserved", "x")],
-        vec![tag("", "x")],
-        vec![tag(&"k".repeat(129), "x")],
-        vec![tag("k", &"v".repeat(257))],
-        vec![tag("same", "1"), tag("same", "2")],
-        (0..51).map(|n| tag(&format!("t{n}"), "x")).collect(),
+    // AWS's answers: TagException for the service's rules, ValidationException naming the
+    // tag's position for the API model's lengths.
+    for (tags, code, message) in [
+        (vec![tag("aws:reserved", "x")], "TagException", "Tags beginning with aws: are reserved".to_owned()),
+        (vec![tag("AWS:Upper", "x")], "TagException", "Tags beginning with aws: are reserved".to_owned()),
+        (
+            vec![tag("ok", "x"), tag("", "x")],
+            "ValidationException",
+            "1 validation error detected: Value '' at 'tags.2.member.tagKey' failed to satisfy constraint: Member must have length greater than or equal to 1".to_owned(),
+        ),
+        (
+            vec![tag(&"k".repeat(129), "x")],
+            "ValidationException",
+            format!("1 validation error detected: Value '{}' at 'tags.1.member.tagKey' failed to satisfy constraint: Member must have length less than or equal to 128", "k".repeat(129)),
+        ),
+        (
+            vec![tag("k", &"v".repeat(257))],
+            "ValidationException",
+            format!("1 validation error detected: Value '{}' at 'tags.1.member.tagValue' failed to satisfy constraint: Member must have length less than or equal to 256", "v".repeat(257)),
+        ),
+        (vec![tag("same", "1"), tag("same", "2")], "TagException", "Duplicate tag keys".to_owned()),
+        ((0..51).map(|n| tag(&format!("t{n}"), "x")).collect(), "TagException", "Too many tags".to_owned()),
         // A bad tag after good ones: none of the good ones is applied.
-        vec![tag("good", "1"), tag("aws:bad", "2")],
+        (vec![tag("good", "1"), tag("aws:bad", "2")], "TagException", "Tags beginning with aws: are reserved".to_owned()),
     ] {
         assert_eq!(
-            refused(&ts, || tag_resource(tags.clone())).0,
-            "TagException",
+            refused(&ts, || tag_resource(tags.clone())),
+            (code.to_owned(), message),
             "{tags:?}"
         );
     }

@@ -1054,6 +1054,32 @@ fn rotation_status_and_automatic_rotation_when_the_period_passes() {
         decrypt(&ts, &new.ciphertext_blob, &[], None).unwrap(),
         b"after rotation"
     );
+    // An on-demand rotation leaves the automatic schedule's next date where it was, and
+    // gives the key a new CurrentKeyMaterialId (64 hex digits, as AWS's).
+    let scheduled = status(&ts).next_rotation_date;
+    let before = describe(&ts, id).current_key_material_id.unwrap();
+    ts.clock.advance(DAY);
+    ts.store
+        .rotate_key_on_demand(&ts.caller, key_id(id))
+        .unwrap();
+    assert_eq!(status(&ts).next_rotation_date, scheduled);
+    let after = describe(&ts, id).current_key_material_id.unwrap();
+    assert_ne!(before, after);
+    assert!(after.len() == 64 && after.bytes().all(|b| b.is_ascii_hexdigit()));
+    // Decrypt names the material that opened the ciphertext: the first one for `old`.
+    let opened = ts
+        .store
+        .decrypt(
+            &ts.caller,
+            DecryptRequest {
+                ciphertext_blob: old.ciphertext_blob.clone(),
+                encryption_context: ctx(&[("k", "v")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let first = opened.key_material_id.unwrap();
+    assert!(first != before && first != after, "version 1 of three");
 }
 
 #[test]
@@ -1078,7 +1104,13 @@ fn rotate_key_on_demand_stops_at_25() {
         ts.store.rotate_key_on_demand(&ts.caller, key_id(id))
     });
     assert_eq!(code, "LimitExceededException");
-    assert!(message.contains(&key.arn), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}",
+            key.arn
+        )
+    );
 
     let rotations = ts
         .store

@@ -202,6 +202,19 @@ impl KeyRecord {
         arn
     }
 
+    /// AWS's `KeyMaterialId` of material `version`: 64 hex digits, SHA-256 of the key id and
+    /// the version, so it is stable, names one material of one key, and changes with every
+    /// rotation (a re-import of the same material keeps it).
+    pub fn key_material_id(&self, version: u32) -> String {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"hsm-kms key material ");
+        hasher.update(self.key_id.as_bytes());
+        hasher.update(b"/");
+        hasher.update(version.to_be_bytes());
+        hex::encode(hasher.finalize())
+    }
+
     /// The material version new ciphertexts use.
     pub fn current_version(&self) -> u32 {
         self.materials.last().map_or(1, |m| m.version)

@@ -69,6 +69,9 @@ pub struct KeyMetadata {
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,
+    /// The material new ciphertexts or signatures use (absent while a key has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_key_material_id: Option<String>,
     /// For keys of origin EXTERNAL with imported material: whether it expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiration_model: Option<String>,
@@ -246,6 +249,9 @@ pub struct DecryptResponse {
     #[serde(with = "secret_base64")]
     pub plaintext: SecretSlice<u8>,
     pub encryption_algorithm: String,
+    /// The material that decrypted the ciphertext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

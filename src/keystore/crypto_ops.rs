@@ -141,10 +141,15 @@ impl KeyStore {
                 },
                 Operation::Decrypt,
             )?;
+            // The blob parsed inside open_blob: its header names the material version.
+            let version = CiphertextBlob::parse(&request.ciphertext_blob)?
+                .header()
+                .material_version();
             Ok(DecryptResponse {
                 key_id: key.arn(),
                 plaintext: SecretSlice::from(plaintext.to_vec()),
                 encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+                key_material_id: Some(key.key_material_id(version)),
             })
         })
     }

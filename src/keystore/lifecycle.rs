@@ -818,6 +818,8 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
         mac_algorithms: algorithms.2,
         multi_region: false,
         pending_deletion_window_in_days: record.pending_window_days,
+        current_key_material_id: (!record.materials.is_empty())
+            .then(|| record.key_material_id(record.current_version())),
         expiration_model: record
             .import
             .as_ref()
@@ -846,34 +848,48 @@ fn validate_tags(
     new: &[Tag],
     existing: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, KmsError> {
+    // The API model's length constraints first, named by the tag's position (from 1).
+    for (index, tag) in new.iter().enumerate() {
+        let position = index + 1;
+        let key_len = tag.tag_key.chars().count();
+        if key_len == 0 || key_len > TAG_KEY_MAX {
+            return Err(KmsError::constraint_violation(
+                &format!("tags.{position}.member.tagKey"),
+                Some(&tag.tag_key),
+                &[if key_len == 0 {
+                    "Member must have length greater than or equal to 1"
+                } else {
+                    "Member must have length less than or equal to 128"
+                }],
+            ));
+        }
+        if tag.tag_value.chars().count() > TAG_VALUE_MAX {
+            return Err(KmsError::constraint_violation(
+                &format!("tags.{position}.member.tagValue"),
+                Some(&tag.tag_value),
+                &["Member must have length less than or equal to 256"],
+            ));
+        }
+    }
     let mut tags = existing.clone();
     let mut seen = std::collections::BTreeSet::new();
     for tag in new {
-        let key_len = tag.tag_key.chars().count();
-        if key_len == 0 || key_len > TAG_KEY_MAX {
-            return Err(KmsError::Tag(format!(
-                "Tag key must be 1 to {TAG_KEY_MAX} characters long."
-            )));
-        }
-        if tag.tag_value.chars().count() > TAG_VALUE_MAX {
-            return Err(KmsError::Tag(format!(
-                "Tag value must be at most {TAG_VALUE_MAX} characters long."
-            )));
-        }
-        if tag.tag_key.starts_with("aws:") {
+        if tag
+            .tag_key
+            .get(..4)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("aws:"))
+        {
             return Err(KmsError::Tag(
-                "Tag keys starting with aws: are reserved.".into(),
+                "Tags beginning with aws: are reserved".into(),
             ));
         }
         if !seen.insert(tag.tag_key.clone()) {
-            return Err(KmsError::Tag(format!("Duplicate tag key {}", tag.tag_key)));
+            return Err(KmsError::Tag("Duplicate tag keys".into()));
         }
         tags.insert(tag.tag_key.clone(), tag.tag_value.clone());
     }
     if tags.len() > TAGS_PER_KEY_MAX {
-        return Err(KmsError::Tag(format!(
-            "A key can have at most {TAGS_PER_KEY_MAX} tags."
-        )));
+        return Err(KmsError::Tag("Too many tags".into()));
     }
     Ok(tags)
 }

@@ -229,7 +229,10 @@ impl KeyStore {
                 created: now,
                 rotation_type: Some(kind),
             });
-            if let Some(schedule) = record.rotation.as_mut() {
+            // An on-demand rotation leaves the automatic schedule where it was (as AWS does).
+            if kind == RotationType::Automatic
+                && let Some(schedule) = record.rotation.as_mut()
+            {
                 schedule.next_rotation = now + i64::from(schedule.period_days) * DAY_MILLIS;
             }
             batch
@@ -249,7 +252,7 @@ impl KeyStore {
 fn check_on_demand_limit(key: &KeyRecord) -> Result<(), KmsError> {
     if key.on_demand_rotations() >= ON_DEMAND_ROTATIONS_MAX {
         return Err(KmsError::LimitExceeded(format!(
-            "Key {} has reached the limit of {ON_DEMAND_ROTATIONS_MAX} on-demand rotations",
+            "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}",
             key.arn()
         )));
     }

@@ -102,6 +102,7 @@ impl KeyStore {
             key_id: key.arn(),
             plaintext: SecretSlice::from(opened.value.to_vec()),
             encryption_algorithm: algorithm.as_str().to_owned(),
+            key_material_id: Some(key.key_material_id(key.current_version())),
         }))
     }
 }

@@ -362,14 +362,28 @@ fn lower_first(name: &str) -> String {
 }
 
 /// The JSON error body AWS sends, with the message the caller may see.
+/// The error body `{"__type": Code, "message": ...}`; without `message` when the message is
+/// empty, as AWS sends `InvalidCiphertextException`.
 pub fn error_body(error: &KmsError, message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "__type": error.code(), "message": message }))
-        .unwrap_or_else(|_| b"{}".to_vec())
+    let body = if message.is_empty() {
+        serde_json::json!({ "__type": error.code() })
+    } else {
+        serde_json::json!({ "__type": error.code(), "message": message })
+    };
+    serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_message_is_left_out_of_the_error_body() {
+        let body = error_body(&KmsError::InvalidCiphertext(String::new()), "");
+        assert_eq!(body, br#"{"__type":"InvalidCiphertextException"}"#);
+        let body = error_body(&KmsError::NotFound("gone".into()), "gone");
+        assert_eq!(body, br#"{"__type":"NotFoundException","message":"gone"}"#);
+    }
 
     #[test]
     fn invalid_utf8_anywhere_is_a_serialization_error() {

@@ -5,6 +5,7 @@ Authorization), the headers every response carries, `/healthz` and `/metrics`.""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import math
@@ -66,7 +67,7 @@ def assert_error(response: requests.Response, status: int, code: str) -> str:
     assert response.headers["Content-Type"] == JSON_11
     body = response.json()
     assert body["__type"] == code
-    return body["message"]
+    return body.get("message", "")
 
 
 def call(server, target: str, body: bytes) -> requests.Response:
@@ -296,3 +297,10 @@ def test_a_body_over_the_limit_gets_an_aws_json_error(server):
     assert "65536" in message
     # The server still answers on new connections.
     assert call(server, "ListKeys", b"{}").status_code == 200
+
+
+def test_invalid_ciphertext_has_no_message_member(server):
+    body = json.dumps({"CiphertextBlob": base64.b64encode(b"not a ciphertext blob at all").decode()}).encode()
+    response = call(server, "Decrypt", body)
+    assert_error(response, 400, "InvalidCiphertextException")
+    assert response.json() == {"__type": "InvalidCiphertextException"}
