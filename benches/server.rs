@@ -126,16 +126,6 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 15)] as char);
-    }
-    out
-}
-
 /// `YYYYMMDD'T'HHMMSS'Z'` of a Unix time (days to civil date after H. Hinnant).
 fn amz_date(unix: u64) -> String {
     let days = (unix / 86_400) as i64;
@@ -190,14 +180,14 @@ impl Signer {
         let signed = "content-type;host;x-amz-date;x-amz-target";
         let canonical = format!(
             "POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:{host}\nx-amz-date:{date}\nx-amz-target:{target}\n\n{signed}\n{}",
-            hex(&Sha256::digest(body))
+            hex::encode(Sha256::digest(body))
         );
         let scope = format!("{day}/{REGION}/kms/aws4_request");
         let to_sign = format!(
             "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
-            hex(&Sha256::digest(canonical.as_bytes()))
+            hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let signature = hex(&hmac(&self.key, to_sign.as_bytes()));
+        let signature = hex::encode(hmac(&self.key, to_sign.as_bytes()));
         let authorization = format!(
             "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
             self.access_key

@@ -554,7 +554,7 @@ fn plaintexts_and_data_keys_never_reach_the_trail() {
             format!("{name} (base64)"),
             STANDARD.encode(bytes).into_bytes(),
         ));
-        needles.push((format!("{name} (hex)"), hex(bytes).into_bytes()));
+        needles.push((format!("{name} (hex)"), hex::encode(bytes).into_bytes()));
     }
     needles.push((
         "ciphertext body (base64)".into(),
@@ -601,10 +601,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -1049,7 +1045,10 @@ fn checkpoints_are_sealed_by_time_while_events_arrive() {
         .pop()
         .unwrap();
     let checkpoint: Checkpoint = serde_json::from_slice(&record.payload).unwrap();
-    assert_eq!(checkpoint.seq, 3);
+    // Sealed by time (checkpoint_every is far off): at the second Encrypt (3), or at the
+    // first (2) when the writer, still finishing the round that stored it, already saw the
+    // advanced clock (a loaded machine makes that race).
+    assert!((2..=3).contains(&checkpoint.seq), "{}", checkpoint.seq);
     assert_eq!(
         checkpoint.time,
         clock.now_millis(),

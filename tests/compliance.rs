@@ -588,7 +588,7 @@ fn key_material_broken_through_raw_pkcs11_fails_with_the_attributes_read() {
     let untouched = f.rotated_key();
     assert_clean(&f.check());
 
-    let hex_id = |key: &str| hex(&MaterialId::new(key, 1).cka_id());
+    let hex_id = |key: &str| hex::encode(MaterialId::new(key, 1).cka_id());
     // On hsm-b: the copy of `replaced` swapped for a key made outside the HSM, not sensitive,
     // extractable without a trusted wrapping key; the copy of `missing_key` deleted.
     f.pkcs11_tool(
@@ -970,10 +970,6 @@ fn key_id(key: &str) -> KeyIdRequest {
         key_id: key.into(),
         ..Default::default()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]

@@ -34,17 +34,13 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The ways a secret could be written out: its bytes, hex (both cases), base64, and `Debug`
 /// of the byte vector.
 fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
     vec![
         secret.to_vec(),
-        hex(secret).into_bytes(),
-        hex(secret).to_uppercase().into_bytes(),
+        hex::encode(secret).into_bytes(),
+        hex::encode(secret).to_uppercase().into_bytes(),
         STANDARD.encode(secret).into_bytes(),
         format!("{secret:?}").into_bytes(),
     ]

@@ -52,15 +52,19 @@ impl Checkpoint {
             seq: head.seq,
             head_hash: head.hash,
             time,
-            iv: crate::hsm::hex(&iv),
-            seal: crate::hsm::hex(&seal),
+            iv: hex::encode(&iv),
+            seal: hex::encode(&seal),
         })
     }
 
     /// Checks the seal against the HSM key.
     pub fn verify(&self, sealer: &dyn Sealer) -> Result<(), AuditError> {
-        let iv = from_hex(&self.iv).ok_or(AuditError::Malformed("IV"))?;
-        let seal = from_hex(&self.seal).ok_or(AuditError::Malformed("seal"))?;
+        let iv = hex::decode(&self.iv)
+            .ok()
+            .ok_or(AuditError::Malformed("IV"))?;
+        let seal = hex::decode(&self.seal)
+            .ok()
+            .ok_or(AuditError::Malformed("seal"))?;
         let opened = sealer.open(&iv, &seal)?;
         if opened == Checkpoint::digest(self.seq, &self.head_hash, self.time) {
             Ok(())
@@ -68,13 +72,6 @@ impl Checkpoint {
             Err(AuditError::SealMismatch)
         }
     }
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Seals with the cluster's audit key, an internal key created on first use.

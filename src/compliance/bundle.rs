@@ -84,7 +84,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    crate::hsm::hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn manifest_digest(manifest_bytes: &[u8]) -> [u8; 32] {
@@ -132,8 +132,8 @@ pub fn write(
         for stored in page {
             let line = serde_json::json!({
                 "seq": stored.seq,
-                "previous": crate::hsm::hex(&stored.previous),
-                "hash": crate::hsm::hex(&stored.hash),
+                "previous": hex::encode(stored.previous),
+                "hash": hex::encode(stored.hash),
                 "json": String::from_utf8_lossy(&stored.json),
             });
             events.extend_from_slice(line.to_string().as_bytes());
@@ -172,8 +172,8 @@ pub fn write(
     let seal = ManifestSeal {
         key: MANIFEST_KEY_ID.into(),
         aad: String::from_utf8_lossy(MANIFEST_AAD).into_owned(),
-        iv: crate::hsm::hex(&iv),
-        seal: crate::hsm::hex(&seal),
+        iv: hex::encode(iv),
+        seal: hex::encode(&seal),
     };
     let (signature, public_key) = cluster
         .sign_internal(
@@ -208,16 +208,6 @@ fn public_key_pem(der: &[u8]) -> String {
     pem
 }
 
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Checks a bundle: the manifest's seal opens inside the HSMs of `cluster` and matches the
 /// manifest, and every listed file has its listed digest.
 pub fn verify(dir: &Path, cluster: &Cluster) -> Result<Manifest, BundleError> {
@@ -226,9 +216,12 @@ pub fn verify(dir: &Path, cluster: &Cluster) -> Result<Manifest, BundleError> {
     let path = dir.join(SEAL_FILE);
     let seal: ManifestSeal = serde_json::from_slice(&std::fs::read(&path).map_err(io(&path))?)
         .map_err(|e| BundleError::Invalid(format!("{SEAL_FILE}: {e}")))?;
-    let iv = from_hex(&seal.iv).ok_or_else(|| BundleError::Invalid("seal IV is not hex".into()))?;
-    let sealed =
-        from_hex(&seal.seal).ok_or_else(|| BundleError::Invalid("seal is not hex".into()))?;
+    let iv = hex::decode(&seal.iv)
+        .ok()
+        .ok_or_else(|| BundleError::Invalid("seal IV is not hex".into()))?;
+    let sealed = hex::decode(&seal.seal)
+        .ok()
+        .ok_or_else(|| BundleError::Invalid("seal is not hex".into()))?;
     let opened = cluster
         .open_internal(MANIFEST_KEY_ID, MANIFEST_AAD, &iv, &sealed)
         .map_err(|e| {

@@ -105,7 +105,7 @@ impl TrailView {
                 Ok(checkpoint) => view.checkpoints.push(checkpoint),
                 Err(error) => view.unreadable_checkpoints.push(format!(
                     "checkpoint record {} is unreadable: {error}",
-                    crate::hsm::hex(&key)
+                    hex::encode(&key)
                 )),
             }
         }
@@ -202,7 +202,7 @@ impl TrailView {
             "checkpoints_checked": report.checkpoints,
             "seals_verified_in_hsms": report.seals_verified,
             "head_seq": self.head.seq,
-            "head_hash": crate::hsm::hex(&self.head.hash),
+            "head_hash": hex::encode(self.head.hash),
             "first_bad_seq": report.first_bad(),
         });
         if findings.is_empty() {

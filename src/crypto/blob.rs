@@ -222,10 +222,6 @@ mod tests {
             .collect()
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
         let map: BTreeMap<String, String> = pairs
             .iter()
@@ -243,7 +239,7 @@ mod tests {
         let header = BlobHeader::new(KeyId::parse(v.key_id).unwrap(), v.material_version);
         let iv: [u8; IV_LEN] = unhex(v.iv).try_into().unwrap();
         let aad = header.aad(&context(v.context));
-        assert_eq!(hex(&aad), hex(&unhex(v.aad)));
+        assert_eq!(hex::encode(&aad), hex::encode(unhex(v.aad)));
         let ct = cipher(&unhex(v.key))
             .encrypt(
                 &iv.into(),
@@ -276,7 +272,12 @@ mod tests {
         let doc: String = DOC.split_whitespace().collect();
         for v in &VECTORS {
             let blob = seal(v);
-            assert_eq!(hex(&blob), hex(&unhex(v.blob)), "vector for {}", v.key_id);
+            assert_eq!(
+                hex::encode(&blob),
+                hex::encode(unhex(v.blob)),
+                "vector for {}",
+                v.key_id
+            );
             let plain = open(&unhex(v.key), &blob, &context(v.context)).unwrap();
             assert_eq!(plain, unhex(v.plaintext));
             for field in [v.key, v.key_id, v.iv, v.plaintext] {
@@ -417,7 +418,7 @@ mod tests {
             0x0102_0304,
         );
         assert_eq!(
-            hex(&header.to_bytes()),
+            hex::encode(header.to_bytes()),
             "484b01\
              1234abcd12ab34cd56ef1234567890ab\
              01020304"

@@ -325,7 +325,7 @@ impl Member {
                 ],
             )?;
             let [wrapping_key] = found.as_slice() else {
-                return Err(self.fail(Failure::KeyMissing(super::hex(wrapping_id))));
+                return Err(self.fail(Failure::KeyMissing(hex::encode(wrapping_id))));
             };
             let (id, label, portability) = match destination {
                 Destination::Keep {
@@ -692,7 +692,7 @@ mod tests {
         // n = 0x00c5 (leading zero trimmed, sign byte added), e = 65537.
         let der = subject_public_key_info(&[0x00, 0xc5], &[0x01, 0x00, 0x01]);
         assert_eq!(
-            super::super::hex(&der),
+            hex::encode(&der),
             "301d300d06092a864886f70d0101010500030c0030090202 00c50203010001".replace(' ', "")
         );
     }

@@ -31,7 +31,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-use super::{HsmError, KeyAttributes, Member, hex, read};
+use super::{HsmError, KeyAttributes, Member, read};
 
 /// IV of the GCM key check value probe (never chosen by [`super::gcm::proposed_iv`] in
 /// practice: those are random, and a collision with this one has probability 2^-96).
@@ -163,7 +163,7 @@ impl Member {
                 Attribute::KeyType(v) => key_type = Some(v),
                 Attribute::CheckValue(bytes) if !bytes.is_empty() => {
                     check_values.push(CheckValue {
-                        hex: hex(&bytes[..bytes.len().min(3)]),
+                        hex: hex::encode(&bytes[..bytes.len().min(3)]),
                         method: CheckValueMethod::CkaCheckValue,
                     })
                 }
@@ -195,7 +195,7 @@ impl Member {
         }
         let digest = Sha256::digest(&output);
         Some(CheckValue {
-            hex: hex(&digest[..3]),
+            hex: hex::encode(&digest[..3]),
             method: CheckValueMethod::GcmProbe,
         })
     }
@@ -207,7 +207,7 @@ impl Member {
             .ok()?;
         let digest = Sha256::digest(&output);
         Some(CheckValue {
-            hex: hex(&digest[..3]),
+            hex: hex::encode(&digest[..3]),
             method: CheckValueMethod::HmacProbe,
         })
     }
@@ -243,7 +243,7 @@ impl Member {
         }
         let digest = hasher.finalize();
         Some(CheckValue {
-            hex: hex(&digest[..3]),
+            hex: hex::encode(&digest[..3]),
             method: CheckValueMethod::PublicKeyDigest,
         })
     }

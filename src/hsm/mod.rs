@@ -439,11 +439,11 @@ impl Member {
                 write(&connection.handles).insert(id.to_vec(), *handle);
                 Ok(*handle)
             }
-            [] => Err(self.fail(Failure::KeyMissing(hex(id)))),
+            [] => Err(self.fail(Failure::KeyMissing(hex::encode(id)))),
             _ => Err(self.fail(Failure::Other(format!(
                 "{} key objects share CKA_ID {}",
                 found.len(),
-                hex(id)
+                hex::encode(id)
             )))),
         }
     }
@@ -653,7 +653,7 @@ impl Member {
         if self.has_key(key_id)? {
             return Err(self.fail(Failure::Other(format!(
                 "key object {} still present after destroy",
-                hex(key_id)
+                hex::encode(key_id)
             ))));
         }
         Ok(())
@@ -790,11 +790,6 @@ fn reconnect_loop(member: Weak<Member>, interval: Duration) {
             Err(error) => tracing::debug!(member = member.name(), %error, "reconnect failed"),
         }
     }
-}
-
-/// Lowercase hex of an identifier (never of key material).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -236,11 +236,11 @@ impl Member {
                 write(&connection.handles).insert(cache_key, *handle);
                 Ok(*handle)
             }
-            [] => Err(self.fail(Failure::KeyMissing(super::hex(id)))),
+            [] => Err(self.fail(Failure::KeyMissing(hex::encode(id)))),
             _ => Err(self.fail(Failure::Other(format!(
                 "{} public key objects share CKA_ID {}",
                 found.len(),
-                super::hex(id)
+                hex::encode(id)
             )))),
         }
     }

@@ -402,7 +402,7 @@ fn new_store_id() -> Result<String, KmsError> {
     let mut bytes = [0u8; 9];
     getrandom::fill(&mut bytes)
         .map_err(|e| KmsError::KmsInternal(format!("no randomness for an id: {e}")))?;
-    let hex = crate::hsm::hex(&bytes);
+    let hex = hex::encode(bytes);
     Ok(format!("cks-{}", &hex[..17]))
 }
 

@@ -284,7 +284,7 @@ impl Verifier {
             .credential(scope.access_key_id)
             .ok_or_else(invalid_token)?;
 
-        let body_hash = hex(&Sha256::digest(request.body));
+        let body_hash = hex::encode(Sha256::digest(request.body));
         if header_values(request, "x-amz-content-sha256")
             .any(|claimed| claimed.trim_ascii() != body_hash.as_bytes())
         {
@@ -710,7 +710,7 @@ fn string_to_sign(
         "{ALGORITHM}\n{date}\n{}/{}/{service}/{TERMINATOR}\n{}",
         scope.date,
         scope.region,
-        hex(&Sha256::digest(canonical))
+        hex::encode(Sha256::digest(canonical))
     )
 }
 
@@ -736,27 +736,13 @@ fn hmac(key: &[u8], data: &[u8]) -> Result<Zeroizing<[u8; 32]>, KmsError> {
     Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
 }
 
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &byte in bytes {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    out
-}
-
-/// The 32 bytes of a 64-digit lowercase hex signature.
+/// The 32 bytes of a 64-digit lowercase hex signature (SigV4 signatures are lowercase).
 fn unhex(text: &str) -> Option<[u8; 32]> {
-    let digits = text.as_bytes();
-    if digits.len() != 64 || digits.iter().any(u8::is_ascii_uppercase) {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
     let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
@@ -877,7 +863,7 @@ mod tests {
                 headers: &headers,
                 body: &self.body,
             };
-            let hash = hex(&Sha256::digest(&self.body));
+            let hash = hex::encode(Sha256::digest(&self.body));
             String::from_utf8(canonical_request(&request, signed_headers, &hash).unwrap()).unwrap()
         }
     }
@@ -1258,7 +1244,7 @@ mod tests {
         assert!(unhex(&digits.to_uppercase()).is_none());
         assert!(unhex(&digits[..62]).is_none());
         assert!(unhex(&format!("{}zz", &digits[..62])).is_none());
-        assert_eq!(hex(&[0x00, 0xab, 0x10]), "00ab10");
+        assert_eq!(hex::encode([0x00, 0xab, 0x10]), "00ab10");
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl Batch {
 
 /// A precondition of a [`Batch`] that did not hold; nothing of the batch was applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{table}/{} was expected {expected} but is {}", hex(key), found_text(*found))]
+#[error("{table}/{} was expected {expected} but is {}", hex::encode(key), found_text(*found))]
 pub struct Conflict {
     /// The table of the key that failed its precondition.
     pub table: Table,
@@ -264,11 +264,6 @@ pub trait MetadataStore: Send + Sync {
     /// `Ok(Err(conflict))` when a precondition failed and nothing was written. After an
     /// `Err`, the batch may or may not have been applied: read back before retrying.
     fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError>;
-}
-
-/// Lower-case hex of `bytes`, for naming keys in messages.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

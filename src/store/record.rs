@@ -15,7 +15,7 @@
 //! security here, and a CRC-32 detects every burst error up to 32 bits at a fraction
 //! of the cost (it is already built for sled).
 
-use super::{Record, StoreError, Table, hex};
+use super::{Record, StoreError, Table};
 
 const MAGIC: &[u8; 3] = b"HKR";
 const VERSION: u8 = 1;
@@ -38,7 +38,7 @@ pub(super) fn encode(table: Table, key: &[u8], record: &Record) -> Vec<u8> {
 pub(super) fn decode(table: Table, key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         table,
-        key: hex(key),
+        key: hex::encode(key),
         reason,
     };
     let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
