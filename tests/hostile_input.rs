@@ -259,6 +259,10 @@ const OPERATIONS: &[(&str, &[&str])] = &[
         &["KeyId", "Message", "Signature", "SigningAlgorithm"],
     ),
     ("GetPublicKey", &["KeyId"]),
+    (
+        "DeriveSharedSecret",
+        &["KeyId", "KeyAgreementAlgorithm", "PublicKey"],
+    ),
     ("GenerateMac", &["Message", "KeyId", "MacAlgorithm"]),
     ("VerifyMac", &["Message", "KeyId", "MacAlgorithm", "Mac"]),
     (
@@ -319,6 +323,8 @@ const MEMBERS: &[(&str, char)] = &[
     ("SigningAlgorithm", 's'),
     ("MacAlgorithm", 's'),
     ("Mac", 's'),
+    ("KeyAgreementAlgorithm", 's'),
+    ("PublicKey", 's'),
     ("WrappingAlgorithm", 's'),
     ("WrappingKeySpec", 's'),
     ("ImportToken", 's'),

@@ -659,3 +659,119 @@ fn a_key_pair_made_on_three_members_signs_on_each_and_survives_catch_up() {
         assert_eq!(c.public_key(&id).unwrap(), signer.public_key(&id).unwrap());
     }
 }
+
+#[test]
+fn key_agreement_keys_derive_the_secret_openssl_derives() {
+    let ts = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    for (spec, curve) in [
+        ("ECC_NIST_P256", "P-256"),
+        ("ECC_NIST_P384", "P-384"),
+        ("ECC_NIST_P521", "P-521"),
+    ] {
+        let key = create_spec(&ts, spec, "KEY_AGREEMENT").unwrap();
+        assert_eq!(key.key_agreement_algorithms, ["ECDH"]);
+        assert!(key.signing_algorithms.is_empty());
+        let ours = public_key(&ts, &key.key_id);
+        assert_eq!(ours.key_agreement_algorithms, ["ECDH"]);
+        let ours_pem = write_public_pem(dir.path(), &ours.public_key);
+        // The peer: a key pair openssl makes.
+        let peer = dir.path().join("peer.pem");
+        let peer_public = dir.path().join("peer.der");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            &format!("ec_paramgen_curve:{curve}"),
+            "-out",
+            peer.to_str().unwrap(),
+        ]);
+        run(&[
+            "pkey",
+            "-in",
+            peer.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            peer_public.to_str().unwrap(),
+        ]);
+        let expected = run(&[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            peer.to_str().unwrap(),
+            "-peerkey",
+            ours_pem.to_str().unwrap(),
+        ]);
+        let derived = ts
+            .store
+            .derive_shared_secret(
+                &ts.caller,
+                DeriveSharedSecretRequest {
+                    key_id: key.key_id.clone(),
+                    key_agreement_algorithm: "ECDH".into(),
+                    public_key: std::fs::read(&peer_public).unwrap(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            derived.shared_secret.expose_secret(),
+            expected.as_slice(),
+            "{spec}"
+        );
+        assert_eq!(derived.key_origin, "AWS_KMS");
+    }
+    // A public key of another curve, garbage, a signing key: refused.
+    let key = create_spec(&ts, "ECC_NIST_P256", "KEY_AGREEMENT").unwrap();
+    let other_curve = public_key(
+        &ts,
+        &create_spec(&ts, "ECC_NIST_P384", "KEY_AGREEMENT")
+            .unwrap()
+            .key_id,
+    )
+    .public_key;
+    let derive = |key_id: &str, public_key: Vec<u8>| {
+        ts.store.derive_shared_secret(
+            &ts.caller,
+            DeriveSharedSecretRequest {
+                key_id: key_id.to_owned(),
+                key_agreement_algorithm: "ECDH".into(),
+                public_key,
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(
+        failure(derive(&key.key_id, other_curve)).0,
+        "ValidationException"
+    );
+    assert_eq!(
+        failure(derive(&key.key_id, b"garbage".to_vec())).0,
+        "ValidationException"
+    );
+    // A point that is not on the curve (right encoding, wrong coordinates).
+    let mut off_curve = public_key(&ts, &key.key_id).public_key;
+    let last = off_curve.len() - 1;
+    off_curve[last] ^= 1;
+    let off = failure(derive(&key.key_id, off_curve));
+    assert_eq!(off.0, "ValidationException", "{}", off.1);
+    assert!(ts.store.cluster().members().iter().all(|m| m.is_up()));
+    let signer = create_spec(&ts, "ECC_NIST_P256", "SIGN_VERIFY").unwrap();
+    let ours = public_key(&ts, &key.key_id).public_key;
+    assert_eq!(
+        failure(derive(&signer.key_id, ours)).0,
+        "InvalidKeyUsageException"
+    );
+}

@@ -31,8 +31,8 @@ pub enum KmsCommand {
         /// Up to 8192 characters (file://FILE reads it from a file).
         #[arg(long)]
         description: Option<String>,
-        /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT), SIGN_VERIFY or
-        /// GENERATE_VERIFY_MAC; required for every other key spec.
+        /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT), SIGN_VERIFY,
+        /// GENERATE_VERIFY_MAC or KEY_AGREEMENT; required for every other key spec.
         #[arg(long)]
         key_usage: Option<String>,
         /// SYMMETRIC_DEFAULT (the default), RSA_2048/3072/4096, ECC_NIST_P256/P384/P521,
@@ -261,6 +261,22 @@ pub enum KmsCommand {
         /// `fileb://FILE` or base64.
         #[arg(long)]
         mac: String,
+        /// Grant tokens (each one a CreateGrant of this key store returned).
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
+    },
+    /// Agree on a secret with a KEY_AGREEMENT key and a peer's public key
+    /// (DeriveSharedSecret, ECDH).
+    DeriveSharedSecret {
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// ECDH (the one key agreement algorithm).
+        #[arg(long)]
+        key_agreement_algorithm: String,
+        /// The peer's DER SubjectPublicKeyInfo: `fileb://FILE` or base64.
+        #[arg(long)]
+        public_key: String,
         /// Grant tokens (each one a CreateGrant of this key store returned).
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
@@ -1033,6 +1049,25 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             (
                 Operation::VerifyMac.as_str(),
                 Box::new(move |ks, c| reply(ks.verify_mac(c, request))),
+            )
+        }
+        DeriveSharedSecret {
+            key_id,
+            key_agreement_algorithm,
+            public_key,
+            grant_tokens,
+        } => {
+            let request = DeriveSharedSecretRequest {
+                key_id,
+                key_agreement_algorithm,
+                public_key: params::bytes("public-key", &public_key, binary)?,
+                grant_tokens: params::strings("grant-tokens", grant_tokens)?,
+                dry_run: None,
+                recipient: None,
+            };
+            (
+                Operation::DeriveSharedSecret.as_str(),
+                Box::new(move |ks, c| reply(ks.derive_shared_secret(c, request))),
             )
         }
         DescribeKey {

@@ -13,9 +13,10 @@ use zeroize::Zeroizing;
 use super::internal::INTERNAL_PREFIX;
 use super::{Cluster, ClusterError, preflight};
 use crate::config::{ClusterConfig, Replication};
+use crate::hsm::material::ec_point_octets;
 use crate::hsm::{
     Disposition, Failure, GcmSeal, HsmError, KeyObject, MaterialSpec, Member, Portability,
-    ceremony, gcm,
+    PublicKey, ceremony, gcm,
 };
 use crate::keys::spec::{EncryptionAlgorithm, KeyUsage, SigningAlgorithm};
 
@@ -564,7 +565,23 @@ fn prove_equal(
                     differs("decrypts with another private key")
                 }
             }
-            _ => differs("cannot be proven: its key usage has no probe"),
+            KeyUsage::KeyAgreement => {
+                // Both copies agree with the pair's own public point: the same private key
+                // gives the same secret.
+                let (Some(curve), PublicKey::Ec { point, .. }) =
+                    (spec.spec.curve(), source.public_key(id)?)
+                else {
+                    return differs("cannot be proven: a key agreement key that is not EC");
+                };
+                let point = ec_point_octets(&point);
+                let theirs = target.derive_shared_secret(id, curve, point)?;
+                if source.derive_shared_secret(id, curve, point)?.as_slice() == theirs.as_slice() {
+                    Ok(())
+                } else {
+                    differs("agrees on another secret")
+                }
+            }
+            KeyUsage::GenerateVerifyMac => differs("cannot be proven: a MAC key that is a pair"),
         };
     }
     let mut aad = b"hsm-kms replication probe:".to_vec();

@@ -101,19 +101,25 @@ impl HsmError {
         }
     }
 
-    /// Whether the HSM rejected a ciphertext (bad tag, AAD, IV or length), or wrapped key
-    /// material it could not unwrap (imported material under the wrong key or algorithm).
+    /// Whether the HSM may have rejected the caller's input rather than failed: a ciphertext
+    /// (bad tag, AAD, IV, length or RSA padding), wrapped key material it could not unwrap
+    /// (imported material under the wrong key or algorithm), or a peer's public point off the
+    /// key's curve (ECDH).
     ///
-    /// SoftHSM2 answers a failed GCM tag check with `CKR_GENERAL_ERROR`, the same code a
-    /// vanished token gives; the caller must probe the member before believing it.
-    pub fn may_be_bad_ciphertext(&self) -> bool {
+    /// SoftHSM2 answers each of these with `CKR_GENERAL_ERROR`, the same code a vanished
+    /// token gives; the caller must probe the member before believing it, and must not take
+    /// the member for down on it alone (a caller could otherwise take members down at will).
+    pub fn may_be_bad_input(&self) -> bool {
         matches!(
             self.failure,
             Failure::Pkcs11 {
                 rv: RvError::GeneralError
                     | RvError::EncryptedDataInvalid
                     | RvError::EncryptedDataLenRange,
-                function: Function::Decrypt | Function::DecryptInit | Function::UnwrapKey,
+                function: Function::Decrypt
+                    | Function::DecryptInit
+                    | Function::UnwrapKey
+                    | Function::DeriveKey,
             }
         )
     }
@@ -227,11 +233,11 @@ mod tests {
             "m",
             CryptokiError::Pkcs11(RvError::GeneralError, Function::Decrypt),
         );
-        assert!(decrypt.may_be_bad_ciphertext());
+        assert!(decrypt.may_be_bad_input());
         let encrypt = HsmError::pkcs11(
             "m",
             CryptokiError::Pkcs11(RvError::GeneralError, Function::Encrypt),
         );
-        assert!(!encrypt.may_be_bad_ciphertext());
+        assert!(!encrypt.may_be_bad_input());
     }
 }

@@ -314,9 +314,7 @@ impl Member {
             return;
         }
         match error.disposition() {
-            Disposition::Unavailable if !error.may_be_bad_ciphertext() => {
-                self.mark_down(error.clone())
-            }
+            Disposition::Unavailable if !error.may_be_bad_input() => self.mark_down(error.clone()),
             Disposition::Unavailable | Disposition::RetryElsewhere => match self.probe() {
                 Err(probe) if !matches!(probe.failure, Failure::Busy) => self.mark_down(probe),
                 _ => {}
@@ -522,7 +520,7 @@ impl Member {
             self.forget_handle(connection, key_id, result)
         });
         match result {
-            Err(error) if error.may_be_bad_ciphertext() && self.is_up() => {
+            Err(error) if error.may_be_bad_input() && self.is_up() => {
                 Err(self.fail(Failure::Rejected))
             }
             other => other,

@@ -1,6 +1,6 @@
 //! The operations of asymmetric and HMAC material inside a member: signing and verifying
 //! a digest (RSASSA-PSS, RSASSA-PKCS1-v1_5, ECDSA), RSAES-OAEP encryption and decryption,
-//! HMAC, and reading a pair's public key.
+//! ECDH key agreement, HMAC, and reading a pair's public key.
 //!
 //! Messages are hashed by the caller (they are not secret and at most 4 KiB); the HSM signs
 //! the digest, which serves `MessageType` RAW and DIGEST alike. PKCS#11 ECDSA signatures are
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
@@ -129,7 +130,7 @@ impl Member {
         // vanished token would: believed only after the member proved healthy (the session
         // layer probed it).
         match result {
-            Err(error) if error.may_be_bad_ciphertext() && self.is_up() => {
+            Err(error) if error.may_be_bad_input() && self.is_up() => {
                 Err(self.fail(Failure::Rejected))
             }
             other => other,
@@ -148,6 +149,67 @@ impl Member {
                 "the HSM's PKCS#11 module does not offer RSAES-OAEP with this hash",
             )),
             other => self.pkcs11_error()(other),
+        }
+    }
+
+    /// ECDH (`CKM_ECDH1_DERIVE`, no KDF) of the private key `key_id` with the uncompressed
+    /// point `peer`: the shared secret (the x-coordinate), as AWS's DeriveSharedSecret returns
+    /// it. It is derived into a short-lived, non-sensitive session object whose value is read
+    /// once and which is destroyed at once; a point the HSM refuses is [`Failure::InvalidInput`].
+    pub fn derive_shared_secret(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        curve: Curve,
+        peer: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let result = self.with_session(|connection, session| {
+            let key = self.key_handle(connection, session, key_id)?;
+            let params = Ecdh1DeriveParams::new(EcKdf::null(), peer);
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(cryptoki::object::KeyType::GENERIC_SECRET),
+                Attribute::Token(false),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::ValueLen((curve.field_bytes() as u64).into()),
+            ];
+            let derived = match session.derive_key(&Mechanism::Ecdh1Derive(params), key, &template) {
+                Ok(derived) => derived,
+                Err(CryptokiError::Pkcs11(
+                    RvError::ArgumentsBad
+                    | RvError::MechanismParamInvalid
+                    | RvError::DomainParamsInvalid,
+                    _,
+                )) => {
+                    return Err(self.fail(Failure::InvalidInput(
+                        "the public key is not a point of the key's curve",
+                    )));
+                }
+                Err(error) => {
+                    let result = Err(self.pkcs11_error()(error));
+                    return self.forget_handle(connection, key_id, result);
+                }
+            };
+            let value = session.get_attributes(derived, &[AttributeType::Value]);
+            if let Err(error) = session.destroy_object(derived) {
+                tracing::warn!(member = self.name(), %error, "a derived session object was not destroyed; it goes with the session");
+            }
+            let value = value.map_err(self.pkcs11_error())?;
+            match value.into_iter().next() {
+                Some(Attribute::Value(secret)) => Ok(Zeroizing::new(secret)),
+                _ => Err(self.fail(Failure::Other(
+                    "the derived secret's value could not be read".into(),
+                ))),
+            }
+        });
+        // SoftHSM2 answers a point off the curve with CKR_GENERAL_ERROR, as a vanished token
+        // would: believed to be the caller's point only after the member proved healthy (the
+        // session layer probed it).
+        match result {
+            Err(error) if error.may_be_bad_input() && self.is_up() => Err(self.fail(
+                Failure::InvalidInput("the public key is not a point of the key's curve"),
+            )),
+            other => other,
         }
     }
 

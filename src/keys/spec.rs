@@ -205,6 +205,15 @@ impl KeySpec {
         }
     }
 
+    /// `KeyAgreementAlgorithms` of a key with this spec and usage (ECDH on KEY_AGREEMENT).
+    pub fn key_agreement_algorithms(self, usage: KeyUsage) -> Vec<&'static str> {
+        if usage == KeyUsage::KeyAgreement && self.curve().is_some() {
+            vec!["ECDH"]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The largest plaintext RSAES-OAEP with `algorithm` encrypts under this spec (AWS's
     /// table: modulus bytes - 2 * hash bytes - 2).
     pub fn max_oaep_plaintext(self, algorithm: EncryptionAlgorithm) -> Option<usize> {

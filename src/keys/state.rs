@@ -135,6 +135,8 @@ pub enum Operation {
     DeleteImportedKeyMaterial,
     /// DescribeKey.
     DescribeKey,
+    /// DeriveSharedSecret.
+    DeriveSharedSecret,
     /// DisableKey.
     DisableKey,
     /// DisableKeyRotation.
@@ -208,7 +210,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 48] = [
+    pub const ALL: [Operation; 49] = [
         Operation::CancelKeyDeletion,
         Operation::ConnectCustomKeyStore,
         Operation::CreateCustomKeyStore,
@@ -254,6 +256,7 @@ impl Operation {
         Operation::GetPublicKey,
         Operation::GenerateMac,
         Operation::VerifyMac,
+        Operation::DeriveSharedSecret,
         Operation::GetParametersForImport,
         Operation::ImportKeyMaterial,
         Operation::DeleteImportedKeyMaterial,
@@ -307,6 +310,7 @@ impl Operation {
             Operation::GetPublicKey => "GetPublicKey",
             Operation::GenerateMac => "GenerateMac",
             Operation::VerifyMac => "VerifyMac",
+            Operation::DeriveSharedSecret => "DeriveSharedSecret",
             Operation::GetParametersForImport => "GetParametersForImport",
             Operation::ImportKeyMaterial => "ImportKeyMaterial",
             Operation::DeleteImportedKeyMaterial => "DeleteImportedKeyMaterial",
@@ -334,6 +338,7 @@ impl Operation {
                 | GetPublicKey
                 | GenerateMac
                 | VerifyMac
+                | DeriveSharedSecret
                 | GenerateRandom
                 | DescribeKey
                 | DescribeCustomKeyStores
@@ -373,6 +378,7 @@ impl Operation {
                 | GetPublicKey
                 | GenerateMac
                 | VerifyMac
+                | DeriveSharedSecret
                 | DescribeKey
                 | GetKeyRotationStatus
                 | CreateGrant
@@ -415,7 +421,8 @@ impl Operation {
             | Verify
             | GetPublicKey
             | GenerateMac
-            | VerifyMac => Row::Cryptographic,
+            | VerifyMac
+            | DeriveSharedSecret => Row::Cryptographic,
             CreateGrant => Row::CreateGrant,
             EnableKey | DisableKey => Row::EnableDisable,
             ScheduleKeyDeletion => Row::ScheduleDeletion,
@@ -574,7 +581,8 @@ mod tests {
             | Verify
             | GetPublicKey
             | GenerateMac
-            | VerifyMac => ["ok", D, PD, PI, UN, CR, UP, PRD],
+            | VerifyMac
+            | DeriveSharedSecret => ["ok", D, PD, PI, UN, CR, UP, PRD],
             CreateGrant => ["ok", D, PD, PI, "ok", CR, UP, PRD],
             EnableKey | DisableKey => ["ok", "ok", PD, PI, "ok", CR, UP, PRD],
             ScheduleKeyDeletion => ["ok", "ok", PD, "ok", "ok", CR, UP, PRD],
@@ -638,7 +646,7 @@ mod tests {
                 cells += 1;
             }
         }
-        assert_eq!(cells, 48 * 8);
+        assert_eq!(cells, 49 * 8);
     }
 
     #[test]
@@ -707,6 +715,7 @@ mod tests {
             GetParametersForImport => 45,
             ImportKeyMaterial => 46,
             DeleteImportedKeyMaterial => 47,
+            DeriveSharedSecret => 48,
         }
     }
 
@@ -735,6 +744,7 @@ mod tests {
             "DeleteAlias",
             "DeleteCustomKeyStore",
             "DeleteImportedKeyMaterial",
+            "DeriveSharedSecret",
             "DescribeCustomKeyStores",
             "DescribeKey",
             "DisableKey",

@@ -66,6 +66,8 @@ pub struct KeyMetadata {
     pub signing_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mac_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_agreement_algorithms: Vec<String>,
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,
@@ -680,6 +682,33 @@ pub struct GetPublicKeyResponse {
     pub encryption_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub signing_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_agreement_algorithms: Vec<String>,
+}
+
+/// DeriveSharedSecret: ECDH of a KEY_AGREEMENT key with the caller's public key (DER
+/// SubjectPublicKeyInfo).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DeriveSharedSecretRequest {
+    pub key_id: String,
+    pub key_agreement_algorithm: String,
+    #[serde(with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    pub grant_tokens: Vec<String>,
+    pub dry_run: Option<bool>,
+    /// Nitro Enclaves attestation; there is no enclave on premises.
+    pub recipient: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeriveSharedSecretResponse {
+    pub key_id: String,
+    #[serde(with = "secret_base64")]
+    pub shared_secret: SecretSlice<u8>,
+    pub key_agreement_algorithm: String,
+    pub key_origin: String,
 }
 
 /// GenerateMac's message may be secret: it is a [`SecretSlice`] and never logged.

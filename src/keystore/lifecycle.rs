@@ -13,7 +13,7 @@ use crate::ids::KeyId;
 use crate::keys::records::{
     ImportRecord, IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy,
 };
-use crate::keys::spec::{self, KeySpec, KeyUsage};
+use crate::keys::spec::{self, KeySpec};
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::{RequestContext, default_key_policy, keys, parse_key_policy};
 use crate::store::{Batch, Precondition, Table};
@@ -79,12 +79,6 @@ impl KeyStore {
         })?;
         let description = request.description.unwrap_or_default();
         check_description(&description)?;
-        if usage == KeyUsage::KeyAgreement {
-            return Err(KmsError::UnsupportedOperation(
-                "KeyUsage KEY_AGREEMENT (DeriveSharedSecret) is not supported by this key store yet."
-                    .into(),
-            ));
-        }
         if spec != KeySpec::SymmetricDefault && request.custom_key_store_id.is_some() {
             return Err(KmsError::UnsupportedOperation(format!(
                 "KeySpec {} is not valid in a custom key store: it holds symmetric encryption keys (SYMMETRIC_DEFAULT) only.",
@@ -791,8 +785,14 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
                 .mac_algorithm()
                 .map(|mac| vec![mac.as_str().to_owned()])
                 .unwrap_or_default(),
+            material
+                .spec
+                .key_agreement_algorithms(material.usage)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         ),
-        Err(_) => (Vec::new(), Vec::new(), Vec::new()),
+        Err(_) => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
     };
     KeyMetadata {
         aws_account_id: record.account_id.clone(),
@@ -816,6 +816,7 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
         encryption_algorithms: algorithms.0,
         signing_algorithms: algorithms.1,
         mac_algorithms: algorithms.2,
+        key_agreement_algorithms: algorithms.3,
         multi_region: false,
         pending_deletion_window_in_days: record.pending_window_days,
         current_key_material_id: (!record.materials.is_empty())

@@ -1,5 +1,6 @@
-//! Sign, Verify, GetPublicKey, GenerateMac and VerifyMac: the operations of asymmetric
-//! signing keys and HMAC keys, with AWS's parameter checks, key-usage refusals and answers.
+//! Sign, Verify, GetPublicKey, GenerateMac, VerifyMac and DeriveSharedSecret: the operations
+//! of asymmetric keys and HMAC keys, with AWS's parameter checks, key-usage refusals and
+//! answers.
 //!
 //! Messages are hashed here (they are at most 4 KiB) and the HSM signs the digest, so RAW
 //! and DIGEST messages take one path; signatures are verified inside the HSM with the
@@ -7,16 +8,19 @@
 //! in constant time. The audit trail records key, algorithms and message type, never a
 //! message, signature or MAC.
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretSlice};
 use subtle::ConstantTimeEq;
 
 use super::api::*;
 use super::{Access, Caller, KeyStore, Naming, cluster_error};
 use crate::audit::event::Call;
+use crate::cluster::ClusterError;
 use crate::cluster::MaterialId;
 use crate::error::KmsError;
+use crate::hsm::material::subject_public_key_info;
+use crate::hsm::{Failure, PublicKey};
 use crate::keys::records::KeyRecord;
-use crate::keys::spec::{KeySpec, KeyUsage, MacAlgorithm, SigningAlgorithm};
+use crate::keys::spec::{Curve, KeySpec, KeyUsage, MacAlgorithm, SigningAlgorithm};
 use crate::keys::state::Operation;
 
 /// The most bytes Sign, Verify, GenerateMac and VerifyMac take as a message.
@@ -200,6 +204,12 @@ impl KeyStore {
                     .into_iter()
                     .map(|a| a.as_str().to_owned())
                     .collect(),
+                key_agreement_algorithms: spec
+                    .spec
+                    .key_agreement_algorithms(spec.usage)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             })
         })
     }
@@ -273,6 +283,77 @@ impl KeyStore {
                 key_id: key.arn(),
                 mac_valid: true,
                 mac_algorithm: algorithm.as_str().to_owned(),
+            })
+        })
+    }
+
+    /// DeriveSharedSecret: ECDH inside the HSM of a KEY_AGREEMENT key with the caller's public
+    /// key, which must be a point of the key's curve (DER SubjectPublicKeyInfo). The shared
+    /// secret is returned, never logged or audited.
+    pub fn derive_shared_secret(
+        &self,
+        caller: &Caller,
+        request: DeriveSharedSecretRequest,
+    ) -> Result<DeriveSharedSecretResponse, KmsError> {
+        let mut call = Call::of(Operation::DeriveSharedSecret);
+        call.param("keyId", request.key_id.as_str()).param(
+            "keyAgreementAlgorithm",
+            request.key_agreement_algorithm.as_str(),
+        );
+        self.audited(caller, call, |call| {
+            if request.key_agreement_algorithm != "ECDH" {
+                return Err(validation_errors(vec![format!(
+                    "Value '{}' at 'keyAgreementAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [ECDH]",
+                    request.key_agreement_algorithm
+                )]));
+            }
+            if request.public_key.is_empty() || request.public_key.len() > 8192 {
+                return Err(KmsError::constraint_violation(
+                    "publicKey",
+                    None,
+                    &["Member must have length greater than or equal to 1"],
+                ));
+            }
+            if request.recipient.is_some() {
+                return Err(KmsError::UnsupportedOperation(
+                    "Recipient (Nitro Enclaves attestation) is not supported: there is no enclave on premises.".into(),
+                ));
+            }
+            let access = Access::of(Operation::DeriveSharedSecret)
+                .with_grant_tokens(&request.grant_tokens)
+                .with(|mut context| {
+                    context.set("kms:KeyAgreementAlgorithm", "ECDH");
+                    context
+                });
+            let key = self.key_for(caller, call, access, "keyId", &request.key_id, Naming::AnyReference)?;
+            require_usage(&key, KeyUsage::KeyAgreement, Operation::DeriveSharedSecret)?;
+            let curve = key.material_spec()?.spec.curve().ok_or_else(|| {
+                KmsError::InvalidKeyUsage(format!("{} is not an elliptic-curve key.", key.arn()))
+            })?;
+            let point = peer_point(&request.public_key, curve).ok_or_else(|| {
+                KmsError::Validation(format!(
+                    "PublicKey is not a DER SubjectPublicKeyInfo of a {} key.",
+                    key.key_spec
+                ))
+            })?;
+            dry_run(request.dry_run)?;
+            let secret = self
+                .cluster_of(&key)?
+                .with_material(&current_material(&key), |member, id| {
+                    member.derive_shared_secret(id, curve, &point)
+                })
+                .map_err(|error| match &error {
+                    ClusterError::Hsm(cause) if matches!(cause.failure, Failure::InvalidInput(_)) => {
+                        KmsError::Validation(format!("PublicKey is not valid: {}.", cause.failure))
+                    }
+                    _ => cluster_error(error),
+                })?;
+            call.served_by(secret.member.name());
+            Ok(DeriveSharedSecretResponse {
+                key_id: key.arn(),
+                shared_secret: SecretSlice::from(secret.value.to_vec()),
+                key_agreement_algorithm: "ECDH".into(),
+                key_origin: key.origin.clone(),
             })
         })
     }
@@ -421,6 +502,19 @@ impl<'a> Signing<'a> {
         }
         Ok((algorithm, hash.hash(self.message)))
     }
+}
+
+/// The uncompressed point of a DER SubjectPublicKeyInfo of `curve`: the SPKI must be exactly
+/// the one hsm-kms would write for a point of that curve (algorithm, curve, lengths).
+fn peer_point(spki: &[u8], curve: Curve) -> Option<Vec<u8>> {
+    let point_len = 1 + 2 * curve.field_bytes();
+    let template = subject_public_key_info(&PublicKey::Ec {
+        curve,
+        point: vec![0x04; point_len],
+    });
+    let prefix = &template[..template.len() - point_len];
+    let point = spki.strip_prefix(prefix)?;
+    (point.len() == point_len && point[0] == 0x04).then(|| point.to_vec())
 }
 
 /// Records Sign's and Verify's parameters: never the message or the signature.

@@ -132,6 +132,10 @@ pub fn run(
             |r| store.verify(caller, r),
         ),
         Op::GetPublicKey => request.call(&["KeyId"], |r| store.get_public_key(caller, r)),
+        Op::DeriveSharedSecret => request
+            .call(&["KeyId", "KeyAgreementAlgorithm", "PublicKey"], |r| {
+                store.derive_shared_secret(caller, r)
+            }),
         Op::GenerateMac => request.call(&["Message", "KeyId", "MacAlgorithm"], |r| {
             store.generate_mac(caller, r)
         }),

@@ -127,3 +127,18 @@ def test_create_key_refuses_what_aws_refuses(kms):
     assert message.startswith("You cannot specify KeySpec and CustomerMasterKeySpec in the same request.")
     legacy = kms.create_key(CustomerMasterKeySpec="ECC_NIST_P521", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
     assert legacy["KeySpec"] == legacy["CustomerMasterKeySpec"] == "ECC_NIST_P521"
+
+
+def test_derive_shared_secret_agrees_with_the_peer(kms):
+    key = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]
+    assert key["KeyAgreementAlgorithms"] == ["ECDH"]
+    ours = serialization.load_der_public_key(kms.get_public_key(KeyId=key["KeyId"])["PublicKey"])
+    peer = ec.generate_private_key(ec.SECP384R1())
+    peer_public = peer.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    derived = kms.derive_shared_secret(KeyId=key["KeyId"], KeyAgreementAlgorithm="ECDH", PublicKey=peer_public)
+    assert derived["SharedSecret"] == peer.exchange(ec.ECDH(), ours)
+    assert derived["KeyAgreementAlgorithm"] == "ECDH" and derived["KeyOrigin"] == "AWS_KMS"
+    other = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    refused(lambda: kms.derive_shared_secret(KeyId=key["KeyId"], KeyAgreementAlgorithm="ECDH", PublicKey=other), "ValidationException")
