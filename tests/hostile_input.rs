@@ -259,6 +259,11 @@ const OPERATIONS: &[(&str, &[&str])] = &[
         &["KeyId", "Message", "Signature", "SigningAlgorithm"],
     ),
     ("GetPublicKey", &["KeyId"]),
+    ("GenerateDataKeyPair", &["KeyId", "KeyPairSpec"]),
+    (
+        "GenerateDataKeyPairWithoutPlaintext",
+        &["KeyId", "KeyPairSpec"],
+    ),
     (
         "DeriveSharedSecret",
         &["KeyId", "KeyAgreementAlgorithm", "PublicKey"],
@@ -324,6 +329,7 @@ const MEMBERS: &[(&str, char)] = &[
     ("MacAlgorithm", 's'),
     ("Mac", 's'),
     ("KeyAgreementAlgorithm", 's'),
+    ("KeyPairSpec", 's'),
     ("PublicKey", 's'),
     ("WrappingAlgorithm", 's'),
     ("WrappingKeySpec", 's'),

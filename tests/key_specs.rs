@@ -775,3 +775,117 @@ fn key_agreement_keys_derive_the_secret_openssl_derives() {
         "InvalidKeyUsageException"
     );
 }
+
+#[test]
+fn data_key_pairs_are_pkcs8_openssl_reads_and_decrypt_opens() {
+    let ts = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let symmetric = create(&ts);
+    for spec in [
+        "RSA_2048",
+        "ECC_NIST_P256",
+        "ECC_NIST_P521",
+        "ECC_SECG_P256K1",
+    ] {
+        let pair = ts
+            .store
+            .generate_data_key_pair(
+                &ts.caller,
+                GenerateDataKeyPairRequest {
+                    key_id: symmetric.key_id.clone(),
+                    key_pair_spec: spec.into(),
+                    encryption_context: ctx(&[("purpose", "pair")]),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(pair.key_pair_spec, spec);
+        assert_eq!(pair.key_id, symmetric.arn);
+        // openssl reads the private key and derives the public key returned.
+        let private = dir.path().join("private.der");
+        std::fs::write(&private, pair.private_key_plaintext.expose_secret()).unwrap();
+        let out = Command::new("openssl")
+            .args(["pkey", "-inform", "DER", "-in"])
+            .arg(&private)
+            .args(["-pubout", "-outform", "DER"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{spec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, pair.public_key, "{spec}");
+        // Decrypt, with the same context, gives the same private key back.
+        let opened = ts
+            .store
+            .decrypt(
+                &ts.caller,
+                DecryptRequest {
+                    ciphertext_blob: pair.private_key_ciphertext_blob.clone(),
+                    encryption_context: ctx(&[("purpose", "pair")]),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            opened.plaintext.expose_secret(),
+            pair.private_key_plaintext.expose_secret()
+        );
+    }
+    let without = ts
+        .store
+        .generate_data_key_pair_without_plaintext(
+            &ts.caller,
+            GenerateDataKeyPairRequest {
+                key_id: symmetric.key_id.clone(),
+                key_pair_spec: "ECC_NIST_P384".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let opened = ts
+        .store
+        .decrypt(
+            &ts.caller,
+            DecryptRequest {
+                ciphertext_blob: without.private_key_ciphertext_blob,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let private = dir.path().join("p384.der");
+    std::fs::write(&private, opened.plaintext.expose_secret()).unwrap();
+    let out = Command::new("openssl")
+        .args(["pkey", "-inform", "DER", "-in"])
+        .arg(&private)
+        .args(["-pubout", "-outform", "DER"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, without.public_key);
+    // Refusals: an asymmetric key cannot seal the pair; unknown and unheld pair specs.
+    let signer = create_spec(&ts, "ECC_NIST_P256", "SIGN_VERIFY").unwrap();
+    let refused = |key: &str, spec: &str| {
+        failure(ts.store.generate_data_key_pair(
+            &ts.caller,
+            GenerateDataKeyPairRequest {
+                key_id: key.to_owned(),
+                key_pair_spec: spec.into(),
+                ..Default::default()
+            },
+        ))
+        .0
+    };
+    assert_eq!(
+        refused(&signer.key_id, "RSA_2048"),
+        "InvalidKeyUsageException"
+    );
+    assert_eq!(
+        refused(&symmetric.key_id, "RSA_1024"),
+        "ValidationException"
+    );
+    assert_eq!(
+        refused(&symmetric.key_id, "SM2"),
+        "UnsupportedOperationException"
+    );
+}

@@ -281,6 +281,17 @@ pub enum KmsCommand {
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
     },
+    /// Make a data key pair whose private key is returned in the clear and encrypted under a
+    /// symmetric key (GenerateDataKeyPair).
+    GenerateDataKeyPair {
+        #[command(flatten)]
+        pair: DataKeyPairArgs,
+    },
+    /// The same without the plaintext private key (GenerateDataKeyPairWithoutPlaintext).
+    GenerateDataKeyPairWithoutPlaintext {
+        #[command(flatten)]
+        pair: DataKeyPairArgs,
+    },
     /// Show a key's metadata (DescribeKey).
     DescribeKey {
         /// Key id, key ARN, alias name or alias ARN.
@@ -1070,6 +1081,22 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 Box::new(move |ks, c| reply(ks.derive_shared_secret(c, request))),
             )
         }
+        GenerateDataKeyPair { pair } => {
+            let request = pair.request()?;
+            (
+                Operation::GenerateDataKeyPair.as_str(),
+                Box::new(move |ks, c| reply(ks.generate_data_key_pair(c, request))),
+            )
+        }
+        GenerateDataKeyPairWithoutPlaintext { pair } => {
+            let request = pair.request()?;
+            (
+                Operation::GenerateDataKeyPairWithoutPlaintext.as_str(),
+                Box::new(move |ks, c| {
+                    reply(ks.generate_data_key_pair_without_plaintext(c, request))
+                }),
+            )
+        }
         DescribeKey {
             key_id,
             grant_tokens,
@@ -1577,6 +1604,37 @@ impl DataKeyArgs {
             number_of_bytes: self.number_of_bytes,
             key_spec: self.key_spec,
             grant_tokens: params::strings("grant-tokens", self.grant_tokens)?,
+        })
+    }
+}
+
+/// The flags of generate-data-key-pair and generate-data-key-pair-without-plaintext.
+#[derive(Debug, clap::Args)]
+pub struct DataKeyPairArgs {
+    /// The symmetric key that encrypts the private key: key id, key ARN, alias name or ARN.
+    #[arg(long)]
+    key_id: String,
+    /// RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521 or
+    /// ECC_SECG_P256K1.
+    #[arg(long)]
+    key_pair_spec: String,
+    /// `k=v,k2=v2` or a JSON object.
+    #[arg(long)]
+    encryption_context: Option<String>,
+    /// Grant tokens (each one a CreateGrant of this key store returned).
+    #[arg(long, num_args = 1..)]
+    grant_tokens: Vec<String>,
+}
+
+impl DataKeyPairArgs {
+    fn request(self) -> Result<GenerateDataKeyPairRequest, String> {
+        Ok(GenerateDataKeyPairRequest {
+            encryption_context: params::context("encryption-context", self.encryption_context)?,
+            key_id: self.key_id,
+            key_pair_spec: self.key_pair_spec,
+            grant_tokens: params::strings("grant-tokens", self.grant_tokens)?,
+            dry_run: None,
+            recipient: None,
         })
     }
 }

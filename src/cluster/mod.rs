@@ -366,6 +366,14 @@ impl Cluster {
         self.route(|member| operation(member, &id))
     }
 
+    /// Runs `operation` on a healthy member, routed as every call is.
+    pub fn on_any_member<T>(
+        &self,
+        operation: impl Fn(&Arc<Member>) -> Result<T, HsmError>,
+    ) -> Result<Served<T>, ClusterError> {
+        self.route(operation)
+    }
+
     /// Random bytes from an HSM.
     pub fn random(&self, length: usize) -> Result<Served<Zeroizing<Vec<u8>>>, ClusterError> {
         self.route(|member| member.random(length))

@@ -331,14 +331,14 @@ fn der_length(length: usize) -> Vec<u8> {
     out
 }
 
-fn der_tagged(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(super) fn der_tagged(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     out.extend(der_length(content.len()));
     out.extend_from_slice(content);
     out
 }
 
-fn der_sequence(parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn der_sequence(parts: &[&[u8]]) -> Vec<u8> {
     der_tagged(0x30, &parts.concat())
 }
 
@@ -356,7 +356,7 @@ pub fn der_integer(value: &[u8]) -> Vec<u8> {
     der_tagged(0x02, &content)
 }
 
-fn der_bit_string(content: &[u8]) -> Vec<u8> {
+pub(super) fn der_bit_string(content: &[u8]) -> Vec<u8> {
     let mut bits = vec![0u8];
     bits.extend_from_slice(content);
     der_tagged(0x03, &bits)

@@ -5,6 +5,7 @@
 //! the trusted domain key.
 
 pub mod ceremony;
+pub mod data_key_pair;
 pub mod error;
 pub mod gcm;
 pub mod import;

@@ -151,6 +151,10 @@ pub enum Operation {
     GenerateDataKey,
     /// GenerateDataKeyWithoutPlaintext.
     GenerateDataKeyWithoutPlaintext,
+    /// GenerateDataKeyPair.
+    GenerateDataKeyPair,
+    /// GenerateDataKeyPairWithoutPlaintext.
+    GenerateDataKeyPairWithoutPlaintext,
     /// GenerateRandom (no key: never restricted).
     GenerateRandom,
     /// GenerateMac.
@@ -210,7 +214,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 49] = [
+    pub const ALL: [Operation; 51] = [
         Operation::CancelKeyDeletion,
         Operation::ConnectCustomKeyStore,
         Operation::CreateCustomKeyStore,
@@ -257,6 +261,8 @@ impl Operation {
         Operation::GenerateMac,
         Operation::VerifyMac,
         Operation::DeriveSharedSecret,
+        Operation::GenerateDataKeyPair,
+        Operation::GenerateDataKeyPairWithoutPlaintext,
         Operation::GetParametersForImport,
         Operation::ImportKeyMaterial,
         Operation::DeleteImportedKeyMaterial,
@@ -311,6 +317,8 @@ impl Operation {
             Operation::GenerateMac => "GenerateMac",
             Operation::VerifyMac => "VerifyMac",
             Operation::DeriveSharedSecret => "DeriveSharedSecret",
+            Operation::GenerateDataKeyPair => "GenerateDataKeyPair",
+            Operation::GenerateDataKeyPairWithoutPlaintext => "GenerateDataKeyPairWithoutPlaintext",
             Operation::GetParametersForImport => "GetParametersForImport",
             Operation::ImportKeyMaterial => "ImportKeyMaterial",
             Operation::DeleteImportedKeyMaterial => "DeleteImportedKeyMaterial",
@@ -339,6 +347,8 @@ impl Operation {
                 | GenerateMac
                 | VerifyMac
                 | DeriveSharedSecret
+                | GenerateDataKeyPair
+                | GenerateDataKeyPairWithoutPlaintext
                 | GenerateRandom
                 | DescribeKey
                 | DescribeCustomKeyStores
@@ -379,6 +389,8 @@ impl Operation {
                 | GenerateMac
                 | VerifyMac
                 | DeriveSharedSecret
+                | GenerateDataKeyPair
+                | GenerateDataKeyPairWithoutPlaintext
                 | DescribeKey
                 | GetKeyRotationStatus
                 | CreateGrant
@@ -422,7 +434,9 @@ impl Operation {
             | GetPublicKey
             | GenerateMac
             | VerifyMac
-            | DeriveSharedSecret => Row::Cryptographic,
+            | DeriveSharedSecret
+            | GenerateDataKeyPair
+            | GenerateDataKeyPairWithoutPlaintext => Row::Cryptographic,
             CreateGrant => Row::CreateGrant,
             EnableKey | DisableKey => Row::EnableDisable,
             ScheduleKeyDeletion => Row::ScheduleDeletion,
@@ -582,7 +596,9 @@ mod tests {
             | GetPublicKey
             | GenerateMac
             | VerifyMac
-            | DeriveSharedSecret => ["ok", D, PD, PI, UN, CR, UP, PRD],
+            | DeriveSharedSecret
+            | GenerateDataKeyPair
+            | GenerateDataKeyPairWithoutPlaintext => ["ok", D, PD, PI, UN, CR, UP, PRD],
             CreateGrant => ["ok", D, PD, PI, "ok", CR, UP, PRD],
             EnableKey | DisableKey => ["ok", "ok", PD, PI, "ok", CR, UP, PRD],
             ScheduleKeyDeletion => ["ok", "ok", PD, "ok", "ok", CR, UP, PRD],
@@ -646,7 +662,7 @@ mod tests {
                 cells += 1;
             }
         }
-        assert_eq!(cells, 49 * 8);
+        assert_eq!(cells, 51 * 8);
     }
 
     #[test]
@@ -716,6 +732,8 @@ mod tests {
             ImportKeyMaterial => 46,
             DeleteImportedKeyMaterial => 47,
             DeriveSharedSecret => 48,
+            GenerateDataKeyPair => 49,
+            GenerateDataKeyPairWithoutPlaintext => 50,
         }
     }
 

@@ -787,3 +787,40 @@ pub struct ImportKeyMaterialRequest {
     pub valid_to: Option<f64>,
     pub expiration_model: Option<String>,
 }
+
+/// GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GenerateDataKeyPairRequest {
+    pub encryption_context: Option<EncryptionContextMap>,
+    pub key_id: String,
+    pub key_pair_spec: String,
+    pub grant_tokens: Vec<String>,
+    pub dry_run: Option<bool>,
+    /// Nitro Enclaves attestation; there is no enclave on premises.
+    pub recipient: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyPairResponse {
+    #[serde(with = "base64_bytes")]
+    pub private_key_ciphertext_blob: Vec<u8>,
+    #[serde(with = "secret_base64")]
+    pub private_key_plaintext: SecretSlice<u8>,
+    #[serde(with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    pub key_id: String,
+    pub key_pair_spec: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyPairWithoutPlaintextResponse {
+    #[serde(with = "base64_bytes")]
+    pub private_key_ciphertext_blob: Vec<u8>,
+    #[serde(with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    pub key_id: String,
+    pub key_pair_spec: String,
+}

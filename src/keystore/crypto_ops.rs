@@ -339,7 +339,7 @@ impl KeyStore {
     }
 
     /// Encrypts `plaintext` under the key's current material into a ciphertext blob.
-    fn seal(
+    pub(super) fn seal(
         &self,
         call: &mut Call,
         key: &KeyRecord,
@@ -553,7 +553,7 @@ fn algorithm_name(algorithm: Option<&str>) -> &str {
 
 /// `InvalidKeyUsageException` unless `key` is a symmetric encryption key, the only kind that
 /// seals this store's ciphertext blobs and makes data keys.
-fn symmetric_encryption_key(key: &KeyRecord, operation: &str) -> Result<(), KmsError> {
+pub(super) fn symmetric_encryption_key(key: &KeyRecord, operation: &str) -> Result<(), KmsError> {
     if key.key_usage != KeyUsage::EncryptDecrypt.as_str() {
         return Err(KmsError::InvalidKeyUsage(format!(
             "{} key usage is {} which is not valid for {operation}.",

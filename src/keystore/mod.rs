@@ -11,6 +11,7 @@ mod authorize;
 mod catch_up;
 mod crypto_ops;
 mod custom_key_stores;
+mod data_key_pairs;
 mod grants;
 mod import;
 mod key_counts;

@@ -132,6 +132,12 @@ pub fn run(
             |r| store.verify(caller, r),
         ),
         Op::GetPublicKey => request.call(&["KeyId"], |r| store.get_public_key(caller, r)),
+        Op::GenerateDataKeyPair => request.call(&["KeyId", "KeyPairSpec"], |r| {
+            store.generate_data_key_pair(caller, r)
+        }),
+        Op::GenerateDataKeyPairWithoutPlaintext => request.call(&["KeyId", "KeyPairSpec"], |r| {
+            store.generate_data_key_pair_without_plaintext(caller, r)
+        }),
         Op::DeriveSharedSecret => request
             .call(&["KeyId", "KeyAgreementAlgorithm", "PublicKey"], |r| {
                 store.derive_shared_secret(caller, r)

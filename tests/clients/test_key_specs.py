@@ -142,3 +142,18 @@ def test_derive_shared_secret_agrees_with_the_peer(kms):
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     refused(lambda: kms.derive_shared_secret(KeyId=key["KeyId"], KeyAgreementAlgorithm="ECDH", PublicKey=other), "ValidationException")
+
+
+def test_data_key_pairs_for_the_caller(kms):
+    key = kms.create_key()["KeyMetadata"]
+    pair = kms.generate_data_key_pair(KeyId=key["KeyId"], KeyPairSpec="ECC_NIST_P256", EncryptionContext={"app": "signer"})
+    private = serialization.load_der_private_key(pair["PrivateKeyPlaintext"], password=None)
+    assert private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == pair["PublicKey"]
+    signature = private.sign(b"data", ec.ECDSA(hashes.SHA256()))
+    serialization.load_der_public_key(pair["PublicKey"]).verify(signature, b"data", ec.ECDSA(hashes.SHA256()))
+    opened = kms.decrypt(CiphertextBlob=pair["PrivateKeyCiphertextBlob"], EncryptionContext={"app": "signer"})
+    assert opened["Plaintext"] == pair["PrivateKeyPlaintext"]
+    without = kms.generate_data_key_pair_without_plaintext(KeyId=key["KeyId"], KeyPairSpec="RSA_2048")
+    assert "PrivateKeyPlaintext" not in without
+    rsa_private = serialization.load_der_private_key(kms.decrypt(CiphertextBlob=without["PrivateKeyCiphertextBlob"])["Plaintext"], password=None)
+    assert rsa_private.key_size == 2048
