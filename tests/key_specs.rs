@@ -889,3 +889,61 @@ fn data_key_pairs_are_pkcs8_openssl_reads_and_decrypt_opens() {
         "UnsupportedOperationException"
     );
 }
+
+#[test]
+fn re_encrypt_moves_ciphertexts_between_symmetric_and_rsa_keys() {
+    let ts = TestStore::new();
+    let symmetric = create(&ts);
+    let rsa = create_spec(&ts, "RSA_2048", "ENCRYPT_DECRYPT").unwrap();
+    let oaep = "RSAES_OAEP_SHA_1";
+    let sealed = encrypt(&ts, &symmetric.key_id, b"moving secret", &[("a", "b")]).unwrap();
+    // Symmetric to RSA: the result is raw RSA output, opened by Decrypt with the RSA key.
+    let to_rsa = ts
+        .store
+        .re_encrypt(
+            &ts.caller,
+            ReEncryptRequest {
+                ciphertext_blob: sealed.ciphertext_blob,
+                source_encryption_context: ctx(&[("a", "b")]),
+                destination_key_id: rsa.key_id.clone(),
+                destination_encryption_algorithm: Some(oaep.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(to_rsa.ciphertext_blob.len(), 256);
+    assert_eq!(to_rsa.source_encryption_algorithm, "SYMMETRIC_DEFAULT");
+    assert_eq!(to_rsa.destination_encryption_algorithm, oaep);
+    // RSA back to symmetric, naming the source key and algorithm.
+    let back = ts
+        .store
+        .re_encrypt(
+            &ts.caller,
+            ReEncryptRequest {
+                ciphertext_blob: to_rsa.ciphertext_blob.clone(),
+                source_key_id: Some(rsa.arn.clone()),
+                source_encryption_algorithm: Some(oaep.into()),
+                destination_key_id: symmetric.key_id.clone(),
+                destination_encryption_context: ctx(&[("c", "d")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(back.source_key_id, rsa.arn);
+    assert_eq!(back.source_encryption_algorithm, oaep);
+    assert_eq!(
+        decrypt(&ts, &back.ciphertext_blob, &[("c", "d")], None).unwrap(),
+        b"moving secret"
+    );
+    // Without the source key, an RSA ciphertext cannot be named: refused plainly.
+    let refused = ts.store.re_encrypt(
+        &ts.caller,
+        ReEncryptRequest {
+            ciphertext_blob: to_rsa.ciphertext_blob,
+            source_encryption_algorithm: Some(oaep.into()),
+            destination_key_id: symmetric.key_id.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(failure(refused).0, "ValidationException");
+}

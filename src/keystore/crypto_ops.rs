@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use zeroize::Zeroizing;
 
 use super::api::*;
+use super::rsa_encryption::RsaCiphertext;
 use super::{Access, Caller, KeyStore, Naming, cluster_error};
 use crate::audit::event::Call;
 use crate::cluster::MaterialId;
@@ -191,18 +192,37 @@ impl KeyStore {
                 ("destinationKeyId", &request.destination_key_id),
                 Naming::AnyReference,
             )?;
-            let (source, plaintext) = self.open_blob(
+            let rsa_source = self.rsa_open(
                 caller,
                 call,
-                SealedInput {
-                    blob: &request.ciphertext_blob,
-                    context: request.source_encryption_context,
-                    expected_key: request.source_key_id.as_deref(),
+                RsaCiphertext {
+                    operation: Operation::ReEncrypt,
+                    param: "sourceKeyId",
+                    key: request.source_key_id.as_deref(),
                     algorithm: request.source_encryption_algorithm.as_deref(),
+                    ciphertext: &request.ciphertext_blob,
+                    context: request.source_encryption_context.as_ref(),
                     grant_tokens: &request.grant_tokens,
                 },
-                Operation::ReEncrypt,
             )?;
+            let (source, source_algorithm, plaintext) = match rsa_source {
+                Some((source, algorithm, plaintext)) => (source, algorithm.as_str(), plaintext),
+                None => {
+                    let (source, plaintext) = self.open_blob(
+                        caller,
+                        call,
+                        SealedInput {
+                            blob: &request.ciphertext_blob,
+                            context: request.source_encryption_context,
+                            expected_key: request.source_key_id.as_deref(),
+                            algorithm: request.source_encryption_algorithm.as_deref(),
+                            grant_tokens: &request.grant_tokens,
+                        },
+                        Operation::ReEncrypt,
+                    )?;
+                    (source, SYMMETRIC_DEFAULT, plaintext)
+                }
+            };
             let access = crypto_access(
                 Operation::ReEncrypt,
                 &destination_context,
@@ -213,14 +233,32 @@ impl KeyStore {
             self.authorize(caller, &destination, destination_alias.as_deref(), access)?;
             let destination_arn = destination.arn();
             state::check(Operation::ReEncrypt, destination.state, &destination_arn)?;
-            let ciphertext_blob =
-                self.seal(call, &destination, &destination_context, &plaintext)?;
+            let (ciphertext_blob, destination_algorithm) = match rsa_algorithm(
+                &destination,
+                Operation::ReEncrypt,
+                request.destination_encryption_algorithm.as_deref(),
+            )? {
+                Some(algorithm) => (
+                    self.rsa_encrypt(
+                        call,
+                        &destination,
+                        algorithm,
+                        &destination_context,
+                        &plaintext,
+                    )?,
+                    algorithm.as_str(),
+                ),
+                None => (
+                    self.seal(call, &destination, &destination_context, &plaintext)?,
+                    SYMMETRIC_DEFAULT,
+                ),
+            };
             Ok(ReEncryptResponse {
                 ciphertext_blob,
                 source_key_id: source.arn(),
                 key_id: destination_arn,
-                source_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
-                destination_encryption_algorithm: SYMMETRIC_DEFAULT.to_owned(),
+                source_encryption_algorithm: source_algorithm.to_owned(),
+                destination_encryption_algorithm: destination_algorithm.to_owned(),
             })
         })
     }

@@ -3,7 +3,10 @@
 //! public key (`openssl pkeyutl`) decrypts here. Such ciphertexts name no key: Decrypt needs
 //! `KeyId` and the `EncryptionAlgorithm`. Asymmetric keys take no encryption context.
 
+use std::sync::Arc;
+
 use secrecy::SecretSlice;
+use zeroize::Zeroizing;
 
 use super::api::*;
 use super::{Caller, KeyStore, Naming, cluster_error};
@@ -58,37 +61,75 @@ impl KeyStore {
         call: &mut Call,
         request: &DecryptRequest,
     ) -> Result<Option<DecryptResponse>, KmsError> {
-        let Some(algorithm) = request
-            .encryption_algorithm
-            .as_deref()
-            .and_then(EncryptionAlgorithm::parse)
-        else {
+        let opened = self.rsa_open(
+            caller,
+            call,
+            RsaCiphertext {
+                operation: Operation::Decrypt,
+                param: "keyId",
+                key: request.key_id.as_deref(),
+                algorithm: request.encryption_algorithm.as_deref(),
+                ciphertext: &request.ciphertext_blob,
+                context: request.encryption_context.as_ref(),
+                grant_tokens: &request.grant_tokens,
+            },
+        )?;
+        Ok(opened.map(|(key, algorithm, plaintext)| DecryptResponse {
+            key_id: key.arn(),
+            plaintext: SecretSlice::from(plaintext.to_vec()),
+            encryption_algorithm: algorithm.as_str().to_owned(),
+            key_material_id: Some(key.key_material_id(key.current_version())),
+        }))
+    }
+
+    /// Opens an RSA ciphertext inside an HSM for Decrypt or ReEncrypt (authorized as
+    /// `kms:Decrypt` or `kms:ReEncryptFrom`), when `algorithm` is an RSAES-OAEP one.
+    pub(super) fn rsa_open(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        input: RsaCiphertext<'_>,
+    ) -> Result<Option<(Arc<KeyRecord>, EncryptionAlgorithm, Zeroizing<Vec<u8>>)>, KmsError> {
+        let Some(algorithm) = input.algorithm.and_then(EncryptionAlgorithm::parse) else {
             return Ok(None);
         };
-        let Some(key_id) = request.key_id.as_deref() else {
+        let Some(key_ref) = input.key else {
             return Err(KmsError::Validation(format!(
-                "KeyId is required to decrypt with EncryptionAlgorithm {}: an asymmetric ciphertext names no key.",
+                "{} is required to decrypt with EncryptionAlgorithm {}: an asymmetric ciphertext names no key.",
+                if input.param == "keyId" {
+                    "KeyId"
+                } else {
+                    "SourceKeyId"
+                },
                 algorithm.as_str()
             )));
         };
-        if request.ciphertext_blob.is_empty() || request.ciphertext_blob.len() > CIPHERTEXT_MAX {
+        if input.ciphertext.is_empty() || input.ciphertext.len() > CIPHERTEXT_MAX {
             return Err(KmsError::InvalidCiphertext(String::new()));
         }
-        let context =
-            EncryptionContext::new(request.encryption_context.clone().unwrap_or_default())?;
-        let access = super::crypto_ops::crypto_access(
-            Operation::Decrypt,
-            &context,
-            Some(algorithm.as_str()),
-        )
-        .with_grant_tokens(&request.grant_tokens);
-        let key = self.key_for(caller, call, access, "keyId", key_id, Naming::AnyReference)?;
-        super::crypto_ops::rsa_algorithm(&key, Operation::Decrypt, Some(algorithm.as_str()))?;
+        let context = EncryptionContext::new(input.context.cloned().unwrap_or_default())?;
+        let action = match input.operation {
+            Operation::ReEncrypt => "kms:ReEncryptFrom",
+            _ => "kms:Decrypt",
+        };
+        let access =
+            super::crypto_ops::crypto_access(input.operation, &context, Some(algorithm.as_str()))
+                .under_action(action)
+                .with_grant_tokens(input.grant_tokens);
+        let key = self.key_for(
+            caller,
+            call,
+            access,
+            input.param,
+            key_ref,
+            Naming::AnyReference,
+        )?;
+        super::crypto_ops::rsa_algorithm(&key, input.operation, Some(algorithm.as_str()))?;
         no_context(&context)?;
         let opened = self
             .cluster_of(&key)?
             .with_material(&current(&key), |member, id| {
-                member.oaep_decrypt(id, algorithm, &request.ciphertext_blob)
+                member.oaep_decrypt(id, algorithm, input.ciphertext)
             })
             .map_err(|error| {
                 if error.is_rejected_ciphertext() {
@@ -98,13 +139,20 @@ impl KeyStore {
                 }
             })?;
         call.served_by(opened.member.name());
-        Ok(Some(DecryptResponse {
-            key_id: key.arn(),
-            plaintext: SecretSlice::from(opened.value.to_vec()),
-            encryption_algorithm: algorithm.as_str().to_owned(),
-            key_material_id: Some(key.key_material_id(key.current_version())),
-        }))
+        Ok(Some((key, algorithm, opened.value)))
     }
+}
+
+/// An RSA ciphertext to open and what names its key.
+pub(super) struct RsaCiphertext<'a> {
+    pub operation: Operation,
+    /// The parameter that names the key (`keyId`, `sourceKeyId`).
+    pub param: &'a str,
+    pub key: Option<&'a str>,
+    pub algorithm: Option<&'a str>,
+    pub ciphertext: &'a [u8],
+    pub context: Option<&'a crate::keystore::api::EncryptionContextMap>,
+    pub grant_tokens: &'a [String],
 }
 
 /// Asymmetric keys take no encryption context (AWS: "Asymmetric KMS keys do not support an
