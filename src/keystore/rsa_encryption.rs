@@ -89,7 +89,7 @@ impl KeyStore {
         caller: &Caller,
         call: &mut Call,
         input: RsaCiphertext<'_>,
-    ) -> Result<Option<(Arc<KeyRecord>, EncryptionAlgorithm, Zeroizing<Vec<u8>>)>, KmsError> {
+    ) -> Result<Option<Opened>, KmsError> {
         let Some(algorithm) = input.algorithm.and_then(EncryptionAlgorithm::parse) else {
             return Ok(None);
         };
@@ -142,6 +142,9 @@ impl KeyStore {
         Ok(Some((key, algorithm, opened.value)))
     }
 }
+
+/// An opened RSA ciphertext: its key, the algorithm and the plaintext.
+pub(super) type Opened = (Arc<KeyRecord>, EncryptionAlgorithm, Zeroizing<Vec<u8>>);
 
 /// An RSA ciphertext to open and what names its key.
 pub(super) struct RsaCiphertext<'a> {
