@@ -301,11 +301,10 @@ impl KeyStore {
             request.key_agreement_algorithm.as_str(),
         );
         self.audited(caller, call, |call| {
-            if request.key_agreement_algorithm != "ECDH" {
-                return Err(validation_errors(vec![format!(
-                    "Value '{}' at 'keyAgreementAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [ECDH]",
-                    request.key_agreement_algorithm
-                )]));
+            if let Some(violation) =
+                enum_violation("keyAgreementAlgorithm", &request.key_agreement_algorithm, &["ECDH"])
+            {
+                return Err(validation_errors(vec![violation]));
             }
             if request.public_key.is_empty() || request.public_key.len() > 8192 {
                 return Err(KmsError::constraint_violation(
@@ -438,29 +437,14 @@ impl<'a> Signing<'a> {
         message: &'a [u8],
     ) -> Result<Signing<'a>, KmsError> {
         let message_type = message_type.unwrap_or("RAW");
-        let mut violations = Vec::new();
-        if !MODEL_SIGNING_ALGORITHMS.contains(&algorithm_name) {
-            violations.push(format!(
-                "Value '{algorithm_name}' at 'signingAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
-                MODEL_SIGNING_ALGORITHMS.join(", ")
-            ));
-        }
-        if !MODEL_MESSAGE_TYPES.contains(&message_type) {
-            violations.push(format!(
-                "Value '{message_type}' at 'messageType' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
-                MODEL_MESSAGE_TYPES.join(", ")
-            ));
-        }
-        if message.is_empty() || message.len() > MESSAGE_MAX {
-            violations.push(format!(
-                "Value at 'message' failed to satisfy constraint: Member must have length {}",
-                if message.is_empty() {
-                    "greater than or equal to 1"
-                } else {
-                    "less than or equal to 4096"
-                }
-            ));
-        }
+        let violations: Vec<String> = [
+            enum_violation("signingAlgorithm", algorithm_name, MODEL_SIGNING_ALGORITHMS),
+            enum_violation("messageType", message_type, MODEL_MESSAGE_TYPES),
+            message_violation(message),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if !violations.is_empty() {
             return Err(validation_errors(violations));
         }
@@ -524,25 +508,40 @@ fn signing_call(call: &mut Call, key_id: &str, algorithm: &str, message_type: Op
         .param("messageType", message_type.unwrap_or("RAW"));
 }
 
+/// The API model's complaint about an enum member that is not one of `allowed`.
+fn enum_violation(param: &str, value: &str, allowed: &[&str]) -> Option<String> {
+    (!allowed.contains(&value)).then(|| {
+        format!(
+            "Value '{value}' at '{param}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            allowed.join(", ")
+        )
+    })
+}
+
+/// The API model's complaint about a `Message` of 0 or more than 4096 bytes (its value is
+/// left out, as AWS leaves out sensitive values).
+fn message_violation(message: &[u8]) -> Option<String> {
+    let bound = if message.is_empty() {
+        "greater than or equal to 1"
+    } else if message.len() > MESSAGE_MAX {
+        "less than or equal to 4096"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "Value at 'message' failed to satisfy constraint: Member must have length {bound}"
+    ))
+}
+
 /// Checks GenerateMac's and VerifyMac's algorithm and message.
 fn check_mac_request(name: &str, message: &[u8]) -> Result<MacAlgorithm, KmsError> {
-    let mut violations = Vec::new();
-    if !MODEL_MAC_ALGORITHMS.contains(&name) {
-        violations.push(format!(
-            "Value '{name}' at 'macAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
-            MODEL_MAC_ALGORITHMS.join(", ")
-        ));
-    }
-    if message.is_empty() || message.len() > MESSAGE_MAX {
-        violations.push(format!(
-            "Value at 'message' failed to satisfy constraint: Member must have length {}",
-            if message.is_empty() {
-                "greater than or equal to 1"
-            } else {
-                "less than or equal to 4096"
-            }
-        ));
-    }
+    let violations: Vec<String> = [
+        enum_violation("macAlgorithm", name, MODEL_MAC_ALGORITHMS),
+        message_violation(message),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if !violations.is_empty() {
         return Err(validation_errors(violations));
     }
