@@ -115,27 +115,12 @@ impl Member {
         handle: ObjectHandle,
         key_id: &[u8],
     ) -> Result<ObjectInspection, HsmError> {
-        use AttributeType as T;
-        let wanted = [
-            T::Sensitive,
-            T::AlwaysSensitive,
-            T::Extractable,
-            T::NeverExtractable,
-            T::WrapWithTrusted,
-            T::Trusted,
-            T::Encrypt,
-            T::Decrypt,
-            T::Sign,
-            T::Verify,
-            T::Derive,
-            T::Wrap,
-            T::Unwrap,
-            T::Token,
-            T::Private,
-            T::CheckValue,
-            T::Class,
-            T::KeyType,
-        ];
+        let mut wanted = KeyAttributes::TYPES.to_vec();
+        wanted.extend([
+            AttributeType::CheckValue,
+            AttributeType::Class,
+            AttributeType::KeyType,
+        ]);
         let values = session
             .get_attributes(handle, &wanted)
             .map_err(self.pkcs11_error())?;
@@ -143,22 +128,10 @@ impl Member {
         let mut check_values = Vec::new();
         let (mut class, mut key_type) = (None, None);
         for value in values {
+            if attributes.record(&value) {
+                continue;
+            }
             match value {
-                Attribute::Sensitive(v) => attributes.sensitive = v,
-                Attribute::AlwaysSensitive(v) => attributes.always_sensitive = v,
-                Attribute::Extractable(v) => attributes.extractable = v,
-                Attribute::NeverExtractable(v) => attributes.never_extractable = v,
-                Attribute::WrapWithTrusted(v) => attributes.wrap_with_trusted = v,
-                Attribute::Trusted(v) => attributes.trusted = v,
-                Attribute::Encrypt(v) => attributes.encrypt = v,
-                Attribute::Decrypt(v) => attributes.decrypt = v,
-                Attribute::Sign(v) => attributes.sign = v,
-                Attribute::Verify(v) => attributes.verify = v,
-                Attribute::Derive(v) => attributes.derive = v,
-                Attribute::Wrap(v) => attributes.wrap = v,
-                Attribute::Unwrap(v) => attributes.unwrap = v,
-                Attribute::Token(v) => attributes.token = v,
-                Attribute::Private(v) => attributes.private = v,
                 Attribute::Class(v) => class = Some(v),
                 Attribute::KeyType(v) => key_type = Some(v),
                 Attribute::CheckValue(bytes) if !bytes.is_empty() => {

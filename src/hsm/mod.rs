@@ -73,6 +73,51 @@ pub struct KeyAttributes {
     pub private: bool,
 }
 
+impl KeyAttributes {
+    /// The attribute types these fields hold.
+    pub const TYPES: [AttributeType; 15] = [
+        AttributeType::Sensitive,
+        AttributeType::AlwaysSensitive,
+        AttributeType::Extractable,
+        AttributeType::NeverExtractable,
+        AttributeType::WrapWithTrusted,
+        AttributeType::Trusted,
+        AttributeType::Encrypt,
+        AttributeType::Decrypt,
+        AttributeType::Sign,
+        AttributeType::Verify,
+        AttributeType::Derive,
+        AttributeType::Wrap,
+        AttributeType::Unwrap,
+        AttributeType::Token,
+        AttributeType::Private,
+    ];
+
+    /// Takes in one attribute read back; `false` for one that is not among [`Self::TYPES`].
+    pub fn record(&mut self, attribute: &Attribute) -> bool {
+        let field = match attribute {
+            Attribute::Sensitive(v) => (&mut self.sensitive, *v),
+            Attribute::AlwaysSensitive(v) => (&mut self.always_sensitive, *v),
+            Attribute::Extractable(v) => (&mut self.extractable, *v),
+            Attribute::NeverExtractable(v) => (&mut self.never_extractable, *v),
+            Attribute::WrapWithTrusted(v) => (&mut self.wrap_with_trusted, *v),
+            Attribute::Trusted(v) => (&mut self.trusted, *v),
+            Attribute::Encrypt(v) => (&mut self.encrypt, *v),
+            Attribute::Decrypt(v) => (&mut self.decrypt, *v),
+            Attribute::Sign(v) => (&mut self.sign, *v),
+            Attribute::Verify(v) => (&mut self.verify, *v),
+            Attribute::Derive(v) => (&mut self.derive, *v),
+            Attribute::Wrap(v) => (&mut self.wrap, *v),
+            Attribute::Unwrap(v) => (&mut self.unwrap, *v),
+            Attribute::Token(v) => (&mut self.token, *v),
+            Attribute::Private(v) => (&mut self.private, *v),
+            _ => return false,
+        };
+        *field.0 = field.1;
+        true
+    }
+}
+
 /// What a member needs of its domain key when it connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainKey {
@@ -710,63 +755,12 @@ impl Member {
     pub fn key_attributes(self: &Arc<Self>, key_id: &[u8]) -> Result<KeyAttributes, HsmError> {
         self.with_session(|connection, session| {
             let handle = self.key_handle(connection, session, key_id)?;
-            use AttributeType as T;
-            let wanted = [
-                T::Sensitive,
-                T::AlwaysSensitive,
-                T::Extractable,
-                T::NeverExtractable,
-                T::WrapWithTrusted,
-                T::Trusted,
-                T::Encrypt,
-                T::Decrypt,
-                T::Sign,
-                T::Verify,
-                T::Derive,
-                T::Wrap,
-                T::Unwrap,
-                T::Token,
-                T::Private,
-            ];
             let values = session
-                .get_attributes(handle, &wanted)
+                .get_attributes(handle, &KeyAttributes::TYPES)
                 .map_err(self.pkcs11_error())?;
-            let mut attributes = KeyAttributes {
-                sensitive: false,
-                always_sensitive: false,
-                extractable: false,
-                never_extractable: false,
-                wrap_with_trusted: false,
-                trusted: false,
-                encrypt: false,
-                decrypt: false,
-                sign: false,
-                verify: false,
-                derive: false,
-                wrap: false,
-                unwrap: false,
-                token: false,
-                private: false,
-            };
-            for value in values {
-                match value {
-                    Attribute::Sensitive(v) => attributes.sensitive = v,
-                    Attribute::AlwaysSensitive(v) => attributes.always_sensitive = v,
-                    Attribute::Extractable(v) => attributes.extractable = v,
-                    Attribute::NeverExtractable(v) => attributes.never_extractable = v,
-                    Attribute::WrapWithTrusted(v) => attributes.wrap_with_trusted = v,
-                    Attribute::Trusted(v) => attributes.trusted = v,
-                    Attribute::Encrypt(v) => attributes.encrypt = v,
-                    Attribute::Decrypt(v) => attributes.decrypt = v,
-                    Attribute::Sign(v) => attributes.sign = v,
-                    Attribute::Verify(v) => attributes.verify = v,
-                    Attribute::Derive(v) => attributes.derive = v,
-                    Attribute::Wrap(v) => attributes.wrap = v,
-                    Attribute::Unwrap(v) => attributes.unwrap = v,
-                    Attribute::Token(v) => attributes.token = v,
-                    Attribute::Private(v) => attributes.private = v,
-                    _ => {}
-                }
+            let mut attributes = KeyAttributes::default();
+            for value in &values {
+                attributes.record(value);
             }
             Ok(attributes)
         })
