@@ -54,11 +54,15 @@ USERS = {
         None,
     ),
     "stranger": (OTHER_ACCOUNT, None, {}, None),
+    # A LocalStack/moto-style harness credential: access key id "test".
+    "harness": (ACCOUNT, None, {}, None),
 }
 
 
 def user_access_key(name: str) -> str:
-    """The access key id of one of USERS."""
+    """The access key id of one of USERS (the harness signs as "test", as such harnesses do)."""
+    if name == "harness":
+        return "test"
     return f"AKIATEST{name.upper():0<12}"[:20]
 
 

@@ -492,3 +492,12 @@ def test_unsupported_operation(kms):
     # SM2 is offered by AWS in its China regions only; hsm-kms holds no SM2 keys.
     with pytest.raises(kms.exceptions.UnsupportedOperationException):
         kms.create_key(KeySpec="SM2", KeyUsage="SIGN_VERIFY")
+
+
+def test_a_harness_signing_with_a_short_access_key_id_is_served(kms_as):
+    # Test harnesses written for LocalStack or moto sign with ids like "test"; pointing them at
+    # hsm-kms takes only the endpoint and a [[credentials]] entry.
+    harness = kms_as("harness")
+    key = harness.create_key(Description="from a harness")["KeyMetadata"]
+    blob = harness.encrypt(KeyId=key["KeyId"], Plaintext=b"x")["CiphertextBlob"]
+    assert harness.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
