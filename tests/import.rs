@@ -12,14 +12,11 @@ use std::time::Duration;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::object::{Attribute, ObjectClass};
-use cryptoki::session::{Session, UserType};
 use secrecy::SecretSlice;
 
 use common::kms::*;
-use common::{TestCluster, TestStore};
+use common::{TestCluster, TestStore, raw_session};
 use hsm_kms::clock::Clock;
 use hsm_kms::error::KmsError;
 use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
@@ -27,27 +24,6 @@ use hsm_kms::keystore::api::*;
 
 const MEMBERS: [&str; 2] = ["hsm-a", "hsm-b"];
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// A raw PKCS#11 session on a member's token, beside the key store (same process).
-fn raw_session(tc: &TestCluster, member: &str) -> Session {
-    let pkcs11 = Pkcs11::new(tc.path(&format!("{member}/libsofthsm2-{member}.so"))).unwrap();
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(error) => panic!("{error}"),
-    }
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == member)
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    match session.login(UserType::User, Some(&tc.user_pin(member).into())) {
-        Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(error) => panic!("{error}"),
-    }
-    session
-}
 
 /// Secret key objects of `key_id`'s material on each member (token objects, by CKA_ID).
 fn material_objects(ts: &TestStore, key_id: &str) -> Vec<usize> {

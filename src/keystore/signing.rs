@@ -8,6 +8,8 @@
 //! in constant time. The audit trail records key, algorithms and message type, never a
 //! message, signature or MAC.
 
+use std::sync::Arc;
+
 use secrecy::{ExposeSecret, SecretSlice};
 use subtle::ConstantTimeEq;
 
@@ -51,6 +53,19 @@ const MODEL_MAC_ALGORITHMS: &[&str] = &[
     "HMAC_SHA_512",
 ];
 
+/// A Sign or Verify ready for the HSM: the key, the algorithm, the digest, the curve.
+type Prepared = (Arc<KeyRecord>, SigningAlgorithm, Vec<u8>, Option<Curve>);
+
+/// The request members Sign and Verify share.
+struct SigningParts<'a> {
+    key_id: &'a str,
+    algorithm: &'a str,
+    message_type: Option<&'a str>,
+    message: &'a [u8],
+    grant_tokens: &'a [String],
+    dry_run: Option<bool>,
+}
+
 /// The parts of Sign and Verify that are checked before the key is read.
 struct Signing<'a> {
     algorithm_name: &'a str,
@@ -69,22 +84,19 @@ impl KeyStore {
             request.message_type.as_deref(),
         );
         self.audited(caller, call, |call| {
-            let signing = Signing::checked(
-                &request.signing_algorithm,
-                request.message_type.as_deref(),
-                &request.message,
-            )?;
-            let key = self.signing_key(
+            let (key, algorithm, digest, curve) = self.signing_prologue(
                 caller,
                 call,
                 Operation::Sign,
-                &request.key_id,
-                &signing,
-                &request.grant_tokens,
+                SigningParts {
+                    key_id: &request.key_id,
+                    algorithm: &request.signing_algorithm,
+                    message_type: request.message_type.as_deref(),
+                    message: &request.message,
+                    grant_tokens: &request.grant_tokens,
+                    dry_run: request.dry_run,
+                },
             )?;
-            let (algorithm, digest) = signing.digest_for(&key)?;
-            dry_run(request.dry_run)?;
-            let curve = key.material_spec()?.spec.curve();
             let signature = self
                 .cluster_of(&key)?
                 .with_material(&current_material(&key), |member, id| {
@@ -115,11 +127,6 @@ impl KeyStore {
             request.message_type.as_deref(),
         );
         self.audited(caller, call, |call| {
-            let signing = Signing::checked(
-                &request.signing_algorithm,
-                request.message_type.as_deref(),
-                &request.message,
-            )?;
             if request.signature.is_empty() || request.signature.len() > 6144 {
                 return Err(KmsError::constraint_violation(
                     "signature",
@@ -131,17 +138,19 @@ impl KeyStore {
                     }],
                 ));
             }
-            let key = self.signing_key(
+            let (key, algorithm, digest, curve) = self.signing_prologue(
                 caller,
                 call,
                 Operation::Verify,
-                &request.key_id,
-                &signing,
-                &request.grant_tokens,
+                SigningParts {
+                    key_id: &request.key_id,
+                    algorithm: &request.signing_algorithm,
+                    message_type: request.message_type.as_deref(),
+                    message: &request.message,
+                    grant_tokens: &request.grant_tokens,
+                    dry_run: request.dry_run,
+                },
             )?;
-            let (algorithm, digest) = signing.digest_for(&key)?;
-            dry_run(request.dry_run)?;
-            let curve = key.material_spec()?.spec.curve();
             let valid = self
                 .cluster_of(&key)?
                 .with_material(&current_material(&key), |member, id| {
@@ -357,6 +366,31 @@ impl KeyStore {
         })
     }
 
+    /// What Sign and Verify share before the HSM: the parameters checked (the message's
+    /// signature, for Verify, is checked by the caller first), the key authorized and of
+    /// usage SIGN_VERIFY, the algorithm it offers, the digest to sign or verify, DryRun.
+    fn signing_prologue(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        operation: Operation,
+        parts: SigningParts<'_>,
+    ) -> Result<Prepared, KmsError> {
+        let signing = Signing::checked(parts.algorithm, parts.message_type, parts.message)?;
+        let key = self.signing_key(
+            caller,
+            call,
+            operation,
+            parts.key_id,
+            &signing,
+            parts.grant_tokens,
+        )?;
+        let (algorithm, digest) = signing.digest_for(&key)?;
+        dry_run(parts.dry_run)?;
+        let curve = key.material_spec()?.spec.curve();
+        Ok((key, algorithm, digest, curve))
+    }
+
     /// The prologue of Sign and Verify: the key, authorized with `kms:SigningAlgorithm` and
     /// `kms:MessageType`, of usage SIGN_VERIFY, offering the algorithm.
     fn signing_key(
@@ -367,7 +401,7 @@ impl KeyStore {
         key_id: &str,
         signing: &Signing<'_>,
         grant_tokens: &[String],
-    ) -> Result<std::sync::Arc<KeyRecord>, KmsError> {
+    ) -> Result<Arc<KeyRecord>, KmsError> {
         let access = Access::of(operation)
             .with_grant_tokens(grant_tokens)
             .with(|mut context| {
@@ -390,7 +424,7 @@ impl KeyStore {
         key_id: &str,
         algorithm: MacAlgorithm,
         grant_tokens: &[String],
-    ) -> Result<std::sync::Arc<KeyRecord>, KmsError> {
+    ) -> Result<Arc<KeyRecord>, KmsError> {
         let access = Access::of(operation)
             .with_grant_tokens(grant_tokens)
             .with(|mut context| {
