@@ -45,6 +45,13 @@ struct SealedInput<'a> {
     grant_tokens: &'a [String],
 }
 
+/// A ciphertext blob opened: its key, the material version that sealed it, the plaintext.
+struct OpenedBlob {
+    key: Arc<KeyRecord>,
+    version: u32,
+    plaintext: Zeroizing<Vec<u8>>,
+}
+
 /// A fresh data key: its key, the plaintext bytes and the ciphertext blob.
 type DataKey = (Arc<KeyRecord>, Zeroizing<Vec<u8>>, Vec<u8>);
 
@@ -130,7 +137,11 @@ impl KeyStore {
             if let Some(opened) = self.rsa_decrypt(caller, call, &request)? {
                 return Ok(opened);
             }
-            let (key, plaintext) = self.open_blob(
+            let OpenedBlob {
+                key,
+                version,
+                plaintext,
+            } = self.open_blob(
                 caller,
                 call,
                 SealedInput {
@@ -142,10 +153,6 @@ impl KeyStore {
                 },
                 Operation::Decrypt,
             )?;
-            // The blob parsed inside open_blob: its header names the material version.
-            let version = CiphertextBlob::parse(&request.ciphertext_blob)?
-                .header()
-                .material_version();
             Ok(DecryptResponse {
                 key_id: key.arn(),
                 plaintext: SecretSlice::from(plaintext.to_vec()),
@@ -208,7 +215,11 @@ impl KeyStore {
             let (source, source_algorithm, plaintext) = match rsa_source {
                 Some((source, algorithm, plaintext)) => (source, algorithm.as_str(), plaintext),
                 None => {
-                    let (source, plaintext) = self.open_blob(
+                    let OpenedBlob {
+                        key: source,
+                        plaintext,
+                        ..
+                    } = self.open_blob(
                         caller,
                         call,
                         SealedInput {
@@ -404,7 +415,7 @@ impl KeyStore {
         call: &mut Call,
         input: SealedInput<'_>,
         operation: Operation,
-    ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>), KmsError> {
+    ) -> Result<OpenedBlob, KmsError> {
         let SealedInput {
             blob,
             context,
@@ -488,7 +499,11 @@ impl KeyStore {
                 }
             })?;
         call.served_by(plaintext.member.name());
-        Ok((key, plaintext.value))
+        Ok(OpenedBlob {
+            key,
+            version: header.material_version(),
+            plaintext: plaintext.value,
+        })
     }
 }
 
@@ -617,6 +632,9 @@ pub(super) fn rsa_algorithm(
     operation: Operation,
     requested: Option<&str>,
 ) -> Result<Option<EncryptionAlgorithm>, KmsError> {
+    if key.key_spec == SYMMETRIC_DEFAULT && matches!(requested, None | Some(SYMMETRIC_DEFAULT)) {
+        return Ok(None);
+    }
     let spec = key.material_spec()?;
     if spec.spec.rsa_bits().is_none() {
         return match requested {
