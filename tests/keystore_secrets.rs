@@ -158,6 +158,82 @@ fn plaintext_and_data_keys_never_reach_disk_errors_or_debug_output() {
     );
     secrets.push(("random bytes", random_bytes));
 
+    // The secrets of the asymmetric and HMAC operations: a data key pair's private key, an
+    // ECDH shared secret, and a message given to GenerateMac.
+    let pair = ts
+        .store
+        .generate_data_key_pair(
+            &ts.caller,
+            GenerateDataKeyPairRequest {
+                key_id: k.into(),
+                key_pair_spec: "ECC_NIST_P256".into(),
+                encryption_context: ctx(&context),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let private_key = pair.private_key_plaintext.expose_secret().to_vec();
+    assert_hidden(
+        &format!("{pair:?}"),
+        &private_key,
+        "GenerateDataKeyPairResponse Debug",
+    );
+    secrets.push(("data key pair private key", private_key));
+    let agreeing = |usage: &str, spec: &str| {
+        ts.store
+            .create_key(
+                &ts.caller,
+                CreateKeyRequest {
+                    key_spec: Some(spec.into()),
+                    key_usage: Some(usage.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .key_metadata
+            .key_id
+    };
+    let ours = agreeing("KEY_AGREEMENT", "ECC_NIST_P256");
+    let theirs = agreeing("KEY_AGREEMENT", "ECC_NIST_P256");
+    let their_public = ts
+        .store
+        .get_public_key(&ts.caller, key_id(&theirs))
+        .unwrap()
+        .public_key;
+    let shared = ts
+        .store
+        .derive_shared_secret(
+            &ts.caller,
+            DeriveSharedSecretRequest {
+                key_id: ours,
+                key_agreement_algorithm: "ECDH".into(),
+                public_key: their_public,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let shared_secret = shared.shared_secret.expose_secret().to_vec();
+    assert_hidden(
+        &format!("{shared:?}"),
+        &shared_secret,
+        "DeriveSharedSecretResponse Debug",
+    );
+    secrets.push(("shared secret", shared_secret));
+    let mac_message = b"MAC-MESSAGE-MARKER-0123456789abcdef".to_vec();
+    let mac_request = GenerateMacRequest {
+        message: SecretSlice::from(mac_message.clone()),
+        key_id: agreeing("GENERATE_VERIFY_MAC", "HMAC_256"),
+        mac_algorithm: "HMAC_SHA_256".into(),
+        ..Default::default()
+    };
+    assert_hidden(
+        &format!("{mac_request:?}"),
+        &mac_message,
+        "GenerateMacRequest Debug",
+    );
+    ts.store.generate_mac(&ts.caller, mac_request).unwrap();
+    secrets.push(("MAC message", mac_message));
+
     // Refusals around the secrets do not repeat them.
     let mut errors = vec![
         decrypt(&ts, &sealed.ciphertext_blob, &[("purpose", "other")], None).unwrap_err(),
