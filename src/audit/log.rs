@@ -172,12 +172,13 @@ impl StoredEvent {
         serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(PREFIX_LEN + self.json.len());
-        bytes.extend_from_slice(&self.seq.to_be_bytes());
-        bytes.extend_from_slice(&self.previous);
-        bytes.extend_from_slice(&self.hash);
-        bytes.extend_from_slice(&self.json);
+    /// The stored form of an event: the fixed prefix, then its JSON.
+    fn encode(seq: u64, previous: &[u8; 32], hash: &[u8; 32], json: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(PREFIX_LEN + json.len());
+        bytes.extend_from_slice(&seq.to_be_bytes());
+        bytes.extend_from_slice(previous);
+        bytes.extend_from_slice(hash);
+        bytes.extend_from_slice(json);
         bytes
     }
 
@@ -454,7 +455,11 @@ impl AuditLog {
 
     /// Appends an event; with `durable`, returns only once its group is flushed, or with
     /// [`AuditError::Write`] if that group was dropped.
-    pub fn append(&self, event: &Value, durable: bool) -> Result<(), AuditError> {
+    pub fn append(
+        &self,
+        event: &(impl Serialize + ?Sized),
+        durable: bool,
+    ) -> Result<(), AuditError> {
         if !self.shared.settings.enabled {
             return Ok(());
         }
@@ -464,7 +469,7 @@ impl AuditLog {
     /// Durably records the intent of a state-changing call before it changes anything:
     /// `intent_event` is the call's event with its outcome unknown, chained as it is should
     /// the call never be completed. On an error the call must not go ahead.
-    pub fn begin(&self, intent_event: &Value) -> Result<Intent, AuditError> {
+    pub fn begin(&self, intent_event: &(impl Serialize + ?Sized)) -> Result<Intent, AuditError> {
         let json = encode(intent_event)?;
         let key = [INTENT_PREFIX, uuid::Uuid::new_v4().to_string().as_bytes()].concat();
         {
@@ -492,7 +497,11 @@ impl AuditLog {
     /// Appends the final event of a call begun with [`AuditLog::begin`], durably, deleting
     /// its intent in the same batch. If that group is dropped, the intent stays and is chained
     /// as an orphan, so the change remains on record.
-    pub fn complete(&self, intent: Intent, event: &Value) -> Result<(), AuditError> {
+    pub fn complete(
+        &self,
+        intent: Intent,
+        event: &(impl Serialize + ?Sized),
+    ) -> Result<(), AuditError> {
         match encode(event) {
             Ok(json) => self.enqueue(json, true, Some(intent.key)),
             Err(error) => {
@@ -591,7 +600,7 @@ impl Drop for AuditLog {
     }
 }
 
-fn encode(event: &Value) -> Result<Vec<u8>, AuditError> {
+fn encode(event: &(impl Serialize + ?Sized)) -> Result<Vec<u8>, AuditError> {
     serde_json::to_vec(event).map_err(|e| AuditError::Encode(e.to_string()))
 }
 
@@ -867,13 +876,11 @@ impl Shared {
         for json in chained {
             let seq = next.seq + 1;
             let hash = chain_hash(&next.hash, seq, json);
-            let stored = StoredEvent {
-                seq,
-                previous: next.hash,
-                hash,
-                json: json.clone(),
-            };
-            batch.put(Table::Audit, &seq.to_be_bytes(), stored.encode());
+            batch.put(
+                Table::Audit,
+                &seq.to_be_bytes(),
+                StoredEvent::encode(seq, &next.hash, &hash, json),
+            );
             next = Head { seq, hash };
         }
         let settled = orphans.iter().map(|orphan| &orphan.key).chain(

@@ -337,13 +337,9 @@ impl KeyStore {
         let refused = admitted.is_err();
         let result = admitted.and_then(|()| operation(&mut call));
         let key_owner = call.key_owner.take();
-        let mut event = call.into_event(
-            caller,
-            self.cluster.name(),
-            self.now(),
-            result.as_ref().err(),
-        );
-        let owner_event = key_owner.map(|owner| Call::owner_copy(&owner, &mut event));
+        let error = result.as_ref().err();
+        let mut event = call.event(caller, self.cluster.name(), self.now(), error);
+        let owner_event = key_owner.as_deref().map(|owner| event.owner_copy(owner));
         let recorded = match intent {
             Some(intent) => self.audit.complete(intent, &event),
             None => self.audit.append(&event, durable && !refused),
