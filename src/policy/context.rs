@@ -286,6 +286,27 @@ impl RequestContext {
         }
     }
 
+    /// A request for `action` on `resource` by `caller` with no condition keys at all, for
+    /// policies that have no conditions ([`PolicyDocument::has_conditions`]): their decision
+    /// rests on the action, the resource and the caller alone, so filling the keys would be
+    /// work for nothing on every call.
+    ///
+    /// [`PolicyDocument::has_conditions`]: super::PolicyDocument::has_conditions
+    pub fn without_condition_keys(
+        action: &str,
+        resource: &str,
+        caller: CallerIdentity,
+    ) -> RequestContext {
+        RequestContext {
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            caller,
+            keys: BTreeMap::new(),
+            encryption_context: BTreeMap::new(),
+            requested_constraints: None,
+        }
+    }
+
     /// Sets a single-valued condition key (name case-insensitive).
     pub fn set(&mut self, key: &str, value: &str) {
         self.keys.insert(

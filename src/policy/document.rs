@@ -191,6 +191,13 @@ impl PolicyDocument {
         self.version
     }
 
+    /// Whether any statement has a `Condition`: only then does a decision read condition keys.
+    pub fn has_conditions(&self) -> bool {
+        self.statements
+            .iter()
+            .any(|statement| !statement.conditions.is_empty())
+    }
+
     /// The statements, in document order.
     pub fn statements(&self) -> &[Statement] {
         &self.statements
