@@ -22,19 +22,37 @@ pub const CONFIG_ENV: &str = "HSM_KMS_CONFIG";
 /// A configuration problem, named precisely enough to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Neither `--config` nor `HSM_KMS_CONFIG` names a file.
     #[error("no config file: pass --config FILE or set {CONFIG_ENV}")]
     NotGiven,
+    /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file is not a valid config.
     #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the TOML parser's position.
+        message: String,
+    },
+    /// Config text that is not a valid config: bad TOML, an unknown field, or values that
+    /// do not fit together (read from a file, this becomes [`ConfigError::Parse`]).
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// A secret reference could not be resolved.
     #[error("cannot resolve secret {reference}: {reason}")]
-    Secret { reference: String, reason: String },
+    Secret {
+        /// The reference as written (`env:VAR`, `file:PATH`), never the secret.
+        reference: String,
+        /// Why it could not be resolved.
+        reason: String,
+    },
 }
 
 /// The whole configuration file.
@@ -43,7 +61,9 @@ pub enum ConfigError {
 pub struct Config {
     /// Name of the cluster that serves keys of origin AWS_KMS.
     pub default_cluster: String,
+    /// `[service]`: who this service is and where it keeps its metadata.
     pub service: ServiceConfig,
+    /// `[clusters.NAME]`: the HSM clusters, by name.
     pub clusters: BTreeMap<String, ClusterConfig>,
     /// How the audit trail commits and seals.
     #[serde(default)]
@@ -72,7 +92,9 @@ pub struct ServiceConfig {
     /// empty and always holds `region` (left out, it is `[region]`).
     #[serde(default)]
     pub regions: Vec<String>,
+    /// The 12-digit account local callers act as, and that owns keys of the default scope.
     pub account_id: String,
+    /// Where the metadata store (sled) and the default alarm file live.
     pub data_dir: PathBuf,
 }
 
@@ -91,6 +113,7 @@ pub enum Replication {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// How key material reaches every HSM of the cluster.
     pub replication: Replication,
     /// Members of an `hsm-kms` replicated cluster.
     #[serde(default)]
@@ -135,6 +158,7 @@ fn default_sessions_per_member() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
+    /// The member's name in logs, metrics and the audit trail.
     pub name: String,
     /// Availability zone; required for members of a replicated cluster.
     pub zone: Option<String>,
@@ -142,6 +166,7 @@ pub struct MemberConfig {
     pub module: PathBuf,
     /// Token label or RFC 7512 `pkcs11:` URI.
     pub token: TokenSelector,
+    /// The PKCS#11 user PIN, by reference.
     pub user_pin: SecretRef,
     /// Security officer PIN, used only by ceremonies.
     pub so_pin: Option<SecretRef>,
@@ -154,9 +179,11 @@ pub struct MemberConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HsmEndpoint {
+    /// The HSM's name in logs and `cluster status`.
     pub name: String,
     /// `host:port` the HSM answers on.
     pub address: String,
+    /// Its availability zone.
     pub zone: String,
 }
 
@@ -316,7 +343,10 @@ impl ClusterConfig {
 #[derive(Clone, Deserialize)]
 #[serde(try_from = "String")]
 pub enum SecretRef {
+    /// `env:VAR`: the value of an environment variable.
     Env(String),
+    /// `file:PATH`: a file's contents without a trailing newline; group and others may not
+    /// have access to the file.
     File(PathBuf),
     /// A secret handed over by the program itself (a custom key store's unsealed password);
     /// no config text can name it.
@@ -424,6 +454,7 @@ impl SecretRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawCredentialConfig")]
 pub struct CredentialConfig {
+    /// Where its access key id and secret come from.
     pub source: CredentialSource,
     /// The 12-digit account the caller belongs to.
     pub account_id: String,
@@ -442,12 +473,19 @@ pub struct CredentialConfig {
 pub enum CredentialSource {
     /// An access key id in the config, its secret by reference.
     Inline {
+        /// The access key id, e.g. `AKIA...`.
         access_key_id: String,
+        /// The secret access key, by reference.
         secret: SecretRef,
     },
     /// `aws_access_key_id` and `aws_secret_access_key` of one profile of an AWS
     /// shared-credentials file.
-    SharedFile { path: PathBuf, profile: String },
+    SharedFile {
+        /// The shared-credentials file.
+        path: PathBuf,
+        /// The profile (section) to read.
+        profile: String,
+    },
 }
 
 /// `[[credentials]]` as written, before choosing its form.
@@ -664,9 +702,13 @@ fn shared_credentials_profile(text: &str, profile: &str) -> Result<(String, Secr
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct TokenSelector {
+    /// The token label (`token=`).
     pub label: Option<String>,
+    /// The token's serial number (`serial=`).
     pub serial: Option<String>,
+    /// The token's manufacturer id (`manufacturer=`).
     pub manufacturer: Option<String>,
+    /// The token's model (`model=`).
     pub model: Option<String>,
 }
 

@@ -73,7 +73,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// An access key the endpoint accepts, and who it acts as.
 #[derive(Debug)]
 pub struct Credential {
+    /// The access key id requests name in their credential scope.
     pub access_key_id: String,
+    /// The secret access key the signature is computed with.
     pub secret: SecretString,
     /// The 12-digit account the caller belongs to.
     pub account_id: String,
@@ -155,6 +157,7 @@ pub struct HttpRequest<'a> {
     /// Every header as received: names in any case, repeated names in their order. Over
     /// HTTP/2 the server passes the `:authority` as `host`.
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// The body as received, hashed into the canonical request.
     pub body: &'a [u8],
 }
 
@@ -174,7 +177,9 @@ impl fmt::Debug for HttpRequest<'_> {
 /// Who sent an authenticated request, and where it acts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The access key that signed.
     pub access_key_id: String,
+    /// The IAM principal the credential acts as.
     pub principal_arn: String,
     /// The credential's account and the region of the signature's credential scope.
     pub scope: Scope,
