@@ -809,24 +809,22 @@ impl fmt::Display for TokenSelector {
     }
 }
 
+/// Decodes the `%XX` escapes of a pkcs11 URI attribute value (RFC 7512); a `%` not followed
+/// by two hex digits is an error, as is a result that is not UTF-8.
 fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in {text:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = text.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(format!("bad percent-encoding in {text:?}"));
     }
-    String::from_utf8(out).map_err(|_| format!("percent-encoding in {text:?} is not UTF-8"))
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(String::from)
+        .map_err(|_| format!("percent-encoding in {text:?} is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -1141,5 +1139,21 @@ region = us-east-1
             "{error}"
         );
         assert!(!error.contains("dev/secret"), "{error}");
+    }
+
+    #[test]
+    fn pkcs11_uri_values_are_percent_decoded_and_bad_escapes_refused() {
+        let selector = TokenSelector::parse("pkcs11:token=my%20token;serial=00%2f1").unwrap();
+        assert_eq!(selector.label.as_deref(), Some("my token"));
+        assert_eq!(selector.serial.as_deref(), Some("00/1"));
+        for (uri, error) in [
+            ("pkcs11:token=a%2", "bad percent-encoding"),
+            ("pkcs11:token=%zz", "bad percent-encoding"),
+            ("pkcs11:token=100%", "bad percent-encoding"),
+            ("pkcs11:token=%FF", "not UTF-8"),
+        ] {
+            let message = TokenSelector::parse(uri).unwrap_err();
+            assert!(message.contains(error), "{uri}: {message}");
+        }
     }
 }
