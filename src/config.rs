@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -73,13 +74,61 @@ pub struct Config {
     pub alarms: crate::audit::alarm::AlarmsConfig,
     /// The HTTP endpoint of `hsm-kms serve`.
     #[serde(default)]
-    pub server: crate::server::ServerConfig,
+    pub server: ServerConfig,
     /// The access keys that may call the HTTP endpoint (`[[credentials]]`).
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// Thresholds of `hsm-kms compliance check`.
     #[serde(default)]
     pub compliance: crate::compliance::settings::ComplianceSettings,
+}
+
+/// The `[server]` section of the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (overridden by `--listen`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key; without them only loopback is served.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Most requests worked on at once; more wait up to `queue_timeout_ms`, then are throttled.
+    pub max_concurrency: usize,
+    /// How long a request waits for one of the `max_concurrency` places before it is
+    /// throttled.
+    pub queue_timeout_ms: u64,
+    /// Time a client has to send the request headers, from their first byte.
+    pub header_timeout_ms: u64,
+    /// Time a client has to send the request body, once its headers have arrived.
+    pub body_timeout_ms: u64,
+    /// Time a connection with no request in progress (a keep-alive connection between
+    /// requests, or a new one) may stay silent before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Pause between background maintenance runs (deletions, rotations).
+    pub maintenance_interval_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 64 * 1024,
+            max_concurrency: 256,
+            queue_timeout_ms: 2000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            maintenance_interval_s: 60,
+        }
+    }
 }
 
 /// Who this service is in AWS terms and where it keeps its metadata.

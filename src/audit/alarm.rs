@@ -232,6 +232,9 @@ impl AlarmConfig {
             });
         }
         if let Some(url) = &self.http {
+            if !cfg!(feature = "alarm-http") {
+                return Err("http actions need hsm-kms built with the `alarm-http` feature".into());
+            }
             if !url.starts_with("http://") || url.len() <= "http://".len() {
                 return Err(format!("http must be an http:// URL, not {url:?}"));
             }

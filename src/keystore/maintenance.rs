@@ -203,7 +203,7 @@ impl KeyStore {
         let Some((key, marked, cluster)) = self.mark_destruction(key_id)? else {
             return Ok(Deletion::NotDue);
         };
-        crate::fault::crash_point("delete-key:after-mark");
+        crash_point!("delete-key:after-mark");
         let mut pending = BTreeSet::new();
         // Imported material deleted while a member was away is destroyed with the rest.
         let owed = key
@@ -214,7 +214,7 @@ impl KeyStore {
             let report = cluster.destroy_key(&MaterialId::new(key.key_id.clone(), version));
             pending.extend(report.pending.into_iter().map(|error| error.member));
         }
-        crate::fault::crash_point("delete-key:after-hsm");
+        crash_point!("delete-key:after-hsm");
         let pending: Vec<String> = pending.into_iter().collect();
         let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = Batch::new();
