@@ -1,4 +1,5 @@
-//! hsm-kms: an embedded, HSM-backed key store modelled on AWS KMS.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 /// `crash_point!("name")` aborts the process when `HSM_KMS_CRASH_AT` names that point (see
 /// [`fault`]), with the `fault-injection` feature; without it, it expands to nothing.
