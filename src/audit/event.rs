@@ -34,18 +34,24 @@ const CONTEXT_RECORD_MAX: usize = 8 * 1024;
 /// What one API call did, gathered while it runs.
 #[derive(Debug)]
 pub struct Call {
+    /// The operation's AWS name, e.g. `Encrypt`.
     pub event_name: &'static str,
+    /// Whether the operation only reads (CloudTrail's `readOnly`).
     pub read_only: bool,
     /// Writes state: its event is durable before the call returns.
     pub durable: bool,
+    /// CloudTrail's `requestParameters`: the call's parameters, never a plaintext or key.
     pub request_parameters: Map<String, Value>,
+    /// CloudTrail's `responseElements`, for the operations AWS records them for.
     pub response_elements: Option<Value>,
+    /// The key ARNs the call touched.
     pub resources: BTreeSet<String>,
+    /// The HSM members that served it.
     pub members: BTreeSet<String>,
     /// The `eventID` of the call's event, chosen up front so an intent can name it.
     pub event_id: uuid::Uuid,
     /// The account that owns the key when the caller used another account's key: the call
-    /// is then recorded in both accounts ([`Call::owner_copy`]).
+    /// is then recorded in both accounts ([`ApiCallEvent::owner_copy`]).
     pub key_owner: Option<String>,
 }
 

@@ -142,6 +142,7 @@ mod millis {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
+    /// Reads 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
@@ -151,6 +152,7 @@ mod seconds {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
+    /// Reads 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_secs)
     }
@@ -159,8 +161,11 @@ mod seconds {
 /// One stored event with its place in the chain.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
+    /// Its sequence number, from 1, without gaps.
     pub seq: u64,
+    /// The chain hash of the event before it (zeros for the first).
     pub previous: [u8; 32],
+    /// Its chain hash: [`chain_hash`] of `previous`, `seq` and `json`.
     pub hash: [u8; 32],
     /// The event's JSON exactly as hashed.
     pub json: Vec<u8>,
@@ -208,7 +213,9 @@ pub fn chain_hash(previous: &[u8; 32], seq: u64, json: &[u8]) -> [u8; 32] {
 /// The head of the chain: the last sequence number and its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
+    /// The last sequence number written.
     pub seq: u64,
+    /// Its chain hash.
     #[serde(with = "hex_bytes")]
     pub hash: [u8; 32],
 }
@@ -217,10 +224,12 @@ pub struct Head {
 pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the hash as 64 lowercase hex digits.
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&hex::encode(bytes))
     }
 
+    /// Reads 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(deserializer)?;
         super::parse_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))

@@ -55,12 +55,16 @@ pub use maintenance::{Inconsistency, MaintenanceReport};
 /// Why a key store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The default cluster could not be opened or does not pass its preflight.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The metadata store could not be opened (or another process holds it).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The config does not describe a usable key store.
     #[error("{0}")]
     Config(String),
+    /// The stored metadata could not be read back.
     #[error("{}", .0.message())]
     Metadata(#[from] KmsError),
 }

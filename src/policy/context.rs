@@ -135,7 +135,10 @@ pub enum PrincipalKind {
     /// `arn:aws:sts::<account>:assumed-role/<role>/<session>`: a session of the role whose
     /// ARN this holds (`arn:aws:iam::<account>:role/<role>`), which a key policy naming
     /// the role matches, as in AWS.
-    AssumedRole { role_arn: String },
+    AssumedRole {
+        /// The role's ARN.
+        role_arn: String,
+    },
     /// Any other ARN: matched only by its exact ARN, `"*"` and its account.
     Other,
 }

@@ -40,7 +40,9 @@ pub enum PolicyVersion {
 /// A statement's effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
+    /// `"Allow"`: the statement allows what it matches.
     Allow,
+    /// `"Deny"`: the statement refuses what it matches, whatever else allows it.
     Deny,
 }
 
