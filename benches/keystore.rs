@@ -635,6 +635,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
             version: 1,
             created: 0,
             rotation_type: None,
+            pool_object: None,
         }],
         rotation: None,
         destruction_pending: Vec::new(),
