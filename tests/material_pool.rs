@@ -356,3 +356,73 @@ fn an_object_made_but_never_recorded_is_destroyed_at_start_up() {
     );
     assert!(store.reconcile().unwrap().is_empty());
 }
+
+#[test]
+fn a_member_lacking_a_pool_object_gets_a_proven_copy_when_it_is_claimed() {
+    let ts = TestStore::new();
+    ts.store.start_material_pool(2).unwrap();
+    wait_warm(&ts.store, 2);
+    let members = ts.store.cluster().members();
+    // As if member b had been away when the objects were pooled.
+    for object in ready_objects(&ts.store) {
+        members[1].destroy_key(object.as_bytes()).unwrap();
+    }
+    let key_id = create(&ts.store, &ts.caller);
+    let object = pool_object(&ts.store, &key_id).unwrap();
+    assert!(members[1].has_key(object.as_bytes()).unwrap());
+    let aad = b"copied at claim";
+    let sealed = members[0]
+        .encrypt(object.as_bytes(), &GcmSeal::new(aad, 128).unwrap(), b"s")
+        .unwrap();
+    let opened = members[1]
+        .decrypt(
+            object.as_bytes(),
+            &Gcm::new(sealed.iv(), aad, 128).unwrap(),
+            sealed.ciphertext_and_tag(),
+        )
+        .unwrap();
+    assert_eq!(opened.as_slice(), b"s");
+}
+
+#[test]
+fn maintenance_catches_up_and_deletion_destroys_a_pooled_keys_object() {
+    let ts = TestStore::new();
+    ts.store.start_material_pool(1).unwrap();
+    wait_warm(&ts.store, 1);
+    let key_id = create(&ts.store, &ts.caller);
+    let object = pool_object(&ts.store, &key_id).unwrap();
+    let members = ts.store.cluster().members();
+
+    // A member that lost the key's material gets it back from the key record's indirection.
+    members[1].destroy_key(object.as_bytes()).unwrap();
+    let report = ts.store.run_maintenance().unwrap();
+    assert!(
+        report
+            .caught_up
+            .iter()
+            .any(|caught| caught.member == members[1].name() && caught.copied == [object.clone()]),
+        "{report:?}"
+    );
+    assert!(members[1].has_key(object.as_bytes()).unwrap());
+
+    ts.store
+        .schedule_key_deletion(
+            &ts.caller,
+            hsm_kms::keystore::api::ScheduleKeyDeletionRequest {
+                key_id: key_id.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    ts.clock.advance(Duration::from_secs(8 * 24 * 3600));
+    let report = ts.store.run_maintenance().unwrap();
+    assert_eq!(report.deleted.len(), 1, "{report:?}");
+    for member in members {
+        assert!(
+            !member.has_key(object.as_bytes()).unwrap(),
+            "{}",
+            member.name()
+        );
+    }
+    assert!(ts.store.reconcile().unwrap().is_empty());
+}
