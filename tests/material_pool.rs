@@ -426,3 +426,27 @@ fn maintenance_catches_up_and_deletion_destroys_a_pooled_keys_object() {
     }
     assert!(ts.store.reconcile().unwrap().is_empty());
 }
+
+#[test]
+fn maintenance_destroys_a_pool_object_nothing_names() {
+    let ts = TestStore::new();
+    // As if a member that was away kept a copy the others destroyed meanwhile.
+    let stray = format!("{POOL_PREFIX}stray");
+    ts.store
+        .cluster()
+        .create_key(
+            &hsm_kms::cluster::MaterialId::pool_object(stray.clone()),
+            "stray",
+        )
+        .unwrap();
+    let found = ts.store.reconcile().unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    let report = ts.store.run_maintenance().unwrap();
+    assert_eq!(report.material_pool.unrecorded_destroyed, vec![stray]);
+    assert!(
+        pool_objects_per_member(&ts.store)
+            .iter()
+            .all(|(_, objects)| objects.is_empty())
+    );
+    assert!(ts.store.reconcile().unwrap().is_empty());
+}

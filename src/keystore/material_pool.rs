@@ -23,12 +23,14 @@
 //! back in the pool after a restart; after it, the key owns it. Since the pool table is read
 //! before the key records whenever both are compared, every object is seen in one of them.
 //!
-//! **Reconciliation.** At start-up the objects of the pool's `CKA_ID` prefix that members
-//! hold are compared with the pool and key records: objects neither names (a crash between
-//! generating and recording, or a destruction a member missed) never held anyone's data
-//! and are destroyed; records whose object no member holds are dropped; records past the
-//! configured size (the pool shrank) are dropped, then their objects destroyed. Maintenance
-//! runs the same comparison, without touching the queue.
+//! **Reconciliation.** The refiller writes an object's record, marked unfinished, before it
+//! generates the object, and marks it ready once the object is replicated and proven. At
+//! start-up, unfinished records (a crash while making) have their objects destroyed and go,
+//! and ready records past the configured size (the pool shrank) go, then their objects;
+//! this reads the pool's records only, so opening a store with many keys stays cheap.
+//! Maintenance also compares the pool objects members hold with the pool and key records:
+//! objects neither names (a destruction a member missed while away) never held anyone's
+//! data and are destroyed; records whose object no member holds are dropped.
 //!
 //! **Refilling when idle.** One background thread tops the pool up to its size. It wakes
 //! every [`IDLE_TICK`] and works only after a whole tick in which the key store served no
@@ -65,12 +67,15 @@ pub const IDLE_TICK: Duration = Duration::from_millis(200);
 /// How long the refiller waits after a failed refill.
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
-/// One ready pool object, as stored (identifiers only).
+/// One pool object, as stored (identifiers only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct PoolRecord {
     cluster: String,
     object: String,
     created: i64,
+    /// `false` from before the object is generated until it is replicated and proven: a
+    /// record found so after a crash names an object to destroy, never one to hand out.
+    ready: bool,
 }
 
 /// The material pool of a cluster as `cluster status` and `/metrics` show it.
@@ -182,8 +187,8 @@ impl Drop for MaterialPool {
 
 impl KeyStore {
     /// Starts the material pool of the key store's cluster with `size` objects (0: none):
-    /// reconciles the pool with the HSMs and the key records (destroying what neither
-    /// names and what exceeds `size`), loads the ready objects, and starts the refiller.
+    /// clears what a crash left unfinished, destroys the ready objects past `size`, loads
+    /// the others, and starts the refiller. Reads the pool's records only, not every key.
     pub fn start_material_pool(&self, size: usize) -> Result<PoolReconciled, KmsError> {
         let state = &self.material_pool.state;
         *lock(&state.cluster) = self.cluster.name().to_owned();
@@ -219,60 +224,74 @@ impl KeyStore {
         }
     }
 
-    /// The pool objects of `cluster` its records list (read from the store, so also right
-    /// in a process that did not start the pool, such as `cluster status`).
+    /// The ready pool objects of `cluster` its records list (read from the store, so also
+    /// right in a process that did not start the pool, such as `cluster status`).
     pub fn pooled_objects(&self, cluster: &Cluster) -> Result<BTreeSet<Vec<u8>>, KmsError> {
         Ok(pool_records(self.store.as_ref(), cluster.name())?
             .into_iter()
+            .filter(|record| record.ready)
             .map(|record| record.object.into_bytes())
             .collect())
     }
 
-    /// Compares the pool objects members hold with the pool and key records (see the module
-    /// doc); with `load`, also rebuilds the ready queue and drops what exceeds the size.
+    /// Finishes what the pool left unfinished: objects whose record says they were being
+    /// made are destroyed and their records dropped. With `load` (start-up), also drops what
+    /// exceeds the size and fills the ready queue from the records. Without it
+    /// (maintenance), also compares the pool objects members hold with the pool and key
+    /// records (see the module doc), which lists every member and reads every key record.
     pub(super) fn reconcile_material_pool(&self, load: bool) -> Result<PoolReconciled, KmsError> {
         let state = &self.material_pool.state;
         let _work = lock(&state.hsm_work);
         let cluster = &self.cluster;
-        let listed = cluster.key_objects();
+        // Members first, then the pool, then the keys: see the module doc.
+        let listed = (!load).then(|| cluster.key_objects());
         let records = pool_records(self.store.as_ref(), cluster.name())?;
-        let claimed: BTreeSet<String> = self
-            .all_keys()?
-            .iter()
-            .filter(|key| key.cluster == cluster.name())
-            .flat_map(claimed_objects)
-            .collect();
-        let mut held: BTreeSet<String> = BTreeSet::new();
-        let mut every_member_listed = true;
-        for (_, objects) in &listed {
-            match objects {
-                Ok(objects) => held.extend(
-                    objects
-                        .iter()
-                        .filter(|object| object.id.starts_with(POOL_PREFIX.as_bytes()))
-                        .map(|object| String::from_utf8_lossy(&object.id).into_owned()),
-                ),
-                Err(_) => every_member_listed = false,
-            }
-        }
-        let recorded: BTreeSet<&str> = records.iter().map(|r| r.object.as_str()).collect();
         let mut reconciled = PoolReconciled::default();
-        for object in &held {
-            if !recorded.contains(object.as_str()) && !claimed.contains(object) {
-                destroy(cluster, object);
-                reconciled.unrecorded_destroyed.push(object.clone());
-            }
-        }
         let mut ready = Vec::new();
         for record in records {
-            // A claim removes the record in the batch that names the object in a key: both
-            // at once never happens, but if it did the key keeps it.
-            let lost = every_member_listed && !held.contains(&record.object);
-            if lost || claimed.contains(&record.object) {
-                self.drop_record(cluster.name(), &record.object)?;
-                reconciled.lost_records.push(record.object);
-            } else {
+            if record.ready {
                 ready.push(record.object);
+            } else {
+                self.drop_record(cluster.name(), &record.object)?;
+                destroy(cluster, &record.object);
+                reconciled.unrecorded_destroyed.push(record.object);
+            }
+        }
+        if let Some(listed) = listed {
+            let claimed: BTreeSet<String> = self
+                .all_keys()?
+                .iter()
+                .filter(|key| key.cluster == cluster.name())
+                .flat_map(claimed_objects)
+                .collect();
+            let mut held: BTreeSet<String> = BTreeSet::new();
+            let mut every_member_listed = true;
+            for (_, objects) in &listed {
+                match objects {
+                    Ok(objects) => held.extend(
+                        objects
+                            .iter()
+                            .filter(|object| object.id.starts_with(POOL_PREFIX.as_bytes()))
+                            .map(|object| String::from_utf8_lossy(&object.id).into_owned()),
+                    ),
+                    Err(_) => every_member_listed = false,
+                }
+            }
+            let pooled: BTreeSet<&String> = ready.iter().collect();
+            for object in &held {
+                if !pooled.contains(object) && !claimed.contains(object) {
+                    destroy(cluster, object);
+                    reconciled.unrecorded_destroyed.push(object.clone());
+                }
+            }
+            for object in &ready {
+                // A claim removes the record in the batch that names the object in a key:
+                // both at once never happens, but if it did the key keeps it.
+                let lost = every_member_listed && !held.contains(object);
+                if lost || claimed.contains(object) {
+                    self.drop_record(cluster.name(), object)?;
+                    reconciled.lost_records.push(object.clone());
+                }
             }
         }
         if load {
@@ -408,13 +427,14 @@ fn pool_records(store: &dyn MetadataStore, cluster: &str) -> Result<Vec<PoolReco
         .collect()
 }
 
-/// The pool objects of `cluster` as material versions, for catching up members.
+/// The ready pool objects of `cluster` as material versions, for catching up members.
 pub(super) fn pooled_materials(
     store: &dyn MetadataStore,
     cluster: &str,
 ) -> Result<Vec<MaterialId>, KmsError> {
     Ok(pool_records(store, cluster)?
         .into_iter()
+        .filter(|record| record.ready)
         .map(|record| MaterialId::pool_object(record.object))
         .collect())
 }
@@ -526,33 +546,27 @@ impl Refiller {
         (now == calls && quiet, now)
     }
 
-    /// Generates, replicates and proves one object, then records it as ready. A record that
-    /// cannot be written takes the objects with it.
+    /// Records one object as being made, generates, replicates and proves it, then records
+    /// it as ready. When generation fails, or the record cannot be finished, the objects and
+    /// the record go again (a crash leaves the record unfinished, for start-up to clear).
     fn make_one(&self) -> Result<(), String> {
         let _work = lock(&self.state.hsm_work);
         let object = format!("{POOL_PREFIX}{}", uuid::Uuid::new_v4());
-        let material = MaterialId::pool_object(object.clone());
-        self.cluster
-            .create_key(&material, POOL_LABEL)
-            .map_err(|error| error.to_string())?;
-        crate::fault::crash_point("material-pool:after-hsm");
-        let record = PoolRecord {
+        let mut record = PoolRecord {
             cluster: self.cluster.name().to_owned(),
             object: object.clone(),
             created: SystemClock.now_millis(),
+            ready: false,
         };
-        let recorded = encode(&record).and_then(|payload| {
-            let mut batch = Batch::new();
-            batch.put(
-                Table::MaterialPool,
-                &pool_key(self.cluster.name(), &object),
-                payload,
-            );
-            self.store
-                .commit(batch)
-                .map_err(internal)?
-                .map_err(|c| KmsError::KmsInternal(c.to_string()))
-        });
+        self.put(&record).map_err(|error| error.to_string())?;
+        let material = MaterialId::pool_object(object.clone());
+        let made = self
+            .cluster
+            .create_key(&material, POOL_LABEL)
+            .map_err(|error| error.to_string());
+        crate::fault::crash_point("material-pool:after-hsm");
+        record.ready = true;
+        let recorded = made.and_then(|()| self.put(&record).map_err(|error| error.to_string()));
         match recorded {
             Ok(()) => {
                 lock(&self.state.ready).push_back(object);
@@ -560,9 +574,27 @@ impl Refiller {
             }
             Err(error) => {
                 destroy(&self.cluster, &object);
-                Err(error.to_string())
+                let mut batch = Batch::new();
+                batch.delete(Table::MaterialPool, &pool_key(self.cluster.name(), &object));
+                if let Err(failure) = self.store.commit(batch) {
+                    tracing::warn!(%failure, "unfinished pool record left for start-up to clear");
+                }
+                Err(error)
             }
         }
+    }
+
+    fn put(&self, record: &PoolRecord) -> Result<(), KmsError> {
+        let mut batch = Batch::new();
+        batch.put(
+            Table::MaterialPool,
+            &pool_key(&record.cluster, &record.object),
+            encode(record)?,
+        );
+        self.store
+            .commit(batch)
+            .map_err(internal)?
+            .map_err(|c| KmsError::KmsInternal(c.to_string()))
     }
 }
 
