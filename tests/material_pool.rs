@@ -1,8 +1,10 @@
 //! The material pool on real two-member SoftHSM2 clusters: CreateKey takes a ready pool
 //! object instead of generating (no new HSM object per key), the material works on every
 //! member, no object is handed out twice (under concurrent CreateKey, and across crashes
-//! before and after the claim), objects nothing names are destroyed at start-up, surplus
-//! objects go when the pool shrinks, and an empty pool falls back to generating.
+//! before and after the claim), objects a crash left unfinished are destroyed at start-up and
+//! objects nothing names by maintenance, surplus objects go when the pool shrinks, an empty
+//! pool falls back to generating, and `hsm-kms serve` fills its pool and shows it in
+//! `/metrics`, as `cluster status` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -449,4 +451,61 @@ fn maintenance_destroys_a_pool_object_nothing_names() {
             .all(|(_, objects)| objects.is_empty())
     );
     assert!(ts.store.reconcile().unwrap().is_empty());
+}
+
+/// `/metrics` of a running server.
+fn metrics(server: &common::server::Server) -> String {
+    let mut response = common::server::agent()
+        .get(format!("{}/metrics", server.endpoint))
+        .call()
+        .unwrap();
+    response.body_mut().read_to_string().unwrap()
+}
+
+#[test]
+fn the_server_fills_its_pool_shows_it_and_creates_keys_from_it() {
+    let cluster = pooled_cluster(2);
+    let mut server = common::server::Server::start(&cluster);
+    let full = "hsm_kms_material_pool_ready{cluster=\"local\"} 2";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !metrics(&server).contains(full) {
+        assert!(Instant::now() < deadline, "{}", metrics(&server));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let client = common::server::Client::new(&server, &common::server::AccessKey::of(&cluster));
+    let key = client.must("CreateKey", &serde_json::json!({}));
+    let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let sealed = client.must(
+        "Encrypt",
+        &serde_json::json!({ "KeyId": key_id, "Plaintext": "aGVsbG8=" }),
+    );
+    let opened = client.must(
+        "Decrypt",
+        &serde_json::json!({ "CiphertextBlob": sealed["CiphertextBlob"] }),
+    );
+    assert_eq!(opened["Plaintext"], "aGVsbG8=");
+    server.stop();
+
+    let status = cluster.cli(&["cluster", "status", "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["material_pool"]["size"], 2);
+    let ready = status["material_pool"]["ready"].as_u64().unwrap();
+    assert!((1..=2).contains(&ready), "{status}");
+    assert_eq!(status["inconsistencies"], serde_json::json!([]), "{status}");
+    // The key's material is a pool object, on both members.
+    let store = KeyStore::open_with_cluster(
+        &cluster.config(),
+        hsm_kms::cluster::Cluster::open("local", cluster.config().default_cluster().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let object = pool_object(&store, &key_id).expect("the key came from the pool");
+    let copies = status["key_copies"].as_array().unwrap();
+    assert!(
+        copies
+            .iter()
+            .any(|copy| copy["material"] == object.as_str() && copy["copies"] == 2),
+        "{status}"
+    );
 }
