@@ -316,7 +316,8 @@ impl Cluster {
         let mut holders = Vec::new();
         let mut lacking = Vec::new();
         for member in self.healthy() {
-            match member.has_key(&id) {
+            // Pool objects' handles are cached since they were made: no token search.
+            match member.holds_key(&id) {
                 Ok(true) => holders.push(member),
                 Ok(false) => lacking.push(member),
                 Err(error) if went_away(&member, &error) => {}
