@@ -135,6 +135,7 @@ created+=("$tmp_config")
     printf 'principal_arn = "arn:aws:iam::111122223333:user/hsm-kms-dev"\n\n'
     printf '[clusters.local]\n'
     printf 'replication = "hsm-kms"   # hsm-kms replicates key material between independent HSMs\n'
+    printf 'material_pool = 32        # ready AES key material kept for CreateKey (0: none)\n'
     for ((i = 0; i < members; i++)); do
         name=${names[i]}
         member_dir=$dir/$name

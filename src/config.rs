@@ -188,6 +188,11 @@ pub struct ClusterConfig {
     /// Absent: only the service's own account (`[service] account_id`). Other accounts are
     /// told the cluster does not exist.
     pub allowed_accounts: Option<Vec<String>>,
+    /// Ready AES-256 key material objects kept for CreateKey (0: no pool): generated,
+    /// replicated and proven ahead of time while the HSMs are idle. Used by the default
+    /// cluster only.
+    #[serde(default = "default_material_pool")]
+    pub material_pool: usize,
 }
 
 impl ClusterConfig {
@@ -207,6 +212,10 @@ fn default_reconnect_interval_ms() -> u64 {
 
 fn default_sessions_per_member() -> usize {
     8
+}
+
+fn default_material_pool() -> usize {
+    32
 }
 
 /// One PKCS#11 token: a module, a token on it, and how to log in.

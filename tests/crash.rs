@@ -6,21 +6,17 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::TestCluster;
 use hsm_kms::keystore::api::{
     CreateKeyRequest, KeyIdRequest, ListRequest, ScheduleKeyDeletionRequest,
 };
 use hsm_kms::keystore::{Caller, Inconsistency, KeyStore};
 
-const CHILD_DIR_ENV: &str = "HSM_KMS_TEST_CLUSTER_DIR";
-
 /// Run by the parent test in a child process: creates one key (and crashes on the way).
 #[test]
 #[ignore = "run as a child process by the crash tests"]
 fn child_creates_a_key() {
-    let dir = std::env::var(CHILD_DIR_ENV).expect("child only");
+    let dir = std::env::var(common::CHILD_DIR_ENV).expect("child only");
     let config =
         hsm_kms::config::Config::load(&std::path::Path::new(&dir).join("hsm-kms.toml")).unwrap();
     let store = KeyStore::open(&config).unwrap();
@@ -35,7 +31,7 @@ fn child_creates_a_key() {
 #[test]
 #[ignore = "run as a child process by the crash tests"]
 fn child_deletes_a_key() {
-    let dir = std::env::var(CHILD_DIR_ENV).expect("child only");
+    let dir = std::env::var(common::CHILD_DIR_ENV).expect("child only");
     let config =
         hsm_kms::config::Config::load(&std::path::Path::new(&dir).join("hsm-kms.toml")).unwrap();
     let cluster =
@@ -76,13 +72,7 @@ fn crash_child(cluster: &TestCluster, point: &str) -> bool {
 
 /// Runs the child test `child` with a crash point; returns whether it was killed.
 fn crash_child_running(cluster: &TestCluster, child: &str, point: &str) -> bool {
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", child, "--ignored", "--nocapture"])
-        .env(CHILD_DIR_ENV, cluster.dir.path())
-        .env(hsm_kms::fault::CRASH_AT_ENV, point)
-        .status()
-        .unwrap();
-    !status.success()
+    common::crash_child(cluster, child, point)
 }
 
 fn open(cluster: &TestCluster) -> KeyStore {

@@ -36,6 +36,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
             version: 1,
             created: now,
             rotation_type: None,
+            pool_object: None,
         }],
         rotation: None,
         destruction_pending: Vec::new(),

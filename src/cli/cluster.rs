@@ -138,14 +138,23 @@ pub fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode, String>
                 }
             };
             let status = cluster.status();
-            let (inconsistencies, metadata_unavailable) = match reconcile(config, cluster) {
-                Ok(found) => (Some(found), None),
-                Err(why) => (None, Some(why)),
-            };
+            let (inconsistencies, metadata_unavailable, material_pool) =
+                match reconcile(config, cluster) {
+                    Ok((found, ready)) => (
+                        Some(found),
+                        None,
+                        Some(PoolSummary {
+                            size: cluster_config.material_pool,
+                            ready,
+                        }),
+                    ),
+                    Err(why) => (None, Some(why), None),
+                };
             let report = StatusReport {
                 status: &status,
                 inconsistencies,
                 metadata_unavailable,
+                material_pool,
             };
             if json {
                 let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -173,11 +182,22 @@ struct StatusReport<'a> {
     /// Why the metadata store could not be read (e.g. the server holds it).
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata_unavailable: Option<String>,
+    /// The cluster's material pool: its configured size and the objects ready in it
+    /// (`null` when the metadata store could not be read).
+    material_pool: Option<PoolSummary>,
 }
 
-/// Reconciles `cluster` (opened once, for the status too) against the metadata store; a
-/// status report never creates a store that is not there yet.
-fn reconcile(config: &Config, cluster: Cluster) -> Result<Vec<Inconsistency>, String> {
+/// The material pool as `cluster status` reports it.
+#[derive(Serialize)]
+struct PoolSummary {
+    size: usize,
+    ready: usize,
+}
+
+/// Reconciles `cluster` (opened once, for the status too) against the metadata store, and
+/// counts the ready objects of its material pool; a status report never creates a store
+/// that is not there yet.
+fn reconcile(config: &Config, cluster: Cluster) -> Result<(Vec<Inconsistency>, usize), String> {
     let data_dir = &config.service.data_dir;
     if !data_dir.exists() {
         return Err(format!(
@@ -187,9 +207,14 @@ fn reconcile(config: &Config, cluster: Cluster) -> Result<Vec<Inconsistency>, St
     }
     let keystore =
         KeyStore::open_with_cluster(config, cluster).map_err(|e| super::open_failure(&e))?;
-    keystore
+    let found = keystore
         .reconcile()
-        .map_err(|e| format!("reconciliation failed: {e}"))
+        .map_err(|e| format!("reconciliation failed: {e}"))?;
+    let ready = keystore
+        .pooled_objects(keystore.cluster())
+        .map_err(|e| format!("reading the material pool failed: {e}"))?
+        .len();
+    Ok((found, ready))
 }
 
 fn print_status(report: &StatusReport) {
@@ -243,6 +268,9 @@ fn print_status(report: &StatusReport) {
                 key.members.join(", ")
             );
         }
+    }
+    if let Some(pool) = &report.material_pool {
+        println!("material pool: {} of {} ready", pool.ready, pool.size);
     }
     if status.below_full_redundancy.is_empty() {
         if !status.key_copies.is_empty() {

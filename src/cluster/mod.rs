@@ -25,7 +25,7 @@ use crate::hsm::{
     Disposition, DomainKey, Failure, Gcm, GcmSeal, HsmError, KeyObject, Member, Sealed,
 };
 pub use preflight::PreflightFailure;
-pub use replication::{CatchUp, DestroyReport, MaterialId};
+pub use replication::{CatchUp, DestroyReport, MaterialId, POOL_PREFIX};
 
 /// An error of a cluster-level operation.
 #[derive(Debug, thiserror::Error)]

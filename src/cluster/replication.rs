@@ -20,30 +20,62 @@ use crate::hsm::{
 };
 use crate::keys::spec::{EncryptionAlgorithm, KeyUsage, SigningAlgorithm};
 
-/// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
+/// One version of a CMK's key material. Its HSM objects' `CKA_ID` is `<key id>/<version>`,
+/// or, for material claimed from the cluster's material pool, the pool object's own `CKA_ID`
+/// (the key record names it: see `keystore::material_pool`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MaterialId {
     /// The key (for internal keys, their fixed name).
     pub key_id: String,
     /// The material version: 1 for the first, one more per rotation (0 for probes).
     pub version: u32,
+    /// The `CKA_ID` of the pool object holding this version, when it came from the pool.
+    pub object: Option<String>,
 }
 
 impl MaterialId {
-    /// A material version of a key.
+    /// A material version of a key, held under its own `CKA_ID`.
     pub fn new(key_id: impl Into<String>, version: u32) -> MaterialId {
         MaterialId {
             key_id: key_id.into(),
             version,
+            object: None,
+        }
+    }
+
+    /// A material version of a key held by the pool object `object`.
+    pub fn pooled(
+        key_id: impl Into<String>,
+        version: u32,
+        object: impl Into<String>,
+    ) -> MaterialId {
+        MaterialId {
+            key_id: key_id.into(),
+            version,
+            object: Some(object.into()),
+        }
+    }
+
+    /// A pool object not (yet) claimed by any key.
+    pub fn pool_object(object: impl Into<String>) -> MaterialId {
+        let object = object.into();
+        MaterialId {
+            key_id: object.clone(),
+            version: 0,
+            object: Some(object),
         }
     }
 
     /// The `CKA_ID` of this material version in every HSM.
     pub fn cka_id(&self) -> Vec<u8> {
-        self.to_string().into_bytes()
+        match &self.object {
+            Some(object) => object.clone().into_bytes(),
+            None => self.to_string().into_bytes(),
+        }
     }
 
-    /// Parses a `CKA_ID` written by [`MaterialId::cka_id`].
+    /// Parses a `CKA_ID` written by [`MaterialId::cka_id`] for a key's own material (pool
+    /// objects are named by the key records instead).
     pub fn from_cka_id(id: &[u8]) -> Option<MaterialId> {
         let text = std::str::from_utf8(id).ok()?;
         let (key_id, version) = text.rsplit_once('/')?;
@@ -52,8 +84,12 @@ impl MaterialId {
 }
 
 impl fmt::Display for MaterialId {
+    /// `<key id>/<version>`, or an unclaimed pool object's `CKA_ID`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.key_id, self.version)
+        match &self.object {
+            Some(object) if *object == self.key_id => f.write_str(object),
+            _ => write!(f, "{}/{}", self.key_id, self.version),
+        }
     }
 }
 
@@ -89,11 +125,18 @@ const PROBE_PLAINTEXT: &[u8] = b"hsm-kms replication probe";
 /// Prefix of the throw-away keys that prove the domain keys equal (never copied).
 const PROBE_PREFIX: &str = "hsm-kms-probe-";
 
+/// Prefix of the `CKA_ID` of every material pool object, claimed or not.
+pub const POOL_PREFIX: &str = "hsm-kms-pool-";
+
 /// Whether a `CKA_ID` names an internal key (which no key record lists). Import wrapping
-/// keys are not: each lives on the one member that made it and never leaves it.
+/// keys are not: each lives on the one member that made it and never leaves it. Nor are pool
+/// objects: the pool's records and the key records name them, and a copy of one that was
+/// destroyed (claimed by a key since deleted) must never be brought back from a member that
+/// was away.
 fn is_internal(id: &[u8]) -> bool {
     id.starts_with(INTERNAL_PREFIX.as_bytes())
         && !id.starts_with(PROBE_PREFIX.as_bytes())
+        && !id.starts_with(POOL_PREFIX.as_bytes())
         && !id.starts_with(crate::hsm::import::WRAPPING_KEY_PREFIX.as_bytes())
 }
 
@@ -250,6 +293,78 @@ impl Cluster {
             }
         }
         report
+    }
+
+    /// Proves that every healthy member holds `material`, equal, as a creation proves its
+    /// copies, and that those members make the quorum: used when material made earlier (a
+    /// pool object) is given to a key, since members may have come and gone meanwhile. A
+    /// healthy member that lacks it gets a copy from one that holds it, proven; a member that
+    /// goes away meanwhile is skipped while the quorum holds. Vendor clusters replicate by
+    /// themselves: there, one member holding it is proof enough.
+    pub fn prove_on_every_member(
+        &self,
+        material: &MaterialId,
+        label: &str,
+        spec: MaterialSpec,
+    ) -> Result<(), ClusterError> {
+        let problems = self.quorum_problems();
+        if !problems.is_empty() {
+            return Err(ClusterError::CannotWriteKeys {
+                cluster: self.name.clone(),
+                problems,
+            });
+        }
+        let id = material.cka_id();
+        let mut holders = Vec::new();
+        let mut lacking = Vec::new();
+        for member in self.healthy() {
+            // Pool objects' handles are cached since they were made: no token search.
+            match member.holds_key(&id) {
+                Ok(true) => holders.push(member),
+                Ok(false) => lacking.push(member),
+                Err(error) if went_away(&member, &error) => {}
+                Err(error) => return Err(ClusterError::Hsm(error)),
+            }
+        }
+        let Some(source) = holders.first().cloned() else {
+            return Err(ClusterError::Hsm(HsmError::new(
+                &self.name,
+                Failure::Other(format!("no healthy member holds key material {material}")),
+            )));
+        };
+        if self.replication == Replication::Vendor {
+            return Ok(());
+        }
+        let mut proven = vec![source.clone()];
+        for target in &holders[1..] {
+            match prove_equal(&source, target, &id, spec) {
+                Ok(()) => proven.push(target.clone()),
+                Err(error) if went_away(target, &error) => {}
+                Err(error) => return Err(ClusterError::Hsm(error)),
+            }
+        }
+        let object = KeyObject {
+            id: id.clone(),
+            label: label.to_owned(),
+            material: spec,
+        };
+        for target in &lacking {
+            match self.copy_key(&source, target, &object) {
+                Ok(_) => proven.push(target.clone()),
+                Err(ClusterError::Hsm(error)) if went_away(target, &error) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let problems =
+            preflight::quorum_problems(proven.iter().map(|member| (member.name(), member.zone())));
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ClusterError::CannotWriteKeys {
+                cluster: self.name.clone(),
+                problems,
+            })
+        }
     }
 
     /// Copies every key object that healthy members hold and `target` lacks onto `target`,

@@ -38,6 +38,8 @@ pub struct VersionEvidence {
     pub key_id: String,
     /// The material version.
     pub version: u32,
+    /// The `CKA_ID` the version is held under (its own, or the material pool object's).
+    pub cka_id: String,
     /// The key's AWS state, or `internal` for hsm-kms's own keys (audit seals, custom key
     /// store passwords, evidence manifests).
     pub state: &'static str,
@@ -91,7 +93,7 @@ impl VersionEvidence {
             "key_id": self.key_id,
             "version": self.version,
             "key_state": self.state,
-            "cka_id": String::from_utf8_lossy(&MaterialId::new(self.key_id.clone(), self.version).cka_id()),
+            "cka_id": self.cka_id,
             "members": members,
         })
     }
@@ -147,7 +149,7 @@ impl Inventory {
                 continue;
             }
             for material in &record.materials {
-                let id = MaterialId::new(record.key_id.clone(), material.version);
+                let id = record.material(material.version);
                 inventory
                     .versions
                     .push(read_version(&members, id, record.state.as_str()));
@@ -206,6 +208,7 @@ fn read_version(members: &[&Arc<Member>], id: MaterialId, state: &'static str) -
         answers.insert(member.name().to_owned(), (member.zone().to_owned(), read));
     }
     VersionEvidence {
+        cka_id: String::from_utf8_lossy(&cka_id).into_owned(),
         key_id: id.key_id,
         version: id.version,
         state,

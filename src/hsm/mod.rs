@@ -671,6 +671,23 @@ impl Member {
         })
     }
 
+    /// Whether a key object with `id` is on the member, without searching the token when
+    /// this connection made, copied or used it (its handle is cached; destroying the object
+    /// drops it): else as [`Member::has_key`] finds. A caller that then uses the key learns
+    /// of an object removed behind its back from the call's failure.
+    pub fn holds_key(self: &Arc<Self>, key_id: &[u8]) -> Result<bool, HsmError> {
+        let cached = match self.connection.try_read() {
+            Ok(guard) => guard
+                .as_ref()
+                .is_some_and(|connection| read(&connection.handles).contains_key(key_id)),
+            Err(_) => false,
+        };
+        if cached && self.is_up() {
+            return Ok(true);
+        }
+        self.has_key(key_id)
+    }
+
     /// Whether a key object with `id` is on the member. A healthy "no" is checked by a probe:
     /// a broken token also finds nothing.
     pub fn has_key(self: &Arc<Self>, key_id: &[u8]) -> Result<bool, HsmError> {

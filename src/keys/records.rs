@@ -124,6 +124,10 @@ pub struct MaterialRecord {
     pub created: i64,
     /// How this version came to be: `None` for the first, else AUTOMATIC or ON_DEMAND.
     pub rotation_type: Option<RotationType>,
+    /// The `CKA_ID` of the material pool object that holds this version, when it was
+    /// claimed from the pool (`None`: the objects are named `<key id>/<version>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_object: Option<String>,
 }
 
 /// Why a key was rotated, with AWS's names.
@@ -232,6 +236,21 @@ impl KeyRecord {
         hasher.update(b"/");
         hasher.update(version.to_be_bytes());
         hex::encode(hasher.finalize())
+    }
+
+    /// Material `version` as the HSMs hold it: under its own `CKA_ID`, or under the pool
+    /// object this record names for it.
+    pub fn material(&self, version: u32) -> crate::cluster::MaterialId {
+        use crate::cluster::MaterialId;
+        match self
+            .materials
+            .iter()
+            .find(|material| material.version == version)
+            .and_then(|material| material.pool_object.as_ref())
+        {
+            Some(object) => MaterialId::pooled(self.key_id.clone(), version, object.clone()),
+            None => MaterialId::new(self.key_id.clone(), version),
+        }
     }
 
     /// The material version new ciphertexts use.

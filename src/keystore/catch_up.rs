@@ -105,7 +105,8 @@ pub(super) fn on_member_up(
     }
 }
 
-/// Every material version the records of `cluster`'s keys name, except those of keys whose
+/// The ready material pool objects of `cluster` and every material version the records of
+/// `cluster`'s keys name, except those of keys whose
 /// destruction has begun (marked, or pending on some member). A copy racing a destruction
 /// from an older snapshot is undone by the destruction's retry, which destroys the version on
 /// every member again before the record goes.
@@ -113,7 +114,8 @@ fn recorded_materials(
     store: &dyn MetadataStore,
     cluster: &str,
 ) -> Result<Vec<MaterialId>, KmsError> {
-    let mut versions = Vec::new();
+    // Ready pool objects too, so a claim rarely has to copy one.
+    let mut versions = super::material_pool::pooled_materials(store, cluster)?;
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = store
@@ -132,7 +134,7 @@ fn recorded_materials(
                 versions.extend(
                     key.materials
                         .iter()
-                        .map(|material| MaterialId::new(key.key_id.clone(), material.version)),
+                        .map(|material| key.material(material.version)),
                 );
             }
         }

@@ -12,7 +12,6 @@ use super::api::*;
 use super::rsa_encryption::RsaCiphertext;
 use super::{Access, Caller, KeyStore, Naming, cluster_error};
 use crate::audit::event::Call;
-use crate::cluster::MaterialId;
 use crate::crypto::blob::{BlobHeader, CiphertextBlob, MAX_BLOB_LEN};
 use crate::crypto::context::EncryptionContext;
 use crate::error::KmsError;
@@ -399,7 +398,7 @@ impl KeyStore {
         let header = BlobHeader::new(key.id(), key.current_version());
         let aad = header.aad(context);
         let seal = GcmSeal::new(&aad, 128).map_err(|e| KmsError::KmsInternal(e.to_string()))?;
-        let material = MaterialId::new(key.key_id.clone(), header.material_version());
+        let material = key.material(header.material_version());
         let sealed = self
             .cluster_of(key)?
             .encrypt(&material, &seal, plaintext)
@@ -487,7 +486,7 @@ impl KeyStore {
         }
         let aad = header.aad(&context);
         let gcm = Gcm::new(parsed.iv(), &aad, 128).map_err(|_| invalid())?;
-        let material = MaterialId::new(key_id, header.material_version());
+        let material = key.material(header.material_version());
         let plaintext = self
             .cluster_of(&key)?
             .decrypt(&material, &gcm, parsed.ciphertext_and_tag())

@@ -288,6 +288,7 @@ impl KeyStore {
                             version: IMPORTED_VERSION,
                             created: now,
                             rotation_type: None,
+                            pool_object: None,
                         }];
                         if record.state == KeyState::PendingImport {
                             record.state = KeyState::Enabled;

@@ -24,10 +24,12 @@ const TAG_VALUE_MAX: usize = 256;
 const TAGS_PER_KEY_MAX: usize = 50;
 
 impl KeyStore {
-    /// CreateKey: generates AES-256 material inside one HSM, replicates it to every healthy
-    /// member, then records the key.
+    /// CreateKey: takes a ready object of the material pool (see `material_pool`) for a
+    /// SYMMETRIC_DEFAULT key, or generates the material inside one HSM and replicates it to
+    /// every healthy member; then records the key.
     ///
-    /// Crash consistency: an intent is flushed before the HSM work and removed in the same
+    /// Crash consistency: a pool object is claimed in the batch that writes the key record.
+    /// Generated material has an intent flushed before the HSM work and removed in the same
     /// batch that writes the key record. A crash in between leaves material without a key,
     /// which no caller can see and which start-up and `cluster status` report.
     pub fn create_key(
@@ -165,6 +167,7 @@ impl KeyStore {
                     version: 1,
                     created: now,
                     rotation_type: None,
+                    pool_object: None,
                 }]
             },
             rotation: None,
@@ -188,6 +191,27 @@ impl KeyStore {
                 )
                 .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
             self.commit(batch, &record.key_id)?;
+        } else if let Some(object) = self.pooled_for(&record) {
+            // Material from the pool: the claim and the key record are one batch.
+            let cluster = record.cluster.clone();
+            if let Some(first) = record.materials.first_mut() {
+                first.pool_object = Some(object.clone());
+            }
+            let mut batch = Batch::new();
+            self.claim_in(&mut batch, &cluster, &object);
+            let committed = encode(&record).and_then(|payload| {
+                batch
+                    .expect(
+                        Table::Keys,
+                        record.key_id.as_bytes(),
+                        Precondition::ExpectAbsent,
+                    )
+                    .put(Table::Keys, record.key_id.as_bytes(), payload);
+                self.commit(batch, &record.key_id)
+            });
+            self.claim_settled(&cluster, object, &committed);
+            committed?;
+            crash_point!("create-key:pool-object-claimed");
         } else {
             self.create_material(&record.clone(), 1, |batch| {
                 // A pair's public key is read from the HSM once, here, and kept in the record.
@@ -209,13 +233,26 @@ impl KeyStore {
             })
     }
 
+    /// A proven material pool object for the first material of the new key `record`, if
+    /// the key is one the pool serves (SYMMETRIC_DEFAULT, of origin AWS_KMS, in the default
+    /// cluster) and the pool has one ready.
+    fn pooled_for(&self, record: &KeyRecord) -> Option<String> {
+        let pooled_kind = record.key_spec == SYMMETRIC_DEFAULT
+            && record.origin == "AWS_KMS"
+            && record.custom_key_store_id.is_none();
+        if !pooled_kind {
+            return None;
+        }
+        self.take_pooled(&self.cluster)
+    }
+
     /// The base64 DER SubjectPublicKeyInfo of a pair just created (`None` for a secret).
     fn read_public_key(&self, record: &KeyRecord) -> Result<Option<String>, KmsError> {
         use base64::Engine as _;
         if !record.material_spec()?.is_pair() {
             return Ok(None);
         }
-        let material = MaterialId::new(record.key_id.clone(), 1);
+        let material = record.material(1);
         let public = self
             .cluster_of(record)?
             .with_material(&material, |member, id| member.public_key(id))
@@ -259,7 +296,7 @@ impl KeyStore {
         make: impl FnOnce(&Cluster, &MaterialId) -> Result<(), crate::cluster::ClusterError>,
         finish: impl FnOnce(&mut Batch) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
-        let material = MaterialId::new(record.key_id.clone(), version);
+        let material = record.material(version);
         let in_progress = || {
             KmsError::Conflict(format!(
                 "A rotation of {} is already in progress",

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{KeyStore, decode, encode, internal};
-use crate::cluster::{Cluster, MaterialId};
+use crate::cluster::{Cluster, MaterialId, POOL_PREFIX};
 use crate::error::KmsError;
 use crate::keys::records::{IntentRecord, KeyRecord, RotationType};
 use crate::keys::state::KeyState;
@@ -122,6 +122,8 @@ pub struct MaintenanceReport {
     pub failures: Vec<String>,
     /// Members that lacked material: what was copied onto them and what could not be.
     pub caught_up: Vec<super::CaughtUp>,
+    /// What reconciling the material pool with the HSMs did.
+    pub material_pool: super::PoolReconciled,
 }
 
 impl KeyStore {
@@ -182,6 +184,7 @@ impl KeyStore {
         let (expired, failures) = self.expire_imported_material()?;
         report.expired_key_material = expired;
         report.failures.extend(failures);
+        report.material_pool = self.reconcile_material_pool(false)?;
         report.caught_up = self.catch_up_members()?;
         report.inconsistencies.extend(self.reconcile()?);
         Ok(report)
@@ -211,7 +214,7 @@ impl KeyStore {
             .iter()
             .flat_map(|import| import.destruction_owed.iter().copied());
         for version in key.materials.iter().map(|m| m.version).chain(owed) {
-            let report = cluster.destroy_key(&MaterialId::new(key.key_id.clone(), version));
+            let report = cluster.destroy_key(&key.material(version));
             pending.extend(report.pending.into_iter().map(|error| error.member));
         }
         crash_point!("delete-key:after-hsm");
@@ -310,6 +313,8 @@ impl KeyStore {
     /// an object created meanwhile then has either its intent or its key record in place by
     /// the time those are read, so concurrent creations are never reported as orphans.
     pub fn reconcile(&self) -> Result<Vec<Inconsistency>, KmsError> {
+        // No pool object is made or put back while the HSMs are compared with the records.
+        let _pool_quiet = self.material_pool.hsm_work();
         let listed = self.cluster.key_objects();
         let mut found = self.interrupted_intents()?;
         // Material named by an intent (interrupted, or being created right now) is accounted for.
@@ -327,11 +332,21 @@ impl KeyStore {
                 .iter()
                 .cloned(),
         );
+        // The pool before the keys: a claim moves an object from the pool to a key record
+        // in one batch, so read in this order every claimed object is in one of them.
+        let pooled = self.pooled_objects(&self.cluster)?;
         let keys: BTreeMap<String, KeyRecord> = self
             .all_keys()?
             .into_iter()
             .filter(|k| k.cluster == self.cluster.name())
             .map(|k| (k.key_id.clone(), k))
+            .collect();
+        // Material held under a pool object's `CKA_ID`, by that id.
+        let claimed: BTreeMap<Vec<u8>, String> = keys
+            .values()
+            .flat_map(|key| key.materials.iter().map(|m| key.material(m.version)))
+            .filter(|material| material.object.is_some())
+            .map(|material| (material.cka_id(), material.to_string()))
             .collect();
         for (member, objects) in listed {
             let objects = match objects {
@@ -351,6 +366,17 @@ impl KeyStore {
                     .id
                     .starts_with(crate::hsm::import::WRAPPING_KEY_PREFIX.as_bytes())
                 {
+                    continue;
+                }
+                if object.id.starts_with(POOL_PREFIX.as_bytes()) {
+                    if let Some(name) = claimed.get(&object.id) {
+                        present.insert(name.clone());
+                    } else if !pooled.contains(&object.id) {
+                        found.push(Inconsistency::OrphanMaterial {
+                            member: member.clone(),
+                            material: String::from_utf8_lossy(&object.id).into_owned(),
+                        });
+                    }
                     continue;
                 }
                 let material = MaterialId::from_cka_id(&object.id);
@@ -383,7 +409,7 @@ impl KeyStore {
             }
             for key in keys.values() {
                 for version in &key.materials {
-                    let name = MaterialId::new(key.key_id.clone(), version.version).to_string();
+                    let name = key.material(version.version).to_string();
                     if !present.contains(&name) && !key.destruction_pending.contains(&member) {
                         found.push(Inconsistency::MissingMaterial {
                             member: member.clone(),

@@ -18,6 +18,7 @@ mod key_counts;
 mod key_policies;
 mod lifecycle;
 mod maintenance;
+mod material_pool;
 mod rotation;
 mod rsa_encryption;
 mod signing;
@@ -51,6 +52,7 @@ use authorize::{Access, Naming};
 pub use catch_up::CaughtUp;
 pub use custom_key_stores::ConnectionState;
 pub use maintenance::{Inconsistency, MaintenanceReport};
+pub use material_pool::{PoolReconciled, PoolStatus};
 
 /// Why a key store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,8 @@ pub enum OpenError {
 
 /// An open key store: an HSM cluster plus its metadata.
 pub struct KeyStore {
+    /// First, so its refiller is stopped before anything it uses goes.
+    material_pool: material_pool::MaterialPool,
     scope: Scope,
     cluster: Arc<Cluster>,
     store: Arc<dyn MetadataStore>,
@@ -96,13 +100,16 @@ pub struct KeyStore {
 
 impl KeyStore {
     /// Opens the default cluster (running its preflight) and the metadata store in the
-    /// config's data directory, and starts the configured alarms.
+    /// config's data directory, starts the configured alarms and the cluster's material pool
+    /// (`material_pool` objects, reconciled first).
     pub fn open(config: &Config) -> Result<KeyStore, OpenError> {
         let cluster_config = config
             .default_cluster()
             .map_err(|e| OpenError::Config(e.to_string()))?;
         let cluster = Cluster::open(&config.default_cluster, cluster_config)?;
-        KeyStore::open_with_cluster(config, cluster)
+        let keystore = KeyStore::open_with_cluster(config, cluster)?;
+        keystore.start_material_pool(cluster_config.material_pool)?;
+        Ok(keystore)
     }
 
     /// Opens the metadata store in the config's data directory over an already open
@@ -205,6 +212,7 @@ impl KeyStore {
             scope.account_id(),
         ));
         let mut keystore = KeyStore {
+            material_pool: material_pool::MaterialPool::default(),
             scope,
             cluster,
             store,
@@ -245,6 +253,7 @@ impl KeyStore {
     /// Flushes the audit trail, seals a final checkpoint, and stops the alarms after a last
     /// delivery attempt for the events committed so far.
     pub fn shutdown(&self) {
+        self.material_pool.stop();
         self.audit.shutdown();
         if let Some(alarms) = &self.alarms {
             alarms.shutdown();
@@ -318,6 +327,7 @@ impl KeyStore {
         mut call: Call,
         operation: impl FnOnce(&mut Call) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
+        self.material_pool.note_call();
         if !self.audit.enabled() {
             return operation(&mut call);
         }

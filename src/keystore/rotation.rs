@@ -228,6 +228,7 @@ impl KeyStore {
                 version,
                 created: now,
                 rotation_type: Some(kind),
+                pool_object: None,
             });
             // An on-demand rotation leaves the automatic schedule where it was (as AWS does).
             if kind == RotationType::Automatic

@@ -186,5 +186,5 @@ fn unsupported_or(error: ClusterError, algorithm: EncryptionAlgorithm) -> KmsErr
 }
 
 fn current(key: &KeyRecord) -> MaterialId {
-    MaterialId::new(key.key_id.clone(), key.current_version())
+    key.material(key.current_version())
 }

@@ -629,5 +629,5 @@ pub(super) fn is_symmetric_encryption(key: &KeyRecord) -> bool {
 /// The material version a key signs, MACs or decrypts with (asymmetric and HMAC keys have
 /// exactly one).
 fn current_material(key: &KeyRecord) -> MaterialId {
-    MaterialId::new(key.key_id.clone(), key.current_version())
+    key.material(key.current_version())
 }

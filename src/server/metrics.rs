@@ -1,6 +1,6 @@
 //! Prometheus metrics of the endpoint: requests by operation and outcome, latency histograms
 //! by operation, HSM member health, keys pending deletion, `/healthz` probes, connections
-//! refused at the limit and whether the audit trail is failing. Every label value comes from a fixed set (served operations,
+//! refused at the limit, whether the audit trail is failing and the material pool's ready objects per cluster. Every label value comes from a fixed set (served operations,
 //! `unknown`, error codes, configured members), and a scrape reads maintained counters only:
 //! its cost does not grow with the number of keys or with what callers send.
 
@@ -30,6 +30,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MemberLabels {
     member: String,
     zone: String,
@@ -45,6 +50,7 @@ pub struct Metrics {
     health_probes: Counter,
     connections_refused: Counter,
     audit_failing: Gauge,
+    material_pool_ready: Family<ClusterLabels, Gauge>,
 }
 
 impl Metrics {
@@ -62,6 +68,7 @@ impl Metrics {
         let health_probes = Counter::default();
         let connections_refused = Counter::default();
         let audit_failing = Gauge::default();
+        let material_pool_ready = Family::<ClusterLabels, Gauge>::default();
         registry.register(
             "requests",
             "API requests by operation and outcome",
@@ -97,6 +104,11 @@ impl Metrics {
             "1 while the audit trail cannot be written",
             audit_failing.clone(),
         );
+        registry.register(
+            "material_pool_ready",
+            "Key material objects ready in the cluster's material pool",
+            material_pool_ready.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -106,6 +118,7 @@ impl Metrics {
             health_probes,
             connections_refused,
             audit_failing,
+            material_pool_ready,
         }
     }
 
@@ -150,6 +163,12 @@ impl Metrics {
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
         self.audit_failing
             .set(i64::from(!store.audit_health().writable));
+        let pool = store.material_pool_status();
+        self.material_pool_ready
+            .get_or_create(&ClusterLabels {
+                cluster: pool.cluster,
+            })
+            .set(i64::try_from(pool.ready).unwrap_or(i64::MAX));
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if encode(&mut text, &registry).is_err() {

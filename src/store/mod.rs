@@ -36,11 +36,13 @@ pub enum Table {
     CustomKeyStores,
     /// Grants, by key id and grant id.
     Grants,
+    /// Ready material pool objects, by cluster and `CKA_ID`.
+    MaterialPool,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Keys,
         Table::Aliases,
         Table::Intents,
@@ -49,6 +51,7 @@ impl Table {
         Table::AuditCheckpoints,
         Table::CustomKeyStores,
         Table::Grants,
+        Table::MaterialPool,
     ];
 
     /// The table's stable on-disk name.
@@ -62,6 +65,7 @@ impl Table {
             Table::AuditCheckpoints => "audit-checkpoints",
             Table::CustomKeyStores => "custom-key-stores",
             Table::Grants => "grants",
+            Table::MaterialPool => "material-pool",
         }
     }
 }

@@ -45,7 +45,12 @@ impl TestCluster {
             "cluster script failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let config_text = std::fs::read_to_string(dir.path().join("hsm-kms.toml")).unwrap();
+        // No material pool unless a test asks for one: its background refills would change
+        // the HSM object counts other tests look at.
+        let config_text = std::fs::read_to_string(dir.path().join("hsm-kms.toml"))
+            .unwrap()
+            .replace("material_pool = 32", "material_pool = 0");
+        std::fs::write(dir.path().join("hsm-kms.toml"), &config_text).unwrap();
         TestCluster { dir, config_text }
     }
 
@@ -173,6 +178,22 @@ fn open_store(
         hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
     hsm_kms::keystore::KeyStore::with_parts(scope, hsms, Box::new(metadata), clock, config.audit)
         .unwrap()
+}
+
+/// The environment variable that tells a child test process the cluster's directory.
+pub const CHILD_DIR_ENV: &str = "HSM_KMS_TEST_CLUSTER_DIR";
+
+/// Runs the ignored test `child` of the current test binary in a child process, on
+/// `cluster` (its directory in [`CHILD_DIR_ENV`]), crashing at `point`; returns whether the
+/// child was killed.
+pub fn crash_child(cluster: &TestCluster, child: &str, point: &str) -> bool {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--ignored", "--nocapture"])
+        .env(CHILD_DIR_ENV, cluster.dir.path())
+        .env(hsm_kms::fault::CRASH_AT_ENV, point)
+        .status()
+        .unwrap();
+    !status.success()
 }
 
 /// Writes a file that holds a secret with mode 0600 (hsm-kms refuses looser ones).
