@@ -44,6 +44,9 @@ pub struct Config {
     /// Name of the cluster that serves keys of origin AWS_KMS.
     pub default_cluster: String,
     pub service: ServiceConfig,
+    /// Where the metadata lives: sled in `data_dir` (the default) or a shared PostgreSQL.
+    #[serde(default)]
+    pub store: crate::store::StoreSettings,
     pub clusters: BTreeMap<String, ClusterConfig>,
     /// How the audit trail commits and seals.
     #[serde(default)]

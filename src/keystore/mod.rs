@@ -44,7 +44,7 @@ use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord};
 use crate::keys::state::{KeyState, Operation};
-use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
+use crate::store::{Batch, MetadataStore, Precondition, StoreError, Table};
 
 pub use crate::caller::Caller;
 use authorize::{Access, Naming};
@@ -101,10 +101,11 @@ impl KeyStore {
         KeyStore::open_with_cluster(config, cluster)
     }
 
-    /// Opens the metadata store in the config's data directory over an already open
-    /// cluster (so a caller that needs the cluster anyway opens it only once).
+    /// Opens the configured metadata store (`[store]`: sled in the data directory, or
+    /// PostgreSQL) over an already open cluster (so a caller that needs the cluster anyway
+    /// opens it only once).
     pub fn open_with_cluster(config: &Config, cluster: Cluster) -> Result<KeyStore, OpenError> {
-        let store = SledStore::open(&config.service.data_dir)?;
+        let store = crate::store::open(&config.store, &config.service.data_dir)?;
         let scope = Scope::new(&config.service.region, &config.service.account_id)
             .map_err(|e| OpenError::Config(e.message().to_owned()))?;
         let alarms = config
@@ -114,7 +115,7 @@ impl KeyStore {
         let mut keystore = KeyStore::with_parts(
             scope,
             cluster,
-            Box::new(store),
+            store,
             Arc::new(SystemClock),
             config.audit.clone(),
         )?

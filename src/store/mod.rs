@@ -4,17 +4,22 @@
 //! closed) and nothing else: it never interprets payloads, and it must never be handed
 //! key material, plaintext or PINs, because everything it is given ends up on disk.
 //!
-//! [`MetadataStore`] is backend-neutral; [`SledStore`] is the sled implementation and
-//! [`MemoryStore`] an in-memory one for tests.
+//! [`MetadataStore`] is backend-neutral; [`SledStore`] is the embedded sled implementation,
+//! [`PostgresStore`] the one several instances share, and [`MemoryStore`] an in-memory one
+//! for tests. [`open`] opens the one the configuration's `[store]` section names.
 
 mod memory;
+mod postgres_store;
 mod record;
+pub mod settings;
 mod sled_store;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use memory::MemoryStore;
+pub use postgres_store::PostgresStore;
+pub use settings::{StoreSettings, open};
 pub use sled_store::SledStore;
 
 /// A named table: a map from byte keys to [`Record`]s, ordered by key.
@@ -237,6 +242,9 @@ pub enum StoreError {
     /// Reading or writing the store's files failed.
     #[error("metadata store I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration does not say how to reach the store.
+    #[error("metadata store configuration: {0}")]
+    Config(String),
     /// The storage engine failed in some other way.
     #[error("metadata store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
