@@ -71,3 +71,24 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+impl TestDatabase {
+    /// A key store over `cluster` (opened again: one process may open a cluster several
+    /// times) with its metadata in this database, on the system clock: one instance of a
+    /// multi-instance deployment.
+    pub fn keystore(&self, cluster: &super::TestCluster) -> hsm_kms::keystore::KeyStore {
+        let config = cluster.config();
+        let hsms =
+            hsm_kms::cluster::Cluster::open("local", config.default_cluster().unwrap()).unwrap();
+        let scope =
+            hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
+        hsm_kms::keystore::KeyStore::with_parts(
+            scope,
+            hsms,
+            Box::new(self.store()),
+            std::sync::Arc::new(hsm_kms::clock::SystemClock),
+            config.audit,
+        )
+        .unwrap()
+    }
+}

@@ -1,0 +1,198 @@
+//! Several hsm-kms instances on one PostgreSQL database and one HSM cluster: two key stores
+//! in one process, each with its own store connection pool and its own HSM sessions, as
+//! two servers would have. What one instance does, the other sees; races between them have
+//! one winner; their audit events form one chain.
+//!
+//! Every test skips, saying so, when `HSM_KMS_TEST_POSTGRES_URL` is not set;
+//! `scripts/test.sh` always sets it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use common::TestCluster;
+use common::postgres_db::TestDatabase;
+use hsm_kms::audit::checkpoint::ClusterSealer;
+use hsm_kms::audit::verify::verify;
+use hsm_kms::keystore::api::*;
+use hsm_kms::keystore::{Caller, KeyStore};
+use secrecy::{ExposeSecret, SecretSlice};
+
+/// Two instances on one fresh database and one initialised two-member cluster.
+struct TwoInstances {
+    a: KeyStore,
+    b: KeyStore,
+    caller: Caller,
+    cluster: TestCluster,
+    database: TestDatabase,
+}
+
+impl TwoInstances {
+    fn new() -> Option<TwoInstances> {
+        let database = TestDatabase::create()?;
+        let cluster = TestCluster::new(2);
+        hsm_kms::cluster::Cluster::init("local", &cluster.cluster_config()).unwrap();
+        let a = database.keystore(&cluster);
+        let b = database.keystore(&cluster);
+        let caller = Caller::local(a.scope());
+        Some(TwoInstances {
+            a,
+            b,
+            caller,
+            cluster,
+            database,
+        })
+    }
+}
+
+fn create_key(store: &KeyStore, caller: &Caller) -> String {
+    store
+        .create_key(caller, CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id
+}
+
+fn encrypt(store: &KeyStore, caller: &Caller, key: &str, plaintext: &[u8]) -> Vec<u8> {
+    store
+        .encrypt(
+            caller,
+            EncryptRequest {
+                key_id: key.into(),
+                plaintext: SecretSlice::from(plaintext.to_vec()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .ciphertext_blob
+}
+
+fn decrypt(store: &KeyStore, caller: &Caller, blob: &[u8]) -> Vec<u8> {
+    store
+        .decrypt(
+            caller,
+            DecryptRequest {
+                ciphertext_blob: blob.to_vec(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .plaintext
+        .expose_secret()
+        .to_vec()
+}
+
+#[test]
+fn a_key_created_on_one_instance_is_usable_on_the_other() {
+    let Some(two) = TwoInstances::new() else {
+        return;
+    };
+    let (a, b, caller) = (&two.a, &two.b, &two.caller);
+    let key = create_key(a, caller);
+
+    let blob = encrypt(b, caller, &key, b"made on a, used on b");
+    assert_eq!(decrypt(a, caller, &blob), b"made on a, used on b");
+    let described = b
+        .describe_key(
+            caller,
+            KeyIdRequest {
+                key_id: key.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata;
+    assert_eq!(described.key_id, key);
+
+    b.create_alias(
+        caller,
+        AliasRequest {
+            alias_name: "alias/shared".into(),
+            target_key_id: key.clone(),
+        },
+    )
+    .unwrap();
+    let blob = encrypt(a, caller, "alias/shared", b"by alias");
+    assert_eq!(decrypt(b, caller, &blob), b"by alias");
+}
+
+/// Four threads on each instance create the same alias name at once, ten times over:
+/// exactly one call succeeds each time, every other one is AlreadyExistsException.
+#[test]
+fn an_alias_race_across_two_instances_has_exactly_one_winner() {
+    let Some(two) = TwoInstances::new() else {
+        return;
+    };
+    let key = create_key(&two.a, &two.caller);
+    for round in 0..10 {
+        let name = format!("alias/race-{round}");
+        let start = Barrier::new(8);
+        let outcomes: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|n| {
+                    let store = if n % 2 == 0 { &two.a } else { &two.b };
+                    let (caller, name, key, start) = (&two.caller, &name, &key, &start);
+                    scope.spawn(move || {
+                        let request = AliasRequest {
+                            alias_name: name.clone(),
+                            target_key_id: key.clone(),
+                        };
+                        start.wait();
+                        store
+                            .create_alias(caller, request)
+                            .map_err(|error| error.code().to_owned())
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let winners = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(winners, 1, "round {round}: {outcomes:?}");
+        for outcome in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert_eq!(outcome, "AlreadyExistsException", "round {round}");
+        }
+    }
+}
+
+/// Both instances call at once; after both shut down, the trail is one chain with every
+/// event of both, verified with its HSM-sealed checkpoints as `audit verify` does.
+#[test]
+fn the_audit_events_of_two_instances_form_one_verified_chain() {
+    let Some(two) = TwoInstances::new() else {
+        return;
+    };
+    let key = create_key(&two.a, &two.caller);
+    const CALLS: usize = 40;
+    std::thread::scope(|scope| {
+        for store in [&two.a, &two.b] {
+            let (caller, key) = (&two.caller, &key);
+            scope.spawn(move || {
+                for n in 0..CALLS {
+                    let blob = encrypt(store, caller, key, format!("call {n}").as_bytes());
+                    assert_eq!(
+                        decrypt(store, caller, &blob),
+                        format!("call {n}").as_bytes()
+                    );
+                }
+            });
+        }
+    });
+    two.a.shutdown();
+    two.b.shutdown();
+
+    let store = two.database.store();
+    let config = two.cluster.config();
+    let cluster =
+        hsm_kms::cluster::Cluster::open("local", config.default_cluster().unwrap()).unwrap();
+    let sealer = ClusterSealer::new(Arc::new(cluster));
+    let report = verify(&store, Some(&sealer), None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // CreateKey, then an Encrypt and a Decrypt per call on each instance.
+    assert!(
+        report.events >= (1 + 2 * 2 * CALLS) as u64,
+        "{} events",
+        report.events
+    );
+    assert!(report.checkpoints >= 2, "each instance sealed its head");
+}
