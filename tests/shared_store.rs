@@ -10,6 +10,7 @@
 mod common;
 
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use common::TestCluster;
 use common::postgres_db::TestDatabase;
@@ -195,4 +196,139 @@ fn the_audit_events_of_two_instances_form_one_verified_chain() {
         report.events
     );
     assert!(report.checkpoints >= 2, "each instance sealed its head");
+}
+
+/// Trials of [`a_key_disabled_on_one_instance_is_refused_on_the_other_within_a_second`]:
+/// `HSM_KMS_TEST_CONSISTENCY_TRIALS`, 100 when unset (the issue's figure is 1,000).
+fn consistency_trials() -> usize {
+    std::env::var("HSM_KMS_TEST_CONSISTENCY_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100)
+}
+
+/// After DisableKey returns on instance A, instance B, whose cache holds the key enabled,
+/// refuses Encrypt within one second, every time. Each trial warms B's cache, disables
+/// on A, then encrypts on B until it is refused (DisabledException) and takes the time;
+/// then enables on A and waits until B encrypts again. Prints the worst case and median.
+#[test]
+fn a_key_disabled_on_one_instance_is_refused_on_the_other_within_a_second() {
+    let Some(two) = TwoInstances::new() else {
+        return;
+    };
+    let (a, b, caller) = (&two.a, &two.b, &two.caller);
+    let key = create_key(a, caller);
+    let key_request = || KeyIdRequest {
+        key_id: key.clone(),
+        ..Default::default()
+    };
+    let try_encrypt = || {
+        b.encrypt(
+            caller,
+            EncryptRequest {
+                key_id: key.clone(),
+                plaintext: SecretSlice::from(b"probe".to_vec()),
+                ..Default::default()
+            },
+        )
+    };
+    let trials = consistency_trials();
+    let mut delays = Vec::with_capacity(trials);
+    for trial in 0..trials {
+        encrypt(b, caller, &key, b"warms the cache of b");
+        a.disable_key(caller, key_request()).unwrap();
+        let disabled = Instant::now();
+        loop {
+            match try_encrypt() {
+                Ok(_) => assert!(
+                    disabled.elapsed() < Duration::from_secs(1),
+                    "trial {trial}: b still encrypts {:?} after the disable returned",
+                    disabled.elapsed()
+                ),
+                Err(error) => {
+                    assert_eq!(error.code(), "DisabledException", "trial {trial}");
+                    delays.push(disabled.elapsed());
+                    break;
+                }
+            }
+        }
+        a.enable_key(caller, key_request()).unwrap();
+        let enabled = Instant::now();
+        while try_encrypt().is_err() {
+            assert!(enabled.elapsed() < Duration::from_secs(5), "trial {trial}");
+        }
+    }
+    delays.sort();
+    let worst = delays.last().copied().unwrap_or_default();
+    println!(
+        "{trials} trials: b refused Encrypt at worst {worst:?}, median {:?}, after DisableKey \
+         returned on a",
+        delays[delays.len() / 2]
+    );
+    assert!(worst < Duration::from_secs(1));
+}
+
+/// Samples the instances every 20 ms until `wanted` leads and `other` (if any) does not
+/// (panicking if both ever lead at once, or after 10 s); returns how long it took.
+fn wait_until_leads_alone(wanted: &KeyStore, other: Option<&KeyStore>) -> Duration {
+    let started = Instant::now();
+    loop {
+        let wanted_leads = wanted.is_leader();
+        let other_leads = other.is_some_and(KeyStore::is_leader);
+        assert!(!(wanted_leads && other_leads), "two leaders at once");
+        if wanted_leads && !other_leads {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no hand-over within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One instance leads the background work; when its leader session is terminated (as
+/// when its connection is cut) the other takes over within 10 s; when that one is
+/// dropped (as when its process dies) the first takes over again; never both at once.
+#[test]
+fn leadership_passes_to_the_other_instance_within_ten_seconds() {
+    let Some(TwoInstances { a, b, database, .. }) = TwoInstances::new() else {
+        return;
+    };
+    let (mut leader, mut follower) = (a, b);
+    leader.is_leader();
+    follower.is_leader();
+    let started = Instant::now();
+    while !leader.is_leader() && !follower.is_leader() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nobody leads");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if follower.is_leader() {
+        std::mem::swap(&mut leader, &mut follower);
+    }
+    assert!(!follower.is_leader());
+
+    let terminated = database
+        .client()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(
+        terminated, 1,
+        "the leader's session holds the one advisory lock"
+    );
+    let after_cut = wait_until_leads_alone(&follower, Some(&leader));
+
+    let (leader, follower) = (follower, leader);
+    drop(leader);
+    let after_drop = wait_until_leads_alone(&follower, None);
+    println!(
+        "hand-over after the leader's session was cut: {after_cut:?}; after the leader was \
+         dropped: {after_drop:?}"
+    );
 }

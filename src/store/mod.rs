@@ -9,7 +9,9 @@
 //! for tests. [`open`] opens the one the configuration's `[store]` section names.
 
 mod memory;
+pub mod postgres_leader;
 mod postgres_store;
+pub mod postgres_watch;
 mod record;
 pub mod settings;
 mod sled_store;
@@ -44,6 +46,17 @@ pub enum Table {
 }
 
 impl Table {
+    /// The table whose [`Table::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|table| table.name() == name)
+    }
+
+    /// Whether [`MetadataStore::watch`] reports changes to this table (records that
+    /// something may cache; not the append-only audit trail or the meta table's markers).
+    pub fn is_watched(self) -> bool {
+        !matches!(self, Table::Audit | Table::AuditCheckpoints | Table::Meta)
+    }
+
     /// Every table, in declaration order.
     pub const ALL: [Table; 8] = [
         Table::Keys,
@@ -250,7 +263,29 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// A record that may have changed under a cache: told to the listener of
+/// [`MetadataStore::watch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The record under `table`/`key` was written (put or deleted) by some commit.
+    Record {
+        /// The record's table.
+        table: Table,
+        /// The record's key.
+        key: &'a [u8],
+    },
+    /// Changes may have gone unseen (the watch started or reconnected): forget everything.
+    Everything,
+}
+
+/// A callback for [`MetadataStore::watch`]; called from the store's own thread.
+pub type ChangeListener = std::sync::Arc<dyn Fn(Change<'_>) + Send + Sync>;
+
 /// Durable, atomic storage of metadata records, shared by all threads of a process.
+///
+/// A store that other processes write too ([`PostgresStore`]) says so to caches above it
+/// through [`MetadataStore::watch`] and [`MetadataStore::caches_are_current`]; the defaults
+/// fit a store only this process writes, whose every change its caches see at commit.
 pub trait MetadataStore: Send + Sync {
     /// The record under `table`/`key`, if any.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError>;
@@ -272,6 +307,28 @@ pub trait MetadataStore: Send + Sync {
     /// `Ok(Err(conflict))` when a precondition failed and nothing was written. After an
     /// `Err`, the batch may or may not have been applied: read back before retrying.
     fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError>;
+
+    /// Calls `listener` for records committed by other processes (and possibly this one),
+    /// from now on, until the store is dropped. Only the keys, aliases, grants, intents and
+    /// custom key store tables are watched; the audit tables and the meta table are not.
+    fn watch(&self, listener: ChangeListener) -> Result<(), StoreError> {
+        let _ = listener;
+        Ok(())
+    }
+
+    /// Whether a cache kept current by [`MetadataStore::watch`] may be served now: false
+    /// while changes by other processes may be going unseen (the watch's connection is
+    /// down or late). Cheap: called on every cached read.
+    fn caches_are_current(&self) -> bool {
+        true
+    }
+
+    /// Whether this process should run the background work that must run once among
+    /// all processes sharing the store (due deletions, rotations). A store only this
+    /// process writes always says yes.
+    fn is_leader(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -301,6 +358,7 @@ mod tests {
             assert_eq!(*table as usize, index);
             let same_name = Table::ALL.iter().filter(|t| t.name() == table.name());
             assert_eq!(same_name.count(), 1);
+            assert_eq!(Table::from_name(table.name()), Some(*table));
         }
     }
 

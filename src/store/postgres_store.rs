@@ -41,7 +41,9 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Batch, Conflict, MetadataStore, Record, StoreError, Table, record};
+use super::postgres_leader::Leadership;
+use super::postgres_watch::{self, Watch};
+use super::{Batch, ChangeListener, Conflict, MetadataStore, Record, StoreError, Table, record};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -73,6 +75,8 @@ const MIGRATIONS: &[&str] = &[
 /// A metadata store in a PostgreSQL database, shareable by several processes.
 pub struct PostgresStore {
     pool: Pool,
+    watch: Watch,
+    leadership: Leadership,
 }
 
 impl PostgresStore {
@@ -92,8 +96,12 @@ impl PostgresStore {
             .max_size(pool_size.max(1))
             .min_idle(Some(0))
             .connection_timeout(CONNECT_TIMEOUT)
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        Ok(PostgresStore { pool })
+            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
+        Ok(PostgresStore {
+            pool,
+            watch: Watch::new(config.clone()),
+            leadership: Leadership::new(config),
+        })
     }
 
     /// The schema version this build writes and reads.
@@ -284,7 +292,11 @@ impl MetadataStore for PostgresStore {
         let (mut put_tables, mut put_keys, mut put_envelopes) =
             (Vec::new(), Vec::new(), Vec::new());
         let (mut deleted_tables, mut deleted_keys) = (Vec::new(), Vec::new());
+        let mut notifications = Vec::new();
         for ((table, key), payload) in last_writes {
+            if table.is_watched() {
+                notifications.push(postgres_watch::payload(table, key));
+            }
             match payload {
                 Some(payload) => {
                     let record = Record {
@@ -322,19 +334,45 @@ impl MetadataStore for PostgresStore {
                 )
                 .map_err(backend)?;
         }
+        if !notifications.is_empty() {
+            transaction
+                .execute(
+                    "SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n",
+                    &[&postgres_watch::CHANNEL, &notifications],
+                )
+                .map_err(backend)?;
+        }
         transaction.commit().map_err(backend)?;
         Ok(Ok(()))
+    }
+
+    /// Starts (once) a thread on a connection of its own that `LISTEN`s for the changes
+    /// every instance's commits announce; see [`super::postgres_watch`].
+    fn watch(&self, listener: ChangeListener) -> Result<(), StoreError> {
+        self.watch.add(listener).map_err(StoreError::Io)
+    }
+
+    fn caches_are_current(&self) -> bool {
+        self.watch.caches_are_current()
+    }
+
+    /// Whether this instance holds the leader lock; see [`super::postgres_leader`].
+    fn is_leader(&self) -> bool {
+        self.leadership.is_leader()
     }
 }
 
 /// A driver error as a [`StoreError`]. A server error keeps only its SQLSTATE and message:
 /// its detail may quote a row, and rows hold payloads.
 fn backend(error: postgres::Error) -> StoreError {
+    StoreError::Backend(error_text(&error).into())
+}
+
+/// A driver error as text, the way [`backend`] words it.
+pub(super) fn error_text(error: &postgres::Error) -> String {
     match error.as_db_error() {
-        Some(db) => StoreError::Backend(
-            format!("PostgreSQL error {}: {}", db.code().code(), db.message()).into(),
-        ),
-        None => StoreError::Backend(error_chain(&error).into()),
+        Some(db) => format!("PostgreSQL error {}: {}", db.code().code(), db.message()),
+        None => error_chain(error),
     }
 }
 
