@@ -8,6 +8,7 @@
 //! [`PostgresStore`] the one several instances share, and [`MemoryStore`] an in-memory one
 //! for tests. [`open`] opens the one the configuration's `[store]` section names.
 
+pub mod copy;
 mod memory;
 pub mod postgres_leader;
 mod postgres_store;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 
 pub use memory::MemoryStore;
 pub use postgres_store::PostgresStore;
-pub use settings::{StoreSettings, open};
+pub use settings::{DEFAULT_POOL_SIZE, StoreSettings, open};
 pub use sled_store::SledStore;
 
 /// A named table: a map from byte keys to [`Record`]s, ordered by key.
