@@ -721,4 +721,16 @@ mod postgres_backend {
         assert!(!error.contains(wrong), "{error}");
         assert!(!error.contains(host_and_database), "{error}");
     }
+
+    /// hsm-kms does not speak TLS to PostgreSQL yet: a URL that demands it is refused,
+    /// never downgraded to a connection in the clear.
+    #[test]
+    fn a_url_that_requires_tls_is_refused() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let url = SecretString::from(format!("{}?sslmode=require", database.url.expose_secret()));
+        let error = PostgresStore::connect(&url, 1).err().unwrap().to_string();
+        assert!(error.contains("TLS"), "{error}");
+    }
 }
