@@ -332,3 +332,87 @@ fn leadership_passes_to_the_other_instance_within_ten_seconds() {
          dropped: {after_drop:?}"
     );
 }
+
+/// The lines an alarm's file action wrote so far.
+fn delivered(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits up to 15 s for the alarm file to hold `count` lines.
+fn wait_for_deliveries(path: &std::path::Path, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let lines = delivered(path);
+        if lines.len() >= count || started.elapsed() > Duration::from_secs(15) {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Both instances run the same alarm; only the leader delivers, so a DisableKey made on
+/// either is delivered once. When the leader is gone, the other takes the lead and
+/// delivers what follows, from the cursor the first one saved: nothing is lost.
+#[test]
+fn only_the_leader_delivers_alarms_and_the_next_leader_goes_on_from_its_cursor() {
+    let Some(TwoInstances {
+        mut a,
+        mut b,
+        caller,
+        cluster,
+        database: _database,
+    }) = TwoInstances::new()
+    else {
+        return;
+    };
+    let path = cluster.path("disabled.jsonl");
+    let alarms_text = format!(
+        "[alarms]\ndefaults = false\n\n[[alarms.alarm]]\nname = \"disabled\"\n\
+         pattern = '{{$.eventName=\"DisableKey\"}}'\nfile = {:?}\n",
+        path.display().to_string()
+    );
+    let config =
+        hsm_kms::config::Config::parse(&format!("{}\n{alarms_text}", cluster.config_text)).unwrap();
+    let alarms = config.alarms.alarms(&config.service.data_dir).unwrap();
+    a.start_alarms(alarms.clone()).unwrap();
+    b.start_alarms(alarms).unwrap();
+    let started = Instant::now();
+    while !a.is_leader() && !b.is_leader() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nobody leads");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+
+    let first = create_key(&follower, &caller);
+    let disable = |store: &KeyStore, key: &str| {
+        store
+            .disable_key(
+                &caller,
+                KeyIdRequest {
+                    key_id: key.to_owned(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    };
+    disable(&follower, &first);
+    assert_eq!(wait_for_deliveries(&path, 1).len(), 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(delivered(&path).len(), 1, "delivered by one instance only");
+
+    leader.shutdown();
+    drop(leader);
+    let second = create_key(&follower, &caller);
+    disable(&follower, &second);
+    let lines = wait_for_deliveries(&path, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains(&first) && lines[1].contains(&second),
+        "{lines:?}"
+    );
+    assert!(follower.is_leader());
+}
