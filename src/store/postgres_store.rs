@@ -30,6 +30,9 @@
 //!   [`StoreError::Backend`], and a lost connection during `COMMIT` leaves the outcome
 //!   unknown, exactly as the trait says.
 //!
+//! Statements are sent with their parameter types (`query_typed`), so each costs one
+//! round trip, without a separate prepare.
+//!
 //! Reads (`get`, `scan`, `count`) take no lock and see the last committed state. The
 //! price of the one lock is that commits do not run in parallel; sled's transactions
 //! do not either, and the audit trail (the busiest writer) group-commits.
@@ -38,6 +41,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use postgres::NoTls;
+use postgres::types::Type;
 use r2d2_postgres::PostgresConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -177,9 +181,9 @@ impl MetadataStore for PostgresStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
         let row = self
             .connection()?
-            .query_opt(
+            .query_typed_opt(
                 "SELECT envelope FROM records WHERE tbl = $1 AND key = $2",
-                &[&table.name(), &key],
+                &[(&table.name(), Type::TEXT), (&key, Type::BYTEA)],
             )
             .map_err(backend)?;
         match row {
@@ -202,13 +206,19 @@ impl MetadataStore for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .connection()?
-            .query(
+            .query_typed(
                 "SELECT key, envelope FROM records
                  WHERE tbl = $1 AND key >= $2
                    AND ($3::bytea IS NULL OR key > $3)
                    AND ($4::bytea IS NULL OR key < $4)
                  ORDER BY key LIMIT $5",
-                &[&table.name(), &prefix, &after, &end, &limit],
+                &[
+                    (&table.name(), Type::TEXT),
+                    (&prefix, Type::BYTEA),
+                    (&after, Type::BYTEA),
+                    (&end, Type::BYTEA),
+                    (&limit, Type::INT8),
+                ],
             )
             .map_err(backend)?;
         rows.iter()
@@ -223,9 +233,9 @@ impl MetadataStore for PostgresStore {
     fn count(&self, table: Table) -> Result<u64, StoreError> {
         let count: i64 = self
             .connection()?
-            .query_one(
+            .query_typed_one(
                 "SELECT count(*) FROM records WHERE tbl = $1",
-                &[&table.name()],
+                &[(&table.name(), Type::TEXT)],
             )
             .map_err(backend)?
             .get(0);
@@ -242,7 +252,7 @@ impl MetadataStore for PostgresStore {
         let mut connection = self.connection()?;
         let mut transaction = connection.transaction().map_err(backend)?;
         let revision: i64 = transaction
-            .query_one(
+            .query_typed_one(
                 "UPDATE revision_counter SET revision = revision + 1 RETURNING revision",
                 &[],
             )
@@ -253,11 +263,11 @@ impl MetadataStore for PostgresStore {
             let tables: Vec<&str> = batch.checks.iter().map(|c| c.table.name()).collect();
             let keys: Vec<&[u8]> = batch.checks.iter().map(|c| c.key.as_slice()).collect();
             let rows = transaction
-                .query(
+                .query_typed(
                     "SELECT r.tbl, r.key, r.envelope FROM records r
                      JOIN unnest($1::text[], $2::bytea[]) AS c(tbl, key)
                        ON r.tbl = c.tbl AND r.key = c.key",
-                    &[&tables, &keys],
+                    &[(&tables, Type::TEXT_ARRAY), (&keys, Type::BYTEA_ARRAY)],
                 )
                 .map_err(backend)?;
             let mut found = BTreeMap::new();
@@ -315,30 +325,41 @@ impl MetadataStore for PostgresStore {
         }
         if !deleted_keys.is_empty() {
             transaction
-                .execute(
+                .execute_typed(
                     "DELETE FROM records r USING unnest($1::text[], $2::bytea[]) AS d(tbl, key)
                      WHERE r.tbl = d.tbl AND r.key = d.key",
-                    &[&deleted_tables, &deleted_keys],
+                    &[
+                        (&deleted_tables, Type::TEXT_ARRAY),
+                        (&deleted_keys, Type::BYTEA_ARRAY),
+                    ],
                 )
                 .map_err(backend)?;
         }
         if !put_keys.is_empty() {
             transaction
-                .execute(
+                .execute_typed(
                     "INSERT INTO records (tbl, key, revision, envelope)
                      SELECT tbl, key, $3, envelope
                      FROM unnest($1::text[], $2::bytea[], $4::bytea[]) AS p(tbl, key, envelope)
                      ON CONFLICT (tbl, key)
                      DO UPDATE SET revision = excluded.revision, envelope = excluded.envelope",
-                    &[&put_tables, &put_keys, &revision, &put_envelopes],
+                    &[
+                        (&put_tables, Type::TEXT_ARRAY),
+                        (&put_keys, Type::BYTEA_ARRAY),
+                        (&revision, Type::INT8),
+                        (&put_envelopes, Type::BYTEA_ARRAY),
+                    ],
                 )
                 .map_err(backend)?;
         }
         if !notifications.is_empty() {
             transaction
-                .execute(
+                .execute_typed(
                     "SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n",
-                    &[&postgres_watch::CHANNEL, &notifications],
+                    &[
+                        (&postgres_watch::CHANNEL, Type::TEXT),
+                        (&notifications, Type::TEXT_ARRAY),
+                    ],
                 )
                 .map_err(backend)?;
         }
