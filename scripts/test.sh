@@ -60,7 +60,14 @@ fi
 # Doctests first (nextest does not run them), then the crate's tests, then some of them
 # again in vendor mode, then the AWS SDK for Rust client test (behind its cargo feature),
 # then the Python clients. Each step stops the script when it fails.
-cargo test --doc
+#
+# The README's library example runs against a fresh two-member cluster, initialised by the
+# binary; it finds the cluster's config through HSM_KMS_EXAMPLE_CONFIG.
+example_dir=$(mktemp -d)
+trap 'rm -rf "$example_dir"' EXIT
+scripts/softhsm-cluster.sh "$example_dir" 2 >/dev/null
+cargo run --quiet -- --config "$example_dir/hsm-kms.toml" cluster init >/dev/null
+HSM_KMS_EXAMPLE_CONFIG="$example_dir/hsm-kms.toml" cargo test --doc
 # The PKCS#11 module tests/vendor_mode.rs loads (that test also builds it when missing).
 cargo build -p pkcs11-vendor-sim
 if [[ $runner == nextest ]]; then

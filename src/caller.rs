@@ -11,10 +11,13 @@ use crate::policy::PolicyDocument;
 /// audit trail).
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The account and region the call acts in.
     pub scope: Scope,
     /// The principal's ARN.
     pub principal: String,
+    /// The client's address, for the audit trail and `aws:SourceIp`.
     pub source_ip: Option<String>,
+    /// The client's `User-Agent`, for the audit trail.
     pub user_agent: Option<String>,
     /// The request id the caller was given (`x-amzn-RequestId`), recorded as the audit
     /// event's `requestID`; `None` gives each audit event a fresh one.

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,19 +23,37 @@ pub const CONFIG_ENV: &str = "HSM_KMS_CONFIG";
 /// A configuration problem, named precisely enough to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Neither `--config` nor `HSM_KMS_CONFIG` names a file.
     #[error("no config file: pass --config FILE or set {CONFIG_ENV}")]
     NotGiven,
+    /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file is not a valid config.
     #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the TOML parser's position.
+        message: String,
+    },
+    /// Config text that is not a valid config: bad TOML, an unknown field, or values that
+    /// do not fit together (read from a file, this becomes [`ConfigError::Parse`]).
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// A secret reference could not be resolved.
     #[error("cannot resolve secret {reference}: {reason}")]
-    Secret { reference: String, reason: String },
+    Secret {
+        /// The reference as written (`env:VAR`, `file:PATH`), never the secret.
+        reference: String,
+        /// Why it could not be resolved.
+        reason: String,
+    },
 }
 
 /// The whole configuration file.
@@ -43,10 +62,13 @@ pub enum ConfigError {
 pub struct Config {
     /// Name of the cluster that serves keys of origin AWS_KMS.
     pub default_cluster: String,
+    /// `[service]`: who this service is and where it keeps its metadata.
     pub service: ServiceConfig,
-    /// Where the metadata lives: sled in `data_dir` (the default) or a shared PostgreSQL.
+    /// `[store]`: where the metadata lives: sled in `data_dir` (the default) or a shared
+    /// PostgreSQL.
     #[serde(default)]
     pub store: crate::store::StoreSettings,
+    /// `[clusters.NAME]`: the HSM clusters, by name.
     pub clusters: BTreeMap<String, ClusterConfig>,
     /// How the audit trail commits and seals.
     #[serde(default)]
@@ -56,13 +78,67 @@ pub struct Config {
     pub alarms: crate::audit::alarm::AlarmsConfig,
     /// The HTTP endpoint of `hsm-kms serve`.
     #[serde(default)]
-    pub server: crate::server::ServerConfig,
+    pub server: ServerConfig,
     /// The access keys that may call the HTTP endpoint (`[[credentials]]`).
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// Thresholds of `hsm-kms compliance check`.
     #[serde(default)]
     pub compliance: crate::compliance::settings::ComplianceSettings,
+}
+
+/// The `[server]` section of the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (overridden by `--listen`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key; without them only loopback is served.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Most requests worked on at once; more wait up to `queue_timeout_ms`, then are throttled.
+    pub max_concurrency: usize,
+    /// How long a request waits for one of the `max_concurrency` places before it is
+    /// throttled.
+    pub queue_timeout_ms: u64,
+    /// Time a client has to send the request headers, from their first byte.
+    pub header_timeout_ms: u64,
+    /// Time a client has to send the request body, once its headers have arrived.
+    pub body_timeout_ms: u64,
+    /// Time a connection with no request in progress (a keep-alive connection between
+    /// requests, or a new one) may stay silent before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Pause between background maintenance runs (deletions, rotations).
+    pub maintenance_interval_s: u64,
+    /// Threads serving requests; 0 means one per CPU. Calls that only read state run their
+    /// HSM work on the thread that read the request, which suits an HSM in the same host
+    /// (SoftHSM2) whose calls compute; with an HSM reached over a network, whose calls wait,
+    /// set it to the number of such calls that should be in flight at once.
+    pub worker_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 64 * 1024,
+            max_concurrency: 256,
+            queue_timeout_ms: 2000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            maintenance_interval_s: 60,
+            worker_threads: 0,
+        }
+    }
 }
 
 /// Who this service is in AWS terms and where it keeps its metadata.
@@ -75,7 +151,9 @@ pub struct ServiceConfig {
     /// empty and always holds `region` (left out, it is `[region]`).
     #[serde(default)]
     pub regions: Vec<String>,
+    /// The 12-digit account local callers act as, and that owns keys of the default scope.
     pub account_id: String,
+    /// Where the metadata store (sled) and the default alarm file live.
     pub data_dir: PathBuf,
 }
 
@@ -94,6 +172,7 @@ pub enum Replication {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// How key material reaches every HSM of the cluster.
     pub replication: Replication,
     /// Members of an `hsm-kms` replicated cluster.
     #[serde(default)]
@@ -138,6 +217,7 @@ fn default_sessions_per_member() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
+    /// The member's name in logs, metrics and the audit trail.
     pub name: String,
     /// Availability zone; required for members of a replicated cluster.
     pub zone: Option<String>,
@@ -145,6 +225,7 @@ pub struct MemberConfig {
     pub module: PathBuf,
     /// Token label or RFC 7512 `pkcs11:` URI.
     pub token: TokenSelector,
+    /// The PKCS#11 user PIN, by reference.
     pub user_pin: SecretRef,
     /// Security officer PIN, used only by ceremonies.
     pub so_pin: Option<SecretRef>,
@@ -157,9 +238,11 @@ pub struct MemberConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HsmEndpoint {
+    /// The HSM's name in logs and `cluster status`.
     pub name: String,
     /// `host:port` the HSM answers on.
     pub address: String,
+    /// Its availability zone.
     pub zone: String,
 }
 
@@ -319,7 +402,10 @@ impl ClusterConfig {
 #[derive(Clone, Deserialize)]
 #[serde(try_from = "String")]
 pub enum SecretRef {
+    /// `env:VAR`: the value of an environment variable.
     Env(String),
+    /// `file:PATH`: a file's contents without a trailing newline; group and others may not
+    /// have access to the file.
     File(PathBuf),
     /// A secret handed over by the program itself (a custom key store's unsealed password);
     /// no config text can name it.
@@ -427,6 +513,7 @@ impl SecretRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawCredentialConfig")]
 pub struct CredentialConfig {
+    /// Where its access key id and secret come from.
     pub source: CredentialSource,
     /// The 12-digit account the caller belongs to.
     pub account_id: String,
@@ -445,12 +532,19 @@ pub struct CredentialConfig {
 pub enum CredentialSource {
     /// An access key id in the config, its secret by reference.
     Inline {
+        /// The access key id, e.g. `AKIA...`.
         access_key_id: String,
+        /// The secret access key, by reference.
         secret: SecretRef,
     },
     /// `aws_access_key_id` and `aws_secret_access_key` of one profile of an AWS
     /// shared-credentials file.
-    SharedFile { path: PathBuf, profile: String },
+    SharedFile {
+        /// The shared-credentials file.
+        path: PathBuf,
+        /// The profile (section) to read.
+        profile: String,
+    },
 }
 
 /// `[[credentials]]` as written, before choosing its form.
@@ -667,9 +761,13 @@ fn shared_credentials_profile(text: &str, profile: &str) -> Result<(String, Secr
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct TokenSelector {
+    /// The token label (`token=`).
     pub label: Option<String>,
+    /// The token's serial number (`serial=`).
     pub serial: Option<String>,
+    /// The token's manufacturer id (`manufacturer=`).
     pub manufacturer: Option<String>,
+    /// The token's model (`model=`).
     pub model: Option<String>,
 }
 
@@ -770,24 +868,22 @@ impl fmt::Display for TokenSelector {
     }
 }
 
+/// Decodes the `%XX` escapes of a pkcs11 URI attribute value (RFC 7512); a `%` not followed
+/// by two hex digits is an error, as is a result that is not UTF-8.
 fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in {text:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = text.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(format!("bad percent-encoding in {text:?}"));
     }
-    String::from_utf8(out).map_err(|_| format!("percent-encoding in {text:?} is not UTF-8"))
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(String::from)
+        .map_err(|_| format!("percent-encoding in {text:?} is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -1102,5 +1198,21 @@ region = us-east-1
             "{error}"
         );
         assert!(!error.contains("dev/secret"), "{error}");
+    }
+
+    #[test]
+    fn pkcs11_uri_values_are_percent_decoded_and_bad_escapes_refused() {
+        let selector = TokenSelector::parse("pkcs11:token=my%20token;serial=00%2f1").unwrap();
+        assert_eq!(selector.label.as_deref(), Some("my token"));
+        assert_eq!(selector.serial.as_deref(), Some("00/1"));
+        for (uri, error) in [
+            ("pkcs11:token=a%2", "bad percent-encoding"),
+            ("pkcs11:token=%zz", "bad percent-encoding"),
+            ("pkcs11:token=100%", "bad percent-encoding"),
+            ("pkcs11:token=%FF", "not UTF-8"),
+        ] {
+            let message = TokenSelector::parse(uri).unwrap_err();
+            assert!(message.contains(error), "{uri}: {message}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Crash points for crash-consistency tests. When the environment variable
 //! `HSM_KMS_CRASH_AT` names a point, the process aborts there, as a power cut would: no
-//! destructor, no flush. Unset (always, in production), a point costs one cached check.
+//! destructor, no flush. This module exists only with the `fault-injection` cargo feature,
+//! which the tests turn on; in any other build the `crash_point!` calls compile to nothing.
 
 use std::sync::OnceLock;
 

@@ -26,8 +26,11 @@ pub enum WrapError {
     /// The material does not fit the key spec (checked before anything is sent).
     #[error("key material for a {key_spec} key must be {expected} bytes, not {actual}")]
     WrongLength {
+        /// The key spec, e.g. `SYMMETRIC_DEFAULT`.
         key_spec: &'static str,
+        /// The length it needs.
         expected: usize,
+        /// The length given.
         actual: usize,
     },
     /// The public key is not a DER SubjectPublicKeyInfo of an RSA key.

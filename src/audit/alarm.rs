@@ -93,13 +93,23 @@ fn sixty() -> u64 {
 pub enum Action {
     /// Runs `argv` with the notification on stdin; killed after `timeout`.
     Command {
+        /// The program and its arguments (no shell).
         argv: Vec<String>,
+        /// When it is killed.
         timeout: Duration,
     },
     /// POSTs the notification to `url`.
-    Http { url: String, timeout: Duration },
+    Http {
+        /// An `http://` URL.
+        url: String,
+        /// When the request gives up.
+        timeout: Duration,
+    },
     /// Appends the notification as a line to `path`, flushed to disk.
-    File { path: PathBuf },
+    File {
+        /// The file, created if missing.
+        path: PathBuf,
+    },
     /// Logs a warning.
     Log,
 }
@@ -121,10 +131,15 @@ impl Action {
 /// A resolved, validated alarm.
 #[derive(Debug, Clone)]
 pub struct Alarm {
+    /// Its name, unique among alarms; notifications and the cursor's key carry it.
     pub name: String,
+    /// The CloudWatch Logs filter pattern an event must match to count.
     pub pattern: FilterPattern,
+    /// Matches within `period` that fire it.
     pub threshold: u32,
+    /// The window over which matches count.
     pub period: Duration,
+    /// What firing does, each action delivered at least once.
     pub actions: Vec<Action>,
 }
 
@@ -217,6 +232,9 @@ impl AlarmConfig {
             });
         }
         if let Some(url) = &self.http {
+            if !cfg!(feature = "alarm-http") {
+                return Err("http actions need hsm-kms built with the `alarm-http` feature".into());
+            }
             if !url.starts_with("http://") || url.len() <= "http://".len() {
                 return Err(format!("http must be an http:// URL, not {url:?}"));
             }
@@ -249,6 +267,7 @@ impl AlarmConfig {
 /// restart resumes exactly here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmCursor {
+    /// The sequence number of the last event evaluated.
     pub seq: u64,
     /// `eventTime`s (ms since the epoch) of counted matches, oldest first.
     #[serde(default)]

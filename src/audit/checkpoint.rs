@@ -26,12 +26,17 @@ pub trait Sealer: Send + Sync {
 /// A sealed checkpoint of the audit chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// The sequence number of the last event it covers.
     pub seq: u64,
+    /// That event's chain hash.
     #[serde(with = "hex_bytes")]
     pub head_hash: [u8; 32],
     /// Milliseconds since the epoch.
     pub time: i64,
+    /// The GCM IV of the seal, in hex.
     pub iv: String,
+    /// The SHA-256 digest of `seq`, `head_hash` and `time`, sealed by the [`Sealer`] (an
+    /// internal key in the HSMs), in hex.
     pub seal: String,
 }
 

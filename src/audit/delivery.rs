@@ -1,8 +1,8 @@
 //! Delivery of one alarm notification by one [`Action`]: a command with the notification on
-//! stdin, an HTTP POST, a line appended to a file, or a warning in the log. Every attempt is
-//! bounded in time (a command is killed at its timeout, an HTTP request gives up at its
-//! timeout) and reports failure as a plain message; retrying is the dispatcher's business.
-//! Notifications hold audit events only, which never carry secrets.
+//! stdin, an HTTP POST (cargo feature `alarm-http`), a line appended to a file, or a warning
+//! in the log. Every attempt is bounded in time (a command is killed at its timeout, an HTTP
+//! request gives up at its timeout) and reports failure as a plain message; retrying is the
+//! dispatcher's business. Notifications hold audit events only, which never carry secrets.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -118,6 +118,7 @@ fn run_command(
 }
 
 /// POSTs `body` as JSON; any status other than 2xx is a failure.
+#[cfg(feature = "alarm-http")]
 fn post(alarm: &str, url: &str, timeout: Duration, body: &[u8]) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
@@ -131,6 +132,14 @@ fn post(alarm: &str, url: &str, timeout: Duration, body: &[u8]) -> Result<(), St
         .send(body)
         .map(|_| ())
         .map_err(|e| format!("POST {url} failed: {e}"))
+}
+
+/// Without the `alarm-http` feature the config refuses HTTP actions, so none reaches here.
+#[cfg(not(feature = "alarm-http"))]
+fn post(_alarm: &str, url: &str, _timeout: Duration, _body: &[u8]) -> Result<(), String> {
+    Err(format!(
+        "POST {url}: this build has no HTTP client (cargo feature `alarm-http`)"
+    ))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::caller::Caller;
@@ -25,24 +26,32 @@ fn trail_error_code(error: &KmsError) -> &'static str {
 pub const EVENT_VERSION: &str = "1.08";
 /// `eventName` of the service event that records events the trail failed to write.
 pub const EVENTS_LOST: &str = "AuditEventsLost";
+/// CloudTrail's `eventSource` of every KMS record.
+const EVENT_SOURCE: &str = "kms.amazonaws.com";
 /// Longest encryption context (in bytes of keys plus values) recorded in full.
 const CONTEXT_RECORD_MAX: usize = 8 * 1024;
 
 /// What one API call did, gathered while it runs.
 #[derive(Debug)]
 pub struct Call {
+    /// The operation's AWS name, e.g. `Encrypt`.
     pub event_name: &'static str,
+    /// Whether the operation only reads (CloudTrail's `readOnly`).
     pub read_only: bool,
     /// Writes state: its event is durable before the call returns.
     pub durable: bool,
+    /// CloudTrail's `requestParameters`: the call's parameters, never a plaintext or key.
     pub request_parameters: Map<String, Value>,
+    /// CloudTrail's `responseElements`, for the operations AWS records them for.
     pub response_elements: Option<Value>,
+    /// The key ARNs the call touched.
     pub resources: BTreeSet<String>,
+    /// The HSM members that served it.
     pub members: BTreeSet<String>,
     /// The `eventID` of the call's event, chosen up front so an intent can name it.
     pub event_id: uuid::Uuid,
     /// The account that owns the key when the caller used another account's key: the call
-    /// is then recorded in both accounts ([`Call::owner_copy`]).
+    /// is then recorded in both accounts ([`ApiCallEvent::owner_copy`]).
     pub key_owner: Option<String>,
 }
 
@@ -112,102 +121,212 @@ impl Call {
     /// The record of this call before it ran, for the audit intent: the call as it will be
     /// recorded, with `additionalEventData.hsmKmsOutcome` `"unknown"` and the `eventID` its
     /// final event will carry. It is chained only if the final event never is.
-    pub fn intent_event(&self, caller: &Caller, cluster: &str, time_millis: i64) -> Value {
-        let mut event = Call {
-            event_name: self.event_name,
-            read_only: self.read_only,
-            durable: self.durable,
-            request_parameters: self.request_parameters.clone(),
-            response_elements: None,
-            resources: self.resources.clone(),
-            members: BTreeSet::new(),
-            event_id: self.event_id,
-            key_owner: None,
-        }
-        .into_event(caller, cluster, time_millis, None);
-        event["additionalEventData"]["hsmKmsOutcome"] = Value::String("unknown".into());
+    pub fn intent_event<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cluster: &'a str,
+        time_millis: i64,
+    ) -> ApiCallEvent<'a> {
+        let mut event = self.event(caller, cluster, time_millis, None);
+        event.response_elements = None;
+        event.additional_event_data.hsm_members = None;
+        event.additional_event_data.hsm_kms_outcome = Some("unknown");
         event
     }
 
+    /// The CloudTrail record of this call, borrowing the call's fields: serialised straight
+    /// into the trail, with no intermediate JSON tree.
+    pub fn event<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cluster: &'a str,
+        time_millis: i64,
+        error: Option<&'a KmsError>,
+    ) -> ApiCallEvent<'a> {
+        let account = caller.scope.account_id();
+        ApiCallEvent {
+            event_version: EVENT_VERSION,
+            event_time: EventTime(time_millis),
+            event_source: EVENT_SOURCE,
+            event_name: self.event_name,
+            aws_region: caller.scope.region(),
+            request_id: match &caller.request_id {
+                Some(id) => EventId::Given(id),
+                None => EventId::Fresh(uuid::Uuid::new_v4()),
+            },
+            event_id: EventId::Fresh(self.event_id),
+            event_type: "AwsApiCall",
+            management_event: true,
+            event_category: "Management",
+            user_identity: UserIdentity::of(caller),
+            source_ip_address: caller.source_ip.as_deref().unwrap_or("localhost"),
+            user_agent: caller.user_agent.as_deref().unwrap_or(DEFAULT_USER_AGENT),
+            error_code: error.map(trail_error_code),
+            error_message: error.map(KmsError::message),
+            request_parameters: &self.request_parameters,
+            response_elements: match error {
+                Some(_) => None,
+                None => self.response_elements.as_ref(),
+            },
+            read_only: self.read_only,
+            resources: Resources {
+                account,
+                arns: &self.resources,
+            },
+            recipient_account_id: account,
+            additional_event_data: AdditionalEventData {
+                cluster,
+                hsm_members: Some(&self.members),
+                hsm_kms_outcome: None,
+            },
+            shared_event_id: None,
+        }
+    }
+}
+
+/// The CloudTrail record of one API call (`AwsApiCall`), fields in CloudTrail's order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiCallEvent<'a> {
+    event_version: &'static str,
+    event_time: EventTime,
+    event_source: &'static str,
+    event_name: &'static str,
+    aws_region: &'a str,
+    #[serde(rename = "requestID")]
+    request_id: EventId<'a>,
+    #[serde(rename = "eventID")]
+    event_id: EventId<'a>,
+    event_type: &'static str,
+    management_event: bool,
+    event_category: &'static str,
+    user_identity: UserIdentity<'a>,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: &'a str,
+    user_agent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+    request_parameters: &'a Map<String, Value>,
+    /// `null` for failed calls and intents, as CloudTrail records them.
+    response_elements: Option<&'a Value>,
+    read_only: bool,
+    resources: Resources<'a>,
+    recipient_account_id: &'a str,
+    additional_event_data: AdditionalEventData<'a>,
+    /// Set on both records of a call on another account's key.
+    #[serde(rename = "sharedEventID", skip_serializing_if = "Option::is_none")]
+    shared_event_id: Option<uuid::Uuid>,
+}
+
+impl<'a> ApiCallEvent<'a> {
     /// For a call on another account's key, the record the key owner's account gets, as
     /// CloudTrail writes it: `recipientAccountId` the owner, its own `eventID`, and the
-    /// `sharedEventID` that `event` (the caller's record, marked here) carries too.
-    pub fn owner_copy(owner: &str, event: &mut Value) -> Value {
-        let shared = uuid::Uuid::new_v4().to_string();
-        event["sharedEventID"] = Value::String(shared);
-        let mut copy = event.clone();
-        copy["recipientAccountId"] = Value::String(owner.to_owned());
-        copy["eventID"] = Value::String(uuid::Uuid::new_v4().to_string());
+    /// `sharedEventID` that this record (the caller's, marked here) carries too.
+    pub fn owner_copy(&mut self, owner: &'a str) -> ApiCallEvent<'a> {
+        self.shared_event_id = Some(uuid::Uuid::new_v4());
+        let mut copy = self.clone();
+        copy.recipient_account_id = owner;
+        copy.event_id = EventId::Fresh(uuid::Uuid::new_v4());
         copy
     }
+}
 
-    /// The CloudTrail record of this call.
-    pub fn into_event(
-        self,
-        caller: &Caller,
-        cluster: &str,
-        time_millis: i64,
-        error: Option<&KmsError>,
-    ) -> Value {
-        let mut event = base(
-            caller.scope.region(),
-            time_millis,
-            self.event_name,
-            "AwsApiCall",
-        );
-        event.insert("eventID".into(), Value::String(self.event_id.to_string()));
-        if let Some(request_id) = &caller.request_id {
-            event.insert("requestID".into(), Value::String(request_id.clone()));
-        }
-        let account = caller.scope.account_id();
-        event.insert("userIdentity".into(), user_identity(caller));
-        event.insert(
-            "sourceIPAddress".into(),
-            Value::String(
-                caller
-                    .source_ip
-                    .clone()
-                    .unwrap_or_else(|| "localhost".into()),
-            ),
-        );
-        event.insert(
-            "userAgent".into(),
-            Value::String(caller.user_agent.clone().unwrap_or_else(default_user_agent)),
-        );
-        if let Some(error) = error {
-            event.insert(
-                "errorCode".into(),
-                Value::String(trail_error_code(error).into()),
-            );
-            event.insert(
-                "errorMessage".into(),
-                Value::String(error.message().to_owned()),
-            );
-        }
-        event.insert(
-            "requestParameters".into(),
-            Value::Object(self.request_parameters),
-        );
-        event.insert(
-            "responseElements".into(),
-            if error.is_some() {
-                Value::Null
-            } else {
-                self.response_elements.unwrap_or(Value::Null)
-            },
-        );
-        event.insert("readOnly".into(), Value::Bool(self.read_only));
-        event.insert("resources".into(), resources(account, &self.resources));
-        event.insert(
-            "recipientAccountId".into(),
-            Value::String(account.to_owned()),
-        );
-        event.insert(
-            "additionalEventData".into(),
-            json!({ "cluster": cluster, "hsmMembers": self.members }),
-        );
-        Value::Object(event)
+/// An identifier the caller gave (a request id) or one chosen here.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum EventId<'a> {
+    Given(&'a str),
+    Fresh(uuid::Uuid),
+}
+
+/// CloudTrail's `eventTime`: RFC 3339, UTC, whole seconds.
+#[derive(Debug, Clone, Copy)]
+struct EventTime(i64);
+
+impl Serialize for EventTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_seconds(system_time(self.0)))
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdentity<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    principal_id: &'a str,
+    arn: &'a str,
+    account_id: &'a str,
+}
+
+impl<'a> UserIdentity<'a> {
+    fn of(caller: &'a Caller) -> UserIdentity<'a> {
+        let account = caller.scope.account_id();
+        let (kind, principal_id) = if caller.principal.ends_with(":root") {
+            ("Root", account)
+        } else {
+            (
+                "IAMUser",
+                caller.principal.rsplit('/').next().unwrap_or_default(),
+            )
+        };
+        UserIdentity {
+            kind,
+            principal_id,
+            arn: &caller.principal,
+            account_id: account,
+        }
+    }
+}
+
+/// The keys a call touched, each as CloudTrail's `resources` entry.
+#[derive(Debug, Clone, Copy)]
+struct Resources<'a> {
+    /// The caller's account, for keys whose ARN names none.
+    account: &'a str,
+    arns: &'a BTreeSet<String>,
+}
+
+impl Serialize for Resources<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.arns.iter().map(|arn| resource(self.account, arn)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "accountId")]
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ARN")]
+    arn: &'a str,
+}
+
+fn resource<'a>(account: &'a str, arn: &'a str) -> Resource<'a> {
+    // A key of another account (cross-account use) names its own account.
+    let owner = arn
+        .split(':')
+        .nth(4)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(account);
+    Resource {
+        account_id: owner,
+        kind: "AWS::KMS::Key",
+        arn,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdditionalEventData<'a> {
+    cluster: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hsm_members: Option<&'a BTreeSet<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hsm_kms_outcome: Option<&'static str>,
 }
 
 /// A background action of the service itself (scheduled deletion carried out, automatic
@@ -250,10 +369,7 @@ fn base(region: &str, time_millis: i64, event_name: &str, event_type: &str) -> M
     let mut event = Map::new();
     event.insert("eventVersion".into(), Value::String(EVENT_VERSION.into()));
     event.insert("eventTime".into(), Value::String(event_time(time_millis)));
-    event.insert(
-        "eventSource".into(),
-        Value::String("kms.amazonaws.com".into()),
-    );
+    event.insert("eventSource".into(), Value::String(EVENT_SOURCE.into()));
     event.insert("eventName".into(), Value::String(event_name.into()));
     event.insert("awsRegion".into(), Value::String(region.into()));
     event.insert(
@@ -270,48 +386,24 @@ fn base(region: &str, time_millis: i64, event_name: &str, event_type: &str) -> M
     event
 }
 
-fn user_identity(caller: &Caller) -> Value {
-    let account = caller.scope.account_id();
-    let (kind, principal_id) = if caller.principal.ends_with(":root") {
-        ("Root", account.to_owned())
-    } else {
-        (
-            "IAMUser",
-            caller
-                .principal
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-    };
-    json!({ "type": kind, "principalId": principal_id, "arn": caller.principal, "accountId": account })
-}
-
 fn resources(account: &str, arns: &BTreeSet<String>) -> Value {
     Value::Array(
         arns.iter()
-            .map(|arn| {
-                // A key of another account (cross-account use) names its own account.
-                let owner = arn
-                    .split(':')
-                    .nth(4)
-                    .filter(|a| !a.is_empty())
-                    .unwrap_or(account);
-                json!({ "accountId": owner, "type": "AWS::KMS::Key", "ARN": arn })
-            })
+            .map(|arn| json!(resource(account, arn)))
             .collect(),
     )
 }
 
-fn default_user_agent() -> String {
-    format!("hsm-kms/{}", env!("CARGO_PKG_VERSION"))
+/// The `userAgent` of calls made in-process, without an HTTP request.
+const DEFAULT_USER_AGENT: &str = concat!("hsm-kms/", env!("CARGO_PKG_VERSION"));
+
+fn system_time(time_millis: i64) -> std::time::SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(time_millis).unwrap_or(0))
 }
 
 /// CloudTrail's `eventTime`: RFC 3339, UTC, whole seconds.
 pub fn event_time(time_millis: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(time_millis.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
+    humantime::format_rfc3339_seconds(system_time(time_millis)).to_string()
 }
 
 #[cfg(test)]
@@ -330,7 +422,9 @@ mod tests {
         call.resource(arn.into());
         call.served_by("hsm-a");
         let error = KmsError::Disabled(format!("{arn} is disabled."));
-        let event = call.into_event(&caller, "local", 1_700_000_000_000, Some(&error));
+        let event =
+            serde_json::to_value(call.event(&caller, "local", 1_700_000_000_000, Some(&error)))
+                .unwrap();
         assert_eq!(event["eventTime"], "2023-11-14T22:13:20Z");
         assert_eq!(event["eventSource"], "kms.amazonaws.com");
         assert_eq!(event["eventName"], "Encrypt");

@@ -145,6 +145,7 @@ mod millis {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
+    /// Reads 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
@@ -154,6 +155,7 @@ mod seconds {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
+    /// Reads 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_secs)
     }
@@ -162,8 +164,11 @@ mod seconds {
 /// One stored event with its place in the chain.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
+    /// Its sequence number, from 1, without gaps.
     pub seq: u64,
+    /// The chain hash of the event before it (zeros for the first).
     pub previous: [u8; 32],
+    /// Its chain hash: [`chain_hash`] of `previous`, `seq` and `json`.
     pub hash: [u8; 32],
     /// The event's JSON exactly as hashed.
     pub json: Vec<u8>,
@@ -175,12 +180,13 @@ impl StoredEvent {
         serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(PREFIX_LEN + self.json.len());
-        bytes.extend_from_slice(&self.seq.to_be_bytes());
-        bytes.extend_from_slice(&self.previous);
-        bytes.extend_from_slice(&self.hash);
-        bytes.extend_from_slice(&self.json);
+    /// The stored form of an event: the fixed prefix, then its JSON.
+    fn encode(seq: u64, previous: &[u8; 32], hash: &[u8; 32], json: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(PREFIX_LEN + json.len());
+        bytes.extend_from_slice(&seq.to_be_bytes());
+        bytes.extend_from_slice(previous);
+        bytes.extend_from_slice(hash);
+        bytes.extend_from_slice(json);
         bytes
     }
 
@@ -210,7 +216,9 @@ pub fn chain_hash(previous: &[u8; 32], seq: u64, json: &[u8]) -> [u8; 32] {
 /// The head of the chain: the last sequence number and its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
+    /// The last sequence number written.
     pub seq: u64,
+    /// Its chain hash.
     #[serde(with = "hex_bytes")]
     pub hash: [u8; 32],
 }
@@ -219,10 +227,12 @@ pub struct Head {
 pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the hash as 64 lowercase hex digits.
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&hex::encode(bytes))
     }
 
+    /// Reads 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(deserializer)?;
         super::parse_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
@@ -457,7 +467,11 @@ impl AuditLog {
 
     /// Appends an event; with `durable`, returns only once its group is flushed, or with
     /// [`AuditError::Write`] if that group was dropped.
-    pub fn append(&self, event: &Value, durable: bool) -> Result<(), AuditError> {
+    pub fn append(
+        &self,
+        event: &(impl Serialize + ?Sized),
+        durable: bool,
+    ) -> Result<(), AuditError> {
         if !self.shared.settings.enabled {
             return Ok(());
         }
@@ -467,7 +481,7 @@ impl AuditLog {
     /// Durably records the intent of a state-changing call before it changes anything:
     /// `intent_event` is the call's event with its outcome unknown, chained as it is should
     /// the call never be completed. On an error the call must not go ahead.
-    pub fn begin(&self, intent_event: &Value) -> Result<Intent, AuditError> {
+    pub fn begin(&self, intent_event: &(impl Serialize + ?Sized)) -> Result<Intent, AuditError> {
         let json = encode(intent_event)?;
         let key = [INTENT_PREFIX, uuid::Uuid::new_v4().to_string().as_bytes()].concat();
         {
@@ -495,7 +509,11 @@ impl AuditLog {
     /// Appends the final event of a call begun with [`AuditLog::begin`], durably, deleting
     /// its intent in the same batch. If that group is dropped, the intent stays and is chained
     /// as an orphan, so the change remains on record.
-    pub fn complete(&self, intent: Intent, event: &Value) -> Result<(), AuditError> {
+    pub fn complete(
+        &self,
+        intent: Intent,
+        event: &(impl Serialize + ?Sized),
+    ) -> Result<(), AuditError> {
         match encode(event) {
             Ok(json) => self.enqueue(json, true, Some(intent.key)),
             Err(error) => {
@@ -594,7 +612,7 @@ impl Drop for AuditLog {
     }
 }
 
-fn encode(event: &Value) -> Result<Vec<u8>, AuditError> {
+fn encode(event: &(impl Serialize + ?Sized)) -> Result<Vec<u8>, AuditError> {
     serde_json::to_vec(event).map_err(|e| AuditError::Encode(e.to_string()))
 }
 
@@ -881,13 +899,11 @@ impl Shared {
             for json in chained {
                 let seq = next.seq + 1;
                 let hash = chain_hash(&next.hash, seq, json);
-                let stored = StoredEvent {
-                    seq,
-                    previous: next.hash,
-                    hash,
-                    json: json.clone(),
-                };
-                batch.put(Table::Audit, &seq.to_be_bytes(), stored.encode());
+                batch.put(
+                    Table::Audit,
+                    &seq.to_be_bytes(),
+                    StoredEvent::encode(seq, &next.hash, &hash, json),
+                );
                 next = Head { seq, hash };
             }
             let settled = orphans.iter().map(|orphan| &orphan.key).chain(

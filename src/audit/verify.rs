@@ -23,15 +23,20 @@ use crate::store::{MetadataStore, StoreError, Table};
 /// One problem found in the trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// The sequence number where it was found.
     pub seq: u64,
+    /// What is wrong, in one sentence.
     pub what: String,
 }
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VerifyReport {
+    /// Events read.
     pub events: u64,
+    /// Checkpoints read.
     pub checkpoints: u64,
+    /// Everything that does not verify; empty when the trail is intact.
     pub problems: Vec<Problem>,
     /// Whether checkpoint seals were checked against the HSMs (false without a sealer: then
     /// the checkpoints prove nothing, since anyone can write an unchecked one).

@@ -1,5 +1,6 @@
-//! The `hsm-kms` command line: parsing, logging set-up and exit codes. Each command group
-//! lives in its own module; errors are printed once, plainly, and never contain a secret.
+//! The `hsm-kms` command line (cargo feature `cli`): parsing, logging set-up and exit codes.
+//! Each command group lives in its own module; errors are printed once, plainly, and never
+//! contain a secret.
 //!
 //! Key commands (`create-key`, `encrypt`, ...) exit as the AWS CLI v2 does: 0 on success,
 //! 252 for a parameter value that cannot be read, 254 when the operation fails, 255 when

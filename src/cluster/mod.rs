@@ -25,17 +25,20 @@ use crate::hsm::{
     Disposition, DomainKey, Failure, Gcm, GcmSeal, HsmError, KeyObject, Member, Sealed,
 };
 pub use preflight::PreflightFailure;
-pub use replication::{CatchUp, MaterialId};
+pub use replication::{CatchUp, DestroyReport, MaterialId};
 
 /// An error of a cluster-level operation.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// The cluster does not meet the conditions to serve (see [`preflight`]).
     #[error(transparent)]
     Preflight(#[from] PreflightFailure),
     /// Too few healthy members to write key material to them.
     #[error("cannot write key material to cluster {cluster}: {}", problems.join("; "))]
     CannotWriteKeys {
+        /// The cluster's name.
         cluster: String,
+        /// What keeps each member or zone from taking a write.
         problems: Vec<String>,
     },
     /// No healthy member could serve the call.
@@ -44,7 +47,9 @@ pub enum ClusterError {
         join_errors(failures)
     )]
     Unavailable {
+        /// The cluster's name.
         cluster: String,
+        /// What each member tried answered.
         failures: Vec<HsmError>,
     },
     /// Replication failed part-way; the copies written so far were rolled back, except on
@@ -54,15 +59,24 @@ pub enum ClusterError {
         left_behind_note(left_behind)
     )]
     Replication {
+        /// The material version being replicated.
         material: String,
+        /// The failure that stopped it.
         cause: HsmError,
+        /// Members whose copy could not be rolled back.
         left_behind: Vec<String>,
     },
     /// A member refused the call for a reason no other member would change.
     #[error(transparent)]
     Hsm(HsmError),
+    /// A member name that is not in the cluster's config.
     #[error("cluster {cluster} has no member named {member:?}")]
-    UnknownMember { cluster: String, member: String },
+    UnknownMember {
+        /// The cluster's name.
+        cluster: String,
+        /// The name asked for.
+        member: String,
+    },
 }
 
 impl ClusterError {
@@ -100,7 +114,9 @@ fn left_behind_note(members: &[String]) -> String {
 /// A result and the member that produced it.
 #[derive(Debug)]
 pub struct Served<T> {
+    /// What the call returned.
     pub value: T,
+    /// The member that answered (for metrics and the audit trail).
     pub member: Arc<Member>,
 }
 
@@ -120,11 +136,16 @@ pub struct Cluster {
 /// Health of one member as `cluster status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
+    /// The member's name.
     pub name: String,
+    /// Its availability zone.
     pub zone: String,
+    /// Whether it answered the last probe.
     pub healthy: bool,
+    /// Why it is not healthy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Number of hsm-kms key objects on its token, when probed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_objects: Option<usize>,
 }
@@ -132,15 +153,20 @@ pub struct MemberStatus {
 /// Health of a cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
+    /// The cluster's name.
     pub cluster: String,
+    /// `hsm-kms` or `vendor`.
     pub replication: &'static str,
     /// Quorum holds: at least two healthy HSMs in two zones.
     pub serving: bool,
     /// Some member or HSM is down, or key material cannot be written.
     pub degraded: bool,
+    /// Each member (the one slot, for a vendor cluster).
     pub members: Vec<MemberStatus>,
+    /// The HSMs behind a vendor cluster's slot, as probed on their addresses.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hsms: Vec<vendor::HsmProbe>,
+    /// Why the cluster is not serving or degraded, one sentence each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
     /// Per key material version, the members holding it (probed status of self-replicated

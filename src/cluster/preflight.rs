@@ -13,6 +13,7 @@ pub const MIN_ZONES: usize = 2;
 /// Why a cluster refuses to serve, naming each member that failed and why.
 #[derive(Debug, Clone)]
 pub struct PreflightFailure {
+    /// The cluster's name.
     pub cluster: String,
     /// One line per failed member: `(member, reason)`.
     pub members: Vec<(String, String)>,

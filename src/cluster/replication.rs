@@ -23,7 +23,9 @@ use crate::keys::spec::{EncryptionAlgorithm, KeyUsage, SigningAlgorithm};
 /// One version of a CMK's key material: `CKA_ID` is `<key id>/<version>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MaterialId {
+    /// The key (for internal keys, their fixed name).
     pub key_id: String,
+    /// The material version: 1 for the first, one more per rotation (0 for probes).
     pub version: u32,
 }
 
@@ -291,7 +293,7 @@ impl Cluster {
     /// member holds and `member` lacks, each from a healthy member holding it, wrapped under
     /// the domain key and proven equal. Versions no healthy member holds are reported, not
     /// created. Safe to run at any time and concurrently with creations and destructions
-    /// (see [`writers`](super::writers)).
+    /// (one writer per material version at a time).
     pub fn catch_up(&self, member: &str, versions: &[MaterialId]) -> Result<CatchUp, ClusterError> {
         let target = self.known_member(member)?;
         if self.replication == Replication::Vendor {

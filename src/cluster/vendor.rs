@@ -14,10 +14,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The result of probing one listed HSM.
 #[derive(Debug, Clone, Serialize)]
 pub struct HsmProbe {
+    /// The HSM's name in the config.
     pub name: String,
+    /// The `host:port` probed.
     pub address: String,
+    /// Its availability zone.
     pub zone: String,
+    /// Whether a TCP connection succeeded within the timeout.
     pub reachable: bool,
+    /// Why the connection failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -267,7 +267,9 @@ pub fn identity_policies(config: &Config) -> ControlResult {
 /// One grant as the grants control needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantSummary {
+    /// The grant id.
     pub grant_id: String,
+    /// The key it is on.
     pub key_id: String,
     /// Milliseconds since the epoch.
     pub creation_date: i64,

@@ -27,13 +27,19 @@ pub const MANIFEST_KEY_ID: &str = "hsm-kms-compliance";
 /// AAD of manifest seals: a seal made for anything else does not open as one.
 const MANIFEST_AAD: &[u8] = b"hsm-kms compliance evidence manifest v1";
 
-/// File names inside a bundle.
+/// The bundle's copy of the compliance report (JSON).
 pub const REPORT_FILE: &str = "report.json";
+/// The audit events the report relied on, one JSON object a line.
 pub const EVENTS_FILE: &str = "audit-events.jsonl";
+/// The newest sealed checkpoint of the audit chain.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+/// The list of files with their sizes and SHA-256 digests.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The manifest's seal made in the HSMs ([`ManifestSeal`]).
 pub const SEAL_FILE: &str = "manifest.seal.json";
+/// The manifest's signature by the HSM-held signing key.
 pub const SIGNATURE_FILE: &str = "manifest.sig";
+/// The public key that verifies `manifest.sig`, as PEM.
 pub const PUBLIC_KEY_FILE: &str = "signing-key.pem";
 /// The internal key pair that signs manifests (created in the HSMs on first use).
 pub const SIGNING_KEY_ID: &str = "hsm-kms-compliance-signing";
@@ -41,19 +47,28 @@ pub const SIGNING_KEY_ID: &str = "hsm-kms-compliance-signing";
 /// One file listed by the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
+    /// The file's name inside the bundle.
     pub name: String,
+    /// Its size.
     pub bytes: u64,
+    /// Its SHA-256 digest, in hex.
     pub sha256: String,
 }
 
 /// The manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The manifest format's name and version.
     pub schema: String,
+    /// When the report was generated (RFC 3339, UTC).
     pub created: String,
+    /// The cluster the report is about.
     pub cluster: String,
+    /// Sequence number of the audit chain's head the report read up to.
     pub audit_head_seq: u64,
+    /// Sequence number of the bundled checkpoint, if the chain has one.
     pub checkpoint_seq: Option<u64>,
+    /// Every other file of the bundle.
     pub files: Vec<ManifestEntry>,
     /// How the manifest is sealed, in words (no signature exists yet).
     pub sealing: String,
@@ -62,19 +77,26 @@ pub struct Manifest {
 /// The seal of `manifest.json`: AES-256-GCM of its SHA-256 digest inside the HSMs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestSeal {
+    /// The internal key that sealed it ([`MANIFEST_KEY_ID`]).
     pub key: String,
+    /// The AAD, as text.
     pub aad: String,
+    /// The GCM IV, in hex.
     pub iv: String,
+    /// Ciphertext and tag, in hex.
     pub seal: String,
 }
 
 /// Why a bundle could not be written or does not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    /// A file could not be written or read (the message names it).
     #[error("{0}")]
     Io(String),
+    /// The HSMs could not seal or open the manifest.
     #[error("the HSMs could not seal or open the manifest: {0}")]
     Seal(String),
+    /// A file is missing or altered, or the seal or signature does not match.
     #[error("the bundle does not verify: {0}")]
     Invalid(String),
 }

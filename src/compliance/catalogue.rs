@@ -5,12 +5,17 @@
 /// One control of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Control {
+    /// Stable identifier, e.g. `KMS-HSM-1`; never reused for another check.
     pub id: &'static str,
+    /// What the control asserts, in one line.
     pub title: &'static str,
+    /// The external requirements it answers (standard and clause).
     pub references: &'static [&'static str],
+    /// What it checks and from which primary evidence.
     pub description: &'static str,
 }
 
+/// `KMS-HSM-1`: Key material is generated and kept inside HSMs only.
 pub const HSM_ONLY: Control = Control {
     id: "KMS-HSM-1",
     title: "Key material is generated and kept inside HSMs only",
@@ -27,6 +32,7 @@ pub const HSM_ONLY: Control = Control {
         values are read back through PKCS#11.",
 };
 
+/// `KMS-HSM-2`: Key material is redundant across HSMs and zones.
 pub const REDUNDANCY: Control = Control {
     id: "KMS-HSM-2",
     title: "Key material is redundant across HSMs and zones",
@@ -40,6 +46,7 @@ pub const REDUNDANCY: Control = Control {
         are down are named with the time they went down (from the audit trail).",
 };
 
+/// `KMS-ROT-1`: Customer managed symmetric keys rotate automatically.
 pub const ROTATION: Control = Control {
     id: "KMS-ROT-1",
     title: "Customer managed symmetric keys rotate automatically",
@@ -54,6 +61,7 @@ pub const ROTATION: Control = Control {
         grace), from the key records in the metadata store.",
 };
 
+/// `KMS-DEL-1`: Key deletion waits and is alarmed.
 pub const DELETION: Control = Control {
     id: "KMS-DEL-1",
     title: "Key deletion waits and is alarmed",
@@ -68,6 +76,7 @@ pub const DELETION: Control = Control {
         event (the alarm's delivery cursor in the store passed that event's sequence number).",
 };
 
+/// `KMS-ACC-1`: No key policy opens decryption to everyone.
 pub const KEY_POLICIES: Control = Control {
     id: "KMS-ACC-1",
     title: "No key policy opens decryption to everyone",
@@ -81,6 +90,7 @@ pub const KEY_POLICIES: Control = Control {
         narrows the caller (account, ARN, organisation, source, VPC, via service, tags).",
 };
 
+/// `KMS-ACC-2`: Credentials have identity policies that do not decrypt with every key.
 pub const IDENTITY_POLICIES: Control = Control {
     id: "KMS-ACC-2",
     title: "Credentials have identity policies that do not decrypt with every key",
@@ -95,6 +105,7 @@ pub const IDENTITY_POLICIES: Control = Control {
         kms:ReEncrypt* on every key (Resource \"*\") without a narrowing condition.",
 };
 
+/// `KMS-ACC-3`: No grant is older than the configured age.
 pub const GRANTS: Control = Control {
     id: "KMS-ACC-3",
     title: "No grant is older than the configured age",
@@ -103,6 +114,7 @@ pub const GRANTS: Control = Control {
         [compliance] grant_max_age_days.",
 };
 
+/// `KMS-AUD-1`: The audit trail verifies end to end, without gaps.
 pub const AUDIT_CHAIN: Control = Control {
     id: "KMS-AUD-1",
     title: "The audit trail verifies end to end, without gaps",
@@ -115,6 +127,7 @@ pub const AUDIT_CHAIN: Control = Control {
         records lost events (AuditEventsLost).",
 };
 
+/// `KMS-AUD-2`: Sealed checkpoints are no further apart than configured.
 pub const CHECKPOINTS: Control = Control {
     id: "KMS-AUD-2",
     title: "Sealed checkpoints are no further apart than configured",
@@ -124,6 +137,7 @@ pub const CHECKPOINTS: Control = Control {
         and no event at the head has waited longer than that unsealed.",
 };
 
+/// `KMS-AUD-3`: The built-in alarms are configured and deliver within their lag.
 pub const ALARMS: Control = Control {
     id: "KMS-AUD-3",
     title: "The built-in alarms are configured and deliver within their lag",
@@ -133,6 +147,7 @@ pub const ALARMS: Control = Control {
         head of the trail or behind it by events younger than the configured lag.",
 };
 
+/// `KMS-PLT-1`: Every non-loopback listener uses TLS.
 pub const TLS: Control = Control {
     id: "KMS-PLT-1",
     title: "Every non-loopback listener uses TLS",
@@ -141,6 +156,7 @@ pub const TLS: Control = Control {
         whose files exist (the key file owner-only).",
 };
 
+/// `KMS-PLT-2`: PIN and secret files are owner-only.
 pub const SECRET_FILES: Control = Control {
     id: "KMS-PLT-2",
     title: "PIN and secret files are owner-only",
@@ -150,6 +166,7 @@ pub const SECRET_FILES: Control = Control {
         gives no permission to group or others.",
 };
 
+/// `KMS-PLT-3`: Imported key material does not expire unnoticed.
 pub const IMPORTED_MATERIAL: Control = Control {
     id: "KMS-PLT-3",
     title: "Imported key material does not expire unnoticed",

@@ -34,7 +34,9 @@ pub enum MemberRead {
 /// One key material version as every member holds it.
 #[derive(Debug, Clone)]
 pub struct VersionEvidence {
+    /// The key the material belongs to.
     pub key_id: String,
+    /// The material version.
     pub version: u32,
     /// The key's AWS state, or `internal` for hsm-kms's own keys (audit seals, custom key
     /// store passwords, evidence manifests).
@@ -99,7 +101,9 @@ impl VersionEvidence {
 /// were not read and why.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
+    /// Every material version found, with its attributes on each member.
     pub versions: Vec<VersionEvidence>,
+    /// Keys whose material could not be read: key id and why.
     pub not_read: Vec<(String, String)>,
 }
 

@@ -57,10 +57,13 @@ pub struct Sources<'a> {
 /// Why a check could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ComplianceError {
+    /// A control id that is not in the catalogue: the id, then the known ids.
     #[error("unknown control {0:?} (known: {1})")]
     UnknownControl(String, String),
+    /// The metadata store could not be read.
     #[error("cannot read the metadata store: {0}")]
     Store(#[from] StoreError),
+    /// Evidence could not be read or the report not written.
     #[error("{0}")]
     Output(String),
 }

@@ -56,25 +56,40 @@ impl Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectKind {
+    /// An HSM cluster of the config.
     Cluster,
+    /// One HSM of a cluster.
     Member,
+    /// A key (all its material versions).
     Key,
+    /// One material version of a key.
     KeyVersion,
+    /// A key policy or identity policy.
     Policy,
+    /// An access key of `[[credentials]]`.
     Credential,
+    /// A grant on a key.
     Grant,
+    /// An alarm on the audit trail.
     Alarm,
+    /// The audit trail as a whole.
     Trail,
+    /// A checkpoint sealed in the HSMs.
     Checkpoint,
+    /// The server's listening socket.
     Listener,
+    /// A file on disk (config, PIN file, data directory).
     File,
 }
 
 /// One subject's outcome under a control.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// The finding's subject, by name, ARN or path.
     pub subject: String,
+    /// What kind of thing the subject is.
     pub kind: SubjectKind,
+    /// The outcome for this subject.
     pub status: Status,
     /// One sentence: why this status.
     pub reason: String,
@@ -104,16 +119,21 @@ impl Finding {
 /// One control's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct ControlResult {
+    /// The control's stable identifier, e.g. `KMS-HSM-1`.
     pub id: &'static str,
+    /// A one-line title.
     pub title: &'static str,
+    /// The standards' clauses the control answers to.
     pub references: &'static [&'static str],
     /// What the control checks and from which primary evidence.
     pub description: &'static str,
+    /// The worst status among the findings (NOT_APPLICABLE without findings).
     pub status: Status,
     /// One sentence over all findings.
     pub summary: String,
     /// Control-wide evidence (configuration values the check used, totals).
     pub evidence: Value,
+    /// One finding per subject checked.
     pub findings: Vec<Finding>,
 }
 
@@ -175,12 +195,16 @@ impl ControlResult {
 /// Counts by status.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
+    /// Number that passed.
     #[serde(rename = "PASS")]
     pub pass: usize,
+    /// Number that failed.
     #[serde(rename = "FAIL")]
     pub fail: usize,
+    /// Number with a warning.
     #[serde(rename = "WARN")]
     pub warn: usize,
+    /// Number to which the check did not apply.
     #[serde(rename = "NOT_APPLICABLE")]
     pub not_applicable: usize,
 }
@@ -202,7 +226,9 @@ pub struct Summary {
     /// FAIL when any control fails, else WARN when any warns, else PASS (NOT_APPLICABLE
     /// when nothing applied).
     pub status: Status,
+    /// Controls by status.
     pub controls: Counts,
+    /// Findings by status, over every control.
     pub findings: Counts,
 }
 
@@ -222,18 +248,26 @@ pub struct Charts {
 /// One labelled value of a chart.
 #[derive(Debug, Clone, Serialize)]
 pub struct Bar {
+    /// What the bar stands for (a key, a day).
     pub label: String,
+    /// Its value, in the chart's unit.
     pub value: f64,
 }
 
 /// Where the report came from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Origin {
+    /// The program that wrote the report (`hsm-kms`).
     pub tool: &'static str,
+    /// Its version.
     pub version: &'static str,
+    /// The cluster checked.
     pub cluster: String,
+    /// The cluster's replication mode (`hsm-kms` or `vendor`).
     pub replication: &'static str,
+    /// The account whose keys were checked.
     pub account_id: String,
+    /// The region the checks ran in.
     pub region: String,
     /// Where the evidence was read: `in-process` (the only mode until the server has an admin
     /// socket).
@@ -254,16 +288,23 @@ pub struct AuditScope {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The report format's name, [`SCHEMA`].
     pub schema: &'static str,
+    /// The format's version, [`SCHEMA_VERSION`].
     pub schema_version: &'static str,
     /// RFC 3339, UTC.
     pub generated_at: String,
     /// Milliseconds since the epoch, by the clock the checks used.
     pub generated_at_millis: i64,
+    /// What produced the report, and for which cluster and account.
     pub origin: Origin,
+    /// Counts by status and the overall verdict.
     pub summary: Summary,
+    /// Every control, in catalogue order.
     pub controls: Vec<ControlResult>,
+    /// The data behind the HTML report's charts.
     pub charts: Charts,
+    /// How much of the audit trail the checks read.
     pub audit: AuditScope,
 }
 

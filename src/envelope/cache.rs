@@ -48,7 +48,9 @@ impl CacheLimits {
 /// How the cache was used so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CacheStatistics {
+    /// Requests answered from the cache.
     pub hits: u64,
+    /// Requests that went to the keyring.
     pub misses: u64,
     /// Entries removed: over capacity, too old, or used up.
     pub evictions: u64,

@@ -53,10 +53,15 @@ pub struct EncryptedDataKey {
 /// The header body of a version-2 message.
 #[derive(Debug, Clone)]
 pub struct Header {
+    /// The algorithm suite.
     pub suite: AlgorithmSuite,
+    /// The message id: random, and the salt of the key derivation.
     pub message_id: [u8; MESSAGE_ID_LEN],
+    /// The encryption context, authenticated with every frame.
     pub context: EncryptionContext,
+    /// The data key, encrypted once per keyring key.
     pub encrypted_data_keys: Vec<EncryptedDataKey>,
+    /// Plaintext bytes per frame.
     pub frame_length: u32,
     /// The suite data: the commitment value of the data key.
     pub commitment: [u8; KEY_LEN],

@@ -2,9 +2,9 @@
 //! key store for a data key under its first key id and has each further key id encrypt a
 //! copy; on decrypt it asks for the copies it is allowed to (its key ids, or in discovery
 //! mode any key of the filter's accounts and partition) until one succeeds. The key store
-//! is reached in-process ([`LocalKms`]) or over the AWS KMS wire protocol
-//! ([`super::remote::HttpKms`], or the AWS SDK's `SdkKms`), behind one [`KmsClient`]
-//! trait. It never logs or returns a data key outside a zeroizing type.
+//! is reached in-process ([`LocalKms`]) or over the AWS KMS wire protocol (`HttpKms` of the
+//! `envelope-http` feature, or the AWS SDK's `SdkKms`), behind one [`KmsClient`] trait. It
+//! never logs or returns a data key outside a zeroizing type.
 
 use std::sync::Arc;
 
@@ -24,13 +24,17 @@ pub const KMS_PROVIDER_ID: &str = "aws-kms";
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{exception}: {message}")]
 pub struct KmsCallError {
+    /// The exception name, e.g. `AccessDeniedException`.
     pub exception: String,
+    /// The exception's message.
     pub message: String,
 }
 
 /// A fresh data key from the key store.
 pub struct GeneratedDataKey {
+    /// The data key, zeroized on drop.
     pub plaintext: DataKey,
+    /// The data key encrypted under the key store key.
     pub ciphertext_blob: Vec<u8>,
     /// The ARN of the key that wrapped it.
     pub key_arn: String,
@@ -190,7 +194,9 @@ pub trait Keyring: Send + Sync {
 /// Which keys a discovery keyring may use: keys of these accounts in this partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveryFilter {
+    /// The ARN partition, e.g. `aws`.
     pub partition: String,
+    /// The 12-digit accounts whose keys may decrypt.
     pub accounts: Vec<String>,
 }
 

@@ -23,10 +23,13 @@ pub type DataKey = SecretBox<[u8; KEY_LEN]>;
 
 /// What a new message is encrypted with.
 pub struct EncryptionMaterials {
+    /// The algorithm suite of the message.
     pub suite: AlgorithmSuite,
     /// The caller's encryption context, plus the public key for the signed suite.
     pub context: EncryptionContext,
+    /// The plaintext data key the message's key is derived from.
     pub data_key: DataKey,
+    /// The data key encrypted by each key of the keyring, for the header.
     pub encrypted_data_keys: Vec<EncryptedDataKey>,
     /// The signed suite's private key (zeroized on drop by `p384`).
     pub signing_key: Option<SigningKey>,
@@ -34,7 +37,9 @@ pub struct EncryptionMaterials {
 
 /// What a message is decrypted with.
 pub struct DecryptionMaterials {
+    /// The algorithm suite the header names.
     pub suite: AlgorithmSuite,
+    /// The data key one of the encrypted data keys decrypted to.
     pub data_key: DataKey,
     /// The signed suite's public key, from the encryption context.
     pub verifying_key: Option<VerifyingKey>,
@@ -43,7 +48,9 @@ pub struct DecryptionMaterials {
 /// What a new message needs materials for.
 #[derive(Debug, Clone, Copy)]
 pub struct EncryptionRequest<'a> {
+    /// The caller's encryption context.
     pub context: &'a EncryptionContext,
+    /// The algorithm suite the message will use.
     pub suite: AlgorithmSuite,
     /// The plaintext's length when known in advance (the cache needs it to count bytes).
     pub plaintext_length: Option<u64>,
@@ -52,8 +59,11 @@ pub struct EncryptionRequest<'a> {
 /// What a message being decrypted offers.
 #[derive(Debug, Clone, Copy)]
 pub struct DecryptionRequest<'a> {
+    /// The algorithm suite the header names.
     pub suite: AlgorithmSuite,
+    /// The header's encryption context.
     pub context: &'a EncryptionContext,
+    /// The header's encrypted data keys.
     pub encrypted_data_keys: &'a [EncryptedDataKey],
 }
 

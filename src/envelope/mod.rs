@@ -1,8 +1,9 @@
 //! Client-side envelope encryption of bulk data in the AWS Encryption SDK message format
 //! (version 2, committing suites only, framed), interoperable byte for byte with the AWS
 //! Encryption SDK. A message's data key comes from a key store through a [`Keyring`]
-//! (in-process [`LocalKms`], or the AWS KMS wire protocol through the light [`HttpKms`] or,
-//! with the `envelope-aws-sdk` feature, the AWS SDK's `aws_sdk::SdkKms`), optionally through a
+//! (in-process [`LocalKms`], or the AWS KMS wire protocol through the light `HttpKms` of the
+//! `envelope-http` feature or, with the `envelope-aws-sdk` feature, the AWS SDK's
+//! `aws_sdk::SdkKms`), optionally through a
 //! [`CachingMaterialsManager`]; [`Encryptor`] and [`Decryptor`] stream in constant memory.
 //! This module never writes a data key, derived key or plaintext anywhere but the
 //! caller's writer, and keeps them in zeroizing types from creation to drop.
@@ -29,6 +30,7 @@ pub mod cache;
 pub mod format;
 pub mod keyring;
 pub mod materials;
+#[cfg(feature = "envelope-http")]
 pub mod remote;
 pub mod stream;
 pub mod suite;
@@ -41,6 +43,7 @@ pub use cache::{CacheLimits, CacheStatistics, CachingMaterialsManager, Materials
 pub use format::{EncryptedDataKey, EncryptionContext, Header};
 pub use keyring::{DiscoveryFilter, Keyring, KmsCallError, KmsClient, KmsKeyring, LocalKms};
 pub use materials::{DefaultMaterialsManager, MaterialsManager};
+#[cfg(feature = "envelope-http")]
 pub use remote::HttpKms;
 pub use stream::{DecryptOptions, Decryptor, EncryptOptions, Encryptor};
 pub use suite::AlgorithmSuite;

@@ -1,7 +1,8 @@
-//! The AWS KMS wire protocol as a light [`KmsClient`]: JSON 1.1 requests
-//! (`TrentService.*`) signed with SigV4 by the `aws-sigv4` crate and sent over `ureq`
-//! (HTTPS with rustls), so the envelope keyring works against `hsm-kms serve` and AWS KMS
-//! alike without the AWS SDK (the `hsm-kms` CLI uses it; see `aws_sdk` for the SDK one).
+//! The AWS KMS wire protocol as a light [`KmsClient`] (cargo feature `envelope-http`, on by
+//! default): JSON 1.1 requests (`TrentService.*`) signed with SigV4 by the `aws-sigv4` crate
+//! and sent over `ureq` (HTTPS with rustls), so the envelope keyring works against `hsm-kms
+//! serve` and AWS KMS alike without the AWS SDK (the `hsm-kms` CLI uses it; see `aws_sdk` for
+//! the SDK one).
 //! Credentials come from the environment or an AWS shared-credentials file profile. It
 //! never logs or returns a secret key or data key outside a secret type.
 
@@ -26,8 +27,11 @@ const MAX_RESPONSE: u64 = 1 << 20;
 
 /// An AWS access key.
 pub struct AwsCredentials {
+    /// The access key id.
     pub access_key_id: String,
+    /// The secret access key, which signs requests.
     pub secret_access_key: SecretString,
+    /// The session token of temporary credentials, sent as `X-Amz-Security-Token`.
     pub session_token: Option<SecretString>,
 }
 

@@ -28,8 +28,11 @@ use super::suite::{self, AlgorithmSuite, MESSAGE_ID_LEN, MessageKeys};
 /// How a message is written.
 #[derive(Debug, Clone)]
 pub struct EncryptOptions {
+    /// The algorithm suite; by default the committing suite without signature.
     pub suite: AlgorithmSuite,
+    /// Plaintext bytes per frame.
     pub frame_length: u32,
+    /// The encryption context, authenticated and stored in the header.
     pub context: EncryptionContext,
     /// The exact plaintext length when known; the encryptor then refuses any other length.
     /// The caching materials manager caches only messages of known length.

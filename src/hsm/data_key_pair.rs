@@ -20,7 +20,9 @@ use crate::keys::spec::{Curve, KeySpec, KeyUsage};
 /// A data key pair: the private key as DER PKCS#8 (`PrivateKeyInfo`), the public key as DER
 /// SubjectPublicKeyInfo.
 pub struct DataKeyPair {
+    /// The private key (DER PKCS#8), zeroized on drop.
     pub private_pkcs8: Zeroizing<Vec<u8>>,
+    /// The public key (DER SubjectPublicKeyInfo).
     pub public_spki: Vec<u8>,
 }
 

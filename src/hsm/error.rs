@@ -45,7 +45,12 @@ pub enum Failure {
     /// The key object with this CKA_ID (hex) is not on the member.
     KeyMissing(String),
     /// A PKCS#11 call failed.
-    Pkcs11 { function: Function, rv: RvError },
+    Pkcs11 {
+        /// The PKCS#11 function that failed.
+        function: Function,
+        /// Its `CKR_` code.
+        rv: RvError,
+    },
     /// Input rejected before it reached the HSM.
     InvalidInput(&'static str),
     /// A healthy HSM rejected a ciphertext (tag, AAD or IV do not match).
@@ -58,7 +63,9 @@ pub enum Failure {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("HSM member {member}: {failure}")]
 pub struct HsmError {
+    /// The member that failed.
     pub member: String,
+    /// What went wrong.
     pub failure: Failure,
 }
 

@@ -108,8 +108,11 @@ impl WrappingAlgorithm {
 /// AWS's wrapping key specs (`WrappingKeySpec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WrappingKeySpec {
+    /// `RSA_2048`.
     Rsa2048,
+    /// `RSA_3072`.
     Rsa3072,
+    /// `RSA_4096`.
     Rsa4096,
 }
 
@@ -152,8 +155,11 @@ impl WrappingKeySpec {
 pub enum Destination<'a> {
     /// A token object with this `CKA_ID` and `CKA_LABEL`.
     Keep {
+        /// The new object's `CKA_ID` (its material id).
         id: &'a [u8],
+        /// The new object's `CKA_LABEL`.
         label: &'a str,
+        /// Whether it may be wrapped for replication.
         portability: Portability,
     },
     /// Nowhere: the material is only checked, then destroyed.

@@ -70,13 +70,16 @@ impl CheckValueMethod {
 /// A key check value: 3 bytes, as hex, and how they were obtained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckValue {
+    /// The 3 bytes, as 6 hex digits.
     pub hex: String,
+    /// How the HSM computed them.
     pub method: CheckValueMethod,
 }
 
 /// One object found under a material's `CKA_ID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInspection {
+    /// Its security attributes.
     pub attributes: KeyAttributes,
     /// The key check values obtained, at most one per method (see the module docs).
     pub check_values: Vec<CheckValue>,

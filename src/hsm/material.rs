@@ -18,15 +18,29 @@ use crate::keys::spec::{Curve, KeySpec, KeyUsage};
 /// The material of one key version: its spec and usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MaterialSpec {
+    /// The key spec the objects were made for.
     pub spec: KeySpec,
+    /// What the objects may be used for.
     pub usage: KeyUsage,
 }
 
 /// A public key as the HSM holds it.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
-    Ec { curve: Curve, point: Vec<u8> },
+    /// An RSA public key.
+    Rsa {
+        /// `CKA_MODULUS`, big-endian.
+        modulus: Vec<u8>,
+        /// `CKA_PUBLIC_EXPONENT`, big-endian.
+        exponent: Vec<u8>,
+    },
+    /// An elliptic-curve public key.
+    Ec {
+        /// The curve of `CKA_EC_PARAMS`.
+        curve: Curve,
+        /// The uncompressed point (`04 || x || y`), unwrapped from `CKA_EC_POINT`.
+        point: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for PublicKey {

@@ -56,20 +56,35 @@ pub struct KeyObject {
 /// Security attributes of a key object, read back through PKCS#11.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct KeyAttributes {
+    /// `CKA_SENSITIVE`: the value can never be read in the clear.
     pub sensitive: bool,
+    /// `CKA_ALWAYS_SENSITIVE`: the key has been sensitive since it was made.
     pub always_sensitive: bool,
+    /// `CKA_EXTRACTABLE`: the key may leave the token wrapped.
     pub extractable: bool,
+    /// `CKA_NEVER_EXTRACTABLE`: the key has never been extractable.
     pub never_extractable: bool,
+    /// `CKA_WRAP_WITH_TRUSTED`: only a trusted key may wrap it.
     pub wrap_with_trusted: bool,
+    /// `CKA_TRUSTED`: a wrapping key the security officer marked trusted.
     pub trusted: bool,
+    /// `CKA_ENCRYPT`: the key may encrypt.
     pub encrypt: bool,
+    /// `CKA_DECRYPT`: the key may decrypt.
     pub decrypt: bool,
+    /// `CKA_SIGN`: the key may sign (or compute a MAC).
     pub sign: bool,
+    /// `CKA_VERIFY`: the key may verify (or check a MAC).
     pub verify: bool,
+    /// `CKA_DERIVE`: the key may derive others (ECDH).
     pub derive: bool,
+    /// `CKA_WRAP`: the key may wrap others.
     pub wrap: bool,
+    /// `CKA_UNWRAP`: the key may unwrap others.
     pub unwrap: bool,
+    /// `CKA_TOKEN`: stored on the token, not only in the session.
     pub token: bool,
+    /// `CKA_PRIVATE`: usable only after login.
     pub private: bool,
 }
 

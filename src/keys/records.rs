@@ -17,26 +17,39 @@ use crate::policy::{PolicyDocument, default_key_policy, parse_key_policy};
 /// Everything the store knows about one KMS key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
+    /// The key id (a UUID), without region or account.
     pub key_id: String,
+    /// The owning account.
     pub account_id: String,
+    /// The region the key lives in.
     pub region: String,
     /// Name of the HSM cluster that holds the key material.
     pub cluster: String,
     /// The custom key store of an AWS_CLOUDHSM key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_key_store_id: Option<String>,
+    /// When the key was created, in milliseconds since the epoch.
     pub creation_date: i64,
+    /// The description CreateKey or UpdateKeyDescription set.
     pub description: String,
+    /// AWS's key usage name, e.g. `ENCRYPT_DECRYPT`.
     pub key_usage: String,
+    /// AWS's key spec name, e.g. `SYMMETRIC_DEFAULT`.
     pub key_spec: String,
+    /// Where the material came from: `AWS_KMS`, `EXTERNAL` or `AWS_CLOUDHSM`.
     pub origin: String,
+    /// The key's state in AWS's key-state table.
     pub state: KeyState,
+    /// When a scheduled deletion happens, in milliseconds since the epoch.
     pub deletion_date: Option<i64>,
+    /// The waiting period of the scheduled deletion, in days.
     pub pending_window_days: Option<u32>,
+    /// Tags, by tag key.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// Material versions, oldest first; the last one encrypts.
     pub materials: Vec<MaterialRecord>,
+    /// Automatic rotation, when enabled.
     pub rotation: Option<RotationSchedule>,
     /// Members on which scheduled deletion still has to destroy the material.
     #[serde(default)]
@@ -105,7 +118,9 @@ impl std::fmt::Debug for ParsedPolicy {
 /// One version of a key's material, as created or rotated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MaterialRecord {
+    /// 1 for the first material, one more for each rotation; names the HSM objects.
     pub version: u32,
+    /// When the version was made, in milliseconds since the epoch.
     pub created: i64,
     /// How this version came to be: `None` for the first, else AUTOMATIC or ON_DEMAND.
     pub rotation_type: Option<RotationType>,
@@ -115,7 +130,9 @@ pub struct MaterialRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RotationType {
+    /// A scheduled rotation (EnableKeyRotation's period).
     Automatic,
+    /// RotateKeyOnDemand.
     OnDemand,
 }
 
@@ -132,7 +149,9 @@ impl RotationType {
 /// Automatic rotation settings of a key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RotationSchedule {
+    /// Days between automatic rotations (90 to 2560).
     pub period_days: u32,
+    /// When the next rotation is due, in milliseconds since the epoch.
     pub next_rotation: i64,
 }
 
@@ -289,9 +308,13 @@ pub fn names_resource_aliases(policy_text: &str) -> bool {
 /// An alias: a name in an account and region pointing at one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AliasRecord {
+    /// The alias name, `alias/...`.
     pub name: String,
+    /// The key id it points at.
     pub target_key_id: String,
+    /// When it was created, in milliseconds since the epoch.
     pub creation_date: i64,
+    /// When it last changed target (UpdateAlias), in milliseconds since the epoch.
     pub last_updated_date: i64,
 }
 
@@ -299,10 +322,15 @@ pub struct AliasRecord {
 /// leaves a trace that start-up finds and reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntentRecord {
+    /// What the HSM change is.
     pub kind: IntentKind,
+    /// The key it is for.
     pub key_id: String,
+    /// The material version it creates.
     pub version: u32,
+    /// The cluster whose HSMs it touches.
     pub cluster: String,
+    /// When it was recorded, in milliseconds since the epoch.
     pub created: i64,
 }
 
@@ -317,23 +345,35 @@ pub enum IntentKind {
 /// token is not stored: tokens are handles derived from the key and grant ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {
+    /// The grant id (64 hex digits).
     pub grant_id: String,
+    /// The key id the grant is on.
     pub key_id: String,
     /// The account and region of the key (so also of the grant).
     pub account_id: String,
+    /// The key's region.
     pub region: String,
+    /// The optional name given at CreateGrant (retrying with the same name returns the same
+    /// grant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// When it was created, in milliseconds since the epoch.
     pub creation_date: i64,
+    /// The principal the grant allows, as an ARN.
     pub grantee_principal: String,
+    /// The principal that may also retire the grant, as an ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring_principal: Option<String>,
     /// The account of the principal that created the grant.
     pub issuing_account: String,
     /// AWS operation names, sorted.
     pub operations: Vec<String>,
+    /// The encryption context a call must have exactly (grant constraint
+    /// `EncryptionContextEquals`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_context_equals: Option<BTreeMap<String, String>>,
+    /// Pairs a call's encryption context must include (grant constraint
+    /// `EncryptionContextSubset`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_context_subset: Option<BTreeMap<String, String>>,
 }

@@ -15,26 +15,42 @@ use crate::error::KmsError;
 /// A key spec this key store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeySpec {
+    /// `SYMMETRIC_DEFAULT`: AES-256, used in AES-GCM inside the HSMs.
     SymmetricDefault,
+    /// `RSA_2048`: a 2048-bit RSA key pair.
     Rsa2048,
+    /// `RSA_3072`: a 3072-bit RSA key pair.
     Rsa3072,
+    /// `RSA_4096`: a 4096-bit RSA key pair.
     Rsa4096,
+    /// `ECC_NIST_P256`: an elliptic-curve key pair on NIST P-256.
     EccNistP256,
+    /// `ECC_NIST_P384`: an elliptic-curve key pair on NIST P-384.
     EccNistP384,
+    /// `ECC_NIST_P521`: an elliptic-curve key pair on NIST P-521.
     EccNistP521,
+    /// `ECC_SECG_P256K1`: an elliptic-curve key pair on secp256k1 (signing only).
     EccSecgP256k1,
+    /// `HMAC_224`: an HMAC key for HMAC-SHA-224.
     Hmac224,
+    /// `HMAC_256`: an HMAC key for HMAC-SHA-256.
     Hmac256,
+    /// `HMAC_384`: an HMAC key for HMAC-SHA-384.
     Hmac384,
+    /// `HMAC_512`: an HMAC key for HMAC-SHA-512.
     Hmac512,
 }
 
 /// A key usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyUsage {
+    /// `ENCRYPT_DECRYPT`: Encrypt, Decrypt, ReEncrypt and the data key operations.
     EncryptDecrypt,
+    /// `SIGN_VERIFY`: Sign and Verify.
     SignVerify,
+    /// `GENERATE_VERIFY_MAC`: GenerateMac and VerifyMac.
     GenerateVerifyMac,
+    /// `KEY_AGREEMENT`: DeriveSharedSecret.
     KeyAgreement,
 }
 
@@ -253,9 +269,13 @@ impl KeyUsage {
 /// An elliptic curve of the ECC specs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Curve {
+    /// NIST P-256 (secp256r1).
     P256,
+    /// NIST P-384 (secp384r1).
     P384,
+    /// NIST P-521 (secp521r1).
     P521,
+    /// secp256k1, the SECG curve of `ECC_SECG_P256K1`.
     Secp256k1,
 }
 
@@ -288,9 +308,13 @@ impl Curve {
 /// A hash function of the signing and MAC algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Digest {
+    /// SHA-224.
     Sha224,
+    /// SHA-256.
     Sha256,
+    /// SHA-384.
     Sha384,
+    /// SHA-512.
     Sha512,
 }
 
@@ -343,14 +367,23 @@ impl Digest {
 /// A signing algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigningAlgorithm {
+    /// `RSASSA_PSS_SHA_256`: RSA-PSS with SHA-256.
     RsassaPssSha256,
+    /// `RSASSA_PSS_SHA_384`: RSA-PSS with SHA-384.
     RsassaPssSha384,
+    /// `RSASSA_PSS_SHA_512`: RSA-PSS with SHA-512.
     RsassaPssSha512,
+    /// `RSASSA_PKCS1_V1_5_SHA_256`: RSA PKCS #1 v1.5 with SHA-256.
     RsassaPkcs1V15Sha256,
+    /// `RSASSA_PKCS1_V1_5_SHA_384`: RSA PKCS #1 v1.5 with SHA-384.
     RsassaPkcs1V15Sha384,
+    /// `RSASSA_PKCS1_V1_5_SHA_512`: RSA PKCS #1 v1.5 with SHA-512.
     RsassaPkcs1V15Sha512,
+    /// `ECDSA_SHA_256`: ECDSA with SHA-256.
     EcdsaSha256,
+    /// `ECDSA_SHA_384`: ECDSA with SHA-384.
     EcdsaSha384,
+    /// `ECDSA_SHA_512`: ECDSA with SHA-512.
     EcdsaSha512,
 }
 
@@ -427,7 +460,9 @@ impl SigningAlgorithm {
 /// An asymmetric encryption algorithm (RSA keys of usage ENCRYPT_DECRYPT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncryptionAlgorithm {
+    /// `RSAES_OAEP_SHA_1`: RSA-OAEP with SHA-1 (hash and MGF1).
     RsaesOaepSha1,
+    /// `RSAES_OAEP_SHA_256`: RSA-OAEP with SHA-256 (hash and MGF1).
     RsaesOaepSha256,
 }
 
@@ -457,9 +492,13 @@ impl EncryptionAlgorithm {
 /// A MAC algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MacAlgorithm {
+    /// `HMAC_SHA_224`: HMAC with SHA-224.
     HmacSha224,
+    /// `HMAC_SHA_256`: HMAC with SHA-256.
     HmacSha256,
+    /// `HMAC_SHA_384`: HMAC with SHA-384.
     HmacSha384,
+    /// `HMAC_SHA_512`: HMAC with SHA-512.
     HmacSha512,
 }
 

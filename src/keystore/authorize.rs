@@ -121,7 +121,30 @@ impl KeyStore {
     ) -> Result<(), KmsError> {
         KeyStore::check_grant_tokens(access.grant_tokens)?;
         let key_policy = key.key_policy()?;
-        let mut request = RequestContext::new(&access.action, &key.arn(), caller_identity(caller))
+        let arn = key.arn();
+        let identity = caller.profile.policies.as_deref();
+        let conditional = key_policy.has_conditions()
+            || identity.is_some_and(|docs| docs.iter().any(|doc| doc.has_conditions()));
+        if !conditional {
+            // No condition anywhere: the policies decide on the action, the key and the
+            // caller alone. An allow is final; a refusal goes the whole way below (grants may
+            // still allow, and their constraints read the request's encryption context).
+            let request = RequestContext::without_condition_keys(
+                &access.action,
+                &arn,
+                caller_identity(caller),
+            );
+            let policies = Policies {
+                key_policy: &key_policy,
+                key_account: &key.account_id,
+                identity,
+                grants: &[],
+            };
+            if let Decision::Allow(_) = evaluate(&policies, &request) {
+                return Ok(());
+            }
+        }
+        let mut request = RequestContext::new(&access.action, &arn, caller_identity(caller))
             .with_current_time(self.system_time())
             .with_resource_tags(&key.tags);
         request.set(keys::KEY_SPEC, &key.key_spec);
@@ -144,7 +167,7 @@ impl KeyStore {
         let mut policies = Policies {
             key_policy: &key_policy,
             key_account: &key.account_id,
-            identity: caller.profile.policies.as_deref(),
+            identity,
             grants: &[],
         };
         let denial = match evaluate(&policies, &request) {

@@ -43,10 +43,16 @@ const MAX_FAILED_LOGINS: u32 = 5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConnectionState {
+    /// Logged in to the cluster's members: its keys are usable.
     Connected,
+    /// ConnectCustomKeyStore is logging in, in the background.
     Connecting,
+    /// The last connection attempt failed (see its `ConnectionErrorCode`).
     Failed,
+    /// Not connected: its keys are Unavailable.
     Disconnected,
+    /// AWS's state while a disconnection is under way; this key store disconnects at once
+    /// and never reports it, but accepts it in stored records.
     Disconnecting,
 }
 

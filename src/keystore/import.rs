@@ -154,9 +154,9 @@ impl KeyStore {
     /// expiration.
     ///
     /// For a key pending import, the material is created like generated material (an intent
-    /// first, then the HSM work, then the record, see [`KeyStore::create_material`]): the key
-    /// becomes Enabled with the expiration asked for, and its key check value is kept on the
-    /// first import; every later import must match it.
+    /// first, then the HSM work, then the record): the key becomes Enabled with the
+    /// expiration asked for, and its key check value is kept on the first import; every
+    /// later import must match it.
     pub fn import_key_material(
         &self,
         caller: &Caller,

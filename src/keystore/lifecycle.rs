@@ -287,7 +287,7 @@ impl KeyStore {
             .commit(begin)
             .map_err(internal)?
             .map_err(|c| KmsError::KmsInternal(c.to_string()))?;
-        crate::fault::crash_point("create-material:before-hsm");
+        crash_point!("create-material:before-hsm");
 
         match make(&cluster, &material) {
             Ok(()) => {}
@@ -303,7 +303,7 @@ impl KeyStore {
                 return Err(cluster_error(error));
             }
         }
-        crate::fault::crash_point("create-material:after-hsm");
+        crash_point!("create-material:after-hsm");
         let _still_in_flight = &in_flight;
         let recorded = {
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());

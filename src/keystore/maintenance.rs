@@ -38,18 +38,38 @@ fn deletion_due(key: &KeyRecord, now: i64) -> bool {
 pub enum Inconsistency {
     /// Key material creation began but its key was never recorded (a crash in between):
     /// the material may exist in HSMs although no caller can see a key for it.
-    InterruptedCreate { material: String },
+    InterruptedCreate {
+        /// The material version (`<key id>/<version>`).
+        material: String,
+    },
     /// An HSM object that no key record names.
-    OrphanMaterial { member: String, material: String },
+    OrphanMaterial {
+        /// The member holding it.
+        member: String,
+        /// The object's `CKA_ID`, as text.
+        material: String,
+    },
     /// A key record whose material is missing on a healthy member.
-    MissingMaterial { member: String, material: String },
+    MissingMaterial {
+        /// The member lacking it.
+        member: String,
+        /// The material version.
+        material: String,
+    },
     /// A deleted key whose material could not yet be destroyed on some members.
     DestructionPending {
+        /// The deleted key.
         key_arn: String,
+        /// Members still holding its material.
         members: Vec<String>,
     },
     /// A member whose key objects could not be listed.
-    Unlisted { member: String, error: String },
+    Unlisted {
+        /// The member.
+        member: String,
+        /// Why listing failed.
+        error: String,
+    },
 }
 
 impl fmt::Display for Inconsistency {
@@ -183,7 +203,7 @@ impl KeyStore {
         let Some((key, marked, cluster)) = self.mark_destruction(key_id)? else {
             return Ok(Deletion::NotDue);
         };
-        crate::fault::crash_point("delete-key:after-mark");
+        crash_point!("delete-key:after-mark");
         let mut pending = BTreeSet::new();
         // Imported material deleted while a member was away is destroyed with the rest.
         let owed = key
@@ -194,7 +214,7 @@ impl KeyStore {
             let report = cluster.destroy_key(&MaterialId::new(key.key_id.clone(), version));
             pending.extend(report.pending.into_iter().map(|error| error.member));
         }
-        crate::fault::crash_point("delete-key:after-hsm");
+        crash_point!("delete-key:after-hsm");
         let pending: Vec<String> = pending.into_iter().collect();
         let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = Batch::new();

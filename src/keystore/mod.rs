@@ -55,12 +55,16 @@ pub use maintenance::{Inconsistency, MaintenanceReport};
 /// Why a key store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The default cluster could not be opened or does not pass its preflight.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The metadata store could not be opened (or another process holds it).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The config does not describe a usable key store.
     #[error("{0}")]
     Config(String),
+    /// The stored metadata could not be read back.
     #[error("{}", .0.message())]
     Metadata(#[from] KmsError),
 }
@@ -349,13 +353,9 @@ impl KeyStore {
         let refused = admitted.is_err();
         let result = admitted.and_then(|()| operation(&mut call));
         let key_owner = call.key_owner.take();
-        let mut event = call.into_event(
-            caller,
-            self.cluster.name(),
-            self.now(),
-            result.as_ref().err(),
-        );
-        let owner_event = key_owner.map(|owner| Call::owner_copy(&owner, &mut event));
+        let error = result.as_ref().err();
+        let mut event = call.event(caller, self.cluster.name(), self.now(), error);
+        let owner_event = key_owner.as_deref().map(|owner| event.owner_copy(owner));
         let recorded = match intent {
             Some(intent) => self.audit.complete(intent, &event),
             None => self.audit.append(&event, durable && !refused),

@@ -31,32 +31,59 @@ use super::pattern::Pattern;
 /// The test a condition operator makes, without its `IfExists` or set qualifiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Test {
+    /// `StringEquals`: exact, case-sensitive match.
     StringEquals,
+    /// `StringNotEquals`: no value matches exactly.
     StringNotEquals,
+    /// `StringEqualsIgnoreCase`: match ignoring ASCII case.
     StringEqualsIgnoreCase,
+    /// `StringNotEqualsIgnoreCase`: no value matches, ignoring ASCII case.
     StringNotEqualsIgnoreCase,
+    /// `StringLike`: match with `*` and `?` wildcards.
     StringLike,
+    /// `StringNotLike`: no value matches the wildcard pattern.
     StringNotLike,
+    /// `ArnEquals`: the ARNs are equal, part by part.
     ArnEquals,
+    /// `ArnNotEquals`: the ARNs differ.
     ArnNotEquals,
+    /// `ArnLike`: the ARN matches, each part with `*` and `?` wildcards.
     ArnLike,
+    /// `ArnNotLike`: the ARN does not match the wildcard pattern.
     ArnNotLike,
+    /// `NumericEquals`: equal numbers.
     NumericEquals,
+    /// `NumericNotEquals`: different numbers.
     NumericNotEquals,
+    /// `NumericLessThan`: the request's number is smaller.
     NumericLessThan,
+    /// `NumericLessThanEquals`: the request's number is smaller or equal.
     NumericLessThanEquals,
+    /// `NumericGreaterThan`: the request's number is larger.
     NumericGreaterThan,
+    /// `NumericGreaterThanEquals`: the request's number is larger or equal.
     NumericGreaterThanEquals,
+    /// `DateEquals`: the same instant (ISO 8601 or epoch seconds).
     DateEquals,
+    /// `DateNotEquals`: a different instant.
     DateNotEquals,
+    /// `DateLessThan`: the request's instant is earlier.
     DateLessThan,
+    /// `DateLessThanEquals`: the request's instant is earlier or the same.
     DateLessThanEquals,
+    /// `DateGreaterThan`: the request's instant is later.
     DateGreaterThan,
+    /// `DateGreaterThanEquals`: the request's instant is later or the same.
     DateGreaterThanEquals,
+    /// `Bool`: the request's boolean equals `true` or `false` as written.
     Bool,
+    /// `BinaryEquals`: the request's bytes equal the base64 value.
     BinaryEquals,
+    /// `IpAddress`: the request's address is in one of the CIDR blocks.
     IpAddress,
+    /// `NotIpAddress`: the request's address is in none of the CIDR blocks.
     NotIpAddress,
+    /// `Null`: `true` if the key is absent from the request, `false` if present.
     Null,
 }
 
@@ -155,8 +182,11 @@ pub enum SetQualifier {
 /// A full condition operator: set qualifier, test and `IfExists`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Operator {
+    /// How the test treats a multi-valued key.
     pub set: SetQualifier,
+    /// The comparison.
     pub test: Test,
+    /// Whether an absent key passes (`...IfExists`).
     pub if_exists: bool,
 }
 

@@ -135,7 +135,10 @@ pub enum PrincipalKind {
     /// `arn:aws:sts::<account>:assumed-role/<role>/<session>`: a session of the role whose
     /// ARN this holds (`arn:aws:iam::<account>:role/<role>`), which a key policy naming
     /// the role matches, as in AWS.
-    AssumedRole { role_arn: String },
+    AssumedRole {
+        /// The role's ARN.
+        role_arn: String,
+    },
     /// Any other ARN: matched only by its exact ARN, `"*"` and its account.
     Other,
 }
@@ -281,6 +284,27 @@ impl RequestContext {
             resource: resource.to_owned(),
             caller,
             keys,
+            encryption_context: BTreeMap::new(),
+            requested_constraints: None,
+        }
+    }
+
+    /// A request for `action` on `resource` by `caller` with no condition keys at all, for
+    /// policies that have no conditions ([`PolicyDocument::has_conditions`]): their decision
+    /// rests on the action, the resource and the caller alone, so filling the keys would be
+    /// work for nothing on every call.
+    ///
+    /// [`PolicyDocument::has_conditions`]: super::PolicyDocument::has_conditions
+    pub fn without_condition_keys(
+        action: &str,
+        resource: &str,
+        caller: CallerIdentity,
+    ) -> RequestContext {
+        RequestContext {
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            caller,
+            keys: BTreeMap::new(),
             encryption_context: BTreeMap::new(),
             requested_constraints: None,
         }

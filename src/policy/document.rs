@@ -40,7 +40,9 @@ pub enum PolicyVersion {
 /// A statement's effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
+    /// `"Allow"`: the statement allows what it matches.
     Allow,
+    /// `"Deny"`: the statement refuses what it matches, whatever else allows it.
     Deny,
 }
 
@@ -189,6 +191,13 @@ impl PolicyDocument {
     /// The language version.
     pub fn version(&self) -> PolicyVersion {
         self.version
+    }
+
+    /// Whether any statement has a `Condition`: only then does a decision read condition keys.
+    pub fn has_conditions(&self) -> bool {
+        self.statements
+            .iter()
+            .any(|statement| !statement.conditions.is_empty())
     }
 
     /// The statements, in document order.

@@ -50,7 +50,10 @@ pub enum Allowance {
     /// policy (or the implicit identity permission) allowed too.
     KeyPolicyAndIdentity,
     /// A grant allowed it.
-    Grant { grant_id: String },
+    Grant {
+        /// The grant that allowed it.
+        grant_id: String,
+    },
     /// An operation on no key, allowed by identity ([`evaluate_without_key`]).
     Identity,
 }
@@ -71,9 +74,13 @@ pub enum DenialReason {
 /// A refusal, with what AWS's AccessDeniedException message names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
+    /// Which rule refused.
     pub reason: DenialReason,
+    /// The caller.
     pub principal_arn: String,
+    /// The action, e.g. `kms:Decrypt`.
     pub action: String,
+    /// The resource the request names: the key ARN, or `*` for operations on no key.
     pub resource: String,
 }
 
@@ -116,7 +123,9 @@ impl Denial {
 /// The outcome of evaluating one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// The request may go on, and why.
     Allow(Allowance),
+    /// The request is refused, and why.
     Deny(Denial),
 }
 

@@ -45,22 +45,39 @@ pub const MAX_CONSTRAINT_VALUE_CHARS: usize = 384;
 /// An operation a grant may allow, by its AWS name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum GrantOperation {
+    /// Allows Decrypt with the key.
     Decrypt,
+    /// Allows Encrypt with the key.
     Encrypt,
+    /// Allows GenerateDataKey with the key.
     GenerateDataKey,
+    /// Allows GenerateDataKeyWithoutPlaintext with the key.
     GenerateDataKeyWithoutPlaintext,
+    /// `ReEncryptFrom`: ReEncrypt with this key as the source.
     ReEncryptFrom,
+    /// `ReEncryptTo`: ReEncrypt with this key as the destination.
     ReEncryptTo,
+    /// Allows Sign with the key.
     Sign,
+    /// Allows Verify with the key.
     Verify,
+    /// Allows GetPublicKey with the key.
     GetPublicKey,
+    /// `CreateGrant`: a grant with a subset of this grant's operations and constraints.
     CreateGrant,
+    /// Allows RetireGrant with the key.
     RetireGrant,
+    /// Allows DescribeKey with the key.
     DescribeKey,
+    /// Allows GenerateDataKeyPair with the key.
     GenerateDataKeyPair,
+    /// Allows GenerateDataKeyPairWithoutPlaintext with the key.
     GenerateDataKeyPairWithoutPlaintext,
+    /// Allows GenerateMac with the key.
     GenerateMac,
+    /// Allows VerifyMac with the key.
     VerifyMac,
+    /// Allows DeriveSharedSecret with the key.
     DeriveSharedSecret,
 }
 
@@ -213,11 +230,15 @@ fn includes(context: &BTreeMap<String, String>, required: &BTreeMap<String, Stri
 /// The validated parameters of a CreateGrant request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRequest {
+    /// The principal the grant allows, as an ARN.
     pub grantee_principal: String,
+    /// The principal that may also retire the grant, as an ARN.
     pub retiring_principal: Option<String>,
     /// Sorted and without duplicates.
     pub operations: Vec<GrantOperation>,
+    /// Encryption context the grant's calls must have.
     pub constraints: Option<GrantConstraints>,
+    /// A name that makes retrying CreateGrant idempotent.
     pub name: Option<String>,
 }
 
@@ -401,11 +422,13 @@ pub fn check_grant_quota(existing: usize, key_arn: &str) -> Result<(), KmsError>
 /// A grant on one key, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The grant id (64 hex digits).
     pub grant_id: String,
     /// The key ARN the grant is on.
     pub key_arn: String,
     /// The account that owns the key.
     pub key_account: String,
+    /// What CreateGrant asked for, validated.
     pub request: GrantRequest,
 }
 

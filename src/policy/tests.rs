@@ -1378,3 +1378,70 @@ fn a_named_grant_with_the_same_parameters_is_a_repeat() {
     };
     assert!(!grant.is_repeated_by(&more));
 }
+
+#[test]
+fn policies_without_conditions_decide_alike_without_condition_keys() {
+    let policies = [
+        key_policy(json!([allow(
+            json!({"AWS": format!("arn:aws:iam::{ACCOUNT}:root")})
+        )])),
+        key_policy(json!([allow(
+            json!({"AWS": "arn:aws:iam::111122223333:user/app"})
+        )])),
+        key_policy(json!([allow(json!({"AWS": OTHER}))])),
+        key_policy(json!([
+            allow(json!("*")),
+            {"Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::111122223333:user/app"},
+             "Action": "kms:Decrypt", "Resource": "*"}
+        ])),
+        key_policy(json!([
+            {"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::111122223333:user/app"},
+             "Action": "kms:*", "Resource": "*"}
+        ])),
+    ];
+    let identities = [
+        None,
+        Some(vec![identity_policy(
+            json!([{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": KEY}]),
+        )]),
+        Some(vec![identity_policy(
+            json!([{"Effect": "Deny", "Action": "kms:*", "Resource": "*"}]),
+        )]),
+    ];
+    let callers = [
+        caller(&format!("arn:aws:iam::{ACCOUNT}:root")),
+        app(),
+        caller("arn:aws:iam::111122223333:role/ops"),
+        caller("arn:aws:sts::111122223333:assumed-role/ops/session"),
+        caller(&format!("arn:aws:iam::{OTHER}:user/partner")),
+    ];
+    let context: BTreeMap<String, String> = [("purpose".to_owned(), "test".to_owned())].into();
+    let mut compared = 0;
+    for policy in &policies {
+        assert!(!policy.has_conditions());
+        for identity in &identities {
+            for who in &callers {
+                for action in ["kms:Encrypt", "kms:Decrypt", "kms:ScheduleKeyDeletion"] {
+                    let mut full = RequestContext::new(action, KEY, who.clone())
+                        .with_current_time(std::time::SystemTime::now())
+                        .with_encryption_context(&context);
+                    full.set(keys::KEY_SPEC, "SYMMETRIC_DEFAULT");
+                    let bare = RequestContext::without_condition_keys(action, KEY, who.clone());
+                    let identity = identity.as_deref();
+                    assert_eq!(
+                        format!("{:?}", decide(policy, identity, &[], &full)),
+                        format!("{:?}", decide(policy, identity, &[], &bare)),
+                        "{action} by {who:?}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 5 * 3 * 5 * 3);
+    let conditional = key_policy(json!([{
+        "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*",
+        "Condition": {"StringEquals": {"kms:CallerAccount": ACCOUNT}}
+    }]));
+    assert!(conditional.has_conditions());
+}

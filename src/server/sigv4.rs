@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -73,7 +74,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// An access key the endpoint accepts, and who it acts as.
 #[derive(Debug)]
 pub struct Credential {
+    /// The access key id requests name in their credential scope.
     pub access_key_id: String,
+    /// The secret access key the signature is computed with.
     pub secret: SecretString,
     /// The 12-digit account the caller belongs to.
     pub account_id: String,
@@ -155,6 +158,7 @@ pub struct HttpRequest<'a> {
     /// Every header as received: names in any case, repeated names in their order. Over
     /// HTTP/2 the server passes the `:authority` as `host`.
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// The body as received, hashed into the canonical request.
     pub body: &'a [u8],
 }
 
@@ -174,7 +178,9 @@ impl fmt::Debug for HttpRequest<'_> {
 /// Who sent an authenticated request, and where it acts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The access key that signed.
     pub access_key_id: String,
+    /// The IAM principal the credential acts as.
     pub principal_arn: String,
     /// The credential's account and the region of the signature's credential scope.
     pub scope: Scope,
@@ -614,7 +620,7 @@ fn canonical_uri(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1);
     for segment in &segments {
         out.push('/');
-        percent_encode(&mut out, segment.as_bytes());
+        out.extend(percent_encode(segment.as_bytes(), SIGV4_ESCAPED));
     }
     if segments.is_empty() || path.ends_with('/') {
         out.push('/');
@@ -629,10 +635,10 @@ fn canonical_query(query: &str) -> String {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // A `%` not followed by two hex digits stays as it is, `+` too.
             let encode = |text: &str| {
-                let mut out = String::with_capacity(text.len());
-                percent_encode(&mut out, &percent_decode(text));
-                out
+                let decoded: Vec<u8> = percent_decode_str(text).collect();
+                percent_encode(&decoded, SIGV4_ESCAPED).to_string()
             };
             (encode(name), encode(value))
         })
@@ -650,53 +656,12 @@ fn canonical_query(query: &str) -> String {
     out
 }
 
-/// Appends `bytes` with everything but `A-Z a-z 0-9 - . _ ~` as `%XX`.
-fn percent_encode(out: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in bytes {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-    }
-}
-
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is, `+` too.
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| {
-                Some((
-                    hex_digit(*bytes.get(i + 1)?)?,
-                    hex_digit(*bytes.get(i + 2)?)?,
-                ))
-            })
-            .flatten();
-        match escaped {
-            Some((high, low)) => {
-                out.push(high << 4 | low);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn hex_digit(byte: u8) -> Option<u8> {
-    char::from(byte)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-}
+/// What SigV4 leaves unescaped: `A-Z a-z 0-9 - . _ ~`; every other byte becomes `%XX`.
+const SIGV4_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `AWS4-HMAC-SHA256`, the request time, the credential scope and the hash of the
 /// canonical request, one per line.

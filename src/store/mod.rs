@@ -10,9 +10,9 @@
 
 pub mod copy;
 mod memory;
-pub mod postgres_leader;
+mod postgres_leader;
 mod postgres_store;
-pub mod postgres_watch;
+mod postgres_watch;
 mod record;
 pub mod settings;
 mod sled_store;

@@ -31,7 +31,7 @@ const ATTEMPT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long leadership lasts after the start of the last answered heartbeat, and how long
 /// a new leader waits after taking the lock.
-pub const LEASE: Duration = Duration::from_secs(3);
+pub(super) const LEASE: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct Shared {

@@ -368,7 +368,8 @@ impl MetadataStore for PostgresStore {
     }
 
     /// Starts (once) a thread on a connection of its own that `LISTEN`s for the changes
-    /// every instance's commits announce; see [`super::postgres_watch`].
+    /// every instance's commits announce (`postgres_watch.rs` says why a cache can trust
+    /// it).
     fn watch(&self, listener: ChangeListener) -> Result<(), StoreError> {
         self.watch.add(listener).map_err(StoreError::Io)
     }
@@ -377,7 +378,7 @@ impl MetadataStore for PostgresStore {
         self.watch.caches_are_current()
     }
 
-    /// Whether this instance holds the leader lock; see [`super::postgres_leader`].
+    /// Whether this instance holds the leader lock (see `postgres_leader.rs`).
     fn is_leader(&self) -> bool {
         self.leadership.is_leader()
     }

@@ -33,7 +33,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// How long after a heartbeat began caches stay current without another one. A change is
 /// never served from a cache for longer than this after it committed.
-pub const FRESHNESS: Duration = Duration::from_millis(600);
+pub(super) const FRESHNESS: Duration = Duration::from_millis(600);
 
 /// Pause before connecting again after the watch connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(250);

@@ -27,7 +27,7 @@ impl SledStore {
     /// process holds it.
     ///
     /// sled releases its file lock a moment after the last handle of a closing process is
-    /// dropped, so a held store is retried for up to [`LOCK_GRACE`] before giving up.
+    /// dropped, so a held store is retried for up to a second before giving up.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let started = std::time::Instant::now();
