@@ -3,10 +3,12 @@
 #
 # Usage: scripts/test.sh [extra arguments for the test runner]
 #
-# Installs what the tests need when it is missing, then runs the tests with
-# cargo-nextest (or plain `cargo test` when nextest cannot be had) and exits
-# non-zero when any test fails. The tests make their own SoftHSM2 clusters with
-# scripts/softhsm-cluster.sh in temporary directories, so nothing is started here.
+# Installs what the tests need when it is missing, starts a throw-away PostgreSQL
+# cluster (stopped when the script exits) whose URL the tests find in
+# HSM_KMS_TEST_POSTGRES_URL, then runs the tests with cargo-nextest (or plain
+# `cargo test` when nextest cannot be had) and exits non-zero when any test fails.
+# The tests make their own SoftHSM2 clusters with scripts/softhsm-cluster.sh in
+# temporary directories, and their own databases in the PostgreSQL cluster.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -20,6 +22,12 @@ hsmkms_ensure_softhsm
 if ! hsmkms_have chromium || ! hsmkms_have xmllint; then
     hsmkms_apt_install chromium libxml2-utils
 fi
+
+# The PostgreSQL server for the tests of the shared metadata store: they skip (saying so)
+# without HSM_KMS_TEST_POSTGRES_URL, so here it is always set.
+hsmkms_ensure_postgres
+trap hsmkms_stop_postgres EXIT
+hsmkms_start_postgres
 
 # --- Step 2: test runner ------------------------------------------------------------
 runner=nextest

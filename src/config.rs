@@ -64,6 +64,10 @@ pub struct Config {
     pub default_cluster: String,
     /// `[service]`: who this service is and where it keeps its metadata.
     pub service: ServiceConfig,
+    /// `[store]`: where the metadata lives: sled in `data_dir` (the default) or a shared
+    /// PostgreSQL.
+    #[serde(default)]
+    pub store: crate::store::StoreSettings,
     /// `[clusters.NAME]`: the HSM clusters, by name.
     pub clusters: BTreeMap<String, ClusterConfig>,
     /// How the audit trail commits and seals.

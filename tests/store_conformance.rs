@@ -1,15 +1,24 @@
 //! The `MetadataStore` conformance suite, written once against `&dyn MetadataStore`
-//! and run against every backend (`SledStore` on a real directory and `MemoryStore`), followed by
-//! the sled-specific tests: reopening, corruption on disk, locking, and 100k records.
+//! and run against every backend (`SledStore` on a real directory, `PostgresStore` on a
+//! fresh database of the test cluster, and `MemoryStore`), followed by the sled-specific
+//! tests (reopening, corruption on disk, locking, 100k records) and the PostgreSQL-specific
+//! ones (two stores on one database, migrations, corruption, secrets in errors).
+//!
+//! The PostgreSQL cases skip, saying so, when `HSM_KMS_TEST_POSTGRES_URL` is not set;
+//! `scripts/test.sh` always sets it.
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     reason = "test helpers: a panic is a test failure"
 )]
+
+mod common;
 
 use std::time::Instant;
 
 use hsm_kms::store::{
-    Batch, Conflict, MemoryStore, MetadataStore, Precondition, Record, SledStore, StoreError, Table,
+    Batch, Conflict, MemoryStore, MetadataStore, PostgresStore, Precondition, Record, SledStore,
+    StoreError, Table,
 };
 
 /// Backend-neutral cases: each gets a fresh, empty store.
@@ -315,7 +324,8 @@ mod suite {
 }
 
 /// Declares one `#[test]` per conformance case, each on a fresh store from `$open`,
-/// which returns the store and a guard that must outlive it.
+/// which returns the store and a guard that must outlive it, or `None` when the backend
+/// is not available here (the test then passes without running, having said why).
 macro_rules! conformance_tests {
     ($open:path) => {
         conformance_tests!(@cases $open;
@@ -335,7 +345,7 @@ macro_rules! conformance_tests {
         $(
             #[test]
             fn $case() {
-                let (store, _guard) = $open();
+                let Some((store, _guard)) = $open() else { return };
                 crate::suite::$case(&store);
             }
         )+
@@ -346,8 +356,8 @@ mod memory_backend {
     use super::*;
 
     /// A fresh, empty `MemoryStore` (nothing to clean up).
-    pub fn open() -> (MemoryStore, ()) {
-        (MemoryStore::new(), ())
+    pub fn open() -> Option<(MemoryStore, ())> {
+        Some((MemoryStore::new(), ()))
     }
 
     conformance_tests!(open);
@@ -357,9 +367,9 @@ mod sled_backend {
     use super::*;
 
     /// A fresh `SledStore` in its own temporary directory.
-    pub fn open() -> (SledStore, tempfile::TempDir) {
+    pub fn open() -> Option<(SledStore, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        (SledStore::open(dir.path()).unwrap(), dir)
+        Some((SledStore::open(dir.path()).unwrap(), dir))
     }
 
     conformance_tests!(open);
@@ -505,5 +515,222 @@ mod sled_backend {
             "{RECORDS} records: write in {PAGE}-record commits {write_time:?}, reopen {open_time:?}, \
              count {count_time:?}, scan (pages of {PAGE}) {scan_time:?}; peak {rss}"
         );
+    }
+}
+
+mod postgres_backend {
+    use std::sync::Barrier;
+
+    use super::*;
+    use common::postgres_db::TestDatabase;
+    use secrecy::{ExposeSecret, SecretString};
+
+    /// A `PostgresStore` on a fresh database of its own.
+    pub fn open() -> Option<(PostgresStore, TestDatabase)> {
+        let database = TestDatabase::create()?;
+        Some((database.store(), database))
+    }
+
+    conformance_tests!(open);
+
+    fn put(store: &dyn MetadataStore, table: Table, key: &[u8], payload: &[u8]) {
+        let mut batch = Batch::new();
+        batch.put(table, key, payload.to_vec());
+        store.commit(batch).unwrap().unwrap();
+    }
+
+    #[test]
+    fn two_stores_on_one_database_see_each_others_commits() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let (a, b) = (database.store(), database.store());
+        put(&a, Table::Keys, b"key-1", b"made on a");
+        let on_b = b.get(Table::Keys, b"key-1").unwrap().unwrap();
+        assert_eq!(on_b.payload, b"made on a");
+
+        let mut update = Batch::new();
+        update
+            .expect(
+                Table::Keys,
+                b"key-1",
+                Precondition::ExpectRevision(on_b.revision),
+            )
+            .put(Table::Keys, b"key-1", b"changed on b".to_vec());
+        b.commit(update).unwrap().unwrap();
+        let on_a = a.get(Table::Keys, b"key-1").unwrap().unwrap();
+        assert_eq!(on_a.payload, b"changed on b");
+        assert!(on_a.revision > on_b.revision);
+
+        put(&b, Table::Meta, b"later", b"");
+        let later = a.get(Table::Meta, b"later").unwrap().unwrap().revision;
+        assert!(later > on_a.revision, "revisions grow across stores");
+        assert_eq!(a.count(Table::Keys).unwrap(), 1);
+        assert_eq!(
+            a.scan(Table::Keys, b"", None, 10).unwrap(),
+            b.scan(Table::Keys, b"", None, 10).unwrap()
+        );
+    }
+
+    /// Eight writers, four on each of two stores, race for one alias name, twenty times
+    /// over: each time exactly one batch applies and the others see it as a conflict.
+    #[test]
+    fn conflicting_batches_from_two_stores_have_exactly_one_winner() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let stores = [database.store(), database.store()];
+        for round in 0..20u8 {
+            let alias = format!("alias/race-{round}");
+            let start = Barrier::new(8);
+            let outcomes: Vec<Result<(), Conflict>> = std::thread::scope(|scope| {
+                let writers: Vec<_> = (0..8u8)
+                    .map(|writer| {
+                        let (store, alias, start) =
+                            (&stores[usize::from(writer % 2)], &alias, &start);
+                        scope.spawn(move || {
+                            let mut batch = Batch::new();
+                            batch
+                                .expect(
+                                    Table::Aliases,
+                                    alias.as_bytes(),
+                                    Precondition::ExpectAbsent,
+                                )
+                                .put(Table::Aliases, alias.as_bytes(), vec![writer])
+                                .put(Table::Keys, &[b'k', round, writer], vec![writer]);
+                            start.wait();
+                            store.commit(batch).unwrap()
+                        })
+                    })
+                    .collect();
+                writers.into_iter().map(|w| w.join().unwrap()).collect()
+            });
+            let winners: Vec<usize> = (0..8).filter(|n| outcomes[*n].is_ok()).collect();
+            assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+            let winner = u8::try_from(winners[0]).unwrap();
+            let stored = stores[1]
+                .get(Table::Aliases, alias.as_bytes())
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored.payload, [winner]);
+            for conflict in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+                assert_eq!(conflict.found, Some(stored.revision), "round {round}");
+            }
+            let made = stores[0]
+                .scan(Table::Keys, &[b'k', round], None, 10)
+                .unwrap();
+            assert_eq!(made.len(), 1, "only the winner's other writes applied");
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_a_newer_schema_is_refused() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let first = database.store();
+        put(&first, Table::Keys, b"kept", b"1");
+        drop(first);
+        let again = database.store();
+        assert_eq!(
+            again.get(Table::Keys, b"kept").unwrap().unwrap().payload,
+            b"1"
+        );
+        let mut client = database.client();
+        let versions: Vec<i32> = client
+            .query("SELECT version FROM schema_version ORDER BY version", &[])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let expected: Vec<i32> = (1..=PostgresStore::SCHEMA_VERSION).collect();
+        assert_eq!(versions, expected);
+
+        let future = PostgresStore::SCHEMA_VERSION + 1;
+        client
+            .execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&future],
+            )
+            .unwrap();
+        let error = PostgresStore::connect(&database.url, 1).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "metadata store backend failed: the database's schema is at version {future}, \
+                 newer than this build's version {}: upgrade hsm-kms",
+                PostgresStore::SCHEMA_VERSION
+            )
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_database_fails_closed() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let store = database.store();
+        put(&store, Table::Keys, b"key-1", b"Description: payroll");
+        put(&store, Table::Keys, b"key-2", b"fine");
+        database
+            .client()
+            .execute(
+                "UPDATE records SET envelope = overlay(envelope placing '\\x00'::bytea from 15)
+                 WHERE tbl = 'keys' AND key = 'key-1'::bytea",
+                &[],
+            )
+            .unwrap();
+        let expect_corrupt = |err: StoreError| {
+            let message = err.to_string();
+            assert_eq!(
+                message,
+                "metadata store record keys/6b65792d31 is corrupt: checksum mismatch"
+            );
+        };
+        expect_corrupt(store.get(Table::Keys, b"key-1").unwrap_err());
+        expect_corrupt(store.scan(Table::Keys, b"", None, 10).unwrap_err());
+        let mut guarded = Batch::new();
+        guarded
+            .expect(Table::Keys, b"key-1", Precondition::ExpectPresent)
+            .put(Table::Keys, b"key-2", b"changed".to_vec());
+        expect_corrupt(store.commit(guarded).unwrap_err());
+        assert_eq!(
+            store.get(Table::Keys, b"key-2").unwrap().unwrap().payload,
+            b"fine"
+        );
+    }
+
+    #[test]
+    fn a_wrong_password_fails_without_showing_the_url() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let url = database.url.expose_secret();
+        let (scheme_user, rest) = url
+            .split_once(':')
+            .and_then(|(scheme, rest)| {
+                let (user, rest) = rest.trim_start_matches("//").split_once(':')?;
+                Some((format!("{scheme}://{user}"), rest))
+            })
+            .unwrap();
+        let (_, host_and_database) = rest.split_once('@').unwrap();
+        let wrong = "wrong-password-4f1c";
+        let url = SecretString::from(format!("{scheme_user}:{wrong}@{host_and_database}"));
+        let error = PostgresStore::connect(&url, 1).err().unwrap().to_string();
+        assert!(error.contains("password authentication failed"), "{error}");
+        assert!(!error.contains(wrong), "{error}");
+        assert!(!error.contains(host_and_database), "{error}");
+    }
+
+    /// hsm-kms does not speak TLS to PostgreSQL yet: a URL that demands it is refused,
+    /// never downgraded to a connection in the clear.
+    #[test]
+    fn a_url_that_requires_tls_is_refused() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let url = SecretString::from(format!("{}?sslmode=require", database.url.expose_secret()));
+        let error = PostgresStore::connect(&url, 1).err().unwrap().to_string();
+        assert!(error.contains("TLS"), "{error}");
     }
 }

@@ -14,6 +14,12 @@
 //! nothing twice because every delivery saves the cursor at once).
 //! At shutdown each thread makes one last pass over the events already committed, with one
 //! attempt per notification; whatever is left is delivered at the next start.
+//!
+//! On a metadata store several instances share, only the leader's threads deliver (see
+//! [`MetadataStore::is_leader`]); the others wait. A thread that becomes leader first
+//! rereads its cursor, as the last leader saved it, so the hand-over keeps the promise:
+//! the cursor is never saved past an undelivered notification, so the new leader
+//! delivers anything the old one had not.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -163,6 +169,7 @@ impl AlarmDispatcher {
                 saved: cursor.clone(),
                 cursor,
                 saved_at: Instant::now(),
+                following: false,
             });
         }
         if let Err(conflict) = store.commit(batch)? {
@@ -309,6 +316,8 @@ struct Worker {
     /// The cursor as last persisted.
     saved: AlarmCursor,
     saved_at: Instant,
+    /// Another instance led (and may have moved the cursor) since this one last delivered.
+    following: bool,
 }
 
 impl Worker {
@@ -339,6 +348,29 @@ impl Worker {
                         );
                         self.signal.wait(&mut seen, retry, false);
                         retry = (retry * 2).min(MAX_RETRY);
+                        continue;
+                    }
+                }
+            }
+            if !self.store.is_leader() {
+                if stopping {
+                    return;
+                }
+                self.following = true;
+                self.signal.wait(&mut seen, POLL, true);
+                continue;
+            }
+            if self.following {
+                match read_cursor(self.store.as_ref(), &self.alarm.name) {
+                    Ok(Some(cursor)) => {
+                        self.saved = cursor.clone();
+                        self.cursor = cursor;
+                        self.following = false;
+                    }
+                    Ok(None) => self.following = false,
+                    Err(error) => {
+                        tracing::warn!(alarm = %self.alarm.name, %error, "alarm cannot read its cursor after taking the lead; will retry");
+                        self.signal.wait(&mut seen, retry, false);
                         continue;
                     }
                 }

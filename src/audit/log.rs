@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use super::checkpoint::{Checkpoint, Sealer};
 use crate::clock::Clock;
-use crate::store::{Batch, MetadataStore, StoreError, Table};
+use crate::store::{Batch, MetadataStore, Precondition, StoreError, Table};
 
 /// Length of the fixed prefix of a stored event.
 const PREFIX_LEN: usize = 8 + 32 + 32;
@@ -50,6 +50,9 @@ pub const INTENT_PREFIX: &[u8] = b"audit-intent/";
 /// How often the writer retries while a record of lost events waits to be written, and how
 /// long it waits before retrying a checkpoint seal that failed.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often one group is chained again on a newer head after another instance (sharing
+/// the store) extended the chain first; each retry means the chain itself moved on.
+const CHAIN_ATTEMPTS: u32 = 64;
 /// Most request ids an `AuditEventsLost` record lists (the count is always exact).
 const LOST_IDS_MAX: usize = 100;
 
@@ -861,6 +864,10 @@ impl Shared {
     /// Chains the record of lost events, the orphaned intents and the round's events onto the
     /// head and writes them, the new head and the deletion of the intents they settle in one
     /// flushed batch; returns how many events were chained.
+    ///
+    /// The batch requires the sequence number after the head to be free, so on a store that
+    /// several instances share the database orders the chain: when another instance's
+    /// batch extended it first, this one conflicts, rereads the head and chains again on top.
     fn commit(&self, state: &mut WriterState, round: &Round) -> Result<u64, StoreError> {
         if state.head_uncertain {
             state.head = read_head(self.store.as_ref())?;
@@ -875,47 +882,60 @@ impl Shared {
         } else {
             Vec::new()
         };
-        let chained = lost_record
-            .iter()
-            .chain(orphans.iter().map(|orphan| &orphan.json))
-            .chain(round.events.iter().map(|event| &event.json))
-            .filter(|json| !json.is_empty());
-        let mut batch = Batch::new();
-        let mut next = state.head;
-        for json in chained {
-            let seq = next.seq + 1;
-            let hash = chain_hash(&next.hash, seq, json);
-            batch.put(
-                Table::Audit,
-                &seq.to_be_bytes(),
-                StoredEvent::encode(seq, &next.hash, &hash, json),
-            );
-            next = Head { seq, hash };
-        }
-        let settled = orphans.iter().map(|orphan| &orphan.key).chain(
-            round
-                .events
+        let mut attempts = 0;
+        loop {
+            let chained = lost_record
                 .iter()
-                .filter_map(|event| event.intent.as_ref()),
-        );
-        for key in settled {
-            batch.delete(Table::Meta, key);
-        }
-        if next == state.head && !round.writes_head() {
-            return Ok(0);
-        }
-        batch.put(
-            Table::Meta,
-            HEAD_KEY,
-            serde_json::to_vec(&next).map_err(|e| StoreError::Backend(Box::new(e)))?,
-        );
-        match self.store.commit(batch)? {
-            Ok(()) => {
-                let committed = next.seq - state.head.seq;
-                state.head = next;
-                Ok(committed)
+                .chain(orphans.iter().map(|orphan| &orphan.json))
+                .chain(round.events.iter().map(|event| &event.json))
+                .filter(|json| !json.is_empty());
+            let mut batch = Batch::new();
+            batch.expect(
+                Table::Audit,
+                &(state.head.seq + 1).to_be_bytes(),
+                Precondition::ExpectAbsent,
+            );
+            let mut next = state.head;
+            for json in chained {
+                let seq = next.seq + 1;
+                let hash = chain_hash(&next.hash, seq, json);
+                batch.put(
+                    Table::Audit,
+                    &seq.to_be_bytes(),
+                    StoredEvent::encode(seq, &next.hash, &hash, json),
+                );
+                next = Head { seq, hash };
             }
-            Err(conflict) => Err(StoreError::Backend(conflict.to_string().into())),
+            let settled = orphans.iter().map(|orphan| &orphan.key).chain(
+                round
+                    .events
+                    .iter()
+                    .filter_map(|event| event.intent.as_ref()),
+            );
+            for key in settled {
+                batch.delete(Table::Meta, key);
+            }
+            if next == state.head && !round.writes_head() {
+                return Ok(0);
+            }
+            batch.put(
+                Table::Meta,
+                HEAD_KEY,
+                serde_json::to_vec(&next).map_err(|e| StoreError::Backend(Box::new(e)))?,
+            );
+            match self.store.commit(batch)? {
+                Ok(()) => {
+                    let committed = next.seq - state.head.seq;
+                    state.head = next;
+                    return Ok(committed);
+                }
+                Err(conflict) if attempts < CHAIN_ATTEMPTS => {
+                    tracing::debug!(%conflict, "another instance extended the audit chain");
+                    attempts += 1;
+                    state.head = read_head(self.store.as_ref())?;
+                }
+                Err(conflict) => return Err(StoreError::Backend(conflict.to_string().into())),
+            }
         }
     }
 

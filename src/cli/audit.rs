@@ -21,7 +21,7 @@ use crate::audit::log::{StoredEvent, read_events};
 use crate::audit::verify::verify;
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::store::{MetadataStore, SledStore, StoreError, Table};
+use crate::store::{MetadataStore, StoreError, Table};
 
 /// Pause between two looks at the trail in `tail -f`.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -145,7 +145,7 @@ fn execute(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> 
             let matcher = matcher(&query.selection)?;
             let store = open_store(config)?;
             let mut out = Printer::new(query.format);
-            each_event(&store, 0, |stored, event| {
+            each_event(store.as_ref(), 0, |stored, event| {
                 if matcher.matches(event) {
                     out.print(stored, event);
                 }
@@ -162,7 +162,7 @@ fn execute(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> 
             let matcher = matcher(&selection)?;
             let store = open_store(config)?;
             let mut records = Vec::new();
-            each_event(&store, 0, |_, event| {
+            each_event(store.as_ref(), 0, |_, event| {
                 if matcher.matches(event) {
                     records.push(event.clone());
                 }
@@ -216,7 +216,7 @@ fn tail(config: &Config, query: Query, lines: usize, follow: bool) -> Result<Exi
                 None => std::thread::sleep(FOLLOW_INTERVAL),
             }
         };
-        each_event(&store, 0, |stored, event| {
+        each_event(store.as_ref(), 0, |stored, event| {
             last_seq = stored.seq;
             if lines > 0 && matcher.matches(event) {
                 if newest.len() == lines {
@@ -238,7 +238,7 @@ fn tail(config: &Config, query: Query, lines: usize, follow: bool) -> Result<Exi
         let Some(store) = open_for_look(config, true, &mut waiting)? else {
             continue;
         };
-        each_event(&store, last_seq, |stored, event| {
+        each_event(store.as_ref(), last_seq, |stored, event| {
             last_seq = stored.seq;
             if matcher.matches(event) {
                 out.print(stored, event);
@@ -280,7 +280,7 @@ fn verify_trail(config: &Config, checkpoint: Option<&Path>) -> Result<ExitCode, 
         }
     };
     let report = verify(
-        &store,
+        store.as_ref(),
         sealer.as_ref().map(|s| s as &dyn Sealer),
         exported.as_ref(),
     )
@@ -360,8 +360,8 @@ fn open_for_look(
     config: &Config,
     wait: bool,
     waiting: &mut bool,
-) -> Result<Option<SledStore>, Failure> {
-    match SledStore::open(&config.service.data_dir) {
+) -> Result<Option<Box<dyn MetadataStore>>, Failure> {
+    match crate::store::open(&config.store, &config.service.data_dir) {
         Ok(store) => {
             *waiting = false;
             Ok(Some(store))
@@ -377,8 +377,9 @@ fn open_for_look(
     }
 }
 
-fn open_store(config: &Config) -> Result<SledStore, Failure> {
-    SledStore::open(&config.service.data_dir).map_err(|e| Failure::Failed(store_error(e)))
+fn open_store(config: &Config) -> Result<Box<dyn MetadataStore>, Failure> {
+    crate::store::open(&config.store, &config.service.data_dir)
+        .map_err(|e| Failure::Failed(store_error(e)))
 }
 
 fn store_error(error: StoreError) -> String {

@@ -199,7 +199,8 @@ struct PoolSummary {
 /// that is not there yet.
 fn reconcile(config: &Config, cluster: Cluster) -> Result<(Vec<Inconsistency>, usize), String> {
     let data_dir = &config.service.data_dir;
-    if !data_dir.exists() {
+    let on_sled = config.store == crate::store::StoreSettings::Sled {};
+    if on_sled && !data_dir.exists() {
         return Err(format!(
             "there is no metadata store yet ({} does not exist)",
             data_dir.display()

@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cluster::Cluster;
 use crate::compliance::{self, Sources, bundle, html, junit};
 use crate::config::Config;
-use crate::store::{SledStore, StoreError};
+use crate::store::StoreError;
 
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,17 +104,19 @@ fn check(
 ) -> Result<ExitCode, String> {
     let selected = compliance::select(controls).map_err(|e| e.to_string())?;
     let cluster = open_cluster(config)?;
-    let store = SledStore::open(&config.service.data_dir).map_err(|error| match error {
-        StoreError::Locked { .. } => format!(
-            "{} (checking a running server needs its admin socket, which does not exist yet)",
-            super::STORE_IN_USE
-        ),
-        other => format!("cannot open the metadata store: {other}"),
+    let store = crate::store::open(&config.store, &config.service.data_dir).map_err(|error| {
+        match error {
+            StoreError::Locked { .. } => format!(
+                "{} (checking a running server needs its admin socket, which does not exist yet)",
+                super::STORE_IN_USE
+            ),
+            other => format!("cannot open the metadata store: {other}"),
+        }
     })?;
     let sources = Sources {
         config,
         cluster: &cluster,
-        store: &store,
+        store: store.as_ref(),
         now_millis: SystemClock.now_millis(),
     };
     let report = compliance::check(&sources, &selected).map_err(|e| e.to_string())?;
@@ -137,11 +139,11 @@ fn check(
     if let Some(dir) = evidence {
         let checkpoint = match report.audit.newest_checkpoint_seq {
             Some(seq) => {
-                compliance::trail::checkpoint_at(&store, seq).map_err(|e| e.to_string())?
+                compliance::trail::checkpoint_at(store.as_ref(), seq).map_err(|e| e.to_string())?
             }
             None => None,
         };
-        bundle::write(dir, &report, &store, checkpoint.as_ref(), &cluster)
+        bundle::write(dir, &report, store.as_ref(), checkpoint.as_ref(), &cluster)
             .map_err(|e| e.to_string())?;
         eprintln!("evidence bundle written to {}", dir.display());
     }

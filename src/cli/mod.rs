@@ -16,6 +16,7 @@ mod kms;
 mod maintenance;
 mod output;
 mod params;
+mod store;
 
 use std::io;
 use std::path::PathBuf;
@@ -81,6 +82,9 @@ enum Command {
     /// Prove the key controls from primary evidence (HSMs, metadata, audit chain).
     #[command(subcommand)]
     Compliance(compliance::ComplianceCommand),
+    /// Metadata store administration: copy between sled and PostgreSQL.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Serve the AWS KMS API over HTTP(S) until SIGTERM or SIGINT.
     Serve {
         /// Address to listen on (default: [server] listen, or 127.0.0.1:8443).
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Audit(command) => audit::run(&config, command),
         Command::Maintenance(command) => maintenance::run(&config, &cli.globals, command),
         Command::Compliance(command) => compliance::run(&config, command),
+        Command::Store(command) => store::run(&config, command),
         Command::Kms(command) => Ok(kms::run(&config, &cli.globals, command)),
         Command::WrapKeyMaterial(command) => {
             Ok(import::wrap(command, cli.globals.cli_binary_format))

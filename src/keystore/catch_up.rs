@@ -66,7 +66,9 @@ impl KeyStore {
 }
 
 /// Catches up `member` after it came back: called from the member's health listener, on the
-/// member's reconnect thread. Does nothing once the key store is gone.
+/// member's reconnect thread. Does nothing once the key store is gone, nor on an instance
+/// that does not lead the others sharing its metadata store (the leader's maintenance
+/// runs catch every member up).
 pub(super) fn on_member_up(
     cluster: &Weak<Cluster>,
     store: &Weak<dyn MetadataStore>,
@@ -77,6 +79,9 @@ pub(super) fn on_member_up(
     let (Some(cluster), Some(store)) = (cluster.upgrade(), store.upgrade()) else {
         return;
     };
+    if !store.is_leader() {
+        return;
+    }
     let outcome = recorded_materials(store.as_ref(), cluster.name())
         .map_err(|error| error.to_string())
         .and_then(|versions| {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 
 use crate::keys::state::KeyState;
-use crate::store::{Batch, Conflict, MetadataStore, Record, StoreError, Table};
+use crate::store::{Batch, ChangeListener, Conflict, MetadataStore, Record, StoreError, Table};
 
 /// The number of keys in each state (all accounts and regions).
 #[derive(Default)]
@@ -93,6 +93,18 @@ impl CountingStore {
 }
 
 impl MetadataStore for CountingStore {
+    fn watch(&self, listener: ChangeListener) -> Result<(), StoreError> {
+        self.inner.watch(listener)
+    }
+
+    fn caches_are_current(&self) -> bool {
+        self.inner.caches_are_current()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.inner.is_leader()
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
         self.inner.get(table, key)
     }

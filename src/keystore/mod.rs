@@ -45,7 +45,7 @@ use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord};
 use crate::keys::state::{KeyState, Operation};
-use crate::store::{Batch, MetadataStore, Precondition, SledStore, StoreError, Table};
+use crate::store::{Batch, Change, MetadataStore, Precondition, StoreError, Table};
 
 pub use crate::caller::Caller;
 use authorize::{Access, Naming};
@@ -71,6 +71,9 @@ pub enum OpenError {
     Metadata(#[from] KmsError),
 }
 
+/// Cached key records by key id, each with the store revision it was read at.
+type KeyCache = HashMap<String, (Arc<KeyRecord>, u64)>;
+
 /// An open key store: an HSM cluster plus its metadata.
 pub struct KeyStore {
     /// First, so its refiller is stopped before anything it uses goes.
@@ -84,11 +87,12 @@ pub struct KeyStore {
     alarms: Option<AlarmDispatcher>,
     /// The custom key stores and their open clusters.
     custom: Arc<custom_key_stores::CustomKeyStores>,
-    /// Key records read since start, with their store revision; dropped on every write.
-    cache: RwLock<HashMap<String, (Arc<KeyRecord>, u64)>>,
+    /// Key records read since start, with their store revision; dropped on every write,
+    /// ours or (told by the store's watch) another instance's.
+    cache: Arc<RwLock<KeyCache>>,
     /// Counts key writes, bumped under the cache's write lock with each invalidation: a read
     /// that began before a write must not fill the cache after it (see [`KeyStore::key`]).
-    cache_generation: AtomicU64,
+    cache_generation: Arc<AtomicU64>,
     /// Serialises read-modify-write cycles of metadata.
     writes: Mutex<()>,
     /// Material creations in progress in this process (their intents are not leftovers).
@@ -112,10 +116,11 @@ impl KeyStore {
         Ok(keystore)
     }
 
-    /// Opens the metadata store in the config's data directory over an already open
-    /// cluster (so a caller that needs the cluster anyway opens it only once).
+    /// Opens the configured metadata store (`[store]`: sled in the data directory, or
+    /// PostgreSQL) over an already open cluster (so a caller that needs the cluster anyway
+    /// opens it only once).
     pub fn open_with_cluster(config: &Config, cluster: Cluster) -> Result<KeyStore, OpenError> {
-        let store = SledStore::open(&config.service.data_dir)?;
+        let store = crate::store::open(&config.store, &config.service.data_dir)?;
         let scope = Scope::new(&config.service.region, &config.service.account_id)
             .map_err(|e| OpenError::Config(e.message().to_owned()))?;
         let alarms = config
@@ -125,7 +130,7 @@ impl KeyStore {
         let mut keystore = KeyStore::with_parts(
             scope,
             cluster,
-            Box::new(store),
+            store,
             Arc::new(SystemClock),
             config.audit.clone(),
         )?
@@ -220,13 +225,14 @@ impl KeyStore {
             audit,
             alarms: None,
             custom,
-            cache: RwLock::new(HashMap::new()),
-            cache_generation: AtomicU64::new(0),
+            cache: Arc::default(),
+            cache_generation: Arc::default(),
             writes: Mutex::new(()),
             creating: Mutex::new(std::collections::HashSet::new()),
             startup: Vec::new(),
             key_counts,
         };
+        keystore.watch_other_instances()?;
         keystore.startup = keystore.interrupted_intents()?;
         for problem in &keystore.startup {
             tracing::warn!(%problem, "inconsistency found at start-up");
@@ -264,6 +270,12 @@ impl KeyStore {
     pub fn keys_in_state(&self, state: KeyState) -> u64 {
         let counts = self.key_counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.in_state(state)
+    }
+
+    /// Whether this instance runs the background work (maintenance) that must run once
+    /// among the instances sharing the metadata store; always true on sled.
+    pub fn is_leader(&self) -> bool {
+        self.store.is_leader()
     }
 
     /// Inconsistencies between HSM and metadata found when the store opened.
@@ -391,17 +403,49 @@ impl KeyStore {
         }
     }
 
+    /// Keeps the key record cache current with other instances' commits on a shared store:
+    /// each key record they write is dropped from the cache as a write of ours is (see
+    /// [`KeyStore::commit`]), and everything when the store may have missed changes.
+    fn watch_other_instances(&self) -> Result<(), StoreError> {
+        let (cache, generation) = (self.cache.clone(), self.cache_generation.clone());
+        self.store.watch(Arc::new(move |change| {
+            let mut cache = write(&cache);
+            match change {
+                Change::Record {
+                    table: Table::Keys,
+                    key,
+                } => {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(key_id) = std::str::from_utf8(key) {
+                        cache.remove(key_id);
+                    }
+                }
+                Change::Record { .. } => {}
+                Change::Everything => {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    cache.clear();
+                }
+            }
+        }))
+    }
+
     /// A key record by id (cached), in its effective state: a key of a custom key store that
     /// is not connected reads as Unavailable (its record keeps its own state).
     ///
     /// A record read from the store enters the cache only if no key write committed since
     /// the read began: [`KeyStore::commit`] bumps the generation and drops the entry under
     /// the cache's write lock, and the insert checks the generation under the same lock, so a
-    /// slow read can never put back a record older than a write that has returned.
+    /// slow read can never put back a record older than a write that has returned. Another
+    /// instance's writes invalidate the same way (see [`KeyStore::watch_other_instances`]);
+    /// while the store cannot vouch that they were all seen, the cache is not served.
     fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
-        let cached = read(&self.cache)
-            .get(key_id)
-            .map(|(record, _)| record.clone());
+        let cached = if self.store.caches_are_current() {
+            read(&self.cache)
+                .get(key_id)
+                .map(|(record, _)| record.clone())
+        } else {
+            None
+        };
         let record = match cached {
             Some(record) => record,
             None => {

@@ -200,7 +200,8 @@ fn spawn_maintenance(
         let interval = Duration::from_secs(interval_s.max(1));
         let mut last = Instant::now() - interval;
         while !stopping.load(Ordering::Acquire) {
-            if last.elapsed() >= interval {
+            // On a shared metadata store only the leader runs it.
+            if last.elapsed() >= interval && app.store.is_leader() {
                 last = Instant::now();
                 match app.store.run_maintenance() {
                     Ok(report) => {

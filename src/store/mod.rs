@@ -4,17 +4,25 @@
 //! closed) and nothing else: it never interprets payloads, and it must never be handed
 //! key material, plaintext or PINs, because everything it is given ends up on disk.
 //!
-//! [`MetadataStore`] is backend-neutral; [`SledStore`] is the sled implementation and
-//! [`MemoryStore`] an in-memory one for tests.
+//! [`MetadataStore`] is backend-neutral; [`SledStore`] is the embedded sled implementation,
+//! [`PostgresStore`] the one several instances share, and [`MemoryStore`] an in-memory one
+//! for tests. [`open`] opens the one the configuration's `[store]` section names.
 
+pub mod copy;
 mod memory;
+mod postgres_leader;
+mod postgres_store;
+mod postgres_watch;
 mod record;
+pub mod settings;
 mod sled_store;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use memory::MemoryStore;
+pub use postgres_store::PostgresStore;
+pub use settings::{DEFAULT_POOL_SIZE, StoreSettings, open};
 pub use sled_store::SledStore;
 
 /// A named table: a map from byte keys to [`Record`]s, ordered by key.
@@ -41,6 +49,17 @@ pub enum Table {
 }
 
 impl Table {
+    /// The table whose [`Table::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|table| table.name() == name)
+    }
+
+    /// Whether [`MetadataStore::watch`] reports changes to this table (records that
+    /// something may cache; not the append-only audit trail or the meta table's markers).
+    pub fn is_watched(self) -> bool {
+        !matches!(self, Table::Audit | Table::AuditCheckpoints | Table::Meta)
+    }
+
     /// Every table, in declaration order.
     pub const ALL: [Table; 9] = [
         Table::Keys,
@@ -241,12 +260,37 @@ pub enum StoreError {
     /// Reading or writing the store's files failed.
     #[error("metadata store I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration does not say how to reach the store.
+    #[error("metadata store configuration: {0}")]
+    Config(String),
     /// The storage engine failed in some other way.
     #[error("metadata store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// A record that may have changed under a cache: told to the listener of
+/// [`MetadataStore::watch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The record under `table`/`key` was written (put or deleted) by some commit.
+    Record {
+        /// The record's table.
+        table: Table,
+        /// The record's key.
+        key: &'a [u8],
+    },
+    /// Changes may have gone unseen (the watch started or reconnected): forget everything.
+    Everything,
+}
+
+/// A callback for [`MetadataStore::watch`]; called from the store's own thread.
+pub type ChangeListener = std::sync::Arc<dyn Fn(Change<'_>) + Send + Sync>;
+
 /// Durable, atomic storage of metadata records, shared by all threads of a process.
+///
+/// A store that other processes write too ([`PostgresStore`]) says so to caches above it
+/// through [`MetadataStore::watch`] and [`MetadataStore::caches_are_current`]; the defaults
+/// fit a store only this process writes, whose every change its caches see at commit.
 pub trait MetadataStore: Send + Sync {
     /// The record under `table`/`key`, if any.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError>;
@@ -268,6 +312,28 @@ pub trait MetadataStore: Send + Sync {
     /// `Ok(Err(conflict))` when a precondition failed and nothing was written. After an
     /// `Err`, the batch may or may not have been applied: read back before retrying.
     fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError>;
+
+    /// Calls `listener` for records committed by other processes (and possibly this one),
+    /// from now on, until the store is dropped. Only the keys, aliases, grants, intents and
+    /// custom key store tables are watched; the audit tables and the meta table are not.
+    fn watch(&self, listener: ChangeListener) -> Result<(), StoreError> {
+        let _ = listener;
+        Ok(())
+    }
+
+    /// Whether a cache kept current by [`MetadataStore::watch`] may be served now: false
+    /// while changes by other processes may be going unseen (the watch's connection is
+    /// down or late). Cheap: called on every cached read.
+    fn caches_are_current(&self) -> bool {
+        true
+    }
+
+    /// Whether this process should run the background work that must run once among
+    /// all processes sharing the store (due deletions, rotations). A store only this
+    /// process writes always says yes.
+    fn is_leader(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +363,7 @@ mod tests {
             assert_eq!(*table as usize, index);
             let same_name = Table::ALL.iter().filter(|t| t.name() == table.name());
             assert_eq!(same_name.count(), 1);
+            assert_eq!(Table::from_name(table.name()), Some(*table));
         }
     }
 
