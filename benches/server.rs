@@ -186,22 +186,36 @@ fn signed_request(host: &str, credentials: &Credentials, target: &str, body: &st
     request.into_bytes()
 }
 
-/// One keep-alive connection sending the same signed request again and again.
+/// One keep-alive connection sending the same signed request again and again (a new
+/// connection after a response that closes it, as moto_server's do).
 struct Client {
+    address: SocketAddr,
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    closed: bool,
     request: Vec<u8>,
     line: String,
     body: Vec<u8>,
 }
 
+/// Longest wait for a response: a stuck endpoint fails the benchmark instead of hanging it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn open(address: SocketAddr) -> (BufReader<TcpStream>, TcpStream) {
+    let stream = TcpStream::connect(address).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(RESPONSE_TIMEOUT)).unwrap();
+    (BufReader::new(stream.try_clone().unwrap()), stream)
+}
+
 impl Client {
     fn connect(address: SocketAddr, request: Vec<u8>) -> Client {
-        let stream = TcpStream::connect(address).unwrap();
-        stream.set_nodelay(true).unwrap();
+        let (reader, writer) = open(address);
         Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
+            address,
+            reader,
+            writer,
+            closed: false,
             request,
             line: String::new(),
             body: Vec::new(),
@@ -210,6 +224,10 @@ impl Client {
 
     /// Sends the request; returns the status and the response body.
     fn call(&mut self) -> (u16, &[u8]) {
+        if self.closed {
+            (self.reader, self.writer) = open(self.address);
+            self.closed = false;
+        }
         self.writer.write_all(&self.request).unwrap();
         self.line.clear();
         self.reader.read_line(&mut self.line).unwrap();
@@ -227,10 +245,12 @@ impl Client {
             if line.is_empty() {
                 break;
             }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap();
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap();
+                } else if name.eq_ignore_ascii_case("connection") {
+                    self.closed |= value.trim().eq_ignore_ascii_case("close");
+                }
             }
         }
         self.body.resize(length, 0);
