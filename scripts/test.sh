@@ -26,7 +26,12 @@ fi
 # The PostgreSQL server for the tests of the shared metadata store: they skip (saying so)
 # without HSM_KMS_TEST_POSTGRES_URL, so here it is always set.
 hsmkms_ensure_postgres
-trap hsmkms_stop_postgres EXIT
+example_dir=
+cleanup() {
+    hsmkms_stop_postgres
+    [[ -z $example_dir ]] || rm -rf "$example_dir"
+}
+trap cleanup EXIT
 hsmkms_start_postgres
 
 # --- Step 2: test runner ------------------------------------------------------------
@@ -64,7 +69,6 @@ fi
 # The README's library example runs against a fresh two-member cluster, initialised by the
 # binary; it finds the cluster's config through HSM_KMS_EXAMPLE_CONFIG.
 example_dir=$(mktemp -d)
-trap 'rm -rf "$example_dir"' EXIT
 scripts/softhsm-cluster.sh "$example_dir" 2 >/dev/null
 cargo run --quiet -- --config "$example_dir/hsm-kms.toml" cluster init >/dev/null
 HSM_KMS_EXAMPLE_CONFIG="$example_dir/hsm-kms.toml" cargo test --doc
