@@ -173,6 +173,11 @@ fn throughput(manager: &dyn MaterialsManager, chunk: &[u8], total: u64) -> Res<(
 }
 
 fn main() -> Res<()> {
+    // SAFETY: first thing in `main`, before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
+    };
     let full = std::env::args().any(|arg| arg == "--full");
     let dir = TempDir(
         std::env::temp_dir().join(format!("hsm-kms-bench-envelope-{}", uuid::Uuid::new_v4())),

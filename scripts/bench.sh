@@ -46,14 +46,20 @@ if [[ -n $(git status --porcelain --untracked-files=no) ]]; then
     commit="$commit (with uncommitted changes)"
 fi
 report=$(mktemp)
-trap 'rm -f "$report"' EXIT
+errors=$(mktemp)
+trap 'rm -f "$report" "$errors"' EXIT
+failed=()
 {
     printf 'Run by `scripts/bench.sh` on %s, commit %s, %s cores, load average %s before.\n' \
         "$(date -u '+%Y-%m-%d %H:%M UTC')" "$commit" "$(nproc)" "$(load)"
     for bench in "${benches[@]}"; do
         hsmkms_log "cargo bench --bench $bench"
         printf '\n### `cargo bench --bench %s` (load average %s at start)\n\n```text\n' "$bench" "$(load)"
-        cargo bench --quiet --bench "$bench" 2>/dev/null
+        if ! cargo bench --quiet --bench "$bench" 2>"$errors"; then
+            failed+=("$bench")
+            printf 'FAILED: the benchmark did not finish; its last words:\n'
+            tail -n 5 "$errors"
+        fi
         printf '```\n'
     done
     printf '\nLoad average %s at the end.\n' "$(load)"
@@ -74,3 +80,6 @@ _, tail = rest.split(end, 1)
 open(doc, "w").write(head + begin + "\n" + open(report).read() + end + tail)
 PY
 hsmkms_log "figures written to $doc"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    hsmkms_die "benchmarks that failed: ${failed[*]}"
+fi
