@@ -123,30 +123,18 @@ impl KeyStore {
         let key_policy = key.key_policy()?;
         let arn = key.arn();
         let identity = caller.profile.policies.as_deref();
-        let conditional = key_policy.has_conditions()
-            || identity.is_some_and(|docs| docs.iter().any(|doc| doc.has_conditions()));
-        if !conditional {
-            // No condition anywhere: the policies decide on the action, the key and the
-            // caller alone. An allow is final; a refusal goes the whole way below (grants may
-            // still allow, and their constraints read the request's encryption context).
-            let request = RequestContext::without_condition_keys(
-                &access.action,
-                &arn,
-                caller_identity(caller),
-            );
-            let policies = Policies {
-                key_policy: &key_policy,
-                key_account: &key.account_id,
-                identity,
-                grants: &[],
-            };
-            if let Decision::Allow(_) = evaluate(&policies, &request) {
-                return Ok(());
+        // Only the condition keys some deciding policy reads are filled: for AWS's default
+        // key policy, none.
+        let mut names = key_policy.condition_keys().clone();
+        for document in identity.unwrap_or_default() {
+            if !document.condition_keys().is_subset(&names) {
+                names = Arc::new(names.union(document.condition_keys()).cloned().collect());
             }
         }
-        let mut request = RequestContext::new(&access.action, &arn, caller_identity(caller))
-            .with_current_time(self.system_time())
-            .with_resource_tags(&key.tags);
+        let mut request =
+            RequestContext::naming_only(&access.action, &arn, caller_identity(caller), names)
+                .with_current_time(self.system_time())
+                .with_resource_tags(&key.tags);
         request.set(keys::KEY_SPEC, &key.key_spec);
         request.set(keys::KEY_USAGE, &key.key_usage);
         request.set(keys::KEY_ORIGIN, &key.origin);

@@ -21,6 +21,7 @@
 //!
 //! It never reads anything but the request context it is given.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde_json::Value;
@@ -349,6 +350,19 @@ impl Condition {
         &self.key
     }
 
+    /// Adds the condition keys this condition reads, in ASCII lower case: its own key and
+    /// those its values name as policy variables (`${aws:PrincipalTag/team}`).
+    pub(crate) fn add_keys_read(&self, names: &mut BTreeSet<String>) {
+        names.insert(self.key.clone());
+        if let Values::Strings(values) = &self.values {
+            for value in values {
+                if let StringValue::WithVariables(template) = value {
+                    names.extend(variable_names(template).map(|name| name.to_ascii_lowercase()));
+                }
+            }
+        }
+    }
+
     /// Parses the values of `key` under `operator_name`; `variables` says whether policy
     /// variables are replaced (documents of version `2012-10-17`).
     pub fn parse(
@@ -567,6 +581,15 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
     let hours: i64 = hours.parse().ok()?;
     let minutes: i64 = minutes.parse().ok()?;
     Some((local, sign * (hours * 3600 + minutes * 60)))
+}
+
+/// The condition keys the policy variables of `template` name (not the `${*}`, `${?}` and
+/// `${$}` escapes), as [`substitute`] reads them.
+fn variable_names(template: &str) -> impl Iterator<Item = &str> {
+    template.split("${").skip(1).filter_map(|after| {
+        let name = after.split_once('}')?.0.trim();
+        (!matches!(name, "*" | "?" | "$")).then_some(name)
+    })
 }
 
 /// Replaces the policy variables of `template` from the request; `None` when a variable

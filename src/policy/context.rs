@@ -13,6 +13,10 @@
 //! `kms:EncryptionContextKeys` (whose values are the keys as sent) with `StringEquals`.
 //!
 //! The helpers fill the keys of one concern each:
+//! [`RequestContext::naming_only`] fills only the keys the deciding policies read (their
+//! [`PolicyDocument::condition_keys`](super::PolicyDocument::condition_keys)), since most
+//! policies read none and filling them was a third of an Encrypt's own work.
+//!
 //! - [`RequestContext::new`] sets `aws:PrincipalArn`, `aws:PrincipalAccount`,
 //!   `kms:CallerAccount`, `aws:PrincipalTag/<k>`, `kms:ViaService` (the credential's
 //!   `via_service`: the gateway or storage service that calls on behalf of users),
@@ -31,8 +35,9 @@
 //!   `kms:BypassPolicyLockoutSafetyCheck`, `kms:ScheduleKeyDeletionPendingWindowInDays`),
 //!   with the names in [`keys`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::grant::GrantConstraints;
@@ -251,82 +256,151 @@ pub struct RequestContext {
     resource: String,
     caller: CallerIdentity,
     keys: BTreeMap<String, ContextValue>,
+    /// The condition keys filled: all, or only those the deciding policies read.
+    filled: Filled,
     encryption_context: BTreeMap<String, String>,
     requested_constraints: Option<GrantConstraints>,
+}
+
+/// Which condition keys a [`RequestContext`] fills.
+#[derive(Debug, Clone)]
+enum Filled {
+    All,
+    /// These, in ASCII lower case ([`PolicyDocument::condition_keys`]); a key no policy
+    /// reads would be work for nothing on every call.
+    ///
+    /// [`PolicyDocument::condition_keys`]: super::PolicyDocument::condition_keys
+    Only(Arc<BTreeSet<String>>),
+}
+
+impl Filled {
+    /// Whether the condition key `key` (any case) is filled. `kms:GrantOperations` always is:
+    /// grants read it too (a CreateGrant allowed by a grant), whatever the policies name.
+    fn includes(&self, key: &str) -> bool {
+        match self {
+            Filled::All => true,
+            Filled::Only(names) => {
+                key.eq_ignore_ascii_case(keys::GRANT_OPERATIONS)
+                    || names.iter().any(|name| name.eq_ignore_ascii_case(key))
+            }
+        }
+    }
+
+    /// Whether the condition key `prefix` + `rest` (any case) is filled, without building it.
+    fn includes_prefixed(&self, prefix: &str, rest: &str) -> bool {
+        match self {
+            Filled::All => true,
+            Filled::Only(names) => names.iter().any(|name| {
+                name.len() == prefix.len() + rest.len()
+                    && name
+                        .get(..prefix.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+                    && name
+                        .get(prefix.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(rest))
+            }),
+        }
+    }
 }
 
 impl RequestContext {
     /// A request for `action` (`kms:Encrypt`) on `resource` (the key ARN) by `caller`, with
     /// the caller's condition keys filled in (see the module docs).
     pub fn new(action: &str, resource: &str, caller: CallerIdentity) -> RequestContext {
+        RequestContext::filling(action, resource, caller, Filled::All)
+    }
+
+    /// As [`RequestContext::new`], but filling only the condition keys in `names` (ASCII
+    /// lower case), which must include every key the policies deciding the request read
+    /// ([`PolicyDocument::condition_keys`]): the decision is then the same, and the keys no
+    /// policy reads cost nothing.
+    ///
+    /// [`PolicyDocument::condition_keys`]: super::PolicyDocument::condition_keys
+    pub fn naming_only(
+        action: &str,
+        resource: &str,
+        caller: CallerIdentity,
+        names: Arc<BTreeSet<String>>,
+    ) -> RequestContext {
+        RequestContext::filling(action, resource, caller, Filled::Only(names))
+    }
+
+    fn filling(
+        action: &str,
+        resource: &str,
+        caller: CallerIdentity,
+        filled: Filled,
+    ) -> RequestContext {
         let mut keys = BTreeMap::new();
-        let mut set = |key: &str, value: String| {
-            keys.insert(key.to_ascii_lowercase(), ContextValue::Single(value));
+        let mut set = |key: &str, value: &dyn Fn() -> String| {
+            if filled.includes(key) {
+                keys.insert(key.to_ascii_lowercase(), ContextValue::Single(value()));
+            }
         };
-        set(keys::PRINCIPAL_ARN, caller.principal_arn.clone());
-        set(keys::PRINCIPAL_ACCOUNT, caller.account.clone());
-        set(keys::CALLER_ACCOUNT, caller.account.clone());
+        set(keys::PRINCIPAL_ARN, &|| caller.principal_arn.clone());
+        set(keys::PRINCIPAL_ACCOUNT, &|| caller.account.clone());
+        set(keys::CALLER_ACCOUNT, &|| caller.account.clone());
         for (key, value) in &caller.tags {
-            set(
-                &format!("{}{key}", keys::PRINCIPAL_TAG_PREFIX),
-                value.clone(),
-            );
+            if filled.includes_prefixed(keys::PRINCIPAL_TAG_PREFIX, key) {
+                set(&format!("{}{key}", keys::PRINCIPAL_TAG_PREFIX), &|| {
+                    value.clone()
+                });
+            }
         }
         if let Some(service) = &caller.via_service {
-            set(keys::VIA_SERVICE, service.clone());
+            set(keys::VIA_SERVICE, &|| service.clone());
         }
         if let Some(ip) = caller.source_ip {
-            set(keys::SOURCE_IP, ip.to_string());
+            set(keys::SOURCE_IP, &|| ip.to_string());
         }
-        set(keys::SECURE_TRANSPORT, caller.secure_transport.to_string());
+        set(keys::SECURE_TRANSPORT, &|| {
+            caller.secure_transport.to_string()
+        });
         RequestContext {
             action: action.to_owned(),
             resource: resource.to_owned(),
             caller,
             keys,
+            filled,
             encryption_context: BTreeMap::new(),
             requested_constraints: None,
         }
     }
 
-    /// A request for `action` on `resource` by `caller` with no condition keys at all, for
-    /// policies that have no conditions ([`PolicyDocument::has_conditions`]): their decision
-    /// rests on the action, the resource and the caller alone, so filling the keys would be
-    /// work for nothing on every call.
-    ///
-    /// [`PolicyDocument::has_conditions`]: super::PolicyDocument::has_conditions
-    pub fn without_condition_keys(
-        action: &str,
-        resource: &str,
-        caller: CallerIdentity,
-    ) -> RequestContext {
-        RequestContext {
-            action: action.to_owned(),
-            resource: resource.to_owned(),
-            caller,
-            keys: BTreeMap::new(),
-            encryption_context: BTreeMap::new(),
-            requested_constraints: None,
-        }
+    /// Whether this request fills the condition key `key` (any case).
+    fn fills(&self, key: &str) -> bool {
+        self.filled.includes(key)
+    }
+
+    /// Whether this request fills the condition key `prefix` + `rest` (any case).
+    fn fills_prefixed(&self, prefix: &str, rest: &str) -> bool {
+        self.filled.includes_prefixed(prefix, rest)
     }
 
     /// Sets a single-valued condition key (name case-insensitive).
     pub fn set(&mut self, key: &str, value: &str) {
-        self.keys.insert(
-            key.to_ascii_lowercase(),
-            ContextValue::Single(value.to_owned()),
-        );
+        if self.fills(key) {
+            self.keys.insert(
+                key.to_ascii_lowercase(),
+                ContextValue::Single(value.to_owned()),
+            );
+        }
     }
 
     /// Sets a multi-valued condition key (name case-insensitive), possibly empty.
     pub fn set_multi(&mut self, key: &str, values: Vec<String>) {
-        self.keys
-            .insert(key.to_ascii_lowercase(), ContextValue::Multi(values));
+        if self.fills(key) {
+            self.keys
+                .insert(key.to_ascii_lowercase(), ContextValue::Multi(values));
+        }
     }
 
     /// The request time, from the caller's clock: `aws:CurrentTime` (ISO 8601, UTC, whole
     /// seconds) and `aws:EpochTime`.
     pub fn with_current_time(mut self, now: SystemTime) -> RequestContext {
+        if !self.fills(keys::CURRENT_TIME) && !self.fills(keys::EPOCH_TIME) {
+            return self;
+        }
         let seconds = now
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_secs())
@@ -344,12 +418,16 @@ impl RequestContext {
     /// `kms:EncryptionContextKeys`, and the pairs grant constraints compare.
     pub fn with_encryption_context(mut self, pairs: &BTreeMap<String, String>) -> RequestContext {
         for (key, value) in pairs {
-            self.set(&format!("{}{key}", keys::ENCRYPTION_CONTEXT_PREFIX), value);
+            if self.fills_prefixed(keys::ENCRYPTION_CONTEXT_PREFIX, key) {
+                self.set(&format!("{}{key}", keys::ENCRYPTION_CONTEXT_PREFIX), value);
+            }
         }
-        self.set_multi(
-            keys::ENCRYPTION_CONTEXT_KEYS,
-            pairs.keys().cloned().collect(),
-        );
+        if self.fills(keys::ENCRYPTION_CONTEXT_KEYS) {
+            self.set_multi(
+                keys::ENCRYPTION_CONTEXT_KEYS,
+                pairs.keys().cloned().collect(),
+            );
+        }
         self.encryption_context = pairs.clone();
         self
     }
@@ -357,7 +435,9 @@ impl RequestContext {
     /// The key's tags: `aws:ResourceTag/<k>`.
     pub fn with_resource_tags(mut self, tags: &BTreeMap<String, String>) -> RequestContext {
         for (key, value) in tags {
-            self.set(&format!("{}{key}", keys::RESOURCE_TAG_PREFIX), value);
+            if self.fills_prefixed(keys::RESOURCE_TAG_PREFIX, key) {
+                self.set(&format!("{}{key}", keys::RESOURCE_TAG_PREFIX), value);
+            }
         }
         self
     }

@@ -14,6 +14,9 @@
 //! (`Service`, `Federated`, `CanonicalUser`) are accepted, as AWS accepts them, and never
 //! match: no on-premises caller is an AWS service or a federated web identity.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use super::condition::Condition;
 use super::context::{CallerIdentity, PrincipalKind, RequestContext};
 use super::pattern::Pattern;
@@ -180,6 +183,9 @@ pub struct PolicyDocument {
     pub(crate) kind: PolicyKind,
     pub(crate) version: PolicyVersion,
     pub(crate) statements: Vec<Statement>,
+    /// The condition keys its statements read, in ASCII lower case (see
+    /// [`PolicyDocument::condition_keys`]).
+    pub(crate) condition_keys: Arc<BTreeSet<String>>,
 }
 
 impl PolicyDocument {
@@ -195,9 +201,14 @@ impl PolicyDocument {
 
     /// Whether any statement has a `Condition`: only then does a decision read condition keys.
     pub fn has_conditions(&self) -> bool {
-        self.statements
-            .iter()
-            .any(|statement| !statement.conditions.is_empty())
+        !self.condition_keys.is_empty()
+    }
+
+    /// The condition keys a decision under this policy may read, in ASCII lower case: the keys
+    /// of its conditions and the policy variables in their values. A request need fill no
+    /// other ([`RequestContext::naming_only`](super::RequestContext::naming_only)).
+    pub fn condition_keys(&self) -> &Arc<BTreeSet<String>> {
+        &self.condition_keys
     }
 
     /// The statements, in document order.

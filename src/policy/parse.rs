@@ -33,7 +33,8 @@
 //! (IAM's managed-policy quota) is `LimitExceededException` "Cannot exceed quota for
 //! PolicySize: 6144".
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -107,10 +108,18 @@ pub fn parse_value(value: &Value, kind: PolicyKind) -> Result<PolicyDocument, Km
         }
         statements.push(statement);
     }
+    let mut condition_keys = BTreeSet::new();
+    for condition in statements
+        .iter()
+        .flat_map(|statement| &statement.conditions)
+    {
+        condition.add_keys_read(&mut condition_keys);
+    }
     Ok(PolicyDocument {
         kind,
         version,
         statements,
+        condition_keys: Arc::new(condition_keys),
     })
 }
 

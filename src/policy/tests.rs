@@ -1380,68 +1380,110 @@ fn a_named_grant_with_the_same_parameters_is_a_repeat() {
 }
 
 #[test]
-fn policies_without_conditions_decide_alike_without_condition_keys() {
+fn filling_only_the_condition_keys_policies_read_decides_alike() {
+    let app_arn = "arn:aws:iam::111122223333:user/app";
     let policies = [
         key_policy(json!([allow(
             json!({"AWS": format!("arn:aws:iam::{ACCOUNT}:root")})
         )])),
-        key_policy(json!([allow(
-            json!({"AWS": "arn:aws:iam::111122223333:user/app"})
-        )])),
+        key_policy(json!([allow(json!({"AWS": app_arn}))])),
         key_policy(json!([allow(json!({"AWS": OTHER}))])),
         key_policy(json!([
             allow(json!("*")),
-            {"Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::111122223333:user/app"},
-             "Action": "kms:Decrypt", "Resource": "*"}
+            {"Effect": "Deny", "Principal": {"AWS": app_arn}, "Action": "kms:Decrypt",
+             "Resource": "*"}
         ])),
-        key_policy(json!([
-            {"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::111122223333:user/app"},
-             "Action": "kms:*", "Resource": "*"}
-        ])),
+        key_policy(json!([{
+            "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*",
+            "Condition": {
+                "StringEquals": {"kms:CallerAccount": ACCOUNT,
+                                 "kms:EncryptionContext:Purpose": "test"},
+                "Bool": {"aws:SecureTransport": "true"}
+            }
+        }])),
+        key_policy(json!([{
+            "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*",
+            "Condition": {"StringEquals": {
+                "kms:EncryptionContext:team": "${aws:PrincipalTag/team}"
+            }}
+        }])),
+        key_policy(json!([{
+            "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*",
+            "Condition": {"DateLessThan": {"aws:CurrentTime": "2000-01-01T00:00:00Z"}}
+        }])),
     ];
     let identities = [
         None,
         Some(vec![identity_policy(
             json!([{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": KEY}]),
         )]),
-        Some(vec![identity_policy(
-            json!([{"Effect": "Deny", "Action": "kms:*", "Resource": "*"}]),
-        )]),
+        Some(vec![identity_policy(json!([{
+            "Effect": "Deny", "Action": "kms:*", "Resource": "*",
+            "Condition": {"StringNotEquals": {"aws:ResourceTag/stage": "prod"}}
+        }]))]),
     ];
     let callers = [
         caller(&format!("arn:aws:iam::{ACCOUNT}:root")),
-        app(),
-        caller("arn:aws:iam::111122223333:role/ops"),
+        app().with_tags([("team".to_owned(), "blue".to_owned())].into()),
+        caller("arn:aws:iam::111122223333:role/ops")
+            .with_transport(Some("10.0.0.1".parse().unwrap()), true),
         caller("arn:aws:sts::111122223333:assumed-role/ops/session"),
         caller(&format!("arn:aws:iam::{OTHER}:user/partner")),
     ];
-    let context: BTreeMap<String, String> = [("purpose".to_owned(), "test".to_owned())].into();
-    let mut compared = 0;
+    let contexts: [BTreeMap<String, String>; 2] = [
+        [("purpose".to_owned(), "test".to_owned())].into(),
+        [("team".to_owned(), "blue".to_owned())].into(),
+    ];
+    let tags: BTreeMap<String, String> = [("Stage".to_owned(), "prod".to_owned())].into();
+    let (mut compared, mut allowed) = (0, 0);
     for policy in &policies {
-        assert!(!policy.has_conditions());
         for identity in &identities {
+            let mut names = policy.condition_keys().as_ref().clone();
+            for document in identity.iter().flatten() {
+                names.extend(document.condition_keys().iter().cloned());
+            }
+            let names = Arc::new(names);
             for who in &callers {
-                for action in ["kms:Encrypt", "kms:Decrypt", "kms:ScheduleKeyDeletion"] {
-                    let mut full = RequestContext::new(action, KEY, who.clone())
-                        .with_current_time(std::time::SystemTime::now())
-                        .with_encryption_context(&context);
-                    full.set(keys::KEY_SPEC, "SYMMETRIC_DEFAULT");
-                    let bare = RequestContext::without_condition_keys(action, KEY, who.clone());
-                    let identity = identity.as_deref();
-                    assert_eq!(
-                        format!("{:?}", decide(policy, identity, &[], &full)),
-                        format!("{:?}", decide(policy, identity, &[], &bare)),
-                        "{action} by {who:?}"
-                    );
-                    compared += 1;
+                for context in &contexts {
+                    for action in ["kms:Encrypt", "kms:Decrypt", "kms:ScheduleKeyDeletion"] {
+                        let build = |request: RequestContext| {
+                            let mut request = request
+                                .with_current_time(std::time::SystemTime::now())
+                                .with_resource_tags(&tags)
+                                .with_encryption_context(context);
+                            request.set(keys::KEY_SPEC, "SYMMETRIC_DEFAULT");
+                            request
+                        };
+                        let full = build(RequestContext::new(action, KEY, who.clone()));
+                        let only = build(RequestContext::naming_only(
+                            action,
+                            KEY,
+                            who.clone(),
+                            names.clone(),
+                        ));
+                        let identity = identity.as_deref();
+                        let decision = decide(policy, identity, &[], &full);
+                        assert_eq!(
+                            format!("{decision:?}"),
+                            format!("{:?}", decide(policy, identity, &[], &only)),
+                            "{action} by {who:?} with {context:?}"
+                        );
+                        compared += 1;
+                        allowed += usize::from(matches!(decision, Decision::Allow(_)));
+                    }
                 }
             }
         }
     }
-    assert_eq!(compared, 5 * 3 * 5 * 3);
-    let conditional = key_policy(json!([{
-        "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*",
-        "Condition": {"StringEquals": {"kms:CallerAccount": ACCOUNT}}
-    }]));
-    assert!(conditional.has_conditions());
+    assert_eq!(compared, 7 * 3 * 5 * 2 * 3);
+    // Both outcomes occur, so the comparison is not of refusals alone.
+    assert!(
+        allowed > 0 && allowed < compared,
+        "{allowed} of {compared} allowed"
+    );
+    assert!(!policies[0].has_conditions());
+    assert_eq!(
+        policies[5].condition_keys().iter().collect::<Vec<_>>(),
+        ["aws:principaltag/team", "kms:encryptioncontext:team"]
+    );
 }
