@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::TestCluster;
+use common::{TestCluster, decrypt};
 use hsm_kms::cluster::{Cluster, MaterialId};
 use hsm_kms::config::Config;
 use hsm_kms::error::KmsError;
@@ -147,21 +147,6 @@ fn encrypt(store: &KeyStore, caller: &Caller, key: &str) -> Result<Vec<u8>, KmsE
             },
         )
         .map(|r| r.ciphertext_blob)
-}
-
-fn decrypt(store: &KeyStore, caller: &Caller, blob: &[u8]) -> Vec<u8> {
-    store
-        .decrypt(
-            caller,
-            DecryptRequest {
-                ciphertext_blob: blob.to_vec(),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .plaintext
-        .expose_secret()
-        .to_vec()
 }
 
 fn create_key_in(store: &KeyStore, caller: &Caller, id: &str) -> Result<KeyMetadata, KmsError> {

@@ -12,13 +12,13 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::TestCluster;
 use common::postgres_db::TestDatabase;
+use common::{TestCluster, decrypt};
 use hsm_kms::audit::checkpoint::ClusterSealer;
 use hsm_kms::audit::verify::verify;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Caller, KeyStore};
-use secrecy::{ExposeSecret, SecretSlice};
+use secrecy::SecretSlice;
 
 /// Two instances on one fresh database and one initialised two-member cluster.
 struct TwoInstances {
@@ -67,21 +67,6 @@ fn encrypt(store: &KeyStore, caller: &Caller, key: &str, plaintext: &[u8]) -> Ve
         )
         .unwrap()
         .ciphertext_blob
-}
-
-fn decrypt(store: &KeyStore, caller: &Caller, blob: &[u8]) -> Vec<u8> {
-    store
-        .decrypt(
-            caller,
-            DecryptRequest {
-                ciphertext_blob: blob.to_vec(),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .plaintext
-        .expose_secret()
-        .to_vec()
 }
 
 #[test]

@@ -85,13 +85,7 @@ impl Cluster {
                 )
                 .map_err(ClusterError::Hsm);
         }
-        let problems = self.quorum_problems();
-        if !problems.is_empty() {
-            return Err(ClusterError::CannotWriteKeys {
-                cluster: self.name.clone(),
-                problems,
-            });
-        }
+        self.check_quorum_for_writes()?;
         let id = material.cka_id();
         let _writing = self.writers.claim(&id);
         let portability = match self.replication {

@@ -295,6 +295,19 @@ impl Cluster {
         self.members.iter().filter(|m| m.is_up()).cloned().collect()
     }
 
+    /// Refuses a write of key material while the quorum does not hold.
+    fn check_quorum_for_writes(&self) -> Result<(), ClusterError> {
+        let problems = self.quorum_problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ClusterError::CannotWriteKeys {
+                cluster: self.name.clone(),
+                problems,
+            })
+        }
+    }
+
     /// Problems with the quorum right now (empty when it holds).
     fn quorum_problems(&self) -> Vec<String> {
         match self.replication {

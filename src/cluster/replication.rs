@@ -181,13 +181,7 @@ impl Cluster {
         label: &str,
         spec: MaterialSpec,
     ) -> Result<(), ClusterError> {
-        let problems = self.quorum_problems();
-        if !problems.is_empty() {
-            return Err(ClusterError::CannotWriteKeys {
-                cluster: self.name.clone(),
-                problems,
-            });
-        }
+        self.check_quorum_for_writes()?;
         let healthy = self.healthy();
         let Some((source, targets)) = healthy.split_first() else {
             return Err(ClusterError::CannotWriteKeys {
@@ -307,13 +301,7 @@ impl Cluster {
         label: &str,
         spec: MaterialSpec,
     ) -> Result<(), ClusterError> {
-        let problems = self.quorum_problems();
-        if !problems.is_empty() {
-            return Err(ClusterError::CannotWriteKeys {
-                cluster: self.name.clone(),
-                problems,
-            });
-        }
+        self.check_quorum_for_writes()?;
         let id = material.cka_id();
         let mut holders = Vec::new();
         let mut lacking = Vec::new();

@@ -256,3 +256,24 @@ pub fn raw_session(tc: &TestCluster, member: &str) -> cryptoki::session::Session
     }
     session
 }
+
+/// Decrypts `blob` as `caller` (the key named by the blob); panics on any refusal.
+pub fn decrypt(
+    store: &hsm_kms::keystore::KeyStore,
+    caller: &hsm_kms::caller::Caller,
+    blob: &[u8],
+) -> Vec<u8> {
+    use secrecy::ExposeSecret;
+    store
+        .decrypt(
+            caller,
+            hsm_kms::keystore::api::DecryptRequest {
+                ciphertext_blob: blob.to_vec(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .plaintext
+        .expose_secret()
+        .to_vec()
+}
