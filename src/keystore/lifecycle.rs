@@ -134,12 +134,6 @@ impl KeyStore {
             self.check_lockout(caller, &arn, account, &policy)?;
         }
         let external = origin == "EXTERNAL";
-        if external && spec != KeySpec::SymmetricDefault {
-            return Err(KmsError::UnsupportedOperation(format!(
-                "KeySpec {} cannot be imported yet: keys of origin EXTERNAL are SYMMETRIC_DEFAULT.",
-                spec.as_str()
-            )));
-        }
         let now = self.now();
         let record = KeyRecord {
             key_id: key_id.to_string(),
