@@ -206,36 +206,6 @@ impl Drop for SessionObject<'_> {
     }
 }
 
-impl HsmError {
-    /// Whether the HSM refused the mechanism's parameters (SoftHSM2 takes only SHA-1 for
-    /// RSA-OAEP): the wrapping algorithm is not available on this HSM.
-    pub fn refuses_mechanism_parameters(&self) -> bool {
-        matches!(
-            self.failure,
-            Failure::Pkcs11 {
-                rv: cryptoki::error::RvError::ArgumentsBad
-                    | cryptoki::error::RvError::MechanismParamInvalid
-                    | cryptoki::error::RvError::MechanismInvalid,
-                ..
-            }
-        )
-    }
-}
-
-impl HsmError {
-    /// Whether the module lacks the functions import needs (`C_GenerateKeyPair`,
-    /// `C_UnwrapKey`): a vendor module that keeps them to its own tools.
-    pub fn lacks_import_functions(&self) -> bool {
-        matches!(
-            self.failure,
-            Failure::Pkcs11 {
-                rv: cryptoki::error::RvError::FunctionNotSupported,
-                ..
-            }
-        )
-    }
-}
-
 impl Member {
     /// Generates a wrapping key pair: the private half a token object with `id` and a label
     /// carrying `valid_to` (epoch seconds), sensitive, non-extractable, unwrap only. Checks
@@ -365,12 +335,9 @@ impl Member {
                 ),
             };
             let unwrapper = Unwrapper::new(self, session, *wrapping_key, algorithm, wrapped)?;
-            let material = match unwrapper.unwrap(&session_template(spec, id, label, portability)) {
-                Ok(handle) => SessionObject { session, handle },
-                // The wrapped bytes opened but are no private key of that type (SoftHSM2 fails
-                // to decode the PKCS #8 structure into the object).
-                Err(error) if spec.is_pair() && undecodable(&error) => return Ok(Opened::Unfit),
-                Err(error) => return Err(error),
+            let material = SessionObject {
+                session,
+                handle: unwrapper.unwrap(&session_template(spec, id, label, portability))?,
             };
             let fitted = if spec.is_pair() {
                 fit_pair(self, session, &unwrapper, material.handle, spec)?
@@ -413,6 +380,11 @@ impl Member {
             Ok(Opened::Material { check_value, public })
         });
         match result {
+            // The wrapped bytes opened but are no private key of that type: SoftHSM2 fails to
+            // decode the PKCS #8 structure into the object (believed of a healthy member).
+            Err(error) if spec.is_pair() && undecodable(&error) && self.is_up() => {
+                Ok(Opened::Unfit)
+            }
             Err(error) if unwrap_refused(&error) && self.is_up() => {
                 Err(self.fail(Failure::Rejected))
             }

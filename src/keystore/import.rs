@@ -642,6 +642,13 @@ fn import_refusal(error: &ClusterError, arn: &str) -> Option<KmsError> {
         ))
     };
     match error {
+        // Checked when the parameters were issued; an HSM that refuses the OAEP parameters
+        // at the unwrap itself is named as the limit, not taken for a failure.
+        ClusterError::Hsm(hsm) if hsm.refuses_mechanism_parameters() => {
+            Some(KmsError::UnsupportedOperation(
+                "The HSMs of this key store do not support the OAEP parameters of the import token's wrapping algorithm; get new parameters with RSAES_OAEP_SHA_1 or RSA_AES_KEY_WRAP_SHA_1.".into(),
+            ))
+        }
         ClusterError::Hsm(hsm) => match &hsm.failure {
             Failure::Rejected => Some(undecryptable()),
             Failure::KeyMissing(_) => Some(invalid_token()),
@@ -739,6 +746,30 @@ fn expiration(model: &str, valid_to: Option<f64>, now: i64) -> Result<Option<i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_hsm_that_refuses_the_oaep_parameters_at_the_unwrap_is_named_as_the_limit() {
+        use cryptoki::context::Function;
+        use cryptoki::error::RvError;
+        let refused = |rv| {
+            ClusterError::Hsm(crate::hsm::HsmError::new(
+                "hsm-a",
+                Failure::Pkcs11 {
+                    function: Function::UnwrapKey,
+                    rv,
+                },
+            ))
+        };
+        for rv in [
+            RvError::ArgumentsBad,
+            RvError::MechanismParamInvalid,
+            RvError::MechanismInvalid,
+        ] {
+            let answer = import_refusal(&refused(rv), "arn").map(|e| e.code());
+            assert_eq!(answer, Some("UnsupportedOperationException"), "{rv:?}");
+        }
+        assert!(import_refusal(&refused(RvError::DeviceError), "arn").is_none());
+    }
 
     #[test]
     fn expiration_follows_aws_rules() {
