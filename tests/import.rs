@@ -4,6 +4,10 @@
 //! delete and re-import of the same material, every bad input the issue lists with AWS's
 //! exception and the key and the HSMs unchanged (raw PKCS#11 searches), expiry with the
 //! injectable clock, deletion with a member away, and the material never written anywhere.
+//! HMAC material of every allowed length, and RSA and ECC private keys made by openssl: the
+//! MAC is the material's, GetPublicKey is the original key's and openssl verifies the
+//! signatures; material that does not fit the spec is refused and leaves nothing; imported
+//! HMAC and EC material is caught up by a member that lost it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -1367,6 +1371,24 @@ fn rsa_and_ecc_private_keys_import_and_sign_as_the_original_key() {
         );
         import_for_spec(&ts, id, spec, algorithm, &private).unwrap();
         assert_eq!(public_key_of(&ts, id), expected_public, "{case}");
+        // Into the key that holds it: checked only, nothing new kept.
+        import_for_spec(&ts, id, spec, algorithm, &private).unwrap();
+        let refused = import_for_spec(&ts, id, spec, algorithm, &other).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            "IncorrectKeyMaterialException",
+            "{case}: {refused:?}"
+        );
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PRIVATE_KEY),
+            [1, 1],
+            "{case}"
+        );
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PUBLIC_KEY),
+            [1, 1],
+            "{case}"
+        );
     }
 }
 
