@@ -600,7 +600,7 @@ fn unfit_material(spec: KeySpec) -> KmsError {
         None => "a DER-encoded PKCS #8 private key of that key spec".to_owned(),
     };
     KmsError::IncorrectKeyMaterial(format!(
-        "The key material is invalid: a {} key takes {takes}.",
+        "The key material is invalid: key spec {} takes {takes}.",
         spec.as_str()
     ))
 }
@@ -746,6 +746,56 @@ fn expiration(model: &str, valid_to: Option<f64>, now: i64) -> Result<Option<i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfit_material_says_what_the_key_spec_takes() {
+        for (spec, takes) in [
+            (KeySpec::SymmetricDefault, "256-bit (32-byte) key material"),
+            (KeySpec::Hmac224, "key material of 28 to 64 bytes"),
+            (KeySpec::Hmac512, "key material of 64 to 128 bytes"),
+            (
+                KeySpec::EccSecgP256k1,
+                "a DER-encoded PKCS #8 private key of that key spec",
+            ),
+        ] {
+            let error = unfit_material(spec);
+            assert_eq!(error.code(), "IncorrectKeyMaterialException");
+            assert_eq!(
+                error.message(),
+                format!(
+                    "The key material is invalid: key spec {} takes {takes}.",
+                    spec.as_str()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn wrapping_algorithms_follow_aws_rules_per_key_spec() {
+        use WrappingAlgorithm::*;
+        use WrappingKeySpec::*;
+        for (spec, algorithm, wrapping, allowed) in [
+            (KeySpec::Rsa2048, RsaesOaepSha1, Rsa4096, false),
+            (KeySpec::Rsa4096, RsaesOaepSha256, Rsa4096, false),
+            (KeySpec::Rsa2048, RsaAesKeyWrapSha1, Rsa2048, true),
+            (KeySpec::EccNistP521, RsaesOaepSha1, Rsa2048, false),
+            (KeySpec::EccNistP521, RsaesOaepSha256, Rsa3072, true),
+            (KeySpec::EccNistP521, RsaAesKeyWrapSha256, Rsa2048, true),
+            (KeySpec::EccNistP384, RsaesOaepSha1, Rsa2048, true),
+            (KeySpec::Hmac512, RsaesOaepSha1, Rsa2048, true),
+            (KeySpec::SymmetricDefault, RsaesOaepSha256, Rsa2048, true),
+        ] {
+            let answer = check_wrapping_for(spec, algorithm, wrapping);
+            assert_eq!(
+                answer.is_ok(),
+                allowed,
+                "{spec:?} {algorithm:?} {wrapping:?}: {answer:?}"
+            );
+            if let Err(error) = answer {
+                assert_eq!(error.code(), "ValidationException");
+            }
+        }
+    }
 
     #[test]
     fn an_hsm_that_refuses_the_oaep_parameters_at_the_unwrap_is_named_as_the_limit() {
