@@ -612,8 +612,16 @@ impl Drop for AuditLog {
     }
 }
 
+/// Room for a typical event's JSON (an Encrypt's is about 1.2 KiB), reserved at once: grown
+/// step by step from serde_json's small start, the buffer costs several reallocations per
+/// call, the last ones large, which makes glibc's allocator consolidate its free lists each
+/// time (a fifth of a key store Encrypt's CPU in a profile).
+const EVENT_CAPACITY: usize = 2048;
+
 fn encode(event: &(impl Serialize + ?Sized)) -> Result<Vec<u8>, AuditError> {
-    serde_json::to_vec(event).map_err(|e| AuditError::Encode(e.to_string()))
+    let mut json = Vec::with_capacity(EVENT_CAPACITY);
+    serde_json::to_writer(&mut json, event).map_err(|e| AuditError::Encode(e.to_string()))?;
+    Ok(json)
 }
 
 /// The earlier of two optional deadlines.
