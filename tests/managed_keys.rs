@@ -2,15 +2,16 @@
 //! first DescribeKey, Encrypt, GenerateDataKey or ReEncrypt naming `alias/aws/<service>`
 //! (once, however many calls race), listed as AWS lists them, used only through their
 //! service, rotated yearly, every change refused as AWS refuses it, and their creation
-//! audited as the service's own call.
+//! audited as the service's own call; through `hsm-kms serve`, the configured services.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::sync::Arc;
 
-use common::TestStore;
 use common::kms::*;
+use common::server::{AccessKey, Client, Reply, Server};
+use common::{TestCluster, TestStore};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use hsm_kms::audit::log::read_events;
 use hsm_kms::caller::PrincipalProfile;
@@ -18,7 +19,7 @@ use hsm_kms::error::KmsError;
 use hsm_kms::keystore::Caller;
 use hsm_kms::keystore::api::*;
 use secrecy::{ExposeSecret, SecretSlice};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const ACCOUNT: &str = "111122223333";
 
@@ -604,4 +605,163 @@ fn the_creation_is_audited_as_the_services_own_call() {
         encrypt["userIdentity"]["arn"],
         format!("arn:aws:iam::{ACCOUNT}:user/ebs-gateway")
     );
+}
+
+#[test]
+fn the_managed_key_rotates_every_year_and_old_ciphertexts_still_decrypt() {
+    let ts = managed_store();
+    let gateway = user(&ts, "s3-gateway", Some("s3.us-east-1.amazonaws.com"));
+    let before = encrypt_as(&ts, &gateway, "alias/aws/s3").unwrap();
+    let key = describe(&ts, "alias/aws/s3");
+    ts.clock
+        .advance(std::time::Duration::from_secs(366 * 24 * 60 * 60));
+    ts.store.run_maintenance().unwrap();
+    let rotations = ts
+        .store
+        .list_key_rotations(
+            &ts.caller,
+            ListKeyRotationsRequest {
+                key_id: key.key_id.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .rotations;
+    assert_eq!(rotations.len(), 1);
+    assert_eq!(rotations[0].rotation_type, "AUTOMATIC");
+    let rotated = describe(&ts, &key.key_id);
+    assert_ne!(rotated.current_key_material_id, key.current_key_material_id);
+    let status = ts
+        .store
+        .get_key_rotation_status(&ts.caller, key_id(&key.key_id))
+        .unwrap();
+    assert!(status.key_rotation_enabled);
+    assert_eq!(status.rotation_period_in_days, Some(365));
+    let after = encrypt_as(&ts, &gateway, "alias/aws/s3").unwrap();
+    for sealed in [before, after] {
+        let opened = ts
+            .store
+            .decrypt(
+                &gateway,
+                DecryptRequest {
+                    ciphertext_blob: sealed.ciphertext_blob,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(opened.plaintext.expose_secret(), b"managed");
+    }
+}
+
+#[test]
+fn the_server_serves_the_configured_services_and_audits_the_creation() {
+    let cluster = TestCluster::new(2);
+    let config = cluster.config_text.replace(
+        "[service]\n",
+        "[service]\nmanaged_key_services = [\"rds\", \"object-gateway\"]\n",
+    );
+    assert_ne!(config, cluster.config_text);
+    cluster.write_config("hsm-kms.toml", &config);
+    cluster.init();
+    let mut server = Server::start(&cluster);
+    let client = Client::new(&server, &AccessKey::of(&cluster));
+    let listed = client.list("ListAliases", json!({"Limit": 1}), "Aliases");
+    assert_eq!(
+        listed,
+        [
+            json!({"AliasName": "alias/aws/object-gateway",
+                   "AliasArn": format!("arn:aws:kms:{REGION}:{ACCOUNT}:alias/aws/object-gateway")}),
+            json!({"AliasName": "alias/aws/rds",
+                   "AliasArn": format!("arn:aws:kms:{REGION}:{ACCOUNT}:alias/aws/rds")}),
+        ]
+    );
+    let key =
+        client.must("DescribeKey", &json!({"KeyId": "alias/aws/object-gateway"}))["KeyMetadata"]
+            .clone();
+    assert_eq!(key["KeyManager"], "AWS");
+    assert_eq!(
+        key["Description"],
+        "Default key that protects my object-gateway data when no other key is defined"
+    );
+    let policy: Value = serde_json::from_str(
+        client.must("GetKeyPolicy", &json!({"KeyId": key["KeyId"]}))["Policy"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(policy["Id"], "auto-object-gateway");
+    assert_eq!(
+        policy["Statement"][0]["Condition"]["StringEquals"]["kms:ViaService"],
+        "object-gateway.us-east-1.amazonaws.com"
+    );
+    match client.call("DescribeKey", &json!({"KeyId": "alias/aws/s3"})) {
+        Ok(Reply::Error { code, .. }) => assert_eq!(code, "NotFoundException"),
+        other => panic!("alias/aws/s3 is not served here: {other:?}"),
+    }
+    server.stop();
+
+    let output = cluster.cli(&["audit", "list", "--format", "json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|event| event["eventName"] == "CreateKey")
+        .collect();
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert_eq!(
+        created[0]["userIdentity"],
+        json!({"type": "AWSService", "invokedBy": "object-gateway.amazonaws.com"})
+    );
+    assert_eq!(created[0]["resources"][0]["ARN"], key["Arn"]);
+}
+
+#[test]
+fn re_encrypt_makes_the_key_as_its_destination_not_as_its_source() {
+    let ts = managed_store();
+    let gateway = user(&ts, "ebs-gateway", Some("ec2.us-east-1.amazonaws.com"));
+    let customer = create(&ts);
+    let sealed = encrypt(&ts, &customer.key_id, b"volume key", &[]).unwrap();
+    // Naming the alias as ReEncrypt's source key does not make the key.
+    let (code, _) = refused(&ts, || {
+        ts.store.re_encrypt(
+            &gateway,
+            ReEncryptRequest {
+                ciphertext_blob: sealed.ciphertext_blob.clone(),
+                source_key_id: Some("alias/aws/ebs".into()),
+                destination_key_id: customer.key_id.clone(),
+                ..Default::default()
+            },
+        )
+    });
+    assert_eq!(code, "NotFoundException");
+    let moved = ts
+        .store
+        .re_encrypt(
+            &gateway,
+            ReEncryptRequest {
+                ciphertext_blob: sealed.ciphertext_blob,
+                destination_key_id: "alias/aws/ebs".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let managed = describe(&ts, "alias/aws/ebs");
+    assert_eq!(moved.key_id, managed.arn);
+    assert_eq!(managed.key_manager, "AWS");
+    let opened = ts
+        .store
+        .decrypt(
+            &gateway,
+            DecryptRequest {
+                ciphertext_blob: moved.ciphertext_blob,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(opened.plaintext.expose_secret(), b"volume key");
 }
