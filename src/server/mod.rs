@@ -4,8 +4,10 @@
 //! answered in AWS's wire shapes. It also serves `/healthz` and `/metrics`, runs scheduled
 //! deletions and rotations in the background, and on SIGTERM/SIGINT stops accepting,
 //! finishes what is in flight, flushes the audit trail and exits 0. Plain HTTP is refused on
-//! anything but a loopback address. Its settings are [`crate::config::ServerConfig`].
+//! anything but a loopback address. Its settings are [`crate::config::ServerConfig`]. The
+//! command line reaches the running server through its [`admin`] socket.
 
+pub mod admin;
 mod body;
 mod connection;
 mod health;
@@ -126,7 +128,22 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
         runtime.worker_threads(settings.worker_threads);
     }
     let runtime = runtime.enable_all().build()?;
-    let outcome = runtime.block_on(run(app.clone(), listen, tls, connections));
+    let data_dir = config.service.data_dir.clone();
+    let outcome = runtime.block_on(async {
+        let admin_socket = match admin::bind(&data_dir) {
+            Ok(listener) => Some(tokio::spawn(admin::accept(app.clone(), listener))),
+            Err(error) => {
+                tracing::warn!(%error, dir = %data_dir.display(), "no admin socket: the command line cannot reach this server");
+                None
+            }
+        };
+        let outcome = run(app.clone(), listen, tls, connections).await;
+        if let Some(task) = admin_socket {
+            task.abort();
+            admin::remove(&data_dir);
+        }
+        outcome
+    });
     stopping.store(true, Ordering::Release);
     if maintenance.join().is_err() {
         tracing::error!("maintenance thread panicked");
