@@ -66,6 +66,11 @@ struct App {
     body_limits: body::BodyLimits,
     /// Whether requests arrive over TLS (`aws:SecureTransport`).
     secure_transport: bool,
+    /// Whether calls that only read may run on the worker that read the request: only on a
+    /// store that never blocks on an async runtime of its own. The PostgreSQL client does
+    /// (it drives its connection with a runtime of its own, which tokio refuses to start on
+    /// a worker thread).
+    reads_inline: bool,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -114,6 +119,7 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
             timeout: Duration::from_millis(settings.body_timeout_ms),
         },
         secure_transport: tls.is_some(),
+        reads_inline: matches!(config.store, crate::store::StoreSettings::Sled {}),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -349,7 +355,7 @@ async fn handle(
             .map_err(|_| KmsError::Throttling("Rate exceeded".into()))?
             .map_err(|_| KmsError::KmsInternal("the server is shutting down".into()))?,
     };
-    if runs_inline(operation) {
+    if app.reads_inline && runs_inline(operation) {
         protocol::run(&app.store, &caller, operation, body)
     } else {
         tokio::task::block_in_place(|| protocol::run(&app.store, &caller, operation, body))
