@@ -107,7 +107,7 @@ if ((instances == 2)); then
         printf '\n[store]\nbackend = "postgres"\nurl = "env:HSM_KMS_POSTGRES_URL"\n' >>"$instance_config"
         port=$(free_port $((port + 1)))
         "$hsm_kms" --config "$instance_config" serve --listen "127.0.0.1:$port" \
-            2> >(sed "s/^/[instance $instance] /" >&2) &
+            2> >(sed -u "s/^/[instance $instance] /" >&2) &
         servers+=("$!")
         for _ in $(seq 300); do
             port_in_use "$port" && break
