@@ -120,7 +120,8 @@ if ((instances == 2)); then
     done
     hsmkms_log "two instances on one PostgreSQL and one HSM cluster; Ctrl-C stops both"
     wait -n "${servers[@]}" || true
-    hsmkms_die "an instance stopped"
+    hsmkms_log "an instance stopped: stopping the other and PostgreSQL"
+    exit 1
 fi
 
 port=$(free_port 8443)
