@@ -652,6 +652,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         parsed_policy: Default::default(),
         import: None,
         custom_key_store_id: None,
+        key_manager: Default::default(),
     }
 }
 

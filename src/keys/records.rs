@@ -72,6 +72,36 @@ pub struct KeyRecord {
     /// What an EXTERNAL-origin key knows of its imported material (`None` for other keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportRecord>,
+    /// Who manages the key: the customer, or (an `alias/aws/<service>` key) AWS.
+    #[serde(default, skip_serializing_if = "KeyManager::is_customer")]
+    pub key_manager: KeyManager,
+}
+
+/// AWS's `KeyManager`: a customer managed key, or an AWS managed key that a service created
+/// on first use and that no caller may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyManager {
+    /// Created by CreateKey (or imported); its owner manages it.
+    #[default]
+    Customer,
+    /// Created for an account by an integrated service (`alias/aws/<service>`).
+    Aws,
+}
+
+impl KeyManager {
+    /// AWS's name: `CUSTOMER` or `AWS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyManager::Customer => "CUSTOMER",
+            KeyManager::Aws => "AWS",
+        }
+    }
+
+    /// Whether the customer manages the key (the default, not stored).
+    pub fn is_customer(&self) -> bool {
+        *self == KeyManager::Customer
+    }
 }
 
 /// The imported material of an EXTERNAL-origin key: its expiry and a key check value. The

@@ -11,7 +11,7 @@ use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::ids::KeyId;
 use crate::keys::records::{
-    ImportRecord, IntentKind, IntentRecord, KeyRecord, MaterialRecord, ParsedPolicy,
+    ImportRecord, IntentKind, IntentRecord, KeyManager, KeyRecord, MaterialRecord, ParsedPolicy,
 };
 use crate::keys::spec::{self, KeySpec};
 use crate::keys::state::{self, KeyState, Operation};
@@ -176,6 +176,7 @@ impl KeyStore {
             policy: Some(policy_text),
             public_key: None,
             import: external.then(ImportRecord::default),
+            key_manager: KeyManager::Customer,
             parsed_policy: ParsedPolicy::default(),
         };
         let mut record = record;
@@ -847,7 +848,7 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
             .custom_key_store_id
             .as_ref()
             .map(|_| record.cluster.clone()),
-        key_manager: "CUSTOMER".to_owned(),
+        key_manager: record.key_manager.as_str().to_owned(),
         customer_master_key_spec: record.key_spec.clone(),
         key_spec: record.key_spec.clone(),
         encryption_algorithms: algorithms.0,
