@@ -3,7 +3,8 @@
 #
 # Usage: scripts/bench.sh [benchmark ...]     (default: all of benches/*.rs)
 #
-# Installs what the benchmarks need when it is missing (SoftHSM2; moto_server from PyPI in
+# Installs what the benchmarks need when it is missing (SoftHSM2; PostgreSQL, started
+# throw-away for the deployment benchmark as scripts/test.sh does; moto_server from PyPI in
 # .venv-bench, the emulator the server benchmark compares against), runs each benchmark in
 # the release profile, and replaces the section between the "bench.sh" markers of
 # docs/benchmarks.md with the figures, ratios and verdicts printed, headed by the date, the
@@ -16,6 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 hsmkms_ensure_softhsm
+# The throw-away PostgreSQL of the deployment benchmark (benches/instances.rs).
+hsmkms_ensure_postgres
 
 # moto_server for the server benchmark's comparison, pinned.
 moto_version=5.2.5
@@ -47,7 +50,8 @@ if [[ -n $(git status --porcelain --untracked-files=no) ]]; then
 fi
 report=$(mktemp)
 errors=$(mktemp)
-trap 'rm -f "$report" "$errors"' EXIT
+trap 'rm -f "$report" "$errors"; hsmkms_stop_postgres' EXIT
+hsmkms_start_postgres
 failed=()
 {
     printf 'Run by `scripts/bench.sh` on %s, commit %s, %s cores, load average %s before.\n' \

@@ -184,12 +184,9 @@ fn the_audit_events_of_two_instances_form_one_verified_chain() {
 }
 
 /// Trials of [`a_key_disabled_on_one_instance_is_refused_on_the_other_within_a_second`]:
-/// `HSM_KMS_TEST_CONSISTENCY_TRIALS`, 100 when unset (the figure is 1,000).
+/// 100 unless `HSM_KMS_TEST_CONSISTENCY_TRIALS` says otherwise.
 fn consistency_trials() -> usize {
-    std::env::var("HSM_KMS_TEST_CONSISTENCY_TRIALS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100)
+    common::postgres_db::consistency_trials(100)
 }
 
 /// After DisableKey returns on instance A, instance B, whose cache holds the key enabled,

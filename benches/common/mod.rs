@@ -2,6 +2,8 @@
 //! verdicts and the machine's load, so each benchmark prints its figures the same way.
 #![allow(dead_code)] // each benchmark binary uses its own part of this module
 
+pub mod http;
+
 use std::error::Error;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! `hsm-kms audit ...`: list, follow and export the audit trail, verify its chain and
-//! checkpoints, and export the newest sealed checkpoint. These commands open the metadata
-//! store directly, so they work only while no other process (normally `hsm-kms serve`) holds
-//! it; they never write to the trail.
+//! checkpoints, and export the newest sealed checkpoint. They read the metadata store the
+//! running server holds through its admin socket, or else open it themselves; they never
+//! write to the trail.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -41,8 +41,8 @@ pub enum AuditCommand {
         /// How many of the newest matching events to print first.
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: usize,
-        /// Keep looking for new events (every second, opening the store only for each look;
-        /// waits while another process holds it).
+        /// Keep looking for new events (every second; without a running server, opening
+        /// the store only for each look and waiting while another process holds it).
         #[arg(short = 'f', long)]
         follow: bool,
     },
@@ -361,7 +361,7 @@ fn open_for_look(
     wait: bool,
     waiting: &mut bool,
 ) -> Result<Option<Box<dyn MetadataStore>>, Failure> {
-    match crate::store::open(&config.store, &config.service.data_dir) {
+    match super::via_server::open_store(config) {
         Ok(store) => {
             *waiting = false;
             Ok(Some(store))
@@ -378,8 +378,7 @@ fn open_for_look(
 }
 
 fn open_store(config: &Config) -> Result<Box<dyn MetadataStore>, Failure> {
-    crate::store::open(&config.store, &config.service.data_dir)
-        .map_err(|e| Failure::Failed(store_error(e)))
+    super::via_server::open_store(config).map_err(|e| Failure::Failed(store_error(e)))
 }
 
 fn store_error(error: StoreError) -> String {

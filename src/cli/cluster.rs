@@ -1,6 +1,7 @@
 //! `hsm-kms cluster ...`: the domain-key ceremony, adding a member, the preflight check and
 //! the status report. The status report also reconciles the HSMs against the metadata store
-//! when no other process holds it, and lists what does not match; it never repairs anything.
+//! (through the running server's admin socket when `hsm-kms serve` holds the store) and
+//! lists what does not match; it never repairs anything.
 
 use std::process::ExitCode;
 
@@ -8,10 +9,14 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use serde_json::Value;
+
+use super::via_server::ServerLink;
 use crate::cluster::{Cluster, ClusterStatus};
 use crate::config::Config;
 use crate::hsm::ceremony;
-use crate::keystore::{Inconsistency, KeyStore};
+use crate::keystore::KeyStore;
+use crate::server::admin::AdminRequest;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -178,13 +183,31 @@ struct StatusReport<'a> {
     status: &'a ClusterStatus,
     /// HSM objects without metadata, metadata without HSM objects, interrupted creations;
     /// `null` when the metadata store could not be read.
-    inconsistencies: Option<Vec<Inconsistency>>,
+    inconsistencies: Option<Vec<Found>>,
     /// Why the metadata store could not be read (e.g. the server holds it).
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata_unavailable: Option<String>,
     /// The cluster's material pool: its configured size and the objects ready in it
     /// (`null` when the metadata store could not be read).
     material_pool: Option<PoolSummary>,
+}
+
+/// One mismatch reconciliation found: its JSON form and its sentence.
+struct Found {
+    json: Value,
+    text: String,
+}
+
+impl Serialize for Found {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(serializer)
+    }
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// The material pool as `cluster status` reports it.
@@ -196,8 +219,29 @@ struct PoolSummary {
 
 /// Reconciles `cluster` (opened once, for the status too) against the metadata store, and
 /// counts the ready objects of its material pool; a status report never creates a store
-/// that is not there yet.
-fn reconcile(config: &Config, cluster: Cluster) -> Result<(Vec<Inconsistency>, usize), String> {
+/// that is not there yet. While a server runs on the data directory, it reconciles.
+fn reconcile(config: &Config, cluster: Cluster) -> Result<(Vec<Found>, usize), String> {
+    if let Some(server) = ServerLink::connect(config) {
+        let answer = server
+            .request(&AdminRequest::Reconcile {
+                cluster: cluster.name().to_owned(),
+            })
+            .map_err(|refused| refused.message)?;
+        let found = answer["inconsistencies"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| Found {
+                        json: item["json"].clone(),
+                        text: item["text"].as_str().unwrap_or_default().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ready = answer["pool_ready"].as_u64().unwrap_or_default() as usize;
+        return Ok((found, ready));
+    }
     let data_dir = &config.service.data_dir;
     let on_sled = config.store == crate::store::StoreSettings::Sled {};
     if on_sled && !data_dir.exists() {
@@ -210,7 +254,13 @@ fn reconcile(config: &Config, cluster: Cluster) -> Result<(Vec<Inconsistency>, u
         KeyStore::open_with_cluster(config, cluster).map_err(|e| super::open_failure(&e))?;
     let found = keystore
         .reconcile()
-        .map_err(|e| format!("reconciliation failed: {e}"))?;
+        .map_err(|e| format!("reconciliation failed: {e}"))?
+        .iter()
+        .map(|found| Found {
+            json: serde_json::to_value(found).unwrap_or_default(),
+            text: found.to_string(),
+        })
+        .collect();
     let ready = keystore
         .pooled_objects(keystore.cluster())
         .map_err(|e| format!("reading the material pool failed: {e}"))?

@@ -14,12 +14,15 @@ use std::process::ExitCode;
 use clap::Args;
 use secrecy::SecretSlice;
 
+use super::endpoint::{CallError, Endpoint};
 use super::params::{self, BinaryFormat};
 use super::{EXIT_OTHER, EXIT_PARAM};
-use crate::error::KmsError;
 use crate::key_import::{WrappingAlgorithm, check_material, wrap_key_material};
+use crate::keys::state::Operation;
 use crate::keystore::api::*;
-use crate::keystore::{Caller, KeyStore};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
 
 /// `hsm-kms wrap-key-material`: wraps key material for ImportKeyMaterial, locally.
 #[derive(Debug, Args)]
@@ -115,35 +118,35 @@ impl OneCommandImport {
         }
     }
 
-    /// GetParametersForImport, the wrap here, then ImportKeyMaterial.
-    pub fn run(self, store: &KeyStore, caller: &Caller) -> Result<(), KmsError> {
+    /// GetParametersForImport, the wrap here, then ImportKeyMaterial, through `kms`.
+    pub fn run(self, kms: &dyn Endpoint) -> Result<(), CallError> {
         let mut algorithm = self
             .algorithm
             .unwrap_or(WrappingAlgorithm::RsaAesKeyWrapSha256);
         let parameters = |algorithm: WrappingAlgorithm| {
-            store.get_parameters_for_import(
-                caller,
-                GetParametersForImportRequest {
-                    key_id: self.key_id.clone(),
-                    wrapping_algorithm: algorithm.as_str().to_owned(),
-                    wrapping_key_spec: self.wrapping_key_spec.clone(),
-                },
+            kms.call(
+                Operation::GetParametersForImport,
+                &json!({
+                    "KeyId": self.key_id,
+                    "WrappingAlgorithm": algorithm.as_str(),
+                    "WrappingKeySpec": self.wrapping_key_spec,
+                }),
             )
         };
-        let key = store.describe_key(
-            caller,
-            KeyIdRequest {
-                key_id: self.key_id.clone(),
-                ..Default::default()
-            },
-        )?;
+        let key = kms.call(Operation::DescribeKey, &json!({ "KeyId": self.key_id }))?;
+        let key_spec = key["KeyMetadata"]["KeySpec"].as_str().unwrap_or_default();
         check_material(
-            &key.key_metadata.key_spec,
+            key_spec,
             secrecy::ExposeSecret::expose_secret(&self.material),
         )
-        .map_err(|e| KmsError::Validation(e.to_string()))?;
+        .map_err(|e| CallError::Service {
+            code: "ValidationException".to_owned(),
+            message: e.to_string(),
+        })?;
         let params = match parameters(algorithm) {
-            Err(KmsError::UnsupportedOperation(_)) if self.algorithm.is_none() => {
+            Err(CallError::Service { code, .. })
+                if code == "UnsupportedOperationException" && self.algorithm.is_none() =>
+            {
                 eprintln!(
                     "note: the HSMs refuse RSA_AES_KEY_WRAP_SHA_256; wrapping with RSA_AES_KEY_WRAP_SHA_1"
                 );
@@ -152,23 +155,27 @@ impl OneCommandImport {
             }
             other => other?,
         };
-        let wrapped = wrap_key_material(
-            &params.public_key,
-            algorithm,
-            &key.key_metadata.key_spec,
-            &self.material,
-        )
-        .map_err(|e| KmsError::Validation(e.to_string()))?;
-        store.import_key_material(
-            caller,
-            ImportKeyMaterialRequest {
-                key_id: self.key_id,
-                import_token: params.import_token,
-                encrypted_key_material: wrapped,
-                valid_to: self.valid_to,
-                expiration_model: self.expiration_model,
-            },
-        )
+        let blob = |name: &str| {
+            params[name]
+                .as_str()
+                .and_then(|text| STANDARD.decode(text).ok())
+                .ok_or_else(|| {
+                    CallError::Unanswered(format!("GetParametersForImport returned no {name}"))
+                })
+        };
+        let wrapped = wrap_key_material(&blob("PublicKey")?, algorithm, key_spec, &self.material)
+            .map_err(|e| CallError::Service {
+            code: "ValidationException".to_owned(),
+            message: e.to_string(),
+        })?;
+        let request = ImportKeyMaterialRequest {
+            key_id: self.key_id,
+            import_token: blob("ImportToken")?,
+            encrypted_key_material: wrapped,
+            valid_to: self.valid_to,
+            expiration_model: self.expiration_model,
+        };
+        super::kms::send(kms, Operation::ImportKeyMaterial, &request).map(drop)
     }
 }
 

@@ -1,28 +1,30 @@
-//! The key commands (`hsm-kms create-key`, `encrypt`, ...): `aws kms` verbs and flags over
-//! the library's [`KeyStore`], in this process. Each command's values are parsed into its
-//! API request first (a bad value exits 252 before any HSM is touched), then the key store
-//! is opened, the operation runs as the account's root principal, the audit trail is
-//! flushed, and the response prints like the AWS CLI's. A failed operation prints the AWS CLI v2's line
-//! `An error occurred (<Code>) when calling the <Operation> operation: <message>` to stderr
-//! and exits 254, as the AWS CLI v2 does.
+//! The key commands (`hsm-kms create-key`, `encrypt`, ...): `aws kms` verbs and flags. Each
+//! command's values are parsed into its API request first (a bad value exits 252 before any
+//! HSM is touched), then its calls go to an [`Endpoint`]: the key store in this process, the
+//! running server through its admin socket (both as the account's root principal), or a KMS
+//! endpoint given with `--endpoint-url`; the response prints like the AWS CLI's whichever
+//! ran it. A failed operation prints the AWS CLI v2's line `An error occurred (<Code>) when
+//! calling the <Operation> operation: <message>` to stderr and exits 254, as the AWS CLI v2
+//! does; an endpoint that cannot be reached exits 255.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use serde::Serialize;
 
-use super::output::{Listing, Query, Response};
+use super::endpoint::{self, CallError, Endpoint};
+use super::output::{Query, Response};
 use super::params::{self, BinaryFormat};
-use super::{EXIT_OTHER, EXIT_PARAM, EXIT_SERVICE, Globals, open_keystore};
+use super::{EXIT_OTHER, EXIT_PARAM, EXIT_SERVICE, Globals};
 use crate::config::Config;
-use crate::error::KmsError;
 use crate::keys::state::Operation;
 use crate::keystore::api::*;
-use crate::keystore::{Caller, KeyStore};
+use crate::server::protocol;
 use secrecy::SecretString;
+use serde_json::Value;
 
-/// One operation, its request already parsed, waiting for an open key store.
-type Call = Box<dyn FnOnce(&KeyStore, &Caller) -> Result<Response, KmsError>>;
+/// One command, its request already parsed, waiting for an endpoint.
+type Call = Box<dyn FnOnce(&dyn Endpoint) -> Result<Response, CallError>>;
 
 #[derive(Debug, Subcommand)]
 pub enum KmsCommand {
@@ -643,8 +645,9 @@ pub enum KmsCommand {
     },
 }
 
-/// Runs one key command and returns its exit code.
-pub fn run(config: &Config, globals: &Globals, command: KmsCommand) -> ExitCode {
+/// Runs one key command and returns its exit code; `config` may be `None` only with
+/// `--endpoint-url`.
+pub fn run(config: Option<&Config>, globals: &Globals, command: KmsCommand) -> ExitCode {
     let query = match globals.query.as_deref().map(Query::parse).transpose() {
         Ok(query) => query,
         Err(error) => {
@@ -659,17 +662,16 @@ pub fn run(config: &Config, globals: &Globals, command: KmsCommand) -> ExitCode 
             return ExitCode::from(EXIT_PARAM);
         }
     };
-    let keystore = match open_keystore(config) {
-        Ok(keystore) => keystore,
+    let endpoint = match endpoint::open(config, &globals.remote) {
+        Ok(endpoint) => endpoint,
         Err(message) => {
             eprintln!("hsm-kms: {message}");
             return ExitCode::from(EXIT_OTHER);
         }
     };
-    let caller = Caller::local(keystore.scope());
-    let outcome = call(&keystore, &caller);
-    // The call's audit event is on disk before the command reports anything.
-    keystore.shutdown();
+    let outcome = call(endpoint.as_ref());
+    // In-process, the call's audit event is on disk before the command reports anything.
+    drop(endpoint);
     match outcome {
         Ok(response) => match super::print(&response, globals.output, query.as_ref()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -678,56 +680,93 @@ pub fn run(config: &Config, globals: &Globals, command: KmsCommand) -> ExitCode 
                 ExitCode::from(EXIT_OTHER)
             }
         },
-        Err(error) => {
+        Err(CallError::Service { code, message }) => {
             eprintln!(
-                "\nAn error occurred ({}) when calling the {operation} operation: {}",
-                error.code(),
-                error.message()
+                "\nAn error occurred ({code}) when calling the {operation} operation: {message}"
             );
             ExitCode::from(EXIT_SERVICE)
         }
-    }
-}
-
-/// The response of an operation that returns a body.
-fn reply<T: Serialize>(result: Result<T, KmsError>) -> Result<Response, KmsError> {
-    Response::new(&result?)
-        .map_err(|e| KmsError::KmsInternal(format!("the response does not encode: {e}")))
-}
-
-/// The (empty) response of an operation that returns nothing.
-fn done(result: Result<(), KmsError>) -> Result<Response, KmsError> {
-    result.map(|()| Response::empty())
-}
-
-/// A list operation: with `--limit` or `--marker`, the one page asked for (Truncated,
-/// NextMarker); otherwise every page, printed as `{ key: [...] }` as the AWS CLI does.
-fn list<T: Serialize, R: Serialize>(
-    key: &'static str,
-    manual: bool,
-    first: Option<String>,
-    mut page: impl FnMut(Option<String>) -> Result<R, KmsError>,
-    split: impl Fn(R) -> (Vec<T>, Option<String>),
-) -> Result<Response, KmsError> {
-    if manual {
-        return reply(page(first));
-    }
-    let mut items = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let (batch, next) = split(page(marker.clone())?);
-        items.extend(batch);
-        match next {
-            Some(next) if marker.as_ref() != Some(&next) => marker = Some(next),
-            _ => break,
+        Err(CallError::Unanswered(message)) => {
+            eprintln!("hsm-kms: {message}");
+            ExitCode::from(EXIT_OTHER)
         }
     }
-    reply(Ok(Listing { key, items }))
 }
 
-/// The next marker of a page, when it is truncated.
-fn next(truncated: bool, marker: Option<String>) -> Option<String> {
-    marker.filter(|_| truncated)
+/// The JSON body of `request` as the AWS CLI sends it: members without a value (null, or
+/// an empty list) left out.
+fn body<R: Serialize>(request: &R) -> Result<Value, CallError> {
+    let mut body = serde_json::to_value(request)
+        .map_err(|error| CallError::Unanswered(format!("the request does not encode: {error}")))?;
+    if let Value::Object(members) = &mut body {
+        members.retain(|_, value| {
+            !(value.is_null() || value.as_array().is_some_and(|items| items.is_empty()))
+        });
+    }
+    Ok(body)
+}
+
+/// Sends `request` as `operation`; its answer.
+pub(super) fn send<R: Serialize>(
+    kms: &dyn Endpoint,
+    operation: Operation,
+    request: &R,
+) -> Result<Response, CallError> {
+    let mut body = body(request)?;
+    let answer = kms.call(operation, &body);
+    protocol::scrub(&mut body);
+    Ok(Response::from_value(answer?))
+}
+
+/// A command that is one call of `operation` with `request`.
+fn one<R: Serialize + 'static>(operation: Operation, request: R) -> (&'static str, Call) {
+    (
+        operation.as_str(),
+        Box::new(move |kms| send(kms, operation, &request)),
+    )
+}
+
+/// A list operation: with `Limit` or `Marker` in `request`, the one page asked for
+/// (Truncated, NextMarker); otherwise every page, printed as `{ key: [...] }` as the AWS
+/// CLI does.
+fn list<R: Serialize + 'static>(
+    operation: Operation,
+    key: &'static str,
+    request: R,
+) -> (&'static str, Call) {
+    (
+        operation.as_str(),
+        Box::new(move |kms| {
+            let first = body(&request)?;
+            if first.get("Limit").is_some() || first.get("Marker").is_some() {
+                return send(kms, operation, &first);
+            }
+            let mut items = Vec::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let mut page = first.clone();
+                if let Some(marker) = &marker {
+                    page["Marker"] = Value::String(marker.clone());
+                }
+                let mut answer = kms.call(operation, &page)?;
+                if let Some(Value::Array(batch)) = answer.get_mut(key) {
+                    items.append(batch);
+                }
+                let next = answer
+                    .get("NextMarker")
+                    .and_then(Value::as_str)
+                    .filter(|_| answer.get("Truncated") == Some(&Value::Bool(true)))
+                    .map(str::to_owned);
+                match next {
+                    Some(next) if marker.as_ref() != Some(&next) => marker = Some(next),
+                    _ => break,
+                }
+            }
+            let mut listing = serde_json::Map::new();
+            listing.insert(key.to_owned(), Value::Array(items));
+            Ok(Response::from_value(Value::Object(listing)))
+        }),
+    )
 }
 
 fn key_id(key_id: String) -> KeyIdRequest {
@@ -756,22 +795,22 @@ fn password(value: Option<String>) -> Result<Option<SecretString>, String> {
         }))
 }
 
-/// Waits until a store being connected is CONNECTED or FAILED (this process ends after the
-/// command, and with it the background connection); prints `{}` as the AWS CLI does.
-fn wait_connected(ks: &KeyStore, caller: &Caller, id: &str) -> Result<Response, KmsError> {
+/// Waits until a store being connected is CONNECTED or FAILED (in-process, the background
+/// connection ends with this process); prints `{}` as the AWS CLI does.
+fn wait_connected(kms: &dyn Endpoint, id: &str) -> Result<Response, CallError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let described = ks.describe_custom_key_stores(
-            caller,
-            DescribeCustomKeyStoresRequest {
-                custom_key_store_id: Some(id.to_owned()),
-                ..Default::default()
-            },
+        let described = kms.call(
+            Operation::DescribeCustomKeyStores,
+            &serde_json::json!({ "CustomKeyStoreId": id }),
         )?;
-        let connecting = described
-            .custom_key_stores
-            .iter()
-            .any(|s| s.connection_state == "CONNECTING");
+        let connecting = described["CustomKeyStores"]
+            .as_array()
+            .is_some_and(|stores| {
+                stores
+                    .iter()
+                    .any(|store| store["ConnectionState"] == "CONNECTING")
+            });
         if !connecting || std::time::Instant::now() > deadline {
             return Ok(Response::empty());
         }
@@ -807,10 +846,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 tags: params::tags("tags", tags)?,
                 ..Default::default()
             };
-            (
-                Operation::CreateKey.as_str(),
-                Box::new(move |ks, c| reply(ks.create_key(c, request))),
-            )
+            one(Operation::CreateKey, request)
         }
         GetKeyPolicy {
             key_id,
@@ -820,10 +856,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 policy_name,
             };
-            (
-                Operation::GetKeyPolicy.as_str(),
-                Box::new(move |ks, c| reply(ks.get_key_policy(c, request))),
-            )
+            one(Operation::GetKeyPolicy, request)
         }
         PutKeyPolicy {
             key_id,
@@ -838,10 +871,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
                     .then_some(true),
             };
-            (
-                Operation::PutKeyPolicy.as_str(),
-                Box::new(move |ks, c| done(ks.put_key_policy(c, request))),
-            )
+            one(Operation::PutKeyPolicy, request)
         }
         ListKeyPolicies {
             key_id,
@@ -853,10 +883,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 limit,
                 marker,
             };
-            (
-                Operation::ListKeyPolicies.as_str(),
-                Box::new(move |ks, c| reply(ks.list_key_policies(c, request))),
-            )
+            one(Operation::ListKeyPolicies, request)
         }
         CreateGrant {
             key_id,
@@ -878,10 +905,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 name,
                 dry_run: dry_run.then_some(true),
             };
-            (
-                Operation::CreateGrant.as_str(),
-                Box::new(move |ks, c| reply(ks.create_grant(c, request))),
-            )
+            one(Operation::CreateGrant, request)
         }
         ListGrants {
             key_id,
@@ -889,53 +913,29 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             grantee_principal,
             limit,
             marker,
-        } => (
-            Operation::ListGrants.as_str(),
-            Box::new(move |ks, c| {
-                list(
-                    "Grants",
-                    limit.is_some() || marker.is_some(),
-                    marker,
-                    |marker| {
-                        ks.list_grants(
-                            c,
-                            ListGrantsRequest {
-                                key_id: key_id.clone(),
-                                limit,
-                                marker,
-                                grant_id: grant_id.clone(),
-                                grantee_principal: grantee_principal.clone(),
-                            },
-                        )
-                    },
-                    |r| (r.grants, next(r.truncated, r.next_marker)),
-                )
-            }),
+        } => list(
+            Operation::ListGrants,
+            "Grants",
+            ListGrantsRequest {
+                key_id,
+                limit,
+                marker,
+                grant_id,
+                grantee_principal,
+            },
         ),
         ListRetirableGrants {
             retiring_principal,
             limit,
             marker,
-        } => (
-            Operation::ListRetirableGrants.as_str(),
-            Box::new(move |ks, c| {
-                list(
-                    "Grants",
-                    limit.is_some() || marker.is_some(),
-                    marker,
-                    |marker| {
-                        ks.list_retirable_grants(
-                            c,
-                            ListRetirableGrantsRequest {
-                                retiring_principal: retiring_principal.clone(),
-                                limit,
-                                marker,
-                            },
-                        )
-                    },
-                    |r| (r.grants, next(r.truncated, r.next_marker)),
-                )
-            }),
+        } => list(
+            Operation::ListRetirableGrants,
+            "Grants",
+            ListRetirableGrantsRequest {
+                retiring_principal,
+                limit,
+                marker,
+            },
         ),
         RetireGrant {
             grant_token,
@@ -949,10 +949,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_id,
                 dry_run: dry_run.then_some(true),
             };
-            (
-                Operation::RetireGrant.as_str(),
-                Box::new(move |ks, c| done(ks.retire_grant(c, request))),
-            )
+            one(Operation::RetireGrant, request)
         }
         RevokeGrant {
             key_id,
@@ -964,10 +961,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_id,
                 dry_run: dry_run.then_some(true),
             };
-            (
-                Operation::RevokeGrant.as_str(),
-                Box::new(move |ks, c| done(ks.revoke_grant(c, request))),
-            )
+            one(Operation::RevokeGrant, request)
         }
         Sign {
             key_id,
@@ -984,10 +978,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
                 dry_run: None,
             };
-            (
-                Operation::Sign.as_str(),
-                Box::new(move |ks, c| reply(ks.sign(c, request))),
-            )
+            one(Operation::Sign, request)
         }
         Verify {
             key_id,
@@ -1006,10 +997,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
                 dry_run: None,
             };
-            (
-                Operation::Verify.as_str(),
-                Box::new(move |ks, c| reply(ks.verify(c, request))),
-            )
+            one(Operation::Verify, request)
         }
         GetPublicKey {
             key_id,
@@ -1019,10 +1007,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
             };
-            (
-                Operation::GetPublicKey.as_str(),
-                Box::new(move |ks, c| reply(ks.get_public_key(c, request))),
-            )
+            one(Operation::GetPublicKey, request)
         }
         GenerateMac {
             key_id,
@@ -1037,10 +1022,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
                 dry_run: None,
             };
-            (
-                Operation::GenerateMac.as_str(),
-                Box::new(move |ks, c| reply(ks.generate_mac(c, request))),
-            )
+            one(Operation::GenerateMac, request)
         }
         VerifyMac {
             key_id,
@@ -1057,10 +1039,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
                 dry_run: None,
             };
-            (
-                Operation::VerifyMac.as_str(),
-                Box::new(move |ks, c| reply(ks.verify_mac(c, request))),
-            )
+            one(Operation::VerifyMac, request)
         }
         DeriveSharedSecret {
             key_id,
@@ -1076,26 +1055,15 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 dry_run: None,
                 recipient: None,
             };
-            (
-                Operation::DeriveSharedSecret.as_str(),
-                Box::new(move |ks, c| reply(ks.derive_shared_secret(c, request))),
-            )
+            one(Operation::DeriveSharedSecret, request)
         }
         GenerateDataKeyPair { pair } => {
             let request = pair.request()?;
-            (
-                Operation::GenerateDataKeyPair.as_str(),
-                Box::new(move |ks, c| reply(ks.generate_data_key_pair(c, request))),
-            )
+            one(Operation::GenerateDataKeyPair, request)
         }
         GenerateDataKeyPairWithoutPlaintext { pair } => {
             let request = pair.request()?;
-            (
-                Operation::GenerateDataKeyPairWithoutPlaintext.as_str(),
-                Box::new(move |ks, c| {
-                    reply(ks.generate_data_key_pair_without_plaintext(c, request))
-                }),
-            )
+            one(Operation::GenerateDataKeyPairWithoutPlaintext, request)
         }
         DescribeKey {
             key_id,
@@ -1105,31 +1073,13 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
             };
-            (
-                Operation::DescribeKey.as_str(),
-                Box::new(move |ks, c| reply(ks.describe_key(c, request))),
-            )
+            one(Operation::DescribeKey, request)
         }
-        ListKeys { limit, marker } => (
-            Operation::ListKeys.as_str(),
-            Box::new(move |ks, c| {
-                list(
-                    "Keys",
-                    limit.is_some() || marker.is_some(),
-                    marker,
-                    |marker| ks.list_keys(c, ListRequest { limit, marker }),
-                    |r| (r.keys, next(r.truncated, r.next_marker)),
-                )
-            }),
-        ),
-        EnableKey { key_id: id } => (
-            Operation::EnableKey.as_str(),
-            Box::new(move |ks, c| done(ks.enable_key(c, key_id(id)))),
-        ),
-        DisableKey { key_id: id } => (
-            Operation::DisableKey.as_str(),
-            Box::new(move |ks, c| done(ks.disable_key(c, key_id(id)))),
-        ),
+        ListKeys { limit, marker } => {
+            list(Operation::ListKeys, "Keys", ListRequest { limit, marker })
+        }
+        EnableKey { key_id: id } => one(Operation::EnableKey, key_id(id)),
+        DisableKey { key_id: id } => one(Operation::DisableKey, key_id(id)),
         ScheduleKeyDeletion {
             key_id,
             pending_window_in_days,
@@ -1138,15 +1088,9 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 pending_window_in_days,
             };
-            (
-                Operation::ScheduleKeyDeletion.as_str(),
-                Box::new(move |ks, c| reply(ks.schedule_key_deletion(c, request))),
-            )
+            one(Operation::ScheduleKeyDeletion, request)
         }
-        CancelKeyDeletion { key_id: id } => (
-            Operation::CancelKeyDeletion.as_str(),
-            Box::new(move |ks, c| reply(ks.cancel_key_deletion(c, key_id(id)))),
-        ),
+        CancelKeyDeletion { key_id: id } => one(Operation::CancelKeyDeletion, key_id(id)),
         UpdateKeyDescription {
             key_id,
             description,
@@ -1155,55 +1099,34 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 description: params::text("description", description)?,
             };
-            (
-                Operation::UpdateKeyDescription.as_str(),
-                Box::new(move |ks, c| done(ks.update_key_description(c, request))),
-            )
+            one(Operation::UpdateKeyDescription, request)
         }
         TagResource { key_id, tags } => {
             let request = TagResourceRequest {
                 key_id,
                 tags: params::tags("tags", tags)?,
             };
-            (
-                Operation::TagResource.as_str(),
-                Box::new(move |ks, c| done(ks.tag_resource(c, request))),
-            )
+            one(Operation::TagResource, request)
         }
         UntagResource { key_id, tag_keys } => {
             let request = UntagResourceRequest {
                 key_id,
                 tag_keys: params::strings("tag-keys", tag_keys)?,
             };
-            (
-                Operation::UntagResource.as_str(),
-                Box::new(move |ks, c| done(ks.untag_resource(c, request))),
-            )
+            one(Operation::UntagResource, request)
         }
         ListResourceTags {
             key_id,
             limit,
             marker,
-        } => (
-            Operation::ListResourceTags.as_str(),
-            Box::new(move |ks, c| {
-                list(
-                    "Tags",
-                    limit.is_some() || marker.is_some(),
-                    marker,
-                    |marker| {
-                        ks.list_resource_tags(
-                            c,
-                            ListResourceTagsRequest {
-                                key_id: key_id.clone(),
-                                limit,
-                                marker,
-                            },
-                        )
-                    },
-                    |r| (r.tags, next(r.truncated, r.next_marker)),
-                )
-            }),
+        } => list(
+            Operation::ListResourceTags,
+            "Tags",
+            ListResourceTagsRequest {
+                key_id,
+                limit,
+                marker,
+            },
         ),
         CreateAlias {
             alias_name,
@@ -1213,10 +1136,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 alias_name,
                 target_key_id,
             };
-            (
-                Operation::CreateAlias.as_str(),
-                Box::new(move |ks, c| done(ks.create_alias(c, request))),
-            )
+            one(Operation::CreateAlias, request)
         }
         UpdateAlias {
             alias_name,
@@ -1226,39 +1146,24 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 alias_name,
                 target_key_id,
             };
-            (
-                Operation::UpdateAlias.as_str(),
-                Box::new(move |ks, c| done(ks.update_alias(c, request))),
-            )
+            one(Operation::UpdateAlias, request)
         }
-        DeleteAlias { alias_name } => (
-            Operation::DeleteAlias.as_str(),
-            Box::new(move |ks, c| done(ks.delete_alias(c, &alias_name))),
+        DeleteAlias { alias_name } => one(
+            Operation::DeleteAlias,
+            serde_json::json!({ "AliasName": alias_name }),
         ),
         ListAliases {
             key_id,
             limit,
             marker,
-        } => (
-            Operation::ListAliases.as_str(),
-            Box::new(move |ks, c| {
-                list(
-                    "Aliases",
-                    limit.is_some() || marker.is_some(),
-                    marker,
-                    |marker| {
-                        ks.list_aliases(
-                            c,
-                            ListAliasesRequest {
-                                key_id: key_id.clone(),
-                                limit,
-                                marker,
-                            },
-                        )
-                    },
-                    |r| (r.aliases, next(r.truncated, r.next_marker)),
-                )
-            }),
+        } => list(
+            Operation::ListAliases,
+            "Aliases",
+            ListAliasesRequest {
+                key_id,
+                limit,
+                marker,
+            },
         ),
         Encrypt {
             key_id,
@@ -1274,10 +1179,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
                 encryption_algorithm,
             };
-            (
-                Operation::Encrypt.as_str(),
-                Box::new(move |ks, c| reply(ks.encrypt(c, request))),
-            )
+            one(Operation::Encrypt, request)
         }
         GetParametersForImport {
             key_id,
@@ -1289,10 +1191,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 wrapping_algorithm,
                 wrapping_key_spec,
             };
-            (
-                Operation::GetParametersForImport.as_str(),
-                Box::new(move |ks, c| reply(ks.get_parameters_for_import(c, request))),
-            )
+            one(Operation::GetParametersForImport, request)
         }
         ImportKeyMaterial {
             key_id,
@@ -1322,7 +1221,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                     import.check()?;
                     (
                         Operation::ImportKeyMaterial.as_str(),
-                        Box::new(move |ks, c| done(import.run(ks, c))),
+                        Box::new(move |kms| import.run(kms).map(|()| Response::empty())),
                     )
                 }
                 (None, Some(token), Some(wrapped)) => {
@@ -1337,10 +1236,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                         valid_to,
                         expiration_model,
                     };
-                    (
-                        Operation::ImportKeyMaterial.as_str(),
-                        Box::new(move |ks, c| done(ks.import_key_material(c, request))),
-                    )
+                    one(Operation::ImportKeyMaterial, request)
                 }
                 _ => {
                     return Err(
@@ -1355,10 +1251,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 ..Default::default()
             };
-            (
-                Operation::DeleteImportedKeyMaterial.as_str(),
-                Box::new(move |ks, c| done(ks.delete_imported_key_material(c, request))),
-            )
+            one(Operation::DeleteImportedKeyMaterial, request)
         }
         Decrypt {
             ciphertext_blob,
@@ -1374,10 +1267,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 encryption_algorithm,
             };
-            (
-                Operation::Decrypt.as_str(),
-                Box::new(move |ks, c| reply(ks.decrypt(c, request))),
-            )
+            one(Operation::Decrypt, request)
         }
         ReEncrypt {
             ciphertext_blob,
@@ -1405,24 +1295,15 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 destination_encryption_algorithm,
                 grant_tokens: params::strings("grant-tokens", grant_tokens)?,
             };
-            (
-                Operation::ReEncrypt.as_str(),
-                Box::new(move |ks, c| reply(ks.re_encrypt(c, request))),
-            )
+            one(Operation::ReEncrypt, request)
         }
         GenerateDataKey(args) => {
             let request = args.request()?;
-            (
-                Operation::GenerateDataKey.as_str(),
-                Box::new(move |ks, c| reply(ks.generate_data_key(c, request))),
-            )
+            one(Operation::GenerateDataKey, request)
         }
         GenerateDataKeyWithoutPlaintext(args) => {
             let request = args.request()?;
-            (
-                Operation::GenerateDataKeyWithoutPlaintext.as_str(),
-                Box::new(move |ks, c| reply(ks.generate_data_key_without_plaintext(c, request))),
-            )
+            one(Operation::GenerateDataKeyWithoutPlaintext, request)
         }
         GenerateRandom {
             number_of_bytes,
@@ -1432,10 +1313,7 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 number_of_bytes,
                 custom_key_store_id,
             };
-            (
-                Operation::GenerateRandom.as_str(),
-                Box::new(move |ks, c| reply(ks.generate_random(c, request))),
-            )
+            one(Operation::GenerateRandom, request)
         }
         CreateCustomKeyStore {
             custom_key_store_name,
@@ -1453,53 +1331,35 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_store_password: password(key_store_password)?,
                 custom_key_store_type,
             };
-            (
-                Operation::CreateCustomKeyStore.as_str(),
-                Box::new(move |ks, c| reply(ks.create_custom_key_store(c, request))),
-            )
+            one(Operation::CreateCustomKeyStore, request)
         }
         DescribeCustomKeyStores {
             custom_key_store_id,
             custom_key_store_name,
             limit,
             marker,
-        } => (
-            Operation::DescribeCustomKeyStores.as_str(),
-            Box::new(move |ks, c| {
-                list(
-                    "CustomKeyStores",
-                    limit.is_some() || marker.is_some(),
-                    marker,
-                    |marker| {
-                        ks.describe_custom_key_stores(
-                            c,
-                            DescribeCustomKeyStoresRequest {
-                                custom_key_store_id: custom_key_store_id.clone(),
-                                custom_key_store_name: custom_key_store_name.clone(),
-                                limit,
-                                marker,
-                            },
-                        )
-                    },
-                    |r| (r.custom_key_stores, next(r.truncated, r.next_marker)),
-                )
-            }),
+        } => list(
+            Operation::DescribeCustomKeyStores,
+            "CustomKeyStores",
+            DescribeCustomKeyStoresRequest {
+                custom_key_store_id,
+                custom_key_store_name,
+                limit,
+                marker,
+            },
         ),
         ConnectCustomKeyStore {
             custom_key_store_id: id,
         } => (
             Operation::ConnectCustomKeyStore.as_str(),
-            Box::new(move |ks, c| {
-                reply(ks.connect_custom_key_store(c, store_id(id.clone())))?;
-                wait_connected(ks, c, &id)
+            Box::new(move |kms| {
+                send(kms, Operation::ConnectCustomKeyStore, &store_id(id.clone()))?;
+                wait_connected(kms, &id)
             }),
         ),
         DisconnectCustomKeyStore {
             custom_key_store_id: id,
-        } => (
-            Operation::DisconnectCustomKeyStore.as_str(),
-            Box::new(move |ks, c| reply(ks.disconnect_custom_key_store(c, store_id(id)))),
-        ),
+        } => one(Operation::DisconnectCustomKeyStore, store_id(id)),
         UpdateCustomKeyStore {
             custom_key_store_id,
             new_custom_key_store_name,
@@ -1512,17 +1372,11 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_store_password: password(key_store_password)?,
                 cloud_hsm_cluster_id,
             };
-            (
-                Operation::UpdateCustomKeyStore.as_str(),
-                Box::new(move |ks, c| reply(ks.update_custom_key_store(c, request))),
-            )
+            one(Operation::UpdateCustomKeyStore, request)
         }
         DeleteCustomKeyStore {
             custom_key_store_id: id,
-        } => (
-            Operation::DeleteCustomKeyStore.as_str(),
-            Box::new(move |ks, c| reply(ks.delete_custom_key_store(c, store_id(id)))),
-        ),
+        } => one(Operation::DeleteCustomKeyStore, store_id(id)),
         EnableKeyRotation {
             key_id,
             rotation_period_in_days,
@@ -1531,47 +1385,23 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 key_id,
                 rotation_period_in_days,
             };
-            (
-                Operation::EnableKeyRotation.as_str(),
-                Box::new(move |ks, c| done(ks.enable_key_rotation(c, request))),
-            )
+            one(Operation::EnableKeyRotation, request)
         }
-        DisableKeyRotation { key_id: id } => (
-            Operation::DisableKeyRotation.as_str(),
-            Box::new(move |ks, c| done(ks.disable_key_rotation(c, key_id(id)))),
-        ),
-        GetKeyRotationStatus { key_id: id } => (
-            Operation::GetKeyRotationStatus.as_str(),
-            Box::new(move |ks, c| reply(ks.get_key_rotation_status(c, key_id(id)))),
-        ),
-        RotateKeyOnDemand { key_id: id } => (
-            Operation::RotateKeyOnDemand.as_str(),
-            Box::new(move |ks, c| reply(ks.rotate_key_on_demand(c, key_id(id)))),
-        ),
+        DisableKeyRotation { key_id: id } => one(Operation::DisableKeyRotation, key_id(id)),
+        GetKeyRotationStatus { key_id: id } => one(Operation::GetKeyRotationStatus, key_id(id)),
+        RotateKeyOnDemand { key_id: id } => one(Operation::RotateKeyOnDemand, key_id(id)),
         ListKeyRotations {
             key_id,
             limit,
             marker,
-        } => (
-            Operation::ListKeyRotations.as_str(),
-            Box::new(move |ks, c| {
-                list(
-                    "Rotations",
-                    limit.is_some() || marker.is_some(),
-                    marker,
-                    |marker| {
-                        ks.list_key_rotations(
-                            c,
-                            ListKeyRotationsRequest {
-                                key_id: key_id.clone(),
-                                limit,
-                                marker,
-                            },
-                        )
-                    },
-                    |r| (r.rotations, next(r.truncated, r.next_marker)),
-                )
-            }),
+        } => list(
+            Operation::ListKeyRotations,
+            "Rotations",
+            ListKeyRotationsRequest {
+                key_id,
+                limit,
+                marker,
+            },
         ),
     })
 }

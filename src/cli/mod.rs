@@ -10,6 +10,7 @@
 mod audit;
 mod cluster;
 mod compliance;
+mod endpoint;
 mod envelope;
 mod import;
 mod kms;
@@ -17,6 +18,7 @@ mod maintenance;
 mod output;
 mod params;
 mod store;
+mod via_server;
 
 use std::io;
 use std::path::PathBuf;
@@ -66,6 +68,8 @@ struct Globals {
     /// raw-in-base64-out (the text's own bytes, as the AWS CLI v1). fileb:// is always raw.
     #[arg(long, global = true, value_enum, default_value_t = params::BinaryFormat::Base64)]
     cli_binary_format: params::BinaryFormat,
+    #[command(flatten)]
+    remote: endpoint::Remote,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,9 +125,16 @@ pub fn main() -> ExitCode {
         }
         other => other,
     };
-    let config = match Config::load_from(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(error) => {
+    let config = match (Config::load_from(cli.config.as_deref()), cli.command) {
+        (Ok(config), command) => {
+            cli.command = command;
+            config
+        }
+        // A key command sent to an endpoint needs no config of this machine.
+        (Err(_), Command::Kms(command)) if cli.globals.remote.endpoint_url.is_some() => {
+            return kms::run(None, &cli.globals, command);
+        }
+        (Err(error), _) => {
             eprintln!("hsm-kms: {error}");
             return ExitCode::from(2);
         }
@@ -135,7 +146,7 @@ pub fn main() -> ExitCode {
         Command::Maintenance(command) => maintenance::run(&config, &cli.globals, command),
         Command::Compliance(command) => compliance::run(&config, command),
         Command::Store(command) => store::run(&config, command),
-        Command::Kms(command) => Ok(kms::run(&config, &cli.globals, command)),
+        Command::Kms(command) => Ok(kms::run(Some(&config), &cli.globals, command)),
         Command::WrapKeyMaterial(command) => {
             Ok(import::wrap(command, cli.globals.cli_binary_format))
         }

@@ -9,9 +9,8 @@ use std::io::{self, Write};
 
 use clap::ValueEnum;
 use serde::Serialize;
-use serde::ser::SerializeMap;
 use serde_json::Value;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// `--output`: the AWS CLI's formats this CLI speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,9 +23,9 @@ pub enum Format {
 pub struct Response(Value);
 
 impl Response {
-    /// The JSON form of `value` (field names and order as `value` serialises them).
-    pub fn new<T: Serialize>(value: &T) -> Result<Response, serde_json::Error> {
-        serde_json::to_value(value).map(Response)
+    /// A response already in its JSON form (e.g. an endpoint's answer).
+    pub fn from_value(value: Value) -> Response {
+        Response(value)
     }
 
     /// The response of an operation that returns nothing (`{}`, which prints as nothing).
@@ -69,32 +68,7 @@ impl Response {
 
 impl Drop for Response {
     fn drop(&mut self) {
-        scrub(&mut self.0);
-    }
-}
-
-/// Zeroizes every string in `value`.
-fn scrub(value: &mut Value) {
-    match value {
-        Value::String(text) => text.zeroize(),
-        Value::Array(items) => items.iter_mut().for_each(scrub),
-        Value::Object(map) => map.values_mut().for_each(scrub),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
-/// A one-field object `{ key: items }`: what the AWS CLI prints for a list operation after
-/// fetching every page.
-pub struct Listing<T> {
-    pub key: &'static str,
-    pub items: Vec<T>,
-}
-
-impl<T: Serialize> Serialize for Listing<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry(self.key, &self.items)?;
-        map.end()
+        crate::server::protocol::scrub(&mut self.0);
     }
 }
 
@@ -464,19 +438,7 @@ mod tests {
     #[test]
     fn responses_scrub_their_strings() {
         let mut value = json!({"Plaintext": "c2VjcmV0", "List": ["c2VjcmV0"]});
-        scrub(&mut value);
+        crate::server::protocol::scrub(&mut value);
         assert_eq!(value, json!({"Plaintext": "", "List": [""]}));
-    }
-
-    #[test]
-    fn listings_print_one_field() {
-        let listing = Listing {
-            key: "Keys",
-            items: vec![1, 2],
-        };
-        assert_eq!(
-            serde_json::to_string(&listing).unwrap(),
-            r#"{"Keys":[1,2]}"#
-        );
     }
 }

@@ -178,9 +178,22 @@ impl HttpKms {
         })
     }
 
-    /// Sends one signed KMS request and returns its JSON answer or the KMS error.
+    /// Sends one signed KMS request and returns its JSON answer or the KMS error; a request
+    /// that got no answer is a `KMSInternalException` here.
     fn call(&self, operation: &str, body: &Value) -> Result<Value, KmsCallError> {
-        let body = Zeroizing::new(serde_json::to_vec(body).map_err(|error| internal(&error))?);
+        self.request(operation, body)
+            .unwrap_or_else(|unanswered| Err(internal(&unanswered)))
+    }
+
+    /// Sends one signed KMS request (`TrentService.<operation>` with the JSON `body`): the
+    /// endpoint's answer inside, its JSON body or the KMS error it returned; outside, why
+    /// no answer came (unreachable endpoint, request that cannot be signed).
+    pub fn request(
+        &self,
+        operation: &str,
+        body: &Value,
+    ) -> Result<Result<Value, KmsCallError>, String> {
+        let body = Zeroizing::new(serde_json::to_vec(body).map_err(|error| error.to_string())?);
         let url = format!("{}/", self.endpoint);
         let target = format!("TrentService.{operation}");
         let headers = [
@@ -193,14 +206,13 @@ impl HttpKms {
         }
         for (name, value) in self
             .signature_headers(&url, &headers, &body)
-            .map_err(|error| internal(&format!("cannot sign the request: {error}")))?
+            .map_err(|error| format!("cannot sign the request: {error}"))?
         {
             request = request.header(name, value);
         }
-        let mut response = request.send(&body[..]).map_err(|error| KmsCallError {
-            exception: "KMSInternalException".to_owned(),
-            message: format!("cannot reach {}: {error}", self.endpoint),
-        })?;
+        let mut response = request
+            .send(&body[..])
+            .map_err(|error| format!("cannot reach {}: {error}", self.endpoint))?;
         let status = response.status().as_u16();
         let bytes = Zeroizing::new(
             response
@@ -208,11 +220,11 @@ impl HttpKms {
                 .with_config()
                 .limit(MAX_RESPONSE)
                 .read_to_vec()
-                .map_err(|error| internal(&error))?,
+                .map_err(|error| format!("cannot read the answer of {}: {error}", self.endpoint))?,
         );
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status == 200 {
-            return Ok(value);
+            return Ok(Ok(value));
         }
         let exception = value
             .get("__type")
@@ -225,7 +237,7 @@ impl HttpKms {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        Err(KmsCallError { exception, message })
+        Ok(Err(KmsCallError { exception, message }))
     }
 
     /// The headers SigV4 adds to a POST of `body` to `url` with `headers` (all signed):

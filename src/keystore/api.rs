@@ -1,7 +1,8 @@
 //! Requests and responses of every key store operation, in the AWS KMS API model's shapes
 //! and member names, so the library, the CLI's JSON output and the HTTP protocol share them.
 //! Blobs travel as standard base64, timestamps as epoch seconds. Plaintexts and data keys are
-//! [`SecretSlice`]s: their `Debug` is redacted and they serialise only into a response body.
+//! [`SecretSlice`]s: their `Debug` is redacted and they serialise only into a body on the wire
+//! (a response, or the request of a client such as the CLI with `--endpoint-url`).
 
 use std::collections::BTreeMap;
 
@@ -26,7 +27,7 @@ pub type EncryptionContextMap = BTreeMap<String, String>;
 
 /// The parameters of CreateKey, which creates a customer managed key in the caller's
 /// account and region.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CreateKeyRequest {
     /// A description of the KMS key.
@@ -129,7 +130,7 @@ pub struct KeyMetadataResponse {
 
 /// The parameters of the operations that name only a key (DescribeKey, EnableKey,
 /// DisableKey, CancelKeyDeletion, GetPublicKey, ...).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct KeyIdRequest {
     /// Identifies the KMS key for the grant.
@@ -139,7 +140,7 @@ pub struct KeyIdRequest {
 }
 
 /// Paging parameters of the list operations that take no filter (ListKeys).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListRequest {
     /// Use this parameter to specify the maximum number of items to return.
@@ -174,7 +175,7 @@ pub struct ListKeysResponse {
 }
 
 /// The parameters of ScheduleKeyDeletion, which schedules the deletion of a KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ScheduleKeyDeletionRequest {
     /// The unique identifier of the KMS key to delete.
@@ -206,7 +207,7 @@ pub struct KeyIdResponse {
 }
 
 /// The parameters of UpdateKeyDescription, which updates the description of a KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct UpdateKeyDescriptionRequest {
     /// Updates the description of the specified KMS key.
@@ -216,7 +217,7 @@ pub struct UpdateKeyDescriptionRequest {
 }
 
 /// The parameters of TagResource, which adds or edits tags on a key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct TagResourceRequest {
     /// Identifies a customer managed key in the account and Region.
@@ -226,7 +227,7 @@ pub struct TagResourceRequest {
 }
 
 /// The parameters of UntagResource, which removes tags, named by their keys, from a key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct UntagResourceRequest {
     /// Identifies the KMS key from which you are removing tags.
@@ -236,7 +237,7 @@ pub struct UntagResourceRequest {
 }
 
 /// The parameters of ListResourceTags, which returns all tags on the specified KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListResourceTagsRequest {
     /// Gets tags on the specified KMS key.
@@ -263,7 +264,7 @@ pub struct ListResourceTagsResponse {
 }
 
 /// The parameters of CreateAlias and UpdateAlias: an alias and the key it names.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct AliasRequest {
     /// String that contains the alias.
@@ -274,7 +275,7 @@ pub struct AliasRequest {
 
 /// The parameters of ListAliases, which lists the aliases of the caller's account and
 /// region, or of one key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListAliasesRequest {
     /// Lists only aliases that are associated with the specified KMS key.
@@ -324,7 +325,7 @@ pub struct ListAliasesResponse {
 
 /// The parameters of Encrypt, which encrypts plaintext of up to 4,096 bytes using a KMS
 /// key.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct EncryptRequest {
     /// Identifies the KMS key to use in the encryption operation.
@@ -357,7 +358,7 @@ pub struct EncryptResponse {
 
 /// The parameters of Decrypt, which decrypts a ciphertext of Encrypt, GenerateDataKey or
 /// GenerateDataKeyPair (and their WithoutPlaintext forms) or an RSA encryption key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct DecryptRequest {
     /// Ciphertext to be decrypted.
@@ -392,7 +393,7 @@ pub struct DecryptResponse {
 
 /// The parameters of ReEncrypt, which decrypts a ciphertext and encrypts it again, under
 /// the same or another key, without the plaintext leaving the key store.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ReEncryptRequest {
     /// Ciphertext of the data to reencrypt.
@@ -438,7 +439,7 @@ pub struct ReEncryptResponse {
 
 /// The parameters of GenerateDataKey, which returns a new data key in plaintext and
 /// encrypted under a symmetric key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct GenerateDataKeyRequest {
     /// Specifies the symmetric encryption KMS key that encrypts the data key.
@@ -480,7 +481,7 @@ pub struct GenerateDataKeyWithoutPlaintextResponse {
 
 /// The parameters of GenerateRandom, which returns a random byte string that is
 /// cryptographically secure.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct GenerateRandomRequest {
     /// The length of the random byte string.
@@ -501,7 +502,7 @@ pub struct GenerateRandomResponse {
 
 /// The parameters of EnableKeyRotation, which enables automatic rotation of the key
 /// material of the specified symmetric encryption KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct EnableKeyRotationRequest {
     /// Identifies a symmetric encryption KMS key.
@@ -531,7 +532,7 @@ pub struct GetKeyRotationStatusResponse {
 
 /// The parameters of ListKeyRotations, which returns information about the key materials
 /// associated with the specified KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListKeyRotationsRequest {
     /// Gets the key rotations for the specified KMS key.
@@ -572,7 +573,7 @@ pub struct ListKeyRotationsResponse {
 }
 
 /// CreateCustomKeyStore. The password is a [`SecretString`]: redacted in `Debug`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CreateCustomKeyStoreRequest {
     /// Specifies a friendly name for the custom key store.
@@ -582,7 +583,10 @@ pub struct CreateCustomKeyStoreRequest {
     /// The trust anchor certificate AWS requires for a CloudHSM key store.
     pub trust_anchor_certificate: Option<String>,
     /// The user PIN of the cluster's members (AWS's `kmsuser` password).
-    #[serde(deserialize_with = "optional_secret_string")]
+    #[serde(
+        deserialize_with = "optional_secret_string",
+        serialize_with = "expose_optional_secret_string"
+    )]
     pub key_store_password: Option<SecretString>,
     /// Specifies the type of custom key store.
     pub custom_key_store_type: Option<String>,
@@ -598,7 +602,7 @@ pub struct CreateCustomKeyStoreResponse {
 
 /// The parameters of DescribeCustomKeyStores, which gets information about custom key
 /// stores in the account and Region.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct DescribeCustomKeyStoresRequest {
     /// Gets only information about the specified custom key store.
@@ -650,7 +654,7 @@ pub struct DescribeCustomKeyStoresResponse {
 }
 
 /// Connect-, Disconnect- and DeleteCustomKeyStore.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CustomKeyStoreIdRequest {
     /// Enter the key store ID of the custom key store that you want to connect.
@@ -658,7 +662,7 @@ pub struct CustomKeyStoreIdRequest {
 }
 
 /// UpdateCustomKeyStore.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct UpdateCustomKeyStoreRequest {
     /// Identifies the custom key store that you want to update.
@@ -666,7 +670,10 @@ pub struct UpdateCustomKeyStoreRequest {
     /// Changes the friendly name of the custom key store to the value that you specify.
     pub new_custom_key_store_name: Option<String>,
     /// The new user PIN of the cluster's members (AWS's `kmsuser` password).
-    #[serde(deserialize_with = "optional_secret_string")]
+    #[serde(
+        deserialize_with = "optional_secret_string",
+        serialize_with = "expose_optional_secret_string"
+    )]
     pub key_store_password: Option<SecretString>,
     /// The store's cluster; a store cannot move to another one, so only its own is accepted.
     pub cloud_hsm_cluster_id: Option<String>,
@@ -677,6 +684,18 @@ fn optional_secret_string<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<SecretString>, D::Error> {
     Ok(Option::<String>::deserialize(deserializer)?.map(SecretString::from))
+}
+
+/// Writes an optional [`SecretString`] as a string: only a client sending the request does.
+fn expose_optional_secret_string<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    secret
+        .as_ref()
+        .map(|secret| secret.expose_secret())
+        .serialize(serializer)
 }
 
 /// A response without members (`{}`).
@@ -734,7 +753,7 @@ pub mod secret_base64 {
 
 /// The parameters of GetKeyPolicy, which gets a key policy attached to the specified KMS
 /// key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct GetKeyPolicyRequest {
     /// Identifies the KMS key whose key policy you want to get.
@@ -754,7 +773,7 @@ pub struct GetKeyPolicyResponse {
 }
 
 /// The parameters of PutKeyPolicy, which attaches a key policy to the specified KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct PutKeyPolicyRequest {
     /// Sets the key policy on the specified KMS key.
@@ -769,7 +788,7 @@ pub struct PutKeyPolicyRequest {
 
 /// The parameters of ListKeyPolicies, which gets the names of the key policies that are
 /// attached to a KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListKeyPoliciesRequest {
     /// Gets the names of key policies for the specified KMS key.
@@ -806,7 +825,7 @@ pub struct GrantConstraintsShape {
 }
 
 /// The parameters of CreateGrant, which adds a grant to a KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CreateGrantRequest {
     /// Identifies the KMS key for the grant.
@@ -839,7 +858,7 @@ pub struct CreateGrantResponse {
 }
 
 /// The parameters of ListGrants, which gets a list of all grants for the specified KMS key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListGrantsRequest {
     /// Returns only grants for the specified KMS key.
@@ -859,7 +878,7 @@ pub struct ListGrantsRequest {
 
 /// The parameters of ListRetirableGrants, which lists the grants of the account and
 /// region that a given principal may retire.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ListRetirableGrantsRequest {
     /// The retiring principal for which to list grants.
@@ -914,7 +933,7 @@ pub struct ListGrantsResponse {
 }
 
 /// The parameters of RetireGrant, which deletes a grant.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct RetireGrantRequest {
     /// Identifies the grant to be retired.
@@ -928,7 +947,7 @@ pub struct RetireGrantRequest {
 }
 
 /// The parameters of RevokeGrant, which deletes the specified grant.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct RevokeGrantRequest {
     /// A unique identifier for the KMS key associated with the grant.
@@ -940,7 +959,7 @@ pub struct RevokeGrantRequest {
 }
 
 /// Sign's and Verify's message: at most 4096 bytes, not secret (AWS logs neither).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct SignRequest {
     /// Identifies an asymmetric KMS key.
@@ -975,7 +994,7 @@ pub struct SignResponse {
 
 /// The parameters of Verify, which verifies a digital signature that was generated by the
 /// Sign operation.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct VerifyRequest {
     /// Identifies the asymmetric KMS key that will be used to verify the signature.
@@ -1039,7 +1058,7 @@ pub struct GetPublicKeyResponse {
 
 /// DeriveSharedSecret: ECDH of a KEY_AGREEMENT key with the caller's public key (DER
 /// SubjectPublicKeyInfo).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct DeriveSharedSecretRequest {
     /// Identifies the KEY_AGREEMENT key (NIST elliptic curve) whose private key is used.
@@ -1074,7 +1093,7 @@ pub struct DeriveSharedSecretResponse {
 }
 
 /// GenerateMac's message may be secret: it is a [`SecretSlice`] and never logged.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct GenerateMacRequest {
     /// The message to be hashed.
@@ -1106,7 +1125,7 @@ pub struct GenerateMacResponse {
 
 /// The parameters of VerifyMac, which verifies the hash-based message authentication code
 /// (HMAC) for a specified message, HMAC KMS key, and MAC algorithm.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct VerifyMacRequest {
     /// The message that will be used in the verification.
@@ -1138,7 +1157,7 @@ pub struct VerifyMacResponse {
 }
 
 /// GetParametersForImport.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct GetParametersForImportRequest {
     /// The identifier of the KMS key that will be associated with the imported key
@@ -1171,7 +1190,7 @@ pub struct GetParametersForImportResponse {
 
 /// ImportKeyMaterial. The wrapped material is not secret (only an HSM opens it), but it is
 /// never logged or stored.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ImportKeyMaterialRequest {
     /// The identifier of the KMS key that will be associated with the imported key
@@ -1191,7 +1210,7 @@ pub struct ImportKeyMaterialRequest {
 }
 
 /// GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct GenerateDataKeyPairRequest {
     /// Specifies the encryption context that will be used when encrypting the private key

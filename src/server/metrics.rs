@@ -51,6 +51,7 @@ pub struct Metrics {
     connections_refused: Counter,
     audit_failing: Gauge,
     material_pool_ready: Family<ClusterLabels, Gauge>,
+    leader: Gauge,
 }
 
 impl Metrics {
@@ -69,6 +70,7 @@ impl Metrics {
         let connections_refused = Counter::default();
         let audit_failing = Gauge::default();
         let material_pool_ready = Family::<ClusterLabels, Gauge>::default();
+        let leader = Gauge::default();
         registry.register(
             "requests",
             "API requests by operation and outcome",
@@ -109,6 +111,11 @@ impl Metrics {
             "Key material objects ready in the cluster's material pool",
             material_pool_ready.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this instance runs the background work (always on a store of its own)",
+            leader.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -119,6 +126,7 @@ impl Metrics {
             connections_refused,
             audit_failing,
             material_pool_ready,
+            leader,
         }
     }
 
@@ -169,6 +177,7 @@ impl Metrics {
                 cluster: pool.cluster,
             })
             .set(i64::try_from(pool.ready).unwrap_or(i64::MAX));
+        self.leader.set(i64::from(store.is_leader()));
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if encode(&mut text, &registry).is_err() {

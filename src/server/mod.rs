@@ -4,8 +4,10 @@
 //! answered in AWS's wire shapes. It also serves `/healthz` and `/metrics`, runs scheduled
 //! deletions and rotations in the background, and on SIGTERM/SIGINT stops accepting,
 //! finishes what is in flight, flushes the audit trail and exits 0. Plain HTTP is refused on
-//! anything but a loopback address. Its settings are [`crate::config::ServerConfig`].
+//! anything but a loopback address. Its settings are [`crate::config::ServerConfig`]. The
+//! command line reaches the running server through its [`admin`] socket.
 
+pub mod admin;
 mod body;
 mod connection;
 mod health;
@@ -64,6 +66,11 @@ struct App {
     body_limits: body::BodyLimits,
     /// Whether requests arrive over TLS (`aws:SecureTransport`).
     secure_transport: bool,
+    /// Whether calls that only read may run on the worker that read the request: only on a
+    /// store that never blocks on an async runtime of its own. The PostgreSQL client does
+    /// (it drives its connection with a runtime of its own, which tokio refuses to start on
+    /// a worker thread).
+    reads_inline: bool,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -112,6 +119,7 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
             timeout: Duration::from_millis(settings.body_timeout_ms),
         },
         secure_transport: tls.is_some(),
+        reads_inline: matches!(config.store, crate::store::StoreSettings::Sled {}),
     });
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -126,7 +134,22 @@ pub fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServeErr
         runtime.worker_threads(settings.worker_threads);
     }
     let runtime = runtime.enable_all().build()?;
-    let outcome = runtime.block_on(run(app.clone(), listen, tls, connections));
+    let data_dir = config.service.data_dir.clone();
+    let outcome = runtime.block_on(async {
+        let admin_socket = match admin::bind(&data_dir) {
+            Ok(listener) => Some(tokio::spawn(admin::accept(app.clone(), listener))),
+            Err(error) => {
+                tracing::warn!(%error, dir = %data_dir.display(), "no admin socket: the command line cannot reach this server");
+                None
+            }
+        };
+        let outcome = run(app.clone(), listen, tls, connections).await;
+        if let Some(task) = admin_socket {
+            task.abort();
+            admin::remove(&data_dir);
+        }
+        outcome
+    });
     stopping.store(true, Ordering::Release);
     if maintenance.join().is_err() {
         tracing::error!("maintenance thread panicked");
@@ -332,7 +355,7 @@ async fn handle(
             .map_err(|_| KmsError::Throttling("Rate exceeded".into()))?
             .map_err(|_| KmsError::KmsInternal("the server is shutting down".into()))?,
     };
-    if runs_inline(operation) {
+    if app.reads_inline && runs_inline(operation) {
         protocol::run(&app.store, &caller, operation, body)
     } else {
         tokio::task::block_in_place(|| protocol::run(&app.store, &caller, operation, body))

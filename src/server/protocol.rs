@@ -25,6 +25,18 @@ pub fn operation(target: &str) -> Option<Operation> {
     Operation::from_name(target.strip_prefix(TARGET_PREFIX)?)
 }
 
+/// Overwrites every string of a JSON value: a request or an answer may carry a plaintext
+/// or a data key in base64.
+pub fn scrub(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => zeroize::Zeroize::zeroize(text),
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        Value::Object(map) => map.values_mut().for_each(scrub),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 /// A JSON response body; zeroized when dropped, since some carry a plaintext or data key.
 pub type ResponseBody = Zeroizing<Vec<u8>>;
 

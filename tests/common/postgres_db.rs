@@ -92,3 +92,12 @@ impl TestDatabase {
         .unwrap()
     }
 }
+
+/// How many times the cross-instance consistency tests repeat their trial:
+/// `HSM_KMS_TEST_CONSISTENCY_TRIALS`, or `default` (the figure is 1,000).
+pub fn consistency_trials(default: usize) -> usize {
+    std::env::var("HSM_KMS_TEST_CONSISTENCY_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}

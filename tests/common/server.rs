@@ -40,6 +40,22 @@ impl Server {
 
     /// Starts the server, set to abort at the named crash point (see `hsm_kms::fault`).
     pub fn start_crashing_at(cluster: &TestCluster, crash_at: Option<&str>) -> Server {
+        Server::start_with(
+            cluster,
+            &cluster.path("hsm-kms.toml"),
+            "serve.log",
+            crash_at,
+        )
+    }
+
+    /// Starts a server of `cluster` with the config file `config`, logging to `log_name` in
+    /// the cluster's directory (one instance of several, each with its own config).
+    pub fn start_with(
+        cluster: &TestCluster,
+        config: &std::path::Path,
+        log_name: &str,
+        crash_at: Option<&str>,
+    ) -> Server {
         let address = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -47,12 +63,12 @@ impl Server {
         let log = File::options()
             .create(true)
             .append(true)
-            .open(cluster.path("serve.log"))
+            .open(cluster.path(log_name))
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_hsm-kms"));
         command
             .arg("--config")
-            .arg(cluster.path("hsm-kms.toml"))
+            .arg(config)
             .args(["serve", "--listen", &address.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -65,13 +81,13 @@ impl Server {
             child,
             address,
             endpoint: format!("http://{address}"),
-            log: cluster.path("serve.log"),
+            log: cluster.path(log_name),
         };
         let agent = agent();
         let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
             if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("hsm-kms serve exited with {status}:\n{}", log_tail(cluster));
+                panic!("hsm-kms serve exited with {status}:\n{}", tail(&server.log));
             }
             let healthy = agent
                 .get(format!("{}/healthz", server.endpoint))
@@ -84,7 +100,7 @@ impl Server {
                 server.kill();
                 panic!(
                     "hsm-kms serve did not become healthy:\n{}",
-                    log_tail(cluster)
+                    tail(&server.log)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -298,9 +314,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &Server, key: &AccessKey) -> Client {
+        Client::to(&server.endpoint, key)
+    }
+
+    /// A client of the endpoint `endpoint` (`http://ADDRESS`).
+    pub fn to(endpoint: &str, key: &AccessKey) -> Client {
         Client {
             agent: agent(),
-            endpoint: server.endpoint.clone(),
+            endpoint: endpoint.to_owned(),
             key: key.clone(),
         }
     }
