@@ -103,6 +103,27 @@ fn a_key_created_on_one_instance_is_usable_on_the_other() {
     assert_eq!(decrypt(b, caller, &blob), b"by alias");
 }
 
+/// The CreateKey material pool keeps its ready objects in one process's memory and takes an
+/// unfinished pool record for its own crash leftover, so on a shared store it stays off
+/// whatever size is asked for: no pool object is made, and CreateKey still works.
+#[test]
+fn the_material_pool_stays_off_on_a_shared_store() {
+    let Some(two) = TwoInstances::new() else {
+        return;
+    };
+    for instance in [&two.a, &two.b] {
+        instance.start_material_pool(8).unwrap();
+        let status = instance.material_pool_status();
+        assert_eq!((status.size, status.ready), (0, 0), "{status:?}");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let key = create_key(&two.b, &two.caller);
+    let blob = encrypt(&two.a, &two.caller, &key, b"no pool");
+    assert_eq!(decrypt(&two.b, &two.caller, &blob), b"no pool");
+    assert_eq!(two.a.material_pool_status().claimed, 0);
+    assert_eq!(two.b.material_pool_status().claimed, 0);
+}
+
 /// Four threads on each instance create the same alias name at once, ten times over:
 /// exactly one call succeeds each time, every other one is AlreadyExistsException.
 #[test]

@@ -105,6 +105,10 @@ impl MetadataStore for CountingStore {
         self.inner.is_leader()
     }
 
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
         self.inner.get(table, key)
     }

@@ -189,7 +189,20 @@ impl KeyStore {
     /// Starts the material pool of the key store's cluster with `size` objects (0: none):
     /// clears what a crash left unfinished, destroys the ready objects past `size`, loads
     /// the others, and starts the refiller. Reads the pool's records only, not every key.
+    /// On a store several instances share the pool is off (size 0, with a warning): its
+    /// queue and its crash recovery assume that this process alone makes pool objects.
     pub fn start_material_pool(&self, size: usize) -> Result<PoolReconciled, KmsError> {
+        let size = if size > 0 && self.store.is_shared() {
+            tracing::warn!(
+                configured = size,
+                "material_pool is not used on a metadata store several instances share: \
+                 each instance's queue of ready objects would be out of date and reconciliation \
+                 would take another instance's object in the making for a crash leftover"
+            );
+            0
+        } else {
+            size
+        };
         let state = &self.material_pool.state;
         *lock(&state.cluster) = self.cluster.name().to_owned();
         state.size.store(size, Ordering::SeqCst);

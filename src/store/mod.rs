@@ -334,6 +334,12 @@ pub trait MetadataStore: Send + Sync {
     fn is_leader(&self) -> bool {
         true
     }
+
+    /// Whether other processes may write this store too (several instances on one
+    /// database), so that state kept in this process's memory alone can be out of date.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -382,6 +382,10 @@ impl MetadataStore for PostgresStore {
     fn is_leader(&self) -> bool {
         self.leadership.is_leader()
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 /// A driver error as a [`StoreError`]. A server error keeps only its SQLSTATE and message:
