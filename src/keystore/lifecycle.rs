@@ -116,7 +116,7 @@ impl KeyStore {
         }
         let cluster = match &request.custom_key_store_id {
             Some(id) => self.connected_store(caller, id)?.name().to_owned(),
-            None => self.cluster.name().to_owned(),
+            None => self.region_cluster(caller.scope.region()).name().to_owned(),
         };
         let tags = validate_tags(&request.tags, &BTreeMap::new())?;
 
@@ -239,7 +239,8 @@ impl KeyStore {
     fn pooled_for(&self, record: &KeyRecord) -> Option<String> {
         let pooled_kind = record.key_spec == SYMMETRIC_DEFAULT
             && record.origin == "AWS_KMS"
-            && record.custom_key_store_id.is_none();
+            && record.custom_key_store_id.is_none()
+            && record.cluster == self.cluster.name();
         if !pooled_kind {
             return None;
         }

@@ -19,6 +19,7 @@ mod key_policies;
 mod lifecycle;
 mod maintenance;
 mod material_pool;
+mod regions;
 mod rotation;
 mod rsa_encryption;
 mod signing;
@@ -85,6 +86,8 @@ pub struct KeyStore {
     audit: Arc<AuditLog>,
     /// Declared after `audit`, so on drop the trail is flushed before the alarms' last pass.
     alarms: Option<AlarmDispatcher>,
+    /// The clusters of regions that have their own (`[service.region_clusters]`).
+    regions: regions::RegionClusters,
     /// The custom key stores and their open clusters.
     custom: Arc<custom_key_stores::CustomKeyStores>,
     /// Key records read since start, with their store revision; dropped on every write,
@@ -127,6 +130,13 @@ impl KeyStore {
             .alarms
             .alarms(&config.service.data_dir)
             .map_err(OpenError::Config)?;
+        let region_clusters = regions::RegionClusters::names(config);
+        let custom_clusters = config
+            .clusters
+            .iter()
+            .filter(|(name, _)| !region_clusters.contains(&name.as_str()))
+            .map(|(name, cluster)| (name.clone(), cluster.clone()))
+            .collect();
         let mut keystore = KeyStore::with_parts(
             scope,
             cluster,
@@ -134,7 +144,8 @@ impl KeyStore {
             Arc::new(SystemClock),
             config.audit.clone(),
         )?
-        .with_clusters(&config.clusters);
+        .with_region_clusters(config)?
+        .with_clusters(&custom_clusters);
         keystore.start_alarms(alarms)?;
         Ok(keystore)
     }
@@ -224,6 +235,7 @@ impl KeyStore {
             clock,
             audit,
             alarms: None,
+            regions: regions::RegionClusters::default(),
             custom,
             cache: Arc::default(),
             cache_generation: Arc::default(),
@@ -482,11 +494,13 @@ impl KeyStore {
         Arc::new(record)
     }
 
-    /// The cluster that holds a key's material: the default one, or its custom key store's
-    /// while that is connected.
+    /// The cluster that holds a key's material: the one its record names (the default one
+    /// or its region's), or its custom key store's while that is connected.
     fn cluster_of(&self, record: &KeyRecord) -> Result<Arc<Cluster>, KmsError> {
         match &record.custom_key_store_id {
-            None => Ok(self.cluster.clone()),
+            None => Ok(self
+                .cluster_named(&record.cluster)
+                .unwrap_or_else(|| self.cluster.clone())),
             Some(id) => self.custom.connected(id).ok_or_else(|| {
                 KmsError::KmsInvalidState(format!("{} is unavailable.", record.arn()))
             }),
