@@ -5,6 +5,7 @@
 pub mod kms;
 pub mod postgres_db;
 pub mod server;
+pub mod sites;
 pub mod vendor;
 
 use std::path::{Path, PathBuf};
