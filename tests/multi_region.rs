@@ -5,9 +5,22 @@
 
 mod common;
 
-use common::sites::{SITE_B, TwoSites};
-use hsm_kms::cluster::Cluster;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::raw_session;
+use common::sites::{PRIMARY_REGION, REPLICA_REGION, SITE_B, TwoSites};
+use cryptoki::object::{Attribute, AttributeType};
+use hsm_kms::caller::Caller;
+use hsm_kms::clock::ManualClock;
+use hsm_kms::cluster::{Cluster, MaterialId};
+use hsm_kms::error::KmsError;
 use hsm_kms::hsm::templates::TrustedKey;
+use hsm_kms::ids::Scope;
+use hsm_kms::keystore::KeyStore;
+use hsm_kms::keystore::api::*;
+use hsm_kms::store::SledStore;
+use secrecy::{ExposeSecret, SecretSlice};
 
 #[test]
 fn cluster_link_gives_both_clusters_one_proven_link_key_idempotently() {
@@ -66,4 +79,407 @@ fn cluster_link_is_refused_while_a_cluster_lacks_its_quorum() {
     // Nothing was given to anyone: the first cluster's members still lack the link key.
     let first = Cluster::open("local", config.cluster("local").unwrap()).unwrap();
     assert!(first.status().links.is_empty());
+}
+
+/// A key store serving both sites, with a manual clock, and a caller in each Region.
+struct Regions {
+    sites: TwoSites,
+    clock: Arc<ManualClock>,
+    store: KeyStore,
+    east: Caller,
+    west: Caller,
+}
+
+impl Regions {
+    /// Two linked sites and a key store over them.
+    fn new() -> Regions {
+        let sites = TwoSites::new(2);
+        sites.link();
+        let config = sites.config();
+        let cluster = Cluster::open("local", config.cluster("local").unwrap()).unwrap();
+        let metadata = SledStore::open(&config.service.data_dir).unwrap();
+        let east = Scope::new(PRIMARY_REGION, &config.service.account_id).unwrap();
+        let west = Scope::new(REPLICA_REGION, &config.service.account_id).unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let store = KeyStore::with_parts(
+            east.clone(),
+            cluster,
+            Box::new(metadata),
+            clock.clone(),
+            config.audit.clone(),
+        )
+        .unwrap()
+        .with_region_clusters(&config)
+        .unwrap();
+        Regions {
+            sites,
+            clock,
+            store,
+            east: Caller::local(&east),
+            west: Caller::local(&west),
+        }
+    }
+
+    /// A multi-Region primary key in us-east-1 replicated into eu-west-1.
+    fn replicated_key(&self) -> String {
+        let created = self
+            .store
+            .create_key(
+                &self.east,
+                CreateKeyRequest {
+                    multi_region: Some(true),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .key_metadata;
+        self.store
+            .replicate_key(
+                &self.east,
+                ReplicateKeyRequest {
+                    key_id: created.key_id.clone(),
+                    replica_region: REPLICA_REGION.into(),
+                    description: Some("the west copy".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        created.key_id
+    }
+
+    fn describe(&self, caller: &Caller, key: &str) -> KeyMetadata {
+        self.store
+            .describe_key(caller, key_id(key))
+            .unwrap()
+            .key_metadata
+    }
+
+    fn encrypt(&self, caller: &Caller, key: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.store
+            .encrypt(
+                caller,
+                EncryptRequest {
+                    key_id: key.into(),
+                    plaintext: SecretSlice::from(plaintext.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .ciphertext_blob
+    }
+
+    fn decrypt(
+        &self,
+        caller: &Caller,
+        blob: &[u8],
+        key: Option<&str>,
+    ) -> Result<Vec<u8>, KmsError> {
+        self.store
+            .decrypt(
+                caller,
+                DecryptRequest {
+                    ciphertext_blob: blob.to_vec(),
+                    key_id: key.map(str::to_owned),
+                    ..Default::default()
+                },
+            )
+            .map(|answer| answer.plaintext.expose_secret().to_vec())
+    }
+
+    fn days(&self, days: u64) {
+        self.clock.advance(Duration::from_secs(days * 86_400));
+    }
+}
+
+fn key_id(key: &str) -> KeyIdRequest {
+    KeyIdRequest {
+        key_id: key.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_ciphertext_from_either_site_decrypts_at_the_other() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    assert!(key.starts_with("mrk-") && key.len() == 36, "{key}");
+
+    let primary = regions.describe(&regions.east, &key);
+    assert!(primary.multi_region);
+    let configuration = primary.multi_region_configuration.unwrap();
+    assert_eq!(configuration.multi_region_key_type, "PRIMARY");
+    assert_eq!(configuration.primary_key.region, PRIMARY_REGION);
+    assert_eq!(configuration.primary_key.arn, primary.arn);
+    let west_arn = format!("arn:aws:kms:{REPLICA_REGION}:111122223333:key/{key}");
+    assert_eq!(
+        configuration.replica_keys,
+        vec![MultiRegionKey {
+            arn: west_arn.clone(),
+            region: REPLICA_REGION.into()
+        }]
+    );
+    let replica = regions.describe(&regions.west, &key);
+    assert_eq!(replica.arn, west_arn);
+    assert_eq!(replica.key_state, "Enabled");
+    assert_eq!(replica.description, "the west copy");
+    assert_eq!(
+        replica.current_key_material_id,
+        primary.current_key_material_id
+    );
+    let configuration = replica.multi_region_configuration.unwrap();
+    assert_eq!(configuration.multi_region_key_type, "REPLICA");
+    assert_eq!(configuration.primary_key.arn, primary.arn);
+
+    let from_east = regions.encrypt(&regions.east, &key, b"written in the east");
+    let from_west = regions.encrypt(&regions.west, &west_arn, b"written in the west");
+    assert_eq!(
+        regions.decrypt(&regions.west, &from_east, None).unwrap(),
+        b"written in the east"
+    );
+    assert_eq!(
+        regions
+            .decrypt(&regions.west, &from_east, Some(&key))
+            .unwrap(),
+        b"written in the east"
+    );
+    assert_eq!(
+        regions.decrypt(&regions.east, &from_west, None).unwrap(),
+        b"written in the west"
+    );
+    // A KeyId naming another key is still refused.
+    let other = regions
+        .store
+        .create_key(&regions.west, CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let refused = regions
+        .decrypt(&regions.west, &from_east, Some(&other))
+        .unwrap_err();
+    assert_eq!(refused.code(), "IncorrectKeyException");
+
+    // The replica's material arrived wrapped in site-b's HSMs, never in the clear: sensitive
+    // and never readable there, each copy unwrapped (so not "always sensitive").
+    let material = MaterialId::new(key.clone(), 1);
+    let site_b = regions.store.region_clusters();
+    assert_eq!(site_b.len(), 1);
+    for member in site_b[0].members() {
+        let attributes = member.key_attributes(&material.cka_id()).unwrap();
+        assert!(attributes.sensitive && attributes.wrap_with_trusted && attributes.private);
+        assert!(
+            !attributes.always_sensitive,
+            "{} made it itself",
+            member.name()
+        );
+        assert!(!attributes.trusted && !attributes.wrap && !attributes.unwrap);
+        let session = raw_session(&regions.sites.b, member.name());
+        let handle = session
+            .find_objects(&[Attribute::Id(material.cka_id())])
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        let value = session
+            .get_attributes(handle, &[AttributeType::Value])
+            .unwrap();
+        assert!(
+            value.is_empty(),
+            "CKA_VALUE of a replica must be unavailable"
+        );
+    }
+}
+
+#[test]
+fn a_rotation_of_the_primary_reaches_the_replica() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    regions
+        .store
+        .rotate_key_on_demand(&regions.east, key_id(&key))
+        .unwrap();
+    let rotated = regions.encrypt(&regions.east, &key, b"after the rotation");
+    assert_eq!(
+        regions.decrypt(&regions.west, &rotated, None).unwrap(),
+        b"after the rotation"
+    );
+    let rotations = |caller: &Caller| {
+        regions
+            .store
+            .list_key_rotations(
+                caller,
+                ListKeyRotationsRequest {
+                    key_id: key.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .rotations
+            .len()
+    };
+    assert_eq!((rotations(&regions.east), rotations(&regions.west)), (1, 1));
+    assert_eq!(
+        regions
+            .describe(&regions.west, &key)
+            .current_key_material_id,
+        regions
+            .describe(&regions.east, &key)
+            .current_key_material_id
+    );
+    // Rotation is the primary's to set; the replica follows it.
+    let refused = regions
+        .store
+        .rotate_key_on_demand(&regions.west, key_id(&key))
+        .unwrap_err();
+    assert_eq!(refused.code(), "UnsupportedOperationException");
+    regions
+        .store
+        .enable_key_rotation(
+            &regions.east,
+            EnableKeyRotationRequest {
+                key_id: key.clone(),
+                rotation_period_in_days: Some(90),
+            },
+        )
+        .unwrap();
+    let status = regions
+        .store
+        .get_key_rotation_status(&regions.west, key_id(&key))
+        .unwrap();
+    assert!(status.key_rotation_enabled);
+    assert_eq!(status.rotation_period_in_days, Some(90));
+
+    regions.days(91);
+    let report = regions.store.run_maintenance().unwrap();
+    assert_eq!(report.rotated.len(), 1, "{report:?}");
+    assert_eq!((rotations(&regions.east), rotations(&regions.west)), (2, 2));
+    let scheduled = regions.encrypt(&regions.east, &key, b"after the scheduled rotation");
+    assert_eq!(
+        regions.decrypt(&regions.west, &scheduled, None).unwrap(),
+        b"after the scheduled rotation"
+    );
+    // Old ciphertexts still decrypt on both sides.
+    let first = regions.encrypt(&regions.west, &key, b"x");
+    assert_eq!(regions.decrypt(&regions.east, &first, None).unwrap(), b"x");
+}
+
+#[test]
+fn the_primary_deletion_waits_for_the_replica_deletion() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    let schedule = |caller: &Caller, days: i64| {
+        regions
+            .store
+            .schedule_key_deletion(
+                caller,
+                ScheduleKeyDeletionRequest {
+                    key_id: key.clone(),
+                    pending_window_in_days: Some(days),
+                },
+            )
+            .unwrap()
+    };
+    let primary = schedule(&regions.east, 10);
+    assert_eq!(primary.key_state, "PendingReplicaDeletion");
+    assert_eq!(primary.deletion_date, None);
+    let described = regions.describe(&regions.east, &key);
+    assert_eq!(described.pending_deletion_window_in_days, Some(10));
+    regions.days(31);
+    regions.store.run_maintenance().unwrap();
+    assert_eq!(
+        regions.describe(&regions.east, &key).key_state,
+        "PendingReplicaDeletion",
+        "nothing happens while the replica exists"
+    );
+    // A replica's waiting period is AWS's 7 to 30 days.
+    let refused = regions
+        .store
+        .schedule_key_deletion(
+            &regions.west,
+            ScheduleKeyDeletionRequest {
+                key_id: key.clone(),
+                pending_window_in_days: Some(6),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code(), "ValidationException");
+    let replica = schedule(&regions.west, 7);
+    assert_eq!(replica.key_state, "PendingDeletion");
+    regions.days(8);
+    let report = regions.store.run_maintenance().unwrap();
+    assert_eq!(report.deleted.len(), 1, "{report:?}");
+    assert_eq!(report.deletion_started.len(), 1, "{report:?}");
+    let site_b = &regions.store.region_clusters()[0];
+    for (member, objects) in site_b.key_objects() {
+        assert!(
+            objects.unwrap().is_empty(),
+            "{member} still holds the replica's material"
+        );
+    }
+    let primary = regions.describe(&regions.east, &key);
+    assert_eq!(primary.key_state, "PendingDeletion");
+    assert!(
+        primary
+            .multi_region_configuration
+            .unwrap()
+            .replica_keys
+            .is_empty()
+    );
+    regions.days(9);
+    assert!(regions.store.run_maintenance().unwrap().deleted.is_empty());
+    regions.days(2);
+    assert_eq!(regions.store.run_maintenance().unwrap().deleted.len(), 1);
+    let gone = regions
+        .store
+        .describe_key(&regions.east, key_id(&key))
+        .unwrap_err();
+    assert_eq!(gone.code(), "NotFoundException");
+}
+
+#[test]
+fn update_primary_region_swaps_primary_and_replica() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    regions
+        .store
+        .update_primary_region(
+            &regions.east,
+            UpdatePrimaryRegionRequest {
+                key_id: key.clone(),
+                primary_region: REPLICA_REGION.into(),
+            },
+        )
+        .unwrap();
+    let west = regions.describe(&regions.west, &key);
+    let configuration = west.multi_region_configuration.unwrap();
+    assert_eq!(configuration.multi_region_key_type, "PRIMARY");
+    assert_eq!(configuration.replica_keys[0].region, PRIMARY_REGION);
+    let east = regions.describe(&regions.east, &key);
+    assert_eq!(
+        east.multi_region_configuration
+            .unwrap()
+            .multi_region_key_type,
+        "REPLICA"
+    );
+    // The new primary rotates, and the old one follows.
+    regions
+        .store
+        .rotate_key_on_demand(&regions.west, key_id(&key))
+        .unwrap();
+    let blob = regions.encrypt(&regions.west, &key, b"from the new primary");
+    assert_eq!(
+        regions.decrypt(&regions.east, &blob, None).unwrap(),
+        b"from the new primary"
+    );
+    // The old primary no longer replicates.
+    let refused = regions
+        .store
+        .update_primary_region(
+            &regions.east,
+            UpdatePrimaryRegionRequest {
+                key_id: key.clone(),
+                primary_region: PRIMARY_REGION.into(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code(), "UnsupportedOperationException");
 }

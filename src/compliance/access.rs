@@ -450,6 +450,7 @@ mod tests {
             public_key: None,
             import: None,
             parsed_policy: Default::default(),
+            multi_region: None,
         }
     }
 }

@@ -17,6 +17,9 @@ pub(super) struct RegionClusters {
     by_region: BTreeMap<String, String>,
     /// Those clusters, open, by name.
     open: BTreeMap<String, Arc<Cluster>>,
+    /// Every Region the service answers for (`[service] regions`; empty until the config is
+    /// applied, when only the key store's own Region is served).
+    served: Vec<String>,
 }
 
 impl RegionClusters {
@@ -57,7 +60,16 @@ impl KeyStore {
             .filter(|(_, name)| **name != default)
             .map(|(region, name)| (region.clone(), name.clone()))
             .collect();
+        self.regions.served = config.service.regions.clone();
         Ok(self)
+    }
+
+    /// Whether the service answers for `region` (it is in `[service] regions`).
+    pub(super) fn serves_region(&self, region: &str) -> bool {
+        if self.regions.served.is_empty() {
+            return region == self.scope.region();
+        }
+        self.regions.served.iter().any(|served| served == region)
     }
 
     /// The cluster that holds the keys of `region`.
