@@ -483,3 +483,58 @@ fn update_primary_region_swaps_primary_and_replica() {
         .unwrap_err();
     assert_eq!(refused.code(), "UnsupportedOperationException");
 }
+
+#[test]
+fn the_cli_replicates_and_moves_the_primary() {
+    let sites = TwoSites::new(2);
+    sites.link();
+    let run = |args: &[&str]| {
+        let output = sites.cli(args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
+    };
+    let created = run(&["create-key", "--multi-region"]);
+    let key = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("mrk-"));
+    assert_eq!(created["KeyMetadata"]["MultiRegion"], true);
+    let replicated = run(&[
+        "replicate-key",
+        "--key-id",
+        &key,
+        "--replica-region",
+        REPLICA_REGION,
+        "--tags",
+        "TagKey=site,TagValue=b",
+    ]);
+    let replica = &replicated["ReplicaKeyMetadata"];
+    assert_eq!(
+        replica["Arn"],
+        format!("arn:aws:kms:{REPLICA_REGION}:111122223333:key/{key}")
+    );
+    assert_eq!(
+        replica["MultiRegionConfiguration"]["MultiRegionKeyType"],
+        "REPLICA"
+    );
+    assert_eq!(replicated["ReplicaTags"][0]["TagValue"], "b");
+    assert!(
+        replicated["ReplicaPolicy"]
+            .as_str()
+            .unwrap()
+            .contains("kms:*")
+    );
+    run(&[
+        "update-primary-region",
+        "--key-id",
+        &key,
+        "--primary-region",
+        REPLICA_REGION,
+    ]);
+    let described = run(&["describe-key", "--key-id", &key]);
+    let configuration = &described["KeyMetadata"]["MultiRegionConfiguration"];
+    assert_eq!(configuration["MultiRegionKeyType"], "REPLICA");
+    assert_eq!(configuration["PrimaryKey"]["Region"], REPLICA_REGION);
+}
