@@ -964,15 +964,15 @@ pub(super) fn validate_tags(
     Ok(tags)
 }
 
-/// Marks a material creation as in progress for as long as it lives.
-struct InFlight<'a> {
+/// Marks a material creation (or a replica's) as in progress for as long as it lives.
+pub(super) struct InFlight<'a> {
     store: &'a KeyStore,
     material: String,
 }
 
 impl<'a> InFlight<'a> {
     /// Reserves `material`, or `None` if its creation is in progress already.
-    fn new(store: &'a KeyStore, material: String) -> Option<InFlight<'a>> {
+    pub(super) fn new(store: &'a KeyStore, material: String) -> Option<InFlight<'a>> {
         let reserved = store
             .creating
             .lock()

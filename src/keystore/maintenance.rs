@@ -117,6 +117,9 @@ pub struct MaintenanceReport {
     /// ARNs of multi-Region primary keys whose last replica is gone: their waiting period
     /// (PendingDeletion) began.
     pub deletion_started: Vec<String>,
+    /// ARNs of multi-Region replicas an interrupted ReplicateKey had left `Creating`, now
+    /// finished.
+    pub replicas_finished: Vec<String>,
     /// ARNs of EXTERNAL keys whose imported material expired and was deleted.
     pub expired_key_material: Vec<String>,
     /// Everything found inconsistent (including deletions still pending on members).
@@ -185,9 +188,10 @@ impl KeyStore {
                 }
             }
         }
-        for started in self.start_waiting_primary_deletions()? {
-            report.deletion_started.push(started);
-        }
+        report.deletion_started = self.start_waiting_primary_deletions()?;
+        let (finished, failures) = self.finish_abandoned_replicas()?;
+        report.replicas_finished = finished;
+        report.failures.extend(failures);
         let (expired, failures) = self.expire_imported_material()?;
         report.expired_key_material = expired;
         report.failures.extend(failures);

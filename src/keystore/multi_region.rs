@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::api::*;
-use super::lifecycle::{check_description, metadata, validate_tags};
+use super::lifecycle::{InFlight, check_description, metadata, validate_tags};
 use super::{Access, Caller, KeyStore, Naming, cluster_error, decode, encode, internal};
 use crate::audit::event::Call;
 use crate::cluster::Cluster;
@@ -20,6 +20,15 @@ use crate::keys::records::{KeyRecord, multi_region_prefix, store_key};
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::{default_key_policy, keys, parse_key_policy};
 use crate::store::{Batch, Precondition, Table};
+
+/// How long a replica may stay `Creating` before maintenance takes it for the leftover of an
+/// interrupted ReplicateKey and finishes it.
+const CREATING_ABANDONED_AFTER_MILLIS: i64 = 10 * 60 * 1000;
+
+/// The in-flight marker of the replica stored under `key` (see [`InFlight`]).
+fn creating_marker(key: &str) -> String {
+    format!("replica:{key}")
+}
 
 /// AWS's `RegionType` pattern: `^([a-z]+-){2,3}\d+$`.
 fn is_region_id(region: &str) -> bool {
@@ -300,6 +309,9 @@ impl KeyStore {
             replica.parsed_policy = Default::default();
             replica.materials = Vec::new();
             let key = replica.store_key();
+            let _in_flight = InFlight::new(self, creating_marker(&key)).ok_or_else(|| {
+                KmsError::AlreadyExists(format!("{replica_arn} already exists"))
+            })?;
             {
                 let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
                 let mut batch = Batch::new();
@@ -340,6 +352,30 @@ impl KeyStore {
                     .collect(),
             })
         })
+    }
+
+    /// Finishes the replicas an interrupted ReplicateKey left `Creating` (written more than
+    /// ten minutes ago and not being created by this process): copies their material and
+    /// enables them. Returns the ARNs finished and the failures.
+    pub(super) fn finish_abandoned_replicas(&self) -> Result<(Vec<String>, Vec<String>), KmsError> {
+        let now = self.now();
+        let (mut finished, mut failures) = (Vec::new(), Vec::new());
+        for key in self.all_keys()? {
+            let abandoned = key.state == KeyState::Creating
+                && key.is_replica()
+                && now - key.creation_date > CREATING_ABANDONED_AFTER_MILLIS;
+            if !abandoned {
+                continue;
+            }
+            let Some(_in_flight) = InFlight::new(self, creating_marker(&key.store_key())) else {
+                continue;
+            };
+            match self.fill_replica(&key) {
+                Ok(_) => finished.push(key.arn()),
+                Err(error) => failures.push(format!("{}: {}", key.arn(), error.message())),
+            }
+        }
+        Ok((finished, failures))
     }
 
     /// Steps 2 and 3 of [`KeyStore::replicate_key`]: copies the primary's material versions
