@@ -216,6 +216,12 @@ impl Cluster {
         label: &str,
         spec: MaterialSpec,
     ) -> Result<(), ClusterError> {
+        if source.name() == self.name() {
+            return Err(ClusterError::Link(format!(
+                "cluster {} cannot copy key material from itself",
+                self.name
+            )));
+        }
         self.check_quorum_for_writes()?;
         let link = TrustedKey::link(self.name(), source.name());
         let id = material.cka_id();
