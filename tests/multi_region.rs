@@ -695,3 +695,105 @@ fn an_asymmetric_multi_region_key_signs_at_one_site_and_verifies_at_the_other() 
         .unwrap();
     assert!(verified.signature_valid);
 }
+
+#[test]
+fn regions_served_by_one_cluster_share_the_material_until_the_last_copy_goes() {
+    let common::TestStore {
+        cluster,
+        clock,
+        store,
+        caller: east,
+    } = common::TestStore::new();
+    let mut config = cluster.config();
+    config.service.regions = vec![PRIMARY_REGION.into(), REPLICA_REGION.into()];
+    let store = store.with_region_clusters(&config).unwrap();
+    let west = Caller::local(&Scope::new(REPLICA_REGION, &config.service.account_id).unwrap());
+    let key = store
+        .create_key(
+            &east,
+            CreateKeyRequest {
+                multi_region: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+        .key_id;
+    store
+        .replicate_key(
+            &east,
+            ReplicateKeyRequest {
+                key_id: key.clone(),
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let material = MaterialId::new(key.clone(), 1).cka_id();
+    let held = || -> Vec<bool> {
+        store
+            .cluster()
+            .members()
+            .iter()
+            .map(|member| member.has_key(&material).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        held(),
+        [true, true],
+        "one cluster: both copies use its objects"
+    );
+    let blob = store
+        .encrypt(
+            &west,
+            EncryptRequest {
+                key_id: key.clone(),
+                plaintext: SecretSlice::from(b"west".to_vec()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .ciphertext_blob;
+    store
+        .schedule_key_deletion(
+            &west,
+            ScheduleKeyDeletionRequest {
+                key_id: key.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    clock.advance(Duration::from_secs(8 * 86_400));
+    assert_eq!(store.run_maintenance().unwrap().deleted.len(), 1);
+    assert_eq!(
+        held(),
+        [true, true],
+        "the primary still uses the shared material"
+    );
+    let opened = store
+        .decrypt(
+            &east,
+            DecryptRequest {
+                ciphertext_blob: blob,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(opened.plaintext.expose_secret(), b"west");
+    store
+        .schedule_key_deletion(
+            &east,
+            ScheduleKeyDeletionRequest {
+                key_id: key.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    clock.advance(Duration::from_secs(8 * 86_400));
+    assert_eq!(store.run_maintenance().unwrap().deleted.len(), 1);
+    assert_eq!(
+        held(),
+        [false, false],
+        "the last copy takes the material with it"
+    );
+}
