@@ -36,7 +36,7 @@ fn is_region_id(region: &str) -> bool {
         return false;
     };
     let words: Vec<&str> = words.split('-').collect();
-    (2..=3).contains(&(words.len() + 1))
+    (2..=3).contains(&words.len())
         && words
             .iter()
             .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
@@ -334,7 +334,6 @@ impl KeyStore {
                     return Err(error);
                 }
             };
-            call.resource(primary.arn());
             let metadata = self.describe(&replica)?;
             call.response_elements = Some(serde_json::json!({
                 "replicaKeyMetadata": metadata,
@@ -530,5 +529,30 @@ fn link_error(error: crate::cluster::ClusterError) -> KmsError {
     match error {
         crate::cluster::ClusterError::Link(reason) => KmsError::UnsupportedOperation(reason),
         other => cluster_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_region_id;
+
+    #[test]
+    fn region_ids_follow_aws_pattern() {
+        for good in ["us-east-1", "eu-west-2", "us-gov-east-1", "ap-southeast-12"] {
+            assert!(is_region_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "moon",
+            "moon-1",
+            "us-east",
+            "US-east-1",
+            "us-east-1a",
+            "a-b-c-d-1",
+            "us--1",
+            "-us-east-1",
+        ] {
+            assert!(!is_region_id(bad), "{bad}");
+        }
     }
 }
