@@ -653,6 +653,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         import: None,
         multi_region: None,
         custom_key_store_id: None,
+        key_manager: Default::default(),
     }
 }
 

@@ -159,6 +159,35 @@ pub struct ServiceConfig {
     /// (a site with its own HSMs). A region not named here uses `default_cluster`.
     #[serde(default)]
     pub region_clusters: BTreeMap<String, String>,
+    /// The integrated services this site runs, each of which gets an AWS managed key
+    /// (`alias/aws/<service>`) in an account on that account's first use of the alias.
+    /// Left out: [`DEFAULT_MANAGED_KEY_SERVICES`]; `[]` serves none.
+    #[serde(default = "default_managed_key_services")]
+    pub managed_key_services: Vec<String>,
+}
+
+/// The services whose AWS managed keys a site serves unless `[service]
+/// managed_key_services` says otherwise: storage, databases, functions, secrets and queues.
+pub const DEFAULT_MANAGED_KEY_SERVICES: [&str; 8] = [
+    "s3",
+    "ebs",
+    "rds",
+    "lambda",
+    "secretsmanager",
+    "sns",
+    "sqs",
+    "dynamodb",
+];
+
+/// Longest service name in `managed_key_services`: a DNS label, as the service names the
+/// endpoint `<service>.<region>.amazonaws.com` that `kms:ViaService` carries.
+const MANAGED_KEY_SERVICE_MAX: usize = 63;
+
+fn default_managed_key_services() -> Vec<String> {
+    DEFAULT_MANAGED_KEY_SERVICES
+        .iter()
+        .map(|service| (*service).to_owned())
+        .collect()
 }
 
 /// How the members of a cluster are kept in step.
@@ -387,6 +416,26 @@ impl ServiceConfig {
                 "[service] regions must include the default region {:?}",
                 self.region
             )));
+        }
+        let mut services = std::collections::BTreeSet::new();
+        for service in &self.managed_key_services {
+            let label = service.len() <= MANAGED_KEY_SERVICE_MAX
+                && service
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !service.starts_with('-')
+                && !service.ends_with('-');
+            if !label || service.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "[service] managed_key_services: {service:?} is not a service name \
+                     (1 to {MANAGED_KEY_SERVICE_MAX} lowercase letters, digits and inner hyphens)"
+                )));
+            }
+            if !services.insert(service.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "[service] managed_key_services lists {service:?} twice"
+                )));
+            }
         }
         Ok(())
     }
@@ -972,6 +1021,41 @@ user_pin = "env:PIN"
         for id in ["", "AKIA-SHORT", "has space", &"k".repeat(129)] {
             assert!(!is_access_key_id(id), "{id}");
         }
+    }
+
+    #[test]
+    fn managed_key_services_default_to_the_documented_list_and_are_checked() {
+        let parsed = config(r#"region = "eu-west-1""#, "").unwrap();
+        assert_eq!(
+            parsed.service.managed_key_services,
+            DEFAULT_MANAGED_KEY_SERVICES
+        );
+        let parsed = config(
+            "region = \"eu-west-1\"\nmanaged_key_services = [\"s3\", \"object-gateway\"]",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.service.managed_key_services,
+            ["s3", "object-gateway"]
+        );
+        let none = config("region = \"eu-west-1\"\nmanaged_key_services = []", "").unwrap();
+        assert!(none.service.managed_key_services.is_empty());
+        for bad in ["", "S3", "s3/x", "-s3", "s3-", "a.b", &"s".repeat(64)] {
+            let message = invalid(config(
+                &format!("region = \"eu-west-1\"\nmanaged_key_services = [{bad:?}]"),
+                "",
+            ));
+            assert!(
+                message.contains("is not a service name"),
+                "{bad}: {message}"
+            );
+        }
+        let message = invalid(config(
+            "region = \"eu-west-1\"\nmanaged_key_services = [\"s3\", \"s3\"]",
+            "",
+        ));
+        assert!(message.contains("lists \"s3\" twice"), "{message}");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! delete and re-import of the same material, every bad input the issue lists with AWS's
 //! exception and the key and the HSMs unchanged (raw PKCS#11 searches), expiry with the
 //! injectable clock, deletion with a member away, and the material never written anywhere.
+//! HMAC material of every allowed length, and RSA and ECC private keys made by openssl: the
+//! MAC is the material's, GetPublicKey is the original key's and openssl verifies the
+//! signatures; material that does not fit the spec is refused and leaves nothing; imported
+//! HMAC and EC material is caught up by a member that lost it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -918,7 +922,10 @@ fn the_cli_wraps_locally_and_imports_in_one_command() {
         "KEY_MATERIAL_DOES_NOT_EXPIRE",
     ]);
     assert_eq!(code, Some(252), "{stderr}");
-    assert!(stderr.contains("must be 32 bytes, not 16"), "{stderr}");
+    assert!(
+        stderr.contains("16 bytes are key material of no key spec"),
+        "{stderr}"
+    );
     let (code, params, _) = run(&[
         "get-parameters-for-import",
         "--key-id",
@@ -1092,4 +1099,541 @@ fn the_key_check_value_is_a_hash_of_a_fixed_block_never_gcms_hash_key() {
     assert_eq!(kept, hex::encode(&expected[..8]));
     let h = encrypt([0u8; 16]);
     assert!(!kept.contains(&hex::encode(&h[..4])), "GCM's H leaks");
+}
+
+fn create_external_spec(ts: &TestStore, spec: &str, usage: &str) -> KeyMetadata {
+    ts.store
+        .create_key(
+            &ts.caller,
+            CreateKeyRequest {
+                origin: Some("EXTERNAL".into()),
+                key_spec: Some(spec.into()),
+                key_usage: Some(usage.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+}
+
+/// A fresh private key made by `openssl genpkey`, as DER PKCS #8 (`openssl pkcs8 -topk8`,
+/// AWS's recipe: OpenSSL 3 writes RSA keys as PKCS #1 otherwise), what AWS imports for RSA
+/// and ECC key specs.
+fn openssl_private_key(dir: &std::path::Path, spec: &str) -> Vec<u8> {
+    let options: Vec<String> = match spec {
+        "RSA_2048" | "RSA_3072" | "RSA_4096" => vec![
+            "-algorithm".into(),
+            "RSA".into(),
+            "-pkeyopt".into(),
+            format!("rsa_keygen_bits:{}", &spec[4..]),
+        ],
+        curve => {
+            let name = match curve {
+                "ECC_NIST_P256" => "prime256v1",
+                "ECC_NIST_P384" => "secp384r1",
+                "ECC_NIST_P521" => "secp521r1",
+                _ => "secp256k1",
+            };
+            vec![
+                "-algorithm".into(),
+                "EC".into(),
+                "-pkeyopt".into(),
+                format!("ec_paramgen_curve:{name}"),
+            ]
+        }
+    };
+    let pem = dir.join(format!("{spec}.pem"));
+    let path = dir.join(format!("{spec}.der"));
+    for command in [
+        [vec!["genpkey".to_owned()], options, vec!["-out".to_owned()]].concat(),
+        ["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-out"]
+            .map(str::to_owned)
+            .to_vec(),
+    ] {
+        let mut openssl = std::process::Command::new("openssl");
+        openssl.args(&command);
+        if command[0] == "genpkey" {
+            openssl.arg(&pem);
+        } else {
+            openssl.arg(&path).arg("-in").arg(&pem);
+        }
+        let out = openssl.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::read(path).unwrap()
+}
+
+/// The DER SubjectPublicKeyInfo openssl derives from a DER PKCS #8 private key.
+fn openssl_public_key(dir: &std::path::Path, private: &[u8]) -> Vec<u8> {
+    let path = dir.join("private.der");
+    std::fs::write(&path, private).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "pkey", "-inform", "DER", "-pubout", "-outform", "DER", "-in",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Private or secret key objects of `key_id`'s material on each member.
+fn key_objects(ts: &TestStore, key_id: &str, class: ObjectClass) -> Vec<usize> {
+    MEMBERS
+        .iter()
+        .map(|member| {
+            raw_session(&ts.cluster, member)
+                .find_objects(&[
+                    Attribute::Class(class),
+                    Attribute::Id(format!("{key_id}/1").into_bytes()),
+                ])
+                .unwrap()
+                .len()
+        })
+        .collect()
+}
+
+/// Wraps `material` for a key of `spec` and imports it, without expiry.
+fn import_for_spec(
+    ts: &TestStore,
+    key: &str,
+    spec: &str,
+    algorithm: WrappingAlgorithm,
+    material: &[u8],
+) -> Result<(), KmsError> {
+    let params = parameters(ts, key, algorithm.as_str(), "RSA_3072").unwrap();
+    let wrapped = wrap_key_material(
+        &params.public_key,
+        algorithm,
+        spec,
+        &SecretSlice::from(material.to_vec()),
+    )
+    .unwrap();
+    import(
+        ts,
+        key,
+        &params.import_token,
+        &wrapped,
+        Some("KEY_MATERIAL_DOES_NOT_EXPIRE"),
+        None,
+    )
+}
+
+fn sign_with(ts: &TestStore, key: &str, algorithm: &str, message: &[u8]) -> Vec<u8> {
+    ts.store
+        .sign(
+            &ts.caller,
+            SignRequest {
+                key_id: key.into(),
+                message: message.to_vec(),
+                message_type: Some("RAW".into()),
+                signing_algorithm: algorithm.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .signature
+}
+
+fn public_key_of(ts: &TestStore, key: &str) -> Vec<u8> {
+    ts.store
+        .get_public_key(&ts.caller, key_id(key))
+        .unwrap()
+        .public_key
+}
+
+#[test]
+fn rsa_and_ecc_private_keys_import_and_sign_as_the_original_key() {
+    let ts = TestStore::new();
+    if import_unsupported(&ts) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "RSA_2048",
+            "SIGN_VERIFY",
+            WrappingAlgorithm::RsaAesKeyWrapSha1,
+            Some("RSASSA_PSS_SHA_256"),
+        ),
+        (
+            "RSA_3072",
+            "ENCRYPT_DECRYPT",
+            WrappingAlgorithm::RsaAesKeyWrapSha1,
+            None,
+        ),
+        (
+            "ECC_NIST_P256",
+            "SIGN_VERIFY",
+            WrappingAlgorithm::RsaesOaepSha1,
+            Some("ECDSA_SHA_256"),
+        ),
+        (
+            "ECC_NIST_P384",
+            "SIGN_VERIFY",
+            WrappingAlgorithm::RsaAesKeyWrapSha1,
+            Some("ECDSA_SHA_384"),
+        ),
+        (
+            "ECC_NIST_P521",
+            "SIGN_VERIFY",
+            WrappingAlgorithm::RsaesOaepSha1,
+            Some("ECDSA_SHA_512"),
+        ),
+        (
+            "ECC_SECG_P256K1",
+            "SIGN_VERIFY",
+            WrappingAlgorithm::RsaAesKeyWrapSha1,
+            Some("ECDSA_SHA_256"),
+        ),
+        (
+            "ECC_NIST_P256",
+            "KEY_AGREEMENT",
+            WrappingAlgorithm::RsaAesKeyWrapSha1,
+            None,
+        ),
+    ];
+    for (spec, usage, algorithm, signing) in cases {
+        let case = format!("{spec} {usage} {}", algorithm.as_str());
+        let key = create_external_spec(&ts, spec, usage);
+        let id = key.key_id.as_str();
+        assert_eq!(key.key_state, "PendingImport", "{case}");
+        let private = openssl_private_key(dir.path(), spec);
+        let expected_public = openssl_public_key(dir.path(), &private);
+        import_for_spec(&ts, id, spec, algorithm, &private).unwrap();
+        assert_eq!(describe(&ts, id).key_state, "Enabled", "{case}");
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PRIVATE_KEY),
+            [1, 1],
+            "{case}: replicated to both members"
+        );
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PUBLIC_KEY),
+            [1, 1],
+            "{case}: public key on both members"
+        );
+        assert_eq!(
+            public_key_of(&ts, id),
+            expected_public,
+            "{case}: GetPublicKey is the imported key's"
+        );
+        if let Some(signing) = signing {
+            let algorithm = hsm_kms::keys::spec::SigningAlgorithm::parse(signing).unwrap();
+            let pem = common::openssl::write_public_pem(dir.path(), &expected_public);
+            let message = format!("signed by imported {case}").into_bytes();
+            let signature = sign_with(&ts, id, signing, &message);
+            assert!(
+                common::openssl::openssl_verifies(
+                    dir.path(),
+                    &pem,
+                    algorithm,
+                    &message,
+                    &signature
+                ),
+                "{case}: openssl verifies the signature with the original key's public key"
+            );
+        }
+
+        // Delete and re-import: the same private key comes back, another one is refused.
+        ts.store
+            .delete_imported_key_material(&ts.caller, key_id(id))
+            .unwrap();
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PRIVATE_KEY),
+            [0, 0],
+            "{case}"
+        );
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PUBLIC_KEY),
+            [0, 0],
+            "{case}"
+        );
+        let other = openssl_private_key(dir.path(), spec);
+        let refused = import_for_spec(&ts, id, spec, algorithm, &other).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            "IncorrectKeyMaterialException",
+            "{case}: {refused:?}"
+        );
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PRIVATE_KEY),
+            [0, 0],
+            "{case}"
+        );
+        import_for_spec(&ts, id, spec, algorithm, &private).unwrap();
+        assert_eq!(public_key_of(&ts, id), expected_public, "{case}");
+        // Into the key that holds it: checked only, nothing new kept.
+        import_for_spec(&ts, id, spec, algorithm, &private).unwrap();
+        let refused = import_for_spec(&ts, id, spec, algorithm, &other).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            "IncorrectKeyMaterialException",
+            "{case}: {refused:?}"
+        );
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PRIVATE_KEY),
+            [1, 1],
+            "{case}"
+        );
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::PUBLIC_KEY),
+            [1, 1],
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn hmac_material_of_any_allowed_length_imports_and_macs_as_the_original_key() {
+    use hmac::{KeyInit as _, Mac};
+    let ts = TestStore::new();
+    if import_unsupported(&ts) {
+        return;
+    }
+    let message = b"a message to MAC with imported material";
+    for (spec, length, algorithm) in [
+        ("HMAC_224", 28, WrappingAlgorithm::RsaesOaepSha1),
+        ("HMAC_256", 40, WrappingAlgorithm::RsaAesKeyWrapSha1),
+        ("HMAC_384", 48, WrappingAlgorithm::RsaesOaepSha1),
+        ("HMAC_512", 100, WrappingAlgorithm::RsaAesKeyWrapSha1),
+    ] {
+        let case = format!("{spec} {length} bytes {}", algorithm.as_str());
+        let key = create_external_spec(&ts, spec, "GENERATE_VERIFY_MAC");
+        let id = key.key_id.as_str();
+        let mut material = vec![0u8; length];
+        getrandom::fill(&mut material).unwrap();
+        import_for_spec(&ts, id, spec, algorithm, &material).unwrap();
+        assert_eq!(
+            key_objects(&ts, id, ObjectClass::SECRET_KEY),
+            [1, 1],
+            "{case}"
+        );
+        let mac_algorithm = format!("HMAC_SHA_{}", &spec[5..]);
+        let ours = ts
+            .store
+            .generate_mac(
+                &ts.caller,
+                GenerateMacRequest {
+                    key_id: id.into(),
+                    message: SecretSlice::from(message.to_vec()),
+                    mac_algorithm: mac_algorithm.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .mac;
+        let independent = match spec {
+            "HMAC_224" => hmac::Hmac::<sha2::Sha224>::new_from_slice(&material)
+                .unwrap()
+                .chain_update(message)
+                .finalize()
+                .into_bytes()
+                .to_vec(),
+            "HMAC_256" => hmac::Hmac::<sha2::Sha256>::new_from_slice(&material)
+                .unwrap()
+                .chain_update(message)
+                .finalize()
+                .into_bytes()
+                .to_vec(),
+            "HMAC_384" => hmac::Hmac::<sha2::Sha384>::new_from_slice(&material)
+                .unwrap()
+                .chain_update(message)
+                .finalize()
+                .into_bytes()
+                .to_vec(),
+            _ => hmac::Hmac::<sha2::Sha512>::new_from_slice(&material)
+                .unwrap()
+                .chain_update(message)
+                .finalize()
+                .into_bytes()
+                .to_vec(),
+        };
+        assert_eq!(ours, independent, "{case}: the MAC is the material's");
+
+        ts.store
+            .delete_imported_key_material(&ts.caller, key_id(id))
+            .unwrap();
+        let mut other = material.clone();
+        other[0] ^= 1;
+        let refused = import_for_spec(&ts, id, spec, algorithm, &other).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            "IncorrectKeyMaterialException",
+            "{case}: {refused:?}"
+        );
+        import_for_spec(&ts, id, spec, algorithm, &material).unwrap();
+        assert_eq!(describe(&ts, id).key_state, "Enabled", "{case}");
+    }
+}
+
+#[test]
+fn material_that_does_not_fit_the_key_spec_is_refused_and_leaves_nothing() {
+    let ts = TestStore::new();
+    if import_unsupported(&ts) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+
+    // AWS's rules on wrapping algorithms, answered by GetParametersForImport.
+    let rsa = create_external_spec(&ts, "RSA_2048", "SIGN_VERIFY");
+    for algorithm in ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"] {
+        let refused = parameters(&ts, &rsa.key_id, algorithm, "RSA_4096").unwrap_err();
+        assert_eq!(refused.code(), "ValidationException", "{refused:?}");
+    }
+    let p521 = create_external_spec(&ts, "ECC_NIST_P521", "SIGN_VERIFY");
+    let refused = parameters(&ts, &p521.key_id, "RSAES_OAEP_SHA_1", "RSA_2048").unwrap_err();
+    assert_eq!(refused.code(), "ValidationException", "{refused:?}");
+    parameters(&ts, &p521.key_id, "RSAES_OAEP_SHA_1", "RSA_3072").unwrap();
+
+    let before = secret_objects(&ts);
+    // A private key of another curve, another modulus size, another type; HMAC material
+    // shorter than the spec takes. Wrapped as their own spec, so the client lets them pass.
+    let p256 = create_external_spec(&ts, "ECC_NIST_P256", "SIGN_VERIFY");
+    let p384_material = openssl_private_key(dir.path(), "ECC_NIST_P384");
+    let rsa_3072_material = openssl_private_key(dir.path(), "RSA_3072");
+    let hmac_512 = create_external_spec(&ts, "HMAC_512", "GENERATE_VERIFY_MAC");
+    for (key, spec, material_spec, material) in [
+        (
+            &p256,
+            "ECC_NIST_P256",
+            "ECC_NIST_P384",
+            p384_material.clone(),
+        ),
+        (&rsa, "RSA_2048", "RSA_3072", rsa_3072_material.clone()),
+        (&p256, "ECC_NIST_P256", "RSA_3072", rsa_3072_material),
+        (&hmac_512, "HMAC_512", "HMAC_256", vec![7u8; 32]),
+    ] {
+        let refused = import_for_spec(
+            &ts,
+            &key.key_id,
+            material_spec,
+            WrappingAlgorithm::RsaAesKeyWrapSha1,
+            &material,
+        )
+        .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            "IncorrectKeyMaterialException",
+            "{spec} given {material_spec}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains(spec),
+            "the message names the key spec: {refused:?}"
+        );
+        assert_eq!(describe(&ts, &key.key_id).key_state, "PendingImport");
+        assert_eq!(
+            key_objects(&ts, &key.key_id, ObjectClass::PRIVATE_KEY),
+            [0, 0]
+        );
+        assert_eq!(
+            key_objects(&ts, &key.key_id, ObjectClass::PUBLIC_KEY),
+            [0, 0]
+        );
+    }
+    assert_eq!(secret_objects(&ts), before, "no secret left on any member");
+
+    // The client refuses an RSA private key for the one-step algorithms before anything.
+    let params = parameters(&ts, &p256.key_id, "RSAES_OAEP_SHA_1", "RSA_3072").unwrap();
+    let rsa_material = openssl_private_key(dir.path(), "RSA_2048");
+    assert!(matches!(
+        wrap_key_material(
+            &params.public_key,
+            WrappingAlgorithm::RsaesOaepSha1,
+            "RSA_2048",
+            &SecretSlice::from(rsa_material)
+        ),
+        Err(hsm_kms::key_import::WrapError::Algorithm { .. })
+    ));
+    assert!(matches!(
+        wrap_key_material(
+            &params.public_key,
+            WrappingAlgorithm::RsaesOaepSha1,
+            "ECC_NIST_P256",
+            &SecretSlice::from(p384_material)
+        ),
+        Err(hsm_kms::key_import::WrapError::NotAPrivateKey(
+            "ECC_NIST_P256"
+        ))
+    ));
+}
+
+#[test]
+fn imported_hmac_and_ec_material_is_caught_up_by_a_member_that_lost_it() {
+    use hsm_kms::cluster::MaterialId;
+    use hsm_kms::keys::spec::{Digest, SigningAlgorithm};
+    let ts = TestStore::new();
+    if import_unsupported(&ts) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // HMAC material of a length no generated key has: the HSM reports no length for it, its
+    // allowed mechanism names its spec.
+    let hmac = create_external_spec(&ts, "HMAC_256", "GENERATE_VERIFY_MAC");
+    import_for_spec(
+        &ts,
+        &hmac.key_id,
+        "HMAC_256",
+        WrappingAlgorithm::RsaAesKeyWrapSha1,
+        &[9u8; 40],
+    )
+    .unwrap();
+    let ec = create_external_spec(&ts, "ECC_NIST_P384", "SIGN_VERIFY");
+    let private = openssl_private_key(dir.path(), "ECC_NIST_P384");
+    import_for_spec(
+        &ts,
+        &ec.key_id,
+        "ECC_NIST_P384",
+        WrappingAlgorithm::RsaesOaepSha1,
+        &private,
+    )
+    .unwrap();
+    let cluster = ts.store.cluster();
+    let (a, b) = (
+        cluster.member("hsm-a").unwrap().clone(),
+        cluster.member("hsm-b").unwrap().clone(),
+    );
+    let materials = [
+        MaterialId::new(hmac.key_id.clone(), 1),
+        MaterialId::new(ec.key_id.clone(), 1),
+    ];
+    for material in &materials {
+        b.destroy_key(&material.cka_id()).unwrap();
+    }
+    let report = cluster.catch_up("hsm-b", &materials).unwrap();
+    let mut copied = report.copied.clone();
+    copied.sort();
+    let mut expected: Vec<String> = materials.iter().map(ToString::to_string).collect();
+    expected.sort();
+    assert_eq!(copied, expected, "{report:?}");
+    let hmac_id = materials[0].cka_id();
+    assert_eq!(
+        b.hmac(&hmac_id, Digest::Sha256, b"m").unwrap(),
+        a.hmac(&hmac_id, Digest::Sha256, b"m").unwrap()
+    );
+    let ec_id = materials[1].cka_id();
+    let digest = Digest::Sha384.hash(b"m");
+    let curve = hsm_kms::keys::spec::KeySpec::EccNistP384.curve();
+    let signature = b
+        .sign_digest(&ec_id, SigningAlgorithm::EcdsaSha384, curve, &digest)
+        .unwrap();
+    assert!(
+        a.verify_digest(
+            &ec_id,
+            SigningAlgorithm::EcdsaSha384,
+            curve,
+            &digest,
+            &signature
+        )
+        .unwrap()
+    );
+    assert_eq!(b.public_key(&ec_id).unwrap(), a.public_key(&ec_id).unwrap());
 }

@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::kms::*;
+use common::openssl::{openssl_verifies, write_public_pem};
 use common::{TestCluster, TestStore};
 use hsm_kms::cluster::{Cluster, MaterialId};
 use hsm_kms::error::KmsError;
@@ -84,61 +84,6 @@ fn public_key(ts: &TestStore, key: &str) -> GetPublicKeyResponse {
             },
         )
         .unwrap()
-}
-
-/// Writes the DER public key as PEM for openssl.
-fn write_public_pem(dir: &Path, der: &[u8]) -> std::path::PathBuf {
-    let der_path = dir.join("public.der");
-    std::fs::write(&der_path, der).unwrap();
-    let pem = dir.join("public.pem");
-    let out = Command::new("openssl")
-        .args(["pkey", "-pubin", "-inform", "DER", "-in"])
-        .arg(&der_path)
-        .arg("-out")
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    pem
-}
-
-/// `openssl dgst -verify` of `signature` over `message`, with PSS options when asked.
-fn openssl_verifies(
-    dir: &Path,
-    pem: &Path,
-    algorithm: SigningAlgorithm,
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
-    let message_path = dir.join("message");
-    let signature_path = dir.join("signature");
-    std::fs::write(&message_path, message).unwrap();
-    std::fs::write(&signature_path, signature).unwrap();
-    let digest = match algorithm.digest().output_len() {
-        32 => "-sha256",
-        48 => "-sha384",
-        _ => "-sha512",
-    };
-    let mut command = Command::new("openssl");
-    command.args(["dgst", digest, "-verify"]).arg(pem);
-    if algorithm.as_str().starts_with("RSASSA_PSS") {
-        command.args([
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "-sigopt",
-            "rsa_pss_saltlen:digest",
-        ]);
-    }
-    command
-        .arg("-signature")
-        .arg(&signature_path)
-        .arg(&message_path);
-    let out = command.output().unwrap();
-    out.status.success()
 }
 
 #[test]

@@ -750,9 +750,9 @@ fn list_aliases_for_one_key_and_by_pages() {
         entry.alias_arn,
         "arn:aws:kms:us-east-1:111122223333:alias/b-1"
     );
-    assert_eq!(entry.target_key_id, b.key_id);
-    assert_eq!(entry.creation_date, before);
-    assert_eq!(entry.last_updated_date, before);
+    assert_eq!(entry.target_key_id, Some(b.key_id.clone()));
+    assert_eq!(entry.creation_date, Some(before));
+    assert_eq!(entry.last_updated_date, Some(before));
 
     // UpdateAlias moves it and stamps LastUpdatedDate only.
     ts.clock.advance(Duration::from_secs(60));
@@ -761,9 +761,9 @@ fn list_aliases_for_one_key_and_by_pages() {
         .into_iter()
         .find(|e| e.alias_name == "alias/b-1")
         .unwrap();
-    assert_eq!(moved.target_key_id, a.key_id);
-    assert_eq!(moved.creation_date, before);
-    assert_eq!(moved.last_updated_date, before + 60.0);
+    assert_eq!(moved.target_key_id, Some(a.key_id.clone()));
+    assert_eq!(moved.creation_date, Some(before));
+    assert_eq!(moved.last_updated_date, Some(before + 60.0));
     assert!(aliases(&ts, Some(&b.key_id)).is_empty());
 
     // Pages of two for key A's four aliases.

@@ -46,6 +46,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         parsed_policy: Default::default(),
         import: None,
         multi_region: None,
+        key_manager: Default::default(),
     }
 }
 

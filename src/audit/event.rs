@@ -365,6 +365,58 @@ pub fn service_event(
     Value::Object(event)
 }
 
+/// What an integrated service did in an account on a caller's behalf, for
+/// [`service_call_event`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceCall<'a> {
+    /// The account the service acted in.
+    pub account: &'a str,
+    /// The region it acted in.
+    pub region: &'a str,
+    /// When, in milliseconds since the epoch.
+    pub time_millis: i64,
+    /// The API operation, e.g. `CreateKey`.
+    pub event_name: &'a str,
+    /// The service's principal, e.g. `s3.amazonaws.com`.
+    pub invoked_by: &'a str,
+    /// The keys it touched.
+    pub resources: &'a [String],
+}
+
+/// An API call an integrated service made itself, as CloudTrail records one (`AwsApiCall`
+/// whose `userIdentity` is of type `AWSService`, `invokedBy` the service, which is also the
+/// source and user agent): the creation of an AWS managed key on an account's first use of
+/// `alias/aws/<service>`.
+pub fn service_call_event(
+    call: ServiceCall<'_>,
+    request_parameters: Value,
+    response_elements: Value,
+) -> Value {
+    let mut event = base(call.region, call.time_millis, call.event_name, "AwsApiCall");
+    event.insert(
+        "userIdentity".into(),
+        json!({ "type": "AWSService", "invokedBy": call.invoked_by }),
+    );
+    event.insert(
+        "sourceIPAddress".into(),
+        Value::String(call.invoked_by.to_owned()),
+    );
+    event.insert(
+        "userAgent".into(),
+        Value::String(call.invoked_by.to_owned()),
+    );
+    event.insert("requestParameters".into(), request_parameters);
+    event.insert("responseElements".into(), response_elements);
+    event.insert("readOnly".into(), Value::Bool(false));
+    let arns: BTreeSet<String> = call.resources.iter().cloned().collect();
+    event.insert("resources".into(), resources(call.account, &arns));
+    event.insert(
+        "recipientAccountId".into(),
+        Value::String(call.account.to_owned()),
+    );
+    Value::Object(event)
+}
+
 fn base(region: &str, time_millis: i64, event_name: &str, event_type: &str) -> Map<String, Value> {
     let mut event = Map::new();
     event.insert("eventVersion".into(), Value::String(EVENT_VERSION.into()));

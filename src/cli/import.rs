@@ -97,14 +97,22 @@ pub struct OneCommandImport {
 }
 
 impl OneCommandImport {
-    /// Checks the material's length (SYMMETRIC_DEFAULT, the one importable spec today)
-    /// before anything is sent.
+    /// Checks, before the key store is reached, that the material is what some key spec
+    /// imports; [`OneCommandImport::run`] checks it against the key's own spec before anything
+    /// is sent.
     pub fn check(&self) -> Result<(), String> {
-        check_material(
-            SYMMETRIC_DEFAULT,
-            secrecy::ExposeSecret::expose_secret(&self.material),
-        )
-        .map_err(|e| format!("Bad value for --key-material: {e}"))
+        let material = secrecy::ExposeSecret::expose_secret(&self.material);
+        let fits_some = crate::keys::spec::KeySpec::ALL
+            .into_iter()
+            .any(|spec| check_material(spec.as_str(), material).is_ok());
+        if fits_some {
+            Ok(())
+        } else {
+            Err(format!(
+                "Bad value for --key-material: {} bytes are key material of no key spec (32 bytes for SYMMETRIC_DEFAULT, 28 to 128 for HMAC, a DER PKCS #8 private key for RSA and ECC)",
+                material.len()
+            ))
+        }
     }
 
     /// GetParametersForImport, the wrap here, then ImportKeyMaterial.
@@ -122,6 +130,18 @@ impl OneCommandImport {
                 },
             )
         };
+        let key = store.describe_key(
+            caller,
+            KeyIdRequest {
+                key_id: self.key_id.clone(),
+                ..Default::default()
+            },
+        )?;
+        check_material(
+            &key.key_metadata.key_spec,
+            secrecy::ExposeSecret::expose_secret(&self.material),
+        )
+        .map_err(|e| KmsError::Validation(e.to_string()))?;
         let params = match parameters(algorithm) {
             Err(KmsError::UnsupportedOperation(_)) if self.algorithm.is_none() => {
                 eprintln!(
@@ -132,13 +152,6 @@ impl OneCommandImport {
             }
             other => other?,
         };
-        let key = store.describe_key(
-            caller,
-            KeyIdRequest {
-                key_id: self.key_id.clone(),
-                ..Default::default()
-            },
-        )?;
         let wrapped = wrap_key_material(
             &params.public_key,
             algorithm,

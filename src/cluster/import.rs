@@ -56,9 +56,9 @@ impl Cluster {
         })
     }
 
-    /// Opens wrapped material on `member` with its wrapping key `wrapping_id`, checks it
-    /// against `expected` (a key check value), and with `keep` makes it material version
-    /// `material` on every member: kept on `member`, then replicated and proven like
+    /// Opens wrapped material of kind `spec` on `member` with its wrapping key
+    /// `wrapping_id`, checks it against `expected` (a key check value), and with `keep` makes
+    /// it material version `material` on every member: kept on `member`, then replicated and proven like
     /// generated material (which needs the quorum, checked first). Without `keep` the
     /// material is only checked. Anything the HSM refused leaves nothing behind.
     #[allow(clippy::too_many_arguments)]
@@ -70,6 +70,7 @@ impl Cluster {
         wrapping_id: &[u8],
         algorithm: WrappingAlgorithm,
         wrapped: &[u8],
+        spec: MaterialSpec,
         expected: Option<&[u8]>,
         keep: bool,
     ) -> Result<Opened, ClusterError> {
@@ -80,6 +81,7 @@ impl Cluster {
                     wrapping_id,
                     algorithm,
                     wrapped,
+                    spec,
                     expected,
                     Destination::CheckOnly,
                 )
@@ -97,6 +99,7 @@ impl Cluster {
                 wrapping_id,
                 algorithm,
                 wrapped,
+                spec,
                 expected,
                 Destination::Keep {
                     id: &id,
@@ -105,7 +108,7 @@ impl Cluster {
                 },
             )
             .map_err(ClusterError::Hsm)?;
-        if !matches!(opened, Opened::Material(_)) || self.replication == Replication::Vendor {
+        if !matches!(opened, Opened::Material { .. }) || self.replication == Replication::Vendor {
             return Ok(opened);
         }
         let targets: Vec<Arc<Member>> = self
@@ -113,7 +116,7 @@ impl Cluster {
             .into_iter()
             .filter(|target| target.name() != source.name())
             .collect();
-        self.replicate_new(material, label, MaterialSpec::AES, &source, &targets)?;
+        self.replicate_new(material, label, spec, &source, &targets)?;
         Ok(opened)
     }
 

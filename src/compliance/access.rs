@@ -449,6 +449,7 @@ mod tests {
             policy: None,
             public_key: None,
             import: None,
+            key_manager: Default::default(),
             parsed_policy: Default::default(),
             multi_region: None,
         }

@@ -127,6 +127,38 @@ impl HsmError {
                     | Function::DecryptInit
                     | Function::UnwrapKey
                     | Function::DeriveKey,
+            } | Failure::Pkcs11 {
+                // Imported material that opened but is no private key of the template's type:
+                // SoftHSM2 cannot decode the PKCS #8 structure into the object.
+                rv: RvError::FunctionFailed,
+                function: Function::UnwrapKey,
+            }
+        )
+    }
+
+    /// Whether the HSM refused a mechanism's parameters (SoftHSM2 2.6 takes only SHA-1 for
+    /// RSA-OAEP, answering `CKR_ARGUMENTS_BAD` to SHA-256): the algorithm is not available on
+    /// this HSM, which is no fault of the member nor of the caller's input.
+    pub fn refuses_mechanism_parameters(&self) -> bool {
+        matches!(
+            self.failure,
+            Failure::Pkcs11 {
+                rv: RvError::ArgumentsBad
+                    | RvError::MechanismParamInvalid
+                    | RvError::MechanismInvalid,
+                ..
+            }
+        )
+    }
+
+    /// Whether the module lacks a function (`CKR_FUNCTION_NOT_SUPPORTED`), e.g. a vendor
+    /// module that keeps `C_GenerateKeyPair` and `C_UnwrapKey` to its own tools.
+    pub fn lacks_import_functions(&self) -> bool {
+        matches!(
+            self.failure,
+            Failure::Pkcs11 {
+                rv: RvError::FunctionNotSupported,
+                ..
             }
         )
     }

@@ -8,14 +8,18 @@
 //! the OAEP parameters asked for). Wrapped material is opened only by `C_UnwrapKey`, straight
 //! into a sensitive session object (for `RSA_AES_KEY_WRAP_*`: first the ephemeral AES key,
 //! itself a non-extractable session object, then the material with `CKM_AES_KEY_WRAP_PAD`);
-//! the material becomes a token object only after its length and key check value passed.
-//! It never returns, logs or stores key bytes: what leaves is a public key, a key check value
-//! (a hash of an encryption of a fixed block, truncated) and identifiers.
+//! the material becomes a token object only after it proved to fit its key spec and its key
+//! check value passed. It never returns, logs or stores key bytes: what leaves is a public
+//! key, a key check value and identifiers.
 //!
-//! Only AES-256 material (SYMMETRIC_DEFAULT) is imported today. Other key specs slot in as
-//! another unwrap template and another check (a signature or MAC for key pairs and HMAC keys)
-//! behind the same two entry points.
+//! Material of every spec AWS imports is opened the same way, into the template of its kind:
+//! AES-256 (checked by an encryption of a fixed block), HMAC secrets of the lengths AWS allows
+//! (an HMAC of that block), RSA and EC private keys from their PKCS #8 structure (named by
+//! their public key). The public key of an RSA key is read from the private object; that of
+//! an EC key, which SoftHSM2 does not keep with an unwrapped private key, is recovered from
+//! ECDSA signatures the HSM makes and then verified by the HSM (see `derive_ec_point`).
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
@@ -25,8 +29,11 @@ use cryptoki::session::Session;
 use subtle::ConstantTimeEq;
 
 use super::error::{Failure, HsmError};
+use super::material::{MaterialSpec, PublicKey, der_tagged, subject_public_key_info};
+use super::signing::public_cache_key;
 use super::templates::{self, Portability};
 use super::{Member, write};
+use crate::keys::spec::{Curve, Digest, KeySpec};
 
 /// Prefix of the `CKA_ID` of every wrapping key pair's private half.
 pub const WRAPPING_KEY_PREFIX: &str = "hsm-kms-import-wrapping/";
@@ -167,14 +174,22 @@ pub enum Destination<'a> {
 }
 
 /// What opening wrapped material came to (the HSM answered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {
-    /// The material is AES-256 with this key check value (kept or not, as asked).
-    Material([u8; CHECK_VALUE_LEN]),
+    /// The material fits the key spec: its key check value, and for a pair its public key
+    /// (kept or not, as asked).
+    Material {
+        /// The key check value kept in the metadata (see [`check_value`]).
+        check_value: [u8; CHECK_VALUE_LEN],
+        /// A pair's public key, read from the private key (RSA) or derived from signatures
+        /// the HSM made with it (EC).
+        public: Option<PublicKey>,
+    },
     /// The material differs from the expected one; nothing was kept.
     DifferentMaterial,
-    /// The material has the wrong length for the key spec; nothing was kept.
-    WrongLength,
+    /// The material does not fit the key spec (its length, or a private key of another
+    /// type, size or curve); nothing was kept.
+    Unfit,
 }
 
 /// A session object destroyed when dropped (the session is pooled: its objects would live on).
@@ -188,36 +203,6 @@ impl Drop for SessionObject<'_> {
         if let Err(error) = self.session.destroy_object(self.handle) {
             tracing::warn!(%error, "a session object of a key import could not be destroyed");
         }
-    }
-}
-
-impl HsmError {
-    /// Whether the HSM refused the mechanism's parameters (SoftHSM2 takes only SHA-1 for
-    /// RSA-OAEP): the wrapping algorithm is not available on this HSM.
-    pub fn refuses_mechanism_parameters(&self) -> bool {
-        matches!(
-            self.failure,
-            Failure::Pkcs11 {
-                rv: cryptoki::error::RvError::ArgumentsBad
-                    | cryptoki::error::RvError::MechanismParamInvalid
-                    | cryptoki::error::RvError::MechanismInvalid,
-                ..
-            }
-        )
-    }
-}
-
-impl HsmError {
-    /// Whether the module lacks the functions import needs (`C_GenerateKeyPair`,
-    /// `C_UnwrapKey`): a vendor module that keeps them to its own tools.
-    pub fn lacks_import_functions(&self) -> bool {
-        matches!(
-            self.failure,
-            Failure::Pkcs11 {
-                rv: cryptoki::error::RvError::FunctionNotSupported,
-                ..
-            }
-        )
     }
 }
 
@@ -297,7 +282,7 @@ impl Member {
                         &[0u8; SYMMETRIC_MATERIAL_LEN],
                     )
                     .map_err(self.pkcs11_error())?;
-                Ok(subject_public_key_info(&modulus, &exponent))
+                Ok(subject_public_key_info(&PublicKey::Rsa { modulus, exponent }))
             })();
             drop(public);
             if result.is_err() {
@@ -310,15 +295,18 @@ impl Member {
         })
     }
 
-    /// Opens `wrapped` (material wrapped with `algorithm` under the public half of the
-    /// wrapping key `wrapping_id`) inside this HSM, checks its length and its key check value
-    /// against `expected` (when given), and keeps it as `destination` says. A ciphertext the
-    /// HSM cannot open is [`Failure::Rejected`] (after the member proved healthy).
+    /// Opens `wrapped` (material of kind `spec` wrapped with `algorithm` under the public
+    /// half of the wrapping key `wrapping_id`) inside this HSM, checks that it fits the key
+    /// spec and its key check value against `expected` (when given), and keeps it as
+    /// `destination` says: a secret as one object, a pair as its private object and a public
+    /// object made from the public key read or derived here. A ciphertext the HSM cannot open
+    /// is [`Failure::Rejected`] (after the member proved healthy).
     pub fn open_wrapped_material(
         self: &Arc<Self>,
         wrapping_id: &[u8],
         algorithm: WrappingAlgorithm,
         wrapped: &[u8],
+        spec: MaterialSpec,
         expected: Option<&[u8]>,
         destination: Destination<'_>,
     ) -> Result<Opened, HsmError> {
@@ -339,59 +327,25 @@ impl Member {
                     label,
                     portability,
                 } => (id, label, portability),
-                // Wrappable under the domain key like any CMK: its length is read that way.
+                // Wrappable under the domain key like any CMK: a secret's length is read that way.
                 Destination::CheckOnly => (
                     &b"hsm-kms-import-check"[..],
                     "",
                     Portability::WrapWithTrusted,
                 ),
             };
-            let template = session_material_template(id, label, portability);
-            let material = if algorithm.is_two_step() {
-                let modulus_len = modulus_len(self, session, *wrapping_key)?;
-                if wrapped.len() <= modulus_len {
-                    return Err(self.fail(Failure::Rejected));
-                }
-                let (rsa_part, kwp_part) = wrapped.split_at(modulus_len);
-                let ephemeral = session
-                    .unwrap_key(
-                        &algorithm.oaep(),
-                        *wrapping_key,
-                        rsa_part,
-                        &ephemeral_key_template(),
-                    )
-                    .map_err(self.pkcs11_error())?;
-                let ephemeral = SessionObject {
-                    session,
-                    handle: ephemeral,
-                };
-                session
-                    .unwrap_key(
-                        &Mechanism::AesKeyWrapPad,
-                        ephemeral.handle,
-                        kwp_part,
-                        &template,
-                    )
-                    .map_err(self.pkcs11_error())?
-            } else {
-                session
-                    .unwrap_key(&algorithm.oaep(), *wrapping_key, wrapped, &template)
-                    .map_err(self.pkcs11_error())?
-            };
+            let unwrapper = Unwrapper::new(self, session, *wrapping_key, algorithm, wrapped)?;
             let material = SessionObject {
                 session,
-                handle: material,
+                handle: unwrapper.unwrap(&session_template(spec, id, label, portability))?,
             };
-            if material_len(self, connection, session, material.handle, portability)?
-                != SYMMETRIC_MATERIAL_LEN
-            {
-                return Ok(Opened::WrongLength);
-            }
-            let check_value = match check_value(self, session, material.handle) {
-                Ok(value) => value,
-                // Key wrap pads to 8 bytes: 25 to 31 bytes measure as 32, and are no AES key.
-                Err(error) if not_an_aes_key(&error) => return Ok(Opened::WrongLength),
-                Err(error) => return Err(error),
+            let fitted = if spec.is_pair() {
+                fit_pair(self, session, &unwrapper, material.handle, spec)?
+            } else {
+                fit_secret(self, connection, session, material.handle, spec, portability)?
+            };
+            let Opened::Material { check_value, public } = fitted else {
+                return Ok(fitted);
             };
             if let Some(expected) = expected
                 && !bool::from(expected.ct_eq(&check_value))
@@ -406,12 +360,31 @@ impl Member {
                         &[Attribute::Token(true), Attribute::Modifiable(false)],
                     )
                     .map_err(self.pkcs11_error())?;
+                if let Some(public) = &public {
+                    let made = session.create_object(&spec.public_object(id, label, public));
+                    match made {
+                        Ok(handle) => {
+                            write(&connection.handles).insert(public_cache_key(id), handle);
+                        }
+                        Err(error) => {
+                            if let Err(error) = session.destroy_object(kept) {
+                                tracing::warn!(member = self.name(), %error, "an imported private key without its public key could not be destroyed");
+                            }
+                            return Err(self.pkcs11_error()(error));
+                        }
+                    }
+                }
                 write(&connection.handles).insert(id.to_vec(), kept);
             }
             drop(material);
-            Ok(Opened::Material(check_value))
+            Ok(Opened::Material { check_value, public })
         });
         match result {
+            // The wrapped bytes opened but are no private key of that type: SoftHSM2 fails to
+            // decode the PKCS #8 structure into the object (believed of a healthy member).
+            Err(error) if spec.is_pair() && undecodable(&error) && self.is_up() => {
+                Ok(Opened::Unfit)
+            }
             Err(error) if unwrap_refused(&error) && self.is_up() => {
                 Err(self.fail(Failure::Rejected))
             }
@@ -528,16 +501,355 @@ fn not_an_aes_key(error: &HsmError) -> bool {
     )
 }
 
-/// The material as a session object: a CMK template, not yet on the token.
-fn session_material_template(id: &[u8], label: &str, portability: Portability) -> Vec<Attribute> {
-    let template: Vec<Attribute> = templates::cmk(id, label, portability)
+/// The material as a session object, not yet on the token: the template of a CMK for
+/// AES-256, else of the secret or private object of `spec`.
+fn session_template(
+    spec: MaterialSpec,
+    id: &[u8],
+    label: &str,
+    portability: Portability,
+) -> Vec<Attribute> {
+    let template = if spec == MaterialSpec::AES {
+        templates::cmk(id, label, portability)
+    } else {
+        spec.secret_template(id, label, portability)
+    };
+    template
         .into_iter()
         .map(|attribute| match attribute {
             Attribute::Token(_) => Attribute::Token(false),
             other => other,
         })
+        .collect()
+}
+
+/// The private EC key as a short-lived session object that can only sign: what derives a
+/// pair's public point, whatever the key's own usage.
+fn ec_probe_template() -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Derive(false),
+        Attribute::Unwrap(false),
+    ]
+}
+
+/// Opens the wrapped bytes of one import with `C_UnwrapKey`, as often as asked (an EC key
+/// is opened twice: once as a probe that signs, once as the key): directly with RSA-OAEP,
+/// or, for the two-step algorithms, with the ephemeral AES key it opened first, a session
+/// object destroyed with the unwrapper.
+struct Unwrapper<'a> {
+    member: &'a Member,
+    session: &'a Session,
+    step: Step<'a>,
+}
+
+enum Step<'a> {
+    /// RSA-OAEP of the material under the wrapping key.
+    Oaep {
+        wrapping_key: ObjectHandle,
+        mechanism: Mechanism<'static>,
+        wrapped: &'a [u8],
+    },
+    /// RFC 5649 of the material under the ephemeral key.
+    KeyWrap {
+        ephemeral: SessionObject<'a>,
+        wrapped: &'a [u8],
+    },
+}
+
+impl<'a> Unwrapper<'a> {
+    fn new(
+        member: &'a Member,
+        session: &'a Session,
+        wrapping_key: ObjectHandle,
+        algorithm: WrappingAlgorithm,
+        wrapped: &'a [u8],
+    ) -> Result<Unwrapper<'a>, HsmError> {
+        let step = if algorithm.is_two_step() {
+            let modulus_len = modulus_len(member, session, wrapping_key)?;
+            if wrapped.len() <= modulus_len {
+                return Err(member.fail(Failure::Rejected));
+            }
+            let (rsa_part, kwp_part) = wrapped.split_at(modulus_len);
+            let ephemeral = session
+                .unwrap_key(
+                    &algorithm.oaep(),
+                    wrapping_key,
+                    rsa_part,
+                    &ephemeral_key_template(),
+                )
+                .map_err(member.pkcs11_error())?;
+            Step::KeyWrap {
+                ephemeral: SessionObject {
+                    session,
+                    handle: ephemeral,
+                },
+                wrapped: kwp_part,
+            }
+        } else {
+            Step::Oaep {
+                wrapping_key,
+                mechanism: algorithm.oaep(),
+                wrapped,
+            }
+        };
+        Ok(Unwrapper {
+            member,
+            session,
+            step,
+        })
+    }
+
+    fn unwrap(&self, template: &[Attribute]) -> Result<ObjectHandle, HsmError> {
+        match &self.step {
+            Step::Oaep {
+                wrapping_key,
+                mechanism,
+                wrapped,
+            } => self
+                .session
+                .unwrap_key(mechanism, *wrapping_key, wrapped, template),
+            Step::KeyWrap { ephemeral, wrapped } => self.session.unwrap_key(
+                &Mechanism::AesKeyWrapPad,
+                ephemeral.handle,
+                wrapped,
+                template,
+            ),
+        }
+        .map_err(self.member.pkcs11_error())
+    }
+}
+
+/// Whether `C_UnwrapKey` opened the bytes but could not make them a key object
+/// (`CKR_FUNCTION_FAILED`: SoftHSM2's answer to a PKCS #8 structure that is no private key of
+/// the template's type).
+fn undecodable(error: &HsmError) -> bool {
+    use cryptoki::context::Function;
+    use cryptoki::error::RvError;
+    matches!(
+        error.failure,
+        Failure::Pkcs11 {
+            function: Function::UnwrapKey,
+            rv: RvError::FunctionFailed,
+        }
+    )
+}
+
+/// The lengths in bytes of the key material AWS imports for a secret key spec: 32 for
+/// SYMMETRIC_DEFAULT; for HMAC, from the digest length to the hash's block size.
+pub fn material_lengths(spec: KeySpec) -> Option<RangeInclusive<usize>> {
+    match spec {
+        KeySpec::SymmetricDefault => Some(SYMMETRIC_MATERIAL_LEN..=SYMMETRIC_MATERIAL_LEN),
+        KeySpec::Hmac224 => Some(28..=64),
+        KeySpec::Hmac256 => Some(32..=64),
+        KeySpec::Hmac384 => Some(48..=128),
+        KeySpec::Hmac512 => Some(64..=128),
+        _ => None,
+    }
+}
+
+/// Whether opened secret material fits its spec, and its key check value: AES-256 as
+/// [`check_value`] computes it; HMAC material of a length AWS allows, named by an HMAC over
+/// [`CHECK_BLOCK`]. When the HSM does not report the length it is measured under the domain
+/// key, to the 8 bytes key wrap pads to (so 25 to 27 bytes pass for HMAC_224's 28).
+fn fit_secret(
+    member: &Member,
+    connection: &super::Connection,
+    session: &Session,
+    material: ObjectHandle,
+    spec: MaterialSpec,
+    portability: Portability,
+) -> Result<Opened, HsmError> {
+    let Some(lengths) = material_lengths(spec.spec) else {
+        return Ok(Opened::Unfit);
+    };
+    let (length, exact) = material_len(member, connection, session, material, portability)?;
+    let fits = if exact {
+        lengths.contains(&length)
+    } else {
+        (lengths.start().next_multiple_of(8)..=*lengths.end()).contains(&length)
+    };
+    if !fits {
+        return Ok(Opened::Unfit);
+    }
+    let check = match spec.spec.mac_algorithm() {
+        Some(mac) => hmac_check_value(member, session, material, mac.digest()),
+        None => check_value(member, session, material),
+    };
+    match check {
+        Ok(check_value) => Ok(Opened::Material {
+            check_value,
+            public: None,
+        }),
+        // Key wrap pads to 8 bytes: 25 to 31 bytes measure as 32, and are no AES key.
+        Err(error) if not_an_aes_key(&error) => Ok(Opened::Unfit),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether an opened private key fits its spec (RSA of the modulus size, EC on the curve),
+/// its public key, and the key check value: a hash of the public key's DER, so that the same
+/// material is the same public key.
+fn fit_pair(
+    member: &Member,
+    session: &Session,
+    unwrapper: &Unwrapper<'_>,
+    private: ObjectHandle,
+    spec: MaterialSpec,
+) -> Result<Opened, HsmError> {
+    let attributes = session
+        .get_attributes(
+            private,
+            &[
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::EcParams,
+            ],
+        )
+        .map_err(member.pkcs11_error())?;
+    let (mut modulus, mut exponent, mut params) = (None, None, None);
+    for attribute in attributes {
+        match attribute {
+            Attribute::Modulus(value) => modulus = Some(value),
+            Attribute::PublicExponent(value) => exponent = Some(value),
+            Attribute::EcParams(value) => params = Some(value),
+            _ => {}
+        }
+    }
+    let public = match (spec.spec.rsa_bits(), spec.spec.curve()) {
+        (Some(bits), _) => match (modulus, exponent) {
+            (Some(modulus), Some(exponent)) if bit_length(&modulus) == bits => {
+                PublicKey::Rsa { modulus, exponent }
+            }
+            _ => return Ok(Opened::Unfit),
+        },
+        (None, Some(curve)) => {
+            if params.as_deref() != Some(curve.oid_der()) {
+                return Ok(Opened::Unfit);
+            }
+            let probe = SessionObject {
+                session,
+                handle: unwrapper.unwrap(&ec_probe_template())?,
+            };
+            let point = derive_ec_point(member, session, probe.handle, curve)?;
+            PublicKey::Ec {
+                curve,
+                point: der_tagged(0x04, &point),
+            }
+        }
+        (None, None) => return Ok(Opened::Unfit),
+    };
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(subject_public_key_info(&public));
+    let mut check_value = [0u8; CHECK_VALUE_LEN];
+    check_value.copy_from_slice(&digest[..CHECK_VALUE_LEN]);
+    Ok(Opened::Material {
+        check_value,
+        public: Some(public),
+    })
+}
+
+/// The number of significant bits of a big-endian unsigned integer.
+fn bit_length(value: &[u8]) -> usize {
+    match value.iter().position(|byte| *byte != 0) {
+        Some(first) => (value.len() - first) * 8 - value[first].leading_zeros() as usize,
+        None => 0,
+    }
+}
+
+/// The public point (uncompressed SEC1) of the private EC key `probe`, which must be able to
+/// sign. SoftHSM2 keeps no public point with an unwrapped private key, and PKCS #11 has no
+/// call that computes one, so the point is recovered from ECDSA signatures the HSM makes over
+/// fixed digests: each signature admits at most four public keys, two signatures share only
+/// the key's own, and the HSM then verifies a third signature with a public object made from
+/// it. Nothing but signatures over public digests leaves the HSM.
+fn derive_ec_point(
+    member: &Member,
+    session: &Session,
+    probe: ObjectHandle,
+    curve: Curve,
+) -> Result<Vec<u8>, HsmError> {
+    let digest = match curve {
+        Curve::P384 => Digest::Sha384,
+        Curve::P521 => Digest::Sha512,
+        Curve::P256 | Curve::Secp256k1 => Digest::Sha256,
+    };
+    let mut signed = Vec::new();
+    for round in 0u8..3 {
+        let prehash = digest.hash(&[b"hsm-kms import public point ".as_slice(), &[round]].concat());
+        let signature = session
+            .sign(&Mechanism::Ecdsa, probe, &prehash)
+            .map_err(member.pkcs11_error())?;
+        signed.push((prehash, signature));
+    }
+    let first = recover_points(curve, &signed[0].0, &signed[0].1);
+    let second = recover_points(curve, &signed[1].0, &signed[1].1);
+    let shared: Vec<&Vec<u8>> = first
+        .iter()
+        .filter(|point| second.contains(point))
         .collect();
-    template
+    let [point] = shared.as_slice() else {
+        return Err(member.fail(Failure::Other(
+            "the public point of an imported EC key could not be derived".into(),
+        )));
+    };
+    let verifier = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Token(false),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(curve.oid_der().to_vec()),
+            Attribute::EcPoint(der_tagged(0x04, point)),
+        ])
+        .map_err(member.pkcs11_error())?;
+    let verifier = SessionObject {
+        session,
+        handle: verifier,
+    };
+    match session.verify(
+        &Mechanism::Ecdsa,
+        verifier.handle,
+        &signed[2].0,
+        &signed[2].1,
+    ) {
+        Ok(()) => Ok(point.to_vec()),
+        Err(error) => Err(member.fail(Failure::Other(format!(
+            "the derived public point of an imported EC key does not verify its signature: {error}"
+        )))),
+    }
+}
+
+/// The public keys (uncompressed SEC1 points) that the raw ECDSA signature `r || s` over
+/// `prehash` may come from.
+fn recover_points(curve: Curve, prehash: &[u8], raw: &[u8]) -> Vec<Vec<u8>> {
+    macro_rules! recover {
+        ($curve:ident) => {{
+            use $curve::ecdsa::{Signature, VerifyingKey};
+            let Ok(signature) = Signature::from_slice(raw) else {
+                return Vec::new();
+            };
+            (0..=ecdsa::RecoveryId::MAX)
+                .filter_map(ecdsa::RecoveryId::from_byte)
+                .filter_map(|id| VerifyingKey::recover_from_prehash(prehash, &signature, id).ok())
+                .map(|key| key.to_sec1_point(false).as_bytes().to_vec())
+                .collect()
+        }};
+    }
+    match curve {
+        Curve::P256 => recover!(p256),
+        Curve::P384 => recover!(p384),
+        Curve::P521 => recover!(p521),
+        Curve::Secp256k1 => recover!(k256),
+    }
 }
 
 /// The ephemeral AES key of the two-step algorithms: a session object that can only unwrap.
@@ -572,17 +884,18 @@ fn modulus_len(member: &Member, session: &Session, key: ObjectHandle) -> Result<
         .ok_or_else(|| member.fail(Failure::Other("wrapping key without a modulus".into())))
 }
 
-/// The length of unwrapped material. SoftHSM2 leaves `CKA_VALUE_LEN` at 0 on unwrapped keys
-/// (and refuses it in an unwrap template), so when the HSM does not say, the material is
-/// wrapped under the domain key and measured: AES key wrap with padding of a key whose length
-/// is a multiple of 8 (every AES key length) is exactly 8 bytes longer than the key.
+/// The length of unwrapped material, and whether it is exact. SoftHSM2 leaves
+/// `CKA_VALUE_LEN` at 0 on unwrapped keys (and refuses it in an unwrap template), so when the
+/// HSM does not say, the material is wrapped under the domain key and measured: AES key wrap
+/// with padding of a key whose length is a multiple of 8 (every AES key length) is exactly 8
+/// bytes longer than the key; of any other length, the key rounded up to 8 bytes, plus 8.
 fn material_len(
     member: &Member,
     connection: &super::Connection,
     session: &Session,
     material: ObjectHandle,
     portability: Portability,
-) -> Result<usize, HsmError> {
+) -> Result<(usize, bool), HsmError> {
     let said = session
         .get_attributes(material, &[AttributeType::ValueLen])
         .map_err(member.pkcs11_error())?
@@ -594,6 +907,7 @@ fn material_len(
         .unwrap_or(0);
     if said > 0 {
         return usize::try_from(said)
+            .map(|length| (length, true))
             .map_err(|_| member.fail(Failure::Other("key length out of range".into())));
     }
     if portability != Portability::WrapWithTrusted {
@@ -605,7 +919,7 @@ fn material_len(
     let wrapped = session
         .wrap_key(&Mechanism::AesKeyWrapPad, domain_key, material)
         .map_err(member.pkcs11_error())?;
-    Ok(wrapped.len().saturating_sub(8))
+    Ok((wrapped.len().saturating_sub(8), false))
 }
 
 /// The block the key check value encrypts. Never the zero block, the classic KCV: AES of the
@@ -631,47 +945,28 @@ fn check_value(
     Ok(value)
 }
 
-/// DER SubjectPublicKeyInfo of an RSA public key (RFC 5280, RFC 8017 A.1.1).
-pub fn subject_public_key_info(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
-    const RSA_ENCRYPTION: &[u8] = &[
-        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    let mut key = der_integer(modulus);
-    key.extend(der_integer(exponent));
-    let key = der(0x30, &key);
-    let mut bits = vec![0x00];
-    bits.extend(key);
-    let mut info = der(0x30, RSA_ENCRYPTION);
-    info.extend(der(0x03, &bits));
-    der(0x30, &info)
-}
-
-fn der_integer(unsigned: &[u8]) -> Vec<u8> {
-    let trimmed: Vec<u8> = unsigned.iter().copied().skip_while(|b| *b == 0).collect();
-    let mut value = Vec::with_capacity(trimmed.len() + 1);
-    if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
-        value.push(0);
-    }
-    value.extend(trimmed);
-    der(0x02, &value)
-}
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
+/// The key check value of HMAC material: SHA-256 over its HMAC of [`CHECK_BLOCK`], made
+/// inside the HSM, truncated.
+fn hmac_check_value(
+    member: &Member,
+    session: &Session,
+    material: ObjectHandle,
+    digest: Digest,
+) -> Result<[u8; CHECK_VALUE_LEN], HsmError> {
+    use sha2::Digest as _;
+    let mechanism = match digest {
+        Digest::Sha224 => Mechanism::Sha224Hmac,
+        Digest::Sha256 => Mechanism::Sha256Hmac,
+        Digest::Sha384 => Mechanism::Sha384Hmac,
+        Digest::Sha512 => Mechanism::Sha512Hmac,
+    };
+    let mac = session
+        .sign(&mechanism, material, &CHECK_BLOCK)
+        .map_err(member.pkcs11_error())?;
+    let hashed = sha2::Sha256::digest(&mac);
+    let mut value = [0u8; CHECK_VALUE_LEN];
+    value.copy_from_slice(&hashed[..CHECK_VALUE_LEN]);
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -696,7 +991,10 @@ mod tests {
     #[test]
     fn spki_of_a_small_key() {
         // n = 0x00c5 (leading zero trimmed, sign byte added), e = 65537.
-        let der = subject_public_key_info(&[0x00, 0xc5], &[0x01, 0x00, 0x01]);
+        let der = subject_public_key_info(&PublicKey::Rsa {
+            modulus: vec![0x00, 0xc5],
+            exponent: vec![0x01, 0x00, 0x01],
+        });
         assert_eq!(
             hex::encode(&der),
             "301d300d06092a864886f70d0101010500030c0030090202 00c50203010001".replace(' ', "")

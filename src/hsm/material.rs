@@ -9,11 +9,11 @@
 //! The templates here are part of the security boundary: each private or secret object can
 //! do exactly what its key usage allows and nothing else.
 
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 
 use super::templates::Portability;
-use crate::keys::spec::{Curve, KeySpec, KeyUsage};
+use crate::keys::spec::{Curve, Digest, KeySpec, KeyUsage};
 
 /// The material of one key version: its spec and usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +135,14 @@ impl MaterialSpec {
             Attribute::Label(label.as_bytes().to_vec()),
         ];
         template.extend(self.capabilities());
+        if let Some(mac) = self.spec.mac_algorithm() {
+            // An HMAC key does its one HMAC and nothing else; this also names its spec when
+            // the HSM does not report its length (SoftHSM2 leaves `CKA_VALUE_LEN` at 0 on
+            // unwrapped keys, and imported HMAC material has any length AWS allows).
+            template.push(Attribute::AllowedMechanisms(vec![hmac_mechanism(
+                mac.digest(),
+            )]));
+        }
         template
     }
 
@@ -222,8 +230,9 @@ impl MaterialSpec {
     }
 
     /// The attributes [`MaterialSpec::of_object`] reads.
-    pub const DESCRIBING: [AttributeType; 8] = [
+    pub const DESCRIBING: [AttributeType; 9] = [
         AttributeType::Class,
+        AttributeType::AllowedMechanisms,
         AttributeType::KeyType,
         AttributeType::ValueLen,
         AttributeType::Modulus,
@@ -240,8 +249,10 @@ impl MaterialSpec {
         let mut key_type = None;
         let (mut value_len, mut modulus_bits, mut curve) = (None, None, None);
         let (mut decrypt, mut sign, mut derive) = (false, false, false);
+        let mut allowed: &[MechanismType] = &[];
         for attribute in attributes {
             match attribute {
+                Attribute::AllowedMechanisms(mechanisms) => allowed = mechanisms,
                 Attribute::Class(c) => class = Some(*c),
                 Attribute::KeyType(t) => key_type = Some(*t),
                 Attribute::ValueLen(len) => value_len = Some(usize::from(*len)),
@@ -261,9 +272,17 @@ impl MaterialSpec {
         let spec = if key_type == KeyType::AES {
             KeySpec::SymmetricDefault
         } else if key_type == KeyType::GENERIC_SECRET {
-            KeySpec::ALL.into_iter().find(|spec| {
+            let by_mechanism = |spec: &KeySpec| {
+                spec.mac_algorithm()
+                    .is_some_and(|mac| allowed == [hmac_mechanism(mac.digest())])
+            };
+            let by_length = |spec: &KeySpec| {
                 spec.hmac_key_bytes().is_some() && spec.hmac_key_bytes() == value_len
-            })?
+            };
+            KeySpec::ALL
+                .into_iter()
+                .find(by_mechanism)
+                .or_else(|| KeySpec::ALL.into_iter().find(by_length))?
         } else if key_type == KeyType::RSA {
             KeySpec::ALL
                 .into_iter()
@@ -286,6 +305,16 @@ impl MaterialSpec {
         };
         let material = MaterialSpec { spec, usage };
         (class? == material.secret_class()).then_some(material)
+    }
+}
+
+/// The PKCS#11 HMAC mechanism of a digest.
+pub fn hmac_mechanism(digest: Digest) -> MechanismType {
+    match digest {
+        Digest::Sha224 => MechanismType::SHA224_HMAC,
+        Digest::Sha256 => MechanismType::SHA256_HMAC,
+        Digest::Sha384 => MechanismType::SHA384_HMAC,
+        Digest::Sha512 => MechanismType::SHA512_HMAC,
     }
 }
 

@@ -76,6 +76,36 @@ pub struct KeyRecord {
     /// key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_region: Option<MultiRegionRecord>,
+    /// Who manages the key: the customer, or (an `alias/aws/<service>` key) AWS.
+    #[serde(default, skip_serializing_if = "KeyManager::is_customer")]
+    pub key_manager: KeyManager,
+}
+
+/// AWS's `KeyManager`: a customer managed key, or an AWS managed key that a service created
+/// on first use and that no caller may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyManager {
+    /// Created by CreateKey (or imported); its owner manages it.
+    #[default]
+    Customer,
+    /// Created for an account by an integrated service (`alias/aws/<service>`).
+    Aws,
+}
+
+impl KeyManager {
+    /// AWS's name: `CUSTOMER` or `AWS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyManager::Customer => "CUSTOMER",
+            KeyManager::Aws => "AWS",
+        }
+    }
+
+    /// Whether the customer manages the key (the default, not stored).
+    pub fn is_customer(&self) -> bool {
+        *self == KeyManager::Customer
+    }
 }
 
 /// One Region's copy of a multi-Region key (primary or replica): every copy has the same

@@ -211,8 +211,27 @@ impl KeyStore {
                 }
                 None => None,
             };
+            // The predefined aliases of AWS managed keys not made yet are listed (without a
+            // target) among the stored ones, in name order, as AWS lists them.
+            let mut predefined: std::collections::VecDeque<String> = match &target {
+                Some(_) => Default::default(),
+                None => self
+                    .managed
+                    .predefined_aliases()
+                    .into_iter()
+                    .filter(|name| request.marker.as_ref().is_none_or(|marker| name > marker))
+                    .collect(),
+            };
             let mut aliases = Vec::new();
             let mut truncated = false;
+            let mut listed = |entry: AliasListEntry| {
+                if aliases.len() == limit {
+                    truncated = true;
+                    return false;
+                }
+                aliases.push(entry);
+                true
+            };
             'pages: loop {
                 let page = self
                     .store
@@ -227,11 +246,21 @@ impl KeyStore {
                     if target.as_ref().is_some_and(|t| *t != record.target_key_id) {
                         continue;
                     }
-                    if aliases.len() == limit {
-                        truncated = true;
+                    while let Some(name) = predefined.front().filter(|name| **name <= record.name) {
+                        let name = name.clone();
+                        predefined.pop_front();
+                        if name != record.name && !listed(predefined_entry(caller, name)) {
+                            break 'pages;
+                        }
+                    }
+                    if !listed(entry(caller, record)) {
                         break 'pages;
                     }
-                    aliases.push(entry(caller, record));
+                }
+            }
+            while let Some(name) = predefined.pop_front() {
+                if !listed(predefined_entry(caller, name)) {
+                    break;
                 }
             }
             Ok(ListAliasesResponse {
@@ -297,15 +326,30 @@ fn target_changed() -> KmsError {
 
 fn entry(caller: &Caller, record: AliasRecord) -> AliasListEntry {
     AliasListEntry {
-        alias_arn: format!(
-            "arn:aws:kms:{}:{}:{}",
-            caller.scope.region(),
-            caller.scope.account_id(),
-            record.name
-        ),
+        alias_arn: alias_arn(caller, &record.name),
         alias_name: record.name,
-        target_key_id: record.target_key_id,
-        creation_date: to_epoch_seconds(record.creation_date),
-        last_updated_date: to_epoch_seconds(record.last_updated_date),
+        target_key_id: Some(record.target_key_id),
+        creation_date: Some(to_epoch_seconds(record.creation_date)),
+        last_updated_date: Some(to_epoch_seconds(record.last_updated_date)),
     }
+}
+
+/// A predefined alias of an AWS managed key not made yet: a name and ARN only.
+fn predefined_entry(caller: &Caller, name: String) -> AliasListEntry {
+    AliasListEntry {
+        alias_arn: alias_arn(caller, &name),
+        alias_name: name,
+        target_key_id: None,
+        creation_date: None,
+        last_updated_date: None,
+    }
+}
+
+fn alias_arn(caller: &Caller, name: &str) -> String {
+    format!(
+        "arn:aws:kms:{}:{}:{}",
+        caller.scope.region(),
+        caller.scope.account_id(),
+        name
+    )
 }

@@ -363,13 +363,18 @@ pub struct AliasListEntry {
     pub alias_name: String,
     /// String that contains the key ARN.
     pub alias_arn: String,
-    /// String that contains the key identifier of the KMS key associated with the alias.
-    pub target_key_id: String,
-    /// Date and time that the alias was most recently created in the account and Region.
-    pub creation_date: f64,
+    /// String that contains the key identifier of the KMS key associated with the alias;
+    /// `None` for a predefined AWS managed-key alias whose key does not exist yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_key_id: Option<String>,
+    /// Date and time that the alias was most recently created in the account and Region
+    /// (`None` for a predefined alias).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<f64>,
     /// Date and time that the alias was most recently associated with a KMS key in the
-    /// account and Region.
-    pub last_updated_date: f64,
+    /// account and Region (`None` for a predefined alias).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_updated_date: Option<f64>,
 }
 
 /// What ListAliases returns.

@@ -21,8 +21,9 @@ use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::cluster::{ClusterError, MaterialId};
 use crate::error::KmsError;
 use crate::hsm::Failure;
-use crate::hsm::import::{Opened, WrappingAlgorithm, WrappingKeySpec};
+use crate::hsm::import::{Opened, WrappingAlgorithm, WrappingKeySpec, material_lengths};
 use crate::keys::records::{ImportRecord, KeyRecord, MaterialRecord};
+use crate::keys::spec::KeySpec;
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::keys;
 use crate::store::{Precondition, Table};
@@ -109,6 +110,7 @@ impl KeyStore {
                 }),
                 &request.key_id,
             )?;
+            check_wrapping_for(key.material_spec()?.spec, algorithm, spec)?;
             let valid_to = self.now() + PARAMETERS_VALIDITY_MILLIS;
             let cluster = self.cluster_of(&key)?;
             let wrapping = cluster
@@ -223,7 +225,8 @@ impl KeyStore {
                 Held::Material
             };
             let arn = key.arn();
-            let opened = std::cell::Cell::new(None);
+            let spec = key.material_spec()?;
+            let opened = std::cell::RefCell::new(None);
             let refused = std::cell::RefCell::new(None);
             let open = |keep: bool| {
                 cluster.import_material(
@@ -233,13 +236,14 @@ impl KeyStore {
                     &wrapping_id,
                     algorithm,
                     &request.encrypted_key_material,
+                    spec,
                     expected.as_deref(),
                     keep,
                 )
             };
             let outcome = match held {
                 Held::Material => open(false)
-                    .map(|o| opened.set(Some(o)))
+                    .map(|o| *opened.borrow_mut() = Some(o))
                     .map_err(|e| import_refusal(&e, &arn).unwrap_or_else(|| cluster_error(e))),
                 Held::Nothing => self.create_material_with(
                     &key,
@@ -248,8 +252,8 @@ impl KeyStore {
                         let result = open(true).inspect_err(|e| {
                             *refused.borrow_mut() = import_refusal(e, &arn);
                         })?;
-                        let usable = matches!(result, Opened::Material(_));
-                        opened.set(Some(result));
+                        let usable = matches!(result, Opened::Material { .. });
+                        *opened.borrow_mut() = Some(result);
                         if usable {
                             Ok(())
                         } else {
@@ -266,7 +270,7 @@ impl KeyStore {
                             .ok_or_else(|| KmsError::NotFound(format!("Key '{arn}' does not exist")))?;
                         check_origin(&record)?;
                         state::check(Operation::ImportKeyMaterial, record.state, &arn)?;
-                        let Some(Opened::Material(check_value)) = opened.get() else {
+                        let Some(Opened::Material { check_value, public }) = opened.borrow().clone() else {
                             return Err(KmsError::KmsInternal("the import has no key check value".into()));
                         };
                         let stored = record.import.get_or_insert_with(ImportRecord::default);
@@ -293,6 +297,13 @@ impl KeyStore {
                         if record.state == KeyState::PendingImport {
                             record.state = KeyState::Enabled;
                         }
+                        if let Some(public) = &public {
+                            // As for a generated pair: GetPublicKey answers from the record.
+                            use base64::Engine as _;
+                            record.public_key = Some(base64::engine::general_purpose::STANDARD.encode(
+                                crate::hsm::material::subject_public_key_info(public),
+                            ));
+                        }
                         batch
                             .expect(
                                 Table::Keys,
@@ -307,9 +318,9 @@ impl KeyStore {
             if let Some(refusal) = refused.into_inner() {
                 return Err(refusal);
             }
-            match (outcome, opened.get()) {
+            match (outcome, opened.into_inner()) {
                 (_, Some(Opened::DifferentMaterial)) => return Err(incorrect_material()),
-                (_, Some(Opened::WrongLength)) => return Err(wrong_length()),
+                (_, Some(Opened::Unfit)) => return Err(unfit_material(spec.spec)),
                 (Err(error), _) => return Err(error),
                 (Ok(()), _) => {}
             }
@@ -575,10 +586,50 @@ fn incorrect_material() -> KmsError {
     )
 }
 
-fn wrong_length() -> KmsError {
-    KmsError::IncorrectKeyMaterial(
-        "The key material is invalid: a SYMMETRIC_DEFAULT key takes 256-bit (32-byte) key material.".into(),
-    )
+/// Material that does not fit the key spec, with what the spec takes.
+fn unfit_material(spec: KeySpec) -> KmsError {
+    let takes = match material_lengths(spec) {
+        Some(lengths) if spec == KeySpec::SymmetricDefault => {
+            format!("256-bit ({}-byte) key material", lengths.start())
+        }
+        Some(lengths) => format!(
+            "key material of {} to {} bytes",
+            lengths.start(),
+            lengths.end()
+        ),
+        None => "a DER-encoded PKCS #8 private key of that key spec".to_owned(),
+    };
+    KmsError::IncorrectKeyMaterial(format!(
+        "The key material is invalid: key spec {} takes {takes}.",
+        spec.as_str()
+    ))
+}
+
+/// The wrapping algorithms AWS allows for the key's material: RSA private keys only with
+/// `RSA_AES_KEY_WRAP_*`; ECC_NIST_P521 not with `RSAES_OAEP_*` under an RSA_2048 wrapping key
+/// (its PKCS #8 structure is longer than OAEP can carry there).
+fn check_wrapping_for(
+    spec: KeySpec,
+    algorithm: WrappingAlgorithm,
+    wrapping_spec: WrappingKeySpec,
+) -> Result<(), KmsError> {
+    if algorithm.is_two_step() {
+        return Ok(());
+    }
+    if spec.rsa_bits().is_some() {
+        return Err(KmsError::Validation(format!(
+            "The wrapping algorithm {} cannot wrap {} key material: RSA private keys are imported with RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256.",
+            algorithm.as_str(),
+            spec.as_str()
+        )));
+    }
+    if spec == KeySpec::EccNistP521 && wrapping_spec == WrappingKeySpec::Rsa2048 {
+        return Err(KmsError::Validation(format!(
+            "The wrapping algorithm {} with wrapping key spec RSA_2048 cannot wrap ECC_NIST_P521 key material: use a larger wrapping key or an RSA_AES_KEY_WRAP algorithm.",
+            algorithm.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// A refusal of the HSM step as the caller sees it: material the HSM could not open is
@@ -591,6 +642,13 @@ fn import_refusal(error: &ClusterError, arn: &str) -> Option<KmsError> {
         ))
     };
     match error {
+        // Checked when the parameters were issued; an HSM that refuses the OAEP parameters
+        // at the unwrap itself is named as the limit, not taken for a failure.
+        ClusterError::Hsm(hsm) if hsm.refuses_mechanism_parameters() => {
+            Some(KmsError::UnsupportedOperation(
+                "The HSMs of this key store do not support the OAEP parameters of the import token's wrapping algorithm; get new parameters with RSAES_OAEP_SHA_1 or RSA_AES_KEY_WRAP_SHA_1.".into(),
+            ))
+        }
         ClusterError::Hsm(hsm) => match &hsm.failure {
             Failure::Rejected => Some(undecryptable()),
             Failure::KeyMissing(_) => Some(invalid_token()),
@@ -688,6 +746,80 @@ fn expiration(model: &str, valid_to: Option<f64>, now: i64) -> Result<Option<i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfit_material_says_what_the_key_spec_takes() {
+        for (spec, takes) in [
+            (KeySpec::SymmetricDefault, "256-bit (32-byte) key material"),
+            (KeySpec::Hmac224, "key material of 28 to 64 bytes"),
+            (KeySpec::Hmac512, "key material of 64 to 128 bytes"),
+            (
+                KeySpec::EccSecgP256k1,
+                "a DER-encoded PKCS #8 private key of that key spec",
+            ),
+        ] {
+            let error = unfit_material(spec);
+            assert_eq!(error.code(), "IncorrectKeyMaterialException");
+            assert_eq!(
+                error.message(),
+                format!(
+                    "The key material is invalid: key spec {} takes {takes}.",
+                    spec.as_str()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn wrapping_algorithms_follow_aws_rules_per_key_spec() {
+        use WrappingAlgorithm::*;
+        use WrappingKeySpec::*;
+        for (spec, algorithm, wrapping, allowed) in [
+            (KeySpec::Rsa2048, RsaesOaepSha1, Rsa4096, false),
+            (KeySpec::Rsa4096, RsaesOaepSha256, Rsa4096, false),
+            (KeySpec::Rsa2048, RsaAesKeyWrapSha1, Rsa2048, true),
+            (KeySpec::EccNistP521, RsaesOaepSha1, Rsa2048, false),
+            (KeySpec::EccNistP521, RsaesOaepSha256, Rsa3072, true),
+            (KeySpec::EccNistP521, RsaAesKeyWrapSha256, Rsa2048, true),
+            (KeySpec::EccNistP384, RsaesOaepSha1, Rsa2048, true),
+            (KeySpec::Hmac512, RsaesOaepSha1, Rsa2048, true),
+            (KeySpec::SymmetricDefault, RsaesOaepSha256, Rsa2048, true),
+        ] {
+            let answer = check_wrapping_for(spec, algorithm, wrapping);
+            assert_eq!(
+                answer.is_ok(),
+                allowed,
+                "{spec:?} {algorithm:?} {wrapping:?}: {answer:?}"
+            );
+            if let Err(error) = answer {
+                assert_eq!(error.code(), "ValidationException");
+            }
+        }
+    }
+
+    #[test]
+    fn an_hsm_that_refuses_the_oaep_parameters_at_the_unwrap_is_named_as_the_limit() {
+        use cryptoki::context::Function;
+        use cryptoki::error::RvError;
+        let refused = |rv| {
+            ClusterError::Hsm(crate::hsm::HsmError::new(
+                "hsm-a",
+                Failure::Pkcs11 {
+                    function: Function::UnwrapKey,
+                    rv,
+                },
+            ))
+        };
+        for rv in [
+            RvError::ArgumentsBad,
+            RvError::MechanismParamInvalid,
+            RvError::MechanismInvalid,
+        ] {
+            let answer = import_refusal(&refused(rv), "arn").map(|e| e.code());
+            assert_eq!(answer, Some("UnsupportedOperationException"), "{rv:?}");
+        }
+        assert!(import_refusal(&refused(RvError::DeviceError), "arn").is_none());
+    }
 
     #[test]
     fn expiration_follows_aws_rules() {

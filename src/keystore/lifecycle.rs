@@ -12,8 +12,8 @@ use crate::error::KmsError;
 use crate::ids::KeyId;
 use crate::keys::records::store_key;
 use crate::keys::records::{
-    ImportRecord, IntentKind, IntentRecord, KeyRecord, MaterialRecord, MultiRegionRecord,
-    ParsedPolicy,
+    ImportRecord, IntentKind, IntentRecord, KeyManager, KeyRecord, MaterialRecord,
+    MultiRegionRecord, ParsedPolicy,
 };
 use crate::keys::spec::{self, KeySpec};
 use crate::keys::state::{self, KeyState, Operation};
@@ -146,12 +146,6 @@ impl KeyStore {
             self.check_lockout(caller, &arn, account, &policy)?;
         }
         let external = origin == "EXTERNAL";
-        if external && spec != KeySpec::SymmetricDefault {
-            return Err(KmsError::UnsupportedOperation(format!(
-                "KeySpec {} cannot be imported yet: keys of origin EXTERNAL are SYMMETRIC_DEFAULT.",
-                spec.as_str()
-            )));
-        }
         let now = self.now();
         let record = KeyRecord {
             key_id: key_id.to_string(),
@@ -188,6 +182,7 @@ impl KeyStore {
             policy: Some(policy_text),
             public_key: None,
             import: external.then(ImportRecord::default),
+            key_manager: KeyManager::Customer,
             parsed_policy: ParsedPolicy::default(),
             multi_region: multi_region.then(|| MultiRegionRecord {
                 primary_region: caller.scope.region().to_owned(),
@@ -878,7 +873,7 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
             .custom_key_store_id
             .as_ref()
             .map(|_| record.cluster.clone()),
-        key_manager: "CUSTOMER".to_owned(),
+        key_manager: record.key_manager.as_str().to_owned(),
         customer_master_key_spec: record.key_spec.clone(),
         key_spec: record.key_spec.clone(),
         encryption_algorithms: algorithms.0,

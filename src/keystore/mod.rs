@@ -18,6 +18,7 @@ mod key_counts;
 mod key_policies;
 mod lifecycle;
 mod maintenance;
+mod managed_keys;
 mod material_pool;
 mod multi_region;
 mod regions;
@@ -104,6 +105,8 @@ pub struct KeyStore {
     startup: Vec<Inconsistency>,
     /// Keys by state, following every commit (for `/metrics`).
     key_counts: Arc<Mutex<key_counts::KeyCounts>>,
+    /// The services whose AWS managed keys are made on first use (none unless configured).
+    managed: managed_keys::ManagedKeys,
 }
 
 impl KeyStore {
@@ -146,9 +149,18 @@ impl KeyStore {
             config.audit.clone(),
         )?
         .with_region_clusters(config)?
-        .with_clusters(&custom_clusters);
+        .with_clusters(&custom_clusters)
+        .with_managed_key_services(&config.service.managed_key_services);
         keystore.start_alarms(alarms)?;
         Ok(keystore)
+    }
+
+    /// Serves the AWS managed keys of `services` (`alias/aws/<service>`, made in an account
+    /// on its first use); [`KeyStore::open`] passes `[service] managed_key_services`, while
+    /// [`KeyStore::with_parts`] serves none until this is called.
+    pub fn with_managed_key_services(mut self, services: &[String]) -> KeyStore {
+        self.managed = managed_keys::ManagedKeys::new(services);
+        self
     }
 
     /// Starts delivering `alarms` from the audit trail (replacing alarms started before).
@@ -244,6 +256,7 @@ impl KeyStore {
             creating: Mutex::new(std::collections::HashSet::new()),
             startup: Vec::new(),
             key_counts,
+            managed: managed_keys::ManagedKeys::default(),
         };
         keystore.watch_other_instances()?;
         keystore.startup = keystore.interrupted_intents()?;
@@ -544,11 +557,11 @@ impl KeyStore {
             (KeyRef::KeyArn(arn), _) => (Some(arn.key_id()), None),
             (_, Naming::KeyIdOrArn) => (Some(reference.require_key_id_or_arn()?), None),
             (KeyRef::AliasName(name), Naming::AnyReference) => (
-                self.alias_target(&caller.scope, name.as_str())?,
+                self.alias_target_or_managed(caller, operation, param, name.as_str())?,
                 Some(name.as_str().to_owned()),
             ),
             (KeyRef::AliasArn(arn), Naming::AnyReference) => (
-                self.alias_target(&caller.scope, arn.alias_name().as_str())?,
+                self.alias_target_or_managed(caller, operation, param, arn.alias_name().as_str())?,
                 Some(arn.alias_name().as_str().to_owned()),
             ),
         };

@@ -85,5 +85,7 @@ pub use evaluate::{
     Allowance, Decision, Denial, DenialReason, Policies, evaluate, evaluate_without_key,
 };
 pub use grant::{Grant, GrantConstraints, GrantOperation, GrantRequest};
-pub use key_policy::{POLICY_NAME, check_lockout, default_key_policy};
+pub use key_policy::{
+    ManagedKeyAccess, POLICY_NAME, check_lockout, default_key_policy, managed_key_policy,
+};
 pub use parse::{parse_identity_policy, parse_key_policy, parse_policy};

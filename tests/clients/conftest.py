@@ -56,6 +56,9 @@ USERS = {
     "stranger": (OTHER_ACCOUNT, None, {}, None),
     # A LocalStack/moto-style harness credential: access key id "test".
     "harness": (ACCOUNT, None, {}, None),
+    # Integrated services calling for the account's users (AWS managed keys).
+    "s3gateway": (ACCOUNT, None, {}, f"s3.{REGION}.amazonaws.com"),
+    "ebsgateway": (ACCOUNT, None, {}, f"ec2.{REGION}.amazonaws.com"),
 }
 
 

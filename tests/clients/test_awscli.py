@@ -175,3 +175,98 @@ def test_grant_verbs(aws):
     ok(aws("revoke-grant", "--key-id", key_id, "--grant-id", second["GrantId"]))
     refused = aws("revoke-grant", "--key-id", key_id, "--grant-id", second["GrantId"])
     assert refused.returncode != 0 and "NotFoundException" in refused.stderr
+
+
+def test_import_key_material_wrapped_with_the_openssl_recipe(aws, tmp_path):
+    """`aws kms get-parameters-for-import` and `import-key-material`, the material wrapped by
+    openssl as AWS's docs instruct: AES-256 material that then encrypts what an independent
+    AES-GCM of it gives, and RSA and ECC private keys (DER PKCS #8 from `openssl pkcs8
+    -topk8`) whose KMS signatures openssl verifies with the original key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from test_import import CONTEXT, canonical_context, wrap_openssl
+
+    def import_material(key_id: str, algorithm: str, wrapping_spec: str, material: bytes) -> None:
+        params = ok(
+            aws(
+                "get-parameters-for-import", "--key-id", key_id,
+                "--wrapping-algorithm", algorithm, "--wrapping-key-spec", wrapping_spec,
+            )
+        )
+        (tmp_path / "ImportToken.bin").write_bytes(base64.b64decode(params["ImportToken"]))
+        wrapped = wrap_openssl(base64.b64decode(params["PublicKey"]), algorithm, material, tmp_path)
+        (tmp_path / "EncryptedKeyMaterial.bin").write_bytes(wrapped)
+        assert ok(
+            aws(
+                "import-key-material", "--key-id", key_id,
+                "--encrypted-key-material", f"fileb://{tmp_path / 'EncryptedKeyMaterial.bin'}",
+                "--import-token", f"fileb://{tmp_path / 'ImportToken.bin'}",
+                "--expiration-model", "KEY_MATERIAL_DOES_NOT_EXPIRE",
+            )
+        ) == {}
+        state = ok(aws("describe-key", "--key-id", key_id))["KeyMetadata"]["KeyState"]
+        assert state == "Enabled"
+
+    # Symmetric: `openssl rand` material; the ciphertext is an AES-GCM under exactly it.
+    key_id = ok(aws("create-key", "--origin", "EXTERNAL"))["KeyMetadata"]["KeyId"]
+    subprocess.run(["openssl", "rand", "-out", tmp_path / "PlaintextKeyMaterial.bin", "32"], check=True)
+    material = (tmp_path / "PlaintextKeyMaterial.bin").read_bytes()
+    import_material(key_id, "RSA_AES_KEY_WRAP_SHA_1", "RSA_3072", material)
+    (tmp_path / "plain.txt").write_bytes(b"sealed under imported material")
+    context = ",".join(f"{k}={v}" for k, v in CONTEXT.items())
+    blob = base64.b64decode(
+        text(
+            aws(
+                "encrypt", "--key-id", key_id, "--plaintext", f"fileb://{tmp_path / 'plain.txt'}",
+                "--encryption-context", context, "--output", "text", "--query", "CiphertextBlob",
+            )
+        )
+    )
+    header, iv = blob[:23], blob[23:35]
+    independent = AESGCM(material).encrypt(
+        iv, b"sealed under imported material", header + canonical_context(CONTEXT)
+    )
+    assert blob == header + iv + independent
+
+    # Asymmetric: a private key made and converted by openssl, one spec per wrapping kind.
+    for spec, genpkey, algorithm, signing, digest in [
+        ("RSA_2048", ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+         "RSA_AES_KEY_WRAP_SHA_1", "RSASSA_PKCS1_V1_5_SHA_256", "-sha256"),
+        ("ECC_NIST_P256", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+         "RSAES_OAEP_SHA_1", "ECDSA_SHA_256", "-sha256"),
+    ]:
+        key_id = ok(
+            aws("create-key", "--origin", "EXTERNAL", "--key-spec", spec, "--key-usage", "SIGN_VERIFY")
+        )["KeyMetadata"]["KeyId"]
+        pem, der = tmp_path / f"{spec}.pem", tmp_path / f"{spec}.der"
+        subprocess.run(["openssl", "genpkey", *genpkey, "-out", pem], check=True)
+        subprocess.run(
+            ["openssl", "pkcs8", "-topk8", "-inform", "PEM", "-outform", "DER", "-nocrypt",
+             "-in", pem, "-out", der],
+            check=True,
+        )
+        import_material(key_id, algorithm, "RSA_4096", der.read_bytes())
+        original_public = subprocess.run(
+            ["openssl", "pkey", "-in", pem, "-pubout", "-outform", "DER"],
+            check=True, capture_output=True,
+        ).stdout
+        public = ok(aws("get-public-key", "--key-id", key_id))["PublicKey"]
+        assert base64.b64decode(public) == original_public, spec
+        message = tmp_path / "message.bin"
+        message.write_bytes(f"signed by an imported {spec} key".encode())
+        signature = tmp_path / "signature.bin"
+        signature.write_bytes(
+            base64.b64decode(
+                text(
+                    aws(
+                        "sign", "--key-id", key_id, "--message", f"fileb://{message}",
+                        "--message-type", "RAW", "--signing-algorithm", signing,
+                        "--output", "text", "--query", "Signature",
+                    )
+                )
+            )
+        )
+        verified = subprocess.run(
+            ["openssl", "dgst", digest, "-prverify", pem, "-signature", signature, message],
+            capture_output=True, text=True,
+        )
+        assert verified.returncode == 0, (spec, verified.stdout, verified.stderr)
