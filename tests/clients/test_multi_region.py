@@ -62,8 +62,10 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory):
 
 
 def client(endpoint, region: str):
+    """A KMS client of its own session (boto3's process-wide default session stays for the
+    other modules' fixtures, which set the environment it reads)."""
     url, access_key, secret_key = endpoint
-    return boto3.client(
+    return boto3.session.Session().client(
         "kms",
         endpoint_url=url,
         region_name=region,
