@@ -651,6 +651,7 @@ fn scale_record(config: &Config, key_id: String) -> KeyRecord {
         public_key: None,
         parsed_policy: Default::default(),
         import: None,
+        multi_region: None,
         custom_key_store_id: None,
         key_manager: Default::default(),
     }

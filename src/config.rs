@@ -155,6 +155,10 @@ pub struct ServiceConfig {
     pub account_id: String,
     /// Where the metadata store (sled) and the default alarm file live.
     pub data_dir: PathBuf,
+    /// `[service.region_clusters]`: the cluster that holds the keys of a region, by region
+    /// (a site with its own HSMs). A region not named here uses `default_cluster`.
+    #[serde(default)]
+    pub region_clusters: BTreeMap<String, String>,
     /// The integrated services this site runs, each of which gets an AWS managed key
     /// (`alias/aws/<service>`) in an account on that account's first use of the alias.
     /// Left out: [`DEFAULT_MANAGED_KEY_SERVICES`]; `[]` serves none.
@@ -327,6 +331,14 @@ impl Config {
         self.cluster(&self.default_cluster)
     }
 
+    /// The name of the cluster that holds the keys of `region`.
+    pub fn region_cluster(&self, region: &str) -> &str {
+        self.service
+            .region_clusters
+            .get(region)
+            .map_or(self.default_cluster.as_str(), String::as_str)
+    }
+
     /// A cluster by name.
     pub fn cluster(&self, name: &str) -> Result<&ClusterConfig, ConfigError> {
         self.clusters
@@ -353,6 +365,18 @@ impl Config {
                 "default_cluster {:?} is not defined under [clusters]",
                 self.default_cluster
             )));
+        }
+        for (region, cluster) in &self.service.region_clusters {
+            if !self.service.regions.contains(region) {
+                return Err(ConfigError::Invalid(format!(
+                    "[service.region_clusters] names region {region:?}, which [service] regions does not list"
+                )));
+            }
+            if !self.clusters.contains_key(cluster) {
+                return Err(ConfigError::Invalid(format!(
+                    "[service.region_clusters] gives region {region:?} the cluster {cluster:?}, which is not defined under [clusters]"
+                )));
+            }
         }
         for (name, cluster) in &self.clusters {
             cluster
@@ -1073,6 +1097,32 @@ user_pin = "env:PIN"
         );
         let message = invalid(config(r#"region = "US""#, ""));
         assert!(message.contains("Region 'US' is not valid"), "{message}");
+    }
+
+    #[test]
+    fn region_clusters_name_listed_regions_and_defined_clusters() {
+        let service = |map: &str| {
+            format!(
+                "region = \"us-east-1\"\nregions = [\"us-east-1\", \"eu-west-1\"]\n[service.region_clusters]\n{map}"
+            )
+        };
+        let parsed = config(&service("eu-west-1 = \"main\""), "").unwrap();
+        assert_eq!(parsed.region_cluster("eu-west-1"), "main");
+        assert_eq!(
+            parsed.region_cluster("us-east-1"),
+            "main",
+            "the default cluster"
+        );
+        let message = invalid(config(&service("ap-south-1 = \"main\""), ""));
+        assert!(
+            message.contains("names region \"ap-south-1\", which [service] regions does not list"),
+            "{message}"
+        );
+        let message = invalid(config(&service("eu-west-1 = \"site-b\""), ""));
+        assert!(
+            message.contains("the cluster \"site-b\", which is not defined under [clusters]"),
+            "{message}"
+        );
     }
 
     #[test]

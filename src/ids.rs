@@ -9,8 +9,8 @@
 //!
 //! Choices where AWS is not documented (from AWS's observed answers, as
 //! reproduced by moto and LocalStack):
-//! - a key id that is not a canonical lowercase UUID is `NotFoundException`
-//!   "Invalid keyId X" (multi-Region `mrk-` ids are not supported);
+//! - a key id that is neither a canonical lowercase UUID nor a multi-Region key id
+//!   (`mrk-` and 32 lowercase hex digits) is `NotFoundException` "Invalid keyId X";
 //! - an ARN for another region is `NotFoundException` "Invalid arn REGION";
 //!   for another account it names a key or alias that does not exist here;
 //!   an ARN that is not a KMS key or alias ARN is `InvalidArnException`;
@@ -40,39 +40,84 @@ const RESERVED_ALIAS_PREFIX: &str = "alias/aws/";
 /// AWS's documentation link in the "missing prefix" message.
 const ALIAS_DOC_URL: &str = "https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html";
 
-/// A key id: a UUID, always shown in canonical lowercase hyphenated form.
+/// The prefix of every multi-Region key id.
+pub const MULTI_REGION_PREFIX: &str = "mrk-";
+
+/// A key id: a UUID, always shown in canonical lowercase hyphenated form, or the id of a
+/// multi-Region key, `mrk-` and the same 16 bytes as 32 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct KeyId(Uuid);
+pub struct KeyId {
+    bytes: [u8; 16],
+    multi_region: bool,
+}
 
 impl KeyId {
     /// A fresh random (v4) key id.
     pub fn new_random() -> Self {
-        KeyId(Uuid::new_v4())
+        KeyId::from_bytes(*Uuid::new_v4().as_bytes())
     }
 
-    /// Parses the canonical form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`
-    /// (lowercase hex); anything else is `NotFoundException` "Invalid keyId X".
+    /// A fresh random multi-Region key id (`mrk-` and 32 hex digits).
+    pub fn new_multi_region() -> Self {
+        KeyId::multi_region_from_bytes(*Uuid::new_v4().as_bytes())
+    }
+
+    /// Parses the canonical form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (lowercase hex) or
+    /// `mrk-` and 32 lowercase hex digits; anything else is `NotFoundException`
+    /// "Invalid keyId X".
     pub fn parse(s: &str) -> Result<Self, KmsError> {
+        if let Some(hex_digits) = s.strip_prefix(MULTI_REGION_PREFIX) {
+            let lowercase = hex_digits
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+            let mut bytes = [0u8; 16];
+            return match hex::decode_to_slice(hex_digits, &mut bytes) {
+                Ok(()) if lowercase => Ok(KeyId::multi_region_from_bytes(bytes)),
+                _ => Err(invalid_key_id(s)),
+            };
+        }
         if !is_canonical_uuid(s) {
             return Err(invalid_key_id(s));
         }
-        Uuid::parse_str(s).map(KeyId).map_err(|_| invalid_key_id(s))
+        Uuid::parse_str(s)
+            .map(|uuid| KeyId::from_bytes(*uuid.as_bytes()))
+            .map_err(|_| invalid_key_id(s))
     }
 
-    /// The key id whose 16 UUID bytes are `bytes`.
+    /// The (single-Region) key id whose 16 UUID bytes are `bytes`.
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        KeyId(Uuid::from_bytes(bytes))
+        KeyId {
+            bytes,
+            multi_region: false,
+        }
     }
 
-    /// The 16 UUID bytes (big-endian, as written in ciphertext blobs).
+    /// The multi-Region key id whose 16 bytes are `bytes`.
+    pub fn multi_region_from_bytes(bytes: [u8; 16]) -> Self {
+        KeyId {
+            bytes,
+            multi_region: true,
+        }
+    }
+
+    /// The 16 bytes (big-endian, as written in ciphertext blobs).
     pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
+        &self.bytes
+    }
+
+    /// Whether this is a multi-Region key id (`mrk-...`).
+    pub fn is_multi_region(&self) -> bool {
+        self.multi_region
     }
 }
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
+        if self.multi_region {
+            write!(f, "{MULTI_REGION_PREFIX}{}", hex::encode(self.bytes))
+        } else {
+            fmt::Display::fmt(&Uuid::from_bytes(self.bytes).hyphenated(), f)
+        }
     }
 }
 
@@ -460,6 +505,19 @@ mod tests {
     }
 
     #[test]
+    fn multi_region_key_ids_round_trip_and_differ_from_uuids_with_the_same_bytes() {
+        let mrk = KeyId::parse("mrk-1234abcd12ab34cd56ef1234567890ab").unwrap();
+        assert!(mrk.is_multi_region());
+        assert_eq!(mrk.to_string(), "mrk-1234abcd12ab34cd56ef1234567890ab");
+        assert_eq!(mrk.as_bytes(), KeyId::parse(ID).unwrap().as_bytes());
+        assert_ne!(mrk, KeyId::parse(ID).unwrap());
+        assert!(!KeyId::parse(ID).unwrap().is_multi_region());
+        let fresh = KeyId::new_multi_region();
+        assert_eq!(KeyId::parse(&fresh.to_string()).unwrap(), fresh);
+        assert_eq!(fresh.to_string().len(), 36);
+    }
+
+    #[test]
     fn key_id_rejects_every_non_canonical_form() {
         for bad in [
             "",
@@ -468,7 +526,10 @@ mod tests {
             "1234abcd12ab34cd56ef1234567890ab",
             "{1234abcd-12ab-34cd-56ef-1234567890ab}",
             "urn:uuid:1234abcd-12ab-34cd-56ef-1234567890ab",
-            "mrk-1234abcd12ab34cd56ef1234567890ab",
+            "mrk-1234ABCD12AB34CD56EF1234567890AB",
+            "mrk-1234abcd12ab34cd56ef1234567890a",
+            "mrk-1234abcd-12ab-34cd-56ef-1234567890ab",
+            "MRK-1234abcd12ab34cd56ef1234567890ab",
             "1234abcd-12ab-34cd-56ef-1234567890a",
             "1234abcd-12ab-34cd-56ef-1234567890abc",
             "1234abcd_12ab-34cd-56ef-1234567890ab",

@@ -103,7 +103,7 @@ fn blob_parser_accepts_exactly_the_documented_layout() {
     check(PARSER_CASES, blob_bytes(), |bytes| {
         let well_formed = (SHORTEST_BLOB..=LONGEST_BLOB).contains(&bytes.len())
             && bytes[..2] == *b"HK"
-            && bytes[2] == 1;
+            && matches!(bytes[2], 1 | 2);
         match CiphertextBlob::parse(&bytes) {
             Ok(blob) => {
                 prop_assert!(
@@ -113,6 +113,8 @@ fn blob_parser_accepts_exactly_the_documented_layout() {
                 );
                 let key_id = blob.header().key_id();
                 prop_assert_eq!(&key_id.as_bytes()[..], &bytes[3..19]);
+                // Format version 2 names a multi-Region key id.
+                prop_assert_eq!(key_id.is_multi_region(), bytes[2] == 2);
                 let version = u32::from_be_bytes(bytes[19..23].try_into().unwrap());
                 prop_assert_eq!(blob.header().material_version(), version);
                 prop_assert_eq!(&blob.iv()[..], &bytes[23..35]);
@@ -279,12 +281,16 @@ const OPERATIONS: &[(&str, &[&str])] = &[
         &["KeyId", "ImportToken", "EncryptedKeyMaterial"],
     ),
     ("DeleteImportedKeyMaterial", &["KeyId"]),
+    ("ReplicateKey", &["KeyId", "ReplicaRegion"]),
+    ("UpdatePrimaryRegion", &["KeyId", "PrimaryRegion"]),
 ];
 
 /// Member names of the model, with their JSON type: `s` string (blobs too), `n` number,
 /// `b` boolean, `m` map of strings, `l` list.
 const MEMBERS: &[(&str, char)] = &[
     ("KeyId", 's'),
+    ("ReplicaRegion", 's'),
+    ("PrimaryRegion", 's'),
     ("AliasName", 's'),
     ("TargetKeyId", 's'),
     ("DestinationKeyId", 's'),

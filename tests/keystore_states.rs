@@ -585,11 +585,11 @@ fn cancel_key_deletion_returns_the_key_to_disabled() {
     assert_eq!(scheduled.key_id, key.arn);
     assert_eq!(scheduled.pending_window_in_days, 30);
     let now = ts.clock.now_millis() as f64 / 1000.0;
-    assert_eq!(scheduled.deletion_date, now + 30.0 * DAY_SECS);
+    assert_eq!(scheduled.deletion_date, Some(now + 30.0 * DAY_SECS));
     let pending = describe(&ts, &key.key_id);
     assert_eq!(pending.key_state, "PendingDeletion");
     assert!(!pending.enabled);
-    assert_eq!(pending.deletion_date, Some(scheduled.deletion_date));
+    assert_eq!(pending.deletion_date, scheduled.deletion_date);
     assert_eq!(pending.pending_deletion_window_in_days, Some(30));
 
     let cancelled = ts

@@ -45,6 +45,7 @@ fn record(key_id: String, now: i64) -> KeyRecord {
         public_key: None,
         parsed_policy: Default::default(),
         import: None,
+        multi_region: None,
         key_manager: Default::default(),
     }
 }

@@ -1,7 +1,7 @@
-//! `hsm-kms cluster ...`: the domain-key ceremony, adding a member, the preflight check and
-//! the status report. The status report also reconciles the HSMs against the metadata store
-//! (through the running server's admin socket when `hsm-kms serve` holds the store) and
-//! lists what does not match; it never repairs anything.
+//! `hsm-kms cluster ...`: the domain-key ceremony, linking two clusters, adding a member,
+//! the preflight check and the status report. The status report also reconciles the HSMs
+//! against the metadata store (through the running server's admin socket when `hsm-kms
+//! serve` holds the store) and lists what does not match; it never repairs anything.
 
 use std::process::ExitCode;
 
@@ -25,6 +25,15 @@ pub enum ClusterCommand {
         /// Cluster to initialise (default: the default cluster).
         #[arg(long)]
         cluster: Option<String>,
+    },
+    /// Establish the link key of two initialised clusters on every member of both, so that
+    /// multi-Region keys can be replicated between them (idempotent; needs both clusters'
+    /// security officer PINs and quorums).
+    Link {
+        /// One cluster.
+        a: String,
+        /// The other cluster.
+        b: String,
     },
     /// Bring a new, empty member (listed in the config) into an initialised cluster and copy
     /// every existing key onto it.
@@ -66,6 +75,26 @@ pub fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode, String>
                 "cluster {name}: domain key established on {} member(s) and proven equal",
                 cluster.members().len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Link { a, b } => {
+            let first = config.cluster(&a).map_err(|e| e.to_string())?;
+            let second = config.cluster(&b).map_err(|e| e.to_string())?;
+            let (_, _, report) =
+                Cluster::link((&a, first), (&b, second)).map_err(|e| e.to_string())?;
+            if !report.received.is_empty() {
+                println!("link key given to {}", report.received.join(", "));
+            }
+            println!(
+                "clusters {a} and {b}: link key proven equal on {} member(s)",
+                report.proven.len()
+            );
+            if !report.unreached.is_empty() {
+                println!(
+                    "not reached (run the ceremony again when they are back): {}",
+                    report.unreached.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         ClusterCommand::AddMember {
@@ -319,6 +348,19 @@ fn print_status(report: &StatusReport) {
                 key.members.join(", ")
             );
         }
+    }
+    for link in &status.links {
+        println!(
+            "linked with cluster {}: link key on {}/{} members{}",
+            link.cluster,
+            link.members.len(),
+            status.members.len(),
+            if link.complete {
+                String::new()
+            } else {
+                format!(" ({}; run `cluster link` again)", link.members.join(", "))
+            }
+        );
     }
     if let Some(pool) = &report.material_pool {
         println!("material pool: {} of {} ready", pool.ready, pool.size);

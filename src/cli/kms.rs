@@ -60,6 +60,42 @@ pub enum KmsCommand {
         /// in-process commands) change it later.
         #[arg(long)]
         bypass_policy_lockout_safety_check: bool,
+        /// Make a multi-Region primary key (`mrk-` id) that replicate-key can copy into
+        /// other Regions.
+        #[arg(long)]
+        multi_region: bool,
+    },
+    /// Copy a multi-Region primary key into another Region's cluster (ReplicateKey).
+    ReplicateKey {
+        /// Key id or key ARN of the primary key.
+        #[arg(long)]
+        key_id: String,
+        /// The Region of the new replica (one of [service] regions).
+        #[arg(long)]
+        replica_region: String,
+        /// The replica's description (file://FILE reads it from a file).
+        #[arg(long)]
+        description: Option<String>,
+        /// Tags of the replica: `TagKey=k,TagValue=v` (one per value) or a JSON list.
+        #[arg(long, num_args = 1.., value_name = "TAG")]
+        tags: Vec<String>,
+        /// The replica's key policy (file://FILE reads it from a file); AWS's default key
+        /// policy when omitted.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Skip the check that the replica's policy lets this caller change it later.
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// Make the replica in another Region the primary key of a multi-Region key
+    /// (UpdatePrimaryRegion).
+    UpdatePrimaryRegion {
+        /// Key id or key ARN of the current primary key.
+        #[arg(long)]
+        key_id: String,
+        /// The Region of the replica that becomes the primary.
+        #[arg(long)]
+        primary_region: String,
     },
     /// Show a key's policy (GetKeyPolicy). In-process commands act as the account root of
     /// [service]: the key policy must allow the root (AWS's default policy does).
@@ -831,8 +867,10 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             tags,
             policy,
             bypass_policy_lockout_safety_check,
+            multi_region,
         } => {
             let request = CreateKeyRequest {
+                multi_region: multi_region.then_some(true),
                 policy: policy.map(|p| params::text("policy", p)).transpose()?,
                 bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
                     .then_some(true),
@@ -847,6 +885,37 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
                 ..Default::default()
             };
             one(Operation::CreateKey, request)
+        }
+        ReplicateKey {
+            key_id,
+            replica_region,
+            description,
+            tags,
+            policy,
+            bypass_policy_lockout_safety_check,
+        } => {
+            let request = ReplicateKeyRequest {
+                key_id,
+                replica_region,
+                policy: policy.map(|p| params::text("policy", p)).transpose()?,
+                bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
+                    .then_some(true),
+                description: description
+                    .map(|d| params::text("description", d))
+                    .transpose()?,
+                tags: params::tags("tags", tags)?,
+            };
+            one(Operation::ReplicateKey, request)
+        }
+        UpdatePrimaryRegion {
+            key_id,
+            primary_region,
+        } => {
+            let request = UpdatePrimaryRegionRequest {
+                key_id,
+                primary_region,
+            };
+            one(Operation::UpdatePrimaryRegion, request)
         }
         GetKeyPolicy {
             key_id,

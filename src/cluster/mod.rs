@@ -7,6 +7,7 @@
 
 pub mod import;
 pub mod internal;
+mod link;
 pub mod preflight;
 mod replication;
 pub mod vendor;
@@ -24,6 +25,7 @@ use crate::config::{ClusterConfig, HsmEndpoint, Replication};
 use crate::hsm::{
     Disposition, DomainKey, Failure, Gcm, GcmSeal, HsmError, KeyObject, Member, Sealed,
 };
+pub use link::LinkReport;
 pub use preflight::PreflightFailure;
 pub use replication::{CatchUp, DestroyReport, MaterialId, POOL_PREFIX};
 
@@ -69,6 +71,9 @@ pub enum ClusterError {
     /// A member refused the call for a reason no other member would change.
     #[error(transparent)]
     Hsm(HsmError),
+    /// Two clusters cannot be linked, or are not linked.
+    #[error("{0}")]
+    Link(String),
     /// A member name that is not in the cluster's config.
     #[error("cluster {cluster} has no member named {member:?}")]
     UnknownMember {
@@ -176,6 +181,20 @@ pub struct ClusterStatus {
     /// Key material versions held by fewer members than the cluster has.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub below_full_redundancy: Vec<String>,
+    /// The clusters this one is linked with (`cluster link`), as probed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkStatus>,
+}
+
+/// One linked cluster, as `cluster status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkStatus {
+    /// The other cluster's name.
+    pub cluster: String,
+    /// The members of this cluster that hold the link key.
+    pub members: Vec<String>,
+    /// Whether every member of this cluster holds it.
+    pub complete: bool,
 }
 
 /// How many members hold one key material version.
@@ -508,6 +527,10 @@ impl Cluster {
             Replication::HsmKms => Vec::new(),
             Replication::Vendor => vendor::probe_all(&self.hsms),
         };
+        let links = match (probe, self.replication) {
+            (true, Replication::HsmKms) => self.links(),
+            _ => Vec::new(),
+        };
         let problems = self.quorum_problems();
         let degraded = !problems.is_empty()
             || members.iter().any(|m| !m.healthy)
@@ -526,6 +549,29 @@ impl Cluster {
             problems,
             key_copies,
             below_full_redundancy,
+            links,
         }
+    }
+
+    /// The clusters linked with this one, with the healthy members holding each link key.
+    fn links(&self) -> Vec<LinkStatus> {
+        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for member in self.healthy() {
+            for (first, second) in member.links().unwrap_or_default() {
+                let peer = if first == self.name { second } else { first };
+                holders
+                    .entry(peer)
+                    .or_default()
+                    .push(member.name().to_owned());
+            }
+        }
+        holders
+            .into_iter()
+            .map(|(cluster, members)| LinkStatus {
+                complete: members.len() == self.members.len(),
+                cluster,
+                members,
+            })
+            .collect()
     }
 }

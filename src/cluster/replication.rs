@@ -123,7 +123,7 @@ pub struct CatchUp {
 const PROBE_PLAINTEXT: &[u8] = b"hsm-kms replication probe";
 
 /// Prefix of the throw-away keys that prove the domain keys equal (never copied).
-const PROBE_PREFIX: &str = "hsm-kms-probe-";
+pub(super) const PROBE_PREFIX: &str = "hsm-kms-probe-";
 
 /// Prefix of the `CKA_ID` of every material pool object, claimed or not.
 pub const POOL_PREFIX: &str = "hsm-kms-pool-";
@@ -255,7 +255,7 @@ impl Cluster {
     }
 
     /// Rolls back the copies in `written` and builds the error naming any left behind.
-    fn replication_failed(
+    pub(super) fn replication_failed(
         &self,
         material: &MaterialId,
         cause: HsmError,
@@ -622,7 +622,7 @@ fn went_away(target: &Arc<Member>, error: &HsmError) -> bool {
 /// decrypts on `target` what `source` encrypted; an HMAC key computes the same MAC; a signing
 /// pair's signature made on `target` verifies with the public key on `source`; a decrypting
 /// pair opens on `target` what `source`'s public key encrypted.
-fn prove_equal(
+pub(super) fn prove_equal(
     source: &Arc<Member>,
     target: &Arc<Member>,
     id: &[u8],

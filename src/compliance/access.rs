@@ -451,6 +451,7 @@ mod tests {
             import: None,
             key_manager: Default::default(),
             parsed_policy: Default::default(),
+            multi_region: None,
         }
     }
 }

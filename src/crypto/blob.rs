@@ -8,8 +8,8 @@
 //! | offset | length | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `HK` |
-//! | 2 | 1 | format version `0x01` |
-//! | 3 | 16 | key id (UUID bytes) |
+//! | 2 | 1 | format version: `0x01` (the key id is a UUID) or `0x02` (a multi-Region key id) |
+//! | 3 | 16 | key id (UUID bytes, or the 16 bytes of `mrk-` + 32 hex digits) |
 //! | 19 | 4 | key material version (`u32`) |
 //! | 23 | 12 | IV |
 //! | 35 | n + 16 | ciphertext of n bytes (1 ≤ n ≤ 4096), then the 16-byte GCM tag |
@@ -28,8 +28,11 @@ use crate::ids::KeyId;
 
 /// The first two bytes of every blob.
 pub const MAGIC: [u8; 2] = *b"HK";
-/// The format version this module writes and reads.
+/// The format version of a blob under a single-Region key (its key id is a UUID).
 pub const FORMAT_VERSION: u8 = 0x01;
+/// The format version of a blob under a multi-Region key: the same layout, its key id the
+/// 16 bytes of an `mrk-` id, so every Region holding a replica finds the key by it.
+pub const FORMAT_VERSION_MULTI_REGION: u8 = 0x02;
 /// Length of the authenticated header: magic, version, key id, material version.
 pub const HEADER_LEN: usize = 23;
 /// Length of the GCM IV.
@@ -73,7 +76,11 @@ impl BlobHeader {
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[..2].copy_from_slice(&MAGIC);
-        out[2] = FORMAT_VERSION;
+        out[2] = if self.key_id.is_multi_region() {
+            FORMAT_VERSION_MULTI_REGION
+        } else {
+            FORMAT_VERSION
+        };
         out[3..19].copy_from_slice(self.key_id.as_bytes());
         out[19..23].copy_from_slice(&self.material_version.to_be_bytes());
         out
@@ -130,14 +137,16 @@ impl<'a> CiphertextBlob<'a> {
         }
         let (header, rest) = bytes.split_at(HEADER_LEN);
         let (iv, ciphertext_and_tag) = rest.split_at(IV_LEN);
-        if header[..2] != MAGIC || header[2] != FORMAT_VERSION {
-            return Err(invalid());
-        }
         let key_id: [u8; 16] = header[3..19].try_into().map_err(|_| invalid())?;
+        let key_id = match (header[..2] == MAGIC, header[2]) {
+            (true, FORMAT_VERSION) => KeyId::from_bytes(key_id),
+            (true, FORMAT_VERSION_MULTI_REGION) => KeyId::multi_region_from_bytes(key_id),
+            _ => return Err(invalid()),
+        };
         let version: [u8; 4] = header[19..23].try_into().map_err(|_| invalid())?;
         let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| invalid())?;
         Ok(CiphertextBlob {
-            header: BlobHeader::new(KeyId::from_bytes(key_id), u32::from_be_bytes(version)),
+            header: BlobHeader::new(key_id, u32::from_be_bytes(version)),
             iv,
             ciphertext_and_tag,
         })
@@ -375,7 +384,7 @@ mod tests {
         let mut bad_magic = good.clone();
         bad_magic[0] = b'X';
         let mut bad_version = good.clone();
-        bad_version[2] = 0x02;
+        bad_version[2] = 0x03;
         let mut version_zero = good.clone();
         version_zero[2] = 0x00;
         let too_long = [good.clone(), vec![0; MAX_BLOB_LEN]].concat();
@@ -427,5 +436,21 @@ mod tests {
             header.aad(&EncryptionContext::default()).len(),
             HEADER_LEN + 4
         );
+    }
+
+    #[test]
+    fn a_multi_region_key_id_is_told_by_its_format_version() {
+        let mrk = KeyId::parse("mrk-1234abcd12ab34cd56ef1234567890ab").unwrap();
+        let header = BlobHeader::new(mrk, 1);
+        assert_eq!(
+            hex::encode(header.to_bytes()),
+            "484b02\
+             1234abcd12ab34cd56ef1234567890ab\
+             00000001"
+        );
+        let blob = header.encode(&[0; IV_LEN], &[0xa5; 1 + TAG_LEN]).unwrap();
+        let parsed = CiphertextBlob::parse(&blob).unwrap();
+        assert_eq!(parsed.header().key_id(), mrk);
+        assert!(parsed.header().key_id().is_multi_region());
     }
 }

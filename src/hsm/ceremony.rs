@@ -1,5 +1,7 @@
-//! The domain-key ceremony: establishing one trusted AES key, the cluster domain key, on
-//! every member so that CMKs can be replicated without ever existing outside an HSM.
+//! The trusted-key ceremonies: establishing one trusted AES key on several members so that
+//! CMKs can be copied between them without ever existing outside an HSM: the cluster domain
+//! key on every member of a cluster (`cluster init`), and the link key of two clusters on
+//! every member of both (`cluster link`). Both are made and moved the same way.
 //!
 //! `CKA_TRUSTED` can only be set by a security officer, and an SO can create only public
 //! objects, so the key is made and moved as public *session* objects and persisted by the
@@ -7,14 +9,14 @@
 //!
 //! 1. each receiving member's SO generates an RSA-3072 transport key pair (session objects);
 //! 2. the source member's SO imports each transport public key as a *trusted* session key and,
-//!    when no member has a domain key yet, generates the domain key as a session object;
-//! 3. the source's user (same session, after the SO logs out) wraps the domain key under each
+//!    when the source has no such key yet, generates it as a session object;
+//! 3. the source's user (same session, after the SO logs out) wraps the key under each
 //!    trusted transport key with RSA-OAEP (SHA-1/MGF1-SHA1: all SoftHSM2 2.6.1 accepts);
 //! 4. each receiver's SO unwraps it into a trusted session object; its user copies that into a
 //!    private, non-modifiable token object; all session objects are destroyed;
-//! 5. only then does the source persist a freshly generated domain key.
+//! 5. only then does the source persist a freshly generated key.
 //!
-//! A failure before step 5 leaves no domain key anywhere it was not before; the ceremony is
+//! A failure before step 5 leaves no trusted key anywhere it was not before; the ceremony is
 //! idempotent and is simply run again. The ceremony never logs or returns a PIN or key byte.
 
 use std::sync::Arc;
@@ -27,8 +29,9 @@ use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use secrecy::SecretString;
 
+use super::Member;
 use super::error::{Failure, HsmError};
-use super::{Member, templates};
+use super::templates::{self, TrustedKey};
 
 fn oaep() -> Mechanism<'static> {
     Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
@@ -85,10 +88,10 @@ impl<'a> CeremonySession<'a> {
         self.session.logout().map_err(|e| self.error(e))
     }
 
-    fn find_domain_key(&self) -> Result<Option<ObjectHandle>, HsmError> {
+    fn find_trusted_key(&self, key: &TrustedKey) -> Result<Option<ObjectHandle>, HsmError> {
         let found = self
             .session
-            .find_objects(&templates::domain_key_search())
+            .find_objects(&templates::trusted_key_search(key))
             .map_err(|e| self.error(e))?;
         Ok(found
             .into_iter()
@@ -113,9 +116,15 @@ impl<'a> CeremonySession<'a> {
 
 /// Whether the member's user can see the domain key. The member must not be connected.
 pub fn has_domain_key(member: &Member) -> Result<bool, HsmError> {
+    has_trusted_key(member, &TrustedKey::domain())
+}
+
+/// Whether the member's user can see the trusted key `key`. The member must not be
+/// connected.
+pub fn has_trusted_key(member: &Member, key: &TrustedKey) -> Result<bool, HsmError> {
     let ceremony = CeremonySession::open(member)?;
     ceremony.login(UserType::User)?;
-    let found = ceremony.find_domain_key()?.is_some();
+    let found = ceremony.find_trusted_key(key)?.is_some();
     ceremony.logout()?;
     Ok(found)
 }
@@ -166,15 +175,15 @@ impl<'a> Receiver<'a> {
         })
     }
 
-    /// Unwraps the domain key as the SO, then persists it as the user.
-    fn receive(self, wrapped: &[u8]) -> Result<(), HsmError> {
+    /// Unwraps the trusted key as the SO, then persists it as the user.
+    fn receive(self, key: &TrustedKey, wrapped: &[u8]) -> Result<(), HsmError> {
         let session = &self.ceremony.session;
         let transient = session
             .unwrap_key(
                 &oaep(),
                 self.private,
                 wrapped,
-                &templates::domain_key_session(),
+                &templates::trusted_key_session(key),
             )
             .map_err(|e| self.ceremony.error(e))?;
         self.ceremony.destroy(self.private);
@@ -196,6 +205,17 @@ pub fn distribute_domain_key(
     source: &Arc<Member>,
     receivers: &[Arc<Member>],
 ) -> Result<(), HsmError> {
+    distribute_trusted_key(source, receivers, &TrustedKey::domain())
+}
+
+/// Gives every member in `receivers` the trusted key `key` held by `source`, or, when
+/// `source` has none either, a fresh one generated inside `source`. No member may be
+/// connected.
+pub fn distribute_trusted_key(
+    source: &Arc<Member>,
+    receivers: &[Arc<Member>],
+    key: &TrustedKey,
+) -> Result<(), HsmError> {
     let prepared = receivers
         .iter()
         .map(|member| Receiver::prepare(member))
@@ -203,7 +223,7 @@ pub fn distribute_domain_key(
 
     let ceremony = CeremonySession::open(source)?;
     ceremony.login(UserType::User)?;
-    let existing = ceremony.find_domain_key()?.is_some();
+    let existing = ceremony.find_trusted_key(key)?.is_some();
     ceremony.logout()?;
 
     ceremony.login(UserType::So)?;
@@ -225,7 +245,7 @@ pub fn distribute_domain_key(
         false => Some(
             ceremony
                 .session
-                .generate_key(&Mechanism::AesKeyGen, &templates::domain_key_generate())
+                .generate_key(&Mechanism::AesKeyGen, &templates::trusted_key_generate(key))
                 .map_err(|e| ceremony.error(e))?,
         ),
     };
@@ -233,10 +253,10 @@ pub fn distribute_domain_key(
     ceremony.login(UserType::User)?;
 
     // Logging out invalidated the handle of the persisted key: look it up again.
-    let domain_key = match fresh {
+    let trusted_key = match fresh {
         Some(handle) => handle,
         None => ceremony
-            .find_domain_key()?
+            .find_trusted_key(key)?
             .ok_or_else(|| HsmError::new(source.name(), Failure::DomainKeyMissing))?,
     };
     let mut wrapped = Vec::new();
@@ -244,7 +264,7 @@ pub fn distribute_domain_key(
         wrapped.push(
             ceremony
                 .session
-                .wrap_key(&oaep(), *transport, domain_key)
+                .wrap_key(&oaep(), *transport, trusted_key)
                 .map_err(|e| ceremony.error(e))?,
         );
     }
@@ -252,7 +272,7 @@ pub fn distribute_domain_key(
         ceremony.destroy(transport);
     }
     for (receiver, wrapped) in prepared.into_iter().zip(&wrapped) {
-        receiver.receive(wrapped)?;
+        receiver.receive(key, wrapped)?;
     }
     if let Some(transient) = fresh {
         let persisted = ceremony

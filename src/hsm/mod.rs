@@ -634,11 +634,42 @@ impl Member {
 
     /// Wraps a CMK under the domain key (AES key wrap with padding), inside the HSM.
     pub fn wrap_key(self: &Arc<Self>, key_id: &[u8]) -> Result<Vec<u8>, HsmError> {
+        self.wrap_under(key_id, None)
+    }
+
+    /// Wraps a CMK under the link key `link_id` (AES key wrap with padding), inside the HSM,
+    /// for a member of the linked cluster.
+    pub fn wrap_key_for_link(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        link_id: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        self.wrap_under(key_id, Some(link_id))
+    }
+
+    /// The trusted key a CMK travels under: the domain key, or the link key `link`.
+    fn wrapping_key(
+        &self,
+        connection: &Connection,
+        session: &Session,
+        link: Option<&[u8]>,
+    ) -> Result<ObjectHandle, HsmError> {
+        match link {
+            None => self.domain_key(connection),
+            Some(link_id) => self.key_handle(connection, session, link_id),
+        }
+    }
+
+    fn wrap_under(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        link: Option<&[u8]>,
+    ) -> Result<Vec<u8>, HsmError> {
         self.with_session(|connection, session| {
             let key = self.key_handle(connection, session, key_id)?;
-            let domain_key = self.domain_key(connection)?;
+            let wrapping = self.wrapping_key(connection, session, link)?;
             let result = session
-                .wrap_key(&Mechanism::AesKeyWrapPad, domain_key, key)
+                .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key)
                 .map_err(self.pkcs11_error());
             self.forget_handle(connection, key_id, result)
         })
@@ -654,12 +685,38 @@ impl Member {
         wrapped: &[u8],
         public: Option<&PublicKey>,
     ) -> Result<(), HsmError> {
+        self.unwrap_under(None, key_id, label, material, wrapped, public)
+    }
+
+    /// [`Member::unwrap_key`] for material a member of a linked cluster wrapped under the
+    /// link key `link_id`.
+    pub fn unwrap_key_from_link(
+        self: &Arc<Self>,
+        link_id: &[u8],
+        key_id: &[u8],
+        label: &str,
+        material: MaterialSpec,
+        wrapped: &[u8],
+        public: Option<&PublicKey>,
+    ) -> Result<(), HsmError> {
+        self.unwrap_under(Some(link_id), key_id, label, material, wrapped, public)
+    }
+
+    fn unwrap_under(
+        self: &Arc<Self>,
+        link: Option<&[u8]>,
+        key_id: &[u8],
+        label: &str,
+        material: MaterialSpec,
+        wrapped: &[u8],
+        public: Option<&PublicKey>,
+    ) -> Result<(), HsmError> {
         self.with_session(|connection, session| {
-            let domain_key = self.domain_key(connection)?;
+            let wrapping = self.wrapping_key(connection, session, link)?;
             let _writing = write(&self.token_objects);
             let template = material.secret_template(key_id, label, Portability::WrapWithTrusted);
             let handle = session
-                .unwrap_key(&Mechanism::AesKeyWrapPad, domain_key, wrapped, &template)
+                .unwrap_key(&Mechanism::AesKeyWrapPad, wrapping, wrapped, &template)
                 .map_err(self.pkcs11_error())?;
             write(&connection.handles).insert(key_id.to_vec(), handle);
             if let Some(public) = public {
@@ -668,6 +725,35 @@ impl Member {
                     .map_err(self.pkcs11_error())?;
             }
             Ok(())
+        })
+    }
+
+    /// The clusters this member shares a link key with, as pairs of cluster names (from the
+    /// link keys' `CKA_ID`s).
+    pub fn links(self: &Arc<Self>) -> Result<Vec<(String, String)>, HsmError> {
+        self.with_session(|_, session| {
+            let _searching = read(&self.token_objects);
+            let handles = session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Token(true),
+                ])
+                .map_err(self.pkcs11_error())?;
+            let mut links = Vec::new();
+            for handle in handles {
+                let attributes = session
+                    .get_attributes(handle, &[AttributeType::Id])
+                    .map_err(self.pkcs11_error())?;
+                for attribute in attributes {
+                    if let Attribute::Id(id) = attribute
+                        && let Some(pair) = templates::TrustedKey::linked_clusters(&id)
+                    {
+                        links.push(pair);
+                    }
+                }
+            }
+            links.sort();
+            Ok(links)
         })
     }
 
@@ -736,7 +822,7 @@ impl Member {
     }
 
     /// Lists the key material objects on the member (secrets and private keys hsm-kms can
-    /// describe), the domain key excluded.
+    /// describe), the domain key and link keys excluded.
     pub fn list_keys(self: &Arc<Self>) -> Result<Vec<KeyObject>, HsmError> {
         let objects = self.with_session(|_, session| {
             let _searching = read(&self.token_objects);
@@ -772,7 +858,7 @@ impl Member {
                         _ => {}
                     }
                 }
-                if object.id != templates::DOMAIN_KEY_ID {
+                if !templates::is_trusted_key_id(&object.id) {
                     objects.push(object);
                 }
             }

@@ -1,7 +1,7 @@
 //! PKCS#11 attribute templates for the objects hsm-kms keeps in an HSM: customer master key
-//! material and the cluster domain key. The templates are the security boundary: a CMK is
-//! sensitive and can leave an HSM only wrapped under a *trusted* key (the domain key), which
-//! only a security officer can create.
+//! material, the cluster domain key and the link keys two clusters share. The templates are
+//! the security boundary: a CMK is sensitive and can leave an HSM only wrapped under a
+//! *trusted* key (the domain key, or a link key), which only a security officer can create.
 
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
@@ -10,6 +10,52 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 pub const DOMAIN_KEY_ID: &[u8] = b"hsm-kms/domain-key/1";
 /// CKA_LABEL of the cluster domain key.
 pub const DOMAIN_KEY_LABEL: &str = "hsm-kms domain key";
+/// Start of the CKA_ID of every link key (`hsm-kms/link-key/<cluster>/<cluster>`).
+pub const LINK_KEY_PREFIX: &str = "hsm-kms/link-key/";
+
+/// A trusted wrapping key a ceremony establishes: the domain key of one cluster, or the link
+/// key two clusters share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// Its CKA_ID.
+    pub id: Vec<u8>,
+    /// Its CKA_LABEL.
+    pub label: String,
+}
+
+impl TrustedKey {
+    /// The cluster domain key.
+    pub fn domain() -> TrustedKey {
+        TrustedKey {
+            id: DOMAIN_KEY_ID.to_vec(),
+            label: DOMAIN_KEY_LABEL.to_owned(),
+        }
+    }
+
+    /// The link key of clusters `a` and `b` (the same whichever is named first).
+    pub fn link(a: &str, b: &str) -> TrustedKey {
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        TrustedKey {
+            id: format!("{LINK_KEY_PREFIX}{first}/{second}").into_bytes(),
+            label: format!("hsm-kms link key {first} {second}"),
+        }
+    }
+
+    /// The two clusters a link key's CKA_ID names (`None` for any other id).
+    pub fn linked_clusters(id: &[u8]) -> Option<(String, String)> {
+        let text = std::str::from_utf8(id)
+            .ok()?
+            .strip_prefix(LINK_KEY_PREFIX)?;
+        let (first, second) = text.split_once('/')?;
+        Some((first.to_owned(), second.to_owned()))
+    }
+}
+
+/// Whether a CKA_ID names a trusted wrapping key (the domain key or a link key), which is no
+/// key material.
+pub fn is_trusted_key_id(id: &[u8]) -> bool {
+    id == DOMAIN_KEY_ID || id.starts_with(LINK_KEY_PREFIX.as_bytes())
+}
 
 const CKA_WRAP_TEMPLATE: u64 = 0x4000_0211;
 const CKA_UNWRAP_TEMPLATE: u64 = 0x4000_0212;
@@ -66,6 +112,12 @@ pub fn cmk_generate(id: &[u8], label: &str, portability: Portability) -> Vec<Att
 /// only to wrap and unwrap with AES key wrap (with padding), and only keys that are themselves
 /// sensitive and wrappable only under trusted keys.
 pub fn domain_key_session() -> Vec<Attribute> {
+    trusted_key_session(&TrustedKey::domain())
+}
+
+/// A trusted wrapping key (domain or link key) as the security officer creates it: see
+/// [`domain_key_session`].
+pub fn trusted_key_session(key: &TrustedKey) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -83,21 +135,22 @@ pub fn domain_key_session() -> Vec<Attribute> {
         Attribute::Verify(false),
         Attribute::Derive(false),
         Attribute::AllowedMechanisms(vec![MechanismType::AES_KEY_WRAP_PAD]),
-        Attribute::Id(DOMAIN_KEY_ID.to_vec()),
-        Attribute::Label(DOMAIN_KEY_LABEL.as_bytes().to_vec()),
+        Attribute::Id(key.id.clone()),
+        Attribute::Label(key.label.as_bytes().to_vec()),
         guard_template(CKA_WRAP_TEMPLATE),
         guard_template(CKA_UNWRAP_TEMPLATE),
     ]
 }
 
-/// Template for `C_GenerateKey` of a fresh domain key (a session object of the SO).
-pub fn domain_key_generate() -> Vec<Attribute> {
-    let mut template = domain_key_session();
+/// Template for `C_GenerateKey` of a fresh trusted wrapping key (a session object of the SO).
+pub fn trusted_key_generate(key: &TrustedKey) -> Vec<Attribute> {
+    let mut template = trusted_key_session(key);
     template.push(Attribute::ValueLen(32.into()));
     template
 }
 
-/// Changes made when the user copies the SO's session domain key into a private token object.
+/// Changes made when the user copies the SO's session domain key (or link key) into a
+/// private token object.
 pub fn domain_key_persist() -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
@@ -108,9 +161,14 @@ pub fn domain_key_persist() -> Vec<Attribute> {
 
 /// Finds the persisted domain key.
 pub fn domain_key_search() -> Vec<Attribute> {
+    trusted_key_search(&TrustedKey::domain())
+}
+
+/// Finds a persisted trusted wrapping key.
+pub fn trusted_key_search(key: &TrustedKey) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Id(DOMAIN_KEY_ID.to_vec()),
+        Attribute::Id(key.id.clone()),
     ]
 }
 

@@ -72,6 +72,10 @@ pub struct KeyRecord {
     /// What an EXTERNAL-origin key knows of its imported material (`None` for other keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportRecord>,
+    /// The multi-Region key this record is one Region's copy of (`None`: a single-Region
+    /// key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_region: Option<MultiRegionRecord>,
     /// Who manages the key: the customer, or (an `alias/aws/<service>` key) AWS.
     #[serde(default, skip_serializing_if = "KeyManager::is_customer")]
     pub key_manager: KeyManager,
@@ -102,6 +106,31 @@ impl KeyManager {
     pub fn is_customer(&self) -> bool {
         *self == KeyManager::Customer
     }
+}
+
+/// One Region's copy of a multi-Region key (primary or replica): every copy has the same
+/// key id and material, and its own record, stored under [`store_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiRegionRecord {
+    /// The Region of the primary key (every copy names the same one).
+    pub primary_region: String,
+}
+
+/// The key of a key record in the store: the key id of a single-Region key (as records
+/// have always been stored), `<key id>/<region>` for a copy of a multi-Region key, whose
+/// copies share the key id. All copies of one multi-Region key are found under the prefix
+/// [`multi_region_prefix`].
+pub fn store_key(key_id: &str, region: &str) -> String {
+    if key_id.starts_with(crate::ids::MULTI_REGION_PREFIX) {
+        format!("{key_id}/{region}")
+    } else {
+        key_id.to_owned()
+    }
+}
+
+/// The store-key prefix of every copy of the multi-Region key `key_id`.
+pub fn multi_region_prefix(key_id: &str) -> String {
+    format!("{key_id}/")
 }
 
 /// The imported material of an EXTERNAL-origin key: its expiry and a key check value. The
@@ -227,6 +256,25 @@ impl KeyRecord {
     /// The parsed key id.
     pub fn id(&self) -> KeyId {
         KeyId::parse(&self.key_id).unwrap_or_else(|_| KeyId::from_bytes([0; 16]))
+    }
+
+    /// The key of this record in the store (see [`store_key`]).
+    pub fn store_key(&self) -> String {
+        store_key(&self.key_id, &self.region)
+    }
+
+    /// Whether this is the primary key of a multi-Region key.
+    pub fn is_primary(&self) -> bool {
+        self.multi_region
+            .as_ref()
+            .is_some_and(|mrk| mrk.primary_region == self.region)
+    }
+
+    /// Whether this is a replica key of a multi-Region key.
+    pub fn is_replica(&self) -> bool {
+        self.multi_region
+            .as_ref()
+            .is_some_and(|mrk| mrk.primary_region != self.region)
     }
 
     /// The key's scope (account and region).

@@ -31,10 +31,18 @@
 //!   (AWS has no such cell: imported keys never live in custom key stores). That the key's
 //!   origin is EXTERNAL is checked before the state, elsewhere;
 //! - `Creating`, `Updating` and `PendingReplicaDeletion` belong to
-//!   multi-Region keys, which this store never makes: every operation that
-//!   depends on the state fails closed with `KMSInvalidStateException`
-//!   "... is creating." / "... is updating." / "... is pending replica
-//!   deletion." (CancelKeyDeletion: "... is not pending deletion.").
+//!   multi-Region keys. A replica is `Creating` while ReplicateKey copies its
+//!   material; a primary whose deletion waits for its replicas is
+//!   `PendingReplicaDeletion`; UpdatePrimaryRegion changes every copy in one
+//!   atomic write, so `Updating` is never seen (it stays in the table for
+//!   records that carry it). Every operation that depends on the state fails
+//!   closed in them with `KMSInvalidStateException` "... is creating." /
+//!   "... is updating." / "... is pending replica deletion.", except that
+//!   CancelKeyDeletion cancels a `PendingReplicaDeletion` (the primary returns
+//!   to Disabled, as from PendingDeletion);
+//! - ReplicateKey and UpdatePrimaryRegion follow the metadata-update row (AWS:
+//!   allowed when enabled, disabled or pending import; refused when pending
+//!   deletion, creating, updating or pending replica deletion).
 
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +199,8 @@ pub enum Operation {
     RetireGrant,
     /// RevokeGrant.
     RevokeGrant,
+    /// ReplicateKey (checked against the primary key).
+    ReplicateKey,
     /// RotateKeyOnDemand.
     RotateKeyOnDemand,
     /// ScheduleKeyDeletion.
@@ -206,6 +216,8 @@ pub enum Operation {
     UpdateAlias,
     /// UpdateKeyDescription.
     UpdateKeyDescription,
+    /// UpdatePrimaryRegion (checked against the primary and the new primary).
+    UpdatePrimaryRegion,
     /// Verify.
     Verify,
     /// VerifyMac.
@@ -214,7 +226,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 51] = [
+    pub const ALL: [Operation; 53] = [
         Operation::CancelKeyDeletion,
         Operation::ConnectCustomKeyStore,
         Operation::CreateCustomKeyStore,
@@ -266,6 +278,8 @@ impl Operation {
         Operation::GetParametersForImport,
         Operation::ImportKeyMaterial,
         Operation::DeleteImportedKeyMaterial,
+        Operation::ReplicateKey,
+        Operation::UpdatePrimaryRegion,
     ];
 
     /// The AWS operation name (`X-Amz-Target: TrentService.<name>`).
@@ -322,6 +336,8 @@ impl Operation {
             Operation::GetParametersForImport => "GetParametersForImport",
             Operation::ImportKeyMaterial => "ImportKeyMaterial",
             Operation::DeleteImportedKeyMaterial => "DeleteImportedKeyMaterial",
+            Operation::ReplicateKey => "ReplicateKey",
+            Operation::UpdatePrimaryRegion => "UpdatePrimaryRegion",
         }
     }
 
@@ -441,9 +457,8 @@ impl Operation {
             EnableKey | DisableKey => Row::EnableDisable,
             ScheduleKeyDeletion => Row::ScheduleDeletion,
             CancelKeyDeletion => Row::CancelDeletion,
-            CreateAlias | UpdateAlias | TagResource | UntagResource | UpdateKeyDescription => {
-                Row::MetadataUpdate
-            }
+            CreateAlias | UpdateAlias | TagResource | UntagResource | UpdateKeyDescription
+            | ReplicateKey | UpdatePrimaryRegion => Row::MetadataUpdate,
             EnableKeyRotation | DisableKeyRotation => Row::RotationSettings,
             RotateKeyOnDemand => Row::RotateOnDemand,
             GetKeyRotationStatus | ListKeyRotations => Row::RotationRead,
@@ -551,7 +566,7 @@ const TABLE: [[Effect; 8]; 12] = [
     [OK,          DISABLED,    PENDING_DELETION, PENDING_IMPORT, OK,          CREATING, UPDATING, REPLICA],     // CreateGrant
     [OK,          OK,          PENDING_DELETION, PENDING_IMPORT, OK,          CREATING, UPDATING, REPLICA],     // EnableDisable
     [OK,          OK,          PENDING_DELETION, OK,             OK,          CREATING, UPDATING, REPLICA],     // ScheduleDeletion
-    [NOT_PENDING, NOT_PENDING, OK,               NOT_PENDING,    NOT_PENDING, NOT_PENDING, NOT_PENDING, NOT_PENDING], // CancelDeletion
+    [NOT_PENDING, NOT_PENDING, OK,               NOT_PENDING,    NOT_PENDING, NOT_PENDING, NOT_PENDING, OK],  // CancelDeletion
     [OK,          OK,          PENDING_DELETION, OK,             OK,          CREATING, UPDATING, REPLICA],     // MetadataUpdate
     [OK,          DISABLED,    PENDING_DELETION, EXTERNAL,       OK,          CREATING, UPDATING, REPLICA],     // RotationSettings
     [OK,          DISABLED,    PENDING_DELETION, EXTERNAL,       UNAVAILABLE, CREATING, UPDATING, REPLICA],     // RotateOnDemand
@@ -602,10 +617,9 @@ mod tests {
             CreateGrant => ["ok", D, PD, PI, "ok", CR, UP, PRD],
             EnableKey | DisableKey => ["ok", "ok", PD, PI, "ok", CR, UP, PRD],
             ScheduleKeyDeletion => ["ok", "ok", PD, "ok", "ok", CR, UP, PRD],
-            CancelKeyDeletion => [NPD, NPD, "ok", NPD, NPD, NPD, NPD, NPD],
-            CreateAlias | UpdateAlias | TagResource | UntagResource | UpdateKeyDescription => {
-                ["ok", "ok", PD, "ok", "ok", CR, UP, PRD]
-            }
+            CancelKeyDeletion => [NPD, NPD, "ok", NPD, NPD, NPD, NPD, "ok"],
+            CreateAlias | UpdateAlias | TagResource | UntagResource | UpdateKeyDescription
+            | ReplicateKey | UpdatePrimaryRegion => ["ok", "ok", PD, "ok", "ok", CR, UP, PRD],
             EnableKeyRotation | DisableKeyRotation => ["ok", D, PD, EXT, "ok", CR, UP, PRD],
             RotateKeyOnDemand => ["ok", D, PD, EXT, UN, CR, UP, PRD],
             GetKeyRotationStatus | ListKeyRotations => ["ok", "ok", "ok", EXT, "ok", CR, UP, PRD],
@@ -662,7 +676,7 @@ mod tests {
                 cells += 1;
             }
         }
-        assert_eq!(cells, 51 * 8);
+        assert_eq!(cells, 53 * 8);
     }
 
     #[test]
@@ -734,6 +748,8 @@ mod tests {
             DeriveSharedSecret => 48,
             GenerateDataKeyPair => 49,
             GenerateDataKeyPairWithoutPlaintext => 50,
+            ReplicateKey => 51,
+            UpdatePrimaryRegion => 52,
         }
     }
 

@@ -12,8 +12,7 @@ use crate::audit::event::Call;
 use crate::clock::to_epoch_seconds;
 use crate::error::KmsError;
 use crate::ids::{AliasName, Scope};
-use crate::keys::records::AliasRecord;
-use crate::keys::records::KeyRecord;
+use crate::keys::records::{AliasRecord, KeyRecord, store_key};
 use crate::keys::state::{self, Operation};
 use crate::store::{Batch, Precondition, Table};
 
@@ -62,7 +61,7 @@ impl KeyStore {
             batch
                 .expect(
                     Table::Keys,
-                    target.key_id.as_bytes(),
+                    target.store_key().as_bytes(),
                     Precondition::ExpectRevision(target_revision),
                 )
                 .expect(Table::Aliases, &key, Precondition::ExpectAbsent)
@@ -107,7 +106,9 @@ impl KeyStore {
                 .alias(&caller.scope, name.as_str())?
                 .ok_or_else(|| caller.scope.alias_not_found(&name))?;
             // AWS authorizes UpdateAlias on the key the alias leaves too.
-            if let Some(current) = self.key(&record.target_key_id)? {
+            if let Some(current) =
+                self.key(&store_key(&record.target_key_id, caller.scope.region()))?
+            {
                 self.authorize(caller, &current, None, Access::of(Operation::UpdateAlias))?;
             }
             if record.target_key_id != target.key_id
@@ -125,7 +126,7 @@ impl KeyStore {
             batch
                 .expect(
                     Table::Keys,
-                    target.key_id.as_bytes(),
+                    target.store_key().as_bytes(),
                     Precondition::ExpectRevision(target_revision),
                 )
                 .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
@@ -155,7 +156,9 @@ impl KeyStore {
                 return Err(caller.scope.alias_not_found(&name));
             };
             // AWS authorizes DeleteAlias on the alias's key: its policy must allow it.
-            if let Some(target) = self.key(&alias.target_key_id)? {
+            if let Some(target) =
+                self.key(&store_key(&alias.target_key_id, caller.scope.region()))?
+            {
                 self.authorize(caller, &target, None, Access::of(Operation::DeleteAlias))?;
             }
             let key = alias_key(&caller.scope, name.as_str());
@@ -281,7 +284,7 @@ impl KeyStore {
         resolved: &KeyRecord,
         operation: Operation,
     ) -> Result<(KeyRecord, u64), KmsError> {
-        let (target, revision) = self.stored_key(&resolved.key_id)?.ok_or_else(|| {
+        let (target, revision) = self.stored_key(&resolved.store_key())?.ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", resolved.arn()))
         })?;
         state::check(operation, target.state, &target.arn())?;

@@ -45,7 +45,8 @@ pub struct CreateKeyRequest {
     /// Creates the KMS key in the specified custom key store. The `ConnectionState` of the
     /// custom key store must be `CONNECTED`.
     pub custom_key_store_id: Option<String>,
-    /// AWS's multi-Region primary key; `true` is refused (`UnsupportedOperationException`).
+    /// Creates a multi-Region primary key (`mrk-` key id) that ReplicateKey can copy into
+    /// other Regions.
     pub multi_region: Option<bool>,
     /// The key policy to attach to the KMS key.
     pub policy: Option<String>,
@@ -106,6 +107,10 @@ pub struct KeyMetadata {
     pub key_agreement_algorithms: Vec<String>,
     /// Indicates whether the KMS key is a multi-Region (`True`) or regional (`False`) key.
     pub multi_region: bool,
+    /// Lists the primary and replica keys in the same multi-Region key (multi-Region keys
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_region_configuration: Option<MultiRegionConfiguration>,
     /// The waiting period before the primary key in a multi-Region key is deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,
@@ -118,6 +123,68 @@ pub struct KeyMetadata {
     /// For keys of origin EXTERNAL: when the imported material expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_to: Option<f64>,
+}
+
+/// AWS's MultiRegionConfiguration: the type of a multi-Region key and its related keys.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MultiRegionConfiguration {
+    /// Indicates whether the KMS key is a `PRIMARY` or `REPLICA` key.
+    pub multi_region_key_type: String,
+    /// Displays the key ARN and Region of the primary key (this key, if it is the primary).
+    pub primary_key: MultiRegionKey,
+    /// Displays the key ARNs and Regions of all replica keys (this key, if it is a replica).
+    pub replica_keys: Vec<MultiRegionKey>,
+}
+
+/// AWS's MultiRegionKey: one primary or replica key of a multi-Region key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MultiRegionKey {
+    /// Displays the key ARN of a primary or replica key of a multi-Region key.
+    pub arn: String,
+    /// Displays the Amazon Web Services Region of a primary or replica key.
+    pub region: String,
+}
+
+/// The parameters of ReplicateKey.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ReplicateKeyRequest {
+    /// Identifies the multi-Region primary key that is being replicated.
+    pub key_id: String,
+    /// The Region ID of the Amazon Web Services Region for this replica key.
+    pub replica_region: String,
+    /// The key policy to attach to the KMS key (default: the default key policy).
+    pub policy: Option<String>,
+    /// Skips ("bypasses") the key policy lockout safety check.
+    pub bypass_policy_lockout_safety_check: Option<bool>,
+    /// A description of the KMS key.
+    pub description: Option<String>,
+    /// Assigns one or more tags to the replica key.
+    pub tags: Vec<Tag>,
+}
+
+/// ReplicateKey's answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplicateKeyResponse {
+    /// Displays details about the new replica key.
+    pub replica_key_metadata: KeyMetadata,
+    /// The key policy of the new replica key.
+    pub replica_policy: String,
+    /// The tags on the new replica key.
+    pub replica_tags: Vec<Tag>,
+}
+
+/// The parameters of UpdatePrimaryRegion.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdatePrimaryRegionRequest {
+    /// Identifies the current primary key.
+    pub key_id: String,
+    /// The Amazon Web Services Region of the new primary key.
+    pub primary_region: String,
 }
 
 /// A response holding one key's metadata (CreateKey, DescribeKey).
@@ -190,8 +257,10 @@ pub struct ScheduleKeyDeletionRequest {
 pub struct ScheduleKeyDeletionResponse {
     /// The key ARN of the KMS key whose deletion is scheduled.
     pub key_id: String,
-    /// The date and time after which KMS deletes the KMS key.
-    pub deletion_date: f64,
+    /// The date and time after which KMS deletes the KMS key (absent for a multi-Region
+    /// primary key waiting for its replicas' deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<f64>,
     /// The current status of the KMS key.
     pub key_state: String,
     /// The waiting period before the KMS key is deleted.

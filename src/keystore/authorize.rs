@@ -138,7 +138,17 @@ impl KeyStore {
         request.set(keys::KEY_SPEC, &key.key_spec);
         request.set(keys::KEY_USAGE, &key.key_usage);
         request.set(keys::KEY_ORIGIN, &key.origin);
-        request.set(keys::MULTI_REGION, "false");
+        request.set(keys::MULTI_REGION, &key.multi_region.is_some().to_string());
+        if key.multi_region.is_some() {
+            request.set(
+                keys::MULTI_REGION_KEY_TYPE,
+                if key.is_primary() {
+                    "PRIMARY"
+                } else {
+                    "REPLICA"
+                },
+            );
+        }
         if let Some(alias) = alias {
             request.set(keys::REQUEST_ALIAS, alias);
         }

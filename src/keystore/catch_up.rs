@@ -32,10 +32,11 @@ pub struct CaughtUp {
 
 impl KeyStore {
     /// Copies onto every healthy member of the key store's cluster, and of the clusters of
-    /// connected custom key stores, the material versions it lacks, and reports the members
-    /// that lacked any. Members that are down are skipped (their return triggers a catch-up).
+    /// regions with their own and of connected custom key stores, the material versions it
+    /// lacks, and reports the members that lacked any. Members that are down are skipped (their return triggers a catch-up).
     pub fn catch_up_members(&self) -> Result<Vec<CaughtUp>, KmsError> {
         let mut clusters = vec![self.cluster.clone()];
+        clusters.extend(self.region_clusters());
         clusters.extend(self.custom.open_clusters());
         let mut done = Vec::new();
         for cluster in clusters {

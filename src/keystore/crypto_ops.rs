@@ -16,7 +16,7 @@ use crate::crypto::blob::{BlobHeader, CiphertextBlob, MAX_BLOB_LEN};
 use crate::crypto::context::EncryptionContext;
 use crate::error::KmsError;
 use crate::hsm::{Gcm, GcmSeal};
-use crate::keys::records::KeyRecord;
+use crate::keys::records::{KeyRecord, store_key};
 use crate::keys::spec::{EncryptionAlgorithm, KeyUsage};
 use crate::keys::state::{self, Operation};
 use crate::policy::keys;
@@ -452,7 +452,9 @@ impl KeyStore {
                 "The key ID in the request does not identify a CMK that can perform this operation.".to_owned(),
             ));
         }
-        let key = self.key(&key_id)?.ok_or_else(invalid)?;
+        let key = self
+            .key(&store_key(&key_id, caller.scope.region()))?
+            .ok_or_else(invalid)?;
         let arn = key.arn();
         call.resource(arn.clone());
         let shared = operation.allows_cross_account() && key.region == caller.scope.region();

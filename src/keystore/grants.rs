@@ -26,7 +26,7 @@ use crate::audit::event::Call;
 use crate::clock::to_epoch_seconds;
 use crate::error::KmsError;
 use crate::ids::KeyId;
-use crate::keys::records::{GrantRecord, KeyRecord};
+use crate::keys::records::{GrantRecord, KeyRecord, store_key};
 use crate::keys::state::{self, Operation};
 use crate::policy::grant::{check_grant_quota, check_principal, validate_grant_tokens};
 use crate::policy::{Grant, GrantConstraints, GrantOperation, GrantRequest};
@@ -95,7 +95,7 @@ impl KeyStore {
             )?;
             check_operations_fit_key(&grant, &key)?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-            let existing = self.grants_of(&key.key_id)?;
+            let existing = self.grants_of(&key.store_key())?;
             let repeated = existing
                 .iter()
                 .find(|record| policy_grant(record, &key.arn()).is_repeated_by(&grant));
@@ -114,15 +114,15 @@ impl KeyStore {
             batch
                 .expect(
                     Table::Keys,
-                    key.key_id.as_bytes(),
+                    key.store_key().as_bytes(),
                     Precondition::ExpectPresent,
                 )
                 .put(
                     Table::Grants,
-                    &grant_key(&key.key_id, &record.grant_id),
+                    &grant_key(&key.store_key(), &record.grant_id),
                     encode(&record)?,
                 );
-            self.commit(batch, &key.key_id)?;
+            self.commit(batch, &key.store_key())?;
             call.response_elements = Some(serde_json::json!({ "grantId": record.grant_id }));
             Ok(CreateGrantResponse {
                 grant_token: new_token(&key.key_id, &record.grant_id)?,
@@ -164,16 +164,17 @@ impl KeyStore {
             )?;
             let after = match request.marker.as_deref() {
                 None => None,
-                Some(marker) if is_grant_id(marker) => Some(grant_key(&key.key_id, marker)),
+                Some(marker) if is_grant_id(marker) => Some(grant_key(&key.store_key(), marker)),
                 Some(marker) => return Err(invalid_marker(marker)),
             };
-            let (grants, more) = self.grant_page(&grant_prefix(&key.key_id), after, page, |g| {
-                request.grant_id.as_ref().is_none_or(|id| *id == g.grant_id)
-                    && request
-                        .grantee_principal
-                        .as_ref()
-                        .is_none_or(|grantee| *grantee == g.grantee_principal)
-            })?;
+            let (grants, more) =
+                self.grant_page(&grant_prefix(&key.store_key()), after, page, |g| {
+                    request.grant_id.as_ref().is_none_or(|id| *id == g.grant_id)
+                        && request
+                            .grantee_principal
+                            .as_ref()
+                            .is_none_or(|grantee| *grantee == g.grantee_principal)
+                })?;
             let next_marker = more
                 .then(|| grants.last().map(|g| g.grant_id.clone()))
                 .flatten();
@@ -226,7 +227,7 @@ impl KeyStore {
                 .then(|| {
                     grants
                         .last()
-                        .map(|g| URL_SAFE_NO_PAD.encode(grant_key(&g.key_id, &g.grant_id)))
+                        .map(|g| URL_SAFE_NO_PAD.encode(grant_key(&store_key(&g.key_id, &g.region), &g.grant_id)))
                 })
                 .flatten();
             Ok(ListGrantsResponse {
@@ -325,7 +326,7 @@ impl KeyStore {
     pub(super) fn grants_for_evaluation(&self, key: &KeyRecord) -> Result<Vec<Grant>, KmsError> {
         let arn = key.arn();
         Ok(self
-            .grants_of(&key.key_id)?
+            .grants_of(&key.store_key())?
             .iter()
             .map(|record| policy_grant(record, &arn))
             .collect())
@@ -399,7 +400,7 @@ impl KeyStore {
     ) -> Result<(GrantRecord, u64), KmsError> {
         match self
             .store
-            .get(Table::Grants, &grant_key(&key.key_id, grant_id))
+            .get(Table::Grants, &grant_key(&key.store_key(), grant_id))
             .map_err(internal)?
         {
             Some(found) => Ok((decode(&found.payload)?, found.revision)),
@@ -412,7 +413,7 @@ impl KeyStore {
 
     /// Deletes a grant, unless it changed since it was read at `revision`.
     fn remove_grant(&self, key: &KeyRecord, grant_id: &str, revision: u64) -> Result<(), KmsError> {
-        let store_key = grant_key(&key.key_id, grant_id);
+        let store_key = grant_key(&key.store_key(), grant_id);
         let mut batch = Batch::new();
         batch
             .expect(
@@ -421,7 +422,7 @@ impl KeyStore {
                 Precondition::ExpectRevision(revision),
             )
             .delete(Table::Grants, &store_key);
-        self.commit(batch, &key.key_id)
+        self.commit(batch, &key.store_key())
     }
 
     /// The key a grant token names: any account's key in the caller's region, recorded in
@@ -433,7 +434,7 @@ impl KeyStore {
         key_id: &KeyId,
     ) -> Result<std::sync::Arc<KeyRecord>, KmsError> {
         let key = self
-            .key(&key_id.to_string())?
+            .key(&store_key(&key_id.to_string(), caller.scope.region()))?
             .filter(|key| key.region == caller.scope.region())
             .ok_or_else(|| {
                 KmsError::NotFound(format!(
@@ -447,12 +448,13 @@ impl KeyStore {
         Ok(key)
     }
 
-    /// The store keys of every grant of `key_id`, for the batch that deletes the key.
-    pub(super) fn grant_keys_of(&self, key_id: &str) -> Result<Vec<Vec<u8>>, KmsError> {
+    /// The store keys of every grant of the key stored under `key` (see
+    /// [`store_key`]), for the batch that deletes the key.
+    pub(super) fn grant_keys_of(&self, key: &str) -> Result<Vec<Vec<u8>>, KmsError> {
         Ok(self
-            .grants_of(key_id)?
+            .grants_of(key)?
             .iter()
-            .map(|grant| grant_key(key_id, &grant.grant_id))
+            .map(|grant| grant_key(key, &grant.grant_id))
             .collect())
     }
 }
@@ -586,13 +588,13 @@ fn key_arn(record: &GrantRecord) -> String {
 }
 
 /// The store key of a grant.
-fn grant_key(key_id: &str, grant_id: &str) -> Vec<u8> {
-    format!("{key_id}/{grant_id}").into_bytes()
+fn grant_key(key: &str, grant_id: &str) -> Vec<u8> {
+    format!("{key}/{grant_id}").into_bytes()
 }
 
 /// The store key prefix of a key's grants.
-fn grant_prefix(key_id: &str) -> Vec<u8> {
-    format!("{key_id}/").into_bytes()
+fn grant_prefix(key: &str) -> Vec<u8> {
+    format!("{key}/").into_bytes()
 }
 
 /// A new token naming the grant (see the module docs).

@@ -266,7 +266,7 @@ impl KeyStore {
                     },
                     |batch| {
                         let (mut record, revision) = self
-                            .stored_key(&key.key_id)?
+                            .stored_key(&key.store_key())?
                             .ok_or_else(|| KmsError::NotFound(format!("Key '{arn}' does not exist")))?;
                         check_origin(&record)?;
                         state::check(Operation::ImportKeyMaterial, record.state, &arn)?;
@@ -307,10 +307,10 @@ impl KeyStore {
                         batch
                             .expect(
                                 Table::Keys,
-                                record.key_id.as_bytes(),
+                                record.store_key().as_bytes(),
                                 Precondition::ExpectRevision(revision),
                             )
-                            .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
+                            .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
                         Ok(())
                     },
                 ),
@@ -326,7 +326,7 @@ impl KeyStore {
             }
             if held == Held::Material {
                 // The same material again: only the expiration changes.
-                self.update_key(&key.key_id, |record, _| {
+                self.update_key(&key.store_key(), |record, _| {
                     check_origin(record)?;
                     state::check(Operation::ImportKeyMaterial, record.state, &arn)?;
                     if record.materials.is_empty() {
@@ -418,7 +418,7 @@ impl KeyStore {
                 pending.extend(report.pending.into_iter().map(|error| error.member));
             }
         }
-        self.update_key(&key.key_id, |record, _| {
+        self.update_key(&key.store_key(), |record, _| {
             if let Some(import) = record.import.as_mut() {
                 import.destruction_owed.retain(|v| !destroyed.contains(v));
             }

@@ -77,7 +77,7 @@ impl KeyStore {
             if !bypass {
                 self.check_lockout(caller, &key.arn(), &key.account_id, &policy)?;
             }
-            self.update_key(&key.key_id, |record, _| {
+            self.update_key(&key.store_key(), |record, _| {
                 record.policy = Some(request.policy);
                 Ok(())
             })

@@ -10,8 +10,10 @@ use crate::clock::{DAY_MILLIS, to_epoch_seconds};
 use crate::cluster::{Cluster, MaterialId};
 use crate::error::KmsError;
 use crate::ids::KeyId;
+use crate::keys::records::store_key;
 use crate::keys::records::{
-    ImportRecord, IntentKind, IntentRecord, KeyManager, KeyRecord, MaterialRecord, ParsedPolicy,
+    ImportRecord, IntentKind, IntentRecord, KeyManager, KeyRecord, MaterialRecord,
+    MultiRegionRecord, ParsedPolicy,
 };
 use crate::keys::spec::{self, KeySpec};
 use crate::keys::state::{self, KeyState, Operation};
@@ -109,18 +111,28 @@ impl KeyStore {
                 )));
             }
         }
-        if request.multi_region == Some(true) {
+        let multi_region = request.multi_region == Some(true);
+        if multi_region && request.custom_key_store_id.is_some() {
             return Err(KmsError::UnsupportedOperation(
-                "Multi-Region keys are not supported.".into(),
+                "Multi-Region keys cannot be created in a custom key store.".into(),
+            ));
+        }
+        if multi_region && origin == "EXTERNAL" {
+            return Err(KmsError::UnsupportedOperation(
+                "Multi-Region keys of origin EXTERNAL are not supported: create the multi-Region key with origin AWS_KMS.".into(),
             ));
         }
         let cluster = match &request.custom_key_store_id {
             Some(id) => self.connected_store(caller, id)?.name().to_owned(),
-            None => self.cluster.name().to_owned(),
+            None => self.region_cluster(caller.scope.region()).name().to_owned(),
         };
         let tags = validate_tags(&request.tags, &BTreeMap::new())?;
 
-        let key_id = KeyId::new_random();
+        let key_id = if multi_region {
+            KeyId::new_multi_region()
+        } else {
+            KeyId::new_random()
+        };
         let account = caller.scope.account_id();
         let policy_text = request
             .policy
@@ -172,6 +184,9 @@ impl KeyStore {
             import: external.then(ImportRecord::default),
             key_manager: KeyManager::Customer,
             parsed_policy: ParsedPolicy::default(),
+            multi_region: multi_region.then(|| MultiRegionRecord {
+                primary_region: caller.scope.region().to_owned(),
+            }),
         };
         let mut record = record;
         if external {
@@ -181,11 +196,11 @@ impl KeyStore {
             batch
                 .expect(
                     Table::Keys,
-                    record.key_id.as_bytes(),
+                    record.store_key().as_bytes(),
                     Precondition::ExpectAbsent,
                 )
-                .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
-            self.commit(batch, &record.key_id)?;
+                .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
+            self.commit(batch, &record.store_key())?;
         } else if let Some(object) = self.pooled_for(&record) {
             // Material from the pool: the claim and the key record are one batch.
             let cluster = record.cluster.clone();
@@ -198,11 +213,11 @@ impl KeyStore {
                 batch
                     .expect(
                         Table::Keys,
-                        record.key_id.as_bytes(),
+                        record.store_key().as_bytes(),
                         Precondition::ExpectAbsent,
                     )
-                    .put(Table::Keys, record.key_id.as_bytes(), payload);
-                self.commit(batch, &record.key_id)
+                    .put(Table::Keys, record.store_key().as_bytes(), payload);
+                self.commit(batch, &record.store_key())
             });
             self.claim_settled(&cluster, object, &committed);
             committed?;
@@ -214,27 +229,29 @@ impl KeyStore {
                 batch
                     .expect(
                         Table::Keys,
-                        record.key_id.as_bytes(),
+                        record.store_key().as_bytes(),
                         Precondition::ExpectAbsent,
                     )
-                    .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
+                    .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
                 Ok(())
             })?;
         }
         call.resource(record.arn());
-        let key_metadata = metadata(&record);
+        let key_metadata = self.describe(&record)?;
         call.response_elements = Some(serde_json::json!({ "keyMetadata": key_metadata }));
         Ok(KeyMetadataResponse { key_metadata })
             })
     }
 
     /// A proven material pool object for the first material of the new key `record`, if
-    /// the key is one the pool serves (SYMMETRIC_DEFAULT, of origin AWS_KMS, in the default
-    /// cluster) and the pool has one ready.
+    /// the key is one the pool serves (SYMMETRIC_DEFAULT, of origin AWS_KMS, single-Region,
+    /// in the default cluster) and the pool has one ready.
     fn pooled_for(&self, record: &KeyRecord) -> Option<String> {
         let pooled_kind = record.key_spec == SYMMETRIC_DEFAULT
             && record.origin == "AWS_KMS"
-            && record.custom_key_store_id.is_none();
+            && record.custom_key_store_id.is_none()
+            && record.multi_region.is_none()
+            && record.cluster == self.cluster.name();
         if !pooled_kind {
             return None;
         }
@@ -299,7 +316,7 @@ impl KeyStore {
             ))
         };
         let in_flight = InFlight::new(self, material.to_string()).ok_or_else(in_progress)?;
-        if let Some((stored, _)) = self.stored_key(&record.key_id)?
+        if let Some((stored, _)) = self.stored_key(&record.store_key())?
             && stored.materials.iter().any(|m| m.version >= version)
         {
             return Err(in_progress());
@@ -342,7 +359,7 @@ impl KeyStore {
             let mut batch = Batch::new();
             finish(&mut batch).and_then(|()| {
                 batch.delete(Table::Intents, &intent_key);
-                self.commit(batch, &record.key_id)
+                self.commit(batch, &record.store_key())
             })
         };
         match recorded {
@@ -407,7 +424,7 @@ impl KeyStore {
                 Naming::AnyReference,
             )?;
             Ok(KeyMetadataResponse {
-                key_metadata: metadata(&record),
+                key_metadata: self.describe(&record)?,
             })
         })
     }
@@ -425,12 +442,16 @@ impl KeyStore {
         self.audited(caller, call, |_call| {
             self.authorize_without_key(caller, Operation::ListKeys, |c| c)?;
             let limit = limit(request.limit, 100)?;
+            // The marker is the store key of the last key listed: its key id, and for a
+            // multi-Region key its Region too (whose copies share the key id).
             let after = match &request.marker {
-                Some(marker) => Some(
-                    KeyId::parse(marker)
-                        .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {marker}")))?
-                        .to_string(),
-                ),
+                Some(marker) => {
+                    let key_id = marker.split_once('/').map_or(marker.as_str(), |(id, _)| id);
+                    KeyId::parse(key_id).map_err(|_| {
+                        KmsError::InvalidMarker(format!("Invalid marker: {marker}"))
+                    })?;
+                    Some(marker.clone())
+                }
                 None => None,
             };
             let mut keys = Vec::new();
@@ -461,7 +482,10 @@ impl KeyStore {
                 }
             }
             let next_marker = truncated
-                .then(|| keys.last().map(|k| k.key_id.clone()))
+                .then(|| {
+                    keys.last()
+                        .map(|k| store_key(&k.key_id, caller.scope.region()))
+                })
                 .flatten();
             Ok(ListKeysResponse {
                 keys,
@@ -517,7 +541,7 @@ impl KeyStore {
             key,
             Naming::KeyIdOrArn,
         )?;
-        self.update_key(&record.key_id, |record, _| {
+        self.update_key(&record.store_key(), |record, _| {
             state::check(operation, record.state, &record.arn())?;
             record.state = target;
             Ok(())
@@ -563,16 +587,23 @@ impl KeyStore {
                 Naming::KeyIdOrArn,
             )?;
             let now = self.now();
-            let response = self.update_key(&record.key_id, |record, _| {
+            // A multi-Region primary key waits for its replicas' deletion, as AWS's does: its
+            // waiting period begins once the last replica is gone (see `maintenance`).
+            let waits_for_replicas = record.is_primary() && !self.replicas_of(&record)?.is_empty();
+            let response = self.update_key(&record.store_key(), |record, _| {
                 state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
-                let deletion_date = now + days * DAY_MILLIS;
-                record.state = KeyState::PendingDeletion;
-                record.deletion_date = Some(deletion_date);
+                let (state, deletion_date) = if waits_for_replicas {
+                    (KeyState::PendingReplicaDeletion, None)
+                } else {
+                    (KeyState::PendingDeletion, Some(now + days * DAY_MILLIS))
+                };
+                record.state = state;
+                record.deletion_date = deletion_date;
                 record.pending_window_days = Some(days as u32);
                 Ok(ScheduleKeyDeletionResponse {
                     key_id: record.arn(),
-                    deletion_date: to_epoch_seconds(deletion_date),
-                    key_state: KeyState::PendingDeletion.as_str().to_owned(),
+                    deletion_date: deletion_date.map(to_epoch_seconds),
+                    key_state: state.as_str().to_owned(),
                     pending_window_in_days: days as u32,
                 })
             })?;
@@ -605,7 +636,7 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
-            self.update_key(&record.key_id, |record, _| {
+            self.update_key(&record.store_key(), |record, _| {
                 state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
                 if record.destruction_begun() {
                     return Err(KmsError::KmsInvalidState(format!(
@@ -647,7 +678,7 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
-            self.update_key(&record.key_id, |record, _| {
+            self.update_key(&record.store_key(), |record, _| {
                 state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
                 record.description = request.description;
                 Ok(())
@@ -679,7 +710,7 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
-            self.update_key(&record.key_id, |record, _| {
+            self.update_key(&record.store_key(), |record, _| {
                 state::check(Operation::TagResource, record.state, &record.arn())?;
                 record.tags = validate_tags(&request.tags, &record.tags)?;
                 Ok(())
@@ -708,7 +739,7 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
-            self.update_key(&record.key_id, |record, _| {
+            self.update_key(&record.store_key(), |record, _| {
                 state::check(Operation::UntagResource, record.state, &record.arn())?;
                 for key in &request.tag_keys {
                     record.tags.remove(key);
@@ -849,7 +880,8 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
         signing_algorithms: algorithms.1,
         mac_algorithms: algorithms.2,
         key_agreement_algorithms: algorithms.3,
-        multi_region: false,
+        multi_region: record.multi_region.is_some(),
+        multi_region_configuration: None,
         pending_deletion_window_in_days: record.pending_window_days,
         current_key_material_id: (!record.materials.is_empty())
             .then(|| record.key_material_id(record.current_version())),
@@ -865,7 +897,7 @@ pub(super) fn metadata(record: &KeyRecord) -> KeyMetadata {
     }
 }
 
-fn check_description(description: &str) -> Result<(), KmsError> {
+pub(super) fn check_description(description: &str) -> Result<(), KmsError> {
     if description.chars().count() > DESCRIPTION_MAX {
         return Err(KmsError::constraint_violation(
             "description",
@@ -877,7 +909,7 @@ fn check_description(description: &str) -> Result<(), KmsError> {
 }
 
 /// Merges `new` tags into `existing`, checking AWS's tag rules.
-fn validate_tags(
+pub(super) fn validate_tags(
     new: &[Tag],
     existing: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, KmsError> {
@@ -927,15 +959,15 @@ fn validate_tags(
     Ok(tags)
 }
 
-/// Marks a material creation as in progress for as long as it lives.
-struct InFlight<'a> {
+/// Marks a material creation (or a replica's) as in progress for as long as it lives.
+pub(super) struct InFlight<'a> {
     store: &'a KeyStore,
     material: String,
 }
 
 impl<'a> InFlight<'a> {
     /// Reserves `material`, or `None` if its creation is in progress already.
-    fn new(store: &'a KeyStore, material: String) -> Option<InFlight<'a>> {
+    pub(super) fn new(store: &'a KeyStore, material: String) -> Option<InFlight<'a>> {
         let reserved = store
             .creating
             .lock()

@@ -114,6 +114,12 @@ pub struct MaintenanceReport {
     pub deleted: Vec<String>,
     /// ARNs of keys rotated automatically.
     pub rotated: Vec<String>,
+    /// ARNs of multi-Region primary keys whose last replica is gone: their waiting period
+    /// (PendingDeletion) began.
+    pub deletion_started: Vec<String>,
+    /// ARNs of multi-Region replicas an interrupted ReplicateKey had left `Creating`, now
+    /// finished.
+    pub replicas_finished: Vec<String>,
     /// ARNs of EXTERNAL keys whose imported material expired and was deleted.
     pub expired_key_material: Vec<String>,
     /// Everything found inconsistent (including deletions still pending on members).
@@ -135,12 +141,13 @@ impl KeyStore {
         for key in self.all_keys()? {
             let due_deletion = key.destruction_started || deletion_due(&key, now);
             let due_rotation = key.state == KeyState::Enabled
+                && !key.is_replica()
                 && key
                     .rotation
                     .as_ref()
                     .is_some_and(|r| r.next_rotation <= now);
             if due_deletion {
-                match self.delete_key_now(&key.key_id) {
+                match self.delete_key_now(&key.store_key()) {
                     Ok(Deletion::NotDue) => {}
                     Ok(Deletion::Done) => {
                         self.service_event(
@@ -181,6 +188,10 @@ impl KeyStore {
                 }
             }
         }
+        report.deletion_started = self.start_waiting_primary_deletions()?;
+        let (finished, failures) = self.finish_abandoned_replicas()?;
+        report.replicas_finished = finished;
+        report.failures.extend(failures);
         let (expired, failures) = self.expire_imported_material()?;
         report.expired_key_material = expired;
         report.failures.extend(failures);
@@ -213,7 +224,15 @@ impl KeyStore {
             .import
             .iter()
             .flat_map(|import| import.destruction_owed.iter().copied());
+        // Another Region's copy of a multi-Region key in the same cluster shares the objects.
+        let shared = self
+            .copies_of_elsewhere(&key)?
+            .iter()
+            .any(|copy| copy.cluster == key.cluster);
         for version in key.materials.iter().map(|m| m.version).chain(owed) {
+            if shared {
+                break;
+            }
             let report = cluster.destroy_key(&key.material(version));
             pending.extend(report.pending.into_iter().map(|error| error.member));
         }
@@ -223,28 +242,67 @@ impl KeyStore {
         let mut batch = Batch::new();
         batch.expect(
             Table::Keys,
-            key.key_id.as_bytes(),
+            key.store_key().as_bytes(),
             Precondition::ExpectRevision(marked),
         );
         if !pending.is_empty() {
             let mut record = key.clone();
             record.destruction_pending = pending.clone();
-            batch.put(Table::Keys, key.key_id.as_bytes(), encode(&record)?);
-            self.commit(batch, &key.key_id)?;
+            batch.put(Table::Keys, key.store_key().as_bytes(), encode(&record)?);
+            self.commit(batch, &key.store_key())?;
             return Ok(Deletion::Pending(pending));
         }
         let scope = key.scope().ok_or_else(|| {
             KmsError::KmsInternal(format!("key {} has an invalid scope", key.key_id))
         })?;
-        batch.delete(Table::Keys, key.key_id.as_bytes());
+        batch.delete(Table::Keys, key.store_key().as_bytes());
         for (alias_key, _) in self.aliases_of(&scope, &key.key_id)? {
             batch.delete(Table::Aliases, &alias_key);
         }
-        for grant_key in self.grant_keys_of(&key.key_id)? {
+        for grant_key in self.grant_keys_of(&key.store_key())? {
             batch.delete(Table::Grants, &grant_key);
         }
-        self.commit(batch, &key.key_id)?;
+        self.commit(batch, &key.store_key())?;
         Ok(Deletion::Done)
+    }
+
+    /// The copies of `key`'s multi-Region key in other Regions (none for a single-Region key).
+    fn copies_of_elsewhere(&self, key: &KeyRecord) -> Result<Vec<KeyRecord>, KmsError> {
+        if key.multi_region.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .copies_of(&key.key_id)?
+            .into_iter()
+            .filter(|copy| copy.region != key.region)
+            .collect())
+    }
+
+    /// Multi-Region primary keys in PendingReplicaDeletion whose replicas are all deleted:
+    /// each becomes PendingDeletion, its waiting period (the `PendingWindowInDays` its
+    /// ScheduleKeyDeletion gave) beginning now, as AWS's does. Returns their ARNs.
+    fn start_waiting_primary_deletions(&self) -> Result<Vec<String>, KmsError> {
+        let now = self.now();
+        let mut started = Vec::new();
+        for key in self.all_keys()? {
+            if key.state != KeyState::PendingReplicaDeletion || !self.replicas_of(&key)?.is_empty()
+            {
+                continue;
+            }
+            let began = self.update_key(&key.store_key(), |record, _| {
+                if record.state != KeyState::PendingReplicaDeletion {
+                    return Ok(false);
+                }
+                let days = i64::from(record.pending_window_days.unwrap_or(30));
+                record.state = KeyState::PendingDeletion;
+                record.deletion_date = Some(now + days * crate::clock::DAY_MILLIS);
+                Ok(true)
+            })?;
+            if began {
+                started.push(key.arn());
+            }
+        }
+        Ok(started)
     }
 
     /// Step 1 of [`KeyStore::delete_key_now`]: the key marked as being destroyed, the

@@ -323,7 +323,7 @@ impl KeyStore {
             key_id: key_id.to_string(),
             account_id: scope.account_id().to_owned(),
             region: scope.region().to_owned(),
-            cluster: self.cluster.name().to_owned(),
+            cluster: self.region_cluster(scope.region()).name().to_owned(),
             custom_key_store_id: None,
             creation_date: now,
             description,
@@ -351,6 +351,7 @@ impl KeyStore {
             parsed_policy: ParsedPolicy::default(),
             import: None,
             key_manager: KeyManager::Aws,
+            multi_region: None,
         };
         let alias = AliasRecord {
             name: alias_name.to_owned(),
@@ -363,10 +364,10 @@ impl KeyStore {
             batch
                 .expect(
                     Table::Keys,
-                    record.key_id.as_bytes(),
+                    record.store_key().as_bytes(),
                     Precondition::ExpectAbsent,
                 )
-                .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?)
+                .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?)
                 .expect(Table::Aliases, &alias_store_key, Precondition::ExpectAbsent)
                 .put(Table::Aliases, &alias_store_key, encode(&alias)?);
             Ok(())

@@ -20,6 +20,8 @@ mod lifecycle;
 mod maintenance;
 mod managed_keys;
 mod material_pool;
+mod multi_region;
+mod regions;
 mod rotation;
 mod rsa_encryption;
 mod signing;
@@ -44,7 +46,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
-use crate::keys::records::{AliasRecord, KeyRecord};
+use crate::keys::records::{AliasRecord, KeyRecord, store_key};
 use crate::keys::state::{KeyState, Operation};
 use crate::store::{Batch, Change, MetadataStore, Precondition, StoreError, Table};
 
@@ -86,6 +88,8 @@ pub struct KeyStore {
     audit: Arc<AuditLog>,
     /// Declared after `audit`, so on drop the trail is flushed before the alarms' last pass.
     alarms: Option<AlarmDispatcher>,
+    /// The clusters of regions that have their own (`[service.region_clusters]`).
+    regions: regions::RegionClusters,
     /// The custom key stores and their open clusters.
     custom: Arc<custom_key_stores::CustomKeyStores>,
     /// Key records read since start, with their store revision; dropped on every write,
@@ -130,6 +134,13 @@ impl KeyStore {
             .alarms
             .alarms(&config.service.data_dir)
             .map_err(OpenError::Config)?;
+        let region_clusters = regions::RegionClusters::names(config);
+        let custom_clusters = config
+            .clusters
+            .iter()
+            .filter(|(name, _)| !region_clusters.contains(&name.as_str()))
+            .map(|(name, cluster)| (name.clone(), cluster.clone()))
+            .collect();
         let mut keystore = KeyStore::with_parts(
             scope,
             cluster,
@@ -137,7 +148,8 @@ impl KeyStore {
             Arc::new(SystemClock),
             config.audit.clone(),
         )?
-        .with_clusters(&config.clusters)
+        .with_region_clusters(config)?
+        .with_clusters(&custom_clusters)
         .with_managed_key_services(&config.service.managed_key_services);
         keystore.start_alarms(alarms)?;
         Ok(keystore)
@@ -236,6 +248,7 @@ impl KeyStore {
             clock,
             audit,
             alarms: None,
+            regions: regions::RegionClusters::default(),
             custom,
             cache: Arc::default(),
             cache_generation: Arc::default(),
@@ -442,7 +455,8 @@ impl KeyStore {
         }))
     }
 
-    /// A key record by id (cached), in its effective state: a key of a custom key store that
+    /// A key record by its store key ([`store_key`]: the key id, and for a multi-Region key
+    /// the Region too) (cached), in its effective state: a key of a custom key store that
     /// is not connected reads as Unavailable (its record keeps its own state).
     ///
     /// A record read from the store enters the cache only if no key write committed since
@@ -451,7 +465,8 @@ impl KeyStore {
     /// slow read can never put back a record older than a write that has returned. Another
     /// instance's writes invalidate the same way (see [`KeyStore::watch_other_instances`]);
     /// while the store cannot vouch that they were all seen, the cache is not served.
-    fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
+    fn key(&self, key: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
+        let key_id = key;
         let cached = if self.store.caches_are_current() {
             read(&self.cache)
                 .get(key_id)
@@ -495,11 +510,13 @@ impl KeyStore {
         Arc::new(record)
     }
 
-    /// The cluster that holds a key's material: the default one, or its custom key store's
-    /// while that is connected.
+    /// The cluster that holds a key's material: the one its record names (the default one
+    /// or its region's), or its custom key store's while that is connected.
     fn cluster_of(&self, record: &KeyRecord) -> Result<Arc<Cluster>, KmsError> {
         match &record.custom_key_store_id {
-            None => Ok(self.cluster.clone()),
+            None => Ok(self
+                .cluster_named(&record.cluster)
+                .unwrap_or_else(|| self.cluster.clone())),
             Some(id) => self.custom.connected(id).ok_or_else(|| {
                 KmsError::KmsInvalidState(format!("{} is unavailable.", record.arn()))
             }),
@@ -524,7 +541,7 @@ impl KeyStore {
         {
             let reference = KeyRef::parse_param(param, input, &owner)?;
             let record = match reference.require_key_id_or_arn() {
-                Ok(key_id) => self.key(&key_id.to_string())?,
+                Ok(key_id) => self.key(&store_key(&key_id.to_string(), owner.region()))?,
                 Err(_) => None,
             };
             let record = record
@@ -561,7 +578,7 @@ impl KeyStore {
         key_id: Option<KeyId>,
     ) -> Option<Result<Arc<KeyRecord>, KmsError>> {
         let key_id = key_id?;
-        match self.key(&key_id.to_string()) {
+        match self.key(&store_key(&key_id.to_string(), caller.scope.region())) {
             Ok(Some(record)) if record.in_scope(&caller.scope) => Some(Ok(record)),
             Ok(_) => None,
             Err(error) => Some(Err(error)),
@@ -582,7 +599,8 @@ impl KeyStore {
         }
     }
 
-    /// The key record as stored now (never the cache), with its revision.
+    /// The key record stored under `key_id` (a [`store_key`]) as stored now (never the
+    /// cache), with its revision.
     fn stored_key(&self, key_id: &str) -> Result<Option<(KeyRecord, u64)>, KmsError> {
         match self
             .store
@@ -594,7 +612,7 @@ impl KeyStore {
         }
     }
 
-    /// Re-reads a key, lets `change` modify it, and writes it back (with `extra` changes in the
+    /// Re-reads the key stored under `key_id` (a [`store_key`]), lets `change` modify it, and writes it back (with `extra` changes in the
     /// same atomic batch) only if nobody changed it meanwhile.
     fn update_key<T>(
         &self,
@@ -621,14 +639,25 @@ impl KeyStore {
         Ok(outcome)
     }
 
-    /// Commits a batch and forgets the cached copy of `key_id` (whatever the outcome: after a
-    /// store error the batch may have been applied).
+    /// Commits a batch and forgets the cached record stored under `key_id` (whatever the
+    /// outcome: after a store error the batch may have been applied).
+    ///
+    /// For a copy of a multi-Region key, every copy's cached record is forgotten: a write of
+    /// one copy may carry the shared properties into the others in the same batch.
     fn commit(&self, batch: Batch, key_id: &str) -> Result<(), KmsError> {
         let outcome = self.store.commit(batch);
         {
             let mut cache = write(&self.cache);
             self.cache_generation.fetch_add(1, Ordering::SeqCst);
-            cache.remove(key_id);
+            match key_id.split_once('/') {
+                Some((mrk, _)) if mrk.starts_with(crate::ids::MULTI_REGION_PREFIX) => {
+                    let prefix = crate::keys::records::multi_region_prefix(mrk);
+                    cache.retain(|cached, _| !cached.starts_with(&prefix));
+                }
+                _ => {
+                    cache.remove(key_id);
+                }
+            }
         }
         match outcome.map_err(internal)? {
             Ok(()) => Ok(()),

@@ -51,13 +51,13 @@ impl KeyStore {
             )?;
             rotatable(&key)?;
             let now = self.now();
-            self.update_key(&key.key_id, |record, _| {
+            self.update_key(&key.store_key(), |record, batch| {
                 state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
                 record.rotation = Some(RotationSchedule {
                     period_days: days as u32,
                     next_rotation: now + days * DAY_MILLIS,
                 });
-                Ok(())
+                self.sync_replicas_in(record, batch)
             })
         })
     }
@@ -79,10 +79,11 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
-            self.update_key(&key.key_id, |record, _| {
+            not_a_replica(&key)?;
+            self.update_key(&key.store_key(), |record, batch| {
                 state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
                 record.rotation = None;
-                Ok(())
+                self.sync_replicas_in(record, batch)
             })
         })
     }
@@ -209,9 +210,23 @@ impl KeyStore {
             .current_version()
             .max(self.highest_intended_version(&key.key_id)?)
             + 1;
-        self.create_material(key, version, |batch| {
+        let label = key.arn();
+        let spec = key.material_spec()?;
+        let make = |cluster: &crate::cluster::Cluster, material: &crate::cluster::MaterialId| {
+            cluster.create_material(material, &label, spec)?;
+            // A multi-Region primary's new version reaches every replica's cluster before
+            // any record names it.
+            if let Err(error) = self.copy_to_replicas(key, version) {
+                cluster.destroy_key(material);
+                return Err(crate::cluster::ClusterError::Link(
+                    error.message().to_owned(),
+                ));
+            }
+            Ok(())
+        };
+        self.create_material_with(key, version, make, |batch| {
             let (mut record, revision) = self
-                .stored_key(&key.key_id)?
+                .stored_key(&key.store_key())?
                 .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", key.arn())))?;
             state::check(Operation::RotateKeyOnDemand, record.state, &record.arn())?;
             if record.current_version() >= version {
@@ -239,11 +254,11 @@ impl KeyStore {
             batch
                 .expect(
                     Table::Keys,
-                    record.key_id.as_bytes(),
+                    record.store_key().as_bytes(),
                     Precondition::ExpectRevision(revision),
                 )
-                .put(Table::Keys, record.key_id.as_bytes(), encode(&record)?);
-            Ok(())
+                .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
+            self.sync_replicas_in(&record, batch)
         })?;
         Ok(version)
     }
@@ -260,8 +275,22 @@ fn check_on_demand_limit(key: &KeyRecord) -> Result<(), KmsError> {
     Ok(())
 }
 
-/// `UnsupportedOperationException` for keys AWS never rotates: asymmetric and HMAC keys.
+/// `UnsupportedOperationException` for a multi-Region replica key: rotation is a shared
+/// property, set on the primary key only.
+fn not_a_replica(key: &KeyRecord) -> Result<(), KmsError> {
+    if key.is_replica() {
+        return Err(KmsError::UnsupportedOperation(format!(
+            "{} is a multi-Region replica key: its rotation follows its primary key's.",
+            key.arn()
+        )));
+    }
+    Ok(())
+}
+
+/// `UnsupportedOperationException` for keys AWS never rotates: asymmetric and HMAC keys,
+/// and multi-Region replica keys (which rotate with their primary).
 fn rotatable(key: &KeyRecord) -> Result<(), KmsError> {
+    not_a_replica(key)?;
     if super::signing::is_symmetric_encryption(key) {
         Ok(())
     } else {

@@ -80,8 +80,14 @@ pub mod keys {
     pub const REQUEST_ALIAS: &str = "kms:RequestAlias";
     /// The aliases of the key (multi-valued).
     pub const RESOURCE_ALIASES: &str = "kms:ResourceAliases";
-    /// Whether the key is multi-Region (always `false` here).
+    /// Whether the key is multi-Region.
     pub const MULTI_REGION: &str = "kms:MultiRegion";
+    /// A multi-Region key's type: `PRIMARY` or `REPLICA`.
+    pub const MULTI_REGION_KEY_TYPE: &str = "kms:MultiRegionKeyType";
+    /// ReplicateKey's `ReplicaRegion`.
+    pub const REPLICA_REGION: &str = "kms:ReplicaRegion";
+    /// UpdatePrimaryRegion's `PrimaryRegion`.
+    pub const PRIMARY_REGION: &str = "kms:PrimaryRegion";
     /// The `BypassPolicyLockoutSafetyCheck` parameter of CreateKey and PutKeyPolicy.
     pub const BYPASS_POLICY_LOCKOUT_SAFETY_CHECK: &str = "kms:BypassPolicyLockoutSafetyCheck";
     /// The `PendingWindowInDays` parameter of ScheduleKeyDeletion.

@@ -186,6 +186,12 @@ pub fn run(
             .empty(&["KeyId", "ImportToken", "EncryptedKeyMaterial"], |r| {
                 store.import_key_material(caller, r)
             }),
+        Op::ReplicateKey => request.call(&["KeyId", "ReplicaRegion"], |r| {
+            store.replicate_key(caller, r)
+        }),
+        Op::UpdatePrimaryRegion => request.empty(&["KeyId", "PrimaryRegion"], |r| {
+            store.update_primary_region(caller, r)
+        }),
         Op::DeleteImportedKeyMaterial => request.empty(&["KeyId"], |r: KeyIdRequest| {
             store.delete_imported_key_material(caller, r)
         }),

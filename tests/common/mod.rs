@@ -6,6 +6,7 @@ pub mod kms;
 pub mod openssl;
 pub mod postgres_db;
 pub mod server;
+pub mod sites;
 pub mod vendor;
 
 use std::path::{Path, PathBuf};

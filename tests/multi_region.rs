@@ -1,0 +1,799 @@
+//! Multi-Region keys across two sites: two SoftHSM2 clusters of two members each, linked by
+//! `cluster link`; us-east-1 served by cluster `local`, eu-west-1 by cluster `site-b`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::raw_session;
+use common::sites::{PRIMARY_REGION, REPLICA_REGION, SITE_B, TwoSites};
+use cryptoki::object::{Attribute, AttributeType};
+use hsm_kms::caller::Caller;
+use hsm_kms::clock::ManualClock;
+use hsm_kms::cluster::{Cluster, MaterialId};
+use hsm_kms::error::KmsError;
+use hsm_kms::hsm::templates::TrustedKey;
+use hsm_kms::ids::Scope;
+use hsm_kms::keystore::KeyStore;
+use hsm_kms::keystore::api::*;
+use hsm_kms::store::SledStore;
+use secrecy::{ExposeSecret, SecretSlice};
+
+#[test]
+fn cluster_link_gives_both_clusters_one_proven_link_key_idempotently() {
+    let sites = TwoSites::new(2);
+    let config = sites.config();
+    let a = ("local", config.cluster("local").unwrap());
+    let b = (SITE_B, config.cluster(SITE_B).unwrap());
+
+    let (first, second, report) = Cluster::link(a, b).unwrap();
+    assert_eq!(report.received.len(), 3, "{report:?}");
+    assert_eq!(report.proven.len(), 4, "{report:?}");
+    assert!(report.unreached.is_empty());
+    let link = TrustedKey::link("local", SITE_B);
+    for member in first.members().iter().chain(second.members()) {
+        let attributes = member.key_attributes(&link.id).unwrap();
+        assert!(attributes.trusted && attributes.sensitive && attributes.private);
+        assert!(attributes.wrap_with_trusted && !attributes.encrypt && !attributes.decrypt);
+    }
+    for (cluster, peer) in [(&first, SITE_B), (&second, "local")] {
+        let status = cluster.status();
+        assert_eq!(status.links.len(), 1, "{:?}", status.links);
+        assert_eq!(status.links[0].cluster, peer);
+        assert!(status.links[0].complete);
+        assert!(
+            status.key_copies.is_empty(),
+            "a link key is no key material"
+        );
+    }
+    drop((first, second));
+
+    // Again: nothing to give, everything proven again.
+    let output = sites.cli(&["cluster", "link", SITE_B, "local"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("link key given to"), "{stdout}");
+    assert!(stdout.contains("proven equal on 4 member(s)"), "{stdout}");
+}
+
+#[test]
+fn cluster_link_is_refused_while_a_cluster_lacks_its_quorum() {
+    let sites = TwoSites::new(2);
+    sites.b.hide_token("hsm-b");
+    let output = sites.cli(&["cluster", "link", "local", SITE_B]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot write key material to cluster site-b"),
+        "{stderr}"
+    );
+    sites.b.restore_token("hsm-b");
+    let config = sites.config();
+    // Nothing was given to anyone: the first cluster's members still lack the link key.
+    let first = Cluster::open("local", config.cluster("local").unwrap()).unwrap();
+    assert!(first.status().links.is_empty());
+}
+
+/// A key store serving both sites, with a manual clock, and a caller in each Region.
+struct Regions {
+    sites: TwoSites,
+    clock: Arc<ManualClock>,
+    store: KeyStore,
+    east: Caller,
+    west: Caller,
+}
+
+impl Regions {
+    /// Two linked sites and a key store over them.
+    fn new() -> Regions {
+        let sites = TwoSites::new(2);
+        sites.link();
+        Regions::open(sites)
+    }
+
+    /// A key store over two sites set up already.
+    fn open(sites: TwoSites) -> Regions {
+        let config = sites.config();
+        let cluster = Cluster::open("local", config.cluster("local").unwrap()).unwrap();
+        let metadata = SledStore::open(&config.service.data_dir).unwrap();
+        let east = Scope::new(PRIMARY_REGION, &config.service.account_id).unwrap();
+        let west = Scope::new(REPLICA_REGION, &config.service.account_id).unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let store = KeyStore::with_parts(
+            east.clone(),
+            cluster,
+            Box::new(metadata),
+            clock.clone(),
+            config.audit.clone(),
+        )
+        .unwrap()
+        .with_region_clusters(&config)
+        .unwrap();
+        Regions {
+            sites,
+            clock,
+            store,
+            east: Caller::local(&east),
+            west: Caller::local(&west),
+        }
+    }
+
+    /// A multi-Region primary key in us-east-1 replicated into eu-west-1.
+    fn replicated_key(&self) -> String {
+        let created = self
+            .store
+            .create_key(
+                &self.east,
+                CreateKeyRequest {
+                    multi_region: Some(true),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .key_metadata;
+        self.store
+            .replicate_key(
+                &self.east,
+                ReplicateKeyRequest {
+                    key_id: created.key_id.clone(),
+                    replica_region: REPLICA_REGION.into(),
+                    description: Some("the west copy".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        created.key_id
+    }
+
+    fn describe(&self, caller: &Caller, key: &str) -> KeyMetadata {
+        self.store
+            .describe_key(caller, key_id(key))
+            .unwrap()
+            .key_metadata
+    }
+
+    fn encrypt(&self, caller: &Caller, key: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.store
+            .encrypt(
+                caller,
+                EncryptRequest {
+                    key_id: key.into(),
+                    plaintext: SecretSlice::from(plaintext.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .ciphertext_blob
+    }
+
+    fn decrypt(
+        &self,
+        caller: &Caller,
+        blob: &[u8],
+        key: Option<&str>,
+    ) -> Result<Vec<u8>, KmsError> {
+        self.store
+            .decrypt(
+                caller,
+                DecryptRequest {
+                    ciphertext_blob: blob.to_vec(),
+                    key_id: key.map(str::to_owned),
+                    ..Default::default()
+                },
+            )
+            .map(|answer| answer.plaintext.expose_secret().to_vec())
+    }
+
+    fn days(&self, days: u64) {
+        self.clock.advance(Duration::from_secs(days * 86_400));
+    }
+}
+
+fn key_id(key: &str) -> KeyIdRequest {
+    KeyIdRequest {
+        key_id: key.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_ciphertext_from_either_site_decrypts_at_the_other() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    assert!(key.starts_with("mrk-") && key.len() == 36, "{key}");
+
+    let primary = regions.describe(&regions.east, &key);
+    assert!(primary.multi_region);
+    let configuration = primary.multi_region_configuration.unwrap();
+    assert_eq!(configuration.multi_region_key_type, "PRIMARY");
+    assert_eq!(configuration.primary_key.region, PRIMARY_REGION);
+    assert_eq!(configuration.primary_key.arn, primary.arn);
+    let west_arn = format!("arn:aws:kms:{REPLICA_REGION}:111122223333:key/{key}");
+    assert_eq!(
+        configuration.replica_keys,
+        vec![MultiRegionKey {
+            arn: west_arn.clone(),
+            region: REPLICA_REGION.into()
+        }]
+    );
+    let replica = regions.describe(&regions.west, &key);
+    assert_eq!(replica.arn, west_arn);
+    assert_eq!(replica.key_state, "Enabled");
+    assert_eq!(replica.description, "the west copy");
+    assert_eq!(
+        replica.current_key_material_id,
+        primary.current_key_material_id
+    );
+    let configuration = replica.multi_region_configuration.unwrap();
+    assert_eq!(configuration.multi_region_key_type, "REPLICA");
+    assert_eq!(configuration.primary_key.arn, primary.arn);
+
+    let from_east = regions.encrypt(&regions.east, &key, b"written in the east");
+    let from_west = regions.encrypt(&regions.west, &west_arn, b"written in the west");
+    assert_eq!(
+        regions.decrypt(&regions.west, &from_east, None).unwrap(),
+        b"written in the east"
+    );
+    assert_eq!(
+        regions
+            .decrypt(&regions.west, &from_east, Some(&key))
+            .unwrap(),
+        b"written in the east"
+    );
+    assert_eq!(
+        regions.decrypt(&regions.east, &from_west, None).unwrap(),
+        b"written in the west"
+    );
+    // A KeyId naming another key is still refused.
+    let other = regions
+        .store
+        .create_key(&regions.west, CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let refused = regions
+        .decrypt(&regions.west, &from_east, Some(&other))
+        .unwrap_err();
+    assert_eq!(refused.code(), "IncorrectKeyException");
+
+    // The replica's material arrived wrapped in site-b's HSMs, never in the clear: sensitive
+    // and never readable there, each copy unwrapped (so not "always sensitive").
+    let material = MaterialId::new(key.clone(), 1);
+    let site_b = regions.store.region_clusters();
+    assert_eq!(site_b.len(), 1);
+    for member in site_b[0].members() {
+        let attributes = member.key_attributes(&material.cka_id()).unwrap();
+        assert!(attributes.sensitive && attributes.wrap_with_trusted && attributes.private);
+        assert!(
+            !attributes.always_sensitive,
+            "{} made it itself",
+            member.name()
+        );
+        assert!(!attributes.trusted && !attributes.wrap && !attributes.unwrap);
+        let session = raw_session(&regions.sites.b, member.name());
+        let handle = session
+            .find_objects(&[Attribute::Id(material.cka_id())])
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        let value = session
+            .get_attributes(handle, &[AttributeType::Value])
+            .unwrap();
+        assert!(
+            value.is_empty(),
+            "CKA_VALUE of a replica must be unavailable"
+        );
+    }
+}
+
+#[test]
+fn a_rotation_of_the_primary_reaches_the_replica() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    regions
+        .store
+        .rotate_key_on_demand(&regions.east, key_id(&key))
+        .unwrap();
+    let rotated = regions.encrypt(&regions.east, &key, b"after the rotation");
+    assert_eq!(
+        regions.decrypt(&regions.west, &rotated, None).unwrap(),
+        b"after the rotation"
+    );
+    let rotations = |caller: &Caller| {
+        regions
+            .store
+            .list_key_rotations(
+                caller,
+                ListKeyRotationsRequest {
+                    key_id: key.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .rotations
+            .len()
+    };
+    assert_eq!((rotations(&regions.east), rotations(&regions.west)), (1, 1));
+    assert_eq!(
+        regions
+            .describe(&regions.west, &key)
+            .current_key_material_id,
+        regions
+            .describe(&regions.east, &key)
+            .current_key_material_id
+    );
+    // Rotation is the primary's to set; the replica follows it.
+    let refused = regions
+        .store
+        .rotate_key_on_demand(&regions.west, key_id(&key))
+        .unwrap_err();
+    assert_eq!(refused.code(), "UnsupportedOperationException");
+    regions
+        .store
+        .enable_key_rotation(
+            &regions.east,
+            EnableKeyRotationRequest {
+                key_id: key.clone(),
+                rotation_period_in_days: Some(90),
+            },
+        )
+        .unwrap();
+    let status = regions
+        .store
+        .get_key_rotation_status(&regions.west, key_id(&key))
+        .unwrap();
+    assert!(status.key_rotation_enabled);
+    assert_eq!(status.rotation_period_in_days, Some(90));
+
+    regions.days(91);
+    let report = regions.store.run_maintenance().unwrap();
+    assert_eq!(report.rotated.len(), 1, "{report:?}");
+    assert_eq!((rotations(&regions.east), rotations(&regions.west)), (2, 2));
+    let scheduled = regions.encrypt(&regions.east, &key, b"after the scheduled rotation");
+    assert_eq!(
+        regions.decrypt(&regions.west, &scheduled, None).unwrap(),
+        b"after the scheduled rotation"
+    );
+    // Old ciphertexts still decrypt on both sides.
+    let first = regions.encrypt(&regions.west, &key, b"x");
+    assert_eq!(regions.decrypt(&regions.east, &first, None).unwrap(), b"x");
+}
+
+#[test]
+fn the_primary_deletion_waits_for_the_replica_deletion() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    let schedule = |caller: &Caller, days: i64| {
+        regions
+            .store
+            .schedule_key_deletion(
+                caller,
+                ScheduleKeyDeletionRequest {
+                    key_id: key.clone(),
+                    pending_window_in_days: Some(days),
+                },
+            )
+            .unwrap()
+    };
+    let primary = schedule(&regions.east, 10);
+    assert_eq!(primary.key_state, "PendingReplicaDeletion");
+    assert_eq!(primary.deletion_date, None);
+    let described = regions.describe(&regions.east, &key);
+    assert_eq!(described.pending_deletion_window_in_days, Some(10));
+    regions.days(31);
+    regions.store.run_maintenance().unwrap();
+    assert_eq!(
+        regions.describe(&regions.east, &key).key_state,
+        "PendingReplicaDeletion",
+        "nothing happens while the replica exists"
+    );
+    // A replica's waiting period is AWS's 7 to 30 days.
+    let refused = regions
+        .store
+        .schedule_key_deletion(
+            &regions.west,
+            ScheduleKeyDeletionRequest {
+                key_id: key.clone(),
+                pending_window_in_days: Some(6),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code(), "ValidationException");
+    let replica = schedule(&regions.west, 7);
+    assert_eq!(replica.key_state, "PendingDeletion");
+    regions.days(8);
+    let report = regions.store.run_maintenance().unwrap();
+    assert_eq!(report.deleted.len(), 1, "{report:?}");
+    assert_eq!(report.deletion_started.len(), 1, "{report:?}");
+    let site_b = &regions.store.region_clusters()[0];
+    for (member, objects) in site_b.key_objects() {
+        assert!(
+            objects.unwrap().is_empty(),
+            "{member} still holds the replica's material"
+        );
+    }
+    let primary = regions.describe(&regions.east, &key);
+    assert_eq!(primary.key_state, "PendingDeletion");
+    assert!(
+        primary
+            .multi_region_configuration
+            .unwrap()
+            .replica_keys
+            .is_empty()
+    );
+    regions.days(9);
+    assert!(regions.store.run_maintenance().unwrap().deleted.is_empty());
+    regions.days(2);
+    assert_eq!(regions.store.run_maintenance().unwrap().deleted.len(), 1);
+    let gone = regions
+        .store
+        .describe_key(&regions.east, key_id(&key))
+        .unwrap_err();
+    assert_eq!(gone.code(), "NotFoundException");
+}
+
+#[test]
+fn update_primary_region_swaps_primary_and_replica() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    regions
+        .store
+        .update_primary_region(
+            &regions.east,
+            UpdatePrimaryRegionRequest {
+                key_id: key.clone(),
+                primary_region: REPLICA_REGION.into(),
+            },
+        )
+        .unwrap();
+    let west = regions.describe(&regions.west, &key);
+    let configuration = west.multi_region_configuration.unwrap();
+    assert_eq!(configuration.multi_region_key_type, "PRIMARY");
+    assert_eq!(configuration.replica_keys[0].region, PRIMARY_REGION);
+    let east = regions.describe(&regions.east, &key);
+    assert_eq!(
+        east.multi_region_configuration
+            .unwrap()
+            .multi_region_key_type,
+        "REPLICA"
+    );
+    // The new primary rotates, and the old one follows.
+    regions
+        .store
+        .rotate_key_on_demand(&regions.west, key_id(&key))
+        .unwrap();
+    let blob = regions.encrypt(&regions.west, &key, b"from the new primary");
+    assert_eq!(
+        regions.decrypt(&regions.east, &blob, None).unwrap(),
+        b"from the new primary"
+    );
+    // The old primary no longer replicates.
+    let refused = regions
+        .store
+        .update_primary_region(
+            &regions.east,
+            UpdatePrimaryRegionRequest {
+                key_id: key.clone(),
+                primary_region: PRIMARY_REGION.into(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code(), "UnsupportedOperationException");
+}
+
+#[test]
+fn the_cli_replicates_and_moves_the_primary() {
+    let sites = TwoSites::new(2);
+    sites.link();
+    let run = |args: &[&str]| {
+        let output = sites.cli(args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
+    };
+    let created = run(&["create-key", "--multi-region"]);
+    let key = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("mrk-"));
+    assert_eq!(created["KeyMetadata"]["MultiRegion"], true);
+    let replicated = run(&[
+        "replicate-key",
+        "--key-id",
+        &key,
+        "--replica-region",
+        REPLICA_REGION,
+        "--tags",
+        "TagKey=site,TagValue=b",
+    ]);
+    let replica = &replicated["ReplicaKeyMetadata"];
+    assert_eq!(
+        replica["Arn"],
+        format!("arn:aws:kms:{REPLICA_REGION}:111122223333:key/{key}")
+    );
+    assert_eq!(
+        replica["MultiRegionConfiguration"]["MultiRegionKeyType"],
+        "REPLICA"
+    );
+    assert_eq!(replicated["ReplicaTags"][0]["TagValue"], "b");
+    assert!(
+        replicated["ReplicaPolicy"]
+            .as_str()
+            .unwrap()
+            .contains("kms:*")
+    );
+    run(&[
+        "update-primary-region",
+        "--key-id",
+        &key,
+        "--primary-region",
+        REPLICA_REGION,
+    ]);
+    let described = run(&["describe-key", "--key-id", &key]);
+    let configuration = &described["KeyMetadata"]["MultiRegionConfiguration"];
+    assert_eq!(configuration["MultiRegionKeyType"], "REPLICA");
+    assert_eq!(configuration["PrimaryKey"]["Region"], REPLICA_REGION);
+}
+
+/// Run by the parent test in a child process: replicates a new multi-Region key (and
+/// crashes on the way).
+#[test]
+#[ignore = "run as a child process by a_replica_left_creating_by_a_crash_is_finished"]
+fn child_replicates_a_key() {
+    let dir = std::env::var(common::CHILD_DIR_ENV).expect("child only");
+    let config =
+        hsm_kms::config::Config::load(&std::path::Path::new(&dir).join("two-sites.toml")).unwrap();
+    let store = KeyStore::open(&config).unwrap();
+    let caller = Caller::local(store.scope());
+    let key = store
+        .create_key(
+            &caller,
+            CreateKeyRequest {
+                multi_region: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+        .key_id;
+    store
+        .replicate_key(
+            &caller,
+            ReplicateKeyRequest {
+                key_id: key,
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_replica_left_creating_by_a_crash_is_finished_by_maintenance() {
+    let sites = TwoSites::new(2);
+    sites.link();
+    assert!(
+        common::crash_child(&sites.a, "child_replicates_a_key", "replicate-key:creating"),
+        "the child must crash"
+    );
+    let regions = Regions::open(sites);
+    let keys = regions
+        .store
+        .list_keys(&regions.west, ListRequest::default())
+        .unwrap()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    let key = keys[0].key_id.clone();
+    let replica = regions.describe(&regions.west, &key);
+    assert_eq!(replica.key_state, "Creating");
+    let refused = regions
+        .store
+        .encrypt(
+            &regions.west,
+            EncryptRequest {
+                key_id: key.clone(),
+                plaintext: SecretSlice::from(b"x".to_vec()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            "KMSInvalidStateException",
+            format!("{} is creating.", replica.arn).as_str()
+        )
+    );
+    // Not before it is taken for abandoned.
+    let report = regions.store.run_maintenance().unwrap();
+    assert!(report.replicas_finished.is_empty(), "{report:?}");
+    regions.clock.advance(Duration::from_secs(11 * 60));
+    let report = regions.store.run_maintenance().unwrap();
+    assert_eq!(
+        report.replicas_finished,
+        vec![replica.arn.clone()],
+        "{report:?}"
+    );
+    assert_eq!(regions.describe(&regions.west, &key).key_state, "Enabled");
+    let blob = regions.encrypt(&regions.east, &key, b"after the crash");
+    assert_eq!(
+        regions.decrypt(&regions.west, &blob, None).unwrap(),
+        b"after the crash"
+    );
+}
+
+#[test]
+fn an_asymmetric_multi_region_key_signs_at_one_site_and_verifies_at_the_other() {
+    let regions = Regions::new();
+    let key = regions
+        .store
+        .create_key(
+            &regions.east,
+            CreateKeyRequest {
+                multi_region: Some(true),
+                key_spec: Some("ECC_NIST_P256".into()),
+                key_usage: Some("SIGN_VERIFY".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+        .key_id;
+    regions
+        .store
+        .replicate_key(
+            &regions.east,
+            ReplicateKeyRequest {
+                key_id: key.clone(),
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let public = |caller: &Caller| {
+        regions
+            .store
+            .get_public_key(caller, key_id(&key))
+            .unwrap()
+            .public_key
+    };
+    assert_eq!(public(&regions.east), public(&regions.west));
+    let signature = regions
+        .store
+        .sign(
+            &regions.west,
+            SignRequest {
+                key_id: key.clone(),
+                message: b"signed in the west".to_vec(),
+                signing_algorithm: "ECDSA_SHA_256".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .signature;
+    let verified = regions
+        .store
+        .verify(
+            &regions.east,
+            VerifyRequest {
+                key_id: key.clone(),
+                message: b"signed in the west".to_vec(),
+                signature,
+                signing_algorithm: "ECDSA_SHA_256".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(verified.signature_valid);
+}
+
+#[test]
+fn regions_served_by_one_cluster_share_the_material_until_the_last_copy_goes() {
+    let common::TestStore {
+        cluster,
+        clock,
+        store,
+        caller: east,
+    } = common::TestStore::new();
+    let mut config = cluster.config();
+    config.service.regions = vec![PRIMARY_REGION.into(), REPLICA_REGION.into()];
+    let store = store.with_region_clusters(&config).unwrap();
+    let west = Caller::local(&Scope::new(REPLICA_REGION, &config.service.account_id).unwrap());
+    let key = store
+        .create_key(
+            &east,
+            CreateKeyRequest {
+                multi_region: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+        .key_id;
+    store
+        .replicate_key(
+            &east,
+            ReplicateKeyRequest {
+                key_id: key.clone(),
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let material = MaterialId::new(key.clone(), 1).cka_id();
+    let held = || -> Vec<bool> {
+        store
+            .cluster()
+            .members()
+            .iter()
+            .map(|member| member.has_key(&material).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        held(),
+        [true, true],
+        "one cluster: both copies use its objects"
+    );
+    let blob = store
+        .encrypt(
+            &west,
+            EncryptRequest {
+                key_id: key.clone(),
+                plaintext: SecretSlice::from(b"west".to_vec()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .ciphertext_blob;
+    store
+        .schedule_key_deletion(
+            &west,
+            ScheduleKeyDeletionRequest {
+                key_id: key.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    clock.advance(Duration::from_secs(8 * 86_400));
+    assert_eq!(store.run_maintenance().unwrap().deleted.len(), 1);
+    assert_eq!(
+        held(),
+        [true, true],
+        "the primary still uses the shared material"
+    );
+    let opened = store
+        .decrypt(
+            &east,
+            DecryptRequest {
+                ciphertext_blob: blob,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(opened.plaintext.expose_secret(), b"west");
+    store
+        .schedule_key_deletion(
+            &east,
+            ScheduleKeyDeletionRequest {
+                key_id: key.clone(),
+                pending_window_in_days: Some(7),
+            },
+        )
+        .unwrap();
+    clock.advance(Duration::from_secs(8 * 86_400));
+    assert_eq!(store.run_maintenance().unwrap().deleted.len(), 1);
+    assert_eq!(
+        held(),
+        [false, false],
+        "the last copy takes the material with it"
+    );
+}
