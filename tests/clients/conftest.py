@@ -21,6 +21,7 @@ from pathlib import Path
 
 import boto3
 import botocore.config
+import botocore.exceptions
 import pytest
 import requests
 
@@ -60,6 +61,15 @@ USERS = {
     "s3gateway": (ACCOUNT, None, {}, f"s3.{REGION}.amazonaws.com"),
     "ebsgateway": (ACCOUNT, None, {}, f"ec2.{REGION}.amazonaws.com"),
 }
+
+
+def refused(call, code: str) -> str:
+    """Runs a call that must fail with AWS error `code`; returns AWS's message."""
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        call()
+    error = raised.value.response["Error"]
+    assert error["Code"] == code, error
+    return error["Message"]
 
 
 def user_access_key(name: str) -> str:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 
-import botocore.exceptions
 import pytest
 
-from conftest import ACCOUNT, OTHER_ACCOUNT, REGION, user_arn
+from conftest import ACCOUNT, OTHER_ACCOUNT, REGION, refused, user_arn
 
 DEV = f"arn:aws:iam::{ACCOUNT}:user/hsm-kms-dev"
 ROOT = f"arn:aws:iam::{ACCOUNT}:root"
@@ -30,15 +29,6 @@ def allow(principal, actions, condition=None) -> dict:
 
 # The development credential (the `kms` fixture) keeps full control of the keys it makes.
 ADMIN = allow(DEV, "kms:*")
-
-
-def refused(call, code: str) -> str:
-    """Runs a call that must fail with `code`; returns AWS's message."""
-    with pytest.raises(botocore.exceptions.ClientError) as raised:
-        call()
-    error = raised.value.response["Error"]
-    assert error["Code"] == code, error
-    return error["Message"]
 
 
 def denied(name: str, action: str, key_arn: str, because: str) -> str:

@@ -16,14 +16,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import botocore.exceptions
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
-from conftest import ACCOUNT, REPO
+from conftest import ACCOUNT, REPO, refused
 
 DEV = f"arn:aws:iam::{ACCOUNT}:user/hsm-kms-dev"
 BINARY = REPO / "target" / "debug" / "hsm-kms"
@@ -31,14 +30,6 @@ BINARY = REPO / "target" / "debug" / "hsm-kms"
 # refused by GetParametersForImport there (see test_sha_256_algorithms_are_refused...).
 ALGORITHMS = ["RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_1"]
 CONTEXT = {"purpose": "import", "Ab": "c"}
-
-
-def refused(call, code: str) -> str:
-    with pytest.raises(botocore.exceptions.ClientError) as raised:
-        call()
-    error = raised.value.response["Error"]
-    assert error["Code"] == code, error
-    return error["Message"]
 
 
 def wrap_ours(public_key: bytes, algorithm: str, material: bytes, work: Path) -> bytes:

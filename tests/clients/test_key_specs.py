@@ -9,20 +9,13 @@ import base64
 import hashlib
 import json
 
-import botocore.exceptions
 import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-
-def refused(call, code: str) -> str:
-    with pytest.raises(botocore.exceptions.ClientError) as raised:
-        call()
-    error = raised.value.response["Error"]
-    assert error["Code"] == code, error
-    return error["Message"]
+from conftest import refused
 
 
 def b64url(data: bytes) -> str:

@@ -11,25 +11,13 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-import botocore.exceptions
-import pytest
-
-from conftest import ACCOUNT, REGION, user_arn
+from conftest import ACCOUNT, REGION, refused, user_arn
 
 DEV = f"arn:aws:iam::{ACCOUNT}:user/hsm-kms-dev"
 
 
 def alias_arn(name: str) -> str:
     return f"arn:aws:kms:{REGION}:{ACCOUNT}:{name}"
-
-
-def refused(call, code: str) -> str:
-    """Runs a call that must fail with `code`; returns AWS's message."""
-    with pytest.raises(botocore.exceptions.ClientError) as raised:
-        call()
-    error = raised.value.response["Error"]
-    assert error["Code"] == code, error
-    return error["Message"]
 
 
 def no_policy_allows(principal: str, action: str, key_arn: str) -> str:

@@ -14,7 +14,7 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REPO, _free_port, _wait_healthy
+from conftest import REPO, _free_port, _wait_healthy, refused
 
 EAST = "us-east-1"
 WEST = "eu-west-1"
@@ -73,13 +73,6 @@ def client(endpoint, region: str):
         aws_secret_access_key=secret_key,
         config=botocore.config.Config(retries={"total_max_attempts": 1}),
     )
-
-
-def refused(call, code: str) -> str:
-    with pytest.raises(ClientError) as error:
-        call()
-    assert error.value.response["Error"]["Code"] == code, error.value.response
-    return error.value.response["Error"]["Message"]
 
 
 @pytest.fixture(scope="module")
