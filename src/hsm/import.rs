@@ -179,7 +179,7 @@ pub enum Opened {
     /// The material fits the key spec: its key check value, and for a pair its public key
     /// (kept or not, as asked).
     Material {
-        /// The key check value kept in the metadata (see [`check_value`]).
+        /// The key check value kept in the metadata (made inside the HSM: see the module doc).
         check_value: [u8; CHECK_VALUE_LEN],
         /// A pair's public key, read from the private key (RSA) or derived from signatures
         /// the HSM made with it (EC).
