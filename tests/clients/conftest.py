@@ -144,55 +144,87 @@ def _wait_healthy(endpoint: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"hsm-kms serve did not become healthy within 60 s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
-    subprocess.run(["cargo", "build", "--bin", "hsm-kms"], cwd=REPO, check=True)
-    binary = REPO / "target" / "debug" / "hsm-kms"
+BINARY = REPO / "target" / "debug" / "hsm-kms"
 
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    """The `hsm-kms` binary, built once per session."""
+    subprocess.run(["cargo", "build", "--bin", "hsm-kms"], cwd=REPO, check=True)
+    return BINARY
+
+
+def make_cluster(binary: Path, directory: Path) -> Path:
+    """A two-member SoftHSM2 cluster made in `directory` and initialised; its config file."""
+    subprocess.run([REPO / "scripts" / "softhsm-cluster.sh", directory, "2"], check=True)
+    config = directory / "hsm-kms.toml"
+    subprocess.run([binary, "--config", config, "cluster", "init"], check=True)
+    return config
+
+
+def profile_credentials(credentials_file: Path) -> tuple[str, str]:
+    """(access key id, secret) of the profile PROFILE in a shared-credentials file."""
+    parser = configparser.ConfigParser()
+    parser.read(credentials_file)
+    profile = parser[PROFILE]
+    return profile["aws_access_key_id"], profile["aws_secret_access_key"]
+
+
+def start_serve(
+    binary: Path, config: Path, log: Path, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen]:
+    """`hsm-kms serve` with `config` on a free loopback port, logging to `log`, once
+    `/healthz` answers 200: (endpoint, process)."""
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [binary, "--config", config, "serve", "--listen", endpoint.removeprefix("http://")],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    _wait_healthy(endpoint, process, log)
+    return endpoint, process
+
+
+def stop_serve(process: subprocess.Popen, log: Path) -> None:
+    """SIGTERM; the server must exit 0 within 30 seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"hsm-kms serve did not exit within 30 s of SIGTERM:\n{log.read_text()}")
+    assert code == 0, f"hsm-kms serve exited with {code}:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def server(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
     work = tmp_path_factory.mktemp("hsm-kms")
     cluster = work / "cluster"
-    subprocess.run([REPO / "scripts" / "softhsm-cluster.sh", cluster, "2"], check=True)
-    config = cluster / "hsm-kms.toml"
-    subprocess.run([binary, "--config", config, "cluster", "init"], check=True)
+    config = make_cluster(binary, cluster)
     with config.open("a") as appended:
         appended.write(_user_credentials())
     server_env = dict(os.environ)
     server_env.update({f"HSM_KMS_TEST_SECRET_{name.upper()}": user_secret(name) for name in USERS})
 
     credentials_file = cluster / "credentials"
-    parser = configparser.ConfigParser()
-    parser.read(credentials_file)
-    profile = parser[PROFILE]
-
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    access_key, secret_key = profile_credentials(credentials_file)
     log = work / "serve.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [binary, "--config", config, "serve", "--listen", endpoint.removeprefix("http://")],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=server_env,
-        )
+    endpoint, process = start_serve(binary, config, log, server_env)
     try:
-        _wait_healthy(endpoint, process, log)
         yield Server(
             endpoint=endpoint,
             credentials_file=credentials_file,
             config=config,
-            access_key=profile["aws_access_key_id"],
-            secret_key=profile["aws_secret_access_key"],
+            access_key=access_key,
+            secret_key=secret_key,
             log=log,
         )
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"hsm-kms serve did not exit within 30 s of SIGTERM:\n{log.read_text()}")
-        assert code == 0, f"hsm-kms serve exited with {code}:\n{log.read_text()}"
+        stop_serve(process, log)
 
 
 @pytest.fixture(scope="session")
