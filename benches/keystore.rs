@@ -17,6 +17,8 @@
 //!
 //! Run: `cargo bench --bench keystore` (`HSM_KMS_BENCH_SECS` sets the seconds per case and
 //! round, default 2; the cluster and sled live under `TMPDIR`, whose disk sled flushes to).
+//! `HSM_KMS_BENCH_ONLY=policy` runs only the comparisons whose title contains `policy`,
+//! without the open and the bursts: for profiling one case.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -857,6 +859,130 @@ fn flushed_commits_per_second(data_dir: &Path) -> Res<f64> {
     Ok(BURST_KEYS as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The measurements beside the comparisons: the 100k-key open and the CreateKey bursts,
+/// skipped when `HSM_KMS_BENCH_ONLY` picks comparisons.
+struct Extras {
+    opens: Vec<OpenFigures>,
+    pooled_burst: Burst,
+    sequential_burst: Burst,
+    unpooled_burst: Burst,
+    flushes: f64,
+}
+
+impl Extras {
+    fn measure(config: &Config, config_path: &Path, dir: &Path) -> Res<Extras> {
+        // The 100k-key open first, while the tokens hold only the domain key: the later cases
+        // add thousands of key objects, which would slow the children's HSM login.
+        let scale_dir = dir.join("scale-data");
+        let started = Instant::now();
+        let scale_id = write_scale_store(config, &scale_dir)?;
+        eprintln!(
+            "wrote {SCALE_KEYS} key records in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let opens = measure_open(config_path, &scale_dir, &scale_id)?;
+        // The CreateKey bursts next, on tokens that hold little yet; the pool's first.
+        Ok(Extras {
+            opens,
+            pooled_burst: create_burst(
+                config,
+                &dir.join("burst-pooled"),
+                BURST_KEYS,
+                BURST_THREADS,
+            )?,
+            sequential_burst: create_burst(config, &dir.join("burst-sequential"), BURST_KEYS, 1)?,
+            unpooled_burst: create_burst(config, &dir.join("burst-unpooled"), 0, BURST_THREADS)?,
+            flushes: flushed_commits_per_second(&dir.join("flush-probe"))?,
+        })
+    }
+
+    fn print(&self) {
+        println!(
+            "CreateKey burst of {BURST_KEYS} from {BURST_THREADS} threads, 2 members: pool warm \
+             {:.0} keys/s (p50 {:.2} ms, p99 {:.2} ms, {} from the pool); no pool {:.0} keys/s \
+             (p50 {:.2} ms, p99 {:.2} ms); pool / no pool {:.1}x",
+            self.pooled_burst.keys_per_second,
+            self.pooled_burst.p50_ms,
+            self.pooled_burst.p99_ms,
+            self.pooled_burst.pooled,
+            self.unpooled_burst.keys_per_second,
+            self.unpooled_burst.p50_ms,
+            self.unpooled_burst.p99_ms,
+            self.pooled_burst.keys_per_second / self.unpooled_burst.keys_per_second,
+        );
+        println!(
+            "CreateKey burst of {BURST_KEYS} from one thread, pool warm: {:.0} keys/s (p50 {:.2} \
+             ms, p99 {:.2} ms, {} from the pool): the time of one call, without queueing",
+            self.sequential_burst.keys_per_second,
+            self.sequential_burst.p50_ms,
+            self.sequential_burst.p99_ms,
+            self.sequential_burst.pooled,
+        );
+        println!(
+            "reference, same run: {:.0} flushed sled commits/s from one thread on this disk \
+             (a CreateKey from the pool flushes two: its key record and its audit event); pool \
+             burst / half that rate {:.2}",
+            self.flushes,
+            self.pooled_burst.keys_per_second / (self.flushes / 2.0)
+        );
+        println!(
+            "{:<62} {:>8.0} {:>9}  {}",
+            "CreateKey burst, pool warm, keys per second",
+            self.pooled_burst.keys_per_second,
+            format!(">= {CREATE_GOAL}"),
+            verdict(self.pooled_burst.keys_per_second >= CREATE_GOAL)
+        );
+        println!(
+            "{:<62} {:>8.2} {:>9}  {}",
+            "CreateKey burst, pool warm, p99 ms",
+            self.pooled_burst.p99_ms,
+            format!("<= {BURST_P99_GOAL_MS}"),
+            verdict(self.pooled_burst.p99_ms <= BURST_P99_GOAL_MS)
+        );
+        println!(
+            "{:<62} {:>8.2} {:>9}  {}",
+            "CreateKey burst, pool warm, one thread, p99 ms",
+            self.sequential_burst.p99_ms,
+            format!("<= {BURST_P99_GOAL_MS}"),
+            verdict(self.sequential_burst.p99_ms <= BURST_P99_GOAL_MS)
+        );
+        let column = |i: usize| -> Vec<f64> { self.opens.iter().map(|run| run[i]).collect() };
+        let open_seconds = median(&column(0)) / 1000.0;
+        let deltas = |i: usize| -> Vec<f64> {
+            self.opens
+                .iter()
+                .map(|run| (run[i] - run[1]) / 1024.0)
+                .collect()
+        };
+        let rss_mb = median(&deltas(2));
+        let peak_mb = median(&deltas(3));
+        println!(
+            "{:<62} {open_seconds:>8.3} {:>9}  {}",
+            format!("open with {SCALE_KEYS} keys, seconds (median of {OPEN_RUNS})"),
+            format!("<= {OPEN_GOAL_SECONDS}"),
+            verdict(open_seconds <= OPEN_GOAL_SECONDS)
+        );
+        println!(
+            "{:<62} {rss_mb:>8.1} {:>9}  {}",
+            "open with 100k keys, RSS growth MB (VmRSS after-before)",
+            format!("<= {OPEN_GOAL_MB}"),
+            verdict(rss_mb <= OPEN_GOAL_MB)
+        );
+        println!(
+            "{:<62} {peak_mb:>8.1} {:>9}  {}",
+            "open with 100k keys, peak growth MB (VmHWM-VmRSS before)",
+            format!("<= {OPEN_GOAL_MB}"),
+            verdict(peak_mb <= OPEN_GOAL_MB)
+        );
+        for (run, [ms, before, after, peak]) in self.opens.iter().enumerate() {
+            eprintln!(
+                "open child {}: {ms:.0} ms, VmRSS {before:.0} -> {after:.0} KiB, VmHWM {peak:.0} KiB",
+                run + 1
+            );
+        }
+    }
+}
+
 fn main() -> Res<()> {
     // SAFETY: first thing in `main`, before any thread starts.
     #[allow(unsafe_code)]
@@ -900,27 +1026,11 @@ fn main() -> Res<()> {
         load_average(),
     );
 
-    // The 100k-key open first, while the tokens hold only the domain key: the later cases add
-    // thousands of key objects, which would slow the children's HSM login.
-    let scale_dir = dir.0.join("scale-data");
-    let started = Instant::now();
-    let scale_id = write_scale_store(&config, &scale_dir)?;
-    eprintln!(
-        "wrote {SCALE_KEYS} key records in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let opens = measure_open(&config_path, &scale_dir, &scale_id)?;
-
-    // The CreateKey bursts next, on tokens that hold little yet; the pool's first.
-    let pooled_burst = create_burst(
-        &config,
-        &dir.0.join("burst-pooled"),
-        BURST_KEYS,
-        BURST_THREADS,
-    )?;
-    let sequential_burst = create_burst(&config, &dir.0.join("burst-sequential"), BURST_KEYS, 1)?;
-    let unpooled_burst = create_burst(&config, &dir.0.join("burst-unpooled"), 0, BURST_THREADS)?;
-    let flushes = flushed_commits_per_second(&dir.0.join("flush-probe"))?;
+    let only = std::env::var("HSM_KMS_BENCH_ONLY").ok();
+    let extras = match only {
+        None => Some(Extras::measure(&config, &config_path, &dir.0)?),
+        Some(_) => None,
+    };
 
     let store = KeyStore::open(&config)?;
     let caller = Caller::local(store.scope());
@@ -968,8 +1078,15 @@ fn main() -> Res<()> {
     };
     check_raw_matches(&bench)?;
 
-    let mut results = Vec::with_capacity(COMPARISONS.len());
-    for comparison in &COMPARISONS {
+    let comparisons: Vec<&Comparison> = COMPARISONS
+        .iter()
+        .filter(|comparison| {
+            only.as_deref()
+                .is_none_or(|wanted| comparison.title.contains(wanted))
+        })
+        .collect();
+    let mut results = Vec::with_capacity(comparisons.len());
+    for comparison in &comparisons {
         results.push(compare(
             &mut bench,
             [comparison.library, comparison.raw],
@@ -992,7 +1109,7 @@ fn main() -> Res<()> {
         "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "case", "median/s", "min/s", "max/s", "µs/call", "CPU µs"
     );
-    for (comparison, figures) in COMPARISONS.iter().zip(&results) {
+    for (comparison, figures) in comparisons.iter().zip(&results) {
         for (case, rates) in [comparison.library, comparison.raw].iter().zip(figures) {
             let min = rates.wall.iter().copied().fold(f64::INFINITY, f64::min);
             let max = rates.wall.iter().copied().fold(0.0, f64::max);
@@ -1017,7 +1134,7 @@ fn main() -> Res<()> {
         let ratios: Vec<f64> = library.iter().zip(raw).map(|(l, r)| l / r).collect();
         median(&ratios)
     };
-    for (comparison, [library, raw]) in COMPARISONS.iter().zip(&results) {
+    for (comparison, [library, raw]) in comparisons.iter().zip(&results) {
         for (clock, value) in [
             ("wall", ratio(&library.wall, &raw.wall)),
             ("CPU", ratio(&library.cpu, &raw.cpu)),
@@ -1032,90 +1149,21 @@ fn main() -> Res<()> {
             );
         }
     }
-    let create = median(&results[2][0].wall);
-    println!(
-        "{:<62} {create:>8.0} {:>9}  {}",
-        "CreateKey per second, 2 members",
-        format!(">= {CREATE_GOAL}"),
-        verdict(create >= CREATE_GOAL)
-    );
-    println!(
-        "CreateKey burst of {BURST_KEYS} from {BURST_THREADS} threads, 2 members: pool warm \
-         {:.0} keys/s (p50 {:.2} ms, p99 {:.2} ms, {} from the pool); no pool {:.0} keys/s \
-         (p50 {:.2} ms, p99 {:.2} ms); pool / no pool {:.1}x",
-        pooled_burst.keys_per_second,
-        pooled_burst.p50_ms,
-        pooled_burst.p99_ms,
-        pooled_burst.pooled,
-        unpooled_burst.keys_per_second,
-        unpooled_burst.p50_ms,
-        unpooled_burst.p99_ms,
-        pooled_burst.keys_per_second / unpooled_burst.keys_per_second,
-    );
-    println!(
-        "CreateKey burst of {BURST_KEYS} from one thread, pool warm: {:.0} keys/s (p50 {:.2} \
-         ms, p99 {:.2} ms, {} from the pool): the time of one call, without queueing",
-        sequential_burst.keys_per_second,
-        sequential_burst.p50_ms,
-        sequential_burst.p99_ms,
-        sequential_burst.pooled,
-    );
-    println!(
-        "reference, same run: {flushes:.0} flushed sled commits/s from one thread on this disk \
-         (a CreateKey from the pool flushes two: its key record and its audit event); pool \
-         burst / half that rate {:.2}",
-        pooled_burst.keys_per_second / (flushes / 2.0)
-    );
-    println!(
-        "{:<62} {:>8.0} {:>9}  {}",
-        "CreateKey burst, pool warm, keys per second",
-        pooled_burst.keys_per_second,
-        format!(">= {CREATE_GOAL}"),
-        verdict(pooled_burst.keys_per_second >= CREATE_GOAL)
-    );
-    println!(
-        "{:<62} {:>8.2} {:>9}  {}",
-        "CreateKey burst, pool warm, p99 ms",
-        pooled_burst.p99_ms,
-        format!("<= {BURST_P99_GOAL_MS}"),
-        verdict(pooled_burst.p99_ms <= BURST_P99_GOAL_MS)
-    );
-    println!(
-        "{:<62} {:>8.2} {:>9}  {}",
-        "CreateKey burst, pool warm, one thread, p99 ms",
-        sequential_burst.p99_ms,
-        format!("<= {BURST_P99_GOAL_MS}"),
-        verdict(sequential_burst.p99_ms <= BURST_P99_GOAL_MS)
-    );
-    let column = |i: usize| -> Vec<f64> { opens.iter().map(|run| run[i]).collect() };
-    let open_seconds = median(&column(0)) / 1000.0;
-    let deltas =
-        |i: usize| -> Vec<f64> { opens.iter().map(|run| (run[i] - run[1]) / 1024.0).collect() };
-    let rss_mb = median(&deltas(2));
-    let peak_mb = median(&deltas(3));
-    println!(
-        "{:<62} {open_seconds:>8.3} {:>9}  {}",
-        format!("open with {SCALE_KEYS} keys, seconds (median of {OPEN_RUNS})"),
-        format!("<= {OPEN_GOAL_SECONDS}"),
-        verdict(open_seconds <= OPEN_GOAL_SECONDS)
-    );
-    println!(
-        "{:<62} {rss_mb:>8.1} {:>9}  {}",
-        "open with 100k keys, RSS growth MB (VmRSS after-before)",
-        format!("<= {OPEN_GOAL_MB}"),
-        verdict(rss_mb <= OPEN_GOAL_MB)
-    );
-    println!(
-        "{:<62} {peak_mb:>8.1} {:>9}  {}",
-        "open with 100k keys, peak growth MB (VmHWM-VmRSS before)",
-        format!("<= {OPEN_GOAL_MB}"),
-        verdict(peak_mb <= OPEN_GOAL_MB)
-    );
-    for (run, [ms, before, after, peak]) in opens.iter().enumerate() {
-        eprintln!(
-            "open child {}: {ms:.0} ms, VmRSS {before:.0} -> {after:.0} KiB, VmHWM {peak:.0} KiB",
-            run + 1
+    if let Some((_, [create, _])) = comparisons
+        .iter()
+        .zip(&results)
+        .find(|(comparison, _)| comparison.library == Case::LibCreate)
+    {
+        let create = median(&create.wall);
+        println!(
+            "{:<62} {create:>8.0} {:>9}  {}",
+            "CreateKey per second, 2 members",
+            format!(">= {CREATE_GOAL}"),
+            verdict(create >= CREATE_GOAL)
         );
+    }
+    if let Some(extras) = extras {
+        extras.print();
     }
 
     // Sessions and the store close before their token directories go.
