@@ -5,9 +5,11 @@
 //! names of the condition keys hsm-kms fills ([`keys`]). It holds only what the wiring code
 //! puts in: it reads no clock, no store and no HSM. Condition key names are
 //! case-insensitive, as AWS documents ("Context key names are not case-sensitive"), so
-//! they are stored in ASCII lower case; this includes the `<key>` part of
+//! they are compared ignoring ASCII case; this includes the `<key>` part of
 //! `kms:EncryptionContext:<key>` and the tag key of `aws:ResourceTag/<k>`,
-//! `aws:RequestTag/<k>` and `aws:PrincipalTag/<k>`. Values keep their case: whether they
+//! `aws:RequestTag/<k>` and `aws:PrincipalTag/<k>`. A request fills a handful of keys, so
+//! they are kept in a short list, the names of [`keys`] borrowed rather than copied: an
+//! Encrypt under a conditional policy builds its context on every call. Values keep their case: whether they
 //! compare case-sensitively is the condition operator's choice. So, as AWS documents, a
 //! policy that needs the encryption context keys' case exact tests
 //! `kms:EncryptionContextKeys` (whose values are the keys as sent) with `StringEquals`.
@@ -35,6 +37,7 @@
 //!   `kms:BypassPolicyLockoutSafetyCheck`, `kms:ScheduleKeyDeletionPendingWindowInDays`),
 //!   with the names in [`keys`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -230,8 +233,17 @@ impl CallerIdentity {
 
 /// Parses the kind of an IAM or STS principal ARN; anything else is [`PrincipalKind::Other`].
 fn principal_kind(arn: &str) -> PrincipalKind {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let [scheme, partition, service, _region, account, resource] = parts[..] else {
+    let mut parts = arn.splitn(6, ':');
+    let mut part = || parts.next();
+    let (
+        Some(scheme),
+        Some(partition),
+        Some(service),
+        Some(_region),
+        Some(account),
+        Some(resource),
+    ) = (part(), part(), part(), part(), part(), part())
+    else {
         return PrincipalKind::Other;
     };
     if scheme != "arn" {
@@ -261,7 +273,8 @@ pub struct RequestContext {
     action: String,
     resource: String,
     caller: CallerIdentity,
-    keys: BTreeMap<String, ContextValue>,
+    /// The condition keys set, each name once (compared ignoring ASCII case).
+    keys: Vec<(Cow<'static, str>, ContextValue)>,
     /// The condition keys filled: all, or only those the deciding policies read.
     filled: Filled,
     encryption_context: BTreeMap<String, String>,
@@ -337,22 +350,25 @@ impl RequestContext {
         caller: CallerIdentity,
         filled: Filled,
     ) -> RequestContext {
-        let mut keys = BTreeMap::new();
-        let mut set = |key: &str, value: &dyn Fn() -> String| {
-            if filled.includes(key) {
-                keys.insert(key.to_ascii_lowercase(), ContextValue::Single(value()));
+        let mut request = RequestContext {
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            caller,
+            keys: Vec::new(),
+            filled,
+            encryption_context: BTreeMap::new(),
+            requested_constraints: None,
+        };
+        let caller = &request.caller;
+        let mut found = Vec::new();
+        let mut set = |key: &'static str, value: &dyn Fn() -> String| {
+            if request.filled.includes(key) {
+                found.push((Cow::Borrowed(key), ContextValue::Single(value())));
             }
         };
         set(keys::PRINCIPAL_ARN, &|| caller.principal_arn.clone());
         set(keys::PRINCIPAL_ACCOUNT, &|| caller.account.clone());
         set(keys::CALLER_ACCOUNT, &|| caller.account.clone());
-        for (key, value) in &caller.tags {
-            if filled.includes_prefixed(keys::PRINCIPAL_TAG_PREFIX, key) {
-                set(&format!("{}{key}", keys::PRINCIPAL_TAG_PREFIX), &|| {
-                    value.clone()
-                });
-            }
-        }
         if let Some(service) = &caller.via_service {
             set(keys::VIA_SERVICE, &|| service.clone());
         }
@@ -362,14 +378,43 @@ impl RequestContext {
         set(keys::SECURE_TRANSPORT, &|| {
             caller.secure_transport.to_string()
         });
-        RequestContext {
-            action: action.to_owned(),
-            resource: resource.to_owned(),
-            caller,
-            keys,
-            filled,
-            encryption_context: BTreeMap::new(),
-            requested_constraints: None,
+        for (key, value) in &caller.tags {
+            if request
+                .filled
+                .includes_prefixed(keys::PRINCIPAL_TAG_PREFIX, key)
+            {
+                found.push((
+                    Cow::Owned(format!("{}{key}", keys::PRINCIPAL_TAG_PREFIX)),
+                    ContextValue::Single(value.clone()),
+                ));
+            }
+        }
+        for (name, value) in found {
+            request.put(name, value);
+        }
+        request
+    }
+
+    /// Sets the condition key `name`, replacing a value set under it in any case.
+    fn put(&mut self, name: Cow<'static, str>, value: ContextValue) {
+        match self
+            .keys
+            .iter_mut()
+            .find(|(set, _)| set.eq_ignore_ascii_case(&name))
+        {
+            Some((_, old)) => *old = value,
+            None => self.keys.push((name, value)),
+        }
+    }
+
+    /// Sets the prefixed condition key `prefix` + `rest` (`kms:EncryptionContext:<key>`) if
+    /// it is filled.
+    fn put_prefixed(&mut self, prefix: &str, rest: &str, value: &str) {
+        if self.fills_prefixed(prefix, rest) {
+            self.put(
+                Cow::Owned(format!("{prefix}{rest}")),
+                ContextValue::Single(value.to_owned()),
+            );
         }
     }
 
@@ -383,21 +428,18 @@ impl RequestContext {
         self.filled.includes_prefixed(prefix, rest)
     }
 
-    /// Sets a single-valued condition key (name case-insensitive).
-    pub fn set(&mut self, key: &str, value: &str) {
+    /// Sets a single-valued condition key, one of [`keys`] (name case-insensitive).
+    pub fn set(&mut self, key: &'static str, value: &str) {
         if self.fills(key) {
-            self.keys.insert(
-                key.to_ascii_lowercase(),
-                ContextValue::Single(value.to_owned()),
-            );
+            self.put(Cow::Borrowed(key), ContextValue::Single(value.to_owned()));
         }
     }
 
-    /// Sets a multi-valued condition key (name case-insensitive), possibly empty.
-    pub fn set_multi(&mut self, key: &str, values: Vec<String>) {
+    /// Sets a multi-valued condition key, one of [`keys`] (name case-insensitive), possibly
+    /// empty.
+    pub fn set_multi(&mut self, key: &'static str, values: Vec<String>) {
         if self.fills(key) {
-            self.keys
-                .insert(key.to_ascii_lowercase(), ContextValue::Multi(values));
+            self.put(Cow::Borrowed(key), ContextValue::Multi(values));
         }
     }
 
@@ -411,12 +453,18 @@ impl RequestContext {
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_secs())
             .unwrap_or(0);
-        let whole = UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-        self.set(
-            keys::CURRENT_TIME,
-            &humantime::format_rfc3339_seconds(whole).to_string(),
-        );
-        self.set(keys::EPOCH_TIME, &seconds.to_string());
+        if self.fills(keys::CURRENT_TIME) {
+            let whole = UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            self.put(
+                Cow::Borrowed(keys::CURRENT_TIME),
+                ContextValue::Single(text),
+            );
+        }
+        if self.fills(keys::EPOCH_TIME) {
+            let text = seconds.to_string();
+            self.put(Cow::Borrowed(keys::EPOCH_TIME), ContextValue::Single(text));
+        }
         self
     }
 
@@ -424,9 +472,7 @@ impl RequestContext {
     /// `kms:EncryptionContextKeys`, and the pairs grant constraints compare.
     pub fn with_encryption_context(mut self, pairs: &BTreeMap<String, String>) -> RequestContext {
         for (key, value) in pairs {
-            if self.fills_prefixed(keys::ENCRYPTION_CONTEXT_PREFIX, key) {
-                self.set(&format!("{}{key}", keys::ENCRYPTION_CONTEXT_PREFIX), value);
-            }
+            self.put_prefixed(keys::ENCRYPTION_CONTEXT_PREFIX, key, value);
         }
         if self.fills(keys::ENCRYPTION_CONTEXT_KEYS) {
             self.set_multi(
@@ -441,9 +487,7 @@ impl RequestContext {
     /// The key's tags: `aws:ResourceTag/<k>`.
     pub fn with_resource_tags(mut self, tags: &BTreeMap<String, String>) -> RequestContext {
         for (key, value) in tags {
-            if self.fills_prefixed(keys::RESOURCE_TAG_PREFIX, key) {
-                self.set(&format!("{}{key}", keys::RESOURCE_TAG_PREFIX), value);
-            }
+            self.put_prefixed(keys::RESOURCE_TAG_PREFIX, key, value);
         }
         self
     }
@@ -452,7 +496,7 @@ impl RequestContext {
     /// `aws:TagKeys`.
     pub fn with_request_tags(mut self, tags: &BTreeMap<String, String>) -> RequestContext {
         for (key, value) in tags {
-            self.set(&format!("{}{key}", keys::REQUEST_TAG_PREFIX), value);
+            self.put_prefixed(keys::REQUEST_TAG_PREFIX, key, value);
         }
         self.set_multi(keys::TAG_KEYS, tags.keys().cloned().collect());
         self
@@ -532,7 +576,10 @@ impl RequestContext {
 
     /// The value of a condition key, by its lower-case name.
     pub(crate) fn lookup_lowercase(&self, lowercase_key: &str) -> Option<&ContextValue> {
-        self.keys.get(lowercase_key)
+        self.keys
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(lowercase_key))
+            .map(|(_, value)| value)
     }
 }
 
@@ -591,5 +638,30 @@ mod tests {
             Some(&ContextValue::Multi(vec!["Dept".to_owned()]))
         );
         assert_eq!(context.operation(), "Encrypt");
+    }
+
+    #[test]
+    fn a_name_set_twice_in_different_cases_holds_the_last_value() {
+        let caller = CallerIdentity::new("arn:aws:iam::111122223333:user/app", "111122223333");
+        let pairs = BTreeMap::from([
+            ("Dept".to_owned(), "IT".to_owned()),
+            ("dept".to_owned(), "HR".to_owned()),
+        ]);
+        let mut context =
+            RequestContext::new("kms:Encrypt", "arn:k", caller).with_encryption_context(&pairs);
+        context.set(keys::KEY_SPEC, "RSA_2048");
+        context.set("KMS:KEYSPEC", "SYMMETRIC_DEFAULT");
+        let single = |key: &str| match context.lookup_lowercase(key) {
+            Some(ContextValue::Single(value)) => Some(value.as_str()),
+            _ => None,
+        };
+        assert_eq!(single("kms:encryptioncontext:dept"), Some("HR"));
+        assert_eq!(single("kms:keyspec"), Some("SYMMETRIC_DEFAULT"));
+        let names = context
+            .keys
+            .iter()
+            .map(|(name, _)| name.to_ascii_lowercase());
+        let distinct: BTreeSet<String> = names.clone().collect();
+        assert_eq!(distinct.len(), names.count(), "each name once");
     }
 }
