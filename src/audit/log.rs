@@ -27,7 +27,13 @@
 //!   same batch. An intent left behind (a crash, or a completion whose group was dropped) is an
 //!   orphan: the writer chains it as an event marked `"hsmKmsOutcome": "unknown"` at start-up
 //!   and after a failed write, so a change is never made without a durable record of it.
+//! - On a store several instances share, an intent this process did not write may be another
+//!   instance's call in progress: it is taken for an orphan only once its event time is
+//!   [`FOREIGN_INTENT_GRACE`] old (the writer looks again when the youngest one comes of age,
+//!   so a crashed instance's intents are chained by the others without a restart). Chaining an
+//!   orphan requires its intent still on disk, so two instances never chain the same one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -53,6 +59,11 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How often one group is chained again on a newer head after another instance (sharing
 /// the store) extended the chain first; each retry means the chain itself moved on.
 const CHAIN_ATTEMPTS: u32 = 64;
+/// On a shared store, how old another instance's intent must be before it is taken for an
+/// orphan: far longer than any call holds one (milliseconds, seconds when an HSM is slow),
+/// as long as a replica left `Creating` waits for maintenance. A call slower than this would
+/// have its intent chained besides its final event: a duplicate, never a loss.
+pub const FOREIGN_INTENT_GRACE: Duration = Duration::from_secs(600);
 /// Most request ids an `AuditEventsLost` record lists (the count is always exact).
 const LOST_IDS_MAX: usize = 100;
 
@@ -633,6 +644,19 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// The `eventTime` of an event's JSON in epoch milliseconds; `None` when it has none.
+fn event_time_millis(json: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Timed<'a> {
+        #[serde(rename = "eventTime", borrow)]
+        event_time: Cow<'a, str>,
+    }
+    let timed: Timed<'_> = serde_json::from_slice(json).ok()?;
+    let time = humantime::parse_rfc3339_weak(&timed.event_time).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
+}
+
 /// An intent left on disk by a call that never completed it.
 struct Orphan {
     key: Vec<u8>,
@@ -669,6 +693,9 @@ struct WriterState {
     last_seal: i64,
     /// After a failed seal: not before this instant again.
     seal_retry_at: Option<Instant>,
+    /// When the youngest intent of another instance seen by the last look for orphans is
+    /// [`FOREIGN_INTENT_GRACE`] old: the writer looks again then.
+    foreign_intents_due: Option<Instant>,
 }
 
 impl Shared {
@@ -713,6 +740,7 @@ impl Shared {
             since_checkpoint: 0,
             last_seal: self.clock.now_millis(),
             seal_retry_at: None,
+            foreign_intents_due: None,
         };
         loop {
             let round = self.next_round(&state);
@@ -790,6 +818,7 @@ impl Shared {
                 });
                 deadline = earliest(deadline, Some(seal_at));
             }
+            deadline = earliest(deadline, state.foreign_intents_due);
             match deadline {
                 Some(deadline) if deadline <= now => break,
                 Some(deadline) => {
@@ -804,7 +833,10 @@ impl Shared {
         }
         queue.oldest = None;
         queue.durable_pending = 0;
-        let find_orphans = std::mem::take(&mut queue.orphans_possible);
+        let foreign_due = state
+            .foreign_intents_due
+            .is_some_and(|due| due <= Instant::now());
+        let find_orphans = std::mem::take(&mut queue.orphans_possible) || foreign_due;
         Round {
             events: std::mem::take(&mut queue.pending),
             lost: queue.lost.clone(),
@@ -882,20 +914,40 @@ impl Shared {
         }
     }
 
-    /// Intents on disk that no call in this process is still working on.
-    fn orphans(&self) -> Result<Vec<Orphan>, StoreError> {
+    /// Intents on disk that no call in this process is still working on, and on a shared
+    /// store none younger than [`FOREIGN_INTENT_GRACE`]; with the instant the youngest of
+    /// those left alone comes of age.
+    fn orphans(&self) -> Result<(Vec<Orphan>, Option<Instant>), StoreError> {
         let found = self
             .store
             .scan(Table::Meta, INTENT_PREFIX, None, usize::MAX)?;
+        let shared = self.store.is_shared();
+        let now = self.clock.now_millis();
+        let grace = i64::try_from(FOREIGN_INTENT_GRACE.as_millis()).unwrap_or(i64::MAX);
         let queue = self.lock();
-        Ok(found
-            .into_iter()
-            .filter(|(key, _)| !queue.open_intents.contains(key))
-            .map(|(key, record)| Orphan {
+        let mut orphans = Vec::new();
+        let mut wait_millis: Option<i64> = None;
+        for (key, record) in found {
+            if queue.open_intents.contains(&key) {
+                continue;
+            }
+            if shared {
+                let age = event_time_millis(&record.payload).map(|time| now - time);
+                if let Some(age) = age.filter(|age| *age < grace) {
+                    let left = grace - age;
+                    wait_millis = Some(wait_millis.map_or(left, |wait| wait.min(left)));
+                    continue;
+                }
+            }
+            orphans.push(Orphan {
                 key,
                 json: record.payload,
-            })
-            .collect())
+            });
+        }
+        let due = wait_millis.map(|millis| {
+            Instant::now() + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+        });
+        Ok((orphans, due))
     }
 
     /// Chains the record of lost events, the orphaned intents and the round's events onto the
@@ -914,8 +966,10 @@ impl Shared {
             Some(lost) => Some(lost.record(self.clock.now_millis())?),
             None => None,
         };
-        let orphans = if round.find_orphans {
-            self.orphans()?
+        let mut orphans = if round.find_orphans {
+            let (orphans, due) = self.orphans()?;
+            state.foreign_intents_due = due;
+            orphans
         } else {
             Vec::new()
         };
@@ -932,6 +986,10 @@ impl Shared {
                 &(state.head.seq + 1).to_be_bytes(),
                 Precondition::ExpectAbsent,
             );
+            // Another instance may have chained (and deleted) the same orphan meanwhile.
+            for orphan in &orphans {
+                batch.expect(Table::Meta, &orphan.key, Precondition::ExpectPresent);
+            }
             let mut next = state.head;
             for json in chained {
                 let seq = next.seq + 1;
@@ -967,9 +1025,14 @@ impl Shared {
                     return Ok(committed);
                 }
                 Err(conflict) if attempts < CHAIN_ATTEMPTS => {
-                    tracing::debug!(%conflict, "another instance extended the audit chain");
                     attempts += 1;
-                    state.head = read_head(self.store.as_ref())?;
+                    if conflict.table == Table::Meta {
+                        tracing::debug!(%conflict, "another instance chained an orphaned intent");
+                        orphans.retain(|orphan| orphan.key != conflict.key);
+                    } else {
+                        tracing::debug!(%conflict, "another instance extended the audit chain");
+                        state.head = read_head(self.store.as_ref())?;
+                    }
                 }
                 Err(conflict) => return Err(StoreError::Backend(conflict.to_string().into())),
             }
@@ -1008,6 +1071,8 @@ mod tests {
     struct FlakyStore {
         inner: SledStore,
         failing: AtomicBool,
+        /// Says it is shared by several instances (they are several logs in this process).
+        shared: bool,
     }
 
     impl MetadataStore for FlakyStore {
@@ -1035,12 +1100,17 @@ mod tests {
             }
             self.inner.commit(batch)
         }
+
+        fn is_shared(&self) -> bool {
+            self.shared
+        }
     }
 
     fn flaky(dir: &tempfile::TempDir) -> Arc<FlakyStore> {
         Arc::new(FlakyStore {
             inner: SledStore::open(dir.path().join("db")).unwrap(),
             failing: AtomicBool::new(false),
+            shared: false,
         })
     }
 
@@ -1179,6 +1249,62 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn on_a_shared_store_another_instances_call_in_progress_is_not_an_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FlakyStore {
+            inner: SledStore::open(dir.path().join("db")).unwrap(),
+            failing: AtomicBool::new(false),
+            shared: true,
+        });
+        let clock = Arc::new(crate::clock::ManualClock::new());
+        let instance = || {
+            AuditLog::start(store.clone(), None, AuditSettings::default(), clock.clone()).unwrap()
+        };
+        let now = |name: &str, request_id: &str| {
+            let mut event = event(name, request_id);
+            event["eventTime"] = super::super::event::event_time(clock.now_millis()).into();
+            event
+        };
+        let intents = || {
+            store
+                .scan(Table::Meta, INTENT_PREFIX, None, 10)
+                .unwrap()
+                .len()
+        };
+
+        let a = instance();
+        let in_progress = a.begin(&now("DisableKey", "r1")).unwrap();
+        // b starts while a's call is under way: its first look for orphans leaves it alone.
+        let b = instance();
+        b.append(&now("Encrypt", "r2"), true).unwrap();
+        assert_eq!(names(store.as_ref()), ["Encrypt"]);
+        assert_eq!(intents(), 1);
+        a.complete(in_progress, &now("DisableKey", "r1")).unwrap();
+        assert_eq!(names(store.as_ref()), ["Encrypt", "DisableKey"], "once");
+        assert_eq!(intents(), 0);
+
+        // a dies in the middle of a call; once its intent is old, another instance starting
+        // (or recovering) chains it.
+        let crashed = a.begin(&now("ScheduleKeyDeletion", "r3")).unwrap();
+        std::mem::forget(crashed);
+        a.shutdown();
+        clock.advance(FOREIGN_INTENT_GRACE - Duration::from_secs(1));
+        let c = instance();
+        c.append(&now("Encrypt", "r4"), true).unwrap();
+        assert_eq!(intents(), 1, "not old enough yet");
+        clock.advance(Duration::from_secs(2));
+        let d = instance();
+        wait_until("the orphan", || intents() == 0);
+        assert_eq!(
+            names(store.as_ref()),
+            ["Encrypt", "DisableKey", "Encrypt", "ScheduleKeyDeletion"]
+        );
+        for log in [b, c, d] {
+            log.shutdown();
+        }
     }
 
     #[test]
