@@ -432,8 +432,14 @@ fn maintenance_catches_up_and_deletion_destroys_a_pooled_keys_object() {
 #[test]
 fn maintenance_destroys_a_pool_object_nothing_names() {
     let ts = TestStore::new();
+    ts.store.start_material_pool(1).unwrap();
+    wait_warm(&ts.store, 1);
+    let ready = ready_objects(&ts.store);
+    // This store's pool objects are `hsm-kms-pool-s<owner>-<uuid>`.
+    let made = ready.first().unwrap();
+    let ours = &made[..made.len() - uuid::Uuid::nil().to_string().len()];
     // As if a member that was away kept a copy the others destroyed meanwhile.
-    let stray = format!("{POOL_PREFIX}stray");
+    let stray = format!("{ours}stray");
     ts.store
         .cluster()
         .create_key(
@@ -448,9 +454,64 @@ fn maintenance_destroys_a_pool_object_nothing_names() {
     assert!(
         pool_objects_per_member(&ts.store)
             .iter()
-            .all(|(_, objects)| objects.is_empty())
+            .all(|(_, objects)| *objects == ready)
     );
     assert!(ts.store.reconcile().unwrap().is_empty());
+}
+
+/// A second metadata store on the same cluster (a copy under test beside the original, or
+/// a benchmark's sled and PostgreSQL instances): neither store's maintenance destroys the
+/// other's pool objects, ready or claimed by a key.
+#[test]
+fn a_second_store_on_the_cluster_never_destroys_the_first_stores_pool_objects() {
+    let ts = TestStore::new();
+    ts.store.start_material_pool(2).unwrap();
+    wait_warm(&ts.store, 2);
+    let key_id = create(&ts.store, &ts.caller);
+    let claimed = pool_object(&ts.store, &key_id).unwrap();
+    let config = ts.cluster.config();
+    let other = KeyStore::with_parts(
+        ts.store.scope().clone(),
+        hsm_kms::cluster::Cluster::open("local", config.default_cluster().unwrap()).unwrap(),
+        Box::new(hsm_kms::store::SledStore::open(ts.cluster.path("other-store")).unwrap()),
+        ts.clock.clone(),
+        config.audit,
+    )
+    .unwrap();
+    other.start_material_pool(1).unwrap();
+    wait_warm(&other, 1);
+    let first_ready = ready_objects(&ts.store);
+    let other_ready = ready_objects(&other);
+
+    for store in [&other, &ts.store] {
+        let report = store.run_maintenance().unwrap();
+        assert!(
+            report.material_pool.unrecorded_destroyed.is_empty(),
+            "{:?}",
+            report.material_pool
+        );
+    }
+    for (member, objects) in pool_objects_per_member(&ts.store) {
+        let expected = first_ready
+            .iter()
+            .chain(&other_ready)
+            .chain([&claimed])
+            .all(|object| objects.contains(object));
+        assert!(expected, "{member}: {objects:?}");
+    }
+    let sealed = ts
+        .store
+        .encrypt(
+            &ts.caller,
+            hsm_kms::keystore::api::EncryptRequest {
+                key_id: key_id.clone(),
+                plaintext: secrecy::SecretSlice::from(b"still here".to_vec()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let opened = common::decrypt(&ts.store, &ts.caller, &sealed.ciphertext_blob);
+    assert_eq!(opened, b"still here");
 }
 
 /// `/metrics` of a running server.

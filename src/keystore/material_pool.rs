@@ -6,7 +6,12 @@
 //! keys, and never leaves an object that neither the pool nor a key record names.
 //!
 //! **Where an object's identity lives.** A pool object is made once, under the `CKA_ID`
-//! `hsm-kms-pool-<uuid>`, on every member, and keeps that id for life. A key that claims it
+//! `hsm-kms-pool-s<owner>-<uuid>`, on every member, and keeps that id for life. `<owner>`
+//! names the metadata store whose pool made it (16 hex digits, drawn once and kept in the
+//! store's meta table), so a cluster that a second store also uses by mistake (a copy
+//! under test beside the original, a benchmark's sled and PostgreSQL instances) never has
+//! one store's reconciliation destroy the other's objects; objects of the format before the
+//! owner (`hsm-kms-pool-<uuid>`) are handled through their records only. A key that claims it
 //! records the id in its material version (`MaterialRecord::pool_object`), and every path
 //! that finds a version's HSM objects asks the record (`KeyRecord::material`), which names
 //! the pool object or, for material made for the key, `<key id>/<version>`. Relabelling
@@ -29,8 +34,9 @@
 //! and ready records past the configured size (the pool shrank) go, then their objects;
 //! this reads the pool's records only, so opening a store with many keys stays cheap.
 //! Maintenance also compares the pool objects members hold with the pool and key records:
-//! objects neither names (a destruction a member missed while away) never held anyone's
-//! data and are destroyed; records whose object no member holds are dropped.
+//! objects of this store's pool that neither names (a destruction a member missed while
+//! away) never held anyone's data and are destroyed; records whose object no member holds
+//! are dropped.
 //!
 //! **Refilling when idle.** One background thread tops the pool up to its size. It wakes
 //! every [`IDLE_TICK`] and works only after a whole tick in which the key store served no
@@ -66,6 +72,9 @@ pub const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// How long the refiller waits after a failed refill.
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Meta-table key of the store's pool owner tag (see the module doc).
+const OWNER_KEY: &[u8] = b"material-pool-owner";
 
 /// One pool object, as stored (identifiers only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,6 +268,8 @@ impl KeyStore {
         // Members first, then the pool, then the keys: see the module doc.
         let listed = (!load).then(|| cluster.key_objects());
         let records = pool_records(self.store.as_ref(), cluster.name())?;
+        // Without an owner tag this store's pool never made an object.
+        let ours = pool_owner(self.store.as_ref(), false)?.map(|owner| owner_prefix(&owner));
         let mut reconciled = PoolReconciled::default();
         let mut ready = Vec::new();
         for record in records {
@@ -284,7 +295,10 @@ impl KeyStore {
                     Ok(objects) => held.extend(
                         objects
                             .iter()
-                            .filter(|object| object.id.starts_with(POOL_PREFIX.as_bytes()))
+                            .filter(|object| {
+                                ours.as_ref()
+                                    .is_some_and(|ours| object.id.starts_with(ours.as_bytes()))
+                            })
                             .map(|object| String::from_utf8_lossy(&object.id).into_owned()),
                     ),
                     Err(_) => every_member_listed = false,
@@ -459,6 +473,33 @@ fn pool_key(cluster: &str, object: &str) -> Vec<u8> {
 
 /// Destroys a pool object on every member; a member that is down keeps its copy until a
 /// later reconciliation (no record names it, so it is never handed out or copied back).
+/// The store's pool owner tag; drawn and kept when `create` and there is none yet (two
+/// instances drawing at once keep the first one committed).
+fn pool_owner(store: &dyn MetadataStore, create: bool) -> Result<Option<String>, KmsError> {
+    loop {
+        if let Some(found) = store.get(Table::Meta, OWNER_KEY).map_err(internal)? {
+            let owner = String::from_utf8(found.payload)
+                .map_err(|_| KmsError::KmsInternal("the pool owner tag is not text".into()))?;
+            return Ok(Some(owner));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let owner = format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0);
+        let mut batch = Batch::new();
+        batch.expect(Table::Meta, OWNER_KEY, Precondition::ExpectAbsent);
+        batch.put(Table::Meta, OWNER_KEY, owner.clone().into_bytes());
+        if store.commit(batch).map_err(internal)?.is_ok() {
+            return Ok(Some(owner));
+        }
+    }
+}
+
+/// The `CKA_ID` prefix of the pool objects of the store whose owner tag is `owner`.
+fn owner_prefix(owner: &str) -> String {
+    format!("{POOL_PREFIX}s{owner}-")
+}
+
 fn destroy(cluster: &Cluster, object: &str) {
     let report = cluster.destroy_key(&MaterialId::pool_object(object));
     for error in report.pending {
@@ -564,7 +605,10 @@ impl Refiller {
     /// the record go again (a crash leaves the record unfinished, for start-up to clear).
     fn make_one(&self) -> Result<(), String> {
         let _work = lock(&self.state.hsm_work);
-        let object = format!("{POOL_PREFIX}{}", uuid::Uuid::new_v4());
+        let owner = pool_owner(self.store.as_ref(), true)
+            .map_err(|error| error.to_string())?
+            .ok_or("the pool's owner tag was not kept")?;
+        let object = format!("{}{}", owner_prefix(&owner), uuid::Uuid::new_v4());
         let mut record = PoolRecord {
             cluster: self.cluster.name().to_owned(),
             object: object.clone(),
