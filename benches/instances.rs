@@ -98,8 +98,12 @@ impl Instance {
         }
         instance
     }
+}
 
-    fn stop(mut self) {
+/// A server stops with its `Instance`, also when the benchmark panics: a server left
+/// running would load the machine of every later benchmark.
+impl Drop for Instance {
+    fn drop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.process.id().to_string())
@@ -322,7 +326,5 @@ fn main() {
             verdict(ratio >= TWO_ONE_GOAL)
         );
     }
-    sled.stop();
-    postgres_a.stop();
-    postgres_b.stop();
+    drop((sled, postgres_a, postgres_b));
 }

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::context::RequestContext;
+use super::context::{ContextValue, RequestContext};
 use super::pattern::Pattern;
 
 /// The test a condition operator makes, without its `IfExists` or set qualifiers.
@@ -446,9 +446,10 @@ impl Condition {
 
     /// Whether the condition holds for the request.
     pub fn holds(&self, request: &RequestContext) -> bool {
-        let found = request
-            .lookup_lowercase(&self.key)
-            .map(|value| value.values())
+        let value = request.lookup_lowercase(&self.key);
+        let found = value
+            .as_deref()
+            .map(ContextValue::values)
             .filter(|values| !values.is_empty());
         if let Values::Absent(wanted) = &self.values {
             return wanted.iter().any(|absent| *absent == found.is_none());

@@ -7,35 +7,36 @@
 //! case-insensitive, as AWS documents ("Context key names are not case-sensitive"), so
 //! they are compared ignoring ASCII case; this includes the `<key>` part of
 //! `kms:EncryptionContext:<key>` and the tag key of `aws:ResourceTag/<k>`,
-//! `aws:RequestTag/<k>` and `aws:PrincipalTag/<k>`. A request fills a handful of keys, so
-//! they are kept in a short list, the names of [`keys`] borrowed rather than copied: an
-//! Encrypt under a conditional policy builds its context on every call. Values keep their case: whether they
+//! `aws:RequestTag/<k>` and `aws:PrincipalTag/<k>`. Values keep their case: whether they
 //! compare case-sensitively is the condition operator's choice. So, as AWS documents, a
 //! policy that needs the encryption context keys' case exact tests
 //! `kms:EncryptionContextKeys` (whose values are the keys as sent) with `StringEquals`.
 //!
-//! The helpers fill the keys of one concern each:
-//! [`RequestContext::naming_only`] fills only the keys the deciding policies read (their
-//! [`PolicyDocument::condition_keys`](super::PolicyDocument::condition_keys)), since most
-//! policies read none and filling them was a third of an Encrypt's own work.
+//! An Encrypt builds its context on every call, and a policy reads few of its keys (of a
+//! 20-statement policy, those of the statements naming the caller and the action), so
+//! nothing is computed that no condition asks for:
 //!
-//! - [`RequestContext::new`] sets `aws:PrincipalArn`, `aws:PrincipalAccount`,
-//!   `kms:CallerAccount`, `aws:PrincipalTag/<k>`, `kms:ViaService` (the credential's
-//!   `via_service`: the gateway or storage service that calls on behalf of users),
-//!   `aws:SourceIp`, `aws:SecureTransport`;
-//! - [`RequestContext::with_current_time`] sets `aws:CurrentTime`, `aws:EpochTime`;
-//! - [`RequestContext::with_encryption_context`] sets `kms:EncryptionContext:<key>`,
-//!   `kms:EncryptionContextKeys`, and the pairs that grant constraints check;
-//! - [`RequestContext::with_resource_tags`], [`RequestContext::with_request_tags`] set
-//!   `aws:ResourceTag/<k>`, `aws:RequestTag/<k>`, `aws:TagKeys`;
-//! - [`RequestContext::with_grant_request`] sets `kms:GrantOperations`,
+//! - the keys of the caller, the time and the encryption context are computed when a
+//!   condition reads them: `aws:PrincipalArn`, `aws:PrincipalAccount`, `kms:CallerAccount`,
+//!   `aws:PrincipalTag/<k>`, `kms:ViaService` (the credential's `via_service`: the gateway
+//!   or storage service that calls on behalf of users), `aws:SourceIp`,
+//!   `aws:SecureTransport` from the [`CallerIdentity`] of [`RequestContext::new`];
+//!   `aws:CurrentTime`, `aws:EpochTime` from [`RequestContext::with_current_time`];
+//!   `kms:EncryptionContext:<key>`, `kms:EncryptionContextKeys` from
+//!   [`RequestContext::with_encryption_context`] (whose pairs grant constraints check too);
+//! - the others are set by the wiring code, in a short list under the names of [`keys`]
+//!   (borrowed, not copied), and only those the deciding policies read
+//!   ([`RequestContext::naming_only`] with their
+//!   [`PolicyDocument::condition_keys`](super::PolicyDocument::condition_keys); most
+//!   policies read none): [`RequestContext::with_resource_tags`] and
+//!   [`RequestContext::with_request_tags`] set `aws:ResourceTag/<k>`, `aws:RequestTag/<k>`,
+//!   `aws:TagKeys`; [`RequestContext::with_grant_request`] sets `kms:GrantOperations`,
 //!   `kms:GranteePrincipal`, `kms:RetiringPrincipal`, `kms:GrantIsForAWSResource`, and
-//!   [`RequestContext::with_requested_constraints`] for the grant's constraints;
-//! - [`RequestContext::set`] and [`RequestContext::set_multi`] for the others
+//!   [`RequestContext::with_requested_constraints`] the grant's constraints;
+//!   [`RequestContext::set`] and [`RequestContext::set_multi`] the rest
 //!   (`kms:EncryptionAlgorithm`, `kms:KeyOrigin`, `kms:KeySpec`, `kms:KeyUsage`,
 //!   `kms:ValidTo`, `kms:RequestAlias`, `kms:ResourceAliases`, `kms:MultiRegion`,
-//!   `kms:BypassPolicyLockoutSafetyCheck`, `kms:ScheduleKeyDeletionPendingWindowInDays`),
-//!   with the names in [`keys`].
+//!   `kms:BypassPolicyLockoutSafetyCheck`, `kms:ScheduleKeyDeletionPendingWindowInDays`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -277,9 +278,15 @@ pub struct RequestContext {
     keys: Vec<(Cow<'static, str>, ContextValue)>,
     /// The condition keys filled: all, or only those the deciding policies read.
     filled: Filled,
-    encryption_context: BTreeMap<String, String>,
+    /// The request time in epoch seconds, once [`RequestContext::with_current_time`] gave it.
+    current_time: Option<u64>,
+    /// The encryption context, once [`RequestContext::with_encryption_context`] gave it.
+    encryption_context: Option<BTreeMap<String, String>>,
     requested_constraints: Option<GrantConstraints>,
 }
+
+/// The encryption context of a request that has none.
+static NO_ENCRYPTION_CONTEXT: BTreeMap<String, String> = BTreeMap::new();
 
 /// Which condition keys a [`RequestContext`] fills.
 #[derive(Debug, Clone)]
@@ -350,49 +357,16 @@ impl RequestContext {
         caller: CallerIdentity,
         filled: Filled,
     ) -> RequestContext {
-        let mut request = RequestContext {
+        RequestContext {
             action: action.to_owned(),
             resource: resource.to_owned(),
             caller,
             keys: Vec::new(),
             filled,
-            encryption_context: BTreeMap::new(),
+            current_time: None,
+            encryption_context: None,
             requested_constraints: None,
-        };
-        let caller = &request.caller;
-        let mut found = Vec::new();
-        let mut set = |key: &'static str, value: &dyn Fn() -> String| {
-            if request.filled.includes(key) {
-                found.push((Cow::Borrowed(key), ContextValue::Single(value())));
-            }
-        };
-        set(keys::PRINCIPAL_ARN, &|| caller.principal_arn.clone());
-        set(keys::PRINCIPAL_ACCOUNT, &|| caller.account.clone());
-        set(keys::CALLER_ACCOUNT, &|| caller.account.clone());
-        if let Some(service) = &caller.via_service {
-            set(keys::VIA_SERVICE, &|| service.clone());
         }
-        if let Some(ip) = caller.source_ip {
-            set(keys::SOURCE_IP, &|| ip.to_string());
-        }
-        set(keys::SECURE_TRANSPORT, &|| {
-            caller.secure_transport.to_string()
-        });
-        for (key, value) in &caller.tags {
-            if request
-                .filled
-                .includes_prefixed(keys::PRINCIPAL_TAG_PREFIX, key)
-            {
-                found.push((
-                    Cow::Owned(format!("{}{key}", keys::PRINCIPAL_TAG_PREFIX)),
-                    ContextValue::Single(value.clone()),
-                ));
-            }
-        }
-        for (name, value) in found {
-            request.put(name, value);
-        }
-        request
     }
 
     /// Sets the condition key `name`, replacing a value set under it in any case.
@@ -446,41 +420,18 @@ impl RequestContext {
     /// The request time, from the caller's clock: `aws:CurrentTime` (ISO 8601, UTC, whole
     /// seconds) and `aws:EpochTime`.
     pub fn with_current_time(mut self, now: SystemTime) -> RequestContext {
-        if !self.fills(keys::CURRENT_TIME) && !self.fills(keys::EPOCH_TIME) {
-            return self;
-        }
         let seconds = now
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_secs())
             .unwrap_or(0);
-        if self.fills(keys::CURRENT_TIME) {
-            let whole = UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-            let text = humantime::format_rfc3339_seconds(whole).to_string();
-            self.put(
-                Cow::Borrowed(keys::CURRENT_TIME),
-                ContextValue::Single(text),
-            );
-        }
-        if self.fills(keys::EPOCH_TIME) {
-            let text = seconds.to_string();
-            self.put(Cow::Borrowed(keys::EPOCH_TIME), ContextValue::Single(text));
-        }
+        self.current_time = Some(seconds);
         self
     }
 
     /// The request's encryption context: `kms:EncryptionContext:<key>` per pair,
     /// `kms:EncryptionContextKeys`, and the pairs grant constraints compare.
     pub fn with_encryption_context(mut self, pairs: &BTreeMap<String, String>) -> RequestContext {
-        for (key, value) in pairs {
-            self.put_prefixed(keys::ENCRYPTION_CONTEXT_PREFIX, key, value);
-        }
-        if self.fills(keys::ENCRYPTION_CONTEXT_KEYS) {
-            self.set_multi(
-                keys::ENCRYPTION_CONTEXT_KEYS,
-                pairs.keys().cloned().collect(),
-            );
-        }
-        self.encryption_context = pairs.clone();
+        self.encryption_context = Some(pairs.clone());
         self
     }
 
@@ -571,16 +522,87 @@ impl RequestContext {
 
     /// The request's encryption context pairs.
     pub fn encryption_context(&self) -> &BTreeMap<String, String> {
-        &self.encryption_context
+        self.encryption_context
+            .as_ref()
+            .unwrap_or(&NO_ENCRYPTION_CONTEXT)
     }
 
-    /// The value of a condition key, by its lower-case name.
-    pub(crate) fn lookup_lowercase(&self, lowercase_key: &str) -> Option<&ContextValue> {
-        self.keys
+    /// The value of a condition key, by its lower-case name: one set, or one computed from
+    /// the caller, the time or the encryption context ([`RequestContext::derived`]).
+    pub(crate) fn lookup_lowercase(&self, lowercase_key: &str) -> Option<Cow<'_, ContextValue>> {
+        match self
+            .keys
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(lowercase_key))
-            .map(|(_, value)| value)
+        {
+            Some((_, value)) => Some(Cow::Borrowed(value)),
+            None => self.derived(lowercase_key).map(Cow::Owned),
+        }
     }
+
+    /// The condition keys that come from the caller (`aws:PrincipalArn`,
+    /// `aws:PrincipalAccount`, `kms:CallerAccount`, `aws:PrincipalTag/<k>`, `kms:ViaService`,
+    /// `aws:SourceIp`, `aws:SecureTransport`), the time (`aws:CurrentTime`,
+    /// `aws:EpochTime`) and the encryption context (`kms:EncryptionContext:<key>`,
+    /// `kms:EncryptionContextKeys`), computed when a condition reads one: of a 20-statement
+    /// policy, an Encrypt typically reads the few keys of the statements naming its caller
+    /// and action, so filling them all up front was most of its authorization's cost.
+    fn derived(&self, key: &str) -> Option<ContextValue> {
+        let is = |name: &str| key.eq_ignore_ascii_case(name);
+        let caller = &self.caller;
+        let text = |value: &str| Some(ContextValue::Single(value.to_owned()));
+        if is(keys::PRINCIPAL_ARN) {
+            text(&caller.principal_arn)
+        } else if is(keys::PRINCIPAL_ACCOUNT) || is(keys::CALLER_ACCOUNT) {
+            text(&caller.account)
+        } else if is(keys::VIA_SERVICE) {
+            caller.via_service.as_deref().and_then(text)
+        } else if is(keys::SOURCE_IP) {
+            caller
+                .source_ip
+                .map(|ip| ContextValue::Single(ip.to_string()))
+        } else if is(keys::SECURE_TRANSPORT) {
+            text(if caller.secure_transport {
+                "true"
+            } else {
+                "false"
+            })
+        } else if is(keys::CURRENT_TIME) {
+            let seconds = self.current_time?;
+            let time = UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            Some(ContextValue::Single(
+                humantime::format_rfc3339_seconds(time).to_string(),
+            ))
+        } else if is(keys::EPOCH_TIME) {
+            Some(ContextValue::Single(self.current_time?.to_string()))
+        } else if is(keys::ENCRYPTION_CONTEXT_KEYS) {
+            let pairs = self.encryption_context.as_ref()?;
+            Some(ContextValue::Multi(pairs.keys().cloned().collect()))
+        } else if let Some(name) = strip_prefix_ignoring_case(key, keys::ENCRYPTION_CONTEXT_PREFIX)
+        {
+            last_named(self.encryption_context.as_ref()?, name).and_then(text)
+        } else if let Some(name) = strip_prefix_ignoring_case(key, keys::PRINCIPAL_TAG_PREFIX) {
+            last_named(&caller.tags, name).and_then(text)
+        } else {
+            None
+        }
+    }
+}
+
+/// `text` without `prefix`, which it starts with in any ASCII case.
+fn strip_prefix_ignoring_case<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// The value of the last entry of `map` whose key is `name` in any ASCII case (the one a
+/// case-insensitive condition key sees when several differ only in case).
+fn last_named<'m>(map: &'m BTreeMap<String, String>, name: &str) -> Option<&'m str> {
+    map.iter()
+        .rev()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
 }
 
 #[cfg(test)]
@@ -619,7 +641,10 @@ mod tests {
         let context = RequestContext::new("kms:Encrypt", "arn:k", caller)
             .with_encryption_context(&BTreeMap::from([("Dept".to_owned(), "IT".to_owned())]))
             .with_current_time(UNIX_EPOCH + std::time::Duration::from_secs(86_400));
-        let single = |key: &str| match context.lookup_lowercase(&key.to_ascii_lowercase()) {
+        let single = |key: &str| match context
+            .lookup_lowercase(&key.to_ascii_lowercase())
+            .as_deref()
+        {
             Some(ContextValue::Single(value)) => Some(value.clone()),
             _ => None,
         };
@@ -634,7 +659,9 @@ mod tests {
             Some("1970-01-02T00:00:00Z")
         );
         assert_eq!(
-            context.lookup_lowercase("kms:encryptioncontextkeys"),
+            context
+                .lookup_lowercase("kms:encryptioncontextkeys")
+                .as_deref(),
             Some(&ContextValue::Multi(vec!["Dept".to_owned()]))
         );
         assert_eq!(context.operation(), "Encrypt");
@@ -651,12 +678,12 @@ mod tests {
             RequestContext::new("kms:Encrypt", "arn:k", caller).with_encryption_context(&pairs);
         context.set(keys::KEY_SPEC, "RSA_2048");
         context.set("KMS:KEYSPEC", "SYMMETRIC_DEFAULT");
-        let single = |key: &str| match context.lookup_lowercase(key) {
-            Some(ContextValue::Single(value)) => Some(value.as_str()),
+        let single = |key: &str| match context.lookup_lowercase(key).as_deref() {
+            Some(ContextValue::Single(value)) => Some(value.clone()),
             _ => None,
         };
-        assert_eq!(single("kms:encryptioncontext:dept"), Some("HR"));
-        assert_eq!(single("kms:keyspec"), Some("SYMMETRIC_DEFAULT"));
+        assert_eq!(single("kms:encryptioncontext:dept").as_deref(), Some("HR"));
+        assert_eq!(single("kms:keyspec").as_deref(), Some("SYMMETRIC_DEFAULT"));
         let names = context
             .keys
             .iter()
