@@ -15,11 +15,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
-use common::http::{Client, Figures, credentials, drive, serve, signed_request};
+use common::http::{Client, Figures, Running, credentials, drive, serve, signed_request};
 use common::{load_average, verdict};
 
 const ROUNDS: usize = 3;
@@ -81,34 +81,25 @@ impl Deployment {
     }
 }
 
-/// A running server.
+/// A running server (stopped when dropped).
 struct Instance {
-    process: Child,
+    _process: Running,
     address: SocketAddr,
 }
 
 impl Instance {
     fn start(binary: &str, config: &Path, log: &Path) -> Instance {
         let (process, address) = serve(binary, config, log);
-        let instance = Instance { process, address };
+        let instance = Instance {
+            _process: process,
+            address,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(address).is_err() {
             assert!(Instant::now() < deadline, "{address} did not come up");
             std::thread::sleep(Duration::from_millis(100));
         }
         instance
-    }
-}
-
-/// A server stops with its `Instance`, also when the benchmark panics: a server left
-/// running would load the machine of every later benchmark.
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.process.id().to_string())
-            .status();
-        let _ = self.process.wait();
     }
 }
 

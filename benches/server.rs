@@ -21,7 +21,7 @@ mod common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
@@ -30,7 +30,9 @@ use hsm_kms::keystore::KeyStore;
 use hsm_kms::keystore::api::{CreateKeyRequest, EncryptRequest, GenerateDataKeyRequest};
 use secrecy::SecretSlice;
 
-use common::http::{Client, Figures, credentials, drive, free_port, serve, signed_request};
+use common::http::{
+    Client, Figures, Running, credentials, drive, free_port, serve, signed_request,
+};
 use common::{load_average, verdict};
 
 const ROUNDS: usize = 5;
@@ -94,7 +96,7 @@ impl Target {
 
 /// A KMS endpoint over loopback: `hsm-kms serve` or `moto_server`.
 struct Endpoint {
-    process: Child,
+    _process: Running,
     address: SocketAddr,
     credentials: Credentials,
     key_id: String,
@@ -102,7 +104,7 @@ struct Endpoint {
 
 impl Endpoint {
     /// Waits until a signed CreateKey succeeds (the endpoint is up) and keeps its key.
-    fn ready(process: Child, address: SocketAddr, credentials: Credentials) -> Endpoint {
+    fn ready(process: Running, address: SocketAddr, credentials: Credentials) -> Endpoint {
         let deadline = Instant::now() + Duration::from_secs(60);
         let host = address.to_string();
         loop {
@@ -115,7 +117,7 @@ impl Endpoint {
                 let created: serde_json::Value = serde_json::from_slice(body).unwrap();
                 let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
                 return Endpoint {
-                    process,
+                    _process: process,
                     address,
                     credentials,
                     key_id,
@@ -141,15 +143,6 @@ impl Endpoint {
                 assert_eq!(status, 200, "{}", String::from_utf8_lossy(response));
             },
         )
-    }
-
-    /// Stops the process with SIGTERM (graceful shutdown) and waits for it.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.process.id().to_string())
-            .status();
-        let _ = self.process.wait();
     }
 }
 
@@ -204,7 +197,7 @@ fn moto(log: &Path) -> Result<Endpoint, String> {
         .spawn()
         .map_err(|e| format!("{}: {e}", executable.display()))?;
     let credentials = Credentials::new("testing", "testing", None, None, "bench");
-    Ok(Endpoint::ready(child, address, credentials))
+    Ok(Endpoint::ready(Running(child), address, credentials))
 }
 
 fn row(target: Target, c: usize, rounds: &[Figures]) -> Figures {
@@ -341,8 +334,5 @@ fn main() {
         println!("  server / moto_server         not measured: {why}");
     }
     store.shutdown();
-    server.stop();
-    if let Ok(moto) = moto {
-        moto.stop();
-    }
+    drop((server, moto));
 }

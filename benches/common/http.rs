@@ -222,7 +222,21 @@ pub fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-pub fn serve(binary: &str, config_path: &Path, log: &Path) -> (Child, SocketAddr) {
+/// A server process, stopped with SIGTERM (graceful shutdown) and waited for when dropped,
+/// also when the benchmark panics: a server left running would load every later benchmark.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn serve(binary: &str, config_path: &Path, log: &Path) -> (Running, SocketAddr) {
     let address = free_port();
     let child = Command::new(binary)
         .arg("--config")
@@ -234,5 +248,5 @@ pub fn serve(binary: &str, config_path: &Path, log: &Path) -> (Child, SocketAddr
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    (child, address)
+    (Running(child), address)
 }
