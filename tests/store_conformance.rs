@@ -405,7 +405,7 @@ mod sled_backend {
         put(&store, Table::Keys, b"key-2", b"fine");
         drop(store);
 
-        let raw = sled::open(dir.path()).unwrap();
+        let raw = common::open_raw_sled(dir.path());
         let tree = raw.open_tree(Table::Keys.name()).unwrap();
         let mut value = tree.get(b"key-1").unwrap().unwrap().to_vec();
         value[14] ^= 0x01;
@@ -451,7 +451,7 @@ mod sled_backend {
         );
         drop(store);
 
-        let raw = sled::open(dir.path()).unwrap();
+        let raw = common::open_raw_sled(dir.path());
         let err = SledStore::open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
         drop(raw);

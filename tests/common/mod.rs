@@ -279,3 +279,20 @@ pub fn decrypt(
         .expose_secret()
         .to_vec()
 }
+
+/// Opens the sled database in `dir` directly, below the store's API, waiting (up to ten
+/// seconds) for the file lock that a store dropped a moment ago still holds: sled releases
+/// it only when its flusher thread has stopped, as `SledStore::open` knows.
+pub fn open_raw_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _still_held = error;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => panic!("cannot open {} with sled: {error}", dir.display()),
+        }
+    }
+}
