@@ -9,6 +9,7 @@ use std::process::Output;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::TestCluster;
+use common::cli_output::{json, ok, stderr};
 use hsm_kms::cluster::{Cluster, MaterialId};
 use serde_json::Value;
 
@@ -17,30 +18,6 @@ fn cluster() -> TestCluster {
     let tc = TestCluster::new(2);
     ok(&tc.cli(&["cluster", "init"]));
     tc
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts success and returns stdout.
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        stderr(output)
-    );
-    stdout(output)
-}
-
-/// Asserts success and parses stdout as JSON.
-fn json(output: &Output) -> Value {
-    serde_json::from_str(&ok(output)).unwrap()
 }
 
 /// Asserts the AWS CLI v2's failure: exit 254 and `An error occurred (<code>) when calling

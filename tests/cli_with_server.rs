@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestCluster;
+use common::cli_output::{json, ok, stderr, stdout};
 use common::server::Server;
 use serde_json::Value;
 
@@ -21,28 +22,6 @@ fn cluster() -> TestCluster {
     let tc = TestCluster::new(2);
     tc.init();
     tc
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        stderr(output)
-    );
-    stdout(output)
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_str(&ok(output)).unwrap()
 }
 
 /// What a command printed and how it exited.

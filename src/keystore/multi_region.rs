@@ -81,6 +81,27 @@ fn require_primary(key: &KeyRecord) -> Result<(), KmsError> {
 }
 
 impl KeyStore {
+    /// The prologue of ReplicateKey and UpdatePrimaryRegion on `key_id`: the key resolved
+    /// and authorized with the Region the request names as its condition key
+    /// (`kms:ReplicaRegion`, `kms:PrimaryRegion`), its state checked, and required to be a
+    /// multi-Region primary key.
+    fn primary_for(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        operation: Operation,
+        (condition_key, region): (&'static str, &str),
+        key_id: &str,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let access = Access::of(operation).with(|mut context| {
+            context.set(condition_key, region);
+            context
+        });
+        let primary = self.key_for(caller, call, access, "keyId", key_id, Naming::KeyIdOrArn)?;
+        require_primary(&primary)?;
+        Ok(primary)
+    }
+
     /// Every copy of the multi-Region key `key_id` (primary and replicas), by Region.
     pub(super) fn copies_of(&self, key_id: &str) -> Result<Vec<KeyRecord>, KmsError> {
         let prefix = multi_region_prefix(key_id);
@@ -255,18 +276,13 @@ impl KeyStore {
             check_region_param("replicaRegion", &request.replica_region)?;
             let description = request.description.clone().unwrap_or_default();
             check_description(&description)?;
-            let primary = self.key_for(
+            let primary = self.primary_for(
                 caller,
                 call,
-                Access::of(Operation::ReplicateKey).with(|mut context| {
-                    context.set(keys::REPLICA_REGION, &request.replica_region);
-                    context
-                }),
-                "keyId",
+                Operation::ReplicateKey,
+                (keys::REPLICA_REGION, &request.replica_region),
                 &request.key_id,
-                Naming::KeyIdOrArn,
             )?;
-            require_primary(&primary)?;
             let region = request.replica_region.as_str();
             let replica_arn = format!(
                 "arn:aws:kms:{region}:{}:key/{}",
@@ -449,18 +465,13 @@ impl KeyStore {
         call.param("primaryRegion", request.primary_region.as_str());
         self.audited(caller, call, |call| {
             check_region_param("primaryRegion", &request.primary_region)?;
-            let primary = self.key_for(
+            let primary = self.primary_for(
                 caller,
                 call,
-                Access::of(Operation::UpdatePrimaryRegion).with(|mut context| {
-                    context.set(keys::PRIMARY_REGION, &request.primary_region);
-                    context
-                }),
-                "keyId",
+                Operation::UpdatePrimaryRegion,
+                (keys::PRIMARY_REGION, &request.primary_region),
                 &request.key_id,
-                Naming::KeyIdOrArn,
             )?;
-            require_primary(&primary)?;
             let region = request.primary_region.as_str();
             if region == primary.region {
                 return Ok(());

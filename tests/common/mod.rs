@@ -2,6 +2,7 @@
 //! `scripts/softhsm-cluster.sh` in temporary directories.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cli_output;
 pub mod kms;
 pub mod openssl;
 pub mod postgres_db;
