@@ -538,10 +538,14 @@ fn calls_keep_succeeding_while_a_backing_hsm_is_away_and_after_it_returns() {
                 rounds += 1;
             }
         });
+        // Each token is back for a moment before the next goes, as with real HSMs: the
+        // module reads the tokens' presence one by one, and an instantaneous hand-over
+        // between its reads would show both away.
         for backing in [a, b, a, b] {
             fixture.vendor.set_away(backing, true);
             std::thread::sleep(Duration::from_millis(100));
             fixture.vendor.set_away(backing, false);
+            std::thread::sleep(Duration::from_millis(20));
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         worker.join().unwrap();

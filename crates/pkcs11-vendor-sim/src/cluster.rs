@@ -91,13 +91,26 @@ impl Cluster {
     }
 
     /// The indexes of backing tokens not away, starting round-robin.
+    ///
+    /// Presence is read one control file at a time, so a hand-over (one backing comes back,
+    /// then another goes away) between two reads can show every backing away although one
+    /// was there throughout; when a pass finds none, a second pass looks again.
     fn live(&mut self) -> Vec<usize> {
         let count = self.backings.len();
         self.next_backing = (self.next_backing + 1) % count;
-        (0..count)
-            .map(|offset| (self.next_backing + offset) % count)
-            .filter(|&index| !self.backings[index].is_away())
-            .collect()
+        let start = self.next_backing;
+        let present = |backings: &[Backing]| -> Vec<usize> {
+            (0..count)
+                .map(|offset| (start + offset) % count)
+                .filter(|&index| !backings[index].is_away())
+                .collect()
+        };
+        let first_pass = present(&self.backings);
+        if first_pass.is_empty() {
+            present(&self.backings)
+        } else {
+            first_pass
+        }
     }
 
     /// The first backing token in configuration order that is there.
