@@ -1,8 +1,8 @@
 //! The `hsm-kms` command line while `hsm-kms serve` holds the sled store (real binary, real
-//! two-member SoftHSM2 cluster): key commands, `audit`, `maintenance run` and `cluster
-//! status` go through the server's admin socket and print what they print in-process; the
-//! socket is owner-only and refuses peers of another user; `--endpoint-url` drives the
-//! server over HTTP with SigV4 and reports its AWS errors as the AWS CLI does.
+//! two-member SoftHSM2 cluster): key commands, `audit`, `maintenance run`, `cluster status`
+//! and `compliance check` go through the server's admin socket and print what they print
+//! in-process; the socket is owner-only and refuses peers of another user; `--endpoint-url`
+//! drives the server over HTTP with SigV4 and reports its AWS errors as the AWS CLI does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -144,8 +144,45 @@ fn commands_print_the_same_while_the_server_holds_the_store() {
     assert!(stdout(&verified).contains("the audit trail is intact"));
     assert!(ok(&tc.cli(&["audit", "export"])).contains("\"Records\""));
 
+    // The compliance check reads the server's store through the socket: its report and
+    // exit status match the check run in-process once the server is gone, and its evidence
+    // bundle verifies.
+    let bundle = tc.path("served-bundle");
+    let served = tc.cli(&[
+        "compliance",
+        "check",
+        "--evidence",
+        bundle.to_str().unwrap(),
+    ]);
+    let served_report: Value = serde_json::from_slice(&served.stdout).unwrap();
+    assert!(
+        stderr(&served).contains("evidence bundle written"),
+        "{}",
+        stderr(&served)
+    );
+    let verified = tc.cli(&["compliance", "verify-bundle", bundle.to_str().unwrap()]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+
     server.stop();
     assert!(!socket(&tc).exists(), "the socket is removed at shutdown");
+    let alone = tc.cli(&["compliance", "check"]);
+    let alone_report: Value = serde_json::from_slice(&alone.stdout).unwrap();
+    let statuses = |report: &Value| -> Vec<(String, String)> {
+        report["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|control| {
+                (
+                    control["id"].as_str().unwrap().to_owned(),
+                    control["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert!(!statuses(&served_report).is_empty());
+    assert_eq!(statuses(&served_report), statuses(&alone_report));
+    assert_eq!(served.status.code(), alone.status.code());
     let ciphertext = tc.path("ciphertext.bin");
     std::fs::write(
         &ciphertext,

@@ -536,13 +536,14 @@ fn a_clean_cluster_passes_every_control_in_every_format() {
         "openssl accepted an edited manifest"
     );
 
-    // The command line: refused while another process holds the store (no admin socket
-    // yet), then run once the test's key store has let go of it.
+    // The command line: refused while a process without an admin socket (this test's key
+    // store) holds the store, then run once it has let go of it. Through a running server's
+    // socket: tests/cli_with_server.rs.
     let held = f.cluster.cli(&["compliance", "check"]);
     assert!(!held.status.success());
     let said = String::from_utf8_lossy(&held.stderr);
     assert!(said.contains("the metadata store is in use"), "{said}");
-    assert!(said.contains("admin socket"), "{said}");
+    assert!(said.contains("without an admin socket"), "{said}");
     f.store.shutdown();
     let Fixture {
         cluster: tc, store, ..

@@ -1,8 +1,8 @@
-//! `hsm-kms compliance check|verify-bundle`: runs the compliance controls in-process over the
-//! configured cluster and metadata store (the store must not be held by `hsm-kms serve`: the
-//! server's admin socket does not exist yet), prints or writes the report, and optionally
-//! writes a sealed evidence bundle. Exits 0 when no control FAILs, 1 when one does or the
-//! check could not run.
+//! `hsm-kms compliance check|verify-bundle`: runs the compliance controls in this process over
+//! the configured cluster and metadata store, prints or writes the report, and optionally
+//! writes a sealed evidence bundle. While `hsm-kms serve` holds the store, the controls read it
+//! through the server's admin socket (they only read), so the report is the same either way.
+//! Exits 0 when no control FAILs, 1 when one does or the check could not run.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -104,14 +104,12 @@ fn check(
 ) -> Result<ExitCode, String> {
     let selected = compliance::select(controls).map_err(|e| e.to_string())?;
     let cluster = open_cluster(config)?;
-    let store = crate::store::open(&config.store, &config.service.data_dir).map_err(|error| {
-        match error {
-            StoreError::Locked { .. } => format!(
-                "{} (checking a running server needs its admin socket, which does not exist yet)",
-                super::STORE_IN_USE
-            ),
-            other => format!("cannot open the metadata store: {other}"),
-        }
+    let store = super::via_server::open_store(config).map_err(|error| match error {
+        StoreError::Locked { .. } => format!(
+            "{} (held by a process without an admin socket)",
+            super::STORE_IN_USE
+        ),
+        other => format!("cannot open the metadata store: {other}"),
     })?;
     let sources = Sources {
         config,
