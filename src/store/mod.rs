@@ -5,13 +5,16 @@
 //! key material, plaintext or PINs, because everything it is given ends up on disk.
 //!
 //! [`MetadataStore`] is backend-neutral; [`SledStore`] is the embedded sled implementation,
-//! [`PostgresStore`] the one several instances share, and [`MemoryStore`] an in-memory one
+//! `PostgresStore` (cargo feature `postgres`) the one several instances share, and [`MemoryStore`] an in-memory one
 //! for tests. [`open`] opens the one the configuration's `[store]` section names.
 
 pub mod copy;
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres_leader;
+#[cfg(feature = "postgres")]
 mod postgres_store;
+#[cfg(feature = "postgres")]
 mod postgres_watch;
 mod record;
 pub mod settings;
@@ -21,6 +24,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres_store::PostgresStore;
 pub use settings::{DEFAULT_POOL_SIZE, StoreSettings, open};
 pub use sled_store::SledStore;
@@ -288,7 +292,7 @@ pub type ChangeListener = std::sync::Arc<dyn Fn(Change<'_>) + Send + Sync>;
 
 /// Durable, atomic storage of metadata records, shared by all threads of a process.
 ///
-/// A store that other processes write too ([`PostgresStore`]) says so to caches above it
+/// A store that other processes write too (`PostgresStore`) says so to caches above it
 /// through [`MetadataStore::watch`] and [`MetadataStore::caches_are_current`]; the defaults
 /// fit a store only this process writes, whose every change its caches see at commit.
 pub trait MetadataStore: Send + Sync {

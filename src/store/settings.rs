@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{MetadataStore, PostgresStore, SledStore, StoreError};
+#[cfg(feature = "postgres")]
+use super::PostgresStore;
+use super::{MetadataStore, SledStore, StoreError};
 use crate::config::SecretRef;
 
 /// Connections a PostgreSQL store keeps at most when `pool_size` is not given.
@@ -65,12 +67,18 @@ pub fn open(
 ) -> Result<Box<dyn MetadataStore>, StoreError> {
     match settings {
         StoreSettings::Sled {} => Ok(Box::new(SledStore::open(data_dir)?)),
+        #[cfg(feature = "postgres")]
         StoreSettings::Postgres { url, pool_size } => {
             let url = url
                 .resolve()
                 .map_err(|error| StoreError::Config(error.to_string()))?;
             Ok(Box::new(PostgresStore::connect(&url, *pool_size)?))
         }
+        #[cfg(not(feature = "postgres"))]
+        StoreSettings::Postgres { .. } => Err(StoreError::Config(
+            "[store] backend = \"postgres\" needs hsm-kms built with its cargo feature `postgres`"
+                .to_owned(),
+        )),
     }
 }
 
