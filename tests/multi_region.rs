@@ -797,3 +797,130 @@ fn regions_served_by_one_cluster_share_the_material_until_the_last_copy_goes() {
         "the last copy takes the material with it"
     );
 }
+
+/// The key-state table's rows for ReplicateKey and UpdatePrimaryRegion, restated from AWS's
+/// documentation independently of `src/keys/state.rs` and driven through real keys: both
+/// work on a primary that is enabled or disabled and answer `KMSInvalidStateException` for
+/// one pending deletion (a primary with replicas waits in `PendingReplicaDeletion`);
+/// UpdatePrimaryRegion also checks the replica that would become the primary.
+#[test]
+fn replicate_key_and_update_primary_region_follow_the_key_state_table() {
+    #[derive(Clone, Copy, Debug)]
+    enum Prepare {
+        Enabled,
+        Disabled,
+        PrimaryPendingDeletion,
+        ReplicaPendingDeletion,
+    }
+    /// (state the key is brought to, the state the refused call names or None if it works)
+    const REPLICATE_KEY: [(Prepare, Option<&str>); 3] = [
+        (Prepare::Enabled, None),
+        (Prepare::Disabled, None),
+        (
+            Prepare::PrimaryPendingDeletion,
+            Some("is pending deletion."),
+        ),
+    ];
+    const UPDATE_PRIMARY_REGION: [(Prepare, Option<&str>); 4] = [
+        (Prepare::Enabled, None),
+        (Prepare::Disabled, None),
+        (
+            Prepare::PrimaryPendingDeletion,
+            Some("is pending replica deletion."),
+        ),
+        (
+            Prepare::ReplicaPendingDeletion,
+            Some("is pending deletion."),
+        ),
+    ];
+
+    let regions = Regions::new();
+    let store = &regions.store;
+    let prepare = |key: &str, state: Prepare| {
+        let schedule = |caller: &Caller| {
+            store
+                .schedule_key_deletion(
+                    caller,
+                    ScheduleKeyDeletionRequest {
+                        key_id: key.into(),
+                        pending_window_in_days: Some(7),
+                    },
+                )
+                .unwrap();
+        };
+        match state {
+            Prepare::Enabled => {}
+            Prepare::Disabled => store.disable_key(&regions.east, key_id(key)).unwrap(),
+            Prepare::PrimaryPendingDeletion => schedule(&regions.east),
+            Prepare::ReplicaPendingDeletion => schedule(&regions.west),
+        }
+    };
+    let check = |operation: &str, state: Prepare, outcome: Result<(), KmsError>, want| match (
+        outcome, want,
+    ) {
+        (Ok(()), None) => {}
+        (Err(error), Some(reason)) => {
+            assert_eq!(
+                error.code(),
+                "KMSInvalidStateException",
+                "{operation} {state:?}"
+            );
+            assert!(
+                error.message().ends_with(reason),
+                "{operation} {state:?}: {error}"
+            );
+        }
+        (outcome, want) => panic!("{operation} {state:?}: {outcome:?}, expected {want:?}"),
+    };
+
+    for (state, want) in REPLICATE_KEY {
+        let key = store
+            .create_key(
+                &regions.east,
+                CreateKeyRequest {
+                    multi_region: Some(true),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .key_metadata
+            .key_id;
+        prepare(&key, state);
+        let outcome = store.replicate_key(
+            &regions.east,
+            ReplicateKeyRequest {
+                key_id: key.clone(),
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        );
+        check("ReplicateKey", state, outcome.map(|_| ()), want);
+        if want.is_none() {
+            let replica = regions.describe(&regions.west, &key);
+            assert_eq!(
+                replica.key_state, "Enabled",
+                "{state:?}: a replica starts enabled"
+            );
+        }
+    }
+
+    for (state, want) in UPDATE_PRIMARY_REGION {
+        let key = regions.replicated_key();
+        prepare(&key, state);
+        let outcome = store.update_primary_region(
+            &regions.east,
+            UpdatePrimaryRegionRequest {
+                key_id: key.clone(),
+                primary_region: REPLICA_REGION.into(),
+            },
+        );
+        check("UpdatePrimaryRegion", state, outcome, want);
+        let west = regions.describe(&regions.west, &key);
+        let west_type = west
+            .multi_region_configuration
+            .unwrap()
+            .multi_region_key_type;
+        let expected = if want.is_none() { "PRIMARY" } else { "REPLICA" };
+        assert_eq!(west_type, expected, "{state:?}");
+    }
+}
