@@ -17,6 +17,7 @@ use hsm_kms::cluster::{Cluster, MaterialId};
 use hsm_kms::error::KmsError;
 use hsm_kms::hsm::templates::TrustedKey;
 use hsm_kms::ids::Scope;
+use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
 use hsm_kms::keystore::KeyStore;
 use hsm_kms::keystore::api::*;
 use hsm_kms::store::SledStore;
@@ -796,6 +797,172 @@ fn regions_served_by_one_cluster_share_the_material_until_the_last_copy_goes() {
         [false, false],
         "the last copy takes the material with it"
     );
+
+    // Each copy of a key with imported material imports its own, so it needs its own cluster.
+    let imported = store
+        .create_key(
+            &east,
+            CreateKeyRequest {
+                multi_region: Some(true),
+                origin: Some("EXTERNAL".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let refused = store
+        .replicate_key(
+            &east,
+            ReplicateKeyRequest {
+                key_id: imported.clone(),
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code(), "UnsupportedOperationException", "{refused}");
+    assert!(
+        refused.message().contains("imports on its own"),
+        "{refused}"
+    );
+    let described = store.describe_key(&west, key_id(&imported)).unwrap_err();
+    assert_eq!(described.code(), "NotFoundException", "no replica was made");
+}
+
+/// Imports `material` into the copy of `key` in `caller`'s Region (a fresh wrapping key and
+/// token from that Region's cluster), material that does not expire.
+fn import_into(
+    store: &KeyStore,
+    caller: &Caller,
+    key: &str,
+    material: &[u8; 32],
+) -> Result<(), KmsError> {
+    let params = store
+        .get_parameters_for_import(
+            caller,
+            GetParametersForImportRequest {
+                key_id: key.into(),
+                wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
+                wrapping_key_spec: "RSA_2048".into(),
+            },
+        )
+        .unwrap();
+    let wrapped = wrap_key_material(
+        &params.public_key,
+        WrappingAlgorithm::RsaesOaepSha1,
+        "SYMMETRIC_DEFAULT",
+        &SecretSlice::from(material.to_vec()),
+    )
+    .unwrap();
+    store.import_key_material(
+        caller,
+        ImportKeyMaterialRequest {
+            key_id: key.into(),
+            import_token: params.import_token,
+            encrypted_key_material: wrapped,
+            expiration_model: Some("KEY_MATERIAL_DOES_NOT_EXPIRE".into()),
+            valid_to: None,
+        },
+    )
+}
+
+fn random_material() -> [u8; 32] {
+    let mut material = [0u8; 32];
+    getrandom::fill(&mut material).unwrap();
+    material
+}
+
+/// Multi-Region keys of origin EXTERNAL, as AWS has them: a replica gets no material and
+/// waits in PendingImport for its own import of the same material (any other is refused with
+/// IncorrectKeyMaterialException, whichever copy imported first); then a ciphertext of one
+/// Region decrypts in the other, and each copy's material is deleted on its own.
+#[test]
+fn an_imported_multi_region_key_takes_the_same_material_in_every_region() {
+    let regions = Regions::new();
+    let store = &regions.store;
+    let (east, west) = (&regions.east, &regions.west);
+    let create = || {
+        store
+            .create_key(
+                east,
+                CreateKeyRequest {
+                    multi_region: Some(true),
+                    origin: Some("EXTERNAL".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .key_metadata
+    };
+    let replicate = |key: &str| {
+        store
+            .replicate_key(
+                east,
+                ReplicateKeyRequest {
+                    key_id: key.into(),
+                    replica_region: REPLICA_REGION.into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .replica_key_metadata
+    };
+    let (material, other) = (random_material(), random_material());
+
+    // Replicated before any import: the replica imports after the primary.
+    let created = create();
+    assert!(created.key_id.starts_with("mrk-"), "{}", created.key_id);
+    assert_eq!(created.key_state, "PendingImport");
+    let key = created.key_id;
+    let replica = replicate(&key);
+    assert_eq!(replica.key_state, "PendingImport");
+    assert_eq!(replica.origin, "EXTERNAL");
+    import_into(store, east, &key, &material).unwrap();
+    let blob = regions.encrypt(east, &key, b"sealed in the east");
+    let refused = import_into(store, west, &key, &other).unwrap_err();
+    assert_eq!(refused.code(), "IncorrectKeyMaterialException", "{refused}");
+    assert_eq!(regions.describe(west, &key).key_state, "PendingImport");
+    import_into(store, west, &key, &material).unwrap();
+    assert_eq!(regions.describe(west, &key).key_state, "Enabled");
+    assert_eq!(
+        regions.decrypt(west, &blob, None).unwrap(),
+        b"sealed in the east"
+    );
+    let back = regions.encrypt(west, &key, b"sealed in the west");
+    assert_eq!(
+        regions.decrypt(east, &back, Some(&key)).unwrap(),
+        b"sealed in the west"
+    );
+
+    // Each copy's material is its own: deleting the replica's leaves the primary working.
+    store
+        .delete_imported_key_material(west, key_id(&key))
+        .unwrap();
+    assert_eq!(regions.describe(west, &key).key_state, "PendingImport");
+    assert!(regions.decrypt(west, &blob, None).is_err());
+    assert_eq!(
+        regions.decrypt(east, &blob, None).unwrap(),
+        b"sealed in the east"
+    );
+
+    // Replicated after the primary's import: the replica knows which material it awaits.
+    let later = create().key_id;
+    import_into(store, east, &later, &material).unwrap();
+    assert_eq!(replicate(&later).key_state, "PendingImport");
+    let refused = import_into(store, west, &later, &other).unwrap_err();
+    assert_eq!(refused.code(), "IncorrectKeyMaterialException", "{refused}");
+    import_into(store, west, &later, &material).unwrap();
+    assert_eq!(regions.describe(west, &later).key_state, "Enabled");
+
+    // The replica imported first: then the primary must bring the same material.
+    let third = create().key_id;
+    replicate(&third);
+    import_into(store, west, &third, &other).unwrap();
+    let refused = import_into(store, east, &third, &material).unwrap_err();
+    assert_eq!(refused.code(), "IncorrectKeyMaterialException", "{refused}");
+    import_into(store, east, &third, &other).unwrap();
+    assert_eq!(regions.describe(east, &third).key_state, "Enabled");
 }
 
 /// The key-state table's rows for ReplicateKey and UpdatePrimaryRegion, restated from AWS's

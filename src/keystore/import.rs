@@ -211,8 +211,16 @@ impl KeyStore {
                     key.arn()
                 )));
             }
-            let expected = import
-                .check_value
+            // A multi-Region key's copies import the same material: until this copy has its
+            // own check value, another copy's names the material it must be.
+            let check_value = match &import.check_value {
+                Some(own) => Some(own.clone()),
+                None => self
+                    .other_copies(&key)?
+                    .into_iter()
+                    .find_map(|(_, copy, _)| copy.import.and_then(|import| import.check_value)),
+            };
+            let expected = check_value
                 .as_deref()
                 .map(hex::decode)
                 .transpose()
@@ -285,6 +293,19 @@ impl KeyStore {
                             }
                             Some(_) => {}
                             None => stored.check_value = Some(hex::encode(check_value)),
+                        }
+                        // Two copies' first imports racing: the one committed second finds
+                        // the other's check value here, or conflicts on its revision.
+                        for (copy_key, copy, copy_revision) in self.other_copies(&key)? {
+                            let kept = copy.import.and_then(|import| import.check_value);
+                            if kept.is_some_and(|kept| kept != hex::encode(check_value)) {
+                                return Err(incorrect_material());
+                            }
+                            batch.expect(
+                                Table::Keys,
+                                copy_key.as_bytes(),
+                                Precondition::ExpectRevision(copy_revision),
+                            );
                         }
                         stored.expiration_model = Some(model.to_owned());
                         stored.valid_to = valid_to;
@@ -363,7 +384,7 @@ impl KeyStore {
                 &request.key_id,
             )?;
             call.response_elements = Some(serde_json::json!({ "keyId": key.arn() }));
-            self.discard_imported_material(&key.key_id, Operation::DeleteImportedKeyMaterial)
+            self.discard_imported_material(&key.store_key(), Operation::DeleteImportedKeyMaterial)
                 .map(drop)
         })
     }
@@ -373,10 +394,10 @@ impl KeyStore {
     /// then destroys them on every member, then records what is still owed.
     fn discard_imported_material(
         &self,
-        key_id: &str,
+        store_key: &str,
         operation: Operation,
     ) -> Result<Expiry, KmsError> {
-        let key = self.update_key(key_id, |record, _| {
+        let key = self.update_key(store_key, |record, _| {
             check_origin(record)?;
             state::check(operation, record.state, &record.arn())?;
             let versions: Vec<u32> = record.materials.iter().map(|m| m.version).collect();
@@ -444,7 +465,8 @@ impl KeyStore {
             };
             let due = !key.materials.is_empty() && import.valid_to.is_some_and(|to| to <= now);
             let outcome = if due {
-                let outcome = self.discard_imported_material(&key.key_id, Operation::DescribeKey);
+                let outcome =
+                    self.discard_imported_material(&key.store_key(), Operation::DescribeKey);
                 if outcome.is_ok() {
                     self.service_event(
                         &key,

@@ -117,11 +117,6 @@ impl KeyStore {
                 "Multi-Region keys cannot be created in a custom key store.".into(),
             ));
         }
-        if multi_region && origin == "EXTERNAL" {
-            return Err(KmsError::UnsupportedOperation(
-                "Multi-Region keys of origin EXTERNAL are not supported: create the multi-Region key with origin AWS_KMS.".into(),
-            ));
-        }
         let cluster = match &request.custom_key_store_id {
             Some(id) => self.connected_store(caller, id)?.name().to_owned(),
             None => self.region_cluster(caller.scope.region()).name().to_owned(),

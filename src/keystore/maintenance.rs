@@ -226,9 +226,9 @@ impl KeyStore {
             .flat_map(|import| import.destruction_owed.iter().copied());
         // Another Region's copy of a multi-Region key in the same cluster shares the objects.
         let shared = self
-            .copies_of_elsewhere(&key)?
+            .other_copies(&key)?
             .iter()
-            .any(|copy| copy.cluster == key.cluster);
+            .any(|(_, copy, _)| copy.cluster == key.cluster);
         for version in key.materials.iter().map(|m| m.version).chain(owed) {
             if shared {
                 break;
@@ -264,18 +264,6 @@ impl KeyStore {
         }
         self.commit(batch, &key.store_key())?;
         Ok(Deletion::Done)
-    }
-
-    /// The copies of `key`'s multi-Region key in other Regions (none for a single-Region key).
-    fn copies_of_elsewhere(&self, key: &KeyRecord) -> Result<Vec<KeyRecord>, KmsError> {
-        if key.multi_region.is_none() {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .copies_of(&key.key_id)?
-            .into_iter()
-            .filter(|copy| copy.region != key.region)
-            .collect())
     }
 
     /// Multi-Region primary keys in PendingReplicaDeletion whose replicas are all deleted:

@@ -16,7 +16,7 @@ use super::{Access, Caller, KeyStore, Naming, cluster_error, decode, encode, int
 use crate::audit::event::Call;
 use crate::cluster::Cluster;
 use crate::error::KmsError;
-use crate::keys::records::{KeyRecord, multi_region_prefix, store_key};
+use crate::keys::records::{ImportRecord, KeyRecord, multi_region_prefix, store_key};
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::{default_key_policy, keys, parse_key_policy};
 use crate::store::{Batch, Precondition, Table};
@@ -112,6 +112,30 @@ impl KeyStore {
         page.iter()
             .map(|(_, found)| decode(&found.payload))
             .collect()
+    }
+
+    /// The other Regions' copies of the multi-Region key `key` is a copy of, with their store
+    /// keys and revisions (none for a single-Region key).
+    pub(super) fn other_copies(
+        &self,
+        key: &KeyRecord,
+    ) -> Result<Vec<(String, KeyRecord, u64)>, KmsError> {
+        if key.multi_region.is_none() {
+            return Ok(Vec::new());
+        }
+        let prefix = multi_region_prefix(&key.key_id);
+        let mut copies = Vec::new();
+        for (_, found) in self
+            .store
+            .scan(Table::Keys, prefix.as_bytes(), None, usize::MAX)
+            .map_err(internal)?
+        {
+            let copy: KeyRecord = decode(&found.payload)?;
+            if copy.region != key.region {
+                copies.push((copy.store_key(), copy, found.revision));
+            }
+        }
+        Ok(copies)
     }
 
     /// The replicas of the multi-Region key `key` is a copy of (none for a single-Region
@@ -300,6 +324,10 @@ impl KeyStore {
                     "{region} is not a Region this key store serves: it is not in [service] regions."
                 )));
             }
+            let imported = primary.origin == "EXTERNAL";
+            if imported {
+                self.check_own_cluster_for_imported(&primary, region)?;
+            }
             self.authorize_without_key(caller, Operation::CreateKey, |context| context)?;
             let policy_text = request
                 .policy
@@ -324,6 +352,15 @@ impl KeyStore {
             replica.policy = Some(policy_text.clone());
             replica.parsed_policy = Default::default();
             replica.materials = Vec::new();
+            if imported {
+                // AWS copies no imported material: the replica waits for its own import of
+                // the same material (the check value it keeps says which).
+                replica.state = KeyState::PendingImport;
+                replica.import = primary.import.as_ref().map(|import| ImportRecord {
+                    check_value: import.check_value.clone(),
+                    ..ImportRecord::default()
+                });
+            }
             let key = replica.store_key();
             let _in_flight = InFlight::new(self, creating_marker(&key)).ok_or_else(|| {
                 KmsError::AlreadyExists(format!("{replica_arn} already exists"))
@@ -337,7 +374,11 @@ impl KeyStore {
                 self.commit(batch, &key)?;
             }
             crash_point!("replicate-key:creating");
-            let copied = self.fill_replica(&replica);
+            let copied = if imported {
+                Ok(replica)
+            } else {
+                self.fill_replica(&replica)
+            };
             let replica = match copied {
                 Ok(replica) => replica,
                 Err(error) => {
@@ -367,6 +408,31 @@ impl KeyStore {
                     .collect(),
             })
         })
+    }
+
+    /// Refuses a replica of a key with imported material in `region` when that Region's
+    /// cluster already holds another copy of the key: copies in one cluster share their HSM
+    /// objects (see [`KeyStore::copy_versions`]), but each copy of an imported key imports,
+    /// expires and deletes its material on its own, so each needs its own cluster.
+    fn check_own_cluster_for_imported(
+        &self,
+        primary: &KeyRecord,
+        region: &str,
+    ) -> Result<(), KmsError> {
+        let cluster = self.region_cluster(region).name().to_owned();
+        match self
+            .copies_of(&primary.key_id)?
+            .into_iter()
+            .find(|copy| copy.cluster == cluster)
+        {
+            Some(copy) => Err(KmsError::UnsupportedOperation(format!(
+                "{} has imported key material, which each Region's copy imports on its own: \
+                 {region} is served by cluster {cluster}, which already holds the copy in {}.",
+                primary.arn(),
+                copy.region
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Finishes the replicas an interrupted ReplicateKey left `Creating` (written more than

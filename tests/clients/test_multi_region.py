@@ -1,11 +1,13 @@
 """Multi-Region keys through boto3 against `hsm-kms serve` on two sites: cluster `local`
 serves us-east-1 and cluster `site-b` serves eu-west-1, each two SoftHSM2 members, linked by
 `hsm-kms cluster link`. Every refusal AWS documents for ReplicateKey and UpdatePrimaryRegion
-comes back with AWS's exception."""
+comes back with AWS's exception; a key of imported material takes the same material in each
+Region."""
 
 from __future__ import annotations
 
 import configparser
+import os
 import signal
 import subprocess
 
@@ -13,6 +15,8 @@ import boto3
 import botocore.config
 import pytest
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from conftest import REPO, _free_port, _wait_healthy, refused
 
@@ -157,3 +161,38 @@ def test_a_primary_with_replicas_waits_in_pending_replica_deletion(endpoint):
     assert west.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)["KeyState"] == "PendingDeletion"
     east.cancel_key_deletion(KeyId=key_id)
     assert east.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+
+
+def wrap(public_key: bytes, material: bytes) -> bytes:
+    """The user's side of an import: RSAES_OAEP_SHA_1 under the wrapping public key."""
+    key = serialization.load_der_public_key(public_key)
+    digest = hashes.SHA1()
+    return key.encrypt(material, padding.OAEP(mgf=padding.MGF1(algorithm=digest), algorithm=digest, label=None))
+
+
+def import_material(kms, key_id: str, material: bytes) -> None:
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+    )
+    kms.import_key_material(
+        KeyId=key_id,
+        ImportToken=params["ImportToken"],
+        EncryptedKeyMaterial=wrap(params["PublicKey"], material),
+        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+    )
+
+
+def test_an_imported_multi_region_key_takes_the_same_material_in_each_region(endpoint):
+    east, west = client(endpoint, EAST), client(endpoint, WEST)
+    key_id = east.create_key(MultiRegion=True, Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    replica = east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)["ReplicaKeyMetadata"]
+    assert replica["KeyState"] == "PendingImport"
+    assert replica["Origin"] == "EXTERNAL"
+    material = os.urandom(32)
+    import_material(east, key_id, material)
+    blob = east.encrypt(KeyId=key_id, Plaintext=b"east")["CiphertextBlob"]
+    refused(lambda: import_material(west, key_id, os.urandom(32)), "IncorrectKeyMaterialException")
+    assert west.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
+    import_material(west, key_id, material)
+    assert west.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert west.decrypt(CiphertextBlob=blob)["Plaintext"] == b"east"
