@@ -1,7 +1,8 @@
 """TLS with rustls, and plain HTTP refused off loopback.
 
 A second cluster is served over HTTPS with a self-signed certificate made by openssl; boto3
-talks to it verifying that certificate. Asking the server for plain HTTP on a non-loopback
+and the hsm-kms CLI (`--endpoint-url` with `--ca-bundle`) talk to it verifying that
+certificate. Asking the server for plain HTTP on a non-loopback
 address makes it refuse to start.
 """
 
@@ -81,6 +82,33 @@ def test_boto3_over_tls(tls_server):
     # A client that does not trust the certificate cannot talk to it.
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{endpoint}/healthz", timeout=5)
+
+
+def test_the_cli_reaches_an_https_endpoint_trusting_its_ca_bundle(tls_server):
+    endpoint, cert, credentials = tls_server
+    environment = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith("AWS_") and key != "HSM_KMS_CONFIG"
+    }
+    environment.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_REGION=REGION)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [BINARY, "--endpoint-url", endpoint, "--profile", PROFILE, *args],
+            capture_output=True, text=True, timeout=60, env=environment,
+        )
+
+    trusted = cli("--ca-bundle", str(cert), "create-key", "--description", "over TLS by the CLI")
+    assert trusted.returncode == 0, trusted.stderr
+    assert '"KeyId"' in trusted.stdout
+    # AWS_CA_BUNDLE does the same, as for the AWS CLI.
+    environment["AWS_CA_BUNDLE"] = str(cert)
+    assert cli("list-keys").returncode == 0
+    del environment["AWS_CA_BUNDLE"]
+    # Without the bundle the server's certificate is not trusted: no call is made.
+    untrusted = cli("list-keys")
+    assert untrusted.returncode != 0
+    assert "certificate" in untrusted.stderr.lower(), untrusted.stderr
 
 
 def test_plain_http_is_refused_off_loopback(server):
