@@ -30,9 +30,6 @@ type Call = Box<dyn FnOnce(&dyn Endpoint) -> Result<Response, CallError>>;
 pub enum KmsCommand {
     /// Create a key in the HSM cluster (CreateKey): symmetric, RSA, elliptic-curve or HMAC.
     CreateKey {
-        /// Up to 8192 characters (file://FILE reads it from a file).
-        #[arg(long)]
-        description: Option<String>,
         /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT), SIGN_VERIFY,
         /// GENERATE_VERIFY_MAC or KEY_AGREEMENT; required for every other key spec.
         #[arg(long)]
@@ -49,17 +46,8 @@ pub enum KmsCommand {
         /// Make the key in this custom key store's cluster (it must be CONNECTED).
         #[arg(long)]
         custom_key_store_id: Option<String>,
-        /// Tags: `TagKey=k,TagValue=v` (one per value) or a JSON list.
-        #[arg(long, num_args = 1.., value_name = "TAG")]
-        tags: Vec<String>,
-        /// The key policy's JSON (file://FILE reads it from a file); AWS's default key
-        /// policy when omitted.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Skip the check that the new policy lets this caller (the account root, for
-        /// in-process commands) change it later.
-        #[arg(long)]
-        bypass_policy_lockout_safety_check: bool,
+        #[command(flatten)]
+        new_key: NewKeyArgs,
         /// Make a multi-Region primary key (`mrk-` id) that replicate-key can copy into
         /// other Regions.
         #[arg(long)]
@@ -73,19 +61,9 @@ pub enum KmsCommand {
         /// The Region of the new replica (one of [service] regions).
         #[arg(long)]
         replica_region: String,
-        /// The replica's description (file://FILE reads it from a file).
-        #[arg(long)]
-        description: Option<String>,
-        /// Tags of the replica: `TagKey=k,TagValue=v` (one per value) or a JSON list.
-        #[arg(long, num_args = 1.., value_name = "TAG")]
-        tags: Vec<String>,
-        /// The replica's key policy (file://FILE reads it from a file); AWS's default key
-        /// policy when omitted.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Skip the check that the replica's policy lets this caller change it later.
-        #[arg(long)]
-        bypass_policy_lockout_safety_check: bool,
+        /// The replica's own description, tags and policy.
+        #[command(flatten)]
+        new_key: NewKeyArgs,
     },
     /// Make the replica in another Region the primary key of a multi-Region key
     /// (UpdatePrimaryRegion).
@@ -859,29 +837,24 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
     use KmsCommand::*;
     Ok(match command {
         CreateKey {
-            description,
             key_usage,
             key_spec,
             origin,
             custom_key_store_id,
-            tags,
-            policy,
-            bypass_policy_lockout_safety_check,
+            new_key,
             multi_region,
         } => {
+            let new_key = new_key.parse()?;
             let request = CreateKeyRequest {
                 multi_region: multi_region.then_some(true),
-                policy: policy.map(|p| params::text("policy", p)).transpose()?,
-                bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
-                    .then_some(true),
+                policy: new_key.policy,
+                bypass_policy_lockout_safety_check: new_key.bypass_policy_lockout_safety_check,
                 custom_key_store_id,
-                description: description
-                    .map(|d| params::text("description", d))
-                    .transpose()?,
+                description: new_key.description,
                 key_usage,
                 key_spec,
                 origin,
-                tags: params::tags("tags", tags)?,
+                tags: new_key.tags,
                 ..Default::default()
             };
             one(Operation::CreateKey, request)
@@ -889,21 +862,16 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
         ReplicateKey {
             key_id,
             replica_region,
-            description,
-            tags,
-            policy,
-            bypass_policy_lockout_safety_check,
+            new_key,
         } => {
+            let new_key = new_key.parse()?;
             let request = ReplicateKeyRequest {
                 key_id,
                 replica_region,
-                policy: policy.map(|p| params::text("policy", p)).transpose()?,
-                bypass_policy_lockout_safety_check: bypass_policy_lockout_safety_check
-                    .then_some(true),
-                description: description
-                    .map(|d| params::text("description", d))
-                    .transpose()?,
-                tags: params::tags("tags", tags)?,
+                policy: new_key.policy,
+                bypass_policy_lockout_safety_check: new_key.bypass_policy_lockout_safety_check,
+                description: new_key.description,
+                tags: new_key.tags,
             };
             one(Operation::ReplicateKey, request)
         }
@@ -1473,6 +1441,49 @@ fn prepare(command: KmsCommand, binary: BinaryFormat) -> Result<(&'static str, C
             },
         ),
     })
+}
+
+/// The flags of a new key's own settings, which create-key and replicate-key share.
+#[derive(Debug, clap::Args)]
+pub struct NewKeyArgs {
+    /// Up to 8192 characters (file://FILE reads it from a file).
+    #[arg(long)]
+    description: Option<String>,
+    /// Tags: `TagKey=k,TagValue=v` (one per value) or a JSON list.
+    #[arg(long, num_args = 1.., value_name = "TAG")]
+    tags: Vec<String>,
+    /// The key policy's JSON (file://FILE reads it from a file); AWS's default key policy
+    /// when omitted.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Skip the check that the new policy lets this caller (the account root, for
+    /// in-process commands) change it later.
+    #[arg(long)]
+    bypass_policy_lockout_safety_check: bool,
+}
+
+/// [`NewKeyArgs`] parsed into the request members they fill.
+struct NewKey {
+    description: Option<String>,
+    tags: Vec<Tag>,
+    policy: Option<String>,
+    bypass_policy_lockout_safety_check: Option<bool>,
+}
+
+impl NewKeyArgs {
+    fn parse(self) -> Result<NewKey, String> {
+        Ok(NewKey {
+            description: self
+                .description
+                .map(|d| params::text("description", d))
+                .transpose()?,
+            tags: params::tags("tags", self.tags)?,
+            policy: self.policy.map(|p| params::text("policy", p)).transpose()?,
+            bypass_policy_lockout_safety_check: self
+                .bypass_policy_lockout_safety_check
+                .then_some(true),
+        })
+    }
 }
 
 /// The flags GenerateDataKey and GenerateDataKeyWithoutPlaintext share.
