@@ -1091,3 +1091,92 @@ fn replicate_key_and_update_primary_region_follow_the_key_state_table() {
         assert_eq!(west_type, expected, "{state:?}");
     }
 }
+
+/// A key store serving two sites starts while the other site's cluster lacks its quorum: the
+/// Regions it does have serve, the other's keys answer KeyUnavailableException (nothing is
+/// made in the wrong cluster), and once the site is back its cluster is opened and serves.
+#[test]
+fn a_site_whose_cluster_is_down_at_start_does_not_stop_the_others() {
+    let sites = TwoSites::new(2);
+    sites.link();
+    sites.b.hide_token("hsm-b");
+    let regions = Regions::open(sites);
+    let store = &regions.store;
+    assert!(store.region_clusters().is_empty(), "site-b is not open");
+
+    let east_key = store
+        .create_key(
+            &regions.east,
+            CreateKeyRequest {
+                multi_region: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let blob = regions.encrypt(&regions.east, &east_key, b"east still serves");
+    assert_eq!(
+        regions.decrypt(&regions.east, &blob, None).unwrap(),
+        b"east still serves"
+    );
+    let refused = store
+        .create_key(&regions.west, CreateKeyRequest::default())
+        .unwrap_err();
+    assert_eq!(refused.code(), "KeyUnavailableException", "{refused}");
+    assert!(refused.message().contains(SITE_B), "{refused}");
+    let refused = store
+        .replicate_key(
+            &regions.east,
+            ReplicateKeyRequest {
+                key_id: east_key.clone(),
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code(), "KeyUnavailableException", "{refused}");
+    let missing = store
+        .describe_key(&regions.west, key_id(&east_key))
+        .unwrap_err();
+    assert_eq!(missing.code(), "NotFoundException", "no replica was left");
+    let material = MaterialId::new(east_key.clone(), 1).cka_id();
+    for member in store.cluster().members() {
+        assert!(member.has_key(&material).unwrap(), "{}", member.name());
+    }
+    let report = store.run_maintenance().unwrap();
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|failure| failure.contains(SITE_B)),
+        "{:?}",
+        report.failures
+    );
+
+    // The site is back: the next call that needs its cluster opens it.
+    regions.sites.b.restore_token("hsm-b");
+    std::thread::sleep(hsm_kms::keystore::REOPEN_INTERVAL);
+    let west_key = store
+        .create_key(&regions.west, CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let blob = regions.encrypt(&regions.west, &west_key, b"west is back");
+    assert_eq!(
+        regions.decrypt(&regions.west, &blob, None).unwrap(),
+        b"west is back"
+    );
+    assert_eq!(store.region_clusters().len(), 1);
+    store
+        .replicate_key(
+            &regions.east,
+            ReplicateKeyRequest {
+                key_id: east_key.clone(),
+                replica_region: REPLICA_REGION.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(store.run_maintenance().unwrap().failures.is_empty());
+}

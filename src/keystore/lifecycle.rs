@@ -119,7 +119,7 @@ impl KeyStore {
         }
         let cluster = match &request.custom_key_store_id {
             Some(id) => self.connected_store(caller, id)?.name().to_owned(),
-            None => self.region_cluster(caller.scope.region()).name().to_owned(),
+            None => self.region_cluster_name(caller.scope.region()),
         };
         let tags = validate_tags(&request.tags, &BTreeMap::new())?;
 

@@ -138,6 +138,11 @@ impl KeyStore {
         self.trail_probe()?;
         let now = self.now();
         let mut report = MaintenanceReport::default();
+        for (cluster, error) in self.reopen_waiting_clusters() {
+            report.failures.push(format!(
+                "the HSM cluster {cluster} of a Region still cannot be opened: {error}"
+            ));
+        }
         for key in self.all_keys()? {
             let due_deletion = key.destruction_started || deletion_due(&key, now);
             let due_rotation = key.state == KeyState::Enabled

@@ -323,7 +323,7 @@ impl KeyStore {
             key_id: key_id.to_string(),
             account_id: scope.account_id().to_owned(),
             region: scope.region().to_owned(),
-            cluster: self.region_cluster(scope.region()).name().to_owned(),
+            cluster: self.region_cluster_name(scope.region()),
             custom_key_store_id: None,
             creation_date: now,
             description,

@@ -56,6 +56,7 @@ pub use catch_up::CaughtUp;
 pub use custom_key_stores::ConnectionState;
 pub use maintenance::{Inconsistency, MaintenanceReport};
 pub use material_pool::{PoolReconciled, PoolStatus};
+pub use regions::REOPEN_INTERVAL;
 
 /// Why a key store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -514,9 +515,7 @@ impl KeyStore {
     /// or its region's), or its custom key store's while that is connected.
     fn cluster_of(&self, record: &KeyRecord) -> Result<Arc<Cluster>, KmsError> {
         match &record.custom_key_store_id {
-            None => Ok(self
-                .cluster_named(&record.cluster)
-                .unwrap_or_else(|| self.cluster.clone())),
+            None => self.cluster_named(&record.cluster),
             Some(id) => self.custom.connected(id).ok_or_else(|| {
                 KmsError::KmsInvalidState(format!("{} is unavailable.", record.arn()))
             }),

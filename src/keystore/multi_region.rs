@@ -340,7 +340,7 @@ impl KeyStore {
             let tags = validate_tags(&request.tags, &Default::default())?;
             let mut replica = KeyRecord::clone(&primary);
             replica.region = region.to_owned();
-            replica.cluster = self.region_cluster(region).name().to_owned();
+            replica.cluster = self.region_cluster_name(region);
             replica.creation_date = self.now();
             replica.description = description;
             replica.state = KeyState::Creating;
@@ -419,7 +419,7 @@ impl KeyStore {
         primary: &KeyRecord,
         region: &str,
     ) -> Result<(), KmsError> {
-        let cluster = self.region_cluster(region).name().to_owned();
+        let cluster = self.region_cluster_name(region);
         match self
             .copies_of(&primary.key_id)?
             .into_iter()
