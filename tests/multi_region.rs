@@ -126,10 +126,9 @@ impl Regions {
         }
     }
 
-    /// A multi-Region primary key in us-east-1 replicated into eu-west-1.
-    fn replicated_key(&self) -> String {
-        let created = self
-            .store
+    /// A multi-Region primary key in us-east-1, not replicated.
+    fn primary_key(&self) -> String {
+        self.store
             .create_key(
                 &self.east,
                 CreateKeyRequest {
@@ -138,19 +137,28 @@ impl Regions {
                 },
             )
             .unwrap()
-            .key_metadata;
-        self.store
-            .replicate_key(
-                &self.east,
-                ReplicateKeyRequest {
-                    key_id: created.key_id.clone(),
-                    replica_region: REPLICA_REGION.into(),
-                    description: Some("the west copy".into()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        created.key_id
+            .key_metadata
+            .key_id
+    }
+
+    /// ReplicateKey of `key` into eu-west-1.
+    fn replicate(&self, key: &str) -> Result<ReplicateKeyResponse, KmsError> {
+        self.store.replicate_key(
+            &self.east,
+            ReplicateKeyRequest {
+                key_id: key.into(),
+                replica_region: REPLICA_REGION.into(),
+                description: Some("the west copy".into()),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A multi-Region primary key in us-east-1 replicated into eu-west-1.
+    fn replicated_key(&self) -> String {
+        let key = self.primary_key();
+        self.replicate(&key).unwrap();
+        key
     }
 
     fn describe(&self, caller: &Caller, key: &str) -> KeyMetadata {
@@ -649,17 +657,7 @@ fn an_asymmetric_multi_region_key_signs_at_one_site_and_verifies_at_the_other() 
         .unwrap()
         .key_metadata
         .key_id;
-    regions
-        .store
-        .replicate_key(
-            &regions.east,
-            ReplicateKeyRequest {
-                key_id: key.clone(),
-                replica_region: REPLICA_REGION.into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    regions.replicate(&key).unwrap();
     let public = |caller: &Caller| {
         regions
             .store
@@ -1041,26 +1039,9 @@ fn replicate_key_and_update_primary_region_follow_the_key_state_table() {
     };
 
     for (state, want) in REPLICATE_KEY {
-        let key = store
-            .create_key(
-                &regions.east,
-                CreateKeyRequest {
-                    multi_region: Some(true),
-                    ..Default::default()
-                },
-            )
-            .unwrap()
-            .key_metadata
-            .key_id;
+        let key = regions.primary_key();
         prepare(&key, state);
-        let outcome = store.replicate_key(
-            &regions.east,
-            ReplicateKeyRequest {
-                key_id: key.clone(),
-                replica_region: REPLICA_REGION.into(),
-                ..Default::default()
-            },
-        );
+        let outcome = regions.replicate(&key);
         check("ReplicateKey", state, outcome.map(|_| ()), want);
         if want.is_none() {
             let replica = regions.describe(&regions.west, &key);
@@ -1104,17 +1085,7 @@ fn a_site_whose_cluster_is_down_at_start_does_not_stop_the_others() {
     let store = &regions.store;
     assert!(store.region_clusters().is_empty(), "site-b is not open");
 
-    let east_key = store
-        .create_key(
-            &regions.east,
-            CreateKeyRequest {
-                multi_region: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .key_metadata
-        .key_id;
+    let east_key = regions.primary_key();
     let blob = regions.encrypt(&regions.east, &east_key, b"east still serves");
     assert_eq!(
         regions.decrypt(&regions.east, &blob, None).unwrap(),
@@ -1125,16 +1096,7 @@ fn a_site_whose_cluster_is_down_at_start_does_not_stop_the_others() {
         .unwrap_err();
     assert_eq!(refused.code(), "KeyUnavailableException", "{refused}");
     assert!(refused.message().contains(SITE_B), "{refused}");
-    let refused = store
-        .replicate_key(
-            &regions.east,
-            ReplicateKeyRequest {
-                key_id: east_key.clone(),
-                replica_region: REPLICA_REGION.into(),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+    let refused = regions.replicate(&east_key).unwrap_err();
     assert_eq!(refused.code(), "KeyUnavailableException", "{refused}");
     let missing = store
         .describe_key(&regions.west, key_id(&east_key))
@@ -1168,15 +1130,6 @@ fn a_site_whose_cluster_is_down_at_start_does_not_stop_the_others() {
         b"west is back"
     );
     assert_eq!(store.region_clusters().len(), 1);
-    store
-        .replicate_key(
-            &regions.east,
-            ReplicateKeyRequest {
-                key_id: east_key.clone(),
-                replica_region: REPLICA_REGION.into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    regions.replicate(&east_key).unwrap();
     assert!(store.run_maintenance().unwrap().failures.is_empty());
 }
