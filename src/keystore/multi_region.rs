@@ -104,13 +104,27 @@ impl KeyStore {
 
     /// Every copy of the multi-Region key `key_id` (primary and replicas), by Region.
     pub(super) fn copies_of(&self, key_id: &str) -> Result<Vec<KeyRecord>, KmsError> {
+        Ok(self
+            .copies_with_revisions(key_id)?
+            .into_iter()
+            .map(|(_, copy, _)| copy)
+            .collect())
+    }
+
+    /// Every copy of the multi-Region key `key_id`, with its store key and revision.
+    fn copies_with_revisions(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(String, KeyRecord, u64)>, KmsError> {
         let prefix = multi_region_prefix(key_id);
-        let page = self
-            .store
+        self.store
             .scan(Table::Keys, prefix.as_bytes(), None, usize::MAX)
-            .map_err(internal)?;
-        page.iter()
-            .map(|(_, found)| decode(&found.payload))
+            .map_err(internal)?
+            .into_iter()
+            .map(|(_, found)| {
+                let copy: KeyRecord = decode(&found.payload)?;
+                Ok((copy.store_key(), copy, found.revision))
+            })
             .collect()
     }
 
@@ -123,18 +137,8 @@ impl KeyStore {
         if key.multi_region.is_none() {
             return Ok(Vec::new());
         }
-        let prefix = multi_region_prefix(&key.key_id);
-        let mut copies = Vec::new();
-        for (_, found) in self
-            .store
-            .scan(Table::Keys, prefix.as_bytes(), None, usize::MAX)
-            .map_err(internal)?
-        {
-            let copy: KeyRecord = decode(&found.payload)?;
-            if copy.region != key.region {
-                copies.push((copy.store_key(), copy, found.revision));
-            }
-        }
+        let mut copies = self.copies_with_revisions(&key.key_id)?;
+        copies.retain(|(_, copy, _)| copy.region != key.region);
         Ok(copies)
     }
 
@@ -253,17 +257,7 @@ impl KeyStore {
         primary: &KeyRecord,
         batch: &mut Batch,
     ) -> Result<(), KmsError> {
-        for (key, found) in self
-            .store
-            .scan(
-                Table::Keys,
-                multi_region_prefix(&primary.key_id).as_bytes(),
-                None,
-                usize::MAX,
-            )
-            .map_err(internal)?
-        {
-            let mut replica: KeyRecord = decode(&found.payload)?;
+        for (key, mut replica, revision) in self.copies_with_revisions(&primary.key_id)? {
             if !replica.is_replica() {
                 continue;
             }
@@ -272,10 +266,10 @@ impl KeyStore {
             batch
                 .expect(
                     Table::Keys,
-                    &key,
-                    Precondition::ExpectRevision(found.revision),
+                    key.as_bytes(),
+                    Precondition::ExpectRevision(revision),
                 )
-                .put(Table::Keys, &key, encode(&replica)?);
+                .put(Table::Keys, key.as_bytes(), encode(&replica)?);
         }
         Ok(())
     }
