@@ -425,3 +425,58 @@ fn only_the_leader_delivers_alarms_and_the_next_leader_goes_on_from_its_cursor()
     );
     assert!(follower.is_leader());
 }
+
+/// A key-material creation in progress on another instance is not what start-up reports as
+/// an interrupted one: its intent (written before the HSMs are touched) is another
+/// instance's until it is ten minutes old; an intent that old is reported as interrupted.
+#[test]
+fn another_instances_creation_in_progress_is_not_reported_as_interrupted() {
+    use hsm_kms::cluster::MaterialId;
+    use hsm_kms::keys::records::{IntentKind, IntentRecord};
+    use hsm_kms::keystore::Inconsistency;
+    use hsm_kms::store::{Batch, MetadataStore, Table};
+
+    let Some(two) = TwoInstances::new() else {
+        return;
+    };
+    let material = MaterialId::new("1234abcd-12ab-34cd-56ef-1234567890ab", 1);
+    let write_intent = |age: Duration| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let intent = IntentRecord {
+            kind: IntentKind::CreateMaterial,
+            key_id: material.key_id.clone(),
+            version: 1,
+            cluster: "local".into(),
+            created: i64::try_from((now - age).as_millis()).unwrap(),
+        };
+        let mut batch = Batch::new();
+        batch.put(
+            Table::Intents,
+            material.to_string().as_bytes(),
+            serde_json::to_vec(&intent).unwrap(),
+        );
+        two.database.store().commit(batch).unwrap().unwrap();
+    };
+
+    // As instance a writes it just before its HSM work, the call still running there.
+    write_intent(Duration::from_secs(1));
+    let starting = two.database.keystore(&two.cluster);
+    assert!(
+        starting.startup_inconsistencies().is_empty(),
+        "{:?}",
+        starting.startup_inconsistencies()
+    );
+    drop(starting);
+
+    // No creation takes eleven minutes: that one was interrupted.
+    write_intent(Duration::from_secs(11 * 60));
+    let starting = two.database.keystore(&two.cluster);
+    assert_eq!(
+        starting.startup_inconsistencies(),
+        [Inconsistency::InterruptedCreate {
+            material: material.to_string()
+        }]
+    );
+}

@@ -17,6 +17,11 @@ use crate::keys::records::{IntentRecord, KeyRecord, RotationType};
 use crate::keys::state::KeyState;
 use crate::store::{Batch, Precondition, Table};
 
+/// On a store several instances share, how old another instance's key-material creation
+/// intent must be before it is reported as interrupted: younger, it is a call in progress
+/// there (the same ten minutes after which an unfinished replica is taken for abandoned).
+const FOREIGN_CREATION_GRACE_MILLIS: i64 = 10 * 60 * 1000;
+
 /// What one attempt at a due deletion came to.
 pub(super) enum Deletion {
     /// The key is gone or no longer due (its deletion was cancelled first).
@@ -338,7 +343,9 @@ impl KeyStore {
         }
     }
 
-    /// Intents left by a crash between HSM work and its metadata.
+    /// Intents left by a crash between HSM work and its metadata. On a store other instances
+    /// share, an intent this process did not write is another instance's creation in
+    /// progress until it is [`FOREIGN_CREATION_GRACE_MILLIS`] old (a creation takes seconds).
     pub(super) fn interrupted_intents(&self) -> Result<Vec<Inconsistency>, KmsError> {
         let intents = self
             .store
@@ -349,11 +356,15 @@ impl KeyStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let shared = self.store.is_shared();
+        let now = self.now();
         let mut found = Vec::new();
         for (_, record) in intents {
             let intent: IntentRecord = decode(&record.payload)?;
+            let elsewhere_in_progress =
+                shared && now - intent.created < FOREIGN_CREATION_GRACE_MILLIS;
             let material = MaterialId::new(intent.key_id, intent.version).to_string();
-            if !creating.contains(&material) {
+            if !creating.contains(&material) && !elsewhere_in_progress {
                 found.push(Inconsistency::InterruptedCreate { material });
             }
         }
