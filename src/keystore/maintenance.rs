@@ -347,6 +347,17 @@ impl KeyStore {
     /// share, an intent this process did not write is another instance's creation in
     /// progress until it is [`FOREIGN_CREATION_GRACE_MILLIS`] old (a creation takes seconds).
     pub(super) fn interrupted_intents(&self) -> Result<Vec<Inconsistency>, KmsError> {
+        Ok(self
+            .creation_intents()?
+            .into_iter()
+            .filter(|(_, interrupted)| *interrupted)
+            .map(|(material, _)| Inconsistency::InterruptedCreate { material })
+            .collect())
+    }
+
+    /// The material every key-material creation intent on record names, each with whether
+    /// it counts as interrupted (see [`KeyStore::interrupted_intents`]).
+    fn creation_intents(&self) -> Result<Vec<(String, bool)>, KmsError> {
         let intents = self
             .store
             .scan(Table::Intents, b"", None, usize::MAX)
@@ -364,9 +375,8 @@ impl KeyStore {
             let elsewhere_in_progress =
                 shared && now - intent.created < FOREIGN_CREATION_GRACE_MILLIS;
             let material = MaterialId::new(intent.key_id, intent.version).to_string();
-            if !creating.contains(&material) && !elsewhere_in_progress {
-                found.push(Inconsistency::InterruptedCreate { material });
-            }
+            let interrupted = !creating.contains(&material) && !elsewhere_in_progress;
+            found.push((material, interrupted));
         }
         Ok(found)
     }
@@ -378,16 +388,19 @@ impl KeyStore {
         // No pool object is made or put back while the HSMs are compared with the records.
         let _pool_quiet = self.material_pool.hsm_work();
         let listed = self.cluster.key_objects();
-        let mut found = self.interrupted_intents()?;
-        // Material named by an intent (interrupted, or being created right now) is accounted for.
-        let mut interrupted: BTreeSet<String> = found
+        let intents = self.creation_intents()?;
+        let mut found: Vec<Inconsistency> = intents
             .iter()
-            .filter_map(|i| match i {
-                Inconsistency::InterruptedCreate { material } => Some(material.clone()),
-                _ => None,
+            .filter(|(_, interrupted)| *interrupted)
+            .map(|(material, _)| Inconsistency::InterruptedCreate {
+                material: material.clone(),
             })
             .collect();
-        interrupted.extend(
+        // Material named by an intent (interrupted, or being created right now here or by
+        // another instance) is accounted for.
+        let mut accounted: BTreeSet<String> =
+            intents.into_iter().map(|(material, _)| material).collect();
+        accounted.extend(
             self.creating
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -462,7 +475,7 @@ impl KeyStore {
                     present.insert(name);
                 } else if internal {
                     continue;
-                } else if !interrupted.contains(&name) {
+                } else if !accounted.contains(&name) {
                     found.push(Inconsistency::OrphanMaterial {
                         member: member.clone(),
                         material: name,
