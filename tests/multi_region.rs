@@ -18,8 +18,8 @@ use hsm_kms::error::KmsError;
 use hsm_kms::hsm::templates::TrustedKey;
 use hsm_kms::ids::Scope;
 use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
-use hsm_kms::keystore::KeyStore;
 use hsm_kms::keystore::api::*;
+use hsm_kms::keystore::{Inconsistency, KeyStore};
 use hsm_kms::store::SledStore;
 use secrecy::{ExposeSecret, SecretSlice};
 
@@ -1132,4 +1132,28 @@ fn a_site_whose_cluster_is_down_at_start_does_not_stop_the_others() {
     assert_eq!(store.region_clusters().len(), 1);
     regions.replicate(&east_key).unwrap();
     assert!(store.run_maintenance().unwrap().failures.is_empty());
+}
+
+/// Reconciliation (`cluster status`, the maintenance run) compares every site's HSMs with
+/// the records, not only the default cluster's: a replica's material missing from one of
+/// site-b's members is reported, the member named `site-b/<member>`.
+#[test]
+fn reconciliation_covers_the_clusters_of_other_regions() {
+    let regions = Regions::new();
+    let key = regions.replicated_key();
+    let clean = regions.store.reconcile().unwrap();
+    assert!(clean.is_empty(), "{clean:?}");
+    let material = MaterialId::new(key, 1);
+    let session = raw_session(&regions.sites.b, "hsm-b");
+    let handle = session
+        .find_objects(&[Attribute::Id(material.cka_id())])
+        .unwrap()[0];
+    session.destroy_object(handle).unwrap();
+    assert_eq!(
+        regions.store.reconcile().unwrap(),
+        [Inconsistency::MissingMaterial {
+            member: format!("{SITE_B}/hsm-b"),
+            material: material.to_string(),
+        }]
+    );
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{KeyStore, decode, encode, internal};
 use crate::cluster::{Cluster, MaterialId, POOL_PREFIX};
 use crate::error::KmsError;
+use crate::hsm::{HsmError, KeyObject};
 use crate::keys::records::{IntentRecord, KeyRecord, RotationType};
 use crate::keys::state::KeyState;
 use crate::store::{Batch, Precondition, Table};
@@ -381,13 +382,20 @@ impl KeyStore {
         Ok(found)
     }
 
-    /// Compares every member's key objects with the key records. The HSMs are listed first:
-    /// an object created meanwhile then has either its intent or its key record in place by
-    /// the time those are read, so concurrent creations are never reported as orphans.
+    /// Compares every member's key objects with the key records, in the default cluster and
+    /// in each open Region's cluster (a member of a Region's cluster is named
+    /// `<cluster>/<member>`). The HSMs are listed first: an object created meanwhile then has
+    /// either its intent or its key record in place by the time those are read, so
+    /// concurrent creations are never reported as orphans.
     pub fn reconcile(&self) -> Result<Vec<Inconsistency>, KmsError> {
         // No pool object is made or put back while the HSMs are compared with the records.
         let _pool_quiet = self.material_pool.hsm_work();
-        let listed = self.cluster.key_objects();
+        let mut clusters = vec![self.cluster.clone()];
+        clusters.extend(self.region_clusters());
+        let listed: Vec<_> = clusters
+            .iter()
+            .map(|cluster| cluster.key_objects())
+            .collect();
         let intents = self.creation_intents()?;
         let mut found: Vec<Inconsistency> = intents
             .iter()
@@ -407,15 +415,51 @@ impl KeyStore {
                 .iter()
                 .cloned(),
         );
-        // The pool before the keys: a claim moves an object from the pool to a key record
+        // The pools before the keys: a claim moves an object from the pool to a key record
         // in one batch, so read in this order every claimed object is in one of them.
-        let pooled = self.pooled_objects(&self.cluster)?;
-        let keys: BTreeMap<String, KeyRecord> = self
-            .all_keys()?
-            .into_iter()
-            .filter(|k| k.cluster == self.cluster.name())
-            .map(|k| (k.key_id.clone(), k))
-            .collect();
+        let pools = clusters
+            .iter()
+            .map(|cluster| self.pooled_objects(cluster))
+            .collect::<Result<Vec<_>, _>>()?;
+        let all_keys = self.all_keys()?;
+        for ((cluster, listed), pooled) in clusters.iter().zip(listed).zip(pools) {
+            let keys: BTreeMap<String, KeyRecord> = all_keys
+                .iter()
+                .filter(|k| k.cluster == cluster.name())
+                .map(|k| (k.key_id.clone(), k.clone()))
+                .collect();
+            let qualified = |member: &str| {
+                if cluster.name() == self.cluster.name() {
+                    member.to_owned()
+                } else {
+                    format!("{}/{member}", cluster.name())
+                }
+            };
+            KeyStore::reconcile_cluster(listed, &pooled, &keys, &accounted, &qualified, &mut found);
+            for key in keys.values().filter(|k| !k.destruction_pending.is_empty()) {
+                found.push(Inconsistency::DestructionPending {
+                    key_arn: key.arn(),
+                    members: key
+                        .destruction_pending
+                        .iter()
+                        .map(|m| qualified(m))
+                        .collect(),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// One cluster's part of [`KeyStore::reconcile`]: its members' objects (`listed`) against
+    /// its ready pool objects and the records of its keys.
+    fn reconcile_cluster(
+        listed: Vec<(String, Result<Vec<KeyObject>, HsmError>)>,
+        pooled: &BTreeSet<Vec<u8>>,
+        keys: &BTreeMap<String, KeyRecord>,
+        accounted: &BTreeSet<String>,
+        qualified: &dyn Fn(&str) -> String,
+        found: &mut Vec<Inconsistency>,
+    ) {
         // Material held under a pool object's `CKA_ID`, by that id.
         let claimed: BTreeMap<Vec<u8>, String> = keys
             .values()
@@ -428,7 +472,7 @@ impl KeyStore {
                 Ok(objects) => objects,
                 Err(error) => {
                     found.push(Inconsistency::Unlisted {
-                        member,
+                        member: qualified(&member),
                         error: error.failure.to_string(),
                     });
                     continue;
@@ -448,7 +492,7 @@ impl KeyStore {
                         present.insert(name.clone());
                     } else if !pooled.contains(&object.id) {
                         found.push(Inconsistency::OrphanMaterial {
-                            member: member.clone(),
+                            member: qualified(&member),
                             material: String::from_utf8_lossy(&object.id).into_owned(),
                         });
                     }
@@ -477,7 +521,7 @@ impl KeyStore {
                     continue;
                 } else if !accounted.contains(&name) {
                     found.push(Inconsistency::OrphanMaterial {
-                        member: member.clone(),
+                        member: qualified(&member),
                         material: name,
                     });
                 }
@@ -487,19 +531,12 @@ impl KeyStore {
                     let name = key.material(version.version).to_string();
                     if !present.contains(&name) && !key.destruction_pending.contains(&member) {
                         found.push(Inconsistency::MissingMaterial {
-                            member: member.clone(),
+                            member: qualified(&member),
                             material: name,
                         });
                     }
                 }
             }
         }
-        for key in keys.values().filter(|k| !k.destruction_pending.is_empty()) {
-            found.push(Inconsistency::DestructionPending {
-                key_arn: key.arn(),
-                members: key.destruction_pending.clone(),
-            });
-        }
-        Ok(found)
     }
 }
