@@ -1002,7 +1002,6 @@ fn a_grant_older_than_the_configured_age_fails() {
 
 #[test]
 fn imported_material_expiring_soon_is_a_warning() {
-    use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
     let f = Fixture::new();
     let external = |name: &str| {
         f.store
@@ -1020,31 +1019,15 @@ fn imported_material_expiring_soon_is_a_warning() {
     };
     let waiting = external("waits");
     let expiring = external("expires");
-    let params = f
-        .store
-        .get_parameters_for_import(
-            &f.caller,
-            GetParametersForImportRequest {
-                key_id: expiring.clone(),
-                wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
-                wrapping_key_spec: "RSA_2048".into(),
-            },
-        )
-        .unwrap();
-    let wrapped = wrap_key_material(
-        &params.public_key,
-        WrappingAlgorithm::RsaesOaepSha1,
-        "SYMMETRIC_DEFAULT",
-        &secrecy::SecretSlice::from(vec![0x42u8; 32]),
-    )
-    .unwrap();
+    let (import_token, wrapped) =
+        common::kms::wrapped_for_import(&f.store, &f.caller, &expiring, &[0x42u8; 32]);
     let valid_to = (f.clock.now_millis() + 10 * 86_400_000) as f64 / 1000.0;
     f.store
         .import_key_material(
             &f.caller,
             ImportKeyMaterialRequest {
                 key_id: expiring.clone(),
-                import_token: params.import_token,
+                import_token,
                 encrypted_key_material: wrapped,
                 valid_to: Some(valid_to),
                 expiration_model: Some("KEY_MATERIAL_EXPIRES".into()),

@@ -513,7 +513,6 @@ fn state_table_for_keys_pending_import() {
 /// A key of origin EXTERNAL with its own material imported, and a second token with that
 /// material wrapped for it (to import again later, whatever the state then).
 fn external_key(ts: &TestStore) -> (KeyMetadata, (Vec<u8>, Vec<u8>)) {
-    use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
     let key = ts
         .store
         .create_key(
@@ -527,27 +526,8 @@ fn external_key(ts: &TestStore) -> (KeyMetadata, (Vec<u8>, Vec<u8>)) {
         .key_metadata;
     let mut material = [0u8; 32];
     getrandom::fill(&mut material).unwrap();
-    let wrapped_for = |key_id: &str| {
-        let params = ts
-            .store
-            .get_parameters_for_import(
-                &ts.caller,
-                GetParametersForImportRequest {
-                    key_id: key_id.into(),
-                    wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
-                    wrapping_key_spec: "RSA_2048".into(),
-                },
-            )
-            .unwrap();
-        let wrapped = wrap_key_material(
-            &params.public_key,
-            WrappingAlgorithm::RsaesOaepSha1,
-            "SYMMETRIC_DEFAULT",
-            &secrecy::SecretSlice::from(material.to_vec()),
-        )
-        .unwrap();
-        (params.import_token, wrapped)
-    };
+    let wrapped_for =
+        |key_id: &str| common::kms::wrapped_for_import(&ts.store, &ts.caller, key_id, &material);
     let (token, wrapped) = wrapped_for(&key.key_id);
     ts.store
         .import_key_material(

@@ -17,7 +17,6 @@ use hsm_kms::cluster::{Cluster, MaterialId};
 use hsm_kms::error::KmsError;
 use hsm_kms::hsm::templates::TrustedKey;
 use hsm_kms::ids::Scope;
-use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Inconsistency, KeyStore};
 use hsm_kms::store::SledStore;
@@ -836,28 +835,12 @@ fn import_into(
     key: &str,
     material: &[u8; 32],
 ) -> Result<(), KmsError> {
-    let params = store
-        .get_parameters_for_import(
-            caller,
-            GetParametersForImportRequest {
-                key_id: key.into(),
-                wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
-                wrapping_key_spec: "RSA_2048".into(),
-            },
-        )
-        .unwrap();
-    let wrapped = wrap_key_material(
-        &params.public_key,
-        WrappingAlgorithm::RsaesOaepSha1,
-        "SYMMETRIC_DEFAULT",
-        &SecretSlice::from(material.to_vec()),
-    )
-    .unwrap();
+    let (import_token, wrapped) = common::kms::wrapped_for_import(store, caller, key, material);
     store.import_key_material(
         caller,
         ImportKeyMaterialRequest {
             key_id: key.into(),
-            import_token: params.import_token,
+            import_token,
             encrypted_key_material: wrapped,
             expiration_model: Some("KEY_MATERIAL_DOES_NOT_EXPIRE".into()),
             valid_to: None,

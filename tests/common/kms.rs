@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use hsm_kms::error::KmsError;
+use hsm_kms::key_import::{WrappingAlgorithm, wrap_key_material};
 use hsm_kms::keystore::api::*;
+use hsm_kms::keystore::{Caller, KeyStore};
 use secrecy::{ExposeSecret, SecretSlice};
 
 use super::TestStore;
@@ -200,4 +202,32 @@ pub fn refused<T: Debug>(
         "a refused call ({outcome:?}) changed something"
     );
     outcome
+}
+
+/// An import token for the copy of `key` in `caller`'s Region and `material` wrapped for it,
+/// as a user does it: RSAES_OAEP_SHA_1 under a fresh RSA_2048 wrapping key.
+pub fn wrapped_for_import(
+    store: &KeyStore,
+    caller: &Caller,
+    key: &str,
+    material: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let params = store
+        .get_parameters_for_import(
+            caller,
+            GetParametersForImportRequest {
+                key_id: key.into(),
+                wrapping_algorithm: "RSAES_OAEP_SHA_1".into(),
+                wrapping_key_spec: "RSA_2048".into(),
+            },
+        )
+        .unwrap();
+    let wrapped = wrap_key_material(
+        &params.public_key,
+        WrappingAlgorithm::RsaesOaepSha1,
+        "SYMMETRIC_DEFAULT",
+        &SecretSlice::from(material.to_vec()),
+    )
+    .unwrap();
+    (params.import_token, wrapped)
 }
