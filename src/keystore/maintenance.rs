@@ -348,12 +348,7 @@ impl KeyStore {
     /// share, an intent this process did not write is another instance's creation in
     /// progress until it is [`FOREIGN_CREATION_GRACE_MILLIS`] old (a creation takes seconds).
     pub(super) fn interrupted_intents(&self) -> Result<Vec<Inconsistency>, KmsError> {
-        Ok(self
-            .creation_intents()?
-            .into_iter()
-            .filter(|(_, interrupted)| *interrupted)
-            .map(|(material, _)| Inconsistency::InterruptedCreate { material })
-            .collect())
+        Ok(interrupted(&self.creation_intents()?))
     }
 
     /// The material every key-material creation intent on record names, each with whether
@@ -397,13 +392,7 @@ impl KeyStore {
             .map(|cluster| cluster.key_objects())
             .collect();
         let intents = self.creation_intents()?;
-        let mut found: Vec<Inconsistency> = intents
-            .iter()
-            .filter(|(_, interrupted)| *interrupted)
-            .map(|(material, _)| Inconsistency::InterruptedCreate {
-                material: material.clone(),
-            })
-            .collect();
+        let mut found = interrupted(&intents);
         // Material named by an intent (interrupted, or being created right now here or by
         // another instance) is accounted for.
         let mut accounted: BTreeSet<String> =
@@ -423,10 +412,10 @@ impl KeyStore {
             .collect::<Result<Vec<_>, _>>()?;
         let all_keys = self.all_keys()?;
         for ((cluster, listed), pooled) in clusters.iter().zip(listed).zip(pools) {
-            let keys: BTreeMap<String, KeyRecord> = all_keys
+            let keys: BTreeMap<&str, &KeyRecord> = all_keys
                 .iter()
                 .filter(|k| k.cluster == cluster.name())
-                .map(|k| (k.key_id.clone(), k.clone()))
+                .map(|k| (k.key_id.as_str(), k))
                 .collect();
             let qualified = |member: &str| {
                 if cluster.name() == self.cluster.name() {
@@ -455,7 +444,7 @@ impl KeyStore {
     fn reconcile_cluster(
         listed: Vec<(String, Result<Vec<KeyObject>, HsmError>)>,
         pooled: &BTreeSet<Vec<u8>>,
-        keys: &BTreeMap<String, KeyRecord>,
+        keys: &BTreeMap<&str, &KeyRecord>,
         accounted: &BTreeSet<String>,
         qualified: &dyn Fn(&str) -> String,
         found: &mut Vec<Inconsistency>,
@@ -500,7 +489,7 @@ impl KeyStore {
                 }
                 let material = MaterialId::from_cka_id(&object.id);
                 let known = material.as_ref().is_some_and(|m| {
-                    keys.get(&m.key_id).is_some_and(|k| {
+                    keys.get(m.key_id.as_str()).is_some_and(|k| {
                         k.materials.iter().any(|v| v.version == m.version)
                             || k.import
                                 .as_ref()
@@ -539,4 +528,15 @@ impl KeyStore {
             }
         }
     }
+}
+
+/// The interrupted creations among `intents` (from [`KeyStore::creation_intents`]).
+fn interrupted(intents: &[(String, bool)]) -> Vec<Inconsistency> {
+    intents
+        .iter()
+        .filter(|(_, interrupted)| *interrupted)
+        .map(|(material, _)| Inconsistency::InterruptedCreate {
+            material: material.clone(),
+        })
+        .collect()
 }
