@@ -258,12 +258,45 @@ fn check(config: &Config, exported: Option<&Checkpoint>) -> VerifyReport {
     verify(&store, Some(&sealer), exported).unwrap()
 }
 
-fn raw(store: &SledStore, seq: u64) -> Vec<u8> {
+/// Every record of the trail, in key order: its key and its events.
+fn records(store: &SledStore) -> Vec<(Vec<u8>, Vec<StoredEvent>)> {
     store
-        .get(Table::Audit, &seq.to_be_bytes())
+        .scan(Table::Audit, b"", None, usize::MAX)
         .unwrap()
+        .into_iter()
+        .map(|(key, record)| (key, StoredEvent::decode_record(&record.payload).unwrap()))
+        .collect()
+}
+
+/// The stored events in order, each by its sequence number's place in `events`.
+fn place(events: &[Option<StoredEvent>], seq: u64) -> usize {
+    events
+        .iter()
+        .position(|e| e.as_ref().is_some_and(|e| e.seq == seq))
         .unwrap()
-        .payload
+}
+
+/// Changes the stored events as someone with write access to the store could: `change` gets
+/// them in stored order and may edit, swap or remove (set to `None`) any; each keeps its
+/// record and its place in it, and a record left empty is deleted.
+fn tamper(config: &Config, change: impl FnOnce(&mut Vec<Option<StoredEvent>>)) {
+    apply(config, |store, batch| {
+        let records = records(store);
+        let mut events: Vec<Option<StoredEvent>> = records
+            .iter()
+            .flat_map(|(_, events)| events.iter().cloned().map(Some))
+            .collect();
+        change(&mut events);
+        let mut rest = events.into_iter();
+        for (key, original) in &records {
+            let kept: Vec<StoredEvent> = rest.by_ref().take(original.len()).flatten().collect();
+            if kept.is_empty() {
+                batch.delete(Table::Audit, key);
+            } else {
+                batch.put(Table::Audit, key, StoredEvent::encode_record(&kept));
+            }
+        }
+    });
 }
 
 fn apply(config: &Config, change: impl FnOnce(&SledStore, &mut Batch)) {
@@ -310,31 +343,30 @@ fn verify_catches_edits_deletions_swaps_corruption_and_truncation() {
         serde_json::from_slice(&std::fs::read(&exported_path).unwrap()).unwrap();
     assert_eq!(exported.seq, 12);
 
-    let originals: Vec<Vec<u8>> = {
-        let store = open_store(&config);
-        (1..=12).map(|seq| raw(&store, seq)).collect()
-    };
+    let originals: Vec<(Vec<u8>, Vec<u8>)> = open_store(&config)
+        .scan(Table::Audit, b"", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(key, record)| (key, record.payload))
+        .collect();
     let restore = || {
+        // Tampering here only ever changes or deletes records under their keys.
         apply(&config, |_, batch| {
-            for (i, payload) in originals.iter().enumerate() {
-                batch.put(Table::Audit, &(i as u64 + 1).to_be_bytes(), payload.clone());
+            for (key, payload) in &originals {
+                batch.put(Table::Audit, key, payload.clone());
             }
         });
         assert!(check(&config, Some(&exported)).problems.is_empty());
     };
 
     // An edited event: a valid record whose JSON no longer matches its hash.
-    apply(&config, |store, batch| {
-        let mut stored = StoredEvent::decode(&raw(store, 5)).unwrap();
-        let text = String::from_utf8(stored.json.clone()).unwrap();
-        stored.json = text.replace("\"Encrypt\"", "\"Decrypt\"").into_bytes();
-        assert_ne!(
-            stored.json,
-            StoredEvent::decode(&raw(store, 5)).unwrap().json
-        );
-        let mut bytes = raw(store, 5)[..72].to_vec();
-        bytes.extend_from_slice(&stored.json);
-        batch.put(Table::Audit, &5u64.to_be_bytes(), bytes);
+    tamper(&config, |events| {
+        let at = place(events, 5);
+        let event = events[at].as_mut().unwrap();
+        let text = String::from_utf8(event.json.clone()).unwrap();
+        let edited = text.replace("\"Encrypt\"", "\"Decrypt\"").into_bytes();
+        assert_ne!(edited, event.json);
+        event.json = edited;
     });
     assert_eq!(check(&config, None).first_bad(), Some(5));
     let (code, out) = cli_verify(&cluster, &[]);
@@ -343,19 +375,34 @@ fn verify_catches_edits_deletions_swaps_corruption_and_truncation() {
     assert!(out.contains("first bad sequence number 5"), "{out}");
     restore();
 
-    // A deleted event.
-    apply(&config, |_, batch| {
-        batch.delete(Table::Audit, &7u64.to_be_bytes());
+    // A deleted event, from the middle of its record or with its whole record.
+    tamper(&config, |events| {
+        let at = place(events, 7);
+        events[at] = None;
     });
     let report = check(&config, None);
     assert_eq!(report.first_bad(), Some(7));
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.seq == 7 && p.what.contains("missing")),
+        "{report:?}"
+    );
+    restore();
+    let (key, held) = records(&open_store(&config)).remove(1);
+    apply(&config, |_, batch| {
+        batch.delete(Table::Audit, &key);
+    });
+    let report = check(&config, None);
+    assert_eq!(report.first_bad(), Some(held[0].seq), "{report:?}");
     assert!(report.problems[0].what.contains("missing"), "{report:?}");
     restore();
 
     // Two events swapped.
-    apply(&config, |store, batch| {
-        batch.put(Table::Audit, &3u64.to_be_bytes(), raw(store, 4));
-        batch.put(Table::Audit, &4u64.to_be_bytes(), raw(store, 3));
+    tamper(&config, |events| {
+        let (three, four) = (place(events, 3), place(events, 4));
+        events.swap(three, four);
     });
     assert_eq!(check(&config, None).first_bad(), Some(3));
     let (code, out) = cli_verify(&cluster, &[]);
@@ -363,32 +410,44 @@ fn verify_catches_edits_deletions_swaps_corruption_and_truncation() {
     assert!(out.contains("first bad sequence number 3"), "{out}");
     restore();
 
-    // Bytes flipped in the sled files' record (below the store's API).
+    // Bytes flipped in the sled files' record holding event 9 (below the store's API).
+    let (key, held) = records(&open_store(&config))
+        .into_iter()
+        .find(|(_, events)| events.iter().any(|e| e.seq == 9))
+        .unwrap();
     {
         settle(&config.service.data_dir);
         let db = sled::open(&config.service.data_dir).unwrap();
         let tree = db.open_tree("audit").unwrap();
-        let mut bytes = tree.get(9u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let mut bytes = tree.get(&key).unwrap().unwrap().to_vec();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x20;
-        tree.insert(9u64.to_be_bytes(), bytes).unwrap();
+        tree.insert(&key, bytes).unwrap();
         db.flush().unwrap();
     }
+    let first = held[0].seq;
     let report = check(&config, None);
-    assert_eq!(report.first_bad(), Some(9));
+    assert_eq!(report.first_bad(), Some(first));
     assert!(report.problems[0].what.contains("corrupt"), "{report:?}");
     let (code, out) = cli_verify(&cluster, &[]);
     assert_eq!(code, 1);
-    assert!(out.contains("first bad sequence number 9"), "{out}");
+    assert!(
+        out.contains(&format!("first bad sequence number {first}")),
+        "{out}"
+    );
     restore();
 
     // Truncation that also rewinds the head and drops the checkpoints: invisible without an
     // exported checkpoint, caught with one.
-    apply(&config, |store, batch| {
-        let last_kept = StoredEvent::decode(&raw(store, 10)).unwrap();
+    let last_kept = events(&open_store(&config)).remove(9);
+    assert_eq!(last_kept.seq, 10);
+    tamper(&config, |events| {
         for seq in 11..=12u64 {
-            batch.delete(Table::Audit, &seq.to_be_bytes());
+            let at = place(events, seq);
+            events[at] = None;
         }
+    });
+    apply(&config, |store, batch| {
         for (key, _) in store
             .scan(Table::AuditCheckpoints, b"", None, usize::MAX)
             .unwrap()
@@ -1074,11 +1133,15 @@ fn verify_without_the_hsms_does_not_call_the_trail_intact() {
 fn a_stored_checkpoint_beyond_the_end_of_the_chain_reveals_a_truncation() {
     let (cluster, config) = sealed_trail();
     // Cut the last two events and rewind the head, leaving the checkpoint sealed at 12.
-    apply(&config, |store, batch| {
-        let last_kept = StoredEvent::decode(&raw(store, 10)).unwrap();
+    let last_kept = events(&open_store(&config)).remove(9);
+    assert_eq!(last_kept.seq, 10);
+    tamper(&config, |events| {
         for seq in 11..=12u64 {
-            batch.delete(Table::Audit, &seq.to_be_bytes());
+            let at = place(events, seq);
+            events[at] = None;
         }
+    });
+    apply(&config, |_, batch| {
         let head = Head {
             seq: 10,
             hash: last_kept.hash,

@@ -777,26 +777,30 @@ fn metadata_audit_and_file_breaks_fail_their_controls_with_evidence() {
         "a deletion alone is a finding, not a failure"
     );
 
-    // An edited audit event.
+    // An edited audit event, in the record that holds it.
     let seq = 2u64;
-    let raw = f
+    let (key, raw) = f
         .store
         .metadata()
-        .get(Table::Audit, &seq.to_be_bytes())
+        .scan(Table::Audit, b"", None, usize::MAX)
         .unwrap()
-        .unwrap()
-        .payload;
-    let mut stored = StoredEvent::decode(&raw).unwrap();
+        .into_iter()
+        .map(|(key, record)| (key, record.payload))
+        .find(|(_, raw)| {
+            let events = StoredEvent::decode_record(raw).unwrap();
+            events.iter().any(|event| event.seq == seq)
+        })
+        .unwrap();
+    let mut events = StoredEvent::decode_record(&raw).unwrap();
+    let stored = events.iter_mut().find(|event| event.seq == seq).unwrap();
     let original = stored.json.clone();
     let text = String::from_utf8(stored.json.clone()).unwrap();
     stored.json = text
         .replacen("kms.amazonaws.com", "kms.amazonaws.con", 1)
         .into_bytes();
     assert_ne!(stored.json, original);
-    let mut edited = raw[..72].to_vec();
-    edited.extend_from_slice(&stored.json);
     let mut batch = Batch::new();
-    batch.put(Table::Audit, &seq.to_be_bytes(), edited);
+    batch.put(Table::Audit, &key, StoredEvent::encode_record(&events));
     f.store.metadata().commit(batch).unwrap().unwrap();
     let report = f.check();
     let chain = finding(&report, "KMS-AUD-1", "event 2");
@@ -804,7 +808,7 @@ fn metadata_audit_and_file_breaks_fail_their_controls_with_evidence() {
     assert_eq!(chain.reason, "event 2 was edited");
     assert_eq!(control(&report, "KMS-AUD-1").evidence["first_bad_seq"], 2);
     let mut batch = Batch::new();
-    batch.put(Table::Audit, &seq.to_be_bytes(), raw);
+    batch.put(Table::Audit, &key, raw);
     f.store.metadata().commit(batch).unwrap().unwrap();
     assert_eq!(control(&f.check(), "KMS-AUD-1").status, Status::Pass);
 

@@ -1,9 +1,10 @@
 //! The append-only, hash-chained audit log in the metadata store.
 //!
-//! Every event is stored under its sequence number (1, 2, ...) as
-//! `seq (u64 BE) || previous hash (32) || hash (32) || event JSON`, where
-//! `hash = SHA-256(previous hash || seq BE || event JSON)` and the first event's previous hash is
-//! all zeros. One writer thread appends, so the chain has one order. Events of calls that
+//! Every event has a sequence number (1, 2, ...) and a chain hash,
+//! `hash = SHA-256(previous hash || seq BE || event JSON)`, the first event's previous hash all
+//! zeros. A group of consecutive events committed together is stored as one record under its
+//! first sequence number (see [`StoredEvent::encode_record`]): the store's cost is per record,
+//! and it was most of the trail's. One writer thread appends, so the chain has one order. Events of calls that
 //! change state are durable before the call returns; the others are group-committed: flushed
 //! at most [`AuditSettings::group_commit`] after they were queued, or as soon as
 //! [`AuditSettings::group_commit_events`] are waiting — a crash loses at most that window.
@@ -47,8 +48,18 @@ use super::checkpoint::{Checkpoint, Sealer};
 use crate::clock::Clock;
 use crate::store::{Batch, MetadataStore, Precondition, StoreError, Table};
 
-/// Length of the fixed prefix of a stored event.
+/// Length of the fixed prefix of a stored event: its sequence number and the two hashes.
 const PREFIX_LEN: usize = 8 + 32 + 32;
+/// First byte of a record in format 1: one or more consecutive events, each its prefix, its
+/// JSON's length (u32 BE) and its JSON. A record in format 0 (written before groups were)
+/// holds one event, its prefix then its JSON, and starts with its sequence number's top byte,
+/// 0 for every sequence number below 2^56.
+const RECORD_FORMAT_GROUP: u8 = 1;
+/// Most events one record holds, so that the record holding event `n` is keyed at most
+/// `EVENTS_PER_RECORD_MAX - 1` below `n`: readers find it by a forward scan.
+pub const EVENTS_PER_RECORD_MAX: usize = 64;
+/// Events are added to a record until its JSON reaches this size.
+const RECORD_BYTES_TARGET: usize = 64 * 1024;
 /// Meta-table key of the chain head.
 const HEAD_KEY: &[u8] = b"audit-head";
 /// Meta-table key prefix of intents of state-changing calls not yet completed.
@@ -191,28 +202,70 @@ impl StoredEvent {
         serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 
-    /// The stored form of an event: the fixed prefix, then its JSON.
-    fn encode(seq: u64, previous: &[u8; 32], hash: &[u8; 32], json: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(PREFIX_LEN + json.len());
-        bytes.extend_from_slice(&seq.to_be_bytes());
-        bytes.extend_from_slice(previous);
-        bytes.extend_from_slice(hash);
-        bytes.extend_from_slice(json);
+    /// The stored form (format 1) of consecutive `events`, stored under the first one's
+    /// sequence number.
+    pub fn encode_record<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> Vec<u8> {
+        let mut bytes = vec![RECORD_FORMAT_GROUP];
+        for event in events {
+            append_to_record(
+                &mut bytes,
+                event.seq,
+                &event.previous,
+                &event.hash,
+                &event.json,
+            );
+        }
         bytes
     }
 
-    /// Parses a stored event; `None` if it is too short to be one.
-    pub fn decode(bytes: &[u8]) -> Option<StoredEvent> {
-        if bytes.len() < PREFIX_LEN {
-            return None;
+    /// The events of a stored record, in either format; `None` if it cannot be one.
+    pub fn decode_record(bytes: &[u8]) -> Option<Vec<StoredEvent>> {
+        let (&format, mut rest) = bytes.split_first()?;
+        if format != RECORD_FORMAT_GROUP {
+            return Some(vec![StoredEvent::parse_prefixed(
+                bytes,
+                bytes.get(PREFIX_LEN..)?,
+            )?]);
         }
+        let mut events = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest.get(PREFIX_LEN..PREFIX_LEN + 4)?.try_into().ok()?);
+            let json_start = PREFIX_LEN + 4;
+            let json_end = json_start.checked_add(usize::try_from(len).ok()?)?;
+            events.push(StoredEvent::parse_prefixed(
+                rest,
+                rest.get(json_start..json_end)?,
+            )?);
+            rest = &rest[json_end..];
+        }
+        (!events.is_empty()).then_some(events)
+    }
+
+    fn parse_prefixed(prefix: &[u8], json: &[u8]) -> Option<StoredEvent> {
         Some(StoredEvent {
-            seq: u64::from_be_bytes(bytes[0..8].try_into().ok()?),
-            previous: bytes[8..40].try_into().ok()?,
-            hash: bytes[40..72].try_into().ok()?,
-            json: bytes[PREFIX_LEN..].to_vec(),
+            seq: u64::from_be_bytes(prefix.get(0..8)?.try_into().ok()?),
+            previous: prefix.get(8..40)?.try_into().ok()?,
+            hash: prefix.get(40..72)?.try_into().ok()?,
+            json: json.to_vec(),
         })
     }
+}
+
+/// Appends one event to a record of format 1.
+fn append_to_record(
+    record: &mut Vec<u8>,
+    seq: u64,
+    previous: &[u8; 32],
+    hash: &[u8; 32],
+    json: &[u8],
+) {
+    record.extend_from_slice(&seq.to_be_bytes());
+    record.extend_from_slice(previous);
+    record.extend_from_slice(hash);
+    // An event is far below 4 GiB: the key store caps every field it records.
+    let len = u32::try_from(json.len()).unwrap_or(u32::MAX);
+    record.extend_from_slice(&len.to_be_bytes());
+    record.extend_from_slice(json);
 }
 
 /// The chain hash of an event.
@@ -282,17 +335,25 @@ pub fn read_events(
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let after_key = after.to_be_bytes();
-    let page = store.scan(
-        Table::Audit,
-        b"",
-        (after > 0).then_some(&after_key[..]),
-        limit,
-    )?;
-    Ok(page
-        .into_iter()
-        .filter_map(|(_, record)| StoredEvent::decode(&record.payload))
-        .collect())
+    // The record holding event `after + 1` is keyed at most EVENTS_PER_RECORD_MAX - 1 below it.
+    let reach = EVENTS_PER_RECORD_MAX as u64;
+    let mut scan_after = (after >= reach).then(|| (after + 1 - reach).to_be_bytes().to_vec());
+    let mut events = Vec::new();
+    while events.len() < limit {
+        let records = limit.min(16);
+        let page = store.scan(Table::Audit, b"", scan_after.as_deref(), records)?;
+        let full = page.len() == records;
+        for (key, record) in page {
+            let stored = StoredEvent::decode_record(&record.payload).unwrap_or_default();
+            let wanted = limit - events.len();
+            events.extend(stored.into_iter().filter(|e| e.seq > after).take(wanted));
+            scan_after = Some(key);
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(events)
 }
 
 /// The audit log's writer.
@@ -991,16 +1052,14 @@ impl Shared {
                 batch.expect(Table::Meta, &orphan.key, Precondition::ExpectPresent);
             }
             let mut next = state.head;
+            let mut record = RecordBuilder::default();
             for json in chained {
                 let seq = next.seq + 1;
                 let hash = chain_hash(&next.hash, seq, json);
-                batch.put(
-                    Table::Audit,
-                    &seq.to_be_bytes(),
-                    StoredEvent::encode(seq, &next.hash, &hash, json),
-                );
+                record.add(&mut batch, seq, &next.hash, &hash, json);
                 next = Head { seq, hash };
             }
+            record.finish(&mut batch);
             let settled = orphans.iter().map(|orphan| &orphan.key).chain(
                 round
                     .events
@@ -1055,6 +1114,47 @@ impl Shared {
             Ok(Ok(())) => Ok(()),
             Ok(Err(conflict)) => Err(AuditError::Write(conflict.to_string())),
             Err(error) => Err(AuditError::Write(error.to_string())),
+        }
+    }
+}
+
+/// Packs a round's chained events into records of at most [`EVENTS_PER_RECORD_MAX`] events and
+/// about [`RECORD_BYTES_TARGET`] bytes, each put under its first event's sequence number.
+#[derive(Default)]
+struct RecordBuilder {
+    first_seq: u64,
+    events: usize,
+    bytes: Vec<u8>,
+}
+
+impl RecordBuilder {
+    fn add(
+        &mut self,
+        batch: &mut Batch,
+        seq: u64,
+        previous: &[u8; 32],
+        hash: &[u8; 32],
+        json: &[u8],
+    ) {
+        if self.events == EVENTS_PER_RECORD_MAX || self.bytes.len() >= RECORD_BYTES_TARGET {
+            self.finish(batch);
+        }
+        if self.events == 0 {
+            self.first_seq = seq;
+            self.bytes.push(RECORD_FORMAT_GROUP);
+        }
+        append_to_record(&mut self.bytes, seq, previous, hash, json);
+        self.events += 1;
+    }
+
+    fn finish(&mut self, batch: &mut Batch) {
+        if self.events > 0 {
+            batch.put(
+                Table::Audit,
+                &self.first_seq.to_be_bytes(),
+                std::mem::take(&mut self.bytes),
+            );
+            self.events = 0;
         }
     }
 }
@@ -1340,5 +1440,105 @@ mod tests {
             AuditError::Stopped
         );
         assert!(!log.health().writable);
+    }
+
+    #[test]
+    fn a_round_is_stored_in_records_of_at_most_the_cap_and_read_from_any_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        let count = 2 * EVENTS_PER_RECORD_MAX + 10;
+        for i in 0..count {
+            log.append(&event("Encrypt", &format!("r{i}")), false)
+                .unwrap();
+        }
+        log.probe().unwrap();
+        log.shutdown();
+        let keys: Vec<u64> = store
+            .scan(Table::Audit, b"", None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| u64::from_be_bytes(key.try_into().unwrap()))
+            .collect();
+        assert!(keys.len() >= 3, "{keys:?}");
+        assert_eq!(keys[0], 1);
+        let most = EVENTS_PER_RECORD_MAX as u64;
+        assert!(keys.windows(2).all(|w| w[1] - w[0] <= most), "{keys:?}");
+        let all = read_events(store.as_ref(), 0, usize::MAX).unwrap();
+        let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=count as u64).collect::<Vec<_>>());
+        // From inside the second record, across into the third.
+        let after = EVENTS_PER_RECORD_MAX as u64 + 5;
+        let page = read_events(store.as_ref(), after, EVENTS_PER_RECORD_MAX).unwrap();
+        assert_eq!(page.first().unwrap().seq, after + 1);
+        assert_eq!(page.len(), EVENTS_PER_RECORD_MAX);
+        assert_eq!(
+            page.last().unwrap().seq,
+            after + EVENTS_PER_RECORD_MAX as u64
+        );
+        let report = super::super::verify::verify(store.as_ref(), None, None).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.events, count as u64);
+    }
+
+    #[test]
+    fn records_written_one_event_each_before_groups_are_read_and_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        // Three events in format 0, as earlier versions stored them.
+        let mut head = Head {
+            seq: 0,
+            hash: [0; 32],
+        };
+        let mut batch = Batch::new();
+        for i in 1..=3u64 {
+            let json = serde_json::to_vec(&event("Encrypt", &format!("old{i}"))).unwrap();
+            let hash = chain_hash(&head.hash, i, &json);
+            let mut bytes = i.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&head.hash);
+            bytes.extend_from_slice(&hash);
+            bytes.extend_from_slice(&json);
+            batch.put(Table::Audit, &i.to_be_bytes(), bytes);
+            head = Head { seq: i, hash };
+        }
+        batch.put(Table::Meta, HEAD_KEY, serde_json::to_vec(&head).unwrap());
+        store.commit(batch).unwrap().unwrap();
+
+        let log = start(&store);
+        log.append(&event("Encrypt", "new1"), false).unwrap();
+        log.append(&event("Encrypt", "new2"), true).unwrap();
+        log.shutdown();
+        let ids: Vec<String> = read_events(store.as_ref(), 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.event()["requestID"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["old1", "old2", "old3", "new1", "new2"]);
+        assert_eq!(read_events(store.as_ref(), 2, 2).unwrap()[1].seq, 4);
+        let report = super::super::verify::verify(store.as_ref(), None, None).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.events, 5);
+    }
+
+    #[test]
+    fn a_record_cut_short_is_unreadable_unless_cut_between_events() {
+        let event = StoredEvent {
+            seq: 7,
+            previous: [1; 32],
+            hash: [2; 32],
+            json: br#"{"eventName":"Encrypt"}"#.to_vec(),
+        };
+        let record = StoredEvent::encode_record([&event, &event]);
+        let decoded = StoredEvent::decode_record(&record).unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[1].json, event.json);
+        for cut in 1..record.len() {
+            assert!(
+                StoredEvent::decode_record(&record[..cut]).is_none_or(
+                    |events| events.len() < 2 && cut == 1 + PREFIX_LEN + 4 + event.json.len()
+                ),
+                "cut at {cut}"
+            );
+        }
     }
 }

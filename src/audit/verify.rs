@@ -68,18 +68,15 @@ pub fn verify(
         seals_verified: sealer.is_some(),
         ..VerifyReport::default()
     };
-    let mut hashes = std::collections::BTreeMap::new();
-    let mut previous_seq = 0u64;
-    let mut previous_hash = [0u8; 32];
+    let mut walk = ChainWalk::default();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = match store.scan(Table::Audit, b"", after.as_deref(), 1000) {
+        let page = match store.scan(Table::Audit, b"", after.as_deref(), 64) {
             Ok(page) => page,
             Err(StoreError::Corrupt { key, .. }) => {
                 let seq = seq_of_hex(&key);
-                report.problem(seq, format!("event {seq} is corrupt on disk"));
+                walk.unreadable(&mut report, seq, format!("event {seq} is corrupt on disk"));
                 after = Some(seq.to_be_bytes().to_vec());
-                previous_seq = seq;
                 continue;
             }
             Err(other) => return Err(other),
@@ -94,47 +91,29 @@ pub fn verify(
                 .try_into()
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
-            report.events += 1;
-            let Some(event) = StoredEvent::decode(&record.payload) else {
-                report.problem(key_seq, format!("event {key_seq} is unreadable"));
-                previous_seq = key_seq;
+            let Some(events) = StoredEvent::decode_record(&record.payload) else {
+                walk.unreadable(
+                    &mut report,
+                    key_seq,
+                    format!("event {key_seq} is unreadable"),
+                );
                 continue;
             };
-            if key_seq > previous_seq + 1 {
-                report.problem(
-                    previous_seq + 1,
-                    format!(
-                        "events {} to {} are missing (deleted)",
-                        previous_seq + 1,
-                        key_seq - 1
-                    ),
-                );
-            }
-            if event.seq != key_seq {
+            if events[0].seq != key_seq {
                 report.problem(
                     key_seq,
                     format!(
                         "event {key_seq} holds the content of event {} (moved)",
-                        event.seq
+                        events[0].seq
                     ),
                 );
             }
-            if chain_hash(&event.previous, event.seq, &event.json) != event.hash {
-                report.problem(key_seq, format!("event {key_seq} was edited"));
-            } else if event.previous != previous_hash && key_seq == previous_seq + 1 {
-                report.problem(
-                    key_seq,
-                    format!("event {key_seq} does not follow event {previous_seq} (inserted, reordered or rewritten)"),
-                );
+            for event in &events {
+                walk.event(&mut report, event);
             }
-            if let Some(lost) = events_lost(&event) {
-                report.problem(key_seq, lost);
-            }
-            hashes.insert(key_seq, event.hash);
-            previous_seq = key_seq;
-            previous_hash = event.hash;
         }
     }
+    let (previous_seq, hashes) = (walk.previous_seq, walk.hashes);
 
     let head = read_head(store)?;
     if head.seq > previous_seq {
@@ -181,6 +160,70 @@ pub fn verify(
     }
     report.problems.sort_by_key(|p| p.seq);
     Ok(report)
+}
+
+/// The chain as walked so far, in stored order.
+#[derive(Default)]
+struct ChainWalk {
+    /// The sequence number of the last event read.
+    previous_seq: u64,
+    previous_hash: [u8; 32],
+    /// A record could not be read: the events it held are missing from the walk, and that is
+    /// reported already.
+    after_unreadable: bool,
+    hashes: std::collections::BTreeMap<u64, [u8; 32]>,
+}
+
+impl ChainWalk {
+    /// Checks one event against its own hash and the one read before it. An event's sequence
+    /// number is covered by its hash, so the walk follows the numbers the events carry.
+    fn event(&mut self, report: &mut VerifyReport, event: &StoredEvent) {
+        report.events += 1;
+        let seq = event.seq;
+        let expected = self.previous_seq + 1;
+        let follows = seq == expected && !self.after_unreadable;
+        if seq > expected && !self.after_unreadable {
+            report.problem(
+                expected,
+                format!("events {expected} to {} are missing (deleted)", seq - 1),
+            );
+        } else if seq < expected {
+            report.problem(
+                seq,
+                format!(
+                    "event {seq} is stored again after event {} (moved or copied)",
+                    self.previous_seq
+                ),
+            );
+        }
+        if chain_hash(&event.previous, seq, &event.json) != event.hash {
+            report.problem(seq, format!("event {seq} was edited"));
+        } else if follows && event.previous != self.previous_hash {
+            report.problem(
+                seq,
+                format!(
+                    "event {seq} does not follow event {} (inserted, reordered or rewritten)",
+                    self.previous_seq
+                ),
+            );
+        }
+        if let Some(lost) = events_lost(event) {
+            report.problem(seq, lost);
+        }
+        self.hashes.insert(seq, event.hash);
+        self.previous_seq = seq;
+        self.previous_hash = event.hash;
+        self.after_unreadable = false;
+    }
+
+    /// A record at `key_seq` that cannot be read: reported once, and the gap it leaves is not
+    /// reported again as a deletion.
+    fn unreadable(&mut self, report: &mut VerifyReport, key_seq: u64, what: String) {
+        report.events += 1;
+        report.problem(key_seq, what);
+        self.previous_seq = self.previous_seq.max(key_seq);
+        self.after_unreadable = true;
+    }
 }
 
 /// The problem an [`EVENTS_LOST`] record stands for, if `event` is one.
