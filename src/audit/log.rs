@@ -58,8 +58,10 @@ const RECORD_FORMAT_GROUP: u8 = 1;
 /// Most events one record holds, so that the record holding event `n` is keyed at most
 /// `EVENTS_PER_RECORD_MAX - 1` below `n`: readers find it by a forward scan.
 pub const EVENTS_PER_RECORD_MAX: usize = 64;
-/// Events are added to a record until its JSON reaches this size.
-const RECORD_BYTES_TARGET: usize = 64 * 1024;
+/// Events are added to a record until it reaches this size. Larger records cost sled more than
+/// they save: it keeps up to 16 records in a leaf and writes a leaf of more than a quarter of
+/// its 512 KiB segment as a file of its own, rewritten whole at every change.
+const RECORD_BYTES_TARGET: usize = 6 * 1024;
 /// Meta-table key of the chain head.
 const HEAD_KEY: &[u8] = b"audit-head";
 /// Meta-table key prefix of intents of state-changing calls not yet completed.
@@ -180,6 +182,19 @@ mod seconds {
     /// Reads 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_secs)
+    }
+}
+
+/// An event the trail records, as the JSON it writes into `out`: a call's record
+/// ([`ApiCallEvent`](super::event::ApiCallEvent)), or any JSON value (service events, tests).
+pub trait AuditEvent {
+    /// Appends the event's JSON to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error>;
+}
+
+impl AuditEvent for Value {
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(out, self)
     }
 }
 
@@ -544,7 +559,7 @@ impl AuditLog {
     /// [`AuditError::Write`] if that group was dropped.
     pub fn append(
         &self,
-        event: &(impl Serialize + ?Sized),
+        event: &(impl AuditEvent + ?Sized),
         durable: bool,
     ) -> Result<(), AuditError> {
         if !self.shared.settings.enabled {
@@ -556,7 +571,7 @@ impl AuditLog {
     /// Durably records the intent of a state-changing call before it changes anything:
     /// `intent_event` is the call's event with its outcome unknown, chained as it is should
     /// the call never be completed. On an error the call must not go ahead.
-    pub fn begin(&self, intent_event: &(impl Serialize + ?Sized)) -> Result<Intent, AuditError> {
+    pub fn begin(&self, intent_event: &(impl AuditEvent + ?Sized)) -> Result<Intent, AuditError> {
         let json = self.shared.encode(intent_event)?;
         let key = [INTENT_PREFIX, uuid::Uuid::new_v4().to_string().as_bytes()].concat();
         {
@@ -587,7 +602,7 @@ impl AuditLog {
     pub fn complete(
         &self,
         intent: Intent,
-        event: &(impl Serialize + ?Sized),
+        event: &(impl AuditEvent + ?Sized),
     ) -> Result<(), AuditError> {
         match self.shared.encode(event) {
             Ok(json) => self.enqueue(json, true, Some(intent.key)),
@@ -761,14 +776,16 @@ struct WriterState {
 
 impl Shared {
     /// An event's JSON, written into a reused buffer when one is spare.
-    fn encode(&self, event: &(impl Serialize + ?Sized)) -> Result<Vec<u8>, AuditError> {
+    fn encode(&self, event: &(impl AuditEvent + ?Sized)) -> Result<Vec<u8>, AuditError> {
         let spare = self
             .spare_buffers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop();
         let mut json = spare.unwrap_or_else(|| Vec::with_capacity(EVENT_CAPACITY));
-        serde_json::to_writer(&mut json, event).map_err(|e| AuditError::Encode(e.to_string()))?;
+        event
+            .write_json(&mut json)
+            .map_err(|e| AuditError::Encode(e.to_string()))?;
         Ok(json)
     }
 
@@ -1118,8 +1135,9 @@ impl Shared {
     }
 }
 
-/// Packs a round's chained events into records of at most [`EVENTS_PER_RECORD_MAX`] events and
-/// about [`RECORD_BYTES_TARGET`] bytes, each put under its first event's sequence number.
+/// Packs a round's chained events into records of at most [`EVENTS_PER_RECORD_MAX`] events, and
+/// no more once one reaches [`RECORD_BYTES_TARGET`] bytes, each put under its first event's
+/// sequence number.
 #[derive(Default)]
 struct RecordBuilder {
     first_seq: u64,

@@ -91,14 +91,6 @@ impl Sealed {
     }
 }
 
-/// A fresh random IV to offer the HSM; an HSM that chooses its own overwrites it.
-pub(super) fn proposed_iv() -> Result<[u8; IV_LEN], Failure> {
-    let mut iv = [0u8; IV_LEN];
-    getrandom::fill(&mut iv)
-        .map_err(|e| Failure::Other(format!("no randomness for an IV: {e}")))?;
-    Ok(iv)
-}
-
 fn check_tag_and_aad(aad: &[u8], tag_bits: usize) -> Result<(), Failure> {
     if tag_bits != TAG_LEN * 8 {
         return Err(Failure::InvalidInput("AES-GCM needs a 128-bit tag"));

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use super::{HsmError, KeyAttributes, Member, read};
 
-/// IV of the GCM key check value probe (never chosen by [`super::gcm::proposed_iv`] in
+/// IV of the GCM key check value probe (never chosen by [`super::iv_pool::proposed_iv`] in
 /// practice: those are random, and a collision with this one has probability 2^-96).
 const PROBE_IV: [u8; 12] = *b"hsm-kms-kcv1";
 /// AAD of the probe: no ciphertext hsm-kms makes has it, so the output opens nothing.

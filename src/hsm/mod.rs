@@ -10,6 +10,7 @@ pub mod error;
 pub mod gcm;
 pub mod import;
 mod inspect;
+mod iv_pool;
 pub mod material;
 mod module;
 mod pool;
@@ -547,7 +548,7 @@ impl Member {
     ) -> Result<Sealed, HsmError> {
         self.with_session(|connection, session| {
             let key = self.key_handle(connection, session, key_id)?;
-            let mut iv = gcm::proposed_iv().map_err(|failure| self.fail(failure))?;
+            let mut iv = iv_pool::proposed_iv().map_err(|failure| self.fail(failure))?;
             let params =
                 GcmParams::new(&mut iv, seal.aad, 128.into()).map_err(self.pkcs11_error())?;
             let encrypted = session.encrypt(&Mechanism::AesGcm(params), key, plaintext);
