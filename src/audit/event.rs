@@ -3,8 +3,8 @@
 //! Request parameters are built by each operation from identifiers and sizes only: never a
 //! plaintext, data key or ciphertext body.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -351,14 +351,9 @@ impl AuditEvent for ApiCallEvent<'_> {
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.extend_from_slice(br#"{"eventVersion":"#);
         json_string(out, self.event_version)?;
-        out.extend_from_slice(br#","eventTime":""#);
-        write!(
-            out,
-            "{}",
-            humantime::format_rfc3339_seconds(system_time(self.event_time.0))
-        )
-        .map_err(serde_json::Error::io)?;
-        out.extend_from_slice(br#"","eventSource":"#);
+        out.extend_from_slice(br#","eventTime":"#);
+        write_event_time(out, self.event_time.0)?;
+        out.extend_from_slice(br#","eventSource":"#);
         json_string(out, self.event_source)?;
         out.extend_from_slice(br#","eventName":"#);
         json_string(out, self.event_name)?;
@@ -456,6 +451,22 @@ impl EventId<'_> {
             }
         }
     }
+}
+
+/// Writes CloudTrail's `eventTime` as a JSON string. Calls come many to a second, so each
+/// thread keeps the last second it formatted.
+fn write_event_time(out: &mut Vec<u8>, time_millis: i64) -> Result<(), serde_json::Error> {
+    thread_local! {
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let second = time_millis.div_euclid(1000);
+    LAST.with_borrow_mut(|(last_second, text)| {
+        if *last_second != second {
+            *text = event_time(time_millis);
+            *last_second = second;
+        }
+        json_string(out, text)
+    })
 }
 
 /// Writes `text` as a JSON string: as it is between quotes when no character in it needs
