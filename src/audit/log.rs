@@ -429,6 +429,9 @@ struct Queue {
     /// Events dropped since start.
     lost_total: u64,
     shutdown: bool,
+    /// The writer waits on [`Shared::wake`]: it sees the queue only when woken or when its
+    /// deadline passes.
+    writer_waiting: bool,
     /// The writer thread has exited: nothing more is committed.
     stopped: bool,
 }
@@ -647,9 +650,12 @@ impl AuditLog {
             queue.durable_pending += 1;
         }
         // The writer sleeps without a deadline only while it has nothing to do; otherwise it
-        // wakes by itself when the group-commit window closes. Wake it only when it must act.
+        // wakes by itself when the group-commit window closes. Wake it only when it must act,
+        // and only while it waits: a notification is a system call even when nobody waits.
         let pending = queue.pending.len();
-        if durable || pending == 1 || pending >= self.shared.settings.group_commit_events {
+        let must_act =
+            durable || pending == 1 || pending >= self.shared.settings.group_commit_events;
+        if must_act && queue.writer_waiting {
             self.shared.wake.notify_one();
         }
         if !durable {
@@ -897,17 +903,20 @@ impl Shared {
                 deadline = earliest(deadline, Some(seal_at));
             }
             deadline = earliest(deadline, state.foreign_intents_due);
-            match deadline {
-                Some(deadline) if deadline <= now => break,
+            if deadline.is_some_and(|deadline| deadline <= now) {
+                break;
+            }
+            queue.writer_waiting = true;
+            queue = match deadline {
                 Some(deadline) => {
-                    queue = self
-                        .wake
+                    self.wake
                         .wait_timeout(queue, deadline - now)
                         .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                        .0
                 }
-                None => queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner()),
-            }
+                None => self.wake.wait(queue).unwrap_or_else(|p| p.into_inner()),
+            };
+            queue.writer_waiting = false;
         }
         queue.oldest = None;
         queue.durable_pending = 0;
