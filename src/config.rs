@@ -393,7 +393,7 @@ impl Config {
         }
         self.alarms
             .alarms(&self.service.data_dir)
-            .map_err(ConfigError::Invalid)?;
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::filter::FilterPattern;
+use super::filter::{FilterError, FilterPattern};
 
 /// Built-in alarm: a disabled or pending-deletion key was used.
 pub const UNUSABLE_KEY_USED: &str = "unusable-key-used";
@@ -143,18 +143,44 @@ pub struct Alarm {
     pub actions: Vec<Action>,
 }
 
+/// Why the `[alarms]` section of a config is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AlarmConfigError {
+    /// An `[[alarms.alarm]]` entry is invalid.
+    #[error("alarm {name:?}: {reason}")]
+    Invalid {
+        /// The entry's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two alarms have one name.
+    #[error("alarm {0:?} is defined twice")]
+    DefinedTwice(String),
+    /// A built-in alarm's pattern does not parse (a defect of this build).
+    #[error("built-in alarm {name}: {source}")]
+    BuiltIn {
+        /// The built-in alarm.
+        name: &'static str,
+        /// Why its pattern does not parse.
+        source: FilterError,
+    },
+    /// `alarms.disabled` names an alarm that does not exist.
+    #[error("alarms.disabled names no alarm {0:?}")]
+    UnknownDisabled(String),
+}
+
 impl AlarmsConfig {
     /// The alarms to run: the built-in ones (unless turned off or replaced) and the
     /// configured ones, with the built-in alarms' file in `data_dir`.
-    pub fn alarms(&self, data_dir: &Path) -> Result<Vec<Alarm>, String> {
+    pub fn alarms(&self, data_dir: &Path) -> Result<Vec<Alarm>, AlarmConfigError> {
         let mut alarms = Vec::new();
         let mut names = BTreeSet::new();
         for config in &self.alarm {
-            let alarm = config
-                .resolve()
-                .map_err(|reason| format!("alarm {:?}: {reason}", config.name))?;
+            let alarm = config.resolve()?;
             if !names.insert(alarm.name.clone()) {
-                return Err(format!("alarm {:?} is defined twice", alarm.name));
+                return Err(AlarmConfigError::DefinedTwice(alarm.name));
             }
             alarms.push(alarm);
         }
@@ -169,8 +195,8 @@ impl AlarmsConfig {
             if !self.defaults || names.contains(name) {
                 continue;
             }
-            let pattern =
-                FilterPattern::parse(pattern).map_err(|e| format!("built-in alarm {name}: {e}"))?;
+            let pattern = FilterPattern::parse(pattern)
+                .map_err(|source| AlarmConfigError::BuiltIn { name, source })?;
             names.insert(name.to_owned());
             alarms.push(Alarm {
                 name: name.to_owned(),
@@ -189,7 +215,7 @@ impl AlarmsConfig {
             let builtin_name =
                 name == UNUSABLE_KEY_USED || name == KEY_DISABLED_OR_DELETION_SCHEDULED;
             if !names.contains(name) && !builtin_name {
-                return Err(format!("alarms.disabled names no alarm {name:?}"));
+                return Err(AlarmConfigError::UnknownDisabled(name.clone()));
             }
         }
         alarms.retain(|alarm| !self.disabled.contains(&alarm.name));
@@ -198,7 +224,11 @@ impl AlarmsConfig {
 }
 
 impl AlarmConfig {
-    fn resolve(&self) -> Result<Alarm, String> {
+    fn resolve(&self) -> Result<Alarm, AlarmConfigError> {
+        let invalid = |reason: String| AlarmConfigError::Invalid {
+            name: self.name.clone(),
+            reason,
+        };
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 128
             && self
@@ -206,25 +236,29 @@ impl AlarmConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !name_ok {
-            return Err("a name is 1 to 128 letters, digits, '-', '_' or '.'".into());
+            return Err(invalid(
+                "a name is 1 to 128 letters, digits, '-', '_' or '.'".into(),
+            ));
         }
         if !(1..=MAX_THRESHOLD).contains(&self.threshold) {
-            return Err(format!("threshold must be 1 to {MAX_THRESHOLD}"));
+            return Err(invalid(format!("threshold must be 1 to {MAX_THRESHOLD}")));
         }
         if self.period_seconds == 0 {
-            return Err("period_seconds must be at least 1".into());
+            return Err(invalid("period_seconds must be at least 1".into()));
         }
         let timeout = |default: Duration| match self.timeout_seconds {
             Some(seconds) => Duration::from_secs(seconds),
             None => default,
         };
         if self.timeout_seconds == Some(0) {
-            return Err("timeout_seconds must be at least 1".into());
+            return Err(invalid("timeout_seconds must be at least 1".into()));
         }
         let mut actions = Vec::new();
         if let Some(argv) = &self.command {
             if argv.first().is_none_or(|program| program.is_empty()) {
-                return Err("command needs a program: command = [\"/path/prog\", \"arg\"]".into());
+                return Err(invalid(
+                    "command needs a program: command = [\"/path/prog\", \"arg\"]".into(),
+                ));
             }
             actions.push(Action::Command {
                 argv: argv.clone(),
@@ -233,10 +267,12 @@ impl AlarmConfig {
         }
         if let Some(url) = &self.http {
             if !cfg!(feature = "alarm-http") {
-                return Err("http actions need hsm-kms built with the `alarm-http` feature".into());
+                return Err(invalid(
+                    "http actions need hsm-kms built with the `alarm-http` feature".into(),
+                ));
             }
             if !url.starts_with("http://") || url.len() <= "http://".len() {
-                return Err(format!("http must be an http:// URL, not {url:?}"));
+                return Err(invalid(format!("http must be an http:// URL, not {url:?}")));
             }
             actions.push(Action::Http {
                 url: url.clone(),
@@ -250,7 +286,7 @@ impl AlarmConfig {
             actions.push(Action::Log);
         }
         if actions.is_empty() {
-            return Err("no action: give command, http, file or log".into());
+            return Err(invalid("no action: give command, http, file or log".into()));
         }
         Ok(Alarm {
             name: self.name.clone(),
@@ -407,7 +443,10 @@ mod tests {
             alarms: AlarmsConfig,
         }
         let wrapper: Wrapper = toml::from_str(text).map_err(|e| e.to_string())?;
-        wrapper.alarms.alarms(Path::new("data"))
+        wrapper
+            .alarms
+            .alarms(Path::new("data"))
+            .map_err(|e| e.to_string())
     }
 
     fn event(name: &str, error: Option<&str>, time: &str) -> Value {

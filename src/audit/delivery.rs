@@ -1,12 +1,13 @@
 //! Delivery of one alarm notification by one [`Action`]: a command with the notification on
 //! stdin, an HTTP POST (cargo feature `alarm-http`), a line appended to a file, or a warning
 //! in the log. Every attempt is bounded in time (a command is killed at its timeout, an HTTP
-//! request gives up at its timeout) and reports failure as a plain message; retrying is the
-//! dispatcher's business. Notifications hold audit events only, which never carry secrets.
+//! request gives up at its timeout) and reports failure as a [`DeliveryError`]; retrying is
+//! the dispatcher's business. Notifications hold audit events only, which never carry secrets.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,85 @@ pub const ALARM_NAME_ENV: &str = "HSM_KMS_ALARM";
 /// Serialises appends to alarm files, so lines of alarms sharing a file never interleave.
 static FILE_APPENDS: Mutex<()> = Mutex::new(());
 
+/// Why one delivery failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// A command action with no program.
+    #[error("empty command")]
+    EmptyCommand,
+    /// The command could not be started.
+    #[error("cannot start {program}: {source}")]
+    Start {
+        /// The program.
+        program: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// No thread could be started to write the notification to the command's stdin.
+    #[error("cannot feed {program}: {source}")]
+    Feed {
+        /// The program.
+        program: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The command ended with a failure status.
+    #[error("{program} failed: {status}")]
+    Failed {
+        /// The program.
+        program: String,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The command ran past its timeout and was killed.
+    #[error("{program} did not finish within {} s and was killed", .timeout.as_secs_f32())]
+    TimedOut {
+        /// The program.
+        program: String,
+        /// The action's timeout.
+        timeout: Duration,
+    },
+    /// The command's end could not be waited for.
+    #[error("cannot wait for {program}: {source}")]
+    Wait {
+        /// The program.
+        program: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The POST failed: no connection, a timeout or a status other than 2xx.
+    #[error("POST {url} failed: {reason}")]
+    Post {
+        /// The action's URL.
+        url: String,
+        /// The HTTP client's reason.
+        reason: String,
+    },
+    /// This build has no HTTP client (the config refuses HTTP actions then, so only a
+    /// hand-built [`Action`] gets here).
+    #[error("POST {url}: this build has no HTTP client (cargo feature `alarm-http`)")]
+    NoHttpClient {
+        /// The action's URL.
+        url: String,
+    },
+    /// The alarm file could not be opened or appended to.
+    #[error("cannot append to {}: {source}", .path.display())]
+    File {
+        /// The alarm file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
 /// Delivers `notification` (the JSON text of `parsed`) by `action`; `Ok` once it is done.
 pub fn deliver(
     alarm: &str,
     action: &Action,
     notification: &[u8],
     parsed: &Value,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     match action {
         Action::Command { argv, timeout } => run_command(alarm, argv, *timeout, notification),
         Action::Http { url, timeout } => post(alarm, url, *timeout, notification),
@@ -35,14 +108,18 @@ pub fn deliver(
             let mut line = Vec::with_capacity(notification.len() + 1);
             line.extend_from_slice(notification);
             line.push(b'\n');
-            let mut file = OpenOptions::new()
+            OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-            file.write_all(&line)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| format!("cannot append to {}: {e}", path.display()))
+                .and_then(|mut file| {
+                    file.write_all(&line)?;
+                    file.sync_data()
+                })
+                .map_err(|source| DeliveryError::File {
+                    path: path.clone(),
+                    source,
+                })
         }
         Action::Log => {
             let event = &parsed["event"];
@@ -65,8 +142,9 @@ fn run_command(
     argv: &[String],
     timeout: Duration,
     input: &[u8],
-) -> Result<(), String> {
-    let (program, args) = argv.split_first().ok_or("empty command")?;
+) -> Result<(), DeliveryError> {
+    let (program, args) = argv.split_first().ok_or(DeliveryError::EmptyCommand)?;
+    let program_name = || program.clone();
     let mut child = Command::new(program)
         .args(args)
         .env(ALARM_NAME_ENV, alarm)
@@ -74,7 +152,10 @@ fn run_command(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
+        .map_err(|source| DeliveryError::Start {
+            program: program_name(),
+            source,
+        })?;
     // A child that does not read its stdin must not block us: write from a detached thread,
     // which ends when the pipe closes.
     if let Some(mut stdin) = child.stdin.take() {
@@ -87,7 +168,10 @@ fn run_command(
         if let Err(error) = spawned {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("cannot feed {program}: {error}"));
+            return Err(DeliveryError::Feed {
+                program: program_name(),
+                source: error,
+            });
         }
     }
     let started = Instant::now();
@@ -95,14 +179,19 @@ fn run_command(
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("{program} failed: {status}")),
+            Ok(Some(status)) => {
+                return Err(DeliveryError::Failed {
+                    program: program_name(),
+                    status,
+                });
+            }
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{program} did not finish within {} s and was killed",
-                    timeout.as_secs_f32()
-                ));
+                return Err(DeliveryError::TimedOut {
+                    program: program_name(),
+                    timeout,
+                });
             }
             Ok(None) => {
                 std::thread::sleep(pause);
@@ -111,7 +200,10 @@ fn run_command(
             Err(error) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("cannot wait for {program}: {error}"));
+                return Err(DeliveryError::Wait {
+                    program: program_name(),
+                    source: error,
+                });
             }
         }
     }
@@ -119,7 +211,7 @@ fn run_command(
 
 /// POSTs `body` as JSON; any status other than 2xx is a failure.
 #[cfg(feature = "alarm-http")]
-fn post(alarm: &str, url: &str, timeout: Duration, body: &[u8]) -> Result<(), String> {
+fn post(alarm: &str, url: &str, timeout: Duration, body: &[u8]) -> Result<(), DeliveryError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(true)
@@ -131,15 +223,18 @@ fn post(alarm: &str, url: &str, timeout: Duration, body: &[u8]) -> Result<(), St
         .header("X-Hsm-Kms-Alarm", alarm)
         .send(body)
         .map(|_| ())
-        .map_err(|e| format!("POST {url} failed: {e}"))
+        .map_err(|e| DeliveryError::Post {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// Without the `alarm-http` feature the config refuses HTTP actions, so none reaches here.
 #[cfg(not(feature = "alarm-http"))]
-fn post(_alarm: &str, url: &str, _timeout: Duration, _body: &[u8]) -> Result<(), String> {
-    Err(format!(
-        "POST {url}: this build has no HTTP client (cargo feature `alarm-http`)"
-    ))
+fn post(_alarm: &str, url: &str, _timeout: Duration, _body: &[u8]) -> Result<(), DeliveryError> {
+    Err(DeliveryError::NoHttpClient {
+        url: url.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -177,27 +272,25 @@ mod tests {
             argv: vec!["false".into()],
             timeout: Duration::from_secs(10),
         };
-        assert!(
-            deliver("a", &failing, &bytes, &value)
-                .unwrap_err()
-                .contains("failed")
-        );
+        assert!(matches!(
+            deliver("a", &failing, &bytes, &value),
+            Err(DeliveryError::Failed { .. })
+        ));
         let missing = Action::Command {
             argv: vec!["/nonexistent/alarm-program".into()],
             timeout: Duration::from_secs(10),
         };
-        assert!(
-            deliver("a", &missing, &bytes, &value)
-                .unwrap_err()
-                .contains("cannot start")
-        );
+        let error = deliver("a", &missing, &bytes, &value).unwrap_err();
+        assert!(matches!(error, DeliveryError::Start { .. }), "{error}");
+        assert!(error.to_string().starts_with("cannot start"), "{error}");
         let hanging = Action::Command {
             argv: vec!["sleep".into(), "60".into()],
             timeout: Duration::from_millis(300),
         };
         let started = Instant::now();
         let error = deliver("a", &hanging, &bytes, &value).unwrap_err();
-        assert!(error.contains("killed"), "{error}");
+        assert!(matches!(error, DeliveryError::TimedOut { .. }), "{error}");
+        assert!(error.to_string().ends_with("was killed"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 

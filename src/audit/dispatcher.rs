@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::alarm::{Alarm, AlarmCursor, parse_fields};
-use super::delivery::deliver;
+use super::delivery::{DeliveryError, deliver};
 use super::log::{read_events, read_head};
 use crate::store::{Batch, MetadataStore, StoreError, Table};
 
@@ -425,7 +425,7 @@ impl Worker {
     }
 
     /// Runs every action not yet done; on success moves the cursor past the notification.
-    fn attempt(&mut self, pending: &mut Pending) -> Result<(), String> {
+    fn attempt(&mut self, pending: &mut Pending) -> Result<(), AttemptError> {
         pending.attempts += 1;
         let mut failures = Vec::new();
         for (action, done) in self.alarm.actions.iter().zip(pending.done.iter_mut()) {
@@ -439,19 +439,17 @@ impl Worker {
                 &pending.parsed,
             ) {
                 Ok(()) => *done = true,
-                Err(error) => failures.push(format!("{}: {error}", action.describe())),
+                Err(error) => failures.push((action.describe(), error)),
             }
         }
         if !failures.is_empty() {
-            return Err(failures.join("; "));
+            return Err(AttemptError::Undelivered(failures));
         }
         if pending.attempts > 1 {
             tracing::info!(alarm = %self.alarm.name, attempts = pending.attempts, "alarm delivered after retries");
         }
         self.cursor = pending.after.clone();
-        self.save(true).map_err(|e| {
-            format!("delivered, but the cursor was not saved (it will be delivered again): {e}")
-        })
+        self.save(true).map_err(AttemptError::CursorNotSaved)
     }
 
     /// Persists the cursor if it moved and `now` (else it waits for [`SAVE_INTERVAL`]: a
@@ -474,6 +472,26 @@ impl Worker {
         self.saved_at = Instant::now();
         Ok(())
     }
+}
+
+/// Why an attempt to deliver a notification did not finish: the dispatcher retries it.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    /// These actions (described, with why each failed) are not done; the others are and are
+    /// not repeated.
+    #[error("{}", undelivered(.0))]
+    Undelivered(Vec<(String, DeliveryError)>),
+    /// Every action is done, but the cursor could not be saved past the notification.
+    #[error("delivered, but the cursor was not saved (it will be delivered again): {0}")]
+    CursorNotSaved(StoreError),
+}
+
+fn undelivered(failures: &[(String, DeliveryError)]) -> String {
+    let described: Vec<String> = failures
+        .iter()
+        .map(|(action, error)| format!("{action}: {error}"))
+        .collect();
+    described.join("; ")
 }
 
 #[cfg(test)]

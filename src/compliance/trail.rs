@@ -337,7 +337,7 @@ impl TrailView {
                     SubjectKind::Alarm,
                     "[alarms]",
                     Status::Fail,
-                    error,
+                    error.to_string(),
                     Value::Null,
                 );
                 return ControlResult::from_findings(control, Value::Null, vec![finding], "");

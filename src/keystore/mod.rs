@@ -134,7 +134,7 @@ impl KeyStore {
         let alarms = config
             .alarms
             .alarms(&config.service.data_dir)
-            .map_err(OpenError::Config)?;
+            .map_err(|e| OpenError::Config(e.to_string()))?;
         let region_clusters = regions::RegionClusters::names(config);
         let custom_clusters = config
             .clusters
