@@ -1140,3 +1140,69 @@ fn reconciliation_covers_the_clusters_of_other_regions() {
         }]
     );
 }
+
+/// A member of another site's cluster that comes back is caught up at once, as the default
+/// cluster's members are, without waiting for a maintenance run; the trail names it
+/// `site-b/<member>`.
+#[test]
+fn a_returning_member_of_another_sites_cluster_is_caught_up_at_once() {
+    let sites = TwoSites::new(3);
+    sites.link();
+    let regions = Regions::open(sites);
+    let store = &regions.store;
+    let site_b = store.region_clusters().pop().unwrap();
+    let hsm_c = site_b.member("hsm-c").unwrap().clone();
+    regions.sites.b.hide_token("hsm-c");
+    // Made while hsm-c is away: on site-b's hsm-a and hsm-b only.
+    let key = store
+        .create_key(&regions.west, CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let material = MaterialId::new(key.clone(), 1).cka_id();
+    assert!(!hsm_c.is_up(), "hsm-c was seen to be away");
+    regions.sites.b.restore_token("hsm-c");
+    let limit = std::time::Instant::now() + Duration::from_secs(30);
+    while !(hsm_c.is_up() && hsm_c.has_key(&material).unwrap_or(false)) {
+        assert!(
+            std::time::Instant::now() < limit,
+            "{key} was not copied onto site-b's hsm-c within 30 s of its return"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    store.shutdown();
+    let events: Vec<serde_json::Value> =
+        hsm_kms::audit::log::read_events(store.metadata(), 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.event())
+            .collect();
+    let named = |name: &str| {
+        events
+            .iter()
+            .filter(|e| e["eventName"] == name)
+            .map(|e| e["serviceEventDetails"].clone())
+            .collect::<Vec<_>>()
+    };
+    let member = format!("{SITE_B}/hsm-c");
+    assert!(
+        named("HsmMemberDown")
+            .iter()
+            .any(|d| d["member"] == member.as_str()),
+        "{events:?}"
+    );
+    assert!(
+        named("HsmMemberUp")
+            .iter()
+            .any(|d| d["member"] == member.as_str()),
+        "{events:?}"
+    );
+    assert!(
+        named("HsmMaterialCopied")
+            .iter()
+            .any(|d| d["member"] == member.as_str()
+                && d["cluster"] == SITE_B
+                && d["materials"].to_string().contains(&key)),
+        "{events:?}"
+    );
+}

@@ -1,11 +1,12 @@
 //! Bringing members that were away up to date. The cluster copies key material but cannot
-//! know which versions should exist; the key records do. When a member comes back (its
-//! health listener says so) and on every maintenance run, the material versions named by the
+//! know which versions should exist; the key records do. When a member of the key store's
+//! cluster or of a Region's cluster comes back (its health listener says so) and on every
+//! maintenance run, the material versions named by the
 //! records of the cluster's keys are handed to [`Cluster::catch_up`], and every copy made is
 //! recorded in the audit trail as an `HsmMaterialCopied` service event. Keys whose
 //! destruction has begun are left out, so a deleted key is never brought back.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 
@@ -14,6 +15,7 @@ use crate::audit::log::AuditLog;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{CatchUp, Cluster, MaterialId};
 use crate::error::KmsError;
+use crate::hsm::HealthListener;
 use crate::ids::Scope;
 use crate::keys::records::KeyRecord;
 use crate::store::{MetadataStore, Table};
@@ -35,16 +37,20 @@ impl KeyStore {
     /// regions with their own and of connected custom key stores, the material versions it
     /// lacks, and reports the members that lacked any. Members that are down are skipped (their return triggers a catch-up).
     pub fn catch_up_members(&self) -> Result<Vec<CaughtUp>, KmsError> {
-        let mut clusters = vec![self.cluster.clone()];
-        clusters.extend(self.region_clusters());
-        clusters.extend(self.custom.open_clusters());
+        // A Region's cluster's members are named `<cluster>/<member>`, as in reconciliation.
+        let mut clusters = vec![(self.cluster.clone(), false)];
+        clusters.extend(self.region_clusters().into_iter().map(|c| (c, true)));
+        clusters.extend(self.custom.open_clusters().into_iter().map(|c| (c, false)));
         let mut done = Vec::new();
-        for cluster in clusters {
+        for (cluster, qualified) in clusters {
             let versions = recorded_materials(self.store.as_ref(), cluster.name())?;
             for outcome in cluster.catch_up_all(&versions) {
                 match outcome {
                     Ok(report) if report.copied.is_empty() && report.uncopied.is_empty() => {}
-                    Ok(report) => {
+                    Ok(mut report) => {
+                        if qualified {
+                            report.member = format!("{}/{}", cluster.name(), report.member);
+                        }
                         record(
                             &self.audit,
                             &self.scope,
@@ -66,16 +72,69 @@ impl KeyStore {
     }
 }
 
-/// Catches up `member` after it came back: called from the member's health listener, on the
-/// member's reconnect thread. Does nothing once the key store is gone, nor on an instance
+/// Records in the audit trail every member of `cluster` going down (`HsmMemberDown`) and
+/// coming back (`HsmMemberUp`), and catches a returning member up at once. A member of a
+/// Region's cluster (`qualified`) is named `<cluster>/<member>` in those events, since each
+/// site may call its members hsm-a and hsm-b.
+pub(super) fn watch_members(
+    cluster: &Arc<Cluster>,
+    qualified: bool,
+    audit: &Arc<AuditLog>,
+    store: &Arc<dyn MetadataStore>,
+    scope: &Scope,
+) {
+    let (audit, weak_cluster, store) = (
+        Arc::downgrade(audit),
+        Arc::downgrade(cluster),
+        Arc::downgrade(store),
+    );
+    let (scope, cluster_name) = (scope.clone(), cluster.name().to_owned());
+    let health: HealthListener = Arc::new(move |member, cause| {
+        let Some(audit) = audit.upgrade() else {
+            return;
+        };
+        let named = match qualified {
+            true => format!("{cluster_name}/{member}"),
+            false => member.to_owned(),
+        };
+        let (name, details) = match cause {
+            Some(cause) => (
+                "HsmMemberDown",
+                serde_json::json!({ "member": named, "reason": cause.failure.to_string() }),
+            ),
+            None => ("HsmMemberUp", serde_json::json!({ "member": named })),
+        };
+        let event = crate::audit::event::service_event(
+            scope.region(),
+            scope.account_id(),
+            SystemClock.now_millis(),
+            name,
+            &[],
+            details,
+        );
+        if let Err(error) = audit.append(&event, false) {
+            tracing::error!(%error, "audit event lost");
+        }
+        if cause.is_none() {
+            on_member_up(&weak_cluster, &store, &audit, &scope, member, &named);
+        }
+    });
+    for member in cluster.members() {
+        member.set_health_listener(health.clone());
+    }
+}
+
+/// Catches up `member` (`named` so in the trail) after it came back: called from the member's
+/// health listener, on the member's reconnect thread. Does nothing once the key store is gone, nor on an instance
 /// that does not lead the others sharing its metadata store (the leader's maintenance
 /// runs catch every member up).
-pub(super) fn on_member_up(
+fn on_member_up(
     cluster: &Weak<Cluster>,
     store: &Weak<dyn MetadataStore>,
     audit: &AuditLog,
     scope: &Scope,
     member: &str,
+    named: &str,
 ) {
     let (Some(cluster), Some(store)) = (cluster.upgrade(), store.upgrade()) else {
         return;
@@ -91,7 +150,8 @@ pub(super) fn on_member_up(
                 .map_err(|error| error.to_string())
         });
     match outcome {
-        Ok(report) => {
+        Ok(mut report) => {
+            named.clone_into(&mut report.member);
             record(
                 audit,
                 scope,
@@ -101,13 +161,15 @@ pub(super) fn on_member_up(
             );
             if !report.uncopied.is_empty() {
                 tracing::warn!(
-                    member,
+                    member = named,
                     missing = report.uncopied.len(),
                     "member not fully caught up"
                 );
             }
         }
-        Err(error) => tracing::warn!(member, %error, "catching up a returning member failed"),
+        Err(error) => {
+            tracing::warn!(member = named, %error, "catching up a returning member failed");
+        }
     }
 }
 

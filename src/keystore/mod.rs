@@ -196,45 +196,7 @@ impl KeyStore {
             audit,
             clock.clone(),
         )?);
-        let listener_audit = Arc::downgrade(&audit);
-        let listener_scope = scope.clone();
-        let listener_cluster = Arc::downgrade(&cluster);
-        let listener_store = Arc::downgrade(&store);
-        let health: crate::hsm::HealthListener = Arc::new(move |member, cause| {
-            let Some(audit) = listener_audit.upgrade() else {
-                return;
-            };
-            let (name, details) = match cause {
-                Some(cause) => (
-                    "HsmMemberDown",
-                    serde_json::json!({ "member": member, "reason": cause.failure.to_string() }),
-                ),
-                None => ("HsmMemberUp", serde_json::json!({ "member": member })),
-            };
-            let event = crate::audit::event::service_event(
-                listener_scope.region(),
-                listener_scope.account_id(),
-                SystemClock.now_millis(),
-                name,
-                &[],
-                details,
-            );
-            if let Err(error) = audit.append(&event, false) {
-                tracing::error!(%error, "audit event lost");
-            }
-            if cause.is_none() {
-                catch_up::on_member_up(
-                    &listener_cluster,
-                    &listener_store,
-                    &audit,
-                    &listener_scope,
-                    member,
-                );
-            }
-        });
-        for member in cluster.members() {
-            member.set_health_listener(health.clone());
-        }
+        catch_up::watch_members(&cluster, false, &audit, &store, &scope);
         let custom = Arc::new(custom_key_stores::CustomKeyStores::new(
             cluster.clone(),
             store.clone(),

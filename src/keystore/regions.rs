@@ -74,7 +74,9 @@ impl KeyStore {
                 .map_err(|e| OpenError::Config(e.to_string()))?;
             match Cluster::open(name, cluster_config) {
                 Ok(cluster) => {
-                    write(&self.regions.open).insert(name.to_owned(), Arc::new(cluster));
+                    let cluster = Arc::new(cluster);
+                    self.watch_region_members(&cluster);
+                    write(&self.regions.open).insert(name.to_owned(), cluster);
                 }
                 Err(error) => {
                     tracing::error!(
@@ -156,6 +158,7 @@ impl KeyStore {
         match Cluster::open(name, &config) {
             Ok(cluster) => {
                 let cluster = Arc::new(cluster);
+                self.watch_region_members(&cluster);
                 write(&self.regions.open).insert(name.to_owned(), cluster.clone());
                 self.regions.waiting_lock().remove(name);
                 tracing::info!(
@@ -185,6 +188,12 @@ impl KeyStore {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Records the ups and downs of a Region's cluster's members and catches a returning
+    /// one up at once, as for the key store's own cluster.
+    fn watch_region_members(&self, cluster: &Arc<Cluster>) {
+        super::catch_up::watch_members(cluster, true, &self.audit, &self.store, &self.scope);
     }
 
     /// The open clusters serving regions other than the default cluster.
