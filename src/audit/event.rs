@@ -349,94 +349,88 @@ struct AdditionalEventData<'a> {
 /// byte for byte what the derived serialisation gives (checked in the tests).
 impl AuditEvent for ApiCallEvent<'_> {
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        out.extend_from_slice(br#"{"eventVersion":"#);
-        json_string(out, self.event_version)?;
-        out.extend_from_slice(br#","eventTime":"#);
+        let literal = |out: &mut Vec<u8>, bytes: &[u8]| out.extend_from_slice(bytes);
+        let boolean = |value: bool| -> &[u8] { if value { b"true" } else { b"false" } };
+        string_field(out, br#"{"eventVersion":"#, self.event_version)?;
+        literal(out, br#","eventTime":"#);
         write_event_time(out, self.event_time.0)?;
-        out.extend_from_slice(br#","eventSource":"#);
-        json_string(out, self.event_source)?;
-        out.extend_from_slice(br#","eventName":"#);
-        json_string(out, self.event_name)?;
-        out.extend_from_slice(br#","awsRegion":"#);
-        json_string(out, self.aws_region)?;
-        out.extend_from_slice(br#","requestID":"#);
+        string_field(out, br#","eventSource":"#, self.event_source)?;
+        string_field(out, br#","eventName":"#, self.event_name)?;
+        string_field(out, br#","awsRegion":"#, self.aws_region)?;
+        literal(out, br#","requestID":"#);
         self.request_id.write_json(out)?;
-        out.extend_from_slice(br#","eventID":"#);
+        literal(out, br#","eventID":"#);
         self.event_id.write_json(out)?;
-        out.extend_from_slice(br#","eventType":"#);
-        json_string(out, self.event_type)?;
-        out.extend_from_slice(br#","managementEvent":"#);
-        out.extend_from_slice(if self.management_event {
-            b"true"
-        } else {
-            b"false"
-        });
-        out.extend_from_slice(br#","eventCategory":"#);
-        json_string(out, self.event_category)?;
+        string_field(out, br#","eventType":"#, self.event_type)?;
+        literal(out, br#","managementEvent":"#);
+        literal(out, boolean(self.management_event));
+        string_field(out, br#","eventCategory":"#, self.event_category)?;
         let identity = &self.user_identity;
-        out.extend_from_slice(br#","userIdentity":{"type":"#);
-        json_string(out, identity.kind)?;
-        out.extend_from_slice(br#","principalId":"#);
-        json_string(out, identity.principal_id)?;
-        out.extend_from_slice(br#","arn":"#);
-        json_string(out, identity.arn)?;
-        out.extend_from_slice(br#","accountId":"#);
-        json_string(out, identity.account_id)?;
-        out.extend_from_slice(br#"},"sourceIPAddress":"#);
-        json_string(out, self.source_ip_address)?;
-        out.extend_from_slice(br#","userAgent":"#);
-        json_string(out, self.user_agent)?;
+        string_field(out, br#","userIdentity":{"type":"#, identity.kind)?;
+        string_field(out, br#","principalId":"#, identity.principal_id)?;
+        string_field(out, br#","arn":"#, identity.arn)?;
+        string_field(out, br#","accountId":"#, identity.account_id)?;
+        string_field(out, br#"},"sourceIPAddress":"#, self.source_ip_address)?;
+        string_field(out, br#","userAgent":"#, self.user_agent)?;
         if let Some(code) = self.error_code {
-            out.extend_from_slice(br#","errorCode":"#);
-            json_string(out, code)?;
+            string_field(out, br#","errorCode":"#, code)?;
         }
         if let Some(message) = self.error_message {
-            out.extend_from_slice(br#","errorMessage":"#);
-            json_string(out, message)?;
+            string_field(out, br#","errorMessage":"#, message)?;
         }
-        out.extend_from_slice(br#","requestParameters":"#);
+        literal(out, br#","requestParameters":"#);
         serde_json::to_writer(&mut *out, self.request_parameters)?;
-        out.extend_from_slice(br#","responseElements":"#);
+        literal(out, br#","responseElements":"#);
         serde_json::to_writer(&mut *out, &self.response_elements)?;
-        out.extend_from_slice(br#","readOnly":"#);
-        out.extend_from_slice(if self.read_only { b"true" } else { b"false" });
-        out.extend_from_slice(br#","resources":["#);
+        literal(out, br#","readOnly":"#);
+        literal(out, boolean(self.read_only));
+        literal(out, br#","resources":["#);
         for (i, arn) in self.resources.arns.iter().enumerate() {
             let resource = resource(self.resources.account, arn);
-            out.extend_from_slice(if i == 0 { b"{" } else { b",{" });
-            out.extend_from_slice(br#""accountId":"#);
-            json_string(out, resource.account_id)?;
-            out.extend_from_slice(br#","type":"#);
-            json_string(out, resource.kind)?;
-            out.extend_from_slice(br#","ARN":"#);
-            json_string(out, resource.arn)?;
-            out.push(b'}');
+            let open: &[u8] = if i == 0 {
+                br#"{"accountId":"#
+            } else {
+                br#",{"accountId":"#
+            };
+            string_field(out, open, resource.account_id)?;
+            string_field(out, br#","type":"#, resource.kind)?;
+            string_field(out, br#","ARN":"#, resource.arn)?;
+            literal(out, b"}");
         }
-        out.extend_from_slice(br#"],"recipientAccountId":"#);
-        json_string(out, self.recipient_account_id)?;
+        string_field(
+            out,
+            br#"],"recipientAccountId":"#,
+            self.recipient_account_id,
+        )?;
         let additional = &self.additional_event_data;
-        out.extend_from_slice(br#","additionalEventData":{"cluster":"#);
-        json_string(out, additional.cluster)?;
+        string_field(
+            out,
+            br#","additionalEventData":{"cluster":"#,
+            additional.cluster,
+        )?;
         if let Some(members) = additional.hsm_members {
-            out.extend_from_slice(br#","hsmMembers":["#);
             for (i, member) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_string(out, member)?;
+                let before: &[u8] = if i == 0 { br#","hsmMembers":["# } else { b"," };
+                string_field(out, before, member)?;
             }
-            out.push(b']');
+            literal(
+                out,
+                if members.is_empty() {
+                    br#","hsmMembers":[]"#
+                } else {
+                    b"]"
+                },
+            );
         }
         if let Some(outcome) = additional.hsm_kms_outcome {
-            out.extend_from_slice(br#","hsmKmsOutcome":"#);
-            json_string(out, outcome)?;
+            string_field(out, br#","hsmKmsOutcome":"#, outcome)?;
         }
-        out.push(b'}');
+        literal(out, b"}");
         if let Some(shared) = self.shared_event_id {
-            out.extend_from_slice(br#","sharedEventID":"#);
+            literal(out, br#","sharedEventID":"#);
             json_uuid(out, &shared);
         }
-        out.push(b'}');
+        literal(out, b"}");
         Ok(())
     }
 }
@@ -467,6 +461,13 @@ fn write_event_time(out: &mut Vec<u8>, time_millis: i64) -> Result<(), serde_jso
         }
         json_string(out, text)
     })
+}
+
+/// Writes `before` (the literal bytes up to a value, e.g. `,"awsRegion":`), then `value` as a
+/// JSON string.
+fn string_field(out: &mut Vec<u8>, before: &[u8], value: &str) -> Result<(), serde_json::Error> {
+    out.extend_from_slice(before);
+    json_string(out, value)
 }
 
 /// Writes `text` as a JSON string: as it is between quotes when no character in it needs
