@@ -82,6 +82,21 @@ fn cluster_link_is_refused_while_a_cluster_lacks_its_quorum() {
 }
 
 /// A key store serving both sites, with a manual clock, and a caller in each Region.
+/// A multi-Region primary key for imported material (origin EXTERNAL), made by `caller`.
+fn create_external_primary(store: &KeyStore, caller: &Caller) -> KeyMetadata {
+    store
+        .create_key(
+            caller,
+            CreateKeyRequest {
+                multi_region: Some(true),
+                origin: Some("EXTERNAL".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .key_metadata
+}
+
 struct Regions {
     sites: TwoSites,
     clock: Arc<ManualClock>,
@@ -796,18 +811,7 @@ fn regions_served_by_one_cluster_share_the_material_until_the_last_copy_goes() {
     );
 
     // Each copy of a key with imported material imports its own, so it needs its own cluster.
-    let imported = store
-        .create_key(
-            &east,
-            CreateKeyRequest {
-                multi_region: Some(true),
-                origin: Some("EXTERNAL".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .key_metadata
-        .key_id;
+    let imported = create_external_primary(&store, &east).key_id;
     let refused = store
         .replicate_key(
             &east,
@@ -863,19 +867,7 @@ fn an_imported_multi_region_key_takes_the_same_material_in_every_region() {
     let regions = Regions::new();
     let store = &regions.store;
     let (east, west) = (&regions.east, &regions.west);
-    let create = || {
-        store
-            .create_key(
-                east,
-                CreateKeyRequest {
-                    multi_region: Some(true),
-                    origin: Some("EXTERNAL".into()),
-                    ..Default::default()
-                },
-            )
-            .unwrap()
-            .key_metadata
-    };
+    let create = || create_external_primary(store, east);
     let replicate = |key: &str| {
         store
             .replicate_key(

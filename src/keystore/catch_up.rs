@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 
+use super::regions::region_member_name;
 use super::{KeyStore, decode, internal};
 use crate::audit::log::AuditLog;
 use crate::clock::{Clock, SystemClock};
@@ -49,7 +50,7 @@ impl KeyStore {
                     Ok(report) if report.copied.is_empty() && report.uncopied.is_empty() => {}
                     Ok(mut report) => {
                         if qualified {
-                            report.member = format!("{}/{}", cluster.name(), report.member);
+                            report.member = region_member_name(cluster.name(), &report.member);
                         }
                         record(
                             &self.audit,
@@ -94,7 +95,7 @@ pub(super) fn watch_members(
             return;
         };
         let named = match qualified {
-            true => format!("{cluster_name}/{member}"),
+            true => region_member_name(&cluster_name, member),
             false => member.to_owned(),
         };
         let (name, details) = match cause {

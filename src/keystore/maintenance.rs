@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::regions::region_member_name;
 use super::{KeyStore, decode, encode, internal};
 use crate::cluster::{Cluster, MaterialId, POOL_PREFIX};
 use crate::error::KmsError;
@@ -421,7 +422,7 @@ impl KeyStore {
                 if cluster.name() == self.cluster.name() {
                     member.to_owned()
                 } else {
-                    format!("{}/{member}", cluster.name())
+                    region_member_name(cluster.name(), member)
                 }
             };
             KeyStore::reconcile_cluster(listed, &pooled, &keys, &accounted, &qualified, &mut found);

@@ -202,6 +202,12 @@ impl KeyStore {
     }
 }
 
+/// How reports and the audit trail name a member of a Region's cluster: `<cluster>/<member>`,
+/// since every site may call its members hsm-a and hsm-b.
+pub(super) fn region_member_name(cluster: &str, member: &str) -> String {
+    format!("{cluster}/{member}")
+}
+
 impl RegionClusters {
     fn waiting_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Waiting>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
