@@ -96,7 +96,7 @@ fn main() -> Res<()> {
     unsafe {
         hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
     };
-    let seconds = common::seconds(2).as_secs();
+    let duration = common::seconds(2.0)?;
     let dir = tempfile::tempdir()?;
     let config = common::make_cluster(dir.path(), 2)?;
     drop(Cluster::init(
@@ -123,7 +123,7 @@ fn main() -> Res<()> {
 
     let (mut on_rates, mut off_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let slices = (seconds * 1000 / SLICE.as_millis() as u64).max(1);
+        let slices = common::slices(duration, SLICE);
         for _ in 0..slices {
             on.slice()?;
             off.slice()?;

@@ -6,25 +6,21 @@
 //!
 //! Run: `cargo bench --bench cluster` (`HSM_KMS_BENCH_SECS` sets seconds per case, default 2).
 
-use std::error::Error;
-use std::hint::black_box;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+mod common;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CryptokiError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::aead::GcmParams;
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::Duration;
+
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 
 use hsm_kms::cluster::{Cluster, MaterialId};
-use hsm_kms::config::{ClusterConfig, Config};
+use hsm_kms::config::ClusterConfig;
 use hsm_kms::hsm::GcmSeal;
 
-type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+use common::token::{gcm_encrypt, iv, one, open_session};
+use common::{Res, Tally, interleave, load_average, median, run, verdict};
 
 /// Rounds of every case; each figure is the median over rounds.
 const ROUNDS: usize = 3;
@@ -83,86 +79,32 @@ struct Raw {
 }
 
 impl Raw {
-    /// Opens the member's module again (the cluster already initialised and logged in to it:
-    /// one module instance per process), finds its token by label and the CMK by CKA_ID.
+    /// Opens a session on the member's token outside the cluster and finds the CMK by CKA_ID.
     fn open(config: &ClusterConfig, member: &str, cka_id: &[u8]) -> Res<Raw> {
         let member_config = config
             .members
             .iter()
             .find(|m| m.name == member)
             .ok_or_else(|| format!("no member {member} in the config"))?;
-        let pkcs11 = Pkcs11::new(&member_config.module)?;
-        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(error) => return Err(error.into()),
-        }
-        let slot = pkcs11
-            .get_slots_with_initialized_token()?
-            .into_iter()
-            .find(|slot| {
-                pkcs11
-                    .get_token_info(*slot)
-                    .is_ok_and(|info| info.label() == member)
-            })
-            .ok_or_else(|| format!("no token labelled {member}"))?;
-        let session = pkcs11.open_rw_session(slot)?;
-        let pin = member_config.user_pin.resolve()?;
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(error) => return Err(error.into()),
-        }
-        let found = session.find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Id(cka_id.to_vec()),
-        ])?;
-        let [key] = found.as_slice() else {
-            return Err(format!(
-                "{} key objects with the CMK's CKA_ID on {member}",
-                found.len()
-            )
-            .into());
-        };
-        Ok(Raw { session, key: *key })
+        let session = open_session(member_config)?;
+        let key = one(
+            &session,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(cka_id.to_vec()),
+            ],
+            member,
+        )?;
+        Ok(Raw { session, key })
     }
 
     fn encrypt(&self, iv: &[u8; 12], data: &[u8]) -> Res<Vec<u8>> {
-        let mut iv = *iv;
-        let params = GcmParams::new(&mut iv, AAD, 128.into())?;
-        Ok(self
-            .session
-            .encrypt(&Mechanism::AesGcm(params), self.key, data)?)
+        gcm_encrypt(&self.session, self.key, iv, AAD, data)
     }
-}
-
-/// A fresh IV per call: `lane` tells cases and threads apart, `slice` counts timed slices and
-/// `n` counts calls within one.
-fn iv(lane: u8, slice: u32, n: u64) -> [u8; 12] {
-    let mut iv = [0; 12];
-    iv[0] = lane;
-    iv[1..4].copy_from_slice(&slice.to_be_bytes()[1..]);
-    iv[4..].copy_from_slice(&n.to_be_bytes());
-    iv
 }
 
 fn seal() -> Res<GcmSeal<'static>> {
     GcmSeal::new(AAD, 128).map_err(|failure| failure.to_string().into())
-}
-
-/// Calls and seconds spent.
-type Tally = (u64, f64);
-
-/// Calls `op` until `duration` has passed.
-fn run(duration: Duration, mut op: impl FnMut(u64) -> Res<()>) -> Res<Tally> {
-    let start = Instant::now();
-    let mut calls = 0;
-    loop {
-        op(calls)?;
-        calls += 1;
-        let elapsed = start.elapsed();
-        if elapsed >= duration {
-            return Ok((calls, elapsed.as_secs_f64()));
-        }
-    }
 }
 
 /// Several threads, one `op` each, started together: all their calls over the longest time.
@@ -191,14 +133,14 @@ where
             })
             .collect()
     });
-    let mut calls = 0;
-    let mut seconds: f64 = 0.0;
+    let mut total = Tally::default();
     for result in results {
-        let (c, s) = result?;
-        calls += c;
-        seconds = seconds.max(s);
+        let tally = result?;
+        total.calls += tally.calls;
+        total.wall = total.wall.max(tally.wall);
+        total.cpu += tally.cpu;
     }
-    Ok((calls, seconds))
+    Ok(total)
 }
 
 /// One thread's raw loop body; owning `&mut Raw` makes it `Send` (a `Session` is not `Sync`).
@@ -282,48 +224,16 @@ impl Bench<'_> {
     }
 }
 
-/// The 1-minute load average, where the system tells it: other work on the machine takes the
-/// cores the two-thread cases need, and this shows how much.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn make_cluster(dir: &Path) -> Res<Config> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
-    let status = Command::new(&script)
-        .arg(dir)
-        .arg("2")
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("{} failed: {status}", script.display()).into());
-    }
-    Ok(Config::load(&dir.join("hsm-kms.toml"))?)
-}
-
 fn main() -> Res<()> {
     // SAFETY: first thing in `main`, before any thread starts.
     #[allow(unsafe_code)]
     unsafe {
         hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
     };
-    let seconds: f64 = match std::env::var("HSM_KMS_BENCH_SECS") {
-        Ok(text) => text.parse()?,
-        Err(_) => 2.0,
-    };
-    let duration = Duration::from_secs_f64(seconds);
+    let duration = common::seconds(2.0)?;
 
     let dir = tempfile::tempdir()?;
-    let config = make_cluster(dir.path())?;
+    let config = common::make_cluster(dir.path(), 2)?;
     let cluster_config = config.default_cluster()?;
     let cluster = Cluster::init(&config.default_cluster, cluster_config)?;
     let material = MaterialId::new(uuid::Uuid::new_v4().to_string(), 1);
@@ -349,14 +259,14 @@ fn main() -> Res<()> {
     };
     // figures[size][case][round], in ops/s.
     let mut figures = vec![vec![Vec::with_capacity(ROUNDS); CASES.len()]; SIZES.len()];
-    let slices = (duration.as_secs_f64() / SLICE.as_secs_f64())
-        .ceil()
-        .max(1.0) as usize;
+    let slices = common::slices(duration, SLICE);
+    // Other work on the machine takes the cores the two-thread cases need: the load shows how much.
     println!(
-        "AES-256-GCM encrypt in SoftHSM2, {} CPU(s), load average {} at start; per size {ROUNDS} rounds, each {seconds} s per \
+        "AES-256-GCM encrypt in SoftHSM2, {} CPU(s), load average {} at start; per size {ROUNDS} rounds, each {} s per \
          case run as {slices} slices of {} ms, cases interleaved slice by slice",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::cpus(),
         load_average(),
+        duration.as_secs_f64(),
         SLICE.as_millis()
     );
     for (s, &size) in SIZES.iter().enumerate() {
@@ -364,17 +274,10 @@ fn main() -> Res<()> {
             bench.measure(case, size, WARM_UP)?;
         }
         for round in 0..ROUNDS {
-            let mut tallies = [(0, 0.0); CASES.len()];
-            for slice in 0..slices {
-                for k in 0..CASES.len() {
-                    let c = (k + slice) % CASES.len();
-                    let (calls, seconds) = bench.measure(CASES[c], size, SLICE)?;
-                    tallies[c].0 += calls;
-                    tallies[c].1 += seconds;
-                }
-            }
-            for (c, (calls, seconds)) in tallies.into_iter().enumerate() {
-                let rate = calls as f64 / seconds;
+            let tallies: [Tally; CASES.len()] =
+                interleave(slices, |c| bench.measure(CASES[c], size, SLICE))?;
+            for (c, tally) in tallies.into_iter().enumerate() {
+                let rate = tally.per_second();
                 eprintln!(
                     "{size:>5} B round {}  {:<42} {rate:>9.0} ops/s",
                     round + 1,
@@ -467,8 +370,7 @@ fn main() -> Res<()> {
         for (label, over, under, goal) in ratios {
             let value = ratio(s, over, under);
             let (goal, verdict) = match goal {
-                Some(goal) if value >= goal => (format!(">= {goal}"), "meets goal"),
-                Some(goal) => (format!(">= {goal}"), "BELOW goal"),
+                Some(goal) => (format!(">= {goal}"), verdict(value >= goal)),
                 None => ("-".to_owned(), "(reference)"),
             };
             println!("{label:<42} {size:>5} B {value:>8.3} {goal:>8}  {verdict}");

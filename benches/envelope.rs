@@ -9,11 +9,10 @@
 //! (64 MiB, then 1 GiB). The plaintext is generated in 1 MiB chunks and the ciphertext
 //! discarded, so neither is held in memory.
 
-use std::error::Error;
+mod common;
+
 use std::hint::black_box;
 use std::io::{self, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +22,6 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use secrecy::SecretSlice;
 
 use hsm_kms::cluster::Cluster;
-use hsm_kms::config::Config;
 use hsm_kms::envelope::keyring::GeneratedDataKey;
 use hsm_kms::envelope::materials::EncryptionRequest;
 use hsm_kms::envelope::{
@@ -34,7 +32,7 @@ use hsm_kms::envelope::{
 use hsm_kms::keystore::api::CreateKeyRequest;
 use hsm_kms::keystore::{Caller, KeyStore};
 
-type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+use common::{Res, load_average, met};
 
 const MIB: u64 = 1024 * 1024;
 const CHUNK: usize = 1024 * 1024;
@@ -44,15 +42,6 @@ const LOOKUPS: u32 = 1_000_000;
 /// Messages and messages per data key of the key store call count.
 const MESSAGES: usize = 1000;
 const PER_KEY: u64 = 100;
-
-/// Removes the benchmark's directory when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Counts GenerateDataKey calls passed on to the key store.
 struct CountingKms {
@@ -89,27 +78,9 @@ impl KmsClient for CountingKms {
     }
 }
 
+/// The process's peak RSS (`VmHWM`) in KiB, or 0 when the system does not tell.
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
+    common::status_kib("VmHWM").unwrap_or(0)
 }
 
 /// Streams `total` bytes through an [`Encryptor`] into a sink; returns seconds.
@@ -166,7 +137,7 @@ fn throughput(manager: &dyn MaterialsManager, chunk: &[u8], total: u64) -> Res<(
         mib / envelope,
         mib / raw,
         ratio,
-        if ratio >= 0.8 { "met" } else { "NOT met" },
+        met(ratio >= 0.8),
         peak_rss_kib(),
     );
     Ok(())
@@ -179,19 +150,8 @@ fn main() -> Res<()> {
         hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
     };
     let full = std::env::args().any(|arg| arg == "--full");
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("hsm-kms-bench-envelope-{}", uuid::Uuid::new_v4())),
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
-    let status = Command::new(&script)
-        .arg(&dir.0)
-        .arg("2")
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("{} failed: {status}", script.display()).into());
-    }
-    let config = Config::load(&dir.0.join("hsm-kms.toml"))?;
+    let dir = tempfile::tempdir()?;
+    let config = common::make_cluster(dir.path(), 2)?;
     drop(Cluster::init(
         &config.default_cluster,
         config.default_cluster()?,
@@ -211,7 +171,7 @@ fn main() -> Res<()> {
 
     println!(
         "envelope encryption, default suite, {FRAME}-byte frames; {} CPU(s), load average {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::cpus(),
         load_average()
     );
     println!("peak RSS before streaming: {} KiB", peak_rss_kib());
@@ -244,7 +204,7 @@ fn main() -> Res<()> {
     println!(
         "cached get encryption materials: {:.2} M/s (goal >= 1 M/s: {})",
         rate / 1e6,
-        if rate >= 1e6 { "met" } else { "NOT met" }
+        met(rate >= 1e6)
     );
 
     // Key store calls per N messages.
@@ -266,7 +226,7 @@ fn main() -> Res<()> {
     let expected = MESSAGES / PER_KEY as usize;
     println!(
         "{MESSAGES} messages with max {PER_KEY} messages per data key: {calls} GenerateDataKey calls (expected {expected}: {})",
-        if calls == expected { "met" } else { "NOT met" }
+        met(calls == expected)
     );
     Ok(())
 }

@@ -182,7 +182,7 @@ fn main() {
         );
         return;
     };
-    let measured = common::seconds(2);
+    let measured = common::seconds(2.0).unwrap();
     let binary = env!("CARGO_BIN_EXE_hsm-kms");
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("cluster");
@@ -268,7 +268,7 @@ fn main() {
 
     println!(
         "hsm-kms serve over loopback (HTTP/1.1 keep-alive, SigV4), one 2-member SoftHSM2 cluster, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::cpus(),
     );
     println!(
         "{ROUNDS} interleaved rounds of {} s per case, medians; load average {load_before} before, {} after",

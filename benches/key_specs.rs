@@ -11,26 +11,23 @@
 //! Run: `cargo bench --bench key_specs` (`HSM_KMS_BENCH_SECS` sets the seconds per case and
 //! round, default 2).
 
-use std::error::Error;
-use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CryptokiError, RvError};
+use std::hint::black_box;
+use std::time::Duration;
+
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 use secrecy::SecretSlice;
 
 use hsm_kms::cluster::Cluster;
-use hsm_kms::config::{Config, MemberConfig};
 use hsm_kms::keys::spec::Digest;
 use hsm_kms::keystore::api::{CreateKeyRequest, GenerateMacRequest, SignRequest};
 use hsm_kms::keystore::{Caller, KeyStore};
 
-type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+use common::token::open_session;
+use common::{Res, Tally, interleave, load_average, median, run, verdict};
 
 const ROUNDS: usize = 5;
 const SLICE: Duration = Duration::from_millis(100);
@@ -43,6 +40,9 @@ enum Side {
     Store,
     Raw,
 }
+
+/// The sides in the order of their figures.
+const SIDES: [Side; 2] = [Side::Store, Side::Raw];
 
 /// A case: a key of the store and the raw call on the same token that it is compared with.
 struct Case {
@@ -65,13 +65,9 @@ fn main() -> Res<()> {
     unsafe {
         hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
     };
-    let seconds: f64 = match std::env::var("HSM_KMS_BENCH_SECS") {
-        Ok(text) => text.parse()?,
-        Err(_) => 2.0,
-    };
-    let duration = Duration::from_secs_f64(seconds);
-    let dir = TempDir(std::env::temp_dir().join(format!("hsm-kms-bench-{}", uuid::Uuid::new_v4())));
-    let config = make_cluster(&dir.0)?;
+    let duration = common::seconds(2.0)?;
+    let dir = tempfile::tempdir()?;
+    let config = common::make_cluster(dir.path(), 2)?;
     drop(Cluster::init(
         &config.default_cluster,
         config.default_cluster()?,
@@ -129,35 +125,25 @@ fn main() -> Res<()> {
         });
     }
     println!(
-        "Sign and GenerateMac vs the raw PKCS#11 call on the same SoftHSM2 token; {} CPU(s), load {} at start; {ROUNDS} rounds of {seconds} s per side",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .next()
-            .unwrap_or("?"),
+        "Sign and GenerateMac vs the raw PKCS#11 call on the same SoftHSM2 token; {} CPU(s), load {} at start; {ROUNDS} rounds of {} s per side",
+        common::cpus(),
+        load_average(),
+        duration.as_secs_f64(),
     );
+    let slices = common::slices(duration, SLICE);
     for case in &cases {
-        let slices = (duration.as_secs_f64() / SLICE.as_secs_f64())
-            .ceil()
-            .max(1.0) as usize;
         let mut rates = [Vec::new(), Vec::new()];
-        run(&store, &caller, &session, case, Side::Store, SLICE)?;
-        run(&store, &caller, &session, case, Side::Raw, SLICE)?;
+        let mut slice_of = |index: usize| -> Res<Tally> {
+            run(SLICE, |_| {
+                call(&store, &caller, &session, case, SIDES[index])
+            })
+        };
+        slice_of(0)?;
+        slice_of(1)?;
         for _ in 0..ROUNDS {
-            let mut calls = [0u64; 2];
-            let mut elapsed = [0f64; 2];
-            for slice in 0..slices {
-                for k in 0..2 {
-                    let index = (k + slice) % 2;
-                    let side = if index == 0 { Side::Store } else { Side::Raw };
-                    let (n, seconds) = run(&store, &caller, &session, case, side, SLICE)?;
-                    calls[index] += n;
-                    elapsed[index] += seconds;
-                }
-            }
-            for index in 0..2 {
-                rates[index].push(calls[index] as f64 / elapsed[index]);
+            let tallies: [Tally; 2] = interleave(slices, &mut slice_of)?;
+            for (rates, tally) in rates.iter_mut().zip(tallies) {
+                rates.push(tally.per_second());
             }
         }
         let store_rate = median(&rates[0]);
@@ -166,128 +152,54 @@ fn main() -> Res<()> {
         println!(
             "{:<42} store {store_rate:>8.0}/s  raw {raw_rate:>8.0}/s  ratio {ratio:.3} (goal >= {GOAL:.2}): {}",
             case.label,
-            if ratio >= GOAL {
-                "meets goal"
-            } else {
-                "BELOW goal"
-            }
+            verdict(ratio >= GOAL)
         );
     }
     store.shutdown();
     Ok(())
 }
 
-/// Calls `side` of `case` for `slice`; the number of calls and the seconds they took.
-fn run(
-    store: &KeyStore,
-    caller: &Caller,
-    session: &Session,
-    case: &Case,
-    side: Side,
-    slice: Duration,
-) -> Res<(u64, f64)> {
-    let started = Instant::now();
-    let mut calls = 0u64;
-    while started.elapsed() < slice {
-        match (side, case.kind) {
-            (Side::Store, Kind::Hmac) => {
-                black_box(store.generate_mac(
-                    caller,
-                    GenerateMacRequest {
-                        message: SecretSlice::from(MESSAGE.to_vec()),
-                        key_id: case.key_id.clone(),
-                        mac_algorithm: "HMAC_SHA_256".into(),
-                        ..Default::default()
-                    },
-                )?);
-            }
-            (Side::Store, kind) => {
-                let algorithm = match kind {
-                    Kind::Ecdsa => "ECDSA_SHA_256",
-                    _ => "RSASSA_PKCS1_V1_5_SHA_256",
-                };
-                black_box(store.sign(
-                    caller,
-                    SignRequest {
-                        key_id: case.key_id.clone(),
-                        message: MESSAGE.to_vec(),
-                        signing_algorithm: algorithm.into(),
-                        ..Default::default()
-                    },
-                )?);
-            }
-            (Side::Raw, Kind::Hmac) => {
-                black_box(session.sign(&Mechanism::Sha256Hmac, case.raw_key, MESSAGE)?);
-            }
-            (Side::Raw, Kind::Ecdsa) => {
-                let digest = Digest::Sha256.hash(MESSAGE);
-                black_box(session.sign(&Mechanism::Ecdsa, case.raw_key, &digest)?);
-            }
-            (Side::Raw, Kind::RsaPkcs1) => {
-                let mut input = Digest::Sha256.digest_info_prefix().to_vec();
-                input.extend(Digest::Sha256.hash(MESSAGE));
-                black_box(session.sign(&Mechanism::RsaPkcs, case.raw_key, &input)?);
-            }
+/// One call of `side` of `case`.
+fn call(store: &KeyStore, caller: &Caller, session: &Session, case: &Case, side: Side) -> Res<()> {
+    match (side, case.kind) {
+        (Side::Store, Kind::Hmac) => {
+            black_box(store.generate_mac(
+                caller,
+                GenerateMacRequest {
+                    message: SecretSlice::from(MESSAGE.to_vec()),
+                    key_id: case.key_id.clone(),
+                    mac_algorithm: "HMAC_SHA_256".into(),
+                    ..Default::default()
+                },
+            )?);
         }
-        calls += 1;
+        (Side::Store, kind) => {
+            let algorithm = match kind {
+                Kind::Ecdsa => "ECDSA_SHA_256",
+                _ => "RSASSA_PKCS1_V1_5_SHA_256",
+            };
+            black_box(store.sign(
+                caller,
+                SignRequest {
+                    key_id: case.key_id.clone(),
+                    message: MESSAGE.to_vec(),
+                    signing_algorithm: algorithm.into(),
+                    ..Default::default()
+                },
+            )?);
+        }
+        (Side::Raw, Kind::Hmac) => {
+            black_box(session.sign(&Mechanism::Sha256Hmac, case.raw_key, MESSAGE)?);
+        }
+        (Side::Raw, Kind::Ecdsa) => {
+            let digest = Digest::Sha256.hash(MESSAGE);
+            black_box(session.sign(&Mechanism::Ecdsa, case.raw_key, &digest)?);
+        }
+        (Side::Raw, Kind::RsaPkcs1) => {
+            let mut input = Digest::Sha256.digest_info_prefix().to_vec();
+            input.extend(Digest::Sha256.hash(MESSAGE));
+            black_box(session.sign(&Mechanism::RsaPkcs, case.raw_key, &input)?);
+        }
     }
-    Ok((calls, started.elapsed().as_secs_f64()))
-}
-
-/// A logged-in session on `member`'s token (the key store has the module loaded already).
-fn open_session(member: &MemberConfig) -> Res<Session> {
-    let pkcs11 = Pkcs11::new(&member.module)?;
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(error) => return Err(error.into()),
-    }
-    let slot = pkcs11
-        .get_slots_with_initialized_token()?
-        .into_iter()
-        .find(|slot| {
-            pkcs11.get_token_info(*slot).is_ok_and(|info| {
-                member.token.matches(
-                    info.label(),
-                    info.serial_number(),
-                    info.manufacturer_id(),
-                    info.model(),
-                )
-            })
-        })
-        .ok_or_else(|| format!("no token for member {}", member.name))?;
-    let session = pkcs11.open_rw_session(slot)?;
-    let pin = member.user_pin.resolve()?;
-    match session.login(UserType::User, Some(&pin)) {
-        Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(error) => return Err(error.into()),
-    }
-    Ok(session)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn make_cluster(dir: &Path) -> Res<Config> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
-    let status = Command::new(&script)
-        .arg(dir)
-        .arg("2")
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("{} failed: {status}", script.display()).into());
-    }
-    Ok(Config::load(&dir.join("hsm-kms.toml"))?)
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    Ok(())
 }

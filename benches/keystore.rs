@@ -20,19 +20,17 @@
 //! `HSM_KMS_BENCH_ONLY=policy` runs only the comparisons whose title contains `policy`,
 //! without the open and the bursts: for profiling one case.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::error::Error;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 use secrecy::{ExposeSecret, SecretSlice};
 use zeroize::Zeroizing;
 
@@ -53,7 +51,8 @@ use hsm_kms::keystore::{Caller, KeyStore};
 use hsm_kms::policy::parse_identity_policy;
 use hsm_kms::store::{Batch, MetadataStore, SledStore, Table};
 
-type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+use common::token::{gcm_decrypt, gcm_encrypt, iv, one, open_session};
+use common::{Res, Tally, interleave, load_average, median, run, verdict};
 
 /// Rounds of every comparison; each figure is the median over rounds.
 const ROUNDS: usize = 5;
@@ -156,17 +155,6 @@ const BURST_P99_GOAL_MS: f64 = 10.0;
 const OPEN_GOAL_SECONDS: f64 = 1.0;
 const OPEN_GOAL_MB: f64 = 200.0;
 
-/// Removes the cluster directory when the bench ends, however it ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("could not remove {}: {error}", self.0.display());
-        }
-    }
-}
-
 /// A cryptoki session on one member's token, outside hsm-kms, with the handles it needs.
 struct Token {
     session: Session,
@@ -176,35 +164,10 @@ struct Token {
 }
 
 impl Token {
-    /// Opens the member's module again (the key store already initialised and logged in to
-    /// it: one module instance per process), finds its token, the CMK by CKA_ID and the
-    /// domain key.
+    /// Opens a session on the member's token outside the key store and finds the CMK by
+    /// CKA_ID and the domain key.
     fn open(member: &MemberConfig, cka_id: &[u8]) -> Res<Token> {
-        let pkcs11 = Pkcs11::new(&member.module)?;
-        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(error) => return Err(error.into()),
-        }
-        let slot = pkcs11
-            .get_slots_with_initialized_token()?
-            .into_iter()
-            .find(|slot| {
-                pkcs11.get_token_info(*slot).is_ok_and(|info| {
-                    member.token.matches(
-                        info.label(),
-                        info.serial_number(),
-                        info.manufacturer_id(),
-                        info.model(),
-                    )
-                })
-            })
-            .ok_or_else(|| format!("no token for member {}", member.name))?;
-        let session = pkcs11.open_rw_session(slot)?;
-        let pin = member.user_pin.resolve()?;
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(error) => return Err(error.into()),
-        }
+        let session = open_session(member)?;
         let cmk = one(
             &session,
             &[
@@ -228,11 +191,7 @@ impl Token {
         aad: &[u8],
         data: &[u8],
     ) -> Res<Vec<u8>> {
-        let mut iv = *iv;
-        let params = GcmParams::new(&mut iv, aad, 128.into())?;
-        Ok(self
-            .session
-            .encrypt(&Mechanism::AesGcm(params), key, data)?)
+        gcm_encrypt(&self.session, key, iv, aad, data)
     }
 
     fn decrypt(
@@ -242,11 +201,7 @@ impl Token {
         aad: &[u8],
         data: &[u8],
     ) -> Res<Vec<u8>> {
-        let mut iv = *iv;
-        let params = GcmParams::new(&mut iv, aad, 128.into())?;
-        Ok(self
-            .session
-            .decrypt(&Mechanism::AesGcm(params), key, data)?)
+        gcm_decrypt(&self.session, key, iv, aad, data)
     }
 }
 
@@ -307,73 +262,6 @@ fn twenty_statements(account: &str) -> String {
         }
     }));
     json!({"Version": "2012-10-17", "Statement": statements}).to_string()
-}
-
-/// The one object `template` finds on `member`'s token.
-fn one(session: &Session, template: &[Attribute], member: &str) -> Res<ObjectHandle> {
-    let found = session.find_objects(template)?;
-    match found.as_slice() {
-        [handle] => Ok(*handle),
-        _ => Err(format!("{} objects match on {member}, expected one", found.len()).into()),
-    }
-}
-
-/// A fresh IV per raw call: `lane` tells cases apart, `slice` counts timed slices and `n`
-/// counts calls within one.
-fn iv(lane: u8, slice: u32, n: u64) -> [u8; IV_LEN] {
-    let mut iv = [0; IV_LEN];
-    iv[0] = lane;
-    iv[1..4].copy_from_slice(&slice.to_be_bytes()[1..]);
-    iv[4..].copy_from_slice(&n.to_be_bytes());
-    iv
-}
-
-/// Calls made, wall-clock seconds and CPU seconds of the calling thread spent on them.
-#[derive(Debug, Clone, Copy, Default)]
-struct Tally {
-    calls: u64,
-    wall: f64,
-    cpu: f64,
-}
-
-impl std::ops::AddAssign for Tally {
-    fn add_assign(&mut self, other: Tally) {
-        self.calls += other.calls;
-        self.wall += other.wall;
-        self.cpu += other.cpu;
-    }
-}
-
-/// CPU time this thread has run, in seconds, from `/proc/thread-self/schedstat`. SoftHSM2 does
-/// all its work in the calling thread, so this is a call's cost without the time spent
-/// waiting for a CPU, which on a loaded machine is most of the wall-clock time.
-fn thread_cpu_seconds() -> Res<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
-    let nanos: f64 = text
-        .split_whitespace()
-        .next()
-        .ok_or("empty /proc/thread-self/schedstat")?
-        .parse()?;
-    Ok(nanos / 1e9)
-}
-
-/// Calls `op` until `duration` has passed.
-fn run(duration: Duration, mut op: impl FnMut(u64) -> Res<()>) -> Res<Tally> {
-    let cpu = thread_cpu_seconds()?;
-    let start = Instant::now();
-    let mut calls = 0;
-    loop {
-        op(calls)?;
-        calls += 1;
-        let elapsed = start.elapsed();
-        if elapsed >= duration {
-            return Ok(Tally {
-                calls,
-                wall: elapsed.as_secs_f64(),
-                cpu: thread_cpu_seconds()? - cpu,
-            });
-        }
-    }
 }
 
 struct Bench<'a> {
@@ -553,21 +441,13 @@ fn compare(bench: &mut Bench<'_>, cases: [Case; 2], duration: Duration) -> Res<[
     for case in cases {
         bench.measure(case, WARM_UP)?;
     }
-    let slices = (duration.as_secs_f64() / SLICE.as_secs_f64())
-        .ceil()
-        .max(1.0) as usize;
+    let slices = common::slices(duration, SLICE);
     let mut figures = [Rates::default(), Rates::default()];
     for round in 0..ROUNDS {
-        let mut tallies = [Tally::default(); 2];
-        for slice in 0..slices {
-            for k in 0..2 {
-                let c = (k + slice) % 2;
-                tallies[c] += bench.measure(cases[c], SLICE)?;
-            }
-        }
+        let tallies: [Tally; 2] = interleave(slices, |c| bench.measure(cases[c], SLICE))?;
         for (c, tally) in tallies.into_iter().enumerate() {
-            let wall = tally.calls as f64 / tally.wall;
-            let cpu = tally.calls as f64 / tally.cpu;
+            let wall = tally.per_second();
+            let cpu = tally.per_cpu_second();
             eprintln!(
                 "round {}  {:<40} {wall:>9.0} calls/s, {cpu:>9.0} per CPU second",
                 round + 1,
@@ -578,16 +458,6 @@ fn compare(bench: &mut Bench<'_>, cases: [Case; 2], duration: Duration) -> Res<[
         }
     }
     Ok(figures)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn verdict(meets: bool) -> &'static str {
-    if meets { "meets goal" } else { "BELOW goal" }
 }
 
 /// The type of the file system holding `path`, as `stat -f` names it: SoftHSM2 rewrites a
@@ -601,27 +471,6 @@ fn file_system(path: &Path) -> String {
         .filter(|output| output.status.success())
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// The 1-minute load average, where the system tells it.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn make_cluster(dir: &Path) -> Res<Config> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/softhsm-cluster.sh");
-    let status = Command::new(&script)
-        .arg(dir)
-        .arg("2")
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("{} failed: {status}", script.display()).into());
-    }
-    Ok(Config::load(&dir.join("hsm-kms.toml"))?)
 }
 
 /// A key record as CreateKey would write it, in the config's scope and default cluster.
@@ -681,19 +530,7 @@ fn write_scale_store(config: &Config, data_dir: &Path) -> Res<String> {
 
 /// VmRSS and VmHWM of this process in KiB.
 fn memory_kib() -> Res<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let field = |name: &str| -> Res<u64> {
-        let line = status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .ok_or_else(|| format!("no {name} in /proc/self/status"))?;
-        let kib = line
-            .split_whitespace()
-            .nth(1)
-            .ok_or_else(|| format!("no value in {line:?}"))?;
-        Ok(kib.parse()?)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    Ok((common::status_kib("VmRSS")?, common::status_kib("VmHWM")?))
 }
 
 /// The child: opens the key store of `config_path` on `data_dir` once and prints
@@ -997,16 +834,12 @@ fn main() -> Res<()> {
         return open_child(Path::new(config_path), Path::new(data_dir), key_id);
     }
 
-    let seconds: f64 = match std::env::var("HSM_KMS_BENCH_SECS") {
-        Ok(text) => text.parse()?,
-        Err(_) => 2.0,
-    };
-    let duration = Duration::from_secs_f64(seconds);
+    let duration = common::seconds(2.0)?;
 
-    let name = format!("hsm-kms-bench-{}", uuid::Uuid::new_v4());
-    let dir = TempDir(std::env::temp_dir().join(name));
-    let config_path = dir.0.join("hsm-kms.toml");
-    make_cluster(&dir.0)?;
+    // The cluster directory goes when the bench ends, however it ends.
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("hsm-kms.toml");
+    common::make_cluster(dir.path(), 2)?;
     // Every case but the pool burst measures the key store without a material pool.
     let text = std::fs::read_to_string(&config_path)?;
     std::fs::write(
@@ -1021,14 +854,14 @@ fn main() -> Res<()> {
         "hsm-kms key store vs raw PKCS#11 on a 2-member SoftHSM2 cluster under {} ({} file \
          system); {} CPU(s), load average {} at start",
         std::env::temp_dir().display(),
-        file_system(&dir.0),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        file_system(dir.path()),
+        common::cpus(),
         load_average(),
     );
 
     let only = std::env::var("HSM_KMS_BENCH_ONLY").ok();
     let extras = match only {
-        None => Some(Extras::measure(&config, &config_path, &dir.0)?),
+        None => Some(Extras::measure(&config, &config_path, dir.path())?),
         Some(_) => None,
     };
 
@@ -1096,8 +929,9 @@ fn main() -> Res<()> {
 
     println!("load average {} at end", load_average());
     println!(
-        "each rate: median of {ROUNDS} rounds; per round {seconds} s per case, run as {} ms \
+        "each rate: median of {ROUNDS} rounds; per round {} s per case, run as {} ms \
          slices alternating with its raw reference",
+        duration.as_secs_f64(),
         SLICE.as_millis()
     );
     println!(
@@ -1169,6 +1003,6 @@ fn main() -> Res<()> {
     // Sessions and the store close before their token directories go.
     drop(bench);
     drop(store);
-    drop(dir);
+    dir.close()?;
     Ok(())
 }

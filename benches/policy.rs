@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench --bench policy` (`HSM_KMS_BENCH_SECS` sets seconds per case and round).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ use hsm_kms::policy::{
     CallerIdentity, Policies, PolicyDocument, RequestContext, default_key_policy, evaluate,
     parse_identity_policy, parse_key_policy,
 };
+
+use common::{Res, median, met};
 
 const ROUNDS: usize = 5;
 const SLICE: Duration = Duration::from_millis(100);
@@ -105,16 +109,8 @@ type Case<'a> = (
     Option<&'a [Arc<PolicyDocument>]>,
 );
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: f64 = std::env::var("HSM_KMS_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+fn main() -> Res<()> {
+    let duration = common::seconds(1.0)?;
     let default_policy = parse_key_policy(&default_key_policy(ACCOUNT))?;
     let large_policy = parse_key_policy(&twenty_statements().to_string())?;
     let identity = [Arc::new(parse_identity_policy(
@@ -141,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut spent = [Duration::ZERO; 3];
         let mut calls = [0u64; 3];
         let round = Instant::now();
-        while round.elapsed().as_secs_f64() < seconds * 2.0 {
+        while round.elapsed() < duration * 2 {
             for (i, (_, policy, identity)) in cases.iter().enumerate() {
                 let start = Instant::now();
                 while start.elapsed() < SLICE {
@@ -165,9 +161,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ns[i].push(spent[i].as_nanos() as f64 / calls[i] as f64);
         }
     }
-    let default_ns = median(&mut ns[0]);
-    let large_ns = median(&mut ns[1]);
-    let context_ns = median(&mut ns[2]);
+    let default_ns = median(&ns[0]);
+    let large_ns = median(&ns[1]);
+    let context_ns = median(&ns[2]);
     println!("policy evaluation of one Encrypt request, median of {ROUNDS} rounds:");
     for ((name, _, _), cost) in cases.iter().zip([default_ns, large_ns]) {
         println!(
@@ -186,7 +182,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let projected = (ENCRYPT_NS + context_ns + default_ns) / (ENCRYPT_NS + context_ns + large_ns);
     println!(
         "  projected Encrypt throughput, 20 statements / default: {projected:.3} (goal >= 0.95: {})",
-        if projected >= 0.95 { "met" } else { "NOT met" }
+        met(projected >= 0.95)
     );
     Ok(())
 }

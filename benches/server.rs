@@ -218,7 +218,7 @@ fn main() {
     unsafe {
         hsm_kms::hsm::prepare_switches(["SOFTHSM2_CONF"])
     };
-    let measured = common::seconds(1);
+    let measured = common::seconds(1.0).unwrap();
     let binary = env!("CARGO_BIN_EXE_hsm-kms");
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("cluster");
@@ -275,7 +275,7 @@ fn main() {
         .unwrap_or_default();
     println!(
         "hsm-kms serve over loopback (HTTP/1.1 keep-alive, SigV4 by aws-sigv4), 2-member SoftHSM2 cluster, {} cores, commit {commit}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::cpus(),
     );
     println!(
         "{ROUNDS} interleaved rounds of {} s per case, medians; load average {load_before} before, {} after",
