@@ -43,7 +43,7 @@ pub struct Call {
     /// Writes state: its event is durable before the call returns.
     pub durable: bool,
     /// CloudTrail's `requestParameters`: the call's parameters, never a plaintext or key.
-    pub request_parameters: Map<String, Value>,
+    pub request_parameters: RequestParameters,
     /// CloudTrail's `responseElements`, for the operations AWS records them for.
     pub response_elements: Option<Value>,
     /// The key ARNs the call touched.
@@ -64,7 +64,7 @@ impl Call {
             event_name,
             read_only,
             durable,
-            request_parameters: Map::new(),
+            request_parameters: RequestParameters::default(),
             response_elements: None,
             resources: BTreeSet::new(),
             members: BTreeSet::new(),
@@ -79,17 +79,16 @@ impl Call {
         Call::new(operation.as_str(), read_only, !read_only)
     }
 
-    /// Records a request parameter.
-    pub fn param(&mut self, name: &str, value: impl Into<Value>) -> &mut Self {
-        self.request_parameters
-            .insert(name.to_owned(), value.into());
+    /// Records a request parameter (again: replaces it).
+    pub fn param(&mut self, name: &'static str, value: impl Into<Value>) -> &mut Self {
+        self.request_parameters.set(name, value.into());
         self
     }
 
     /// Records an encryption context, capped in size; huge contexts are marked truncated.
     pub fn context(
         &mut self,
-        name: &str,
+        name: &'static str,
         context: Option<&std::collections::BTreeMap<String, String>>,
     ) -> &mut Self {
         let Some(context) = context.filter(|c| !c.is_empty()) else {
@@ -186,6 +185,51 @@ impl Call {
     }
 }
 
+/// CloudTrail's `requestParameters` of a call, in the order the operation recorded them. Their
+/// names are the API model's member names, written as they are (none needs escaping); a few
+/// per call, so a list is searched faster than a map is built.
+#[derive(Debug, Clone, Default)]
+pub struct RequestParameters(Vec<(&'static str, Value)>);
+
+impl RequestParameters {
+    /// Records `name`, replacing an earlier value in its place.
+    fn set(&mut self, name: &'static str, value: Value) {
+        match self.0.iter_mut().find(|(recorded, _)| *recorded == name) {
+            Some((_, recorded)) => *recorded = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// The value recorded under `name`.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(recorded, _)| *recorded == name)
+            .map(|(_, value)| value)
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_string(out, name)?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, value)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Serialize for RequestParameters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+    }
+}
+
 /// The CloudTrail record of one API call (`AwsApiCall`), fields in CloudTrail's order. Its JSON
 /// is written by [`AuditEvent::write_json`]; the derived serialisation (in tests only) is the
 /// reference that writer is checked against.
@@ -213,7 +257,7 @@ pub struct ApiCallEvent<'a> {
     error_code: Option<&'static str>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     error_message: Option<&'a str>,
-    request_parameters: &'a Map<String, Value>,
+    request_parameters: &'a RequestParameters,
     /// `null` for failed calls and intents, as CloudTrail records them.
     response_elements: Option<&'a Value>,
     read_only: bool,
@@ -379,7 +423,7 @@ impl AuditEvent for ApiCallEvent<'_> {
             string_field(out, br#","errorMessage":"#, message)?;
         }
         literal(out, br#","requestParameters":"#);
-        serde_json::to_writer(&mut *out, self.request_parameters)?;
+        self.request_parameters.write_json(out)?;
         literal(out, br#","responseElements":"#);
         serde_json::to_writer(&mut *out, &self.response_elements)?;
         literal(out, br#","readOnly":"#);
@@ -665,7 +709,7 @@ mod tests {
             .map(|i| (format!("k{i:03}"), "\u{0}\u{1}x".repeat(200)))
             .collect();
         call.context("encryptionContext", Some(&huge));
-        let recorded = &call.request_parameters["encryptionContext"];
+        let recorded = call.request_parameters.get("encryptionContext").unwrap();
         assert_eq!(recorded["hsmKmsTruncated"], true);
         // Control characters are escaped (6 bytes each), so the JSON stays within a small multiple.
         assert!(serde_json::to_string(recorded).unwrap().len() < 6 * CONTEXT_RECORD_MAX);
