@@ -44,6 +44,8 @@
 //!   allowed when enabled, disabled or pending import; refused when pending
 //!   deletion, creating, updating or pending replica deletion).
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::KmsError;
@@ -383,8 +385,21 @@ impl Operation {
     /// The policy action that authorizes the operation (`kms:Encrypt`). ReEncrypt is
     /// authorized as `kms:ReEncryptFrom` on its source key and `kms:ReEncryptTo` on its
     /// destination key, so it has no single action (`kms:ReEncrypt*` matches both).
-    pub fn policy_action(self) -> String {
-        format!("kms:{}", self.as_str())
+    pub fn policy_action(self) -> &'static str {
+        // Formatted once per process: an action is named on every authorized call.
+        static ACTIONS: LazyLock<Vec<String>> = LazyLock::new(|| {
+            Operation::ALL
+                .iter()
+                .map(|op| format!("kms:{}", op.as_str()))
+                .collect()
+        });
+        // `ALL` lists every operation (all_lists_every_operation_once); were one missing,
+        // its action would be one no policy allows.
+        Operation::ALL
+            .iter()
+            .position(|op| *op == self)
+            .and_then(|index| ACTIONS.get(index))
+            .map_or("kms:", String::as_str)
     }
 
     /// Whether a principal of another account may call the operation on a key, naming

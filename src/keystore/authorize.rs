@@ -29,7 +29,7 @@ type Conditions<'a> = Box<dyn FnOnce(RequestContext) -> RequestContext + 'a>;
 /// key's state), the policy action, and the request's condition keys.
 pub(super) struct Access<'a> {
     operation: Operation,
-    action: String,
+    action: &'static str,
     conditions: Conditions<'a>,
     /// The request's `GrantTokens`, checked before the call is decided.
     grant_tokens: &'a [String],
@@ -60,8 +60,8 @@ impl<'a> Access<'a> {
 
     /// The same operation authorized as `action` (ReEncrypt: `kms:ReEncryptFrom` on the
     /// source key, `kms:ReEncryptTo` on the destination key).
-    pub(super) fn under_action(mut self, action: &str) -> Access<'a> {
-        self.action = action.to_owned();
+    pub(super) fn under_action(mut self, action: &'static str) -> Access<'a> {
+        self.action = action;
         self
     }
 
@@ -132,7 +132,7 @@ impl KeyStore {
             }
         }
         let mut request =
-            RequestContext::naming_only(&access.action, &arn, caller_identity(caller), names)
+            RequestContext::naming_only(access.action, &arn, caller_identity(caller), names)
                 .with_current_time(self.system_time())
                 .with_resource_tags(&key.tags);
         request.set(keys::KEY_SPEC, &key.key_spec);
@@ -195,7 +195,7 @@ impl KeyStore {
         operation: Operation,
         conditions: impl FnOnce(RequestContext) -> RequestContext,
     ) -> Result<(), KmsError> {
-        let request = RequestContext::new(&operation.policy_action(), "*", caller_identity(caller))
+        let request = RequestContext::new(operation.policy_action(), "*", caller_identity(caller))
             .with_current_time(self.system_time());
         let request = conditions(request);
         evaluate_without_key(
@@ -217,7 +217,7 @@ impl KeyStore {
         alias_arn: &str,
     ) -> Result<(), KmsError> {
         let request = RequestContext::new(
-            &operation.policy_action(),
+            operation.policy_action(),
             alias_arn,
             caller_identity(caller),
         )
