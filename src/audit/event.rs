@@ -48,8 +48,8 @@ pub struct Call {
     pub response_elements: Option<Value>,
     /// The key ARNs the call touched.
     pub resources: BTreeSet<String>,
-    /// The HSM members that served it.
-    pub members: BTreeSet<String>,
+    /// The HSM members that served it, in order of name (usually one: a list, not a tree).
+    pub members: Vec<String>,
     /// The `eventID` of the call's event, chosen up front so an intent can name it.
     pub event_id: uuid::Uuid,
     /// The account that owns the key when the caller used another account's key: the call
@@ -67,7 +67,7 @@ impl Call {
             request_parameters: RequestParameters::default(),
             response_elements: None,
             resources: BTreeSet::new(),
-            members: BTreeSet::new(),
+            members: Vec::new(),
             event_id: uuid::Uuid::new_v4(),
             key_owner: None,
         }
@@ -114,8 +114,8 @@ impl Call {
 
     /// Records an HSM member that served the call.
     pub fn served_by(&mut self, member: &str) {
-        if !self.members.contains(member) {
-            self.members.insert(member.to_owned());
+        if let Err(place) = self.members.binary_search_by(|m| m.as_str().cmp(member)) {
+            self.members.insert(place, member.to_owned());
         }
     }
 
@@ -381,7 +381,7 @@ fn resource<'a>(account: &'a str, arn: &'a str) -> Resource<'a> {
 struct AdditionalEventData<'a> {
     cluster: &'a str,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
-    hsm_members: Option<&'a BTreeSet<String>>,
+    hsm_members: Option<&'a [String]>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     hsm_kms_outcome: Option<&'static str>,
 }

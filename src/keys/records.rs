@@ -4,7 +4,7 @@
 //! plaintext or PINs.
 
 use std::collections::BTreeMap;
-
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -121,10 +121,15 @@ pub struct MultiRegionRecord {
 /// copies share the key id. All copies of one multi-Region key are found under the prefix
 /// [`multi_region_prefix`].
 pub fn store_key(key_id: &str, region: &str) -> String {
+    into_store_key(key_id.to_owned(), region)
+}
+
+/// [`store_key`] of a key id the caller no longer needs, reused for a single-Region key.
+pub fn into_store_key(key_id: String, region: &str) -> String {
     if key_id.starts_with(crate::ids::MULTI_REGION_PREFIX) {
         format!("{key_id}/{region}")
     } else {
-        key_id.to_owned()
+        key_id
     }
 }
 
@@ -284,23 +289,34 @@ impl KeyRecord {
 
     /// The key ARN.
     pub fn arn(&self) -> String {
-        let mut arn = String::with_capacity(
-            "arn:aws:kms:::key/".len()
-                + self.region.len()
-                + self.account_id.len()
-                + self.key_id.len(),
-        );
-        for part in [
+        let parts = self.arn_parts();
+        let mut arn = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+        for part in parts {
+            arn.push_str(part);
+        }
+        arn
+    }
+
+    /// The key ARN, written only if it is displayed: for messages most calls never make.
+    pub fn arn_display(&self) -> impl fmt::Display + '_ {
+        struct Arn<'a>([&'a str; 6]);
+        impl fmt::Display for Arn<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.iter().try_for_each(|part| f.write_str(part))
+            }
+        }
+        Arn(self.arn_parts())
+    }
+
+    fn arn_parts(&self) -> [&str; 6] {
+        [
             "arn:aws:kms:",
             &self.region,
             ":",
             &self.account_id,
             ":key/",
             &self.key_id,
-        ] {
-            arn.push_str(part);
-        }
-        arn
+        ]
     }
 
     /// AWS's `KeyMaterialId` of material `version`: 64 hex digits, SHA-256 of the key id and

@@ -44,6 +44,7 @@
 //!   allowed when enabled, disabled or pending import; refused when pending
 //!   deletion, creating, updating or pending replica deletion).
 
+use std::fmt;
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
@@ -485,7 +486,7 @@ impl Operation {
 
 /// Whether `op` may run on a key in `state`; if not, the AWS exception with
 /// its message naming `key_arn`.
-pub fn check(op: Operation, state: KeyState, key_arn: &str) -> Result<(), KmsError> {
+pub fn check(op: Operation, state: KeyState, key_arn: impl fmt::Display) -> Result<(), KmsError> {
     match TABLE[op.row() as usize][state.column()] {
         Effect::Allow => Ok(()),
         Effect::Deny(exception, reason) => {

@@ -287,7 +287,7 @@ impl KeyStore {
         let (target, revision) = self.stored_key(&resolved.store_key())?.ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", resolved.arn()))
         })?;
-        state::check(operation, target.state, &target.arn())?;
+        state::check(operation, target.state, target.arn_display())?;
         Ok((target, revision))
     }
 

@@ -103,7 +103,7 @@ impl KeyStore {
         let operation = access.operation;
         self.authorize(caller, &key, alias.as_deref(), access)?;
         super::import::check_origin_allows(operation, &key)?;
-        state::check(operation, key.state, &key.arn())?;
+        state::check(operation, key.state, key.arn_display())?;
         Ok(key)
     }
 
@@ -132,13 +132,20 @@ impl KeyStore {
             }
         }
         let mut request =
-            RequestContext::naming_only(access.action, &arn, caller_identity(caller), names)
+            RequestContext::naming_only(access.action, arn, caller_identity(caller), names)
                 .with_current_time(self.system_time())
                 .with_resource_tags(&key.tags);
         request.set(keys::KEY_SPEC, &key.key_spec);
         request.set(keys::KEY_USAGE, &key.key_usage);
         request.set(keys::KEY_ORIGIN, &key.origin);
-        request.set(keys::MULTI_REGION, &key.multi_region.is_some().to_string());
+        request.set(
+            keys::MULTI_REGION,
+            if key.multi_region.is_some() {
+                "true"
+            } else {
+                "false"
+            },
+        );
         if key.multi_region.is_some() {
             request.set(
                 keys::MULTI_REGION_KEY_TYPE,

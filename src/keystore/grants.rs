@@ -281,7 +281,7 @@ impl KeyStore {
                 }
             };
             call.param("grantId", grant_id.as_str());
-            state::check(Operation::RetireGrant, key.state, &key.arn())?;
+            state::check(Operation::RetireGrant, key.state, key.arn_display())?;
             let (record, revision) = self.stored_grant(&key, &grant_id)?;
             if !policy_grant(&record, &key.arn()).may_retire(&caller_identity(caller)) {
                 return Err(KmsError::AccessDenied(format!(

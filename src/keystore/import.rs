@@ -399,7 +399,7 @@ impl KeyStore {
     ) -> Result<Expiry, KmsError> {
         let key = self.update_key(store_key, |record, _| {
             check_origin(record)?;
-            state::check(operation, record.state, &record.arn())?;
+            state::check(operation, record.state, record.arn_display())?;
             let versions: Vec<u32> = record.materials.iter().map(|m| m.version).collect();
             record.materials.clear();
             let import = record.import.get_or_insert_with(ImportRecord::default);
@@ -516,7 +516,7 @@ impl KeyStore {
         )?;
         self.authorize(caller, &key, alias.as_deref(), access)?;
         check_origin(&key)?;
-        state::check(operation, key.state, &key.arn())?;
+        state::check(operation, key.state, key.arn_display())?;
         Ok(key)
     }
 

@@ -537,7 +537,7 @@ impl KeyStore {
             Naming::KeyIdOrArn,
         )?;
         self.update_key(&record.store_key(), |record, _| {
-            state::check(operation, record.state, &record.arn())?;
+            state::check(operation, record.state, record.arn_display())?;
             record.state = target;
             Ok(())
         })
@@ -586,7 +586,11 @@ impl KeyStore {
             // waiting period begins once the last replica is gone (see `maintenance`).
             let waits_for_replicas = record.is_primary() && !self.replicas_of(&record)?.is_empty();
             let response = self.update_key(&record.store_key(), |record, _| {
-                state::check(Operation::ScheduleKeyDeletion, record.state, &record.arn())?;
+                state::check(
+                    Operation::ScheduleKeyDeletion,
+                    record.state,
+                    record.arn_display(),
+                )?;
                 let (state, deletion_date) = if waits_for_replicas {
                     (KeyState::PendingReplicaDeletion, None)
                 } else {
@@ -632,7 +636,11 @@ impl KeyStore {
                 Naming::KeyIdOrArn,
             )?;
             self.update_key(&record.store_key(), |record, _| {
-                state::check(Operation::CancelKeyDeletion, record.state, &record.arn())?;
+                state::check(
+                    Operation::CancelKeyDeletion,
+                    record.state,
+                    record.arn_display(),
+                )?;
                 if record.destruction_begun() {
                     return Err(KmsError::KmsInvalidState(format!(
                         "{} is pending deletion and its deletion has already begun.",
@@ -674,7 +682,11 @@ impl KeyStore {
                 Naming::KeyIdOrArn,
             )?;
             self.update_key(&record.store_key(), |record, _| {
-                state::check(Operation::UpdateKeyDescription, record.state, &record.arn())?;
+                state::check(
+                    Operation::UpdateKeyDescription,
+                    record.state,
+                    record.arn_display(),
+                )?;
                 record.description = request.description;
                 Ok(())
             })
@@ -706,7 +718,7 @@ impl KeyStore {
                 Naming::KeyIdOrArn,
             )?;
             self.update_key(&record.store_key(), |record, _| {
-                state::check(Operation::TagResource, record.state, &record.arn())?;
+                state::check(Operation::TagResource, record.state, record.arn_display())?;
                 record.tags = validate_tags(&request.tags, &record.tags)?;
                 Ok(())
             })
@@ -735,7 +747,7 @@ impl KeyStore {
                 Naming::KeyIdOrArn,
             )?;
             self.update_key(&record.store_key(), |record, _| {
-                state::check(Operation::UntagResource, record.state, &record.arn())?;
+                state::check(Operation::UntagResource, record.state, record.arn_display())?;
                 for key in &request.tag_keys {
                     record.tags.remove(key);
                 }

@@ -46,7 +46,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
-use crate::keys::records::{AliasRecord, KeyRecord, store_key};
+use crate::keys::records::{AliasRecord, KeyRecord, into_store_key, store_key};
 use crate::keys::state::{KeyState, Operation};
 use crate::store::{Batch, Change, MetadataStore, Precondition, StoreError, Table};
 
@@ -539,7 +539,7 @@ impl KeyStore {
         key_id: Option<KeyId>,
     ) -> Option<Result<Arc<KeyRecord>, KmsError>> {
         let key_id = key_id?;
-        match self.key(&store_key(&key_id.to_string(), caller.scope.region())) {
+        match self.key(&into_store_key(key_id.to_string(), caller.scope.region())) {
             Ok(Some(record)) if record.in_scope(&caller.scope) => Some(Ok(record)),
             Ok(_) => None,
             Err(error) => Some(Err(error)),

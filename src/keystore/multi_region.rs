@@ -555,7 +555,7 @@ impl KeyStore {
             state::check(
                 Operation::UpdatePrimaryRegion,
                 new_primary.state,
-                &new_primary.arn(),
+                new_primary.arn_display(),
             )?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             let mut batch = Batch::new();

@@ -52,7 +52,11 @@ impl KeyStore {
             rotatable(&key)?;
             let now = self.now();
             self.update_key(&key.store_key(), |record, batch| {
-                state::check(Operation::EnableKeyRotation, record.state, &record.arn())?;
+                state::check(
+                    Operation::EnableKeyRotation,
+                    record.state,
+                    record.arn_display(),
+                )?;
                 record.rotation = Some(RotationSchedule {
                     period_days: days as u32,
                     next_rotation: now + days * DAY_MILLIS,
@@ -81,7 +85,11 @@ impl KeyStore {
             )?;
             not_a_replica(&key)?;
             self.update_key(&key.store_key(), |record, batch| {
-                state::check(Operation::DisableKeyRotation, record.state, &record.arn())?;
+                state::check(
+                    Operation::DisableKeyRotation,
+                    record.state,
+                    record.arn_display(),
+                )?;
                 record.rotation = None;
                 self.sync_replicas_in(record, batch)
             })
@@ -228,7 +236,11 @@ impl KeyStore {
             let (mut record, revision) = self
                 .stored_key(&key.store_key())?
                 .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", key.arn())))?;
-            state::check(Operation::RotateKeyOnDemand, record.state, &record.arn())?;
+            state::check(
+                Operation::RotateKeyOnDemand,
+                record.state,
+                record.arn_display(),
+            )?;
             if record.current_version() >= version {
                 return Err(KmsError::Conflict(format!(
                     "A rotation of {} is already in progress",

@@ -271,7 +271,7 @@ fn principal_kind(arn: &str) -> PrincipalKind {
 /// keys and the encryption context.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    action: String,
+    action: &'static str,
     resource: String,
     caller: CallerIdentity,
     /// The condition keys set, each name once (compared ignoring ASCII case).
@@ -332,7 +332,11 @@ impl Filled {
 impl RequestContext {
     /// A request for `action` (`kms:Encrypt`) on `resource` (the key ARN) by `caller`, with
     /// the caller's condition keys filled in (see the module docs).
-    pub fn new(action: &str, resource: &str, caller: CallerIdentity) -> RequestContext {
+    pub fn new(
+        action: &'static str,
+        resource: impl Into<String>,
+        caller: CallerIdentity,
+    ) -> RequestContext {
         RequestContext::filling(action, resource, caller, Filled::All)
     }
 
@@ -343,8 +347,8 @@ impl RequestContext {
     ///
     /// [`PolicyDocument::condition_keys`]: super::PolicyDocument::condition_keys
     pub fn naming_only(
-        action: &str,
-        resource: &str,
+        action: &'static str,
+        resource: impl Into<String>,
         caller: CallerIdentity,
         names: Arc<BTreeSet<String>>,
     ) -> RequestContext {
@@ -352,14 +356,14 @@ impl RequestContext {
     }
 
     fn filling(
-        action: &str,
-        resource: &str,
+        action: &'static str,
+        resource: impl Into<String>,
         caller: CallerIdentity,
         filled: Filled,
     ) -> RequestContext {
         RequestContext {
-            action: action.to_owned(),
-            resource: resource.to_owned(),
+            action,
+            resource: resource.into(),
             caller,
             keys: Vec::new(),
             filled,
@@ -486,9 +490,9 @@ impl RequestContext {
 
     /// The same request for another action (the lockout check asks about
     /// `kms:PutKeyPolicy` with the caller and condition keys of the current call).
-    pub fn for_action(&self, action: &str) -> RequestContext {
+    pub fn for_action(&self, action: &'static str) -> RequestContext {
         RequestContext {
-            action: action.to_owned(),
+            action,
             ..self.clone()
         }
     }
@@ -500,14 +504,14 @@ impl RequestContext {
 
     /// The action, e.g. `kms:Encrypt`.
     pub fn action(&self) -> &str {
-        &self.action
+        self.action
     }
 
     /// The operation name, e.g. `Encrypt` (the action without its `kms:` prefix).
     pub fn operation(&self) -> &str {
         self.action
             .split_once(':')
-            .map_or(self.action.as_str(), |(_, name)| name)
+            .map_or(self.action, |(_, name)| name)
     }
 
     /// The resource, the key ARN.

@@ -71,7 +71,12 @@ type PrincipalCase<'a> = (
 );
 
 /// (constraints, action, request encryption context, allowed).
-type ConstraintCase<'a> = (&'a GrantConstraints, &'a str, Vec<(&'a str, &'a str)>, bool);
+type ConstraintCase<'a> = (
+    &'a GrantConstraints,
+    &'static str,
+    Vec<(&'a str, &'a str)>,
+    bool,
+);
 
 fn reason(decision: &Decision) -> Option<DenialReason> {
     match decision {
