@@ -89,8 +89,9 @@ impl BlobHeader {
     /// The AAD for GCM: the header bytes, then `context.canonical_bytes()`.
     /// Never empty (at least 27 bytes).
     pub fn aad(&self, context: &EncryptionContext) -> Vec<u8> {
-        let mut aad = self.to_bytes().to_vec();
-        aad.extend_from_slice(&context.canonical_bytes());
+        let mut aad = Vec::with_capacity(HEADER_LEN + context.canonical_len());
+        aad.extend_from_slice(&self.to_bytes());
+        context.write_canonical(&mut aad);
         aad
     }
 

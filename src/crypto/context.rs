@@ -44,21 +44,30 @@ impl EncryptionContext {
     /// pair in ascending byte order of its key: key length (`u32` BE), key
     /// UTF-8 bytes, value length (`u32` BE), value UTF-8 bytes.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let size = 4 + self
+        let mut out = Vec::with_capacity(self.canonical_len());
+        self.write_canonical(&mut out);
+        out
+    }
+
+    /// The length of [`EncryptionContext::canonical_bytes`].
+    pub fn canonical_len(&self) -> usize {
+        4 + self
             .0
             .iter()
             .map(|(k, v)| 8 + k.len() + v.len())
-            .sum::<usize>();
-        let mut out = Vec::with_capacity(size);
-        put_len(&mut out, self.0.len());
+            .sum::<usize>()
+    }
+
+    /// Appends [`EncryptionContext::canonical_bytes`] to `out`.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        put_len(out, self.0.len());
         // `String`'s order is the byte order of its UTF-8 encoding.
         for (key, value) in &self.0 {
-            put_len(&mut out, key.len());
+            put_len(out, key.len());
             out.extend_from_slice(key.as_bytes());
-            put_len(&mut out, value.len());
+            put_len(out, value.len());
             out.extend_from_slice(value.as_bytes());
         }
-        out
     }
 }
 
