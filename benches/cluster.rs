@@ -19,7 +19,7 @@ use hsm_kms::cluster::{Cluster, MaterialId};
 use hsm_kms::config::ClusterConfig;
 use hsm_kms::hsm::GcmSeal;
 
-use common::token::{gcm_encrypt, iv, one, open_session};
+use common::token::{Gcm, gcm, iv, one, open_session};
 use common::{Res, Tally, interleave, load_average, median, run, verdict};
 
 /// Rounds of every case; each figure is the median over rounds.
@@ -99,7 +99,7 @@ impl Raw {
     }
 
     fn encrypt(&self, iv: &[u8; 12], data: &[u8]) -> Res<Vec<u8>> {
-        gcm_encrypt(&self.session, self.key, iv, AAD, data)
+        gcm(&self.session, Gcm::Encrypt, self.key, iv, AAD, data)
     }
 }
 

@@ -51,7 +51,7 @@ use hsm_kms::keystore::{Caller, KeyStore};
 use hsm_kms::policy::parse_identity_policy;
 use hsm_kms::store::{Batch, MetadataStore, SledStore, Table};
 
-use common::token::{gcm_decrypt, gcm_encrypt, iv, one, open_session};
+use common::token::{Gcm, gcm, iv, one, open_session};
 use common::{Res, Tally, interleave, load_average, median, run, verdict};
 
 /// Rounds of every comparison; each figure is the median over rounds.
@@ -191,7 +191,7 @@ impl Token {
         aad: &[u8],
         data: &[u8],
     ) -> Res<Vec<u8>> {
-        gcm_encrypt(&self.session, key, iv, aad, data)
+        gcm(&self.session, Gcm::Encrypt, key, iv, aad, data)
     }
 
     fn decrypt(
@@ -201,7 +201,7 @@ impl Token {
         aad: &[u8],
         data: &[u8],
     ) -> Res<Vec<u8>> {
-        gcm_decrypt(&self.session, key, iv, aad, data)
+        gcm(&self.session, Gcm::Decrypt, key, iv, aad, data)
     }
 }
 

@@ -63,28 +63,28 @@ pub fn iv(lane: u8, slice: u32, n: u64) -> [u8; IV_LEN] {
     iv
 }
 
-/// Raw `C_Encrypt` with AES-GCM (128-bit tag) under `key`: ciphertext then tag.
-pub fn gcm_encrypt(
-    session: &Session,
-    key: ObjectHandle,
-    iv: &[u8; IV_LEN],
-    aad: &[u8],
-    data: &[u8],
-) -> Res<Vec<u8>> {
-    let mut iv = *iv;
-    let params = GcmParams::new(&mut iv, aad, 128.into())?;
-    Ok(session.encrypt(&Mechanism::AesGcm(params), key, data)?)
+/// Which way a raw AES-GCM call goes.
+#[derive(Clone, Copy)]
+pub enum Gcm {
+    /// `C_Encrypt`: plaintext in, ciphertext then tag out.
+    Encrypt,
+    /// `C_Decrypt`: ciphertext then tag in, plaintext out.
+    Decrypt,
 }
 
-/// Raw `C_Decrypt` with AES-GCM (128-bit tag) under `key` of ciphertext then tag.
-pub fn gcm_decrypt(
+/// Raw `C_Encrypt` or `C_Decrypt` with AES-GCM (128-bit tag) under `key`.
+pub fn gcm(
     session: &Session,
+    way: Gcm,
     key: ObjectHandle,
     iv: &[u8; IV_LEN],
     aad: &[u8],
     data: &[u8],
 ) -> Res<Vec<u8>> {
     let mut iv = *iv;
-    let params = GcmParams::new(&mut iv, aad, 128.into())?;
-    Ok(session.decrypt(&Mechanism::AesGcm(params), key, data)?)
+    let mechanism = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into())?);
+    Ok(match way {
+        Gcm::Encrypt => session.encrypt(&mechanism, key, data)?,
+        Gcm::Decrypt => session.decrypt(&mechanism, key, data)?,
+    })
 }
