@@ -2,9 +2,10 @@
 //!
 //! Every event has a sequence number (1, 2, ...) and a chain hash,
 //! `hash = SHA-256(previous hash || seq BE || event JSON)`, the first event's previous hash all
-//! zeros. A group of consecutive events committed together is stored as one record under its
-//! first sequence number (see [`StoredEvent::encode_record`]): the store's cost is per record,
-//! and it was most of the trail's. One writer thread appends, so the chain has one order. Events of calls that
+//! zeros. A group of consecutive events committed together is stored as one compressed record
+//! under its first sequence number (see [`StoredEvent::encode_record`]): the store's cost is
+//! per record and per byte, and it was most of the trail's. One writer thread appends, so the
+//! chain has one order. Events of calls that
 //! change state are durable before the call returns; the others are group-committed: flushed
 //! at most [`AuditSettings::group_commit`] after they were queued, or as soon as
 //! [`AuditSettings::group_commit_events`] are waiting — a crash loses at most that window.
@@ -55,12 +56,20 @@ const PREFIX_LEN: usize = 8 + 32 + 32;
 /// holds one event, its prefix then its JSON, and starts with its sequence number's top byte,
 /// 0 for every sequence number below 2^56.
 const RECORD_FORMAT_GROUP: u8 = 1;
+/// First byte of a record in format 2: a record of format 1 without its first byte,
+/// compressed (LZ4 block, its uncompressed length first as u32 LE). The format records are
+/// written in.
+const RECORD_FORMAT_COMPRESSED: u8 = 2;
+/// Largest uncompressed body a record of format 2 may claim: far above any real group, low
+/// enough that a tampered length cannot make a reader allocate without bound.
+const RECORD_BODY_MAX: usize = 16 << 20;
 /// Most events one record holds, so that the record holding event `n` is keyed at most
 /// `EVENTS_PER_RECORD_MAX - 1` below `n`: readers find it by a forward scan.
 pub const EVENTS_PER_RECORD_MAX: usize = 64;
-/// Events are added to a record until it reaches this size. Larger records cost sled more than
-/// they save: it keeps up to 16 records in a leaf and writes a leaf of more than a quarter of
-/// its 512 KiB segment as a file of its own, rewritten whole at every change.
+/// Events are added to a record until its body reaches this size before compression. Larger
+/// records cost sled more than they save: it keeps up to 16 records in a leaf and writes a
+/// leaf of more than a quarter of its 512 KiB segment as a file of its own, rewritten whole
+/// at every change.
 const RECORD_BYTES_TARGET: usize = 6 * 1024;
 /// Meta-table key of the chain head.
 const HEAD_KEY: &[u8] = b"audit-head";
@@ -199,7 +208,7 @@ impl AuditEvent for Value {
 }
 
 /// One stored event with its place in the chain.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     /// Its sequence number, from 1, without gaps.
     pub seq: u64,
@@ -217,31 +226,48 @@ impl StoredEvent {
         serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 
-    /// The stored form (format 1) of consecutive `events`, stored under the first one's
+    /// The stored form (format 2) of consecutive `events`, stored under the first one's
     /// sequence number.
     pub fn encode_record<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> Vec<u8> {
-        let mut bytes = vec![RECORD_FORMAT_GROUP];
+        let mut body = Vec::new();
         for event in events {
             append_to_record(
-                &mut bytes,
+                &mut body,
                 event.seq,
                 &event.previous,
                 &event.hash,
                 &event.json,
             );
         }
-        bytes
+        compressed_record(&body)
     }
 
-    /// The events of a stored record, in either format; `None` if it cannot be one.
+    /// The events of a stored record, in any format; `None` if it cannot be one.
     pub fn decode_record(bytes: &[u8]) -> Option<Vec<StoredEvent>> {
-        let (&format, mut rest) = bytes.split_first()?;
-        if format != RECORD_FORMAT_GROUP {
-            return Some(vec![StoredEvent::parse_prefixed(
+        let (&format, body) = bytes.split_first()?;
+        match format {
+            RECORD_FORMAT_COMPRESSED => {
+                let claimed = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
+                let claimed = usize::try_from(claimed).ok()?;
+                if claimed > RECORD_BODY_MAX {
+                    return None;
+                }
+                // Exactly the length it claims, or the record was cut or altered.
+                let mut group = vec![0; claimed];
+                let written = lz4_flex::decompress_into(&body[4..], &mut group).ok()?;
+                (written == claimed).then_some(())?;
+                StoredEvent::decode_group(&group)
+            }
+            RECORD_FORMAT_GROUP => StoredEvent::decode_group(body),
+            _ => Some(vec![StoredEvent::parse_prefixed(
                 bytes,
                 bytes.get(PREFIX_LEN..)?,
-            )?]);
+            )?]),
         }
+    }
+
+    /// The events of a record body of format 1 (after its first byte).
+    fn decode_group(mut rest: &[u8]) -> Option<Vec<StoredEvent>> {
         let mut events = Vec::new();
         while !rest.is_empty() {
             let len = u32::from_be_bytes(rest.get(PREFIX_LEN..PREFIX_LEN + 4)?.try_into().ok()?);
@@ -266,7 +292,14 @@ impl StoredEvent {
     }
 }
 
-/// Appends one event to a record of format 1.
+/// A record of format 2 holding `body`, the events of a record of format 1.
+fn compressed_record(body: &[u8]) -> Vec<u8> {
+    let mut record = vec![RECORD_FORMAT_COMPRESSED];
+    record.extend_from_slice(&lz4_flex::compress_prepend_size(body));
+    record
+}
+
+/// Appends one event to the body of a record (format 1 after its first byte).
 fn append_to_record(
     record: &mut Vec<u8>,
     seq: u64,
@@ -1145,8 +1178,8 @@ impl Shared {
 }
 
 /// Packs a round's chained events into records of at most [`EVENTS_PER_RECORD_MAX`] events, and
-/// no more once one reaches [`RECORD_BYTES_TARGET`] bytes, each put under its first event's
-/// sequence number.
+/// no more once one's body reaches [`RECORD_BYTES_TARGET`] bytes, each compressed (format 2)
+/// and put under its first event's sequence number.
 #[derive(Default)]
 struct RecordBuilder {
     first_seq: u64,
@@ -1168,7 +1201,6 @@ impl RecordBuilder {
         }
         if self.events == 0 {
             self.first_seq = seq;
-            self.bytes.push(RECORD_FORMAT_GROUP);
         }
         append_to_record(&mut self.bytes, seq, previous, hash, json);
         self.events += 1;
@@ -1179,8 +1211,9 @@ impl RecordBuilder {
             batch.put(
                 Table::Audit,
                 &self.first_seq.to_be_bytes(),
-                std::mem::take(&mut self.bytes),
+                compressed_record(&self.bytes),
             );
+            self.bytes.clear();
             self.events = 0;
         }
     }
@@ -1547,23 +1580,63 @@ mod tests {
         assert_eq!(report.events, 5);
     }
 
-    #[test]
-    fn a_record_cut_short_is_unreadable_unless_cut_between_events() {
-        let event = StoredEvent {
-            seq: 7,
+    fn two_events() -> [StoredEvent; 2] {
+        let event = |seq| StoredEvent {
+            seq,
             previous: [1; 32],
             hash: [2; 32],
-            json: br#"{"eventName":"Encrypt"}"#.to_vec(),
+            json: br#"{"eventName":"Encrypt","eventSource":"kms.amazonaws.com"}"#.to_vec(),
         };
-        let record = StoredEvent::encode_record([&event, &event]);
-        let decoded = StoredEvent::decode_record(&record).unwrap();
-        assert_eq!(decoded.len(), 2);
-        assert_eq!(decoded[1].json, event.json);
+        [event(7), event(8)]
+    }
+
+    #[test]
+    fn a_compressed_record_cut_short_or_altered_is_unreadable() {
+        let events = two_events();
+        let record = StoredEvent::encode_record(&events);
+        assert_eq!(record[0], RECORD_FORMAT_COMPRESSED);
+        assert_eq!(StoredEvent::decode_record(&record).unwrap(), events);
         for cut in 1..record.len() {
             assert!(
-                StoredEvent::decode_record(&record[..cut]).is_none_or(
-                    |events| events.len() < 2 && cut == 1 + PREFIX_LEN + 4 + event.json.len()
-                ),
+                StoredEvent::decode_record(&record[..cut]).is_none(),
+                "cut at {cut}"
+            );
+        }
+        // A length claimed beyond any group, and one that is merely wrong.
+        let mut huge = record.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(StoredEvent::decode_record(&huge).is_none());
+        let mut wrong = record.clone();
+        let claimed = u32::from_le_bytes(wrong[1..5].try_into().unwrap());
+        wrong[1..5].copy_from_slice(&(claimed - 1).to_le_bytes());
+        assert!(StoredEvent::decode_record(&wrong).is_none());
+        // Whatever a flipped byte makes of it, the reader does not panic.
+        for at in 1..record.len() {
+            let mut flipped = record.clone();
+            flipped[at] ^= 0x5a;
+            let _ = StoredEvent::decode_record(&flipped);
+        }
+    }
+
+    #[test]
+    fn an_uncompressed_group_record_cut_short_is_unreadable_unless_cut_between_events() {
+        let events = two_events();
+        let mut record = vec![RECORD_FORMAT_GROUP];
+        for event in &events {
+            append_to_record(
+                &mut record,
+                event.seq,
+                &event.previous,
+                &event.hash,
+                &event.json,
+            );
+        }
+        assert_eq!(StoredEvent::decode_record(&record).unwrap(), events);
+        let first_ends = 1 + PREFIX_LEN + 4 + events[0].json.len();
+        for cut in 1..record.len() {
+            assert!(
+                StoredEvent::decode_record(&record[..cut])
+                    .is_none_or(|read| read.len() == 1 && cut == first_ends),
                 "cut at {cut}"
             );
         }
