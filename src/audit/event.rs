@@ -201,7 +201,8 @@ impl RequestParameters {
     }
 
     /// The value recorded under `name`.
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    #[cfg(test)]
+    fn get(&self, name: &str) -> Option<&Value> {
         self.0
             .iter()
             .find(|(recorded, _)| *recorded == name)

@@ -45,7 +45,6 @@
 //!   deletion, creating, updating or pending replica deletion).
 
 use std::fmt;
-use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +112,9 @@ impl KeyState {
         }
     }
 }
+
+/// The prefix of every KMS policy action.
+const ACTION_PREFIX: &str = "kms:";
 
 /// Every operation of the key store, named as in the AWS KMS API.
 #[non_exhaustive]
@@ -287,60 +289,71 @@ impl Operation {
 
     /// The AWS operation name (`X-Amz-Target: TrentService.<name>`).
     pub fn as_str(self) -> &'static str {
+        let action = self.policy_action();
+        action.strip_prefix(ACTION_PREFIX).unwrap_or(action)
+    }
+
+    /// The policy action that authorizes the operation (`kms:Encrypt`): its name after the
+    /// service's prefix, one string per operation, so naming it costs nothing. ReEncrypt is
+    /// authorized as `kms:ReEncryptFrom` on its source key and `kms:ReEncryptTo` on its
+    /// destination key, so it has no single action (`kms:ReEncrypt*` matches both).
+    pub fn policy_action(self) -> &'static str {
         match self {
-            Operation::CancelKeyDeletion => "CancelKeyDeletion",
-            Operation::ConnectCustomKeyStore => "ConnectCustomKeyStore",
-            Operation::CreateCustomKeyStore => "CreateCustomKeyStore",
-            Operation::DeleteCustomKeyStore => "DeleteCustomKeyStore",
-            Operation::DescribeCustomKeyStores => "DescribeCustomKeyStores",
-            Operation::DisconnectCustomKeyStore => "DisconnectCustomKeyStore",
-            Operation::UpdateCustomKeyStore => "UpdateCustomKeyStore",
-            Operation::CreateAlias => "CreateAlias",
-            Operation::CreateGrant => "CreateGrant",
-            Operation::CreateKey => "CreateKey",
-            Operation::Decrypt => "Decrypt",
-            Operation::DeleteAlias => "DeleteAlias",
-            Operation::DescribeKey => "DescribeKey",
-            Operation::DisableKey => "DisableKey",
-            Operation::DisableKeyRotation => "DisableKeyRotation",
-            Operation::EnableKey => "EnableKey",
-            Operation::EnableKeyRotation => "EnableKeyRotation",
-            Operation::Encrypt => "Encrypt",
-            Operation::GenerateDataKey => "GenerateDataKey",
-            Operation::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
-            Operation::GenerateRandom => "GenerateRandom",
-            Operation::GetKeyPolicy => "GetKeyPolicy",
-            Operation::GetKeyRotationStatus => "GetKeyRotationStatus",
-            Operation::ListAliases => "ListAliases",
-            Operation::ListGrants => "ListGrants",
-            Operation::ListKeyPolicies => "ListKeyPolicies",
-            Operation::ListKeyRotations => "ListKeyRotations",
-            Operation::ListKeys => "ListKeys",
-            Operation::ListResourceTags => "ListResourceTags",
-            Operation::ListRetirableGrants => "ListRetirableGrants",
-            Operation::PutKeyPolicy => "PutKeyPolicy",
-            Operation::ReEncrypt => "ReEncrypt",
-            Operation::RetireGrant => "RetireGrant",
-            Operation::RevokeGrant => "RevokeGrant",
-            Operation::RotateKeyOnDemand => "RotateKeyOnDemand",
-            Operation::ScheduleKeyDeletion => "ScheduleKeyDeletion",
-            Operation::TagResource => "TagResource",
-            Operation::UntagResource => "UntagResource",
-            Operation::UpdateAlias => "UpdateAlias",
-            Operation::UpdateKeyDescription => "UpdateKeyDescription",
-            Operation::Sign => "Sign",
-            Operation::Verify => "Verify",
-            Operation::GetPublicKey => "GetPublicKey",
-            Operation::GenerateMac => "GenerateMac",
-            Operation::VerifyMac => "VerifyMac",
-            Operation::DeriveSharedSecret => "DeriveSharedSecret",
-            Operation::GenerateDataKeyPair => "GenerateDataKeyPair",
-            Operation::GenerateDataKeyPairWithoutPlaintext => "GenerateDataKeyPairWithoutPlaintext",
-            Operation::GetParametersForImport => "GetParametersForImport",
-            Operation::ImportKeyMaterial => "ImportKeyMaterial",
-            Operation::DeleteImportedKeyMaterial => "DeleteImportedKeyMaterial",
-            Operation::ReplicateKey => "ReplicateKey",
-            Operation::UpdatePrimaryRegion => "UpdatePrimaryRegion",
+            Operation::CancelKeyDeletion => "kms:CancelKeyDeletion",
+            Operation::ConnectCustomKeyStore => "kms:ConnectCustomKeyStore",
+            Operation::CreateCustomKeyStore => "kms:CreateCustomKeyStore",
+            Operation::DeleteCustomKeyStore => "kms:DeleteCustomKeyStore",
+            Operation::DescribeCustomKeyStores => "kms:DescribeCustomKeyStores",
+            Operation::DisconnectCustomKeyStore => "kms:DisconnectCustomKeyStore",
+            Operation::UpdateCustomKeyStore => "kms:UpdateCustomKeyStore",
+            Operation::CreateAlias => "kms:CreateAlias",
+            Operation::CreateGrant => "kms:CreateGrant",
+            Operation::CreateKey => "kms:CreateKey",
+            Operation::Decrypt => "kms:Decrypt",
+            Operation::DeleteAlias => "kms:DeleteAlias",
+            Operation::DescribeKey => "kms:DescribeKey",
+            Operation::DisableKey => "kms:DisableKey",
+            Operation::DisableKeyRotation => "kms:DisableKeyRotation",
+            Operation::EnableKey => "kms:EnableKey",
+            Operation::EnableKeyRotation => "kms:EnableKeyRotation",
+            Operation::Encrypt => "kms:Encrypt",
+            Operation::GenerateDataKey => "kms:GenerateDataKey",
+            Operation::GenerateDataKeyWithoutPlaintext => "kms:GenerateDataKeyWithoutPlaintext",
+            Operation::GenerateRandom => "kms:GenerateRandom",
+            Operation::GetKeyPolicy => "kms:GetKeyPolicy",
+            Operation::GetKeyRotationStatus => "kms:GetKeyRotationStatus",
+            Operation::ListAliases => "kms:ListAliases",
+            Operation::ListGrants => "kms:ListGrants",
+            Operation::ListKeyPolicies => "kms:ListKeyPolicies",
+            Operation::ListKeyRotations => "kms:ListKeyRotations",
+            Operation::ListKeys => "kms:ListKeys",
+            Operation::ListResourceTags => "kms:ListResourceTags",
+            Operation::ListRetirableGrants => "kms:ListRetirableGrants",
+            Operation::PutKeyPolicy => "kms:PutKeyPolicy",
+            Operation::ReEncrypt => "kms:ReEncrypt",
+            Operation::RetireGrant => "kms:RetireGrant",
+            Operation::RevokeGrant => "kms:RevokeGrant",
+            Operation::RotateKeyOnDemand => "kms:RotateKeyOnDemand",
+            Operation::ScheduleKeyDeletion => "kms:ScheduleKeyDeletion",
+            Operation::TagResource => "kms:TagResource",
+            Operation::UntagResource => "kms:UntagResource",
+            Operation::UpdateAlias => "kms:UpdateAlias",
+            Operation::UpdateKeyDescription => "kms:UpdateKeyDescription",
+            Operation::Sign => "kms:Sign",
+            Operation::Verify => "kms:Verify",
+            Operation::GetPublicKey => "kms:GetPublicKey",
+            Operation::GenerateMac => "kms:GenerateMac",
+            Operation::VerifyMac => "kms:VerifyMac",
+            Operation::DeriveSharedSecret => "kms:DeriveSharedSecret",
+            Operation::GenerateDataKeyPair => "kms:GenerateDataKeyPair",
+            Operation::GenerateDataKeyPairWithoutPlaintext => {
+                "kms:GenerateDataKeyPairWithoutPlaintext"
+            }
+            Operation::GetParametersForImport => "kms:GetParametersForImport",
+            Operation::ImportKeyMaterial => "kms:ImportKeyMaterial",
+            Operation::DeleteImportedKeyMaterial => "kms:DeleteImportedKeyMaterial",
+            Operation::ReplicateKey => "kms:ReplicateKey",
+            Operation::UpdatePrimaryRegion => "kms:UpdatePrimaryRegion",
         }
     }
 
@@ -381,26 +394,6 @@ impl Operation {
                 | ListResourceTags
                 | ListRetirableGrants
         )
-    }
-
-    /// The policy action that authorizes the operation (`kms:Encrypt`). ReEncrypt is
-    /// authorized as `kms:ReEncryptFrom` on its source key and `kms:ReEncryptTo` on its
-    /// destination key, so it has no single action (`kms:ReEncrypt*` matches both).
-    pub fn policy_action(self) -> &'static str {
-        // Formatted once per process: an action is named on every authorized call.
-        static ACTIONS: LazyLock<Vec<String>> = LazyLock::new(|| {
-            Operation::ALL
-                .iter()
-                .map(|op| format!("kms:{}", op.as_str()))
-                .collect()
-        });
-        // `ALL` lists every operation (all_lists_every_operation_once); were one missing,
-        // its action would be one no policy allows.
-        Operation::ALL
-            .iter()
-            .position(|op| *op == self)
-            .and_then(|index| ACTIONS.get(index))
-            .map_or("kms:", String::as_str)
     }
 
     /// Whether a principal of another account may call the operation on a key, naming
