@@ -285,6 +285,28 @@ fn plaintext_and_data_keys_never_reach_disk_errors_or_debug_output() {
             }
         }
     }
+    // The audit trail's records are compressed on disk, so its events are also searched as
+    // the trail reads them back.
+    let metadata = hsm_kms::store::SledStore::open(&data_dir).unwrap();
+    let events = hsm_kms::audit::log::read_events(&metadata, 0, usize::MAX).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|event| contains(&event.json, k.as_bytes())),
+        "the key's events are not in the audit trail"
+    );
+    for event in &events {
+        for (what, secret) in &secrets {
+            for form in encodings(secret) {
+                assert!(
+                    !contains(&event.json, &form),
+                    "{what} found in audit event {}",
+                    event.seq
+                );
+            }
+        }
+    }
+    drop(metadata);
     // Nor anywhere else under the cluster directory (HSM tokens, configs).
     for path in files(cluster.dir.path()) {
         let bytes = std::fs::read(&path).unwrap();
