@@ -383,10 +383,25 @@ pub fn read_events(
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    // The record holding event `after + 1` is keyed at most EVENTS_PER_RECORD_MAX - 1 below it.
-    let reach = EVENTS_PER_RECORD_MAX as u64;
-    let mut scan_after = (after >= reach).then(|| (after + 1 - reach).to_be_bytes().to_vec());
     let mut events = Vec::new();
+    // Readers that keep up (the alarms, paging readers) stop at the end of a round, so the
+    // next event usually begins a record of its own: then one lookup finds it. Otherwise the
+    // record holding it is keyed at most EVENTS_PER_RECORD_MAX - 1 below it, and a scan from
+    // there decodes that many small records (one per durable call) to skip them.
+    let Some(next) = after.checked_add(1) else {
+        return Ok(events);
+    };
+    let mut scan_after = match store.get(Table::Audit, &next.to_be_bytes())? {
+        Some(record) => {
+            let stored = StoredEvent::decode_record(&record.payload).unwrap_or_default();
+            events.extend(stored.into_iter().filter(|e| e.seq > after).take(limit));
+            Some(next.to_be_bytes().to_vec())
+        }
+        None => {
+            let reach = EVENTS_PER_RECORD_MAX as u64;
+            (next > reach).then(|| (next - reach).to_be_bytes().to_vec())
+        }
+    };
     while events.len() < limit {
         let records = limit.min(16);
         let page = store.scan(Table::Audit, b"", scan_after.as_deref(), records)?;
@@ -1539,6 +1554,33 @@ mod tests {
         let report = super::super::verify::verify(store.as_ref(), None, None).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.events, count as u64);
+    }
+
+    #[test]
+    fn events_are_read_from_every_point_of_a_trail_of_small_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        // Durable calls commit one at a time: a record each, more of them than one record
+        // can hold, so a reader looking back for the next event's record would pass many.
+        let count = EVENTS_PER_RECORD_MAX as u64 + 6;
+        for i in 0..count {
+            log.append(&event("DisableKey", &format!("d{i}")), true)
+                .unwrap();
+        }
+        log.shutdown();
+        let records = store.scan(Table::Audit, b"", None, usize::MAX).unwrap();
+        assert_eq!(records.len() as u64, count);
+        for after in 0..=count {
+            let seqs: Vec<u64> = read_events(store.as_ref(), after, 3)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            let expected: Vec<u64> = (after + 1..=count.min(after + 3)).collect();
+            assert_eq!(seqs, expected, "after {after}");
+        }
+        assert!(read_events(store.as_ref(), u64::MAX, 3).unwrap().is_empty());
     }
 
     #[test]
