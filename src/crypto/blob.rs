@@ -225,11 +225,7 @@ mod tests {
 
     fn unhex(s: &str) -> Vec<u8> {
         let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        assert_eq!(digits.len() % 2, 0, "odd hex length");
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
+        hex::decode(digits).expect("hex digits")
     }
 
     fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
