@@ -8,8 +8,11 @@
 //!
 //! The key store never waits for it: committed events only wake the threads (which also poll
 //! every [`POLL`]), and actions run on the alarm's own thread, bounded by their timeouts.
-//! Alarms that keep up read and parse each event once between them, and only the top-level
-//! fields their patterns select; a cursor that passed only events that fired nothing is saved
+//! Alarms that keep up read and parse each event once between them, only the top-level
+//! fields their patterns select, and only events whose JSON holds the text some alarm's
+//! pattern requires ([`FilterPattern::required_text`](super::filter::FilterPattern::required_text):
+//! the built-in alarms parse DisableKey and failed calls, not every Encrypt); a cursor that
+//! passed only events that fired nothing is saved
 //! at most every second (after a crash those events are evaluated again, which delivers
 //! nothing twice because every delivery saves the cursor at once).
 //! At shutdown each thread makes one last pass over the events already committed, with one
@@ -30,6 +33,7 @@ use serde_json::Value;
 
 use super::alarm::{Alarm, AlarmCursor, parse_fields};
 use super::delivery::{DeliveryError, deliver};
+use super::filter::RequiredText;
 use super::log::{read_events, read_head};
 use crate::store::{Batch, MetadataStore, StoreError, Table};
 
@@ -139,6 +143,10 @@ impl AlarmDispatcher {
         let mut workers = Vec::new();
         let events = Arc::new(Events {
             fields: alarms.iter().flat_map(Alarm::fields).collect(),
+            required: alarms
+                .iter()
+                .map(|alarm| alarm.pattern.required_text())
+                .collect(),
             recent: Mutex::new(BTreeMap::new()),
         });
         let signal = Arc::new(Signal {
@@ -254,8 +262,9 @@ enum Step {
 
 /// One event as the alarms see it.
 struct Parsed {
-    /// Only the top-level fields some alarm can look at (see [`parse_fields`]).
-    fields: Value,
+    /// Only the top-level fields some alarm can look at (see [`parse_fields`]); `None` when
+    /// the event's JSON lacks text every alarm's pattern requires, so none can match it.
+    fields: Option<Value>,
     /// The whole event's JSON, parsed in full only when an alarm fires.
     json: Vec<u8>,
 }
@@ -264,6 +273,9 @@ struct Parsed {
 /// parse each event once between them, and only the fields they look at.
 struct Events {
     fields: BTreeSet<String>,
+    /// The text each alarm's pattern requires of a matching event's JSON; `None` if some
+    /// alarm's requires none, so every event is parsed.
+    required: Option<Vec<RequiredText>>,
     recent: Mutex<BTreeMap<u64, Arc<Parsed>>>,
 }
 
@@ -296,7 +308,9 @@ impl Events {
             .into_iter()
             .map(|stored| {
                 let parsed = Arc::new(Parsed {
-                    fields: parse_fields(&stored.json, &self.fields),
+                    fields: self
+                        .may_match(&stored.json)
+                        .then(|| parse_fields(&stored.json, &self.fields)),
                     json: stored.json,
                 });
                 recent.insert(stored.seq, parsed.clone());
@@ -307,6 +321,14 @@ impl Events {
             recent.pop_first();
         }
         Ok(events)
+    }
+
+    /// Whether some alarm's pattern may match the event `json`: most events (Encrypt, Decrypt…)
+    /// lack the names the patterns compare with, and are then never parsed.
+    fn may_match(&self, json: &[u8]) -> bool {
+        self.required
+            .as_ref()
+            .is_none_or(|required| required.iter().any(|text| text.admits(json)))
     }
 }
 
@@ -410,8 +432,13 @@ impl Worker {
             return Ok(Step::Idle);
         }
         for (seq, event) in &events {
+            let Some(fields) = &event.fields else {
+                // No alarm can match it: passed over as a match that failed would be.
+                self.cursor.seq = *seq;
+                continue;
+            };
             let mut after = self.cursor.clone();
-            if let Some(count) = self.alarm.evaluate(&mut after, *seq, &event.fields) {
+            if let Some(count) = self.alarm.evaluate(&mut after, *seq, fields) {
                 let whole = serde_json::from_slice(&event.json).unwrap_or(Value::Null);
                 let parsed = self.alarm.notification(*seq, count, whole);
                 let notification =

@@ -53,12 +53,25 @@
 //!   except `NOT EXISTS`, which is true exactly then. A field that is
 //!   present with value `null` exists: `IS NULL` is true, `NOT EXISTS` false.
 //! - `IS TRUE` and `IS FALSE` match the JSON booleans only.
+//!
+//! # Text an event must contain
+//!
+//! [`FilterPattern::required_text`] derives from a pattern the literal text that the JSON of
+//! any event it matches must contain, so that a reader of many events (the alarms) can pass
+//! over most of them without parsing them. It is a necessary condition only, built from
+//! string comparisons (`=`) alone: every literal piece of such a comparison's value (between
+//! its wildcards) appears as it is in the JSON text of a string that matches it, provided
+//! that piece holds no character a JSON writer may escape (`"`, `\`, `/`, control
+//! characters) and the JSON holds no `\u` escape at all (then [`RequiredText::admits`] admits
+//! the event unread). Pieces that could be a number's text are not used, since numbers are
+//! compared in the form `serde_json` writes them, not as the event spelled them.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
+use memchr::memmem::Finder;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
@@ -98,6 +111,43 @@ impl FilterPattern {
     /// Whether `event` matches this pattern.
     pub fn matches(&self, event: &Value) -> bool {
         self.expr.matches(event)
+    }
+
+    /// The text every event this pattern matches has in its JSON (see the [module
+    /// documentation](self)), or `None` when the pattern can match without any.
+    pub fn required_text(&self) -> Option<RequiredText> {
+        let clauses = self.expr.required()?;
+        Some(RequiredText {
+            clauses: clauses
+                .iter()
+                .map(|clause| {
+                    clause
+                        .iter()
+                        .map(|text| Finder::new(text.as_bytes()).into_owned())
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Literal text the JSON of an event must contain to match a pattern: at least one string
+/// of every clause, each searched for with a searcher built once.
+#[derive(Debug, Clone)]
+pub struct RequiredText {
+    clauses: Vec<Vec<Finder<'static>>>,
+}
+
+impl RequiredText {
+    /// False only if `json` (an event's JSON text) cannot match the pattern.
+    pub fn admits(&self, json: &[u8]) -> bool {
+        let unicode_escape =
+            memchr::memchr_iter(b'\\', json).any(|at| json.get(at + 1) == Some(&b'u'));
+        unicode_escape
+            || self
+                .clauses
+                .iter()
+                .all(|clause| clause.iter().any(|text| text.find(json).is_some()))
     }
 }
 
@@ -188,6 +238,34 @@ impl Expr {
             Expr::Or(terms) => terms.iter().any(|term| term.matches(event)),
             Expr::And(terms) => terms.iter().all(|term| term.matches(event)),
             Expr::Test { selector, test } => test.holds(selector.resolve(event)),
+        }
+    }
+
+    /// Clauses of text a matching event's JSON holds, one string of each at least; `None`
+    /// when nothing is required. A conjunction requires what each of its terms does; a
+    /// disjunction one string of the fewest-string clause of each of its terms.
+    fn required(&self) -> Option<Vec<Vec<String>>> {
+        match self {
+            Expr::And(terms) => {
+                let clauses: Vec<Vec<String>> =
+                    terms.iter().filter_map(Expr::required).flatten().collect();
+                (!clauses.is_empty()).then_some(clauses)
+            }
+            Expr::Or(terms) => {
+                let mut clause = Vec::new();
+                for term in terms {
+                    let fewest = term.required()?.into_iter().min_by_key(Vec::len)?;
+                    clause.extend(fewest);
+                }
+                Some(vec![clause])
+            }
+            Expr::Test {
+                test: Test::StrEq(glob),
+                ..
+            } => glob
+                .literal_piece()
+                .map(|piece| vec![vec![piece.to_owned()]]),
+            Expr::Test { .. } => None,
         }
     }
 }
@@ -299,6 +377,28 @@ struct Glob {
 }
 
 impl Glob {
+    /// The longest piece between wildcards that any text this glob matches contains, and that
+    /// a JSON writer writes as it is (no character it may escape) and no number's text could
+    /// hold (a number is compared in the form `serde_json` writes it).
+    fn literal_piece(&self) -> Option<&str> {
+        let number_like = |piece: &str| {
+            piece
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        };
+        self.segments
+            .iter()
+            .map(String::as_str)
+            .filter(|piece| {
+                !piece.is_empty()
+                    && !number_like(piece)
+                    && !piece
+                        .chars()
+                        .any(|c| c.is_control() || matches!(c, '"' | '\\' | '/'))
+            })
+            .max_by_key(|piece| piece.len())
+    }
+
     /// The glob of an unquoted word, where every `*` is a wildcard.
     fn from_word(word: &str) -> Self {
         Self {

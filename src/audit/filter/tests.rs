@@ -784,6 +784,122 @@ fn number_literals() {
     }
 }
 
+/// Whether the text `text`'s pattern requires is in `event`'s JSON (true when it requires none).
+fn admitted(text: &str, event: &Value) -> bool {
+    pattern(text)
+        .required_text()
+        .is_none_or(|required| required.admits(&serde_json::to_vec(event).unwrap()))
+}
+
+#[test]
+fn the_built_in_patterns_pass_over_events_that_lack_their_names() {
+    let encrypt = record("Encrypt", true);
+    assert!(!admitted(USE_OF_UNUSABLE_KEY, &encrypt));
+    assert!(!admitted(DISABLE_OR_DELETE, &encrypt));
+    assert!(!admitted(
+        USE_OF_UNUSABLE_KEY,
+        &generate_data_key_not_found()
+    ));
+    assert!(admitted(USE_OF_UNUSABLE_KEY, &encrypt_with_disabled_key()));
+    assert!(admitted(
+        USE_OF_UNUSABLE_KEY,
+        &decrypt_with_pending_deletion_key()
+    ));
+    assert!(admitted(DISABLE_OR_DELETE, &disable_key()));
+    assert!(admitted(DISABLE_OR_DELETE, &schedule_key_deletion()));
+    // Admitted, then refused by the pattern itself: the text is necessary, not sufficient.
+    assert!(admitted(DISABLE_OR_DELETE, &disable_key_rotation()));
+    assert!(!matches(DISABLE_OR_DELETE, &disable_key_rotation()));
+}
+
+#[test]
+fn what_a_pattern_requires_follows_its_string_comparisons() {
+    let required = |text: &str| {
+        let clauses = pattern(text).required_text()?.clauses;
+        Some(
+            clauses
+                .iter()
+                .map(|clause| {
+                    clause
+                        .iter()
+                        .map(|finder| String::from_utf8(finder.needle().to_vec()).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let strings = |clauses: &[&[&str]]| {
+        Some(
+            clauses
+                .iter()
+                .map(|clause| clause.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        required(DISABLE_OR_DELETE),
+        strings(&[
+            &["kms.amazonaws.com"],
+            &["DisableKey", "ScheduleKeyDeletion"]
+        ])
+    );
+    // The longest piece between wildcards; none that holds '/' or could be a number's text.
+    assert_eq!(
+        required(r#"{ $.resources[0].ARN = "arn:aws:kms:*:key/*" }"#),
+        strings(&[&["arn:aws:kms:"]])
+    );
+    assert_eq!(required(r#"{ $.errorCode = "*" }"#), None);
+    assert_eq!(required(r#"{ $.x = "2.5*" }"#), None);
+    assert_eq!(required(r#"{ $.x = "a\"b" }"#), None);
+    assert_eq!(required("{ $.readOnly = true }"), strings(&[&["true"]]));
+    // What other tests ask for is not text: a disjunction with one of them requires nothing.
+    assert_eq!(required("{ $.a = x || $.b NOT EXISTS }"), None);
+    assert_eq!(required("{ $.a != x }"), None);
+    assert_eq!(required("{ $.a > 5 }"), None);
+    assert_eq!(
+        required("{ $.a = xyz && $.b IS NULL }"),
+        strings(&[&["xyz"]])
+    );
+    // A disjunction takes the fewest-string clause of each term.
+    assert_eq!(
+        required("{ ($.a = aa && ($.b = b1 || $.b = b2)) || $.c = cc }"),
+        strings(&[&["aa", "cc"]])
+    );
+}
+
+#[test]
+fn every_event_a_pattern_matches_is_admitted() {
+    let events = [
+        record("Encrypt", true),
+        encrypt_with_disabled_key(),
+        decrypt_with_pending_deletion_key(),
+        generate_data_key_not_found(),
+        disable_key(),
+        schedule_key_deletion(),
+        disable_key_rotation(),
+        other_service_failure(),
+    ];
+    let patterns = [
+        USE_OF_UNUSABLE_KEY,
+        ANY_KMS_EXCEPTION,
+        DISABLE_OR_DELETE,
+        r#"{ $.resources[0].ARN = "arn:aws:kms:*:key/*" }"#,
+        r#"{ $.userIdentity.arn = "*user/alice" }"#,
+        r#"{ $.requestParameters.encryptionContext.aws:s3:arn = "arn:aws:s3:::bucket/*" }"#,
+        r#"{ $.readOnly = true && $.eventName = "*crypt" }"#,
+        "{ $.requestParameters.numberOfBytes = 32 || $.eventName = Disable* }",
+        "{ $.errorMessage = *pending* }",
+        r#"{ $.responseElements.keyState = "PendingDeletion" }"#,
+    ];
+    for text in patterns {
+        for event in &events {
+            if matches(text, event) {
+                assert!(admitted(text, event), "{text} matches {event}");
+            }
+        }
+    }
+}
+
 /// Reference matcher for `*` globs: plain backtracking over characters.
 fn glob_reference(pattern: &[Option<char>], text: &[char]) -> bool {
     match pattern.split_first() {
@@ -946,6 +1062,56 @@ proptest! {
         prop_assert_eq!(&parsed.expr, &expr);
         prop_assert_eq!(parsed.to_string(), text.clone());
         prop_assert_eq!(FilterPattern::parse(&parsed.to_string())?, parsed);
+    }
+
+    #[test]
+    fn a_string_that_matches_a_glob_is_admitted_however_its_json_is_escaped(
+        segments in prop::collection::vec(prop_oneof![".{0,5}", "[ab/\"\\\\\t\u{e9}]{0,5}"], 1..4),
+        fillers in prop::collection::vec(".{0,3}", 3),
+    ) {
+        let glob = Glob { segments: segments.clone() };
+        let quoted: Vec<String> = segments
+            .iter()
+            .map(|s| s.replace('\\', "\\\\").replace('"', "\\\"").replace('*', "\\*"))
+            .collect();
+        let text = format!("{{ $.f = \"{}\" }}", quoted.join("*"));
+        let pattern = FilterPattern::parse(&text)
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{}", e.diagnostic(&text))))?;
+        prop_assert_eq!(&pattern.expr, &Expr::Test {
+            selector: Selector(vec![Step::Field("f".into())]),
+            test: Test::StrEq(glob),
+        });
+        // A value the glob matches: its pieces with anything between them.
+        let mut value = String::new();
+        for (i, segment) in segments.iter().enumerate() {
+            if i > 0 {
+                value.push_str(&fillers[i - 1]);
+            }
+            value.push_str(segment);
+        }
+        let event = json!({ "f": value });
+        prop_assert!(pattern.matches(&event));
+        let Some(required) = pattern.required_text() else {
+            return Ok(());
+        };
+        let written = serde_json::to_string(&event).unwrap();
+        // Other writers may escape '/', or any character as \uXXXX.
+        let slashes = written.replace('/', "\\/");
+        let mut unicode = String::new();
+        for c in written.chars() {
+            if c.is_ascii() {
+                unicode.push(c);
+            } else {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    unicode.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        for json in [written, slashes, unicode] {
+            let parsed: Value = serde_json::from_str(&json).unwrap();
+            prop_assert!(pattern.matches(&parsed));
+            prop_assert!(required.admits(json.as_bytes()), "{} not admitted by {}", json, text);
+        }
     }
 
     #[test]
