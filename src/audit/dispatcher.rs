@@ -11,10 +11,10 @@
 //! Alarms that keep up read and parse each event once between them, only the top-level
 //! fields their patterns select, and only events whose JSON holds the text some alarm's
 //! pattern requires ([`FilterPattern::required_text`](super::filter::FilterPattern::required_text):
-//! the built-in alarms parse DisableKey and failed calls, not every Encrypt); a cursor that
-//! passed only events that fired nothing is saved
-//! at most every second (after a crash those events are evaluated again, which delivers
-//! nothing twice because every delivery saves the cursor at once).
+//! the built-in alarms parse DisableKey and failed calls, not every Encrypt). A cursor that
+//! passed only events that fired nothing is saved at most every second (after a crash those
+//! events are evaluated again, which delivers nothing twice because every delivery saves the
+//! cursor at once).
 //! At shutdown each thread makes one last pass over the events already committed, with one
 //! attempt per notification; whatever is left is delivered at the next start.
 //!
@@ -34,7 +34,7 @@ use serde_json::Value;
 use super::alarm::{Alarm, AlarmCursor, parse_fields};
 use super::delivery::{DeliveryError, deliver};
 use super::filter::RequiredText;
-use super::log::{read_events, read_head};
+use super::log::{nothing_after, read_events, read_head};
 use crate::store::{Batch, MetadataStore, StoreError, Table};
 
 /// Meta-table key prefix of the alarms' cursors.
@@ -298,9 +298,9 @@ impl Events {
         if !cached.is_empty() {
             return Ok(cached);
         }
-        // Most looks find nothing new (every commit wakes every alarm): the chain head, written
-        // in the batch of every record, says so without reading back through the records.
-        if read_head(store)?.seq <= after {
+        // Most looks find nothing new (every commit wakes every alarm): the chain head says so
+        // without reading back through the records.
+        if nothing_after(store, after)? {
             return Ok(Vec::new());
         }
         let page = read_events(store, after, PAGE)?;

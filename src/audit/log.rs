@@ -372,6 +372,18 @@ pub fn read_head(store: &dyn MetadataStore) -> Result<Head, StoreError> {
     })
 }
 
+/// Whether the trail holds no event after `seq`, as its chain head (written in the batch of
+/// every record) says; false when the head is missing or unreadable, so that a reader then
+/// looks at the records themselves.
+pub fn nothing_after(store: &dyn MetadataStore, seq: u64) -> Result<bool, StoreError> {
+    Ok(match store.get(Table::Meta, HEAD_KEY)? {
+        Some(record) => {
+            serde_json::from_slice::<Head>(&record.payload).is_ok_and(|head| head.seq <= seq)
+        }
+        None => false,
+    })
+}
+
 /// Reads up to `limit` events after sequence number `after`, in order.
 pub fn read_events(
     store: &dyn MetadataStore,
@@ -1576,6 +1588,19 @@ mod tests {
             assert_eq!(seqs, expected, "after {after}");
         }
         assert!(read_events(store.as_ref(), u64::MAX, 3).unwrap().is_empty());
+        assert!(nothing_after(store.as_ref(), count).unwrap());
+        assert!(!nothing_after(store.as_ref(), count - 1).unwrap());
+    }
+
+    #[test]
+    fn only_a_readable_head_says_there_is_nothing_to_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        assert!(!nothing_after(store.as_ref(), 0).unwrap());
+        let mut batch = Batch::new();
+        batch.put(Table::Meta, HEAD_KEY, b"not a head".to_vec());
+        store.commit(batch).unwrap().unwrap();
+        assert!(!nothing_after(store.as_ref(), u64::MAX).unwrap());
     }
 
     #[test]
