@@ -328,7 +328,7 @@ impl Events {
     fn may_match(&self, json: &[u8]) -> bool {
         self.required
             .as_ref()
-            .is_none_or(|required| required.iter().any(|text| text.admits(json)))
+            .is_none_or(|required| RequiredText::any_admits(required, json))
     }
 }
 

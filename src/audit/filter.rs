@@ -141,13 +141,22 @@ pub struct RequiredText {
 impl RequiredText {
     /// False only if `json` (an event's JSON text) cannot match the pattern.
     pub fn admits(&self, json: &[u8]) -> bool {
+        Self::any_admits(std::slice::from_ref(self), json)
+    }
+
+    /// False only if `json` can match none of the patterns whose texts are `required`; the
+    /// JSON is looked at once for a `\u` escape, whatever their number.
+    pub fn any_admits(required: &[RequiredText], json: &[u8]) -> bool {
         let unicode_escape =
             memchr::memchr_iter(b'\\', json).any(|at| json.get(at + 1) == Some(&b'u'));
-        unicode_escape
-            || self
-                .clauses
-                .iter()
-                .all(|clause| clause.iter().any(|text| text.find(json).is_some()))
+        unicode_escape || required.iter().any(|text| text.holds(json))
+    }
+
+    /// Whether `json` holds a string of every clause.
+    fn holds(&self, json: &[u8]) -> bool {
+        self.clauses
+            .iter()
+            .all(|clause| clause.iter().any(|text| text.find(json).is_some()))
     }
 }
 

@@ -358,30 +358,26 @@ fn parse_hex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The chain head recorded in the store, `None` when there is none or it cannot be read.
+fn stored_head(store: &dyn MetadataStore) -> Result<Option<Head>, StoreError> {
+    Ok(store
+        .get(Table::Meta, HEAD_KEY)?
+        .and_then(|record| serde_json::from_slice(&record.payload).ok()))
+}
+
 /// Reads the chain head recorded in the store (zero when the log is empty).
 pub fn read_head(store: &dyn MetadataStore) -> Result<Head, StoreError> {
-    Ok(match store.get(Table::Meta, HEAD_KEY)? {
-        Some(record) => serde_json::from_slice(&record.payload).unwrap_or(Head {
-            seq: 0,
-            hash: [0; 32],
-        }),
-        None => Head {
-            seq: 0,
-            hash: [0; 32],
-        },
-    })
+    Ok(stored_head(store)?.unwrap_or(Head {
+        seq: 0,
+        hash: [0; 32],
+    }))
 }
 
 /// Whether the trail holds no event after `seq`, as its chain head (written in the batch of
 /// every record) says; false when the head is missing or unreadable, so that a reader then
 /// looks at the records themselves.
 pub fn nothing_after(store: &dyn MetadataStore, seq: u64) -> Result<bool, StoreError> {
-    Ok(match store.get(Table::Meta, HEAD_KEY)? {
-        Some(record) => {
-            serde_json::from_slice::<Head>(&record.payload).is_ok_and(|head| head.seq <= seq)
-        }
-        None => false,
-    })
+    Ok(stored_head(store)?.is_some_and(|head| head.seq <= seq))
 }
 
 /// Reads up to `limit` events after sequence number `after`, in order.
@@ -398,10 +394,14 @@ pub fn read_events(
     let Some(next) = after.checked_add(1) else {
         return Ok(events);
     };
+    let take = |events: &mut Vec<StoredEvent>, payload: &[u8]| {
+        let stored = StoredEvent::decode_record(payload).unwrap_or_default();
+        let wanted = limit - events.len();
+        events.extend(stored.into_iter().filter(|e| e.seq > after).take(wanted));
+    };
     let mut scan_after = match store.get(Table::Audit, &next.to_be_bytes())? {
         Some(record) => {
-            let stored = StoredEvent::decode_record(&record.payload).unwrap_or_default();
-            events.extend(stored.into_iter().filter(|e| e.seq > after).take(limit));
+            take(&mut events, &record.payload);
             Some(next.to_be_bytes().to_vec())
         }
         None => {
@@ -414,9 +414,7 @@ pub fn read_events(
         let page = store.scan(Table::Audit, b"", scan_after.as_deref(), records)?;
         let full = page.len() == records;
         for (key, record) in page {
-            let stored = StoredEvent::decode_record(&record.payload).unwrap_or_default();
-            let wanted = limit - events.len();
-            events.extend(stored.into_iter().filter(|e| e.seq > after).take(wanted));
+            take(&mut events, &record.payload);
             scan_after = Some(key);
         }
         if !full {
