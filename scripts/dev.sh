@@ -50,7 +50,10 @@ config=$dir/hsm-kms.toml
     hsmkms_die "$dir has no credentials file (made by an older scripts/softhsm-cluster.sh): remove $dir to start over"
 
 (cd -- "$repo" && cargo build --release) >&2
-hsm_kms=$repo/target/release/hsm-kms
+# Cargo builds into CARGO_TARGET_DIR when it is set (relative to the repository).
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$repo/$target_dir
+hsm_kms=$target_dir/release/hsm-kms
 
 if "$hsm_kms" --config "$config" cluster check >/dev/null 2>&1; then
     hsmkms_log "cluster already initialised: skipping cluster init"
