@@ -58,21 +58,22 @@ impl KeyStore {
             "description",
             request.description.clone().unwrap_or_default(),
         );
-        call.param(
-            "origin",
-            request.origin.clone().unwrap_or_else(|| {
-                if request.custom_key_store_id.is_some() {
-                    "AWS_CLOUDHSM"
-                } else {
-                    "AWS_KMS"
-                }
-                .into()
-            }),
-        );
+        call.param("origin", origin_of(&request));
         if let Some(id) = &request.custom_key_store_id {
             call.param("customKeyStoreId", id.as_str());
         }
         self.audited(caller, call, |call| {
+            self.create_key_recorded(caller, request, call)
+        })
+    }
+
+    /// The work of [`KeyStore::create_key`] once its call is on record in `call`.
+    fn create_key_recorded(
+        &self,
+        caller: &Caller,
+        request: CreateKeyRequest,
+        call: &mut Call,
+    ) -> Result<KeyMetadataResponse, KmsError> {
         let (spec, usage) = spec::validate_create(
             request.key_spec.as_deref(),
             request.customer_master_key_spec.as_deref(),
@@ -81,6 +82,7 @@ impl KeyStore {
         self.authorize_without_key(caller, Operation::CreateKey, |context| {
             create_key_conditions(context, &request)
         })?;
+        let origin = origin_of(&request);
         let description = request.description.unwrap_or_default();
         check_description(&description)?;
         if spec != KeySpec::SymmetricDefault && request.custom_key_store_id.is_some() {
@@ -90,27 +92,7 @@ impl KeyStore {
             )));
         }
         let (key_spec, key_usage) = (spec.as_str().to_owned(), usage.as_str().to_owned());
-        let origin = request.origin.unwrap_or_else(|| {
-            if request.custom_key_store_id.is_some() { "AWS_CLOUDHSM" } else { "AWS_KMS" }.to_owned()
-        });
-        match (origin.as_str(), &request.custom_key_store_id) {
-            ("AWS_KMS" | "EXTERNAL", None) | ("AWS_CLOUDHSM", Some(_)) => {}
-            ("AWS_CLOUDHSM", None) => {
-                return Err(KmsError::Validation(
-                    "A key of origin AWS_CLOUDHSM needs a CustomKeyStoreId.".into(),
-                ));
-            }
-            (_, Some(_)) => {
-                return Err(KmsError::UnsupportedOperation(format!(
-                    "Origin {origin} cannot be used with a custom key store; use AWS_CLOUDHSM."
-                )));
-            }
-            _ => {
-                return Err(KmsError::UnsupportedOperation(format!(
-                    "Origin {origin} is not supported: use AWS_KMS, EXTERNAL or AWS_CLOUDHSM."
-                )));
-            }
-        }
+        check_origin(&origin, request.custom_key_store_id.is_some())?;
         let multi_region = request.multi_region == Some(true);
         if multi_region && request.custom_key_store_id.is_some() {
             return Err(KmsError::UnsupportedOperation(
@@ -142,7 +124,7 @@ impl KeyStore {
         }
         let external = origin == "EXTERNAL";
         let now = self.now();
-        let record = KeyRecord {
+        let mut record = KeyRecord {
             key_id: key_id.to_string(),
             account_id: caller.scope.account_id().to_owned(),
             region: caller.scope.region().to_owned(),
@@ -183,8 +165,17 @@ impl KeyStore {
                 primary_region: caller.scope.region().to_owned(),
             }),
         };
-        let mut record = record;
-        if external {
+        self.write_new_key(&mut record)?;
+        call.resource(record.arn());
+        let key_metadata = self.describe(&record)?;
+        call.response_elements = Some(serde_json::json!({ "keyMetadata": key_metadata }));
+        Ok(KeyMetadataResponse { key_metadata })
+    }
+
+    /// Writes the record of a new key with its first material: none for imported material,
+    /// a pool object claimed in the same batch, or material generated and replicated now.
+    fn write_new_key(&self, record: &mut KeyRecord) -> Result<(), KmsError> {
+        if record.origin == "EXTERNAL" {
             // No material until ImportKeyMaterial brings it.
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             let mut batch = Batch::new();
@@ -196,7 +187,7 @@ impl KeyStore {
                 )
                 .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
             self.commit(batch, &record.store_key())?;
-        } else if let Some(object) = self.pooled_for(&record) {
+        } else if let Some(object) = self.pooled_for(record) {
             // Material from the pool: the claim and the key record are one batch.
             let cluster = record.cluster.clone();
             if let Some(first) = record.materials.first_mut() {
@@ -220,7 +211,7 @@ impl KeyStore {
         } else {
             self.create_material(&record.clone(), 1, |batch| {
                 // A pair's public key is read from the HSM once, here, and kept in the record.
-                record.public_key = self.read_public_key(&record)?;
+                record.public_key = self.read_public_key(record)?;
                 batch
                     .expect(
                         Table::Keys,
@@ -231,11 +222,7 @@ impl KeyStore {
                 Ok(())
             })?;
         }
-        call.resource(record.arn());
-        let key_metadata = self.describe(&record)?;
-        call.response_elements = Some(serde_json::json!({ "keyMetadata": key_metadata }));
-        Ok(KeyMetadataResponse { key_metadata })
-            })
+        Ok(())
     }
 
     /// A proven material pool object for the first material of the new key `record`, if
@@ -794,6 +781,36 @@ impl KeyStore {
             })
         })
     }
+}
+
+/// Whether a key of `origin` may be created where the request asks: `AWS_CLOUDHSM` in a
+/// custom key store and only there, `AWS_KMS` and `EXTERNAL` outside one.
+fn check_origin(origin: &str, in_custom_key_store: bool) -> Result<(), KmsError> {
+    match (origin, in_custom_key_store) {
+        ("AWS_KMS" | "EXTERNAL", false) | ("AWS_CLOUDHSM", true) => Ok(()),
+        ("AWS_CLOUDHSM", false) => Err(KmsError::Validation(
+            "A key of origin AWS_CLOUDHSM needs a CustomKeyStoreId.".into(),
+        )),
+        (_, true) => Err(KmsError::UnsupportedOperation(format!(
+            "Origin {origin} cannot be used with a custom key store; use AWS_CLOUDHSM."
+        ))),
+        _ => Err(KmsError::UnsupportedOperation(format!(
+            "Origin {origin} is not supported: use AWS_KMS, EXTERNAL or AWS_CLOUDHSM."
+        ))),
+    }
+}
+
+/// The request's `Origin`, or the default: `AWS_CLOUDHSM` in a custom key store, `AWS_KMS`
+/// elsewhere.
+fn origin_of(request: &CreateKeyRequest) -> String {
+    request.origin.clone().unwrap_or_else(|| {
+        if request.custom_key_store_id.is_some() {
+            "AWS_CLOUDHSM"
+        } else {
+            "AWS_KMS"
+        }
+        .into()
+    })
 }
 
 /// CreateKey's condition keys: the new key's properties, the lockout-check bypass and the
