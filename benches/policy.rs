@@ -1,10 +1,10 @@
-//! Cost of one authorization: evaluating AWS's default key policy versus a 20-statement key
-//! policy with conditions plus an identity policy, in one run, and building the request
-//! context the wiring makes per call (the same for both). Pure CPU, no HSM. It prints nanoseconds per evaluation, their ratio,
-//! and what each costs next to one Encrypt (about 25 µs end to end through SoftHSM2), which
-//! is the goal (Encrypt on the 20-statement policy / Encrypt on the default policy
-//! ≥ 0.95, measured end to end once the evaluator is wired in). Figures are medians of five
-//! rounds in interleaved 100 ms slices, printed, never asserted.
+//! Cost of one authorization: evaluating AWS's default key policy versus a 20-statement key policy
+//! with conditions plus an identity policy, in one run, and building the request context the wiring
+//! makes per call (the same for both). Pure CPU, no HSM. It prints nanoseconds per evaluation,
+//! their ratio, and what each costs next to one Encrypt (about 25 µs end to end through SoftHSM2),
+//! which is the goal (Encrypt on the 20-statement policy / Encrypt on the default policy
+//! ≥ 0.95, measured end to end once the evaluator is wired in). Figures are medians of five rounds
+//! in interleaved 100 ms slices, printed, never asserted.
 //!
 //! Run: `cargo bench --bench policy` (`HSM_KMS_BENCH_SECS` sets seconds per case and round).
 

@@ -56,11 +56,11 @@ impl Cluster {
         })
     }
 
-    /// Opens wrapped material of kind `spec` on `member` with its wrapping key
-    /// `wrapping_id`, checks it against `expected` (a key check value), and with `keep` makes
-    /// it material version `material` on every member: kept on `member`, then replicated and proven like
-    /// generated material (which needs the quorum, checked first). Without `keep` the
-    /// material is only checked. Anything the HSM refused leaves nothing behind.
+    /// Opens wrapped material of kind `spec` on `member` with its wrapping key `wrapping_id`,
+    /// checks it against `expected` (a key check value), and with `keep` makes it material version
+    /// `material` on every member: kept on `member`, then replicated and proven like generated
+    /// material (which needs the quorum, checked first). Without `keep` the material is only
+    /// checked. Anything the HSM refused leaves nothing behind.
     #[allow(clippy::too_many_arguments)]
     pub fn import_material(
         &self,

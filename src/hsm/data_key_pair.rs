@@ -88,16 +88,27 @@ impl Member {
                 ],
             };
             let private_values = session.get_attributes(private_handle, wanted);
-            let public_values =
-                session.get_attributes(public_handle, &[AttributeType::EcPoint, AttributeType::Modulus, AttributeType::PublicExponent]);
+            let public_values = session.get_attributes(
+                public_handle,
+                &[
+                    AttributeType::EcPoint,
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                ],
+            );
             for handle in [private_handle, public_handle] {
                 if let Err(error) = session.destroy_object(handle) {
-                    tracing::warn!(member = self.name(), %error, "a data key pair's session object was not destroyed; it goes with the session");
+                    // The pair's session object goes when the session closes.
+                    tracing::warn!(member = self.name(), %error, "session object not destroyed");
                 }
             }
             let private_values = PrivateParts(private_values.map_err(self.pkcs11_error())?);
             let public_values = public_values.map_err(self.pkcs11_error())?;
-            let missing = || self.fail(Failure::Other("a data key pair's value could not be read".into()));
+            let missing = || {
+                self.fail(Failure::Other(
+                    "a data key pair's value could not be read".into(),
+                ))
+            };
             match spec.curve() {
                 Some(curve) => {
                     let scalar = private_values

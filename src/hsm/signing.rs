@@ -173,7 +173,8 @@ impl Member {
                 Attribute::Extractable(true),
                 Attribute::ValueLen((curve.field_bytes() as u64).into()),
             ];
-            let derived = match session.derive_key(&Mechanism::Ecdh1Derive(params), key, &template) {
+            let derived = match session.derive_key(&Mechanism::Ecdh1Derive(params), key, &template)
+            {
                 Ok(derived) => derived,
                 Err(CryptokiError::Pkcs11(
                     RvError::ArgumentsBad
@@ -192,7 +193,8 @@ impl Member {
             };
             let value = session.get_attributes(derived, &[AttributeType::Value]);
             if let Err(error) = session.destroy_object(derived) {
-                tracing::warn!(member = self.name(), %error, "a derived session object was not destroyed; it goes with the session");
+                // The derived session object goes when the session closes.
+                tracing::warn!(member = self.name(), %error, "derived object not destroyed");
             }
             let value = value.map_err(self.pkcs11_error())?;
             match value.into_iter().next() {

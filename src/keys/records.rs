@@ -1,7 +1,7 @@
-//! The metadata records the key store keeps: one per key, one per alias, one per grant, one
-//! per pending HSM change (an *intent*). They are plain serde types; the store wraps them in its versioned,
-//! checksummed envelope. They hold identifiers, states and dates only — never key material,
-//! plaintext or PINs.
+//! The metadata records the key store keeps: one per key, one per alias, one per grant, one per
+//! pending HSM change (an *intent*). They are plain serde types; the store wraps them in its
+//! versioned, checksummed envelope. They hold identifiers, states and dates only — never key
+//! material, plaintext or PINs.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -34,9 +34,10 @@ pub struct CaughtUp {
 }
 
 impl KeyStore {
-    /// Copies onto every healthy member of the key store's cluster, and of the clusters of
-    /// regions with their own and of connected custom key stores, the material versions it
-    /// lacks, and reports the members that lacked any. Members that are down are skipped (their return triggers a catch-up).
+    /// Copies onto every healthy member of the key store's cluster, and of the clusters of regions
+    /// with their own and of connected custom key stores, the material versions it lacks, and
+    /// reports the members that lacked any. Members that are down are skipped (their return
+    /// triggers a catch-up).
     pub fn catch_up_members(&self) -> Result<Vec<CaughtUp>, KmsError> {
         // A Region's cluster's members are named `<cluster>/<member>`, as in reconciliation.
         let mut clusters = vec![(self.cluster.clone(), false)];
@@ -126,9 +127,9 @@ pub(super) fn watch_members(
 }
 
 /// Catches up `member` (`named` so in the trail) after it came back: called from the member's
-/// health listener, on the member's reconnect thread. Does nothing once the key store is gone, nor on an instance
-/// that does not lead the others sharing its metadata store (the leader's maintenance
-/// runs catch every member up).
+/// health listener, on the member's reconnect thread. Does nothing once the key store is gone, nor
+/// on an instance that does not lead the others sharing its metadata store (the leader's
+/// maintenance runs catch every member up).
 fn on_member_up(
     cluster: &Weak<Cluster>,
     store: &Weak<dyn MetadataStore>,

@@ -223,13 +223,12 @@ impl KeyStore {
             let (grants, more) = self.grant_page(b"", after, page, |g| {
                 g.region == region && g.retiring_principal.as_deref() == retiring
             })?;
-            let next_marker = more
-                .then(|| {
-                    grants
-                        .last()
-                        .map(|g| URL_SAFE_NO_PAD.encode(grant_key(&store_key(&g.key_id, &g.region), &g.grant_id)))
-                })
-                .flatten();
+            let next_marker = grants.last().filter(|_| more).map(|last| {
+                URL_SAFE_NO_PAD.encode(grant_key(
+                    &store_key(&last.key_id, &last.region),
+                    &last.grant_id,
+                ))
+            });
             Ok(ListGrantsResponse {
                 grants: grants.iter().map(|g| list_entry(g, &key_arn(g))).collect(),
                 truncated: next_marker.is_some(),

@@ -26,7 +26,7 @@ use crate::keys::records::{ImportRecord, KeyRecord, MaterialRecord};
 use crate::keys::spec::KeySpec;
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::keys;
-use crate::store::{Precondition, Table};
+use crate::store::{Batch, Precondition, Table};
 
 /// The internal key that seals import tokens.
 const TOKEN_KEY: &str = "hsm-kms-import-token";
@@ -273,66 +273,8 @@ impl KeyStore {
                         }
                     },
                     |batch| {
-                        let (mut record, revision) = self
-                            .stored_key(&key.store_key())?
-                            .ok_or_else(|| KmsError::NotFound(format!("Key '{arn}' does not exist")))?;
-                        check_origin(&record)?;
-                        state::check(Operation::ImportKeyMaterial, record.state, &arn)?;
-                        let Some(Opened::Material { check_value, public }) = opened.borrow().clone() else {
-                            return Err(KmsError::KmsInternal("the import has no key check value".into()));
-                        };
-                        let stored = record.import.get_or_insert_with(ImportRecord::default);
-                        if !record.materials.is_empty() || !stored.destruction_owed.is_empty() {
-                            return Err(KmsError::Conflict(format!(
-                                "A concurrent change to {arn} won: retry the request"
-                            )));
-                        }
-                        match &stored.check_value {
-                            Some(kept) if *kept != hex::encode(check_value) => {
-                                return Err(incorrect_material());
-                            }
-                            Some(_) => {}
-                            None => stored.check_value = Some(hex::encode(check_value)),
-                        }
-                        // Two copies' first imports racing: the one committed second finds
-                        // the other's check value here, or conflicts on its revision.
-                        for (copy_key, copy, copy_revision) in self.other_copies(&key)? {
-                            let kept = copy.import.and_then(|import| import.check_value);
-                            if kept.is_some_and(|kept| kept != hex::encode(check_value)) {
-                                return Err(incorrect_material());
-                            }
-                            batch.expect(
-                                Table::Keys,
-                                copy_key.as_bytes(),
-                                Precondition::ExpectRevision(copy_revision),
-                            );
-                        }
-                        stored.expiration_model = Some(model.to_owned());
-                        stored.valid_to = valid_to;
-                        record.materials = vec![MaterialRecord {
-                            version: IMPORTED_VERSION,
-                            created: now,
-                            rotation_type: None,
-                            pool_object: None,
-                        }];
-                        if record.state == KeyState::PendingImport {
-                            record.state = KeyState::Enabled;
-                        }
-                        if let Some(public) = &public {
-                            // As for a generated pair: GetPublicKey answers from the record.
-                            use base64::Engine as _;
-                            record.public_key = Some(base64::engine::general_purpose::STANDARD.encode(
-                                crate::hsm::material::subject_public_key_info(public),
-                            ));
-                        }
-                        batch
-                            .expect(
-                                Table::Keys,
-                                record.store_key().as_bytes(),
-                                Precondition::ExpectRevision(revision),
-                            )
-                            .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
-                        Ok(())
+                        let opened = opened.borrow().clone();
+                        self.record_first_import(&key, opened, model, valid_to, now, batch)
                     },
                 ),
             };
@@ -363,6 +305,89 @@ impl KeyStore {
             }
             Ok(())
         })
+    }
+
+    /// Adds to `batch` the record of a key's first imported material, `opened` in the HSM:
+    /// the key check value kept (or checked against the one kept, and against its
+    /// multi-Region copies'), the expiration, the material's version, the public key of a
+    /// pair; a key pending import becomes Enabled.
+    fn record_first_import(
+        &self,
+        key: &KeyRecord,
+        opened: Option<Opened>,
+        model: &str,
+        valid_to: Option<i64>,
+        now: i64,
+        batch: &mut Batch,
+    ) -> Result<(), KmsError> {
+        let arn = key.arn();
+        let (mut record, revision) = self
+            .stored_key(&key.store_key())?
+            .ok_or_else(|| KmsError::NotFound(format!("Key '{arn}' does not exist")))?;
+        check_origin(&record)?;
+        state::check(Operation::ImportKeyMaterial, record.state, &arn)?;
+        let Some(Opened::Material {
+            check_value,
+            public,
+        }) = opened
+        else {
+            return Err(KmsError::KmsInternal(
+                "the import has no key check value".into(),
+            ));
+        };
+        let stored = record.import.get_or_insert_with(ImportRecord::default);
+        if !record.materials.is_empty() || !stored.destruction_owed.is_empty() {
+            return Err(KmsError::Conflict(format!(
+                "A concurrent change to {arn} won: retry the request"
+            )));
+        }
+        match &stored.check_value {
+            Some(kept) if *kept != hex::encode(check_value) => {
+                return Err(incorrect_material());
+            }
+            Some(_) => {}
+            None => stored.check_value = Some(hex::encode(check_value)),
+        }
+        // Two copies' first imports racing: the one committed second finds
+        // the other's check value here, or conflicts on its revision.
+        for (copy_key, copy, copy_revision) in self.other_copies(key)? {
+            let kept = copy.import.and_then(|import| import.check_value);
+            if kept.is_some_and(|kept| kept != hex::encode(check_value)) {
+                return Err(incorrect_material());
+            }
+            batch.expect(
+                Table::Keys,
+                copy_key.as_bytes(),
+                Precondition::ExpectRevision(copy_revision),
+            );
+        }
+        stored.expiration_model = Some(model.to_owned());
+        stored.valid_to = valid_to;
+        record.materials = vec![MaterialRecord {
+            version: IMPORTED_VERSION,
+            created: now,
+            rotation_type: None,
+            pool_object: None,
+        }];
+        if record.state == KeyState::PendingImport {
+            record.state = KeyState::Enabled;
+        }
+        if let Some(public) = &public {
+            // As for a generated pair: GetPublicKey answers from the record.
+            use base64::Engine as _;
+            record.public_key = Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(crate::hsm::material::subject_public_key_info(public)),
+            );
+        }
+        batch
+            .expect(
+                Table::Keys,
+                record.store_key().as_bytes(),
+                Precondition::ExpectRevision(revision),
+            )
+            .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
+        Ok(())
     }
 
     /// DeleteImportedKeyMaterial: the key stops working at once (PendingImport, or still

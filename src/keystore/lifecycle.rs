@@ -325,8 +325,12 @@ impl KeyStore {
             Err(error) => {
                 // The cluster rolled its copies back unless it says otherwise; only then is the
                 // intent finished. Copies left behind keep the intent, for repair.
-                if !matches!(&error, crate::cluster::ClusterError::Replication { left_behind, .. } if !left_behind.is_empty())
-                {
+                let copies_left = matches!(
+                    &error,
+                    crate::cluster::ClusterError::Replication { left_behind, .. }
+                        if !left_behind.is_empty()
+                );
+                if !copies_left {
                     let mut rollback = Batch::new();
                     rollback.delete(Table::Intents, &intent_key);
                     self.store.commit(rollback).map_err(internal)?.ok();

@@ -573,8 +573,9 @@ impl KeyStore {
         }
     }
 
-    /// Re-reads the key stored under `key_id` (a [`store_key`]), lets `change` modify it, and writes it back (with `extra` changes in the
-    /// same atomic batch) only if nobody changed it meanwhile.
+    /// Re-reads the key stored under `key_id` (a [`store_key`]), lets `change` modify it, and
+    /// writes it back (with `extra` changes in the same atomic batch) only if nobody changed it
+    /// meanwhile.
     fn update_key<T>(
         &self,
         key_id: &str,

@@ -350,12 +350,7 @@ impl KeyStore {
                 .with_material(&current_material(&key), |member, id| {
                     member.derive_shared_secret(id, curve, &point)
                 })
-                .map_err(|error| match &error {
-                    ClusterError::Hsm(cause) if matches!(cause.failure, Failure::InvalidInput(_)) => {
-                        KmsError::Validation(format!("PublicKey is not valid: {}.", cause.failure))
-                    }
-                    _ => cluster_error(error),
-                })?;
+                .map_err(derivation_error)?;
             call.served_by(secret.member.name());
             Ok(DeriveSharedSecretResponse {
                 key_id: key.arn(),
@@ -630,4 +625,15 @@ pub(super) fn is_symmetric_encryption(key: &KeyRecord) -> bool {
 /// exactly one).
 fn current_material(key: &KeyRecord) -> MaterialId {
     key.material(key.current_version())
+}
+
+/// DeriveSharedSecret's answer to a failed derivation: a peer key the HSM refuses is the
+/// caller's (a `ValidationException`); anything else is the cluster's.
+fn derivation_error(error: ClusterError) -> KmsError {
+    match &error {
+        ClusterError::Hsm(cause) if matches!(cause.failure, Failure::InvalidInput(_)) => {
+            KmsError::Validation(format!("PublicKey is not valid: {}.", cause.failure))
+        }
+        _ => cluster_error(error),
+    }
 }

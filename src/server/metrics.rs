@@ -1,8 +1,9 @@
-//! Prometheus metrics of the endpoint: requests by operation and outcome, latency histograms
-//! by operation, HSM member health, keys pending deletion, `/healthz` probes, connections
-//! refused at the limit, whether the audit trail is failing and the material pool's ready objects per cluster. Every label value comes from a fixed set (served operations,
-//! `unknown`, error codes, configured members), and a scrape reads maintained counters only:
-//! its cost does not grow with the number of keys or with what callers send.
+//! Prometheus metrics of the endpoint: requests by operation and outcome, latency histograms by
+//! operation, HSM member health, keys pending deletion, `/healthz` probes, connections refused at
+//! the limit, whether the audit trail is failing and the material pool's ready objects per cluster.
+//! Every label value comes from a fixed set (served operations, `unknown`, error codes, configured
+//! members), and a scrape reads maintained counters only: its cost does not grow with the number of
+//! keys or with what callers send.
 
 use std::sync::Mutex;
 use std::time::Duration;

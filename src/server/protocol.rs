@@ -266,10 +266,10 @@ impl std::io::Write for ByteCount {
     }
 }
 
-/// Parses a JSON body: malformed JSON or wrong member types are SerializationException,
-/// missing required members ValidationException, as AWS answers. The body is read twice
-/// (members present, then the request) rather than through a [`serde_json::Value`], which would keep an
-/// unzeroized copy of a base64 plaintext.
+/// Parses a JSON body: malformed JSON or wrong member types are SerializationException, missing
+/// required members ValidationException, as AWS answers. The body is read twice (members present,
+/// then the request) rather than through a [`serde_json::Value`], which would keep an unzeroized
+/// copy of a base64 plaintext.
 fn parse<Input: DeserializeOwned>(body: &[u8], required: &[&str]) -> Result<Input, KmsError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()

@@ -5,8 +5,8 @@
 //! key material, plaintext or PINs, because everything it is given ends up on disk.
 //!
 //! [`MetadataStore`] is backend-neutral; [`SledStore`] is the embedded sled implementation,
-//! `PostgresStore` (cargo feature `postgres`) the one several instances share, and [`MemoryStore`] an in-memory one
-//! for tests. [`open`] opens the one the configuration's `[store]` section names.
+//! `PostgresStore` (cargo feature `postgres`) the one several instances share, and [`MemoryStore`]
+//! an in-memory one for tests. [`open`] opens the one the configuration's `[store]` section names.
 
 pub mod copy;
 mod memory;
