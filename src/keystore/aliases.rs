@@ -64,8 +64,12 @@ impl KeyStore {
                     target.store_key().as_bytes(),
                     Precondition::ExpectRevision(target_revision),
                 )
-                .expect(Table::Aliases, &key, Precondition::ExpectAbsent)
-                .put(Table::Aliases, &key, encode(&record)?);
+                .put_if(
+                    Table::Aliases,
+                    &key,
+                    Precondition::ExpectAbsent,
+                    encode(&record)?,
+                );
             match self.store.commit(batch).map_err(internal)? {
                 Ok(()) => Ok(()),
                 Err(conflict) if conflict.table == Table::Aliases => {
@@ -129,8 +133,12 @@ impl KeyStore {
                     target.store_key().as_bytes(),
                     Precondition::ExpectRevision(target_revision),
                 )
-                .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
-                .put(Table::Aliases, &key, encode(&record)?);
+                .put_if(
+                    Table::Aliases,
+                    &key,
+                    Precondition::ExpectRevision(revision),
+                    encode(&record)?,
+                );
             match self.store.commit(batch).map_err(internal)? {
                 Ok(()) => Ok(()),
                 Err(conflict) if conflict.table == Table::Aliases => Err(KmsError::Conflict(

@@ -208,13 +208,12 @@ impl CustomKeyStores {
         })?;
         change(&mut record)?;
         let mut batch = Batch::new();
-        batch
-            .expect(
-                Table::CustomKeyStores,
-                id.as_bytes(),
-                Precondition::ExpectRevision(revision),
-            )
-            .put(Table::CustomKeyStores, id.as_bytes(), encode(&record)?);
+        batch.put_if(
+            Table::CustomKeyStores,
+            id.as_bytes(),
+            Precondition::ExpectRevision(revision),
+            encode(&record)?,
+        );
         commit(self.store.as_ref(), batch)?;
         Ok(record)
     }
@@ -356,6 +355,15 @@ fn connection_error_code(error: &ClusterError, member_count: usize) -> &'static 
 
 /// CloudHsmClusterNotFoundException for a cluster that is not configured or that the caller's
 /// account may not attach (the two read the same, so the refusal reveals nothing).
+/// A member an AWS_CLOUDHSM key store cannot be created without.
+fn required<T>(value: Option<T>, member: &str) -> Result<T, KmsError> {
+    value.ok_or_else(|| {
+        KmsError::Validation(format!(
+            "{member} is required for an AWS_CLOUDHSM key store"
+        ))
+    })
+}
+
 fn cluster_not_found(cluster: &str) -> KmsError {
     KmsError::CloudHsmClusterNotFound(format!(
         "No cluster named '{cluster}' can serve a custom key store."
@@ -494,20 +502,19 @@ impl KeyStore {
         self.audited(caller, call, |call| {
             self.authorize_without_key(caller, Operation::CreateCustomKeyStore, |c| c)?;
             check_name("customKeyStoreName", &request.custom_key_store_name)?;
-            let store_type = request.custom_key_store_type.as_deref().unwrap_or(TYPE_CLOUDHSM);
+            let store_type = request
+                .custom_key_store_type
+                .as_deref()
+                .unwrap_or(TYPE_CLOUDHSM);
             if store_type != TYPE_CLOUDHSM {
                 return Err(KmsError::UnsupportedOperation(format!(
-                    "CustomKeyStoreType {store_type} is not supported; custom key stores are {TYPE_CLOUDHSM}."
+                    "CustomKeyStoreType {store_type} is not supported; custom key stores are \
+                     {TYPE_CLOUDHSM}."
                 )));
             }
-            let cluster = request.cloud_hsm_cluster_id.ok_or_else(|| {
-                KmsError::Validation("CloudHsmClusterId is required for an AWS_CLOUDHSM key store".into())
-            })?;
-            let trust_anchor = request.trust_anchor_certificate.ok_or_else(|| {
-                KmsError::Validation(
-                    "TrustAnchorCertificate is required for an AWS_CLOUDHSM key store".into(),
-                )
-            })?;
+            let cluster = required(request.cloud_hsm_cluster_id, "CloudHsmClusterId")?;
+            let trust_anchor =
+                required(request.trust_anchor_certificate, "TrustAnchorCertificate")?;
             let length = trust_anchor.chars().count();
             if !(1..=TRUST_ANCHOR_MAX).contains(&length) {
                 return Err(KmsError::constraint_violation(
@@ -520,9 +527,7 @@ impl KeyStore {
                     }],
                 ));
             }
-            let password = request.key_store_password.ok_or_else(|| {
-                KmsError::Validation("KeyStorePassword is required for an AWS_CLOUDHSM key store".into())
-            })?;
+            let password = required(request.key_store_password, "KeyStorePassword")?;
             check_password(&password)?;
             if !self.custom.may_attach(&cluster, caller.scope.account_id()) {
                 return Err(cluster_not_found(&cluster));
@@ -560,9 +565,12 @@ impl KeyStore {
                 failed_logins: 0,
             };
             let mut batch = Batch::new();
-            batch
-                .expect(Table::CustomKeyStores, id.as_bytes(), Precondition::ExpectAbsent)
-                .put(Table::CustomKeyStores, id.as_bytes(), encode(&record)?);
+            batch.put_if(
+                Table::CustomKeyStores,
+                id.as_bytes(),
+                Precondition::ExpectAbsent,
+                encode(&record)?,
+            );
             commit(self.store.as_ref(), batch)?;
             call.response_elements = Some(serde_json::json!({ "customKeyStoreId": id }));
             Ok(CreateCustomKeyStoreResponse {

@@ -380,13 +380,12 @@ impl KeyStore {
                     .encode(crate::hsm::material::subject_public_key_info(public)),
             );
         }
-        batch
-            .expect(
-                Table::Keys,
-                record.store_key().as_bytes(),
-                Precondition::ExpectRevision(revision),
-            )
-            .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
+        batch.put_if(
+            Table::Keys,
+            record.store_key().as_bytes(),
+            Precondition::ExpectRevision(revision),
+            encode(&record)?,
+        );
         Ok(())
     }
 

@@ -179,13 +179,12 @@ impl KeyStore {
             // No material until ImportKeyMaterial brings it.
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             let mut batch = Batch::new();
-            batch
-                .expect(
-                    Table::Keys,
-                    record.store_key().as_bytes(),
-                    Precondition::ExpectAbsent,
-                )
-                .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
+            batch.put_if(
+                Table::Keys,
+                record.store_key().as_bytes(),
+                Precondition::ExpectAbsent,
+                encode(&record)?,
+            );
             self.commit(batch, &record.store_key())?;
         } else if let Some(object) = self.pooled_for(record) {
             // Material from the pool: the claim and the key record are one batch.
@@ -196,13 +195,12 @@ impl KeyStore {
             let mut batch = Batch::new();
             self.claim_in(&mut batch, &cluster, &object);
             let committed = encode(&record).and_then(|payload| {
-                batch
-                    .expect(
-                        Table::Keys,
-                        record.store_key().as_bytes(),
-                        Precondition::ExpectAbsent,
-                    )
-                    .put(Table::Keys, record.store_key().as_bytes(), payload);
+                batch.put_if(
+                    Table::Keys,
+                    record.store_key().as_bytes(),
+                    Precondition::ExpectAbsent,
+                    payload,
+                );
                 self.commit(batch, &record.store_key())
             });
             self.claim_settled(&cluster, object, &committed);
@@ -212,13 +210,12 @@ impl KeyStore {
             self.create_material(&record.clone(), 1, |batch| {
                 // A pair's public key is read from the HSM once, here, and kept in the record.
                 record.public_key = self.read_public_key(record)?;
-                batch
-                    .expect(
-                        Table::Keys,
-                        record.store_key().as_bytes(),
-                        Precondition::ExpectAbsent,
-                    )
-                    .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
+                batch.put_if(
+                    Table::Keys,
+                    record.store_key().as_bytes(),
+                    Precondition::ExpectAbsent,
+                    encode(&record)?,
+                );
                 Ok(())
             })?;
         }

@@ -326,13 +326,12 @@ impl KeyStore {
         }
         key.destruction_started = true;
         let mut batch = Batch::new();
-        batch
-            .expect(
-                Table::Keys,
-                key_id.as_bytes(),
-                Precondition::ExpectRevision(revision),
-            )
-            .put(Table::Keys, key_id.as_bytes(), encode(&key)?);
+        batch.put_if(
+            Table::Keys,
+            key_id.as_bytes(),
+            Precondition::ExpectRevision(revision),
+            encode(&key)?,
+        );
         self.commit(batch, key_id)?;
         // Every key write takes the lock held here, so this reads the mark just written.
         match self.stored_key(key_id)? {

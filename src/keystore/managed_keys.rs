@@ -362,14 +362,18 @@ impl KeyStore {
         let alias_store_key = alias_key(scope, alias_name);
         self.create_material(&record, 1, |batch| {
             batch
-                .expect(
+                .put_if(
                     Table::Keys,
                     record.store_key().as_bytes(),
                     Precondition::ExpectAbsent,
+                    encode(&record)?,
                 )
-                .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?)
-                .expect(Table::Aliases, &alias_store_key, Precondition::ExpectAbsent)
-                .put(Table::Aliases, &alias_store_key, encode(&alias)?);
+                .put_if(
+                    Table::Aliases,
+                    &alias_store_key,
+                    Precondition::ExpectAbsent,
+                    encode(&alias)?,
+                );
             Ok(())
         })?;
         let event = service_call_event(

@@ -590,13 +590,12 @@ impl KeyStore {
         let mut record: KeyRecord = decode(&found.payload)?;
         let mut batch = Batch::new();
         let outcome = change(&mut record, &mut batch)?;
-        batch
-            .expect(
-                Table::Keys,
-                key_id.as_bytes(),
-                Precondition::ExpectRevision(found.revision),
-            )
-            .put(Table::Keys, key_id.as_bytes(), encode(&record)?);
+        batch.put_if(
+            Table::Keys,
+            key_id.as_bytes(),
+            Precondition::ExpectRevision(found.revision),
+            encode(&record)?,
+        );
         self.commit(batch, key_id)?;
         Ok(outcome)
     }

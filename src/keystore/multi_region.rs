@@ -263,13 +263,12 @@ impl KeyStore {
             }
             replica.materials = primary.materials.clone();
             replica.rotation = primary.rotation.clone();
-            batch
-                .expect(
-                    Table::Keys,
-                    key.as_bytes(),
-                    Precondition::ExpectRevision(revision),
-                )
-                .put(Table::Keys, key.as_bytes(), encode(&replica)?);
+            batch.put_if(
+                Table::Keys,
+                key.as_bytes(),
+                Precondition::ExpectRevision(revision),
+                encode(&replica)?,
+            );
         }
         Ok(())
     }
@@ -307,7 +306,9 @@ impl KeyStore {
                 primary.account_id, primary.key_id
             );
             if region == primary.region
-                || self.stored_key(&store_key(&primary.key_id, region))?.is_some()
+                || self
+                    .stored_key(&store_key(&primary.key_id, region))?
+                    .is_some()
             {
                 return Err(KmsError::AlreadyExists(format!(
                     "{replica_arn} already exists"
@@ -315,7 +316,8 @@ impl KeyStore {
             }
             if !self.serves_region(region) {
                 return Err(KmsError::UnsupportedOperation(format!(
-                    "{region} is not a Region this key store serves: it is not in [service] regions."
+                    "{region} is not a Region this key store serves: it is not in [service] \
+                     regions."
                 )));
             }
             let imported = primary.origin == "EXTERNAL";
@@ -356,15 +358,17 @@ impl KeyStore {
                 });
             }
             let key = replica.store_key();
-            let _in_flight = InFlight::new(self, creating_marker(&key)).ok_or_else(|| {
-                KmsError::AlreadyExists(format!("{replica_arn} already exists"))
-            })?;
+            let _in_flight = InFlight::new(self, creating_marker(&key))
+                .ok_or_else(|| KmsError::AlreadyExists(format!("{replica_arn} already exists")))?;
             {
                 let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
                 let mut batch = Batch::new();
-                batch
-                    .expect(Table::Keys, key.as_bytes(), Precondition::ExpectAbsent)
-                    .put(Table::Keys, key.as_bytes(), encode(&replica)?);
+                batch.put_if(
+                    Table::Keys,
+                    key.as_bytes(),
+                    Precondition::ExpectAbsent,
+                    encode(&replica)?,
+                );
                 self.commit(batch, &key)?;
             }
             crash_point!("replicate-key:creating");
@@ -380,7 +384,8 @@ impl KeyStore {
                     let mut batch = Batch::new();
                     batch.delete(Table::Keys, key.as_bytes());
                     if let Err(cleanup) = self.commit(batch, &key) {
-                        tracing::warn!(%cleanup, key, "the record of a failed replica stays in state Creating");
+                        // It stays in state Creating.
+                        tracing::warn!(%cleanup, key, "a failed replica's record not removed");
                     }
                     return Err(error);
                 }
@@ -497,12 +502,12 @@ impl KeyStore {
                     primary_key.as_bytes(),
                     Precondition::ExpectRevision(primary_revision),
                 )
-                .expect(
+                .put_if(
                     Table::Keys,
                     key.as_bytes(),
                     Precondition::ExpectRevision(revision),
-                )
-                .put(Table::Keys, key.as_bytes(), encode(&replica)?);
+                    encode(&replica)?,
+                );
             match self.commit(batch, &key) {
                 Ok(()) => return Ok(replica),
                 // The primary rotated meanwhile: copy the new version too.
@@ -573,13 +578,12 @@ impl KeyStore {
                 if let Some(multi_region) = copy.multi_region.as_mut() {
                     multi_region.primary_region = region.to_owned();
                 }
-                batch
-                    .expect(
-                        Table::Keys,
-                        &key,
-                        Precondition::ExpectRevision(found.revision),
-                    )
-                    .put(Table::Keys, &key, encode(&copy)?);
+                batch.put_if(
+                    Table::Keys,
+                    &key,
+                    Precondition::ExpectRevision(found.revision),
+                    encode(&copy)?,
+                );
             }
             self.commit(batch, &primary.store_key())
         })

@@ -263,13 +263,12 @@ impl KeyStore {
             {
                 schedule.next_rotation = now + i64::from(schedule.period_days) * DAY_MILLIS;
             }
-            batch
-                .expect(
-                    Table::Keys,
-                    record.store_key().as_bytes(),
-                    Precondition::ExpectRevision(revision),
-                )
-                .put(Table::Keys, record.store_key().as_bytes(), encode(&record)?);
+            batch.put_if(
+                Table::Keys,
+                record.store_key().as_bytes(),
+                Precondition::ExpectRevision(revision),
+                encode(&record)?,
+            );
             self.sync_replicas_in(&record, batch)
         })?;
         Ok(version)

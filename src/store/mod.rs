@@ -196,6 +196,18 @@ impl Batch {
         self
     }
 
+    /// Stores `payload` under `table`/`key` only if `expect` holds of that key when the batch
+    /// commits: [`Batch::expect`] and [`Batch::put`] of the same key in one call.
+    pub fn put_if(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        expect: Precondition,
+        payload: Vec<u8>,
+    ) -> &mut Self {
+        self.expect(table, key, expect).put(table, key, payload)
+    }
+
     /// Removes `table`/`key`; removing an absent key is not an error.
     pub fn delete(&mut self, table: Table, key: &[u8]) -> &mut Self {
         let (key, payload) = (key.to_vec(), None);
