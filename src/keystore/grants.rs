@@ -175,9 +175,10 @@ impl KeyStore {
                             .as_ref()
                             .is_none_or(|grantee| *grantee == g.grantee_principal)
                 })?;
-            let next_marker = more
-                .then(|| grants.last().map(|g| g.grant_id.clone()))
-                .flatten();
+            let next_marker = grants
+                .last()
+                .filter(|_| more)
+                .map(|last| last.grant_id.clone());
             Ok(ListGrantsResponse {
                 grants: grants.iter().map(|g| list_entry(g, &key.arn())).collect(),
                 truncated: next_marker.is_some(),
