@@ -8,6 +8,9 @@
 //!
 //! The key store never waits for it: committed events only wake the threads (which also poll
 //! every [`POLL`]), and actions run on the alarm's own thread, bounded by their timeouts.
+//! A thread woken by new events reads them after [`GATHER`], so that the groups committed
+//! meanwhile are read in one pass: under load the trail commits hundreds of groups a second,
+//! and threads woken for each took turns on the cores with the calls being recorded.
 //! Alarms that keep up read and parse each event once between them, only the top-level
 //! fields their patterns select, and only events whose JSON holds the text some alarm's
 //! pattern requires ([`FilterPattern::required_text`](super::filter::FilterPattern::required_text):
@@ -41,6 +44,10 @@ use crate::store::{Batch, MetadataStore, StoreError, Table};
 pub const CURSOR_PREFIX: &str = "alarm-cursor/";
 /// Longest an idle alarm thread sleeps before looking at the trail again.
 pub const POLL: Duration = Duration::from_millis(200);
+/// How long a thread woken by new events waits for more before reading them: an alarm
+/// fires this much later at most, and a busy trail wakes each thread at most twice in this
+/// time (the announcement, then the end of the wait) instead of once per commit.
+pub const GATHER: Duration = Duration::from_millis(50);
 /// Pause before the first retry of a failed delivery; it doubles up to [`MAX_RETRY`].
 pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Longest pause between retries.
@@ -90,6 +97,8 @@ struct Signal {
 struct SignalState {
     generation: u64,
     stopping: bool,
+    /// Threads waiting for new events: a commit wakes nobody while none is.
+    watching: usize,
 }
 
 impl Signal {
@@ -106,6 +115,9 @@ impl Signal {
     fn wait(&self, seen: &mut u64, timeout: Duration, events: bool) {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
+        if events {
+            state.watching += 1;
+        }
         loop {
             if state.stopping || (events && state.generation != *seen) {
                 break;
@@ -119,7 +131,29 @@ impl Signal {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        if events {
+            state.watching -= 1;
+        }
         *seen = state.generation;
+    }
+
+    /// Announces newly committed events, waking the threads that wait for them.
+    fn announce(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        if state.watching > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits for new events (or [`POLL`]); when events came, then [`GATHER`] more, in which
+    /// only stopping wakes it.
+    fn wait_for_events(&self, seen: &mut u64) {
+        let before = *seen;
+        self.wait(seen, POLL, true);
+        if *seen != before {
+            self.wait(seen, GATHER, false);
+        }
     }
 }
 
@@ -210,8 +244,7 @@ impl AlarmDispatcher {
         let signal: Weak<Signal> = Arc::downgrade(&self.signal);
         Arc::new(move || {
             if let Some(signal) = signal.upgrade() {
-                signal.lock().generation += 1;
-                signal.changed.notify_all();
+                signal.announce();
             }
         })
     }
@@ -384,7 +417,7 @@ impl Worker {
                     return;
                 }
                 self.following = true;
-                self.signal.wait(&mut seen, POLL, true);
+                self.signal.wait_for_events(&mut seen);
                 continue;
             }
             if self.following {
@@ -412,7 +445,7 @@ impl Worker {
                 Ok(Step::Fired(fired)) => pending = Some(fired),
                 Ok(Step::Advanced) => retry = FIRST_RETRY,
                 Ok(Step::Idle) if stopping => return,
-                Ok(Step::Idle) => self.signal.wait(&mut seen, POLL, true),
+                Ok(Step::Idle) => self.signal.wait_for_events(&mut seen),
                 Err(error) => {
                     tracing::warn!(alarm = %self.alarm.name, %error, "alarm cannot read the audit trail or save its cursor; will retry");
                     if stopping {
@@ -677,5 +710,33 @@ mod tests {
         dispatcher.shutdown();
         assert_eq!(lines(&out).len(), 3);
         assert_eq!(read_cursor(store.as_ref(), "a").unwrap().unwrap().seq, 3);
+    }
+
+    #[test]
+    fn a_woken_thread_gathers_the_commits_that_follow_before_it_reads() {
+        let signal = Arc::new(Signal {
+            state: Mutex::new(SignalState::default()),
+            changed: Condvar::new(),
+        });
+        let waiter = {
+            let signal = signal.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                let start = Instant::now();
+                signal.wait_for_events(&mut seen);
+                (seen, start.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        signal.announce();
+        std::thread::sleep(Duration::from_millis(10));
+        signal.announce();
+        let (seen, waited) = waiter.join().unwrap();
+        assert_eq!(seen, 2, "the second commit is read in the same pass");
+        assert!(
+            waited >= GATHER,
+            "read after {waited:?}, before the gathering ended"
+        );
+        assert_eq!(signal.lock().watching, 0);
     }
 }
