@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::raw_session;
@@ -19,7 +20,9 @@ use hsm_kms::hsm::templates::TrustedKey;
 use hsm_kms::ids::Scope;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Inconsistency, KeyStore};
-use hsm_kms::store::SledStore;
+use hsm_kms::store::{
+    Batch, Conflict, MetadataStore, Precondition, Record, SledStore, StoreError, Table,
+};
 use secrecy::{ExposeSecret, SecretSlice};
 
 #[test]
@@ -115,16 +118,21 @@ impl Regions {
 
     /// A key store over two sites set up already.
     fn open(sites: TwoSites) -> Regions {
+        let metadata = SledStore::open(&sites.config().service.data_dir).unwrap();
+        Regions::open_with(sites, Box::new(metadata))
+    }
+
+    /// A key store over two sites set up already, its metadata in `metadata`.
+    fn open_with(sites: TwoSites, metadata: Box<dyn MetadataStore>) -> Regions {
         let config = sites.config();
         let cluster = Cluster::open("local", config.cluster("local").unwrap()).unwrap();
-        let metadata = SledStore::open(&config.service.data_dir).unwrap();
         let east = Scope::new(PRIMARY_REGION, &config.service.account_id).unwrap();
         let west = Scope::new(REPLICA_REGION, &config.service.account_id).unwrap();
         let clock = Arc::new(ManualClock::new());
         let store = KeyStore::with_parts(
             east.clone(),
             cluster,
-            Box::new(metadata),
+            metadata,
             clock.clone(),
             config.audit.clone(),
         )
@@ -388,6 +396,119 @@ fn a_rotation_of_the_primary_reaches_the_replica() {
     // Old ciphertexts still decrypt on both sides.
     let first = regions.encrypt(&regions.west, &key, b"x");
     assert_eq!(regions.decrypt(&regions.east, &first, None).unwrap(), b"x");
+}
+
+/// Fault injection: once armed, refuses the next commit that records a new material version
+/// (a key record written and a creation intent deleted in one batch) as a concurrent change
+/// that won would, without applying it.
+struct RefusesOneRecord {
+    inner: SledStore,
+    armed: Arc<AtomicBool>,
+}
+
+impl MetadataStore for RefusesOneRecord {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        self.inner.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        self.inner.count(table)
+    }
+
+    fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+        let key_record = batch
+            .writes()
+            .find(|(table, _, payload)| *table == Table::Keys && payload.is_some())
+            .map(|(_, key, _)| key.to_vec());
+        let ends_intent = batch
+            .writes()
+            .any(|(table, _, payload)| table == Table::Intents && payload.is_none());
+        if let Some(key) = key_record
+            && ends_intent
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            return Ok(Err(Conflict {
+                table: Table::Keys,
+                key,
+                expected: Precondition::ExpectRevision(0),
+                found: Some(1),
+            }));
+        }
+        self.inner.commit(batch)
+    }
+}
+
+/// Defect: a rotation of a multi-Region primary refused after its HSM work (a concurrent
+/// change won) destroyed the new version in the primary's cluster only; the copy it had
+/// already made in the replica's cluster stayed there, recorded nowhere.
+#[test]
+fn a_rotation_refused_after_its_hsm_work_leaves_no_copy_in_any_region() {
+    let sites = TwoSites::new(2);
+    sites.link();
+    let armed = Arc::new(AtomicBool::new(false));
+    let metadata = RefusesOneRecord {
+        inner: SledStore::open(&sites.config().service.data_dir).unwrap(),
+        armed: armed.clone(),
+    };
+    let regions = Regions::open_with(sites, Box::new(metadata));
+    let key = regions.replicated_key();
+    let second_version = MaterialId::new(key.clone(), 2).cka_id();
+    let holders = |regions: &Regions| -> Vec<String> {
+        let mut clusters = regions.store.region_clusters();
+        assert_eq!(clusters.len(), 1, "one cluster for the replica's Region");
+        let mut holders = Vec::new();
+        for cluster in clusters.drain(..) {
+            for (member, objects) in cluster.key_objects() {
+                if objects.unwrap().iter().any(|o| o.id == second_version) {
+                    holders.push(format!("{}/{member}", cluster.name()));
+                }
+            }
+        }
+        for (member, objects) in regions.store.cluster().key_objects() {
+            if objects.unwrap().iter().any(|o| o.id == second_version) {
+                holders.push(format!("local/{member}"));
+            }
+        }
+        holders
+    };
+
+    armed.store(true, Ordering::SeqCst);
+    let refused = regions
+        .store
+        .rotate_key_on_demand(&regions.east, key_id(&key))
+        .unwrap_err();
+    assert_eq!(refused.code(), "ConflictException");
+    assert!(!armed.load(Ordering::SeqCst), "the refusal was injected");
+    assert_eq!(holders(&regions), Vec::<String>::new());
+
+    // The next rotation goes through, and both Regions use what it made.
+    regions
+        .store
+        .rotate_key_on_demand(&regions.east, key_id(&key))
+        .unwrap();
+    let rotated = regions.encrypt(&regions.east, &key, b"after the refused rotation");
+    assert_eq!(
+        regions.decrypt(&regions.west, &rotated, None).unwrap(),
+        b"after the refused rotation"
+    );
+    assert_eq!(
+        regions
+            .describe(&regions.west, &key)
+            .current_key_material_id,
+        regions
+            .describe(&regions.east, &key)
+            .current_key_material_id
+    );
 }
 
 #[test]

@@ -248,6 +248,31 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Destroys version `version` of the primary `primary` in its replicas' clusters again,
+    /// after [`KeyStore::copy_to_replicas`] put it there and the rotation was then refused,
+    /// so that the version is recorded nowhere (the primary's own cluster discards its copy
+    /// itself). A copy that a member cannot destroy is logged and left.
+    pub(super) fn discard_replica_copies(&self, primary: &KeyRecord, version: u32) {
+        let material = primary.material(version);
+        let discarded = self.cluster_of(primary).and_then(|own| {
+            let mut visited = vec![own.name().to_owned()];
+            for replica in self.replicas_of(primary)? {
+                let target = self.cluster_of(&replica)?;
+                if visited.iter().any(|name| name == target.name()) {
+                    continue;
+                }
+                if !target.destroy_key(&material).complete() {
+                    tracing::warn!(%material, cluster = target.name(), "a refused rotation's copy is left on some member of a replica's cluster");
+                }
+                visited.push(target.name().to_owned());
+            }
+            Ok(())
+        });
+        if let Err(error) = discarded {
+            tracing::warn!(%material, %error, "a refused rotation's copies in the replicas' clusters are left");
+        }
+    }
+
     /// Writes the shared properties of the primary `primary` (material versions, rotation
     /// schedule) into every replica's record, in `batch`, expecting each at the revision read
     /// (committing the batch under the primary's store key forgets every copy's cached

@@ -4,6 +4,8 @@
 //! version stays until the key is deleted. (AWS forbids rotation in CloudHSM key stores; our
 //! HSM keys rotate.)
 
+use std::cell::Cell;
+
 use super::api::*;
 use super::{Access, Caller, KeyStore, Naming, encode, limit};
 use crate::audit::event::Call;
@@ -208,7 +210,8 @@ impl KeyStore {
     /// HSMs without the write lock, so other writes go on meanwhile; then, under the lock, the
     /// key is re-read and the version is recorded at the revision read only if the key may
     /// still rotate and has no newer version. Otherwise the new material is destroyed again
-    /// (see [`KeyStore::create_material`]).
+    /// (see [`KeyStore::create_material`]), a multi-Region primary's in its replicas'
+    /// clusters too.
     ///
     /// The new version is past every recorded one and past every version an interrupted
     /// creation may have left in the HSMs (its intent is still stored): a version number is
@@ -220,6 +223,7 @@ impl KeyStore {
             + 1;
         let label = key.arn();
         let spec = key.material_spec()?;
+        let copied_to_replicas = Cell::new(false);
         let make = |cluster: &crate::cluster::Cluster, material: &crate::cluster::MaterialId| {
             cluster.create_material(material, &label, spec)?;
             // A multi-Region primary's new version reaches every replica's cluster before
@@ -230,9 +234,10 @@ impl KeyStore {
                     error.message().to_owned(),
                 ));
             }
+            copied_to_replicas.set(true);
             Ok(())
         };
-        self.create_material_with(key, version, make, |batch| {
+        let recorded = self.create_material_with(key, version, make, |batch| {
             let (mut record, revision) = self
                 .stored_key(&key.store_key())?
                 .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", key.arn())))?;
@@ -270,8 +275,17 @@ impl KeyStore {
                 encode(&record)?,
             );
             self.sync_replicas_in(&record, batch)
-        })?;
-        Ok(version)
+        });
+        // Refused after the HSM work, the version is recorded nowhere: the primary's cluster
+        // has discarded it, and so must the replicas'. After a store failure the batch may
+        // have been applied, so every copy stays, as in the primary's cluster.
+        if let Err(refused) = &recorded
+            && copied_to_replicas.get()
+            && !matches!(refused, KmsError::KmsInternal(_))
+        {
+            self.discard_replica_copies(key, version);
+        }
+        recorded.map(|()| version)
     }
 }
 
