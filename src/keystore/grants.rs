@@ -2,7 +2,10 @@
 //! grant tokens every operation accepts, and the grants the prologue hands the evaluator.
 //!
 //! A grant is a record of table `grants` under `<key id>/<grant id>`, so a key's grants are
-//! one prefix scan and are deleted with the key, in the batch that deletes its record. What
+//! one prefix scan and are deleted with the key, in the batch that deletes its record. A grant
+//! that names a retiring principal also has an entry in table `retiring-grants` under
+//! `<Region>\0<retiring principal>\0<its store key>`, written and deleted in the grant's own
+//! batches, so that ListRetirableGrants reads one principal's grants and no other. What
 //! a grant allows, who may retire it and how CreateGrant's parameters are validated is pure
 //! policy logic ([`crate::policy::grant`]); this module stores, lists and removes grants.
 //!
@@ -111,17 +114,12 @@ impl KeyStore {
             dry_run(request.dry_run)?;
             let record = new_record(grant, &key, caller.scope.account_id(), self.now())?;
             let mut batch = Batch::new();
-            batch
-                .expect(
-                    Table::Keys,
-                    key.store_key().as_bytes(),
-                    Precondition::ExpectPresent,
-                )
-                .put(
-                    Table::Grants,
-                    &grant_key(&key.store_key(), &record.grant_id),
-                    encode(&record)?,
-                );
+            batch.expect(
+                Table::Keys,
+                key.store_key().as_bytes(),
+                Precondition::ExpectPresent,
+            );
+            put_grant(&mut batch, &key.store_key(), &record)?;
             self.commit(batch, &key.store_key())?;
             call.response_elements = Some(serde_json::json!({ "grantId": record.grant_id }));
             Ok(CreateGrantResponse {
@@ -219,11 +217,12 @@ impl KeyStore {
                         .map_err(|_| invalid_marker(marker))
                 })
                 .transpose()?;
-            let region = caller.scope.region();
-            let retiring = Some(request.retiring_principal.as_str());
-            let (grants, more) = self.grant_page(b"", after, page, |g| {
-                g.region == region && g.retiring_principal.as_deref() == retiring
-            })?;
+            let (grants, more) = self.retirable_page(
+                caller.scope.region(),
+                &request.retiring_principal,
+                after,
+                page,
+            )?;
             let next_marker = grants.last().filter(|_| more).map(|last| {
                 URL_SAFE_NO_PAD.encode(grant_key(
                     &store_key(&last.key_id, &last.region),
@@ -291,7 +290,7 @@ impl KeyStore {
                 )));
             }
             dry_run(request.dry_run)?;
-            self.remove_grant(&key, &grant_id, revision)
+            self.remove_grant(&key, &record, revision)
         })
     }
 
@@ -315,9 +314,9 @@ impl KeyStore {
                 &request.key_id,
                 Naming::KeyIdOrArn,
             )?;
-            let (_, revision) = self.stored_grant(&key, &request.grant_id)?;
+            let (record, revision) = self.stored_grant(&key, &request.grant_id)?;
             dry_run(request.dry_run)?;
-            self.remove_grant(&key, &request.grant_id, revision)
+            self.remove_grant(&key, &record, revision)
         })
     }
 
@@ -391,6 +390,84 @@ impl KeyStore {
         }
     }
 
+    /// Up to `page` grants whose retiring principal is `principal`, in `region`, after the
+    /// grant whose store key is `after`, and whether more follow; read through their entries
+    /// in table `retiring-grants` (an entry whose grant was removed meanwhile is passed over).
+    fn retirable_page(
+        &self,
+        region: &str,
+        principal: &str,
+        after: Option<Vec<u8>>,
+        page: usize,
+    ) -> Result<(Vec<GrantRecord>, bool), KmsError> {
+        let prefix = retiring_prefix(region, principal);
+        let mut after = after.map(|grant| [prefix.as_slice(), &grant].concat());
+        let mut grants = Vec::new();
+        loop {
+            let entries = self
+                .store
+                .scan(Table::RetiringGrants, &prefix, after.as_deref(), page + 1)
+                .map_err(internal)?;
+            let Some((last, _)) = entries.last() else {
+                return Ok((grants, false));
+            };
+            after = Some(last.clone());
+            for (entry, _) in &entries {
+                let grant_key = &entry[prefix.len()..];
+                let Some(found) = self.store.get(Table::Grants, grant_key).map_err(internal)?
+                else {
+                    continue;
+                };
+                if grants.len() == page {
+                    return Ok((grants, true));
+                }
+                grants.push(decode(&found.payload)?);
+            }
+        }
+    }
+
+    /// Writes the entries of table `retiring-grants` that the grants written before it
+    /// existed lack, once per store (marked in the meta table); entries are idempotent, so
+    /// instances sharing a store may do it at once.
+    pub(super) fn index_retiring_grants(&self) -> Result<(), KmsError> {
+        if self
+            .store
+            .get(Table::Meta, RETIRING_GRANTS_INDEXED)
+            .map_err(internal)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let grants = self
+                .store
+                .scan(Table::Grants, b"", after.as_deref(), 1000)
+                .map_err(internal)?;
+            let Some((last, _)) = grants.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            let mut batch = Batch::new();
+            for (key, record) in &grants {
+                let grant: GrantRecord = decode(&record.payload)?;
+                if let Some(entry) = retiring_entry(&grant, key) {
+                    batch.put(Table::RetiringGrants, &entry, Vec::new());
+                }
+            }
+            self.store
+                .commit(batch)
+                .map_err(internal)?
+                .map_err(|conflict| KmsError::KmsInternal(conflict.to_string()))?;
+        }
+        let mut marked = Batch::new();
+        marked.put(Table::Meta, RETIRING_GRANTS_INDEXED, Vec::new());
+        self.store
+            .commit(marked)
+            .map_err(internal)?
+            .map_err(|conflict| KmsError::KmsInternal(conflict.to_string()))
+    }
+
     /// The grant `grant_id` of `key` as stored, with its revision (`NotFoundException`
     /// when the key has no such grant).
     fn stored_grant(
@@ -412,16 +489,19 @@ impl KeyStore {
     }
 
     /// Deletes a grant, unless it changed since it was read at `revision`.
-    fn remove_grant(&self, key: &KeyRecord, grant_id: &str, revision: u64) -> Result<(), KmsError> {
-        let store_key = grant_key(&key.store_key(), grant_id);
+    fn remove_grant(
+        &self,
+        key: &KeyRecord,
+        grant: &GrantRecord,
+        revision: u64,
+    ) -> Result<(), KmsError> {
         let mut batch = Batch::new();
-        batch
-            .expect(
-                Table::Grants,
-                &store_key,
-                Precondition::ExpectRevision(revision),
-            )
-            .delete(Table::Grants, &store_key);
+        batch.expect(
+            Table::Grants,
+            &grant_key(&key.store_key(), &grant.grant_id),
+            Precondition::ExpectRevision(revision),
+        );
+        delete_grant(&mut batch, &key.store_key(), grant);
         self.commit(batch, &key.store_key())
     }
 
@@ -450,12 +530,12 @@ impl KeyStore {
 
     /// The store keys of every grant of the key stored under `key` (see
     /// [`store_key`]), for the batch that deletes the key.
-    pub(super) fn grant_keys_of(&self, key: &str) -> Result<Vec<Vec<u8>>, KmsError> {
-        Ok(self
-            .grants_of(key)?
-            .iter()
-            .map(|grant| grant_key(key, &grant.grant_id))
-            .collect())
+    /// Adds the deletion of every grant of the key (store key `key`) to `batch`.
+    pub(super) fn delete_grants_of(&self, key: &str, batch: &mut Batch) -> Result<(), KmsError> {
+        for grant in self.grants_of(key)? {
+            delete_grant(batch, key, &grant);
+        }
+        Ok(())
     }
 }
 
@@ -590,6 +670,49 @@ fn key_arn(record: &GrantRecord) -> String {
 /// The store key of a grant.
 fn grant_key(key: &str, grant_id: &str) -> Vec<u8> {
     format!("{key}/{grant_id}").into_bytes()
+}
+
+/// Adds `grant` of the key whose store key is `key` to `batch`, with its retiring principal's
+/// entry.
+fn put_grant(batch: &mut Batch, key: &str, grant: &GrantRecord) -> Result<(), KmsError> {
+    let store_key = grant_key(key, &grant.grant_id);
+    if let Some(entry) = retiring_entry(grant, &store_key) {
+        batch.put(Table::RetiringGrants, &entry, Vec::new());
+    }
+    batch.put(Table::Grants, &store_key, encode(grant)?);
+    Ok(())
+}
+
+/// Adds the deletion of `grant` of the key whose store key is `key` to `batch`, with its
+/// retiring principal's entry.
+fn delete_grant(batch: &mut Batch, key: &str, grant: &GrantRecord) {
+    let store_key = grant_key(key, &grant.grant_id);
+    if let Some(entry) = retiring_entry(grant, &store_key) {
+        batch.delete(Table::RetiringGrants, &entry);
+    }
+    batch.delete(Table::Grants, &store_key);
+}
+
+/// The meta-table marker of a store whose grants all have their `retiring-grants` entries.
+const RETIRING_GRANTS_INDEXED: &[u8] = b"retiring-grants-indexed";
+
+/// The key of `grant`'s entry in table `retiring-grants` (none without a retiring
+/// principal): its Region's and principal's prefix, then the grant's store key.
+fn retiring_entry(grant: &GrantRecord, grant_key: &[u8]) -> Option<Vec<u8>> {
+    let principal = grant.retiring_principal.as_deref()?;
+    Some(
+        [
+            retiring_prefix(&grant.region, principal).as_slice(),
+            grant_key,
+        ]
+        .concat(),
+    )
+}
+
+/// The prefix of the `retiring-grants` entries of `principal`'s grants in `region`. Neither
+/// a Region name nor a principal's ARN holds a NUL byte, so no prefix extends another.
+fn retiring_prefix(region: &str, principal: &str) -> Vec<u8> {
+    [region.as_bytes(), b"\0", principal.as_bytes(), b"\0"].concat()
 }
 
 /// The store key prefix of a key's grants.

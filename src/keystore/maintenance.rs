@@ -271,9 +271,7 @@ impl KeyStore {
         for (alias_key, _) in self.aliases_of(&scope, &key.key_id)? {
             batch.delete(Table::Aliases, &alias_key);
         }
-        for grant_key in self.grant_keys_of(&key.store_key())? {
-            batch.delete(Table::Grants, &grant_key);
-        }
+        self.delete_grants_of(&key.store_key(), &mut batch)?;
         self.commit(batch, &key.store_key())?;
         Ok(Deletion::Done)
     }

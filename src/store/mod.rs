@@ -50,6 +50,9 @@ pub enum Table {
     Grants,
     /// Ready material pool objects, by cluster and `CKA_ID`.
     MaterialPool,
+    /// The grants that name a retiring principal, by Region, principal and grant: the
+    /// index ListRetirableGrants reads (empty payloads).
+    RetiringGrants,
 }
 
 impl Table {
@@ -61,11 +64,14 @@ impl Table {
     /// Whether [`MetadataStore::watch`] reports changes to this table (records that
     /// something may cache; not the append-only audit trail or the meta table's markers).
     pub fn is_watched(self) -> bool {
-        !matches!(self, Table::Audit | Table::AuditCheckpoints | Table::Meta)
+        !matches!(
+            self,
+            Table::Audit | Table::AuditCheckpoints | Table::Meta | Table::RetiringGrants
+        )
     }
 
     /// Every table, in declaration order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Keys,
         Table::Aliases,
         Table::Intents,
@@ -75,6 +81,7 @@ impl Table {
         Table::CustomKeyStores,
         Table::Grants,
         Table::MaterialPool,
+        Table::RetiringGrants,
     ];
 
     /// The table's stable on-disk name.
@@ -89,6 +96,7 @@ impl Table {
             Table::CustomKeyStores => "custom-key-stores",
             Table::Grants => "grants",
             Table::MaterialPool => "material-pool",
+            Table::RetiringGrants => "retiring-grants",
         }
     }
 }
