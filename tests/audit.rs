@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::TestCluster;
+use common::faulty_store::FaultyStore;
 use hsm_kms::audit::alarm::{
     DEFAULT_ALARMS_FILE, KEY_DISABLED_OR_DELETION_SCHEDULED, UNUSABLE_KEY_USED,
 };
@@ -33,7 +34,7 @@ use hsm_kms::error::KmsError;
 use hsm_kms::ids::Scope;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Caller, KeyStore};
-use hsm_kms::store::{Batch, Conflict, MetadataStore, Record, SledStore, StoreError, Table};
+use hsm_kms::store::{Batch, MetadataStore, SledStore, StoreError, Table};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::Value;
 
@@ -893,54 +894,23 @@ fn tail_follow_prints_events_committed_by_another_process() {
     assert_eq!(line["resources"][0]["ARN"], key.arn.as_str());
 }
 
-/// A sled store whose commits that touch the audit trail (events, head, checkpoints, intents)
-/// fail while `failing` is set, as a full or broken disk would fail them; other commits go
-/// through.
-struct FlakyAuditStore {
-    inner: SledStore,
-    failing: Arc<AtomicBool>,
-}
-
-impl MetadataStore for FlakyAuditStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        self.inner.get(table, key)
-    }
-
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
-        self.inner.scan(table, prefix, after, limit)
-    }
-
-    fn count(&self, table: Table) -> Result<u64, StoreError> {
-        self.inner.count(table)
-    }
-
-    fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+/// A key store over `config`'s cluster and a sled store whose commits that touch the audit
+/// trail (events, head, checkpoints, intents) fail while the switch returned is set, as a
+/// full or broken disk would fail them; other commits go through.
+fn flaky_store(config: &Config, clock: Arc<dyn Clock>) -> (KeyStore, Arc<AtomicBool>) {
+    let failing = Arc::new(AtomicBool::new(false));
+    let switch = failing.clone();
+    let metadata = FaultyStore::open(&config.service.data_dir, move |batch| {
         let audit = batch.writes().any(|(table, key, _)| {
             matches!(table, Table::Audit | Table::AuditCheckpoints)
                 || (table == Table::Meta && key.starts_with(b"audit-"))
         });
-        if audit && self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Io(std::io::Error::other(
+        (audit && switch.load(Ordering::SeqCst)).then(|| {
+            Err(StoreError::Io(std::io::Error::other(
                 "injected audit write failure",
-            )));
-        }
-        self.inner.commit(batch)
-    }
-}
-
-/// A key store over `config`'s cluster and a [`FlakyAuditStore`]; returns the switch.
-fn flaky_store(config: &Config, clock: Arc<dyn Clock>) -> (KeyStore, Arc<AtomicBool>) {
-    let failing = Arc::new(AtomicBool::new(false));
-    let metadata = FlakyAuditStore {
-        inner: SledStore::open(&config.service.data_dir).unwrap(),
-        failing: failing.clone(),
-    };
+            )))
+        })
+    });
     let cluster = Cluster::open("local", config.default_cluster().unwrap()).unwrap();
     let scope = Scope::new(&config.service.region, &config.service.account_id).unwrap();
     let store = KeyStore::with_parts(

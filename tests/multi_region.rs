@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::faulty_store::FaultyStore;
 use common::raw_session;
 use common::sites::{PRIMARY_REGION, REPLICA_REGION, SITE_B, TwoSites};
 use cryptoki::object::{Attribute, AttributeType};
@@ -20,9 +21,7 @@ use hsm_kms::hsm::templates::TrustedKey;
 use hsm_kms::ids::Scope;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Inconsistency, KeyStore};
-use hsm_kms::store::{
-    Batch, Conflict, MetadataStore, Precondition, Record, SledStore, StoreError, Table,
-};
+use hsm_kms::store::{Conflict, MetadataStore, Precondition, SledStore, Table};
 use secrecy::{ExposeSecret, SecretSlice};
 
 #[test]
@@ -398,56 +397,6 @@ fn a_rotation_of_the_primary_reaches_the_replica() {
     assert_eq!(regions.decrypt(&regions.east, &first, None).unwrap(), b"x");
 }
 
-/// Fault injection: once armed, refuses the next commit that records a new material version
-/// (a key record written and a creation intent deleted in one batch) as a concurrent change
-/// that won would, without applying it.
-struct RefusesOneRecord {
-    inner: SledStore,
-    armed: Arc<AtomicBool>,
-}
-
-impl MetadataStore for RefusesOneRecord {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        self.inner.get(table, key)
-    }
-
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
-        self.inner.scan(table, prefix, after, limit)
-    }
-
-    fn count(&self, table: Table) -> Result<u64, StoreError> {
-        self.inner.count(table)
-    }
-
-    fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
-        let key_record = batch
-            .writes()
-            .find(|(table, _, payload)| *table == Table::Keys && payload.is_some())
-            .map(|(_, key, _)| key.to_vec());
-        let ends_intent = batch
-            .writes()
-            .any(|(table, _, payload)| table == Table::Intents && payload.is_none());
-        if let Some(key) = key_record
-            && ends_intent
-            && self.armed.swap(false, Ordering::SeqCst)
-        {
-            return Ok(Err(Conflict {
-                table: Table::Keys,
-                key,
-                expected: Precondition::ExpectRevision(0),
-                found: Some(1),
-            }));
-        }
-        self.inner.commit(batch)
-    }
-}
-
 /// Defect: a rotation of a multi-Region primary refused after its HSM work (a concurrent
 /// change won) destroyed the new version in the primary's cluster only; the copy it had
 /// already made in the replica's cluster stayed there, recorded nowhere.
@@ -455,11 +404,28 @@ impl MetadataStore for RefusesOneRecord {
 fn a_rotation_refused_after_its_hsm_work_leaves_no_copy_in_any_region() {
     let sites = TwoSites::new(2);
     sites.link();
+    // Once armed, the next commit that records a new material version (a key record
+    // written and a creation intent deleted in one batch) is refused, as a concurrent change
+    // that won would refuse it, and not applied.
     let armed = Arc::new(AtomicBool::new(false));
-    let metadata = RefusesOneRecord {
-        inner: SledStore::open(&sites.config().service.data_dir).unwrap(),
-        armed: armed.clone(),
-    };
+    let trigger = armed.clone();
+    let metadata = FaultyStore::open(&sites.config().service.data_dir, move |batch| {
+        let key_record = batch
+            .writes()
+            .find(|(table, _, payload)| *table == Table::Keys && payload.is_some())
+            .map(|(_, key, _)| key.to_vec())?;
+        let ends_intent = batch
+            .writes()
+            .any(|(table, _, payload)| table == Table::Intents && payload.is_none());
+        (ends_intent && trigger.swap(false, Ordering::SeqCst)).then(|| {
+            Ok(Err(Conflict {
+                table: Table::Keys,
+                key: key_record,
+                expected: Precondition::ExpectRevision(0),
+                found: Some(1),
+            }))
+        })
+    });
     let regions = Regions::open_with(sites, Box::new(metadata));
     let key = regions.replicated_key();
     let second_version = MaterialId::new(key.clone(), 2).cka_id();
