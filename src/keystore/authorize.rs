@@ -185,7 +185,7 @@ impl KeyStore {
         ) {
             return Err(denial.to_error());
         }
-        let grants = self.grants_for_evaluation(key)?;
+        let grants = self.grants_for_evaluation(key, request.caller())?;
         if grants.is_empty() {
             return Err(denial.to_error());
         }

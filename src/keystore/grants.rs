@@ -2,10 +2,13 @@
 //! grant tokens every operation accepts, and the grants the prologue hands the evaluator.
 //!
 //! A grant is a record of table `grants` under `<key id>/<grant id>`, so a key's grants are
-//! one prefix scan and are deleted with the key, in the batch that deletes its record. A grant
-//! that names a retiring principal also has an entry in table `retiring-grants` under
-//! `<Region>\0<retiring principal>\0<its store key>`, written and deleted in the grant's own
-//! batches, so that ListRetirableGrants reads one principal's grants and no other. What
+//! one prefix scan and are deleted with the key, in the batch that deletes its record. Two
+//! indexes, written and deleted in each grant's own batches, keep the reads of one principal's
+//! grants from reading any other: an entry in table `grantee-grants` under
+//! `<key's store key>\0<grantee>\0<grant's store key>`, through which a call reads only the
+//! grants whose grantee the caller is, and, for a grant that names a retiring principal, one
+//! in table `retiring-grants` under `<Region>\0<retiring principal>\0<grant's store key>`,
+//! which ListRetirableGrants reads. What
 //! a grant allows, who may retire it and how CreateGrant's parameters are validated is pure
 //! policy logic ([`crate::policy::grant`]); this module stores, lists and removes grants.
 //!
@@ -31,7 +34,10 @@ use crate::error::KmsError;
 use crate::ids::KeyId;
 use crate::keys::records::{GrantRecord, KeyRecord, store_key};
 use crate::keys::state::{self, Operation};
-use crate::policy::grant::{check_grant_quota, check_principal, validate_grant_tokens};
+use crate::policy::CallerIdentity;
+use crate::policy::grant::{
+    check_grant_quota, check_principal, principals_of, validate_grant_tokens,
+};
 use crate::policy::{Grant, GrantConstraints, GrantOperation, GrantRequest};
 use crate::store::{Batch, Precondition, Table};
 
@@ -320,15 +326,32 @@ impl KeyStore {
         })
     }
 
-    /// The grants of the key whose grantee the caller may be, for the evaluator (only
-    /// read when the policies alone did not allow the call).
-    pub(super) fn grants_for_evaluation(&self, key: &KeyRecord) -> Result<Vec<Grant>, KmsError> {
+    /// The grants of the key whose grantee the caller is ([`principals_of`]), for the
+    /// evaluator (only read when the policies alone did not allow the call), through their
+    /// entries in table `grantee-grants` (an entry whose grant was removed meanwhile is
+    /// passed over).
+    pub(super) fn grants_for_evaluation(
+        &self,
+        key: &KeyRecord,
+        caller: &CallerIdentity,
+    ) -> Result<Vec<Grant>, KmsError> {
         let arn = key.arn();
-        Ok(self
-            .grants_of(&key.store_key())?
-            .iter()
-            .map(|record| policy_grant(record, &arn))
-            .collect())
+        let key_store_key = key.store_key();
+        let mut grants = Vec::new();
+        for grantee in principals_of(caller) {
+            let prefix = grantee_prefix(key_store_key.as_bytes(), grantee);
+            let entries = self
+                .store
+                .scan(Table::GranteeGrants, &prefix, None, usize::MAX)
+                .map_err(internal)?;
+            for (entry, _) in entries {
+                let grant_key = &entry[prefix.len()..];
+                if let Some(found) = self.store.get(Table::Grants, grant_key).map_err(internal)? {
+                    grants.push(policy_grant(&decode(&found.payload)?, &arn));
+                }
+            }
+        }
+        Ok(grants)
     }
 
     /// Checks the `GrantTokens` of a request: at most 10, each one this store issued.
@@ -426,13 +449,13 @@ impl KeyStore {
         }
     }
 
-    /// Writes the entries of table `retiring-grants` that the grants written before it
-    /// existed lack, once per store (marked in the meta table); entries are idempotent, so
-    /// instances sharing a store may do it at once.
-    pub(super) fn index_retiring_grants(&self) -> Result<(), KmsError> {
+    /// Writes the index entries (tables `grantee-grants` and `retiring-grants`) that grants
+    /// written before the indexes existed lack, once per store (marked in the meta table);
+    /// entries are idempotent, so instances sharing a store may do it at once.
+    pub(super) fn index_grants(&self) -> Result<(), KmsError> {
         if self
             .store
-            .get(Table::Meta, RETIRING_GRANTS_INDEXED)
+            .get(Table::Meta, GRANTS_INDEXED)
             .map_err(internal)?
             .is_some()
         {
@@ -451,8 +474,8 @@ impl KeyStore {
             let mut batch = Batch::new();
             for (key, record) in &grants {
                 let grant: GrantRecord = decode(&record.payload)?;
-                if let Some(entry) = retiring_entry(&grant, key) {
-                    batch.put(Table::RetiringGrants, &entry, Vec::new());
+                for (table, entry) in index_entries(&grant, key) {
+                    batch.put(table, &entry, Vec::new());
                 }
             }
             self.store
@@ -461,7 +484,7 @@ impl KeyStore {
                 .map_err(|conflict| KmsError::KmsInternal(conflict.to_string()))?;
         }
         let mut marked = Batch::new();
-        marked.put(Table::Meta, RETIRING_GRANTS_INDEXED, Vec::new());
+        marked.put(Table::Meta, GRANTS_INDEXED, Vec::new());
         self.store
             .commit(marked)
             .map_err(internal)?
@@ -672,45 +695,58 @@ fn grant_key(key: &str, grant_id: &str) -> Vec<u8> {
     format!("{key}/{grant_id}").into_bytes()
 }
 
-/// Adds `grant` of the key whose store key is `key` to `batch`, with its retiring principal's
-/// entry.
+/// Adds `grant` of the key whose store key is `key` to `batch`, with its index entries.
 fn put_grant(batch: &mut Batch, key: &str, grant: &GrantRecord) -> Result<(), KmsError> {
     let store_key = grant_key(key, &grant.grant_id);
-    if let Some(entry) = retiring_entry(grant, &store_key) {
-        batch.put(Table::RetiringGrants, &entry, Vec::new());
+    for (table, entry) in index_entries(grant, &store_key) {
+        batch.put(table, &entry, Vec::new());
     }
     batch.put(Table::Grants, &store_key, encode(grant)?);
     Ok(())
 }
 
 /// Adds the deletion of `grant` of the key whose store key is `key` to `batch`, with its
-/// retiring principal's entry.
+/// index entries.
 fn delete_grant(batch: &mut Batch, key: &str, grant: &GrantRecord) {
     let store_key = grant_key(key, &grant.grant_id);
-    if let Some(entry) = retiring_entry(grant, &store_key) {
-        batch.delete(Table::RetiringGrants, &entry);
+    for (table, entry) in index_entries(grant, &store_key) {
+        batch.delete(table, &entry);
     }
     batch.delete(Table::Grants, &store_key);
 }
 
-/// The meta-table marker of a store whose grants all have their `retiring-grants` entries.
-const RETIRING_GRANTS_INDEXED: &[u8] = b"retiring-grants-indexed";
+/// The meta-table marker of a store whose grants all have their index entries.
+const GRANTS_INDEXED: &[u8] = b"grant-indexes-written";
 
-/// The key of `grant`'s entry in table `retiring-grants` (none without a retiring
-/// principal): its Region's and principal's prefix, then the grant's store key.
-fn retiring_entry(grant: &GrantRecord, grant_key: &[u8]) -> Option<Vec<u8>> {
-    let principal = grant.retiring_principal.as_deref()?;
-    Some(
-        [
-            retiring_prefix(&grant.region, principal).as_slice(),
-            grant_key,
-        ]
-        .concat(),
-    )
+/// The index entries of `grant`, whose store key is `grant_key` (`<key's store key>/<grant
+/// id>`): its grantee's in table `grantee-grants`, and its retiring principal's in table
+/// `retiring-grants` when it names one.
+fn index_entries(grant: &GrantRecord, grant_key: &[u8]) -> Vec<(Table, Vec<u8>)> {
+    let key = &grant_key[..grant_key.len() - grant.grant_id.len() - 1];
+    let grantee = grantee_prefix(key, &grant.grantee_principal);
+    let mut entries = vec![(
+        Table::GranteeGrants,
+        [grantee.as_slice(), grant_key].concat(),
+    )];
+    if let Some(principal) = grant.retiring_principal.as_deref() {
+        let retiring = retiring_prefix(&grant.region, principal);
+        entries.push((
+            Table::RetiringGrants,
+            [retiring.as_slice(), grant_key].concat(),
+        ));
+    }
+    entries
 }
 
-/// The prefix of the `retiring-grants` entries of `principal`'s grants in `region`. Neither
-/// a Region name nor a principal's ARN holds a NUL byte, so no prefix extends another.
+/// The prefix of the `grantee-grants` entries of the key whose store key is `key`, for its
+/// grants to `grantee`.
+fn grantee_prefix(key: &[u8], grantee: &str) -> Vec<u8> {
+    [key, b"\0", grantee.as_bytes(), b"\0"].concat()
+}
+
+/// The prefix of the `retiring-grants` entries of `principal`'s grants in `region`. No
+/// Region name, store key or principal holds a NUL byte, so no prefix of either index
+/// extends another.
 fn retiring_prefix(region: &str, principal: &str) -> Vec<u8> {
     [region.as_bytes(), b"\0", principal.as_bytes(), b"\0"].concat()
 }

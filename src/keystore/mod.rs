@@ -222,7 +222,7 @@ impl KeyStore {
             managed: managed_keys::ManagedKeys::default(),
         };
         keystore.watch_other_instances()?;
-        keystore.index_retiring_grants()?;
+        keystore.index_grants()?;
         keystore.startup = keystore.interrupted_intents()?;
         for problem in &keystore.startup {
             tracing::warn!(%problem, "inconsistency found at start-up");

@@ -318,10 +318,10 @@ fn retirable_grants_are_read_through_their_index_which_a_store_without_it_gets_a
     {
         batch.delete(Table::RetiringGrants, &entry);
     }
-    batch.delete(Table::Meta, b"retiring-grants-indexed");
+    batch.delete(Table::Meta, b"grant-indexes-written");
     f.store.store.commit(batch).unwrap().unwrap();
     assert!(list("ops", None, None).grants.is_empty());
-    f.store.index_retiring_grants().unwrap();
+    f.store.index_grants().unwrap();
     assert_eq!(ids(&list("ops", None, None)), sorted);
     assert_eq!(entries(), 4);
 
@@ -343,4 +343,99 @@ fn retirable_grants_are_read_through_their_index_which_a_store_without_it_gets_a
     f.store.run_maintenance().unwrap();
     assert_eq!(entries(), 0);
     assert!(list("ops", None, None).grants.is_empty());
+}
+
+#[test]
+fn a_call_reads_only_the_grants_of_its_caller_through_their_index() {
+    let f = fixture();
+    let key = f.create();
+    let account = f.caller.scope.account_id().to_owned();
+    let mut app = f.caller.clone();
+    app.principal = format!("arn:aws:iam::{account}:user/app");
+    app.profile = Arc::new(crate::caller::PrincipalProfile {
+        policies: Some(vec![Arc::new(
+            crate::policy::parse_identity_policy(
+                r#"{"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": "kms:ListAliases", "Resource": "*"}]}"#,
+            )
+            .unwrap(),
+        )]),
+        ..Default::default()
+    });
+    let grant_to = |grantee: &str| {
+        f.store
+            .create_grant(
+                &f.caller,
+                super::api::CreateGrantRequest {
+                    key_id: key.clone(),
+                    grantee_principal: format!("arn:aws:iam::{account}:{grantee}"),
+                    operations: vec!["Encrypt".into()],
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .grant_id
+    };
+    let encrypt = || {
+        f.store.encrypt(
+            &app,
+            super::api::EncryptRequest {
+                key_id: key.clone(),
+                plaintext: secrecy::SecretSlice::from(b"granted".to_vec()),
+                ..Default::default()
+            },
+        )
+    };
+    let entries = || f.store.store.count(Table::GranteeGrants).unwrap();
+    assert_eq!(encrypt().unwrap_err().code(), "AccessDeniedException");
+    for other in ["user/someone-else", "role/batch", "user/third"] {
+        grant_to(other);
+    }
+    assert_eq!(encrypt().unwrap_err().code(), "AccessDeniedException");
+    let granted = grant_to("user/app");
+    encrypt().unwrap();
+    assert_eq!(entries(), 4, "one entry per grant");
+    let mut other_grantees = Batch::new();
+    let prefix = format!("{key}\0arn:aws:iam::{account}:user/app\0");
+    for (entry, _) in f
+        .store
+        .store
+        .scan(Table::GranteeGrants, b"", None, usize::MAX)
+        .unwrap()
+    {
+        assert!(entry.starts_with(key.as_bytes()));
+        if !entry.starts_with(prefix.as_bytes()) {
+            other_grantees.delete(Table::GranteeGrants, &entry);
+        }
+    }
+    // The other grantees' entries gone, the caller's grant still allows it; its own gone
+    // (as in a store made before the index), nothing does until the start-up step.
+    f.store.store.commit(other_grantees).unwrap().unwrap();
+    encrypt().unwrap();
+    let mut batch = Batch::new();
+    batch
+        .delete(
+            Table::GranteeGrants,
+            &[prefix.as_bytes(), format!("{key}/{granted}").as_bytes()].concat(),
+        )
+        .delete(Table::Meta, b"grant-indexes-written");
+    f.store.store.commit(batch).unwrap().unwrap();
+    assert_eq!(encrypt().unwrap_err().code(), "AccessDeniedException");
+    f.store.index_grants().unwrap();
+    encrypt().unwrap();
+    assert_eq!(entries(), 4);
+
+    // Revoked, the grant and its entry go in one batch.
+    f.store
+        .revoke_grant(
+            &f.caller,
+            super::api::RevokeGrantRequest {
+                key_id: key.clone(),
+                grant_id: granted,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(encrypt().unwrap_err().code(), "AccessDeniedException");
+    assert_eq!(entries(), 3);
 }

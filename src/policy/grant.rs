@@ -495,6 +495,16 @@ impl Grant {
 
 /// Whether the caller is `principal`: the same ARN, or a session of that role.
 fn principal_is(caller: &CallerIdentity, principal: &str) -> bool {
-    caller.principal_arn() == principal
-        || matches!(caller.kind(), PrincipalKind::AssumedRole { role_arn } if role_arn == principal)
+    principals_of(caller).any(|name| name == principal)
+}
+
+/// Every principal the caller is, as a grant names its grantee: the caller's ARN, and for a
+/// role session also the role's ARN. A grant allows only a caller that is its grantee, so
+/// the grants that may allow a call are those whose grantee is one of these.
+pub fn principals_of(caller: &CallerIdentity) -> impl Iterator<Item = &str> {
+    let role = match caller.kind() {
+        PrincipalKind::AssumedRole { role_arn } => Some(role_arn.as_str()),
+        _ => None,
+    };
+    std::iter::once(caller.principal_arn()).chain(role)
 }

@@ -53,6 +53,9 @@ pub enum Table {
     /// The grants that name a retiring principal, by Region, principal and grant: the
     /// index ListRetirableGrants reads (empty payloads).
     RetiringGrants,
+    /// Grants by key, grantee principal and grant: the index through which a call reads
+    /// the grants that may allow it (empty payloads).
+    GranteeGrants,
 }
 
 impl Table {
@@ -66,12 +69,16 @@ impl Table {
     pub fn is_watched(self) -> bool {
         !matches!(
             self,
-            Table::Audit | Table::AuditCheckpoints | Table::Meta | Table::RetiringGrants
+            Table::Audit
+                | Table::AuditCheckpoints
+                | Table::Meta
+                | Table::RetiringGrants
+                | Table::GranteeGrants
         )
     }
 
     /// Every table, in declaration order.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Keys,
         Table::Aliases,
         Table::Intents,
@@ -82,6 +89,7 @@ impl Table {
         Table::Grants,
         Table::MaterialPool,
         Table::RetiringGrants,
+        Table::GranteeGrants,
     ];
 
     /// The table's stable on-disk name.
@@ -97,6 +105,7 @@ impl Table {
             Table::Grants => "grants",
             Table::MaterialPool => "material-pool",
             Table::RetiringGrants => "retiring-grants",
+            Table::GranteeGrants => "grantee-grants",
         }
     }
 }
