@@ -217,7 +217,10 @@ impl RequestParameters {
             }
             json_string(out, name)?;
             out.push(b':');
-            serde_json::to_writer(&mut *out, value)?;
+            match value {
+                Value::String(text) => json_string(out, text)?,
+                other => serde_json::to_writer(&mut *out, other)?,
+            }
         }
         out.push(b'}');
         Ok(())
@@ -363,12 +366,18 @@ struct Resource<'a> {
 }
 
 fn resource<'a>(account: &'a str, arn: &'a str) -> Resource<'a> {
-    // A key of another account (cross-account use) names its own account.
-    let owner = arn
-        .split(':')
-        .nth(4)
-        .filter(|a| !a.is_empty())
-        .unwrap_or(account);
+    // A key of another account (cross-account use) names its own account, the ARN's fifth
+    // field.
+    let fifth = arn
+        .bytes()
+        .enumerate()
+        .filter(|(_, byte)| *byte == b':')
+        .nth(3)
+        .map(|(at, _)| {
+            let rest = &arn[at + 1..];
+            rest.find(':').map_or(rest, |end| &rest[..end])
+        });
+    let owner = fifth.filter(|field| !field.is_empty()).unwrap_or(account);
     Resource {
         account_id: owner,
         kind: "AWS::KMS::Key",
@@ -764,6 +773,22 @@ mod tests {
                 String::from_utf8(written).unwrap(),
                 String::from_utf8(derived).unwrap()
             );
+        }
+    }
+
+    /// A key's account is its ARN's fifth field; without one, the caller's.
+    #[test]
+    fn a_resource_names_the_account_in_its_arn() {
+        let caller_account = "111122223333";
+        for (arn, account) in [
+            ("arn:aws:kms:eu-west-1:444455556666:key/k", "444455556666"),
+            ("arn:aws:kms:eu-west-1:111122223333:key/k", caller_account),
+            ("arn:aws:kms:eu-west-1::key/k", caller_account),
+            ("arn:aws:kms:eu-west-1", caller_account),
+            ("arn:aws:kms:eu-west-1:444455556666", "444455556666"),
+            ("alias/app", caller_account),
+        ] {
+            assert_eq!(resource(caller_account, arn).account_id, account, "{arn}");
         }
     }
 }
