@@ -104,8 +104,10 @@ impl KeyStore {
             )?;
             check_operations_fit_key(&grant, &key)?;
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-            let existing = self.grants_of(&key.store_key())?;
-            let repeated = existing
+            // A repeat names the same grantee, so only the grantee's grants are read; the
+            // quota counts the key's index entries, which hold no payload to decode.
+            let to_grantee = self.grants_to(&key.store_key(), &grant.grantee_principal)?;
+            let repeated = to_grantee
                 .iter()
                 .find(|record| policy_grant(record, &key.arn()).is_repeated_by(&grant));
             if let Some(same) = repeated {
@@ -116,7 +118,7 @@ impl KeyStore {
                     grant_id: same.grant_id.clone(),
                 });
             }
-            check_grant_quota(existing.len(), &key.arn())?;
+            check_grant_quota(self.grant_count(&key.store_key())?, &key.arn())?;
             dry_run(request.dry_run)?;
             let record = new_record(grant, &key, caller.scope.account_id(), self.now())?;
             let mut batch = Batch::new();
@@ -339,19 +341,48 @@ impl KeyStore {
         let key_store_key = key.store_key();
         let mut grants = Vec::new();
         for grantee in principals_of(caller) {
-            let prefix = grantee_prefix(key_store_key.as_bytes(), grantee);
-            let entries = self
-                .store
-                .scan(Table::GranteeGrants, &prefix, None, usize::MAX)
-                .map_err(internal)?;
-            for (entry, _) in entries {
-                let grant_key = &entry[prefix.len()..];
-                if let Some(found) = self.store.get(Table::Grants, grant_key).map_err(internal)? {
-                    grants.push(policy_grant(&decode(&found.payload)?, &arn));
-                }
+            for record in self.grants_to(&key_store_key, grantee)? {
+                grants.push(policy_grant(&record, &arn));
             }
         }
         Ok(grants)
+    }
+
+    /// The grants to `grantee` of the key whose store key is `key`, through the
+    /// `grantee-grants` index.
+    fn grants_to(&self, key: &str, grantee: &str) -> Result<Vec<GrantRecord>, KmsError> {
+        let prefix = grantee_prefix(key.as_bytes(), grantee);
+        let entries = self
+            .store
+            .scan(Table::GranteeGrants, &prefix, None, usize::MAX)
+            .map_err(internal)?;
+        let mut grants = Vec::with_capacity(entries.len());
+        for (entry, _) in entries {
+            let grant_key = &entry[prefix.len()..];
+            if let Some(found) = self.store.get(Table::Grants, grant_key).map_err(internal)? {
+                grants.push(decode(&found.payload)?);
+            }
+        }
+        Ok(grants)
+    }
+
+    /// How many grants the key whose store key is `key` has: its entries in the
+    /// `grantee-grants` index (one per grant, each without a payload), counted page by page.
+    fn grant_count(&self, key: &str) -> Result<usize, KmsError> {
+        let prefix = [key.as_bytes(), b"\0"].concat();
+        let mut count = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan(Table::GranteeGrants, &prefix, after.as_deref(), 1000)
+                .map_err(internal)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(count);
+            };
+            count += page.len();
+            after = Some(last.clone());
+        }
     }
 
     /// Checks the `GrantTokens` of a request: at most 10, each one this store issued.

@@ -439,3 +439,48 @@ fn a_call_reads_only_the_grants_of_its_caller_through_their_index() {
     assert_eq!(encrypt().unwrap_err().code(), "AccessDeniedException");
     assert_eq!(entries(), 3);
 }
+
+#[test]
+fn create_grant_finds_a_repeat_among_the_grantees_grants_and_counts_the_keys_index_entries() {
+    let f = fixture();
+    let key = f.create();
+    let account = f.caller.scope.account_id().to_owned();
+    let grant = |grantee: &str| {
+        f.store.create_grant(
+            &f.caller,
+            super::api::CreateGrantRequest {
+                key_id: key.clone(),
+                grantee_principal: format!("arn:aws:iam::{account}:{grantee}"),
+                operations: vec!["Encrypt".into()],
+                name: Some("nightly".into()),
+                ..Default::default()
+            },
+        )
+    };
+    let first = grant("user/app").unwrap().grant_id;
+    let other = grant("user/other").unwrap().grant_id;
+    assert_ne!(first, other, "another grantee's request is not a repeat");
+    assert_eq!(grant("user/app").unwrap().grant_id, first, "a repeat");
+    assert_eq!(f.store.store.count(Table::Grants).unwrap(), 2);
+
+    // The quota counts the key's index entries, over more than one page of them: stand-ins
+    // up to one below the limit let one more grant in, and refuse the next.
+    let mut stand_ins = Batch::new();
+    for i in 2..crate::policy::grant::MAX_GRANTS_PER_KEY - 1 {
+        let grantee = format!("arn:aws:iam::{account}:user/stand-in");
+        stand_ins.put(
+            Table::GranteeGrants,
+            format!("{key}\0{grantee}\0{key}/{i:064x}").as_bytes(),
+            Vec::new(),
+        );
+    }
+    f.store.store.commit(stand_ins).unwrap().unwrap();
+    grant("user/last").unwrap();
+    let refused = grant("user/one-too-many").unwrap_err();
+    assert_eq!(refused.code(), "LimitExceededException");
+    assert_eq!(
+        grant("user/app").unwrap().grant_id,
+        first,
+        "a repeat is not a new grant"
+    );
+}
