@@ -278,16 +278,8 @@ pub struct GrantSummary {
 /// Every stored grant: its id, key and creation time.
 pub fn stored_grants(store: &dyn MetadataStore) -> Result<Vec<GrantSummary>, String> {
     let mut grants = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .scan(Table::Grants, b"", after.as_deref(), 1000)
-            .map_err(|error| error.to_string())?;
-        let Some((last, _)) = page.last() else {
-            return Ok(grants);
-        };
-        after = Some(last.clone());
-        for (key, record) in &page {
+    for page in crate::store::pages(store, Table::Grants, b"") {
+        for (key, record) in &page.map_err(|error| error.to_string())? {
             let grant: GrantRecord = serde_json::from_slice(&record.payload).map_err(|error| {
                 format!(
                     "grant record {} does not decode: {error}",
@@ -301,6 +293,7 @@ pub fn stored_grants(store: &dyn MetadataStore) -> Result<Vec<GrantSummary>, Str
             });
         }
     }
+    Ok(grants)
 }
 
 /// KMS-ACC-3: every stored grant against the age limit; a store whose grants cannot be read

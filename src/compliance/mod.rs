@@ -169,14 +169,8 @@ pub(crate) fn key_records(
     store: &dyn MetadataStore,
 ) -> Result<BTreeMap<String, Result<KeyRecord, String>>, StoreError> {
     let mut records = BTreeMap::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan(Table::Keys, b"", after.as_deref(), 1000)?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        after = Some(last.clone());
-        for (key, record) in page {
+    for page in crate::store::pages(store, Table::Keys, b"") {
+        for (key, record) in page? {
             let id = String::from_utf8_lossy(&key).into_owned();
             let decoded = serde_json::from_slice::<KeyRecord>(&record.payload)
                 .map_err(|error| format!("the key record does not decode: {error}"));

@@ -14,7 +14,7 @@ use crate::error::KmsError;
 use crate::ids::{AliasName, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord, store_key};
 use crate::keys::state::{self, Operation};
-use crate::store::{Batch, Precondition, Table};
+use crate::store::{Batch, Precondition, Table, pages};
 
 /// Most aliases one key may have.
 const ALIASES_PER_KEY_MAX: usize = 50;
@@ -210,7 +210,7 @@ impl KeyStore {
                 None => None,
             };
             let prefix = alias_prefix(&caller.scope);
-            let mut cursor = match &request.marker {
+            let after = match &request.marker {
                 Some(marker) => {
                     AliasName::parse(marker).map_err(|_| {
                         KmsError::InvalidMarker(format!("Invalid marker: {marker}"))
@@ -240,16 +240,8 @@ impl KeyStore {
                 aliases.push(entry);
                 true
             };
-            'pages: loop {
-                let page = self
-                    .store
-                    .scan(Table::Aliases, &prefix, cursor.as_deref(), 1000)
-                    .map_err(internal)?;
-                let Some((last, _)) = page.last() else {
-                    break;
-                };
-                cursor = Some(last.clone());
-                for (_, found) in page {
+            'pages: for page in pages(self.store.as_ref(), Table::Aliases, &prefix).after(after) {
+                for (_, found) in page.map_err(internal)? {
                     let record: AliasRecord = decode(&found.payload)?;
                     if target.as_ref().is_some_and(|t| *t != record.target_key_id) {
                         continue;
@@ -307,23 +299,15 @@ impl KeyStore {
     ) -> Result<Vec<(Vec<u8>, AliasRecord)>, KmsError> {
         let prefix = alias_prefix(scope);
         let mut found = Vec::new();
-        let mut cursor: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::Aliases, &prefix, cursor.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(found);
-            };
-            cursor = Some(last.clone());
-            for (key, record) in page {
+        for page in pages(self.store.as_ref(), Table::Aliases, &prefix) {
+            for (key, record) in page.map_err(internal)? {
                 let record: AliasRecord = decode(&record.payload)?;
                 if record.target_key_id == key_id {
                     found.push((key, record));
                 }
             }
         }
+        Ok(found)
     }
 }
 

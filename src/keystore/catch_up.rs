@@ -19,7 +19,7 @@ use crate::error::KmsError;
 use crate::hsm::HealthListener;
 use crate::ids::Scope;
 use crate::keys::records::KeyRecord;
-use crate::store::{MetadataStore, Table};
+use crate::store::{MetadataStore, Table, pages};
 
 /// What catching up one member did, for the maintenance report.
 #[derive(Debug, Clone, Serialize)]
@@ -186,16 +186,8 @@ fn recorded_materials(
 ) -> Result<Vec<MaterialId>, KmsError> {
     // Ready pool objects too, so a claim rarely has to copy one.
     let mut versions = super::material_pool::pooled_materials(store, cluster)?;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .scan(Table::Keys, b"", after.as_deref(), 1000)
-            .map_err(internal)?;
-        let Some((last, _)) = page.last() else {
-            return Ok(versions);
-        };
-        after = Some(last.clone());
-        for (_, found) in &page {
+    for page in pages(store, Table::Keys, b"") {
+        for (_, found) in &page.map_err(internal)? {
             let key: KeyRecord = decode(&found.payload)?;
             if key.cluster == cluster
                 && !key.destruction_started
@@ -209,6 +201,7 @@ fn recorded_materials(
             }
         }
     }
+    Ok(versions)
 }
 
 /// Writes an `HsmMaterialCopied` service event when anything was copied.

@@ -39,7 +39,7 @@ use crate::policy::grant::{
     check_grant_quota, check_principal, principals_of, validate_grant_tokens,
 };
 use crate::policy::{Grant, GrantConstraints, GrantOperation, GrantRequest};
-use crate::store::{Batch, Precondition, Table};
+use crate::store::{Batch, Precondition, Table, pages};
 
 /// ListGrants' and ListRetirableGrants' page size when the request names none, and the
 /// most they return (AWS: 1 to 100, default 50).
@@ -371,18 +371,10 @@ impl KeyStore {
     fn grant_count(&self, key: &str) -> Result<usize, KmsError> {
         let prefix = [key.as_bytes(), b"\0"].concat();
         let mut count = 0;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::GranteeGrants, &prefix, after.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(count);
-            };
-            count += page.len();
-            after = Some(last.clone());
+        for page in pages(self.store.as_ref(), Table::GranteeGrants, &prefix) {
+            count += page.map_err(internal)?.len();
         }
+        Ok(count)
     }
 
     /// Checks the `GrantTokens` of a request: at most 10, each one this store issued.
@@ -395,22 +387,13 @@ impl KeyStore {
 
     /// Every grant of the key, in grant id order.
     fn grants_of(&self, key_id: &str) -> Result<Vec<GrantRecord>, KmsError> {
-        let prefix = grant_prefix(key_id);
         let mut grants = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::Grants, &prefix, after.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(grants);
-            };
-            after = Some(last.clone());
-            for (_, record) in &page {
+        for page in pages(self.store.as_ref(), Table::Grants, &grant_prefix(key_id)) {
+            for (_, record) in page.map_err(internal)? {
                 grants.push(decode(&record.payload)?);
             }
         }
+        Ok(grants)
     }
 
     /// Up to `page` grants under `prefix` after the store key `after` that `keep` accepts,
@@ -418,21 +401,13 @@ impl KeyStore {
     fn grant_page(
         &self,
         prefix: &[u8],
-        mut after: Option<Vec<u8>>,
+        after: Option<Vec<u8>>,
         page: usize,
         keep: impl Fn(&GrantRecord) -> bool,
     ) -> Result<(Vec<GrantRecord>, bool), KmsError> {
         let mut grants = Vec::new();
-        loop {
-            let batch = self
-                .store
-                .scan(Table::Grants, prefix, after.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = batch.last() else {
-                return Ok((grants, false));
-            };
-            after = Some(last.clone());
-            for (_, record) in &batch {
+        for stored in pages(self.store.as_ref(), Table::Grants, prefix).after(after) {
+            for (_, record) in stored.map_err(internal)? {
                 let grant: GrantRecord = decode(&record.payload)?;
                 if keep(&grant) {
                     if grants.len() == page {
@@ -442,6 +417,7 @@ impl KeyStore {
                 }
             }
         }
+        Ok((grants, false))
     }
 
     /// Up to `page` grants whose retiring principal is `principal`, in `region`, after the
@@ -455,18 +431,13 @@ impl KeyStore {
         page: usize,
     ) -> Result<(Vec<GrantRecord>, bool), KmsError> {
         let prefix = retiring_prefix(region, principal);
-        let mut after = after.map(|grant| [prefix.as_slice(), &grant].concat());
+        let after = after.map(|grant| [prefix.as_slice(), &grant].concat());
         let mut grants = Vec::new();
-        loop {
-            let entries = self
-                .store
-                .scan(Table::RetiringGrants, &prefix, after.as_deref(), page + 1)
-                .map_err(internal)?;
-            let Some((last, _)) = entries.last() else {
-                return Ok((grants, false));
-            };
-            after = Some(last.clone());
-            for (entry, _) in &entries {
+        let entries = pages(self.store.as_ref(), Table::RetiringGrants, &prefix)
+            .after(after)
+            .size(page + 1);
+        for stored in entries {
+            for (entry, _) in stored.map_err(internal)? {
                 let grant_key = &entry[prefix.len()..];
                 let Some(found) = self.store.get(Table::Grants, grant_key).map_err(internal)?
                 else {
@@ -478,6 +449,7 @@ impl KeyStore {
                 grants.push(decode(&found.payload)?);
             }
         }
+        Ok((grants, false))
     }
 
     /// Writes the index entries (tables `grantee-grants` and `retiring-grants`) that grants
@@ -492,18 +464,9 @@ impl KeyStore {
         {
             return Ok(());
         }
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let grants = self
-                .store
-                .scan(Table::Grants, b"", after.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = grants.last() else {
-                break;
-            };
-            after = Some(last.clone());
+        for grants in pages(self.store.as_ref(), Table::Grants, b"") {
             let mut batch = Batch::new();
-            for (key, record) in &grants {
+            for (key, record) in &grants.map_err(internal)? {
                 let grant: GrantRecord = decode(&record.payload)?;
                 for (table, entry) in index_entries(&grant, key) {
                     batch.put(table, &entry, Vec::new());

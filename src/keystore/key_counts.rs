@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 
 use crate::keys::state::KeyState;
-use crate::store::{Batch, ChangeListener, Conflict, MetadataStore, Record, StoreError, Table};
+use crate::store::{
+    Batch, ChangeListener, Conflict, MetadataStore, Record, StoreError, Table, pages,
+};
 
 /// The number of keys in each state (all accounts and regions).
 #[derive(Default)]
@@ -68,14 +70,8 @@ impl CountingStore {
         inner: Arc<dyn MetadataStore>,
     ) -> Result<(CountingStore, Arc<Mutex<KeyCounts>>), StoreError> {
         let mut counts = KeyCounts::default();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = inner.scan(Table::Keys, b"", after.as_deref(), 1000)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (key, record) in &page {
+        for page in pages(inner.as_ref(), Table::Keys, b"") {
+            for (key, record) in &page? {
                 if let Some(state) = state_of(&record.payload) {
                     counts.set(key, Some(state));
                 }

@@ -18,7 +18,7 @@ use crate::keys::records::{
 use crate::keys::spec::{self, KeySpec};
 use crate::keys::state::{self, KeyState, Operation};
 use crate::policy::{RequestContext, default_key_policy, keys, parse_key_policy};
-use crate::store::{Batch, Precondition, Table};
+use crate::store::{Batch, Precondition, Table, pages};
 
 const DESCRIPTION_MAX: usize = 8192;
 const TAG_KEY_MAX: usize = 128;
@@ -438,18 +438,10 @@ impl KeyStore {
                 None => None,
             };
             let mut keys = Vec::new();
-            let mut cursor = after.map(String::into_bytes);
             let mut truncated = false;
-            'pages: loop {
-                let page = self
-                    .store
-                    .scan(Table::Keys, b"", cursor.as_deref(), 1000)
-                    .map_err(internal)?;
-                let Some((last, _)) = page.last() else {
-                    break;
-                };
-                cursor = Some(last.clone());
-                for (_, found) in page {
+            let after = after.map(String::into_bytes);
+            'pages: for page in pages(self.store.as_ref(), Table::Keys, b"").after(after) {
+                for (_, found) in page.map_err(internal)? {
                     let record: KeyRecord = super::decode(&found.payload)?;
                     if !record.in_scope(&caller.scope) {
                         continue;

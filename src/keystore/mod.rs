@@ -48,7 +48,7 @@ use crate::error::KmsError;
 use crate::ids::{KeyId, KeyRef, Scope};
 use crate::keys::records::{AliasRecord, KeyRecord, into_store_key, store_key};
 use crate::keys::state::{KeyState, Operation};
-use crate::store::{Batch, Change, MetadataStore, Precondition, StoreError, Table};
+use crate::store::{Batch, Change, MetadataStore, Precondition, StoreError, Table, pages};
 
 pub use crate::caller::Caller;
 use authorize::{Access, Naming};
@@ -633,20 +633,12 @@ impl KeyStore {
     /// Every key record in the store (all scopes).
     fn all_keys(&self) -> Result<Vec<KeyRecord>, KmsError> {
         let mut keys = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::Keys, b"", after.as_deref(), 1000)
-                .map_err(internal)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(keys);
-            };
-            after = Some(last.clone());
-            for (_, record) in &page {
+        for page in pages(self.store.as_ref(), Table::Keys, b"") {
+            for (_, record) in page.map_err(internal)? {
                 keys.push(decode(&record.payload)?);
             }
         }
+        Ok(keys)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::{Batch, MetadataStore, Precondition, StoreError, Table};
+use super::{Batch, MetadataStore, Precondition, StoreError, Table, pages};
 
 /// Records copied per commit.
 const PAGE: usize = 1000;
@@ -66,15 +66,9 @@ pub fn copy_store(
         }
     }
     for table in Table::ALL {
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = from.scan(table, b"", after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
+        for page in pages(from, table, b"").size(PAGE) {
             let mut batch = Batch::new();
-            for (key, record) in page {
+            for (key, record) in page? {
                 batch.expect(table, &key, Precondition::ExpectAbsent).put(
                     table,
                     &key,

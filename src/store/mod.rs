@@ -10,6 +10,7 @@
 
 pub mod copy;
 mod memory;
+mod pages;
 #[cfg(feature = "postgres")]
 mod postgres_leader;
 #[cfg(feature = "postgres")]
@@ -24,6 +25,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use memory::MemoryStore;
+pub use pages::{PAGE, Pages, pages};
 #[cfg(feature = "postgres")]
 pub use postgres_store::PostgresStore;
 pub use settings::{DEFAULT_POOL_SIZE, StoreSettings, open};
