@@ -26,60 +26,22 @@ impl KeyStore {
         call.param("aliasName", request.alias_name.as_str());
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
-            let name = AliasName::parse_for_create(&request.alias_name)?;
-            self.authorize_alias(
-                caller,
-                Operation::CreateAlias,
-                caller.scope.alias_arn(&name).as_str(),
-            )?;
-            let target = self.key_for(
-                caller,
-                call,
-                Access::of(Operation::CreateAlias),
-                "targetKeyId",
-                &request.target_key_id,
-                Naming::KeyIdOrArn,
-            )?;
-            let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-            let (target, target_revision) =
-                self.alias_target_now(&target, Operation::CreateAlias)?;
-            if self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX {
-                return Err(KmsError::LimitExceeded(format!(
-                    "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
-                    target.arn()
-                )));
-            }
+            let write = self.alias_write(caller, call, Operation::CreateAlias, &request)?;
+            self.check_alias_quota(&caller.scope, &write.target)?;
             let now = self.now();
             let record = AliasRecord {
-                name: name.as_str().to_owned(),
-                target_key_id: target.key_id.clone(),
+                name: write.name.as_str().to_owned(),
+                target_key_id: write.target.key_id.clone(),
                 creation_date: now,
                 last_updated_date: now,
             };
-            let key = alias_key(&caller.scope, name.as_str());
-            let mut batch = Batch::new();
-            batch
-                .expect(
-                    Table::Keys,
-                    target.store_key().as_bytes(),
-                    Precondition::ExpectRevision(target_revision),
-                )
-                .put_if(
-                    Table::Aliases,
-                    &key,
-                    Precondition::ExpectAbsent,
-                    encode(&record)?,
-                );
-            match self.store.commit(batch).map_err(internal)? {
-                Ok(()) => Ok(()),
-                Err(conflict) if conflict.table == Table::Aliases => {
-                    Err(KmsError::AlreadyExists(format!(
-                        "An alias with the name {} already exists",
-                        caller.scope.alias_arn(&name)
-                    )))
-                }
-                Err(_) => Err(target_changed()),
-            }
+            let exists = || {
+                KmsError::AlreadyExists(format!(
+                    "An alias with the name {} already exists",
+                    caller.scope.alias_arn(&write.name)
+                ))
+            };
+            self.commit_alias(caller, &write, &record, Precondition::ExpectAbsent, exists)
         })
     }
 
@@ -89,64 +51,102 @@ impl KeyStore {
         call.param("aliasName", request.alias_name.as_str());
         call.param("targetKeyId", request.target_key_id.as_str());
         self.audited(caller, call, |call| {
-            let name = AliasName::parse_for_create(&request.alias_name)?;
-            self.authorize_alias(
-                caller,
-                Operation::UpdateAlias,
-                caller.scope.alias_arn(&name).as_str(),
-            )?;
-            let target = self.key_for(
-                caller,
-                call,
-                Access::of(Operation::UpdateAlias),
-                "targetKeyId",
-                &request.target_key_id,
-                Naming::KeyIdOrArn,
-            )?;
-            let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-            let (target, target_revision) =
-                self.alias_target_now(&target, Operation::UpdateAlias)?;
+            let write = self.alias_write(caller, call, Operation::UpdateAlias, &request)?;
             let (mut record, revision) = self
-                .alias(&caller.scope, name.as_str())?
-                .ok_or_else(|| caller.scope.alias_not_found(&name))?;
+                .alias(&caller.scope, write.name.as_str())?
+                .ok_or_else(|| caller.scope.alias_not_found(&write.name))?;
             // AWS authorizes UpdateAlias on the key the alias leaves too.
             if let Some(current) =
                 self.key(&store_key(&record.target_key_id, caller.scope.region()))?
             {
                 self.authorize(caller, &current, None, Access::of(Operation::UpdateAlias))?;
             }
-            if record.target_key_id != target.key_id
-                && self.aliases_of(&caller.scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX
-            {
-                return Err(KmsError::LimitExceeded(format!(
-                    "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
-                    target.arn()
-                )));
+            if record.target_key_id != write.target.key_id {
+                self.check_alias_quota(&caller.scope, &write.target)?;
             }
-            record.target_key_id = target.key_id.clone();
+            record.target_key_id = write.target.key_id.clone();
             record.last_updated_date = self.now();
-            let key = alias_key(&caller.scope, name.as_str());
-            let mut batch = Batch::new();
-            batch
-                .expect(
-                    Table::Keys,
-                    target.store_key().as_bytes(),
-                    Precondition::ExpectRevision(target_revision),
-                )
-                .put_if(
-                    Table::Aliases,
-                    &key,
-                    Precondition::ExpectRevision(revision),
-                    encode(&record)?,
-                );
-            match self.store.commit(batch).map_err(internal)? {
-                Ok(()) => Ok(()),
-                Err(conflict) if conflict.table == Table::Aliases => Err(KmsError::Conflict(
-                    "the alias changed meanwhile: retry the request".into(),
-                )),
-                Err(_) => Err(target_changed()),
-            }
+            let changed =
+                || KmsError::Conflict("the alias changed meanwhile: retry the request".into());
+            self.commit_alias(
+                caller,
+                &write,
+                &record,
+                Precondition::ExpectRevision(revision),
+                changed,
+            )
         })
+    }
+
+    /// What CreateAlias and UpdateAlias share before they write: the alias name checked and
+    /// the call authorized on it, the target key resolved and authorized, then, under the
+    /// write lock (held until the returned write is dropped), the target as stored now.
+    fn alias_write(
+        &self,
+        caller: &Caller,
+        call: &mut Call,
+        operation: Operation,
+        request: &AliasRequest,
+    ) -> Result<AliasWrite<'_>, KmsError> {
+        let name = AliasName::parse_for_create(&request.alias_name)?;
+        self.authorize_alias(caller, operation, caller.scope.alias_arn(&name).as_str())?;
+        let target = self.key_for(
+            caller,
+            call,
+            Access::of(operation),
+            "targetKeyId",
+            &request.target_key_id,
+            Naming::KeyIdOrArn,
+        )?;
+        let serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let (target, target_revision) = self.alias_target_now(&target, operation)?;
+        Ok(AliasWrite {
+            name,
+            target,
+            target_revision,
+            _serialised: serialised,
+        })
+    }
+
+    /// `LimitExceededException` when `target` has as many aliases in `scope` as a key may.
+    fn check_alias_quota(&self, scope: &Scope, target: &KeyRecord) -> Result<(), KmsError> {
+        if self.aliases_of(scope, &target.key_id)?.len() >= ALIASES_PER_KEY_MAX {
+            return Err(KmsError::LimitExceeded(format!(
+                "Key {} already has {ALIASES_PER_KEY_MAX} aliases",
+                target.arn()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes `record` under the alias of `write` if the alias is as `expected` and the target
+    /// is still at the revision read; `on_alias_conflict` when the alias is not.
+    fn commit_alias(
+        &self,
+        caller: &Caller,
+        write: &AliasWrite<'_>,
+        record: &AliasRecord,
+        expected: Precondition,
+        on_alias_conflict: impl FnOnce() -> KmsError,
+    ) -> Result<(), KmsError> {
+        let mut batch = Batch::new();
+        batch
+            .expect(
+                Table::Keys,
+                write.target.store_key().as_bytes(),
+                Precondition::ExpectRevision(write.target_revision),
+            )
+            .put_if(
+                Table::Aliases,
+                &alias_key(&caller.scope, write.name.as_str()),
+                expected,
+                encode(record)?,
+            );
+        match self.store.commit(batch).map_err(internal)? {
+            Ok(()) => Ok(()),
+            Err(conflict) if conflict.table == Table::Aliases => Err(on_alias_conflict()),
+            Err(_) => Err(target_changed()),
+        }
     }
 
     /// DeleteAlias.
@@ -309,6 +309,15 @@ impl KeyStore {
         }
         Ok(found)
     }
+}
+
+/// An alias write under way: its checked name and its target as stored, read under the
+/// write lock, which it holds.
+struct AliasWrite<'a> {
+    name: AliasName,
+    target: KeyRecord,
+    target_revision: u64,
+    _serialised: std::sync::MutexGuard<'a, ()>,
 }
 
 /// The target key changed between its check and the alias write (another process's write).
