@@ -106,10 +106,11 @@ impl KeyStore {
             let _serialised = self.writes.lock().unwrap_or_else(|p| p.into_inner());
             // A repeat names the same grantee, so only the grantee's grants are read; the
             // quota counts the key's index entries, which hold no payload to decode.
-            let to_grantee = self.grants_to(&key.store_key(), &grant.grantee_principal)?;
+            let (key_store_key, arn) = (key.store_key(), key.arn());
+            let to_grantee = self.grants_to(&key_store_key, &grant.grantee_principal)?;
             let repeated = to_grantee
                 .iter()
-                .find(|record| policy_grant(record, &key.arn()).is_repeated_by(&grant));
+                .find(|record| policy_grant(record, &arn).is_repeated_by(&grant));
             if let Some(same) = repeated {
                 dry_run(request.dry_run)?;
                 call.response_elements = Some(serde_json::json!({ "grantId": same.grant_id }));
@@ -118,17 +119,17 @@ impl KeyStore {
                     grant_id: same.grant_id.clone(),
                 });
             }
-            check_grant_quota(self.grant_count(&key.store_key())?, &key.arn())?;
+            check_grant_quota(self.grant_count(&key_store_key)?, &arn)?;
             dry_run(request.dry_run)?;
             let record = new_record(grant, &key, caller.scope.account_id(), self.now())?;
             let mut batch = Batch::new();
             batch.expect(
                 Table::Keys,
-                key.store_key().as_bytes(),
+                key_store_key.as_bytes(),
                 Precondition::ExpectPresent,
             );
-            put_grant(&mut batch, &key.store_key(), &record)?;
-            self.commit(batch, &key.store_key())?;
+            put_grant(&mut batch, &key_store_key, &record)?;
+            self.commit(batch, &key_store_key)?;
             call.response_elements = Some(serde_json::json!({ "grantId": record.grant_id }));
             Ok(CreateGrantResponse {
                 grant_token: new_token(&key.key_id, &record.grant_id)?,
@@ -369,8 +370,8 @@ impl KeyStore {
     /// How many grants the key whose store key is `key` has: its entries in the
     /// `grantee-grants` index (one per grant, each without a payload), counted page by page.
     fn grant_count(&self, key: &str) -> Result<usize, KmsError> {
-        let prefix = [key.as_bytes(), b"\0"].concat();
         let mut count = 0;
+        let prefix = key_grantees_prefix(key.as_bytes());
         for page in pages(self.store.as_ref(), Table::GranteeGrants, &prefix) {
             count += page.map_err(internal)?.len();
         }
@@ -735,7 +736,12 @@ fn index_entries(grant: &GrantRecord, grant_key: &[u8]) -> Vec<(Table, Vec<u8>)>
 /// The prefix of the `grantee-grants` entries of the key whose store key is `key`, for its
 /// grants to `grantee`.
 fn grantee_prefix(key: &[u8], grantee: &str) -> Vec<u8> {
-    [key, b"\0", grantee.as_bytes(), b"\0"].concat()
+    [&key_grantees_prefix(key), grantee.as_bytes(), b"\0"].concat()
+}
+
+/// The prefix of every `grantee-grants` entry of the key whose store key is `key`.
+fn key_grantees_prefix(key: &[u8]) -> Vec<u8> {
+    [key, b"\0"].concat()
 }
 
 /// The prefix of the `retiring-grants` entries of `principal`'s grants in `region`. No
