@@ -67,21 +67,17 @@ impl KeyId {
     /// "Invalid keyId X".
     pub fn parse(s: &str) -> Result<Self, KmsError> {
         if let Some(hex_digits) = s.strip_prefix(MULTI_REGION_PREFIX) {
-            let lowercase = hex_digits
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-            let mut bytes = [0u8; 16];
-            return match hex::decode_to_slice(hex_digits, &mut bytes) {
-                Ok(()) if lowercase => Ok(KeyId::multi_region_from_bytes(bytes)),
-                _ => Err(invalid_key_id(s)),
-            };
+            return lowercase_hex_bytes(hex_digits.as_bytes(), &MULTI_REGION_DIGITS)
+                .map(KeyId::multi_region_from_bytes)
+                .ok_or_else(|| invalid_key_id(s));
         }
-        if !is_canonical_uuid(s) {
-            return Err(invalid_key_id(s));
-        }
-        Uuid::parse_str(s)
-            .map(|uuid| KeyId::from_bytes(*uuid.as_bytes()))
-            .map_err(|_| invalid_key_id(s))
+        let text = s.as_bytes();
+        let hyphens_in_place = text.len() == 36 && UUID_HYPHENS.iter().all(|&at| text[at] == b'-');
+        hyphens_in_place
+            .then(|| lowercase_hex_bytes(text, &UUID_DIGITS))
+            .flatten()
+            .map(KeyId::from_bytes)
+            .ok_or_else(|| invalid_key_id(s))
     }
 
     /// The (single-Region) key id whose 16 UUID bytes are `bytes`.
@@ -121,14 +117,33 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// True for exactly 36 characters: lowercase hex groups of 8-4-4-4-12.
-fn is_canonical_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
-        })
+/// Where the canonical UUID form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`) has its hyphens.
+const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
+/// Where each of a canonical UUID's 16 bytes starts, as two hex digits.
+const UUID_DIGITS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+/// Where each byte of a multi-Region key id's 32 hex digits (after `mrk-`) starts.
+const MULTI_REGION_DIGITS: [usize; 16] =
+    [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+
+/// The 16 bytes written as two lowercase hex digits each at `starts` of `text`, when every
+/// digit is one and nothing else is left over (the separators at other positions are the
+/// caller's to check). One pass: key ids are parsed on every call that names a key.
+fn lowercase_hex_bytes(text: &[u8], starts: &[usize; 16]) -> Option<[u8; 16]> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != starts[15] + 2 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (byte, &at) in bytes.iter_mut().zip(starts) {
+        *byte = digit(text[at])? << 4 | digit(text[at + 1])?;
+    }
+    Some(bytes)
 }
 
 fn invalid_key_id(s: &str) -> KmsError {
@@ -518,6 +533,17 @@ mod tests {
     }
 
     #[test]
+    fn key_ids_parse_to_the_bytes_the_uuid_crate_reads() {
+        for _ in 0..1000 {
+            let uuid = Uuid::new_v4();
+            let text = uuid.hyphenated().to_string();
+            assert_eq!(KeyId::parse(&text).unwrap().as_bytes(), uuid.as_bytes());
+            let mrk = format!("{MULTI_REGION_PREFIX}{}", uuid.simple());
+            assert_eq!(KeyId::parse(&mrk).unwrap().as_bytes(), uuid.as_bytes());
+        }
+    }
+
+    #[test]
     fn key_id_rejects_every_non_canonical_form() {
         for bad in [
             "",
@@ -535,6 +561,10 @@ mod tests {
             "1234abcd_12ab-34cd-56ef-1234567890ab",
             "1234abcg-12ab-34cd-56ef-1234567890ab",
             " 1234abcd-12ab-34cd-56ef-1234567890a",
+            "1234abcd-12ab-34cd-56ef-12345678-0ab",
+            "1234abcd-12ab-34cd-56eé-1234567890a",
+            "mrk-1234abcd12ab34cd56ef1234567890-b",
+            "mrk-1234abcd12ab34cd56ef1234567890é",
         ] {
             assert_eq!(
                 err(KeyId::parse(bad)),
