@@ -7,12 +7,14 @@
 //! evaluator. It never changes a key; a refusal is an `AccessDeniedException` that the
 //! audited call records like any other failure.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Caller, KeyStore};
 use crate::audit::event::Call;
+use crate::caller::PrincipalProfile;
 use crate::error::KmsError;
 use crate::ids::Scope;
 use crate::keys::records::KeyRecord;
@@ -245,7 +247,52 @@ impl KeyStore {
 }
 
 /// The caller as the policy evaluator sees it.
-pub(super) fn caller_identity(caller: &Caller) -> CallerIdentity {
+///
+/// Building one copies the caller's principal, account, tags and via service, which is a
+/// good part of authorizing a call on a key whose policy reads none of them. A thread keeps
+/// the last identity it built and hands it out again while the same caller calls (the same
+/// principal, account, address, transport and credential profile), as a service embedding
+/// the store or a client's connection does call after call. The kept profile is held, so
+/// another profile cannot take its address and pass for it.
+pub(super) fn caller_identity(caller: &Caller) -> Arc<CallerIdentity> {
+    struct Built {
+        principal: String,
+        account: String,
+        source_ip: Option<String>,
+        secure_transport: bool,
+        profile: Arc<PrincipalProfile>,
+        identity: Arc<CallerIdentity>,
+    }
+    impl Built {
+        fn is_for(&self, caller: &Caller) -> bool {
+            Arc::ptr_eq(&self.profile, &caller.profile)
+                && self.secure_transport == caller.secure_transport
+                && self.principal == caller.principal
+                && self.account == caller.scope.account_id()
+                && self.source_ip == caller.source_ip
+        }
+    }
+    thread_local! {
+        static LAST: RefCell<Option<Built>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some(built) = last.as_ref().filter(|built| built.is_for(caller)) {
+            return Arc::clone(&built.identity);
+        }
+        let identity = Arc::new(build_identity(caller));
+        *last = Some(Built {
+            principal: caller.principal.clone(),
+            account: caller.scope.account_id().to_owned(),
+            source_ip: caller.source_ip.clone(),
+            secure_transport: caller.secure_transport,
+            profile: Arc::clone(&caller.profile),
+            identity: Arc::clone(&identity),
+        });
+        identity
+    })
+}
+
+fn build_identity(caller: &Caller) -> CallerIdentity {
     let source_ip = caller
         .source_ip
         .as_deref()
@@ -254,4 +301,72 @@ pub(super) fn caller_identity(caller: &Caller) -> CallerIdentity {
         .with_transport(source_ip, caller.secure_transport)
         .with_tags(caller.profile.tags.clone())
         .with_via_service(caller.profile.via_service.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caller::PrincipalProfile;
+
+    #[test]
+    fn a_thread_hands_out_the_identity_it_built_only_to_the_same_caller() {
+        let scope = Scope::new("us-east-1", "111122223333").unwrap();
+        let root = Caller::local(&scope);
+        let tagged = |team: &str| {
+            Arc::new(PrincipalProfile {
+                tags: [("team".to_owned(), team.to_owned())].into(),
+                ..PrincipalProfile::default()
+            })
+        };
+        let callers = [
+            root.clone(),
+            Caller {
+                principal: "arn:aws:iam::111122223333:user/alice".to_owned(),
+                ..root.clone()
+            },
+            Caller {
+                source_ip: Some("192.0.2.1".to_owned()),
+                ..root.clone()
+            },
+            Caller {
+                source_ip: Some("192.0.2.2".to_owned()),
+                ..root.clone()
+            },
+            Caller {
+                secure_transport: true,
+                ..root.clone()
+            },
+            Caller {
+                profile: tagged("blue"),
+                ..root.clone()
+            },
+            Caller {
+                profile: tagged("red"),
+                ..root.clone()
+            },
+            Caller {
+                scope: Scope::new("us-east-1", "444455556666").unwrap(),
+                ..root.clone()
+            },
+        ];
+        // Each caller after every other, and each twice in a row.
+        for caller in callers.iter().chain(&callers).chain(callers.iter().rev()) {
+            for _ in 0..2 {
+                assert_eq!(
+                    *caller_identity(caller),
+                    build_identity(caller),
+                    "{caller:?}"
+                );
+            }
+        }
+        let first = caller_identity(&root);
+        assert!(Arc::ptr_eq(&first, &caller_identity(&root.clone())));
+        // A profile equal to the last one but another credential's is not taken for it.
+        let blue = caller_identity(&callers[5]);
+        let other_blue = Caller {
+            profile: tagged("blue"),
+            ..root.clone()
+        };
+        assert!(!Arc::ptr_eq(&blue, &caller_identity(&other_blue)));
+    }
 }

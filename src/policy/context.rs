@@ -273,7 +273,7 @@ fn principal_kind(arn: &str) -> PrincipalKind {
 pub struct RequestContext {
     action: &'static str,
     resource: String,
-    caller: CallerIdentity,
+    caller: Arc<CallerIdentity>,
     /// The condition keys set, each name once (compared ignoring ASCII case).
     keys: Vec<(Cow<'static, str>, ContextValue)>,
     /// The condition keys filled: all, or only those the deciding policies read.
@@ -335,7 +335,7 @@ impl RequestContext {
     pub fn new(
         action: &'static str,
         resource: impl Into<String>,
-        caller: CallerIdentity,
+        caller: impl Into<Arc<CallerIdentity>>,
     ) -> RequestContext {
         RequestContext::filling(action, resource, caller, Filled::All)
     }
@@ -349,7 +349,7 @@ impl RequestContext {
     pub fn naming_only(
         action: &'static str,
         resource: impl Into<String>,
-        caller: CallerIdentity,
+        caller: impl Into<Arc<CallerIdentity>>,
         names: Arc<BTreeSet<String>>,
     ) -> RequestContext {
         RequestContext::filling(action, resource, caller, Filled::Only(names))
@@ -358,13 +358,13 @@ impl RequestContext {
     fn filling(
         action: &'static str,
         resource: impl Into<String>,
-        caller: CallerIdentity,
+        caller: impl Into<Arc<CallerIdentity>>,
         filled: Filled,
     ) -> RequestContext {
         RequestContext {
             action,
             resource: resource.into(),
-            caller,
+            caller: caller.into(),
             keys: Vec::new(),
             filled,
             current_time: None,
