@@ -215,7 +215,7 @@ impl RequestParameters {
             if i > 0 {
                 out.push(b',');
             }
-            json_string(out, name)?;
+            static_field(out, b"", name);
             out.push(b':');
             match value {
                 Value::String(text) => json_string(out, text)?,
@@ -405,29 +405,29 @@ impl AuditEvent for ApiCallEvent<'_> {
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         let literal = |out: &mut Vec<u8>, bytes: &[u8]| out.extend_from_slice(bytes);
         let boolean = |value: bool| -> &[u8] { if value { b"true" } else { b"false" } };
-        string_field(out, br#"{"eventVersion":"#, self.event_version)?;
+        static_field(out, br#"{"eventVersion":"#, self.event_version);
         literal(out, br#","eventTime":"#);
         write_event_time(out, self.event_time.0)?;
-        string_field(out, br#","eventSource":"#, self.event_source)?;
-        string_field(out, br#","eventName":"#, self.event_name)?;
+        static_field(out, br#","eventSource":"#, self.event_source);
+        static_field(out, br#","eventName":"#, self.event_name);
         string_field(out, br#","awsRegion":"#, self.aws_region)?;
         literal(out, br#","requestID":"#);
         self.request_id.write_json(out)?;
         literal(out, br#","eventID":"#);
         self.event_id.write_json(out)?;
-        string_field(out, br#","eventType":"#, self.event_type)?;
+        static_field(out, br#","eventType":"#, self.event_type);
         literal(out, br#","managementEvent":"#);
         literal(out, boolean(self.management_event));
-        string_field(out, br#","eventCategory":"#, self.event_category)?;
+        static_field(out, br#","eventCategory":"#, self.event_category);
         let identity = &self.user_identity;
-        string_field(out, br#","userIdentity":{"type":"#, identity.kind)?;
+        static_field(out, br#","userIdentity":{"type":"#, identity.kind);
         string_field(out, br#","principalId":"#, identity.principal_id)?;
         string_field(out, br#","arn":"#, identity.arn)?;
         string_field(out, br#","accountId":"#, identity.account_id)?;
         string_field(out, br#"},"sourceIPAddress":"#, self.source_ip_address)?;
         string_field(out, br#","userAgent":"#, self.user_agent)?;
         if let Some(code) = self.error_code {
-            string_field(out, br#","errorCode":"#, code)?;
+            static_field(out, br#","errorCode":"#, code);
         }
         if let Some(message) = self.error_message {
             string_field(out, br#","errorMessage":"#, message)?;
@@ -447,7 +447,7 @@ impl AuditEvent for ApiCallEvent<'_> {
                 br#",{"accountId":"#
             };
             string_field(out, open, resource.account_id)?;
-            string_field(out, br#","type":"#, resource.kind)?;
+            static_field(out, br#","type":"#, resource.kind);
             string_field(out, br#","ARN":"#, resource.arn)?;
             literal(out, b"}");
         }
@@ -477,7 +477,7 @@ impl AuditEvent for ApiCallEvent<'_> {
             );
         }
         if let Some(outcome) = additional.hsm_kms_outcome {
-            string_field(out, br#","hsmKmsOutcome":"#, outcome)?;
+            static_field(out, br#","hsmKmsOutcome":"#, outcome);
         }
         literal(out, b"}");
         if let Some(shared) = self.shared_event_id {
@@ -522,6 +522,20 @@ fn write_event_time(out: &mut Vec<u8>, time_millis: i64) -> Result<(), serde_jso
 fn string_field(out: &mut Vec<u8>, before: &[u8], value: &str) -> Result<(), serde_json::Error> {
     out.extend_from_slice(before);
     json_string(out, value)
+}
+
+/// Writes `before`, then `value` as a JSON string as it is: for the names this module
+/// chooses (event names, types, error codes, parameter names), none of which needs escaping,
+/// so none is scanned for characters that would.
+fn static_field(out: &mut Vec<u8>, before: &[u8], value: &'static str) {
+    debug_assert!(
+        !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'),
+        "{value:?} needs escaping"
+    );
+    out.extend_from_slice(before);
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
 }
 
 /// Writes `text` as a JSON string: as it is between quotes when no character in it needs

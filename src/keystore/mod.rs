@@ -645,6 +645,9 @@ impl KeyStore {
 /// The account of a key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`) in the caller's region
 /// but another account, as a scope; `None` for anything else.
 fn foreign_key_owner(input: &str, scope: &Scope) -> Option<Scope> {
+    if !input.starts_with("arn:") {
+        return None;
+    }
     let mut parts = input.splitn(6, ':');
     let (Some("arn"), Some("aws"), Some("kms"), Some(region), Some(account), Some(resource)) = (
         parts.next(),
