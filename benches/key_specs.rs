@@ -6,7 +6,10 @@
 //! includes everything a call does (audit trail on, policy, state check, routing, DER).
 //!
 //! The two sides run in turns of short slices, so load from elsewhere hits both alike; each
-//! figure is the median of the rounds; nothing is asserted (the machine is shared).
+//! figure is the median of the rounds; nothing is asserted (the machine is shared). The store
+//! spreads a thread's calls over the cluster's two members in turn, so the raw side alternates
+//! call by call between a session on each member's token, as the key store benchmark's raw
+//! side does: both sides then do the same HSM work on the same tokens.
 //!
 //! Run: `cargo bench --bench key_specs` (`HSM_KMS_BENCH_SECS` sets the seconds per case and
 //! round, default 2).
@@ -44,12 +47,18 @@ enum Side {
 /// The sides in the order of their figures.
 const SIDES: [Side; 2] = [Side::Store, Side::Raw];
 
-/// A case: a key of the store and the raw call on the same token that it is compared with.
+/// A case: a key of the store and the raw call on the same tokens that it is compared with.
 struct Case {
     label: &'static str,
     key_id: String,
-    raw_key: ObjectHandle,
+    /// The key's object on each member, in the order of [`Raw::sessions`].
+    raw_keys: Vec<ObjectHandle>,
     kind: Kind,
+}
+
+/// The raw side: a session on each member's token.
+struct Raw {
+    sessions: Vec<Session>,
 }
 
 #[derive(Clone, Copy)]
@@ -74,9 +83,14 @@ fn main() -> Res<()> {
     )?);
     let store = KeyStore::open(&config)?;
     let caller = Caller::local(store.scope());
-    // Every member is tried in turn by the store; the raw side uses one, which holds every key.
-    let member = &config.default_cluster()?.members[0];
-    let session = open_session(member)?;
+    let raw = Raw {
+        sessions: config
+            .default_cluster()?
+            .members
+            .iter()
+            .map(open_session)
+            .collect::<Res<_>>()?,
+    };
     let mut cases = Vec::new();
     for (label, spec, usage, kind) in [
         (
@@ -113,14 +127,20 @@ fn main() -> Res<()> {
             _ => ObjectClass::PRIVATE_KEY,
         };
         let cka_id = format!("{}/1", key.key_id).into_bytes();
-        let raw_key = *session
-            .find_objects(&[Attribute::Class(class), Attribute::Id(cka_id)])?
-            .first()
-            .ok_or("the key's object is not on the first member")?;
+        let mut raw_keys = Vec::new();
+        for session in &raw.sessions {
+            let found =
+                session.find_objects(&[Attribute::Class(class), Attribute::Id(cka_id.clone())])?;
+            raw_keys.push(
+                *found
+                    .first()
+                    .ok_or("the key's object is not on every member")?,
+            );
+        }
         cases.push(Case {
             label,
             key_id: key.key_id,
-            raw_key,
+            raw_keys,
             kind,
         });
     }
@@ -134,8 +154,8 @@ fn main() -> Res<()> {
     for case in &cases {
         let mut rates = [Vec::new(), Vec::new()];
         let mut slice_of = |index: usize| -> Res<Tally> {
-            run(SLICE, |_| {
-                call(&store, &caller, &session, case, SIDES[index])
+            run(SLICE, |n| {
+                call(&store, &caller, &raw, case, SIDES[index], n)
             })
         };
         slice_of(0)?;
@@ -159,8 +179,10 @@ fn main() -> Res<()> {
     Ok(())
 }
 
-/// One call of `side` of `case`.
-fn call(store: &KeyStore, caller: &Caller, session: &Session, case: &Case, side: Side) -> Res<()> {
+/// Call `n` of `side` of `case`.
+fn call(store: &KeyStore, caller: &Caller, raw: &Raw, case: &Case, side: Side, n: u64) -> Res<()> {
+    let member = (n % raw.sessions.len() as u64) as usize;
+    let (session, raw_key) = (&raw.sessions[member], case.raw_keys[member]);
     match (side, case.kind) {
         (Side::Store, Kind::Hmac) => {
             black_box(store.generate_mac(
@@ -189,16 +211,16 @@ fn call(store: &KeyStore, caller: &Caller, session: &Session, case: &Case, side:
             )?);
         }
         (Side::Raw, Kind::Hmac) => {
-            black_box(session.sign(&Mechanism::Sha256Hmac, case.raw_key, MESSAGE)?);
+            black_box(session.sign(&Mechanism::Sha256Hmac, raw_key, MESSAGE)?);
         }
         (Side::Raw, Kind::Ecdsa) => {
             let digest = Digest::Sha256.hash(MESSAGE);
-            black_box(session.sign(&Mechanism::Ecdsa, case.raw_key, &digest)?);
+            black_box(session.sign(&Mechanism::Ecdsa, raw_key, &digest)?);
         }
         (Side::Raw, Kind::RsaPkcs1) => {
             let mut input = Digest::Sha256.digest_info_prefix().to_vec();
             input.extend(Digest::Sha256.hash(MESSAGE));
-            black_box(session.sign(&Mechanism::RsaPkcs, case.raw_key, &input)?);
+            black_box(session.sign(&Mechanism::RsaPkcs, raw_key, &input)?);
         }
     }
     Ok(())
