@@ -3,10 +3,17 @@
 //! same atomic batch that writes it. The target key is re-read and its state checked under the
 //! write lock, and the batch requires the key record at the revision checked, so an alias never
 //! points at a key that was scheduled for deletion or deleted in between.
+//!
+//! An alias is a record of table `aliases` under `<account>/<Region>/<name>`. An index entry
+//! in table `key-aliases` under `<account>/<Region>/<target key id>\0<name>`, written and
+//! deleted in each alias's own batches, keeps the reads of one key's aliases (the 50-aliases
+//! quota, `kms:ResourceAliases`, ListAliases for a key, the key's deletion) from reading the
+//! account's other aliases.
 
 use super::api::*;
 use super::{
-    Access, Caller, KeyStore, Naming, alias_key, alias_prefix, decode, encode, internal, limit,
+    Access, Caller, KeyStore, Naming, alias_key, alias_prefix, backfill_index, decode, encode,
+    internal, limit,
 };
 use crate::audit::event::Call;
 use crate::clock::to_epoch_seconds;
@@ -41,7 +48,14 @@ impl KeyStore {
                     caller.scope.alias_arn(&write.name)
                 ))
             };
-            self.commit_alias(caller, &write, &record, Precondition::ExpectAbsent, exists)
+            self.commit_alias(
+                caller,
+                &write,
+                &record,
+                None,
+                Precondition::ExpectAbsent,
+                exists,
+            )
         })
     }
 
@@ -64,7 +78,8 @@ impl KeyStore {
             if record.target_key_id != write.target.key_id {
                 self.check_alias_quota(&caller.scope, &write.target)?;
             }
-            record.target_key_id = write.target.key_id.clone();
+            let previous_target =
+                std::mem::replace(&mut record.target_key_id, write.target.key_id.clone());
             record.last_updated_date = self.now();
             let changed =
                 || KmsError::Conflict("the alias changed meanwhile: retry the request".into());
@@ -72,6 +87,7 @@ impl KeyStore {
                 caller,
                 &write,
                 &record,
+                Some(&previous_target),
                 Precondition::ExpectRevision(revision),
                 changed,
             )
@@ -120,12 +136,14 @@ impl KeyStore {
     }
 
     /// Writes `record` under the alias of `write` if the alias is as `expected` and the target
-    /// is still at the revision read; `on_alias_conflict` when the alias is not.
+    /// is still at the revision read, moving its index entry from the key it pointed at
+    /// before, if any; `on_alias_conflict` when the alias is not as expected.
     fn commit_alias(
         &self,
         caller: &Caller,
         write: &AliasWrite<'_>,
         record: &AliasRecord,
+        previous_target: Option<&str>,
         expected: Precondition,
         on_alias_conflict: impl FnOnce() -> KmsError,
     ) -> Result<(), KmsError> {
@@ -142,6 +160,13 @@ impl KeyStore {
                 expected,
                 encode(record)?,
             );
+        if let Some(previous) = previous_target {
+            batch.delete(
+                Table::KeyAliases,
+                &key_alias_entry(&alias_prefix(&caller.scope), previous, &record.name),
+            );
+        }
+        index_alias(&mut batch, &caller.scope, record);
         match self.store.commit(batch).map_err(internal)? {
             Ok(()) => Ok(()),
             Err(conflict) if conflict.table == Table::Aliases => Err(on_alias_conflict()),
@@ -171,9 +196,8 @@ impl KeyStore {
             }
             let key = alias_key(&caller.scope, name.as_str());
             let mut batch = Batch::new();
-            batch
-                .expect(Table::Aliases, &key, Precondition::ExpectRevision(revision))
-                .delete(Table::Aliases, &key);
+            batch.expect(Table::Aliases, &key, Precondition::ExpectRevision(revision));
+            delete_alias(&mut batch, &caller.scope, &alias);
             self.store
                 .commit(batch)
                 .map_err(internal)?
@@ -240,21 +264,38 @@ impl KeyStore {
                 aliases.push(entry);
                 true
             };
-            'pages: for page in pages(self.store.as_ref(), Table::Aliases, &prefix).after(after) {
-                for (_, found) in page.map_err(internal)? {
-                    let record: AliasRecord = decode(&found.payload)?;
-                    if target.as_ref().is_some_and(|t| *t != record.target_key_id) {
-                        continue;
-                    }
-                    while let Some(name) = predefined.front().filter(|name| **name <= record.name) {
-                        let name = name.clone();
-                        predefined.pop_front();
-                        if name != record.name && !listed(predefined_entry(caller, name)) {
-                            break 'pages;
+            match &target {
+                // A key has at most 50 aliases: all of them, read through the index.
+                Some(key_id) => {
+                    for (_, record) in self.aliases_of(&caller.scope, key_id)? {
+                        let after_marker = request
+                            .marker
+                            .as_ref()
+                            .is_none_or(|marker| record.name > *marker);
+                        if after_marker && !listed(entry(caller, record)) {
+                            break;
                         }
                     }
-                    if !listed(entry(caller, record)) {
-                        break 'pages;
+                }
+                None => {
+                    'pages: for page in
+                        pages(self.store.as_ref(), Table::Aliases, &prefix).after(after)
+                    {
+                        for (_, found) in page.map_err(internal)? {
+                            let record: AliasRecord = decode(&found.payload)?;
+                            while let Some(name) =
+                                predefined.front().filter(|name| **name <= record.name)
+                            {
+                                let name = name.clone();
+                                predefined.pop_front();
+                                if name != record.name && !listed(predefined_entry(caller, name)) {
+                                    break 'pages;
+                                }
+                            }
+                            if !listed(entry(caller, record)) {
+                                break 'pages;
+                            }
+                        }
                     }
                 }
             }
@@ -291,17 +332,24 @@ impl KeyStore {
         Ok((target, revision))
     }
 
-    /// Every alias (record and store key) in `scope` pointing at `key_id`.
+    /// Every alias (record and store key) in `scope` pointing at `key_id`, by name, read
+    /// through the key's entries in table `key-aliases` (an entry whose alias was removed or
+    /// moved meanwhile is skipped).
     pub(super) fn aliases_of(
         &self,
         scope: &Scope,
         key_id: &str,
     ) -> Result<Vec<(Vec<u8>, AliasRecord)>, KmsError> {
-        let prefix = alias_prefix(scope);
+        let prefix = key_aliases_prefix(&alias_prefix(scope), key_id);
         let mut found = Vec::new();
-        for page in pages(self.store.as_ref(), Table::Aliases, &prefix) {
-            for (key, record) in page.map_err(internal)? {
-                let record: AliasRecord = decode(&record.payload)?;
+        for page in pages(self.store.as_ref(), Table::KeyAliases, &prefix) {
+            for (entry, _) in page.map_err(internal)? {
+                let name = String::from_utf8_lossy(&entry[prefix.len()..]);
+                let key = alias_key(scope, &name);
+                let Some(stored) = self.store.get(Table::Aliases, &key).map_err(internal)? else {
+                    continue;
+                };
+                let record: AliasRecord = decode(&stored.payload)?;
                 if record.target_key_id == key_id {
                     found.push((key, record));
                 }
@@ -309,6 +357,58 @@ impl KeyStore {
         }
         Ok(found)
     }
+
+    /// Writes the `key-aliases` entries that aliases written before the index existed lack
+    /// (see [`backfill_index`]).
+    pub(super) fn index_aliases(&self) -> Result<(), KmsError> {
+        backfill_index(
+            self.store.as_ref(),
+            Table::Aliases,
+            ALIASES_INDEXED,
+            |key, payload| {
+                let record: AliasRecord = decode(payload)?;
+                // `<account>/<Region>/<name>`: the scope's prefix is what precedes the name.
+                let scope_prefix = &key[..key.len() - record.name.len()];
+                let entry = key_alias_entry(scope_prefix, &record.target_key_id, &record.name);
+                Ok(vec![(Table::KeyAliases, entry)])
+            },
+        )
+    }
+}
+
+/// The meta-table marker of a store whose aliases all have their `key-aliases` entries.
+const ALIASES_INDEXED: &[u8] = b"alias-index-written";
+
+/// Adds `record`'s entry in table `key-aliases` to `batch`.
+pub(super) fn index_alias(batch: &mut Batch, scope: &Scope, record: &AliasRecord) {
+    batch.put(
+        Table::KeyAliases,
+        &key_alias_entry(&alias_prefix(scope), &record.target_key_id, &record.name),
+        Vec::new(),
+    );
+}
+
+/// Adds the deletion of alias `record` of `scope`, and of its index entry, to `batch`.
+pub(super) fn delete_alias(batch: &mut Batch, scope: &Scope, record: &AliasRecord) {
+    batch
+        .delete(Table::Aliases, &alias_key(scope, &record.name))
+        .delete(
+            Table::KeyAliases,
+            &key_alias_entry(&alias_prefix(scope), &record.target_key_id, &record.name),
+        );
+}
+
+/// The `key-aliases` entry of alias `name` pointing at `key_id`, in the scope whose alias
+/// prefix ([`alias_prefix`]) is `scope_prefix`.
+fn key_alias_entry(scope_prefix: &[u8], key_id: &str, name: &str) -> Vec<u8> {
+    [&key_aliases_prefix(scope_prefix, key_id), name.as_bytes()].concat()
+}
+
+/// The prefix of the `key-aliases` entries of the aliases pointing at `key_id`, in the scope
+/// whose alias prefix is `scope_prefix`. No key id holds a NUL byte, so no key's prefix
+/// extends another's.
+fn key_aliases_prefix(scope_prefix: &[u8], key_id: &str) -> Vec<u8> {
+    [scope_prefix, key_id.as_bytes(), b"\0"].concat()
 }
 
 /// An alias write under way: its checked name and its target as stored, read under the

@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::api::*;
 use super::authorize::caller_identity;
 use super::signing::dry_run;
-use super::{Access, Caller, KeyStore, Naming, decode, encode, internal, limit};
+use super::{Access, Caller, KeyStore, Naming, backfill_index, decode, encode, internal, limit};
 use crate::audit::event::Call;
 use crate::clock::to_epoch_seconds;
 use crate::error::KmsError;
@@ -454,36 +454,14 @@ impl KeyStore {
     }
 
     /// Writes the index entries (tables `grantee-grants` and `retiring-grants`) that grants
-    /// written before the indexes existed lack, once per store (marked in the meta table);
-    /// entries are idempotent, so instances sharing a store may do it at once.
+    /// written before the indexes existed lack (see [`backfill_index`]).
     pub(super) fn index_grants(&self) -> Result<(), KmsError> {
-        if self
-            .store
-            .get(Table::Meta, GRANTS_INDEXED)
-            .map_err(internal)?
-            .is_some()
-        {
-            return Ok(());
-        }
-        for grants in pages(self.store.as_ref(), Table::Grants, b"") {
-            let mut batch = Batch::new();
-            for (key, record) in &grants.map_err(internal)? {
-                let grant: GrantRecord = decode(&record.payload)?;
-                for (table, entry) in index_entries(&grant, key) {
-                    batch.put(table, &entry, Vec::new());
-                }
-            }
-            self.store
-                .commit(batch)
-                .map_err(internal)?
-                .map_err(|conflict| KmsError::KmsInternal(conflict.to_string()))?;
-        }
-        let mut marked = Batch::new();
-        marked.put(Table::Meta, GRANTS_INDEXED, Vec::new());
-        self.store
-            .commit(marked)
-            .map_err(internal)?
-            .map_err(|conflict| KmsError::KmsInternal(conflict.to_string()))
+        backfill_index(
+            self.store.as_ref(),
+            Table::Grants,
+            GRANTS_INDEXED,
+            |key, payload| Ok(index_entries(&decode(payload)?, key)),
+        )
     }
 
     /// The grant `grant_id` of `key` as stored, with its revision (`NotFoundException`

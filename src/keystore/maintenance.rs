@@ -268,8 +268,8 @@ impl KeyStore {
             KmsError::KmsInternal(format!("key {} has an invalid scope", key.key_id))
         })?;
         batch.delete(Table::Keys, key.store_key().as_bytes());
-        for (alias_key, _) in self.aliases_of(&scope, &key.key_id)? {
-            batch.delete(Table::Aliases, &alias_key);
+        for (_, alias) in self.aliases_of(&scope, &key.key_id)? {
+            super::aliases::delete_alias(&mut batch, &scope, &alias);
         }
         self.delete_grants_of(&key.store_key(), &mut batch)?;
         self.commit(batch, &key.store_key())?;

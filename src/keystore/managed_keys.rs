@@ -374,6 +374,7 @@ impl KeyStore {
                     Precondition::ExpectAbsent,
                     encode(&alias)?,
                 );
+            super::aliases::index_alias(batch, scope, &alias);
             Ok(())
         })?;
         let event = service_call_event(

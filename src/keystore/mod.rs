@@ -223,6 +223,7 @@ impl KeyStore {
         };
         keystore.watch_other_instances()?;
         keystore.index_grants()?;
+        keystore.index_aliases()?;
         keystore.startup = keystore.interrupted_intents()?;
         for problem in &keystore.startup {
             tracing::warn!(%problem, "inconsistency found at start-up");
@@ -671,6 +672,39 @@ fn alias_key(scope: &Scope, name: &str) -> Vec<u8> {
 
 fn alias_prefix(scope: &Scope) -> Vec<u8> {
     format!("{}/{}/", scope.account_id(), scope.region()).into_bytes()
+}
+
+/// Writes, once per store, the index entries that the records of `table` written before an
+/// index existed lack: `entries` gives a record's (from its store key and payload), added one
+/// batch per page, then the meta-table `marker` that says it was done. Entries are
+/// idempotent, so instances sharing a store may do it at once.
+fn backfill_index(
+    store: &dyn MetadataStore,
+    table: Table,
+    marker: &[u8],
+    entries: impl Fn(&[u8], &[u8]) -> Result<Vec<(Table, Vec<u8>)>, KmsError>,
+) -> Result<(), KmsError> {
+    let commit = |batch: Batch| {
+        store
+            .commit(batch)
+            .map_err(internal)?
+            .map_err(|conflict| KmsError::KmsInternal(conflict.to_string()))
+    };
+    if store.get(Table::Meta, marker).map_err(internal)?.is_some() {
+        return Ok(());
+    }
+    for page in pages(store, table, b"") {
+        let mut batch = Batch::new();
+        for (key, record) in &page.map_err(internal)? {
+            for (index, entry) in entries(key, &record.payload)? {
+                batch.put(index, &entry, Vec::new());
+            }
+        }
+        commit(batch)?;
+    }
+    let mut marked = Batch::new();
+    marked.put(Table::Meta, marker, Vec::new());
+    commit(marked)
 }
 
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, KmsError> {

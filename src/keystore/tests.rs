@@ -484,3 +484,85 @@ fn create_grant_finds_a_repeat_among_the_grantees_grants_and_counts_the_keys_ind
         "a repeat is not a new grant"
     );
 }
+
+#[test]
+fn a_keys_aliases_are_read_through_their_index_which_a_store_without_it_gets_at_start() {
+    let f = fixture();
+    let (key, other) = (f.create(), f.create());
+    let alias = |name: &str, target: &str| super::api::AliasRequest {
+        alias_name: name.to_owned(),
+        target_key_id: target.to_owned(),
+    };
+    let names_of = |target: &str| -> Vec<String> {
+        let listed = f
+            .store
+            .list_aliases(
+                &f.caller,
+                super::api::ListAliasesRequest {
+                    key_id: Some(target.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let through_index: Vec<String> = f
+            .store
+            .aliases_of(&f.caller.scope, target)
+            .unwrap()
+            .into_iter()
+            .map(|(_, record)| record.name)
+            .collect();
+        let names: Vec<String> = listed.aliases.into_iter().map(|a| a.alias_name).collect();
+        assert_eq!(
+            names, through_index,
+            "ListAliases for a key reads the index"
+        );
+        names
+    };
+    let entries = || f.store.store.count(Table::KeyAliases).unwrap();
+    for name in ["alias/b", "alias/a", "alias/c"] {
+        f.store.create_alias(&f.caller, alias(name, &key)).unwrap();
+    }
+    f.store
+        .create_alias(&f.caller, alias("alias/other", &other))
+        .unwrap();
+    assert_eq!(names_of(&key), ["alias/a", "alias/b", "alias/c"]);
+    assert_eq!(names_of(&other), ["alias/other"]);
+    assert_eq!(entries(), 4, "one entry per alias");
+
+    // Moved, the entry moves with it; deleted, it goes with it.
+    f.store
+        .update_alias(&f.caller, alias("alias/b", &other))
+        .unwrap();
+    assert_eq!(names_of(&key), ["alias/a", "alias/c"]);
+    assert_eq!(names_of(&other), ["alias/b", "alias/other"]);
+    f.store.delete_alias(&f.caller, "alias/a").unwrap();
+    assert_eq!(names_of(&key), ["alias/c"]);
+    assert_eq!(entries(), 3);
+
+    // The entries are what is read: without them (as in a store made before the index), a
+    // key has no aliases until the start-up step writes them.
+    let mut batch = Batch::new();
+    for (entry, _) in f
+        .store
+        .store
+        .scan(Table::KeyAliases, b"", None, usize::MAX)
+        .unwrap()
+    {
+        batch.delete(Table::KeyAliases, &entry);
+    }
+    batch.delete(Table::Meta, b"alias-index-written");
+    f.store.store.commit(batch).unwrap().unwrap();
+    assert!(names_of(&other).is_empty());
+    f.store.index_aliases().unwrap();
+    assert_eq!(names_of(&other), ["alias/b", "alias/other"]);
+    assert_eq!(names_of(&key), ["alias/c"]);
+    assert_eq!(entries(), 3);
+
+    // A deleted key's aliases go with it, entries and all.
+    f.schedule(&other);
+    f.clock.advance(Duration::from_secs(8 * 86_400));
+    f.store.run_maintenance().unwrap();
+    assert_eq!(entries(), 1);
+    assert!(f.store.alias(&f.caller.scope, "alias/b").unwrap().is_none());
+    assert_eq!(names_of(&key), ["alias/c"]);
+}

@@ -58,6 +58,9 @@ pub enum Table {
     /// Grants by key, grantee principal and grant: the index through which a call reads
     /// the grants that may allow it (empty payloads).
     GranteeGrants,
+    /// Aliases by account, Region, target key and name: the index through which a key's
+    /// aliases are read (empty payloads).
+    KeyAliases,
 }
 
 impl Table {
@@ -76,11 +79,12 @@ impl Table {
                 | Table::Meta
                 | Table::RetiringGrants
                 | Table::GranteeGrants
+                | Table::KeyAliases
         )
     }
 
     /// Every table, in declaration order.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Keys,
         Table::Aliases,
         Table::Intents,
@@ -92,6 +96,7 @@ impl Table {
         Table::MaterialPool,
         Table::RetiringGrants,
         Table::GranteeGrants,
+        Table::KeyAliases,
     ];
 
     /// The table's stable on-disk name.
@@ -108,6 +113,7 @@ impl Table {
             Table::MaterialPool => "material-pool",
             Table::RetiringGrants => "retiring-grants",
             Table::GranteeGrants => "grantee-grants",
+            Table::KeyAliases => "key-aliases",
         }
     }
 }
