@@ -292,6 +292,7 @@ pub(super) fn caller_identity(caller: &Caller) -> Arc<CallerIdentity> {
     })
 }
 
+/// The caller's identity built afresh, which [`caller_identity`] keeps.
 fn build_identity(caller: &Caller) -> CallerIdentity {
     let source_ip = caller
         .source_ip
@@ -306,7 +307,6 @@ fn build_identity(caller: &Caller) -> CallerIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caller::PrincipalProfile;
 
     #[test]
     fn a_thread_hands_out_the_identity_it_built_only_to_the_same_caller() {
