@@ -197,7 +197,7 @@ impl KeyStore {
             let key = alias_key(&caller.scope, name.as_str());
             let mut batch = Batch::new();
             batch.expect(Table::Aliases, &key, Precondition::ExpectRevision(revision));
-            delete_alias(&mut batch, &caller.scope, &alias);
+            delete_alias_in(&mut batch, &caller.scope, &alias);
             self.store
                 .commit(batch)
                 .map_err(internal)?
@@ -389,7 +389,7 @@ pub(super) fn index_alias(batch: &mut Batch, scope: &Scope, record: &AliasRecord
 }
 
 /// Adds the deletion of alias `record` of `scope`, and of its index entry, to `batch`.
-pub(super) fn delete_alias(batch: &mut Batch, scope: &Scope, record: &AliasRecord) {
+pub(super) fn delete_alias_in(batch: &mut Batch, scope: &Scope, record: &AliasRecord) {
     batch
         .delete(Table::Aliases, &alias_key(scope, &record.name))
         .delete(

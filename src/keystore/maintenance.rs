@@ -269,7 +269,7 @@ impl KeyStore {
         })?;
         batch.delete(Table::Keys, key.store_key().as_bytes());
         for (_, alias) in self.aliases_of(&scope, &key.key_id)? {
-            super::aliases::delete_alias(&mut batch, &scope, &alias);
+            super::aliases::delete_alias_in(&mut batch, &scope, &alias);
         }
         self.delete_grants_of(&key.store_key(), &mut batch)?;
         self.commit(batch, &key.store_key())?;
