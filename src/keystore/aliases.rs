@@ -267,7 +267,7 @@ impl KeyStore {
             match &target {
                 // A key has at most 50 aliases: all of them, read through the index.
                 Some(key_id) => {
-                    for (_, record) in self.aliases_of(&caller.scope, key_id)? {
+                    for record in self.aliases_of(&caller.scope, key_id)? {
                         let after_marker = request
                             .marker
                             .as_ref()
@@ -332,26 +332,27 @@ impl KeyStore {
         Ok((target, revision))
     }
 
-    /// Every alias (record and store key) in `scope` pointing at `key_id`, by name, read
-    /// through the key's entries in table `key-aliases` (an entry whose alias was removed or
-    /// moved meanwhile is skipped).
+    /// Every alias in `scope` pointing at `key_id`, by name, read through the key's entries
+    /// in table `key-aliases` (an entry whose alias was removed or moved meanwhile is
+    /// skipped).
     pub(super) fn aliases_of(
         &self,
         scope: &Scope,
         key_id: &str,
-    ) -> Result<Vec<(Vec<u8>, AliasRecord)>, KmsError> {
-        let prefix = key_aliases_prefix(&alias_prefix(scope), key_id);
+    ) -> Result<Vec<AliasRecord>, KmsError> {
+        let scope_prefix = alias_prefix(scope);
+        let prefix = key_aliases_prefix(&scope_prefix, key_id);
         let mut found = Vec::new();
         for page in pages(self.store.as_ref(), Table::KeyAliases, &prefix) {
             for (entry, _) in page.map_err(internal)? {
-                let name = String::from_utf8_lossy(&entry[prefix.len()..]);
-                let key = alias_key(scope, &name);
+                // The alias's store key: its scope's prefix and the name the entry ends with.
+                let key = [&scope_prefix, &entry[prefix.len()..]].concat();
                 let Some(stored) = self.store.get(Table::Aliases, &key).map_err(internal)? else {
                     continue;
                 };
                 let record: AliasRecord = decode(&stored.payload)?;
                 if record.target_key_id == key_id {
-                    found.push((key, record));
+                    found.push(record);
                 }
             }
         }

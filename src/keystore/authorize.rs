@@ -166,7 +166,7 @@ impl KeyStore {
             let aliases = self
                 .aliases_of(&owner, &key.key_id)?
                 .into_iter()
-                .map(|(_, alias)| alias.name)
+                .map(|alias| alias.name)
                 .collect();
             request.set_multi(keys::RESOURCE_ALIASES, aliases);
         }

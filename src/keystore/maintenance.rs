@@ -268,7 +268,7 @@ impl KeyStore {
             KmsError::KmsInternal(format!("key {} has an invalid scope", key.key_id))
         })?;
         batch.delete(Table::Keys, key.store_key().as_bytes());
-        for (_, alias) in self.aliases_of(&scope, &key.key_id)? {
+        for alias in self.aliases_of(&scope, &key.key_id)? {
             super::aliases::delete_alias_in(&mut batch, &scope, &alias);
         }
         self.delete_grants_of(&key.store_key(), &mut batch)?;

@@ -509,7 +509,7 @@ fn a_keys_aliases_are_read_through_their_index_which_a_store_without_it_gets_at_
             .aliases_of(&f.caller.scope, target)
             .unwrap()
             .into_iter()
-            .map(|(_, record)| record.name)
+            .map(|record| record.name)
             .collect();
         let names: Vec<String> = listed.aliases.into_iter().map(|a| a.alias_name).collect();
         assert_eq!(
