@@ -1,7 +1,8 @@
 //! [`SledStore`]: the [`MetadataStore`] on sled 0.34, one sled tree per [`Table`]. It
-//! owns the mapping of batches onto sled multi-tree transactions, the flush before a
-//! commit is acknowledged, and the translation of sled's errors; it never writes a
-//! value that is not a checksummed envelope and never acknowledges an unflushed write.
+//! owns the mapping of batches onto sled (a compare-and-swap of one key, or a transaction
+//! over several), the flush before a commit is acknowledged, and the translation of sled's
+//! errors; it never writes a value that is not a checksummed envelope and never
+//! acknowledges an unflushed write.
 
 use std::fs::{File, TryLockError};
 use std::ops::Bound;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Batch, Conflict, MetadataStore, Record, StoreError, Table, record};
+use super::{Batch, Check, Conflict, MetadataStore, Record, StoreError, Table, Write, record};
 
 /// A metadata store in a sled database directory, held exclusively by this process.
 pub struct SledStore {
@@ -48,6 +49,80 @@ impl SledStore {
 
     fn tree(&self, table: Table) -> &sled::Tree {
         &self.trees[table as usize]
+    }
+
+    /// Runs the batch as one sled transaction over all tables (sled runs transactions one
+    /// at a time anyway), so preconditions and writes see no other commit in between; every
+    /// put gets the same fresh id from sled's monotonic, crash-safe generator, drawn inside
+    /// the transaction so revisions only grow.
+    fn commit_transaction(&self, batch: &Batch) -> Result<Result<(), Conflict>, StoreError> {
+        let outcome = self.trees.as_slice().transaction(|view| {
+            for check in &batch.checks {
+                let found = match view[check.table as usize].get(&check.key)? {
+                    Some(bytes) => Some(
+                        record::decode(check.table, &check.key, &bytes)
+                            .map_err(|err| ConflictableTransactionError::Abort(Abort::Store(err)))?
+                            .revision,
+                    ),
+                    None => None,
+                };
+                if !check.expect.holds(found) {
+                    return Err(ConflictableTransactionError::Abort(Abort::Conflict(
+                        conflict(check, found),
+                    )));
+                }
+            }
+            // The transactional `generate_id`: `Db::generate_id` would wait for the
+            // global lock this transaction holds.
+            let revision = view[0].generate_id()? + 1;
+            for write in &batch.writes {
+                let tree = &view[write.table as usize];
+                match &write.payload {
+                    Some(payload) => {
+                        tree.insert(&write.key[..], encode(write, payload, revision))?;
+                    }
+                    None => {
+                        tree.remove(&write.key[..])?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => Ok(Ok(())),
+            Err(TransactionError::Abort(Abort::Conflict(conflict))) => Ok(Err(conflict)),
+            Err(TransactionError::Abort(Abort::Store(err))) => Err(err),
+            Err(TransactionError::Storage(err)) => Err(err.into()),
+        }
+    }
+
+    /// Applies `write`, the batch's only write, whose key every precondition is about: reads
+    /// the key, checks the preconditions against it, and swaps in the new record only if
+    /// the key still holds what was read, reading again otherwise. The revision is drawn
+    /// after the read, so it is larger than the one it replaces, as in a transaction.
+    fn commit_one_key(
+        &self,
+        batch: &Batch,
+        write: &Write,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let tree = self.tree(write.table);
+        loop {
+            let current = tree.get(&write.key)?;
+            let found = match &current {
+                Some(bytes) => Some(record::decode(write.table, &write.key, bytes)?.revision),
+                None => None,
+            };
+            if let Some(check) = batch.checks.iter().find(|check| !check.expect.holds(found)) {
+                return Ok(Err(conflict(check, found)));
+            }
+            let new = match &write.payload {
+                Some(payload) => Some(encode(write, payload, self.db.generate_id()? + 1)),
+                None => None,
+            };
+            if tree.compare_and_swap(&write.key, current, new)?.is_ok() {
+                return Ok(Ok(()));
+            }
+        }
     }
 }
 
@@ -104,69 +179,53 @@ impl MetadataStore for SledStore {
         Ok(count)
     }
 
-    /// Runs the batch as one sled transaction over all tables (sled runs transactions
-    /// one at a time anyway), so preconditions and writes see no other commit in
-    /// between; every put gets the same fresh id from sled's monotonic, crash-safe
-    /// generator, drawn inside the transaction so revisions only grow. Then flushes the
-    /// database before returning.
+    /// Applies the batch, then flushes the database before returning. A batch that writes
+    /// one key and checks no other is a compare-and-swap of that key; any other runs as one
+    /// sled transaction over all tables.
+    ///
+    /// The distinction is for the disk: sled starts every transaction by writing out its log
+    /// buffer and then a buffer holding only the transaction's marker, each write waited for
+    /// with its own sync, before the flush writes the transaction itself. A single key
+    /// changes atomically without that marker, so its commit costs one sync, not three. A
+    /// durable call's audit intent is such a batch.
     fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
         if batch.is_empty() {
             return Ok(Ok(()));
         }
-        let outcome = self.trees.as_slice().transaction(|view| {
-            for check in &batch.checks {
-                let found = match view[check.table as usize].get(&check.key)? {
-                    Some(bytes) => Some(
-                        record::decode(check.table, &check.key, &bytes)
-                            .map_err(|err| ConflictableTransactionError::Abort(Abort::Store(err)))?
-                            .revision,
-                    ),
-                    None => None,
-                };
-                if !check.expect.holds(found) {
-                    return Err(ConflictableTransactionError::Abort(Abort::Conflict(
-                        Conflict {
-                            table: check.table,
-                            key: check.key.clone(),
-                            expected: check.expect,
-                            found,
-                        },
-                    )));
-                }
-            }
-            // The transactional `generate_id`: `Db::generate_id` would wait for the
-            // global lock this transaction holds.
-            let revision = view[0].generate_id()? + 1;
-            for write in &batch.writes {
-                let tree = &view[write.table as usize];
-                match &write.payload {
-                    Some(payload) => {
-                        let record = Record {
-                            payload: payload.clone(),
-                            revision,
-                        };
-                        tree.insert(
-                            &write.key[..],
-                            record::encode(write.table, &write.key, &record),
-                        )?;
-                    }
-                    None => {
-                        tree.remove(&write.key[..])?;
-                    }
-                }
-            }
-            Ok(())
-        });
-
-        match outcome {
-            Ok(()) => {
-                self.db.flush()?;
-                Ok(Ok(()))
-            }
-            Err(TransactionError::Abort(Abort::Conflict(conflict))) => Ok(Err(conflict)),
-            Err(TransactionError::Abort(Abort::Store(err))) => Err(err),
-            Err(TransactionError::Storage(err)) => Err(err.into()),
+        let outcome = match one_key_write(&batch) {
+            Some(write) => self.commit_one_key(&batch, write)?,
+            None => self.commit_transaction(&batch)?,
+        };
+        if outcome.is_ok() {
+            self.db.flush()?;
         }
+        Ok(outcome)
+    }
+}
+
+/// The only write of a batch that writes one key and has no precondition on another.
+fn one_key_write(batch: &Batch) -> Option<&Write> {
+    let [write] = batch.writes.as_slice() else {
+        return None;
+    };
+    let same_key = |check: &Check| check.table == write.table && check.key == write.key;
+    batch.checks.iter().all(same_key).then_some(write)
+}
+
+fn encode(write: &Write, payload: &[u8], revision: u64) -> Vec<u8> {
+    let record = Record {
+        payload: payload.to_vec(),
+        revision,
+    };
+    record::encode(write.table, &write.key, &record)
+}
+
+fn conflict(check: &Check, found: Option<u64>) -> Conflict {
+    Conflict {
+        table: check.table,
+        key: check.key.clone(),
+        expected: check.expect,
+        found,
     }
 }
 
