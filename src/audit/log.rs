@@ -5,9 +5,10 @@
 //! zeros. A group of consecutive events committed together is stored as one compressed record
 //! under its first sequence number (see [`StoredEvent::encode_record`]): the store's cost is
 //! per record and per byte, and it was most of the trail's. One writer thread appends, so the
-//! chain has one order. Events of calls that
-//! change state are durable before the call returns; the others are group-committed: flushed
-//! at most [`AuditSettings::group_commit`] after they were queued, or as soon as
+//! chain has one order. Events of calls that change state are durable before the call
+//! returns, committed together with those of the other such calls under way, which they wait
+//! for at most [`AuditSettings::durable_wait`]; the others are group-committed: flushed at
+//! most [`AuditSettings::group_commit`] after they were queued, or as soon as
 //! [`AuditSettings::group_commit_events`] are waiting — a crash loses at most that window.
 //! Every [`AuditSettings::checkpoint_every`] events, every
 //! [`AuditSettings::checkpoint_interval`] while events arrive, and at shutdown, the head is
@@ -37,6 +38,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -112,6 +114,10 @@ pub struct AuditSettings {
     pub group_commit: Duration,
     /// Most events waiting before a group commit is forced.
     pub group_commit_events: usize,
+    /// Longest time a state-changing call's event is held for the events of the other
+    /// state-changing calls under way, so that they are committed together (0: at once).
+    #[serde(rename = "durable_wait_ms", with = "millis")]
+    pub durable_wait: Duration,
     /// Seal a checkpoint after this many events.
     pub checkpoint_every: u64,
     /// Seal a checkpoint when this much time (by the key store's clock) has passed since the
@@ -128,6 +134,7 @@ impl Default for AuditSettings {
             enabled: true,
             group_commit: Duration::from_millis(100),
             group_commit_events: 256,
+            durable_wait: Duration::from_millis(2),
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             on_failure: OnFailure::Refuse,
@@ -178,7 +185,7 @@ mod millis {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    /// Reads 64 hex digits.
+    /// Reads a whole number of milliseconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
@@ -188,7 +195,7 @@ mod seconds {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    /// Reads 64 hex digits.
+    /// Reads a whole number of seconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_secs)
     }
@@ -430,10 +437,39 @@ pub struct AuditLog {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The durable intent of a state-changing call, settled by [`AuditLog::complete`].
-#[derive(Debug)]
+/// The durable intent of a state-changing call, settled by [`AuditLog::complete`]. One
+/// dropped unsettled (its call panicked) is left to the writer as an orphan at once, rather
+/// than counted as a call still under way for as long as the process lives.
 pub struct Intent {
     key: Vec<u8>,
+    /// `None` once settled.
+    shared: Option<Arc<Shared>>,
+}
+
+impl Intent {
+    /// The intent's meta-table key, settling it: its call is completing.
+    fn settle(mut self) -> Vec<u8> {
+        self.shared = None;
+        std::mem::take(&mut self.key)
+    }
+}
+
+impl Drop for Intent {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let mut queue = shared.lock();
+            queue.open_intents.remove(&self.key);
+            queue.orphans_possible = true;
+        }
+    }
+}
+
+impl fmt::Debug for Intent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Intent")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .finish()
+    }
 }
 
 struct Shared {
@@ -464,8 +500,11 @@ struct Queued {
 struct Queue {
     pending: Vec<Queued>,
     oldest: Option<Instant>,
-    /// Durable events in `pending`: the writer commits at once while there are any.
+    /// Durable events in `pending`: the writer commits them once no other state-changing
+    /// call is under way, or [`AuditSettings::durable_wait`] after the first was queued.
     durable_pending: usize,
+    /// When the first durable event in `pending` was queued.
+    durable_since: Option<Instant>,
     next_ticket: u64,
     /// Every ticket up to this one has been committed or dropped.
     settled_ticket: u64,
@@ -487,6 +526,14 @@ struct Queue {
     writer_waiting: bool,
     /// The writer thread has exited: nothing more is committed.
     stopped: bool,
+}
+
+impl Queue {
+    /// State-changing calls that have written their intent and not yet queued their event.
+    fn calls_under_way(&self) -> usize {
+        let queued = self.pending.iter().filter(|event| event.intent.is_some());
+        self.open_intents.len().saturating_sub(queued.count())
+    }
 }
 
 /// Events dropped by failed writes, recorded in the chain as one
@@ -640,7 +687,12 @@ impl AuditLog {
         let mut batch = Batch::new();
         batch.put(Table::Meta, &key, json);
         let failure = match self.shared.store.commit(batch) {
-            Ok(Ok(())) => return Ok(Intent { key }),
+            Ok(Ok(())) => {
+                return Ok(Intent {
+                    key,
+                    shared: Some(self.shared.clone()),
+                });
+            }
             Ok(Err(conflict)) => conflict.to_string(),
             Err(error) => error.to_string(),
         };
@@ -660,11 +712,12 @@ impl AuditLog {
         intent: Intent,
         event: &(impl AuditEvent + ?Sized),
     ) -> Result<(), AuditError> {
+        let key = intent.settle();
         match self.shared.encode(event) {
-            Ok(json) => self.enqueue(json, true, Some(intent.key)),
+            Ok(json) => self.enqueue(json, true, Some(key)),
             Err(error) => {
                 let mut queue = self.shared.lock();
-                queue.open_intents.remove(&intent.key);
+                queue.open_intents.remove(&key);
                 queue.orphans_possible = true;
                 Err(error)
             }
@@ -701,6 +754,7 @@ impl AuditLog {
         queue.oldest.get_or_insert_with(Instant::now);
         if durable {
             queue.durable_pending += 1;
+            queue.durable_since.get_or_insert_with(Instant::now);
         }
         // The writer sleeps without a deadline only while it has nothing to do; otherwise it
         // wakes by itself when the group-commit window closes. Wake it only when it must act,
@@ -931,16 +985,27 @@ impl Shared {
     fn next_round(&self, state: &WriterState) -> Round {
         let mut queue = self.lock();
         loop {
-            if queue.shutdown
-                || queue.durable_pending > 0
-                || queue.pending.len() >= self.settings.group_commit_events
-            {
+            if queue.shutdown || queue.pending.len() >= self.settings.group_commit_events {
                 break;
             }
             let now = Instant::now();
             let mut deadline = queue
                 .oldest
                 .map(|oldest| oldest + self.settings.group_commit);
+            if queue.durable_pending > 0 {
+                // Each state-changing call under way would otherwise need a commit of its own
+                // right after this one: on sled a transaction, which excludes every other and
+                // writes its log twice more before its own write.
+                if queue.calls_under_way() == 0 {
+                    break;
+                }
+                deadline = earliest(
+                    deadline,
+                    queue
+                        .durable_since
+                        .map(|since| since + self.settings.durable_wait),
+                );
+            }
             if queue.lost.is_some() || queue.orphans_possible || queue.failure.is_some() {
                 let retry = state
                     .last_recovery
@@ -973,6 +1038,7 @@ impl Shared {
         }
         queue.oldest = None;
         queue.durable_pending = 0;
+        queue.durable_since = None;
         let foreign_due = state
             .foreign_intents_due
             .is_some_and(|due| due <= Instant::now());
@@ -1241,7 +1307,7 @@ impl RecordBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
     use crate::clock::SystemClock;
@@ -1253,6 +1319,8 @@ mod tests {
         failing: AtomicBool,
         /// Says it is shared by several instances (they are several logs in this process).
         shared: bool,
+        /// Commits that wrote to the trail.
+        trail_commits: AtomicUsize,
     }
 
     impl MetadataStore for FlakyStore {
@@ -1278,6 +1346,9 @@ mod tests {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(StoreError::Io(std::io::Error::other("injected failure")));
             }
+            if batch.writes().any(|(table, _, _)| table == Table::Audit) {
+                self.trail_commits.fetch_add(1, Ordering::SeqCst);
+            }
             self.inner.commit(batch)
         }
 
@@ -1291,17 +1362,42 @@ mod tests {
             inner: SledStore::open(dir.path().join("db")).unwrap(),
             failing: AtomicBool::new(false),
             shared: false,
+            trail_commits: AtomicUsize::new(0),
         })
     }
 
     fn start(store: &Arc<FlakyStore>) -> AuditLog {
-        AuditLog::start(
-            store.clone(),
-            None,
-            AuditSettings::default(),
-            Arc::new(SystemClock),
-        )
-        .unwrap()
+        start_with(store, AuditSettings::default())
+    }
+
+    fn start_with(store: &Arc<FlakyStore>, settings: AuditSettings) -> AuditLog {
+        AuditLog::start(store.clone(), None, settings, Arc::new(SystemClock)).unwrap()
+    }
+
+    /// Settings under which a durable event would wait a minute for the calls under way (and
+    /// the group-commit window, which bounds that wait too, is a minute): a test that
+    /// finishes did not wait for that minute.
+    fn waiting_a_minute() -> AuditSettings {
+        AuditSettings {
+            durable_wait: Duration::from_secs(60),
+            group_commit: Duration::from_secs(60),
+            ..AuditSettings::default()
+        }
+    }
+
+    /// Completes `intent` with `event` on another thread; the flag says when it returned.
+    fn complete_aside(
+        log: &Arc<AuditLog>,
+        intent: Intent,
+        event: Value,
+    ) -> (std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+        let returned = Arc::new(AtomicBool::new(false));
+        let (log, flag) = (log.clone(), returned.clone());
+        let thread = std::thread::spawn(move || {
+            log.complete(intent, &event).unwrap();
+            flag.store(true, Ordering::SeqCst);
+        });
+        (thread, returned)
     }
 
     fn event(name: &str, request_id: &str) -> Value {
@@ -1432,12 +1528,71 @@ mod tests {
     }
 
     #[test]
+    fn a_durable_event_is_committed_with_those_of_the_calls_under_way_and_alone_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = Arc::new(start_with(&store, waiting_a_minute()));
+
+        // Alone, a call's event is committed at once.
+        let alone = log.begin(&event("EnableKey", "r0")).unwrap();
+        let (thread, returned) = complete_aside(&log, alone, event("EnableKey", "r0"));
+        wait_until("the lone call's commit", || returned.load(Ordering::SeqCst));
+        thread.join().unwrap();
+        assert_eq!(store.trail_commits.load(Ordering::SeqCst), 1);
+
+        // With another call under way, the first event waits for the second's, and both go
+        // in one commit.
+        let first = log.begin(&event("DisableKey", "r1")).unwrap();
+        let second = log.begin(&event("CreateAlias", "r2")).unwrap();
+        let (thread, returned) = complete_aside(&log, first, event("DisableKey", "r1"));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !returned.load(Ordering::SeqCst),
+            "committed before the call under way"
+        );
+        log.complete(second, &event("CreateAlias", "r2")).unwrap();
+        thread.join().unwrap();
+        assert_eq!(store.trail_commits.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            names(store.as_ref()),
+            ["EnableKey", "DisableKey", "CreateAlias"]
+        );
+    }
+
+    #[test]
+    fn an_intent_dropped_unsettled_is_chained_and_holds_no_other_event_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = Arc::new(start_with(&store, waiting_a_minute()));
+        // The call that began it panicked, say.
+        drop(log.begin(&event("DisableKey", "r1")).unwrap());
+
+        let intent = log.begin(&event("EnableKey", "r2")).unwrap();
+        let (thread, returned) = complete_aside(&log, intent, event("EnableKey", "r2"));
+        wait_until("a commit that waits for no one", || {
+            returned.load(Ordering::SeqCst)
+        });
+        thread.join().unwrap();
+        wait_until("the orphan chained", || names(store.as_ref()).len() == 2);
+        let mut chained = names(store.as_ref());
+        chained.sort();
+        assert_eq!(chained, ["DisableKey", "EnableKey"]);
+        assert!(
+            store
+                .scan(Table::Meta, INTENT_PREFIX, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn on_a_shared_store_another_instances_call_in_progress_is_not_an_orphan() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FlakyStore {
             inner: SledStore::open(dir.path().join("db")).unwrap(),
             failing: AtomicBool::new(false),
             shared: true,
+            trail_commits: AtomicUsize::new(0),
         });
         let clock = Arc::new(crate::clock::ManualClock::new());
         let instance = || {
