@@ -123,32 +123,25 @@ impl MetadataStore for CountingStore {
         self.inner.count(table)
     }
 
-    /// Commits; when the batch writes key records, the counts follow it under a lock held
-    /// across the commit, so they change in commit order.
+    /// Commits; when the batch writes key records, the counts follow them. Each written key
+    /// is read back after the commit, under the counts' lock: of concurrent commits to one
+    /// key, the last to take the lock reads what the last to commit left, so the counts end
+    /// where the store does, in whatever order the commits took the lock. The lock is not
+    /// held across the commit itself, which would make key records' commits (and their
+    /// flushes) wait for each other.
     fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
-        let changes: Vec<(Vec<u8>, Option<KeyState>)> = batch
+        let written: Vec<Vec<u8>> = batch
             .writes()
             .filter(|(table, _, _)| *table == Table::Keys)
-            .map(|(_, key, payload)| (key.to_vec(), payload.and_then(state_of)))
+            .map(|(_, key, _)| key.to_vec())
             .collect();
-        if changes.is_empty() {
-            return self.inner.commit(batch);
-        }
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = self.inner.commit(batch);
-        match &outcome {
-            Ok(Ok(())) => {
-                for (key, state) in &changes {
-                    counts.set(key, *state);
-                }
-            }
-            Ok(Err(_)) => {}
-            // Applied or not: read back what is there.
-            Err(_) => {
-                for (key, _) in &changes {
-                    if let Ok(found) = self.inner.get(Table::Keys, key) {
-                        counts.set(key, found.and_then(|record| state_of(&record.payload)));
-                    }
+        // A conflict applied nothing; after a store error the batch may have applied.
+        if !written.is_empty() && !matches!(outcome, Ok(Err(_))) {
+            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &written {
+                if let Ok(found) = self.inner.get(Table::Keys, key) {
+                    counts.set(key, found.and_then(|record| state_of(&record.payload)));
                 }
             }
         }
@@ -172,5 +165,100 @@ mod tests {
         counts.set(b"k3", None);
         assert_eq!(counts.in_state(KeyState::PendingDeletion), 0);
         assert_eq!(counts.in_state(KeyState::Enabled), 1);
+    }
+
+    /// A memory store whose commits return after a pause of 0 to 200 µs, so that commits
+    /// made in one order reach the counts in another.
+    struct Unhurried {
+        inner: crate::store::MemoryStore,
+        commits: std::sync::atomic::AtomicU64,
+    }
+
+    impl MetadataStore for Unhurried {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
+            self.inner.get(table, key)
+        }
+
+        fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+            self.inner.scan(table, prefix, after, limit)
+        }
+
+        fn count(&self, table: Table) -> Result<u64, StoreError> {
+            self.inner.count(table)
+        }
+
+        fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+            let outcome = self.inner.commit(batch);
+            let n = self
+                .commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_micros(n * 37 % 5 * 50));
+            outcome
+        }
+    }
+
+    #[test]
+    fn concurrent_commits_to_the_same_keys_leave_the_counts_where_the_store_is() {
+        const THREADS: usize = 4;
+        let inner: Arc<dyn MetadataStore> = Arc::new(Unhurried {
+            inner: crate::store::MemoryStore::new(),
+            commits: Default::default(),
+        });
+        let (store, counts) = CountingStore::wrap(inner.clone()).unwrap();
+        let states = [
+            KeyState::Enabled,
+            KeyState::Disabled,
+            KeyState::PendingDeletion,
+        ];
+        let barrier = std::sync::Barrier::new(THREADS);
+        // Thread 0 compares after each round; a panic there would leave the others at the
+        // barrier.
+        let mismatches = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                let (store, inner, counts) = (&store, &inner, &counts);
+                let (barrier, mismatches) = (&barrier, &mismatches);
+                scope.spawn(move || {
+                    for round in 0..50 {
+                        // Every thread changes the same key at once: deletes it, or puts it
+                        // in a state of its own.
+                        let mut batch = Batch::new();
+                        match (thread + round) % 4 {
+                            3 => batch.delete(Table::Keys, b"k"),
+                            which => batch.put(
+                                Table::Keys,
+                                b"k",
+                                serde_json::to_vec(&serde_json::json!({ "state": states[which] }))
+                                    .unwrap(),
+                            ),
+                        };
+                        barrier.wait();
+                        store.commit(batch).unwrap().unwrap();
+                        barrier.wait();
+                        if thread == 0 {
+                            let (_, recounted) = CountingStore::wrap(inner.clone()).unwrap();
+                            let recounted = recounted.lock().unwrap();
+                            let counts = counts.lock().unwrap();
+                            for state in states {
+                                let (counted, there) =
+                                    (counts.in_state(state), recounted.in_state(state));
+                                if counted != there {
+                                    mismatches.lock().unwrap().push(format!(
+                                        "round {round}: {counted} {state:?} counted, {there} there"
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(mismatches.into_inner().unwrap(), Vec::<String>::new());
     }
 }
