@@ -309,13 +309,9 @@ impl MetadataStore for PostgresStore {
             }
             match payload {
                 Some(payload) => {
-                    let record = Record {
-                        payload: payload.clone(),
-                        revision: revision_of(revision),
-                    };
                     put_tables.push(table.name());
                     put_keys.push(key);
-                    put_envelopes.push(record::encode(table, key, &record));
+                    put_envelopes.push(record::encode(table, key, revision_of(revision), payload));
                 }
                 None => {
                     deleted_tables.push(table.name());

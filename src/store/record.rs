@@ -22,13 +22,13 @@ const VERSION: u8 = 1;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 8;
 const CRC_LEN: usize = 4;
 
-/// Wraps `record` for storage under `table`/`key`.
-pub(super) fn encode(table: Table, key: &[u8], record: &Record) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + record.payload.len() + CRC_LEN);
+/// Wraps `payload` at `revision` for storage under `table`/`key`.
+pub(super) fn encode(table: Table, key: &[u8], revision: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len() + CRC_LEN);
     bytes.extend_from_slice(MAGIC);
     bytes.push(VERSION);
-    bytes.extend_from_slice(&record.revision.to_be_bytes());
-    bytes.extend_from_slice(&record.payload);
+    bytes.extend_from_slice(&revision.to_be_bytes());
+    bytes.extend_from_slice(payload);
     let crc = checksum(table, key, &bytes);
     bytes.extend_from_slice(&crc.to_be_bytes());
     bytes
@@ -95,7 +95,7 @@ mod tests {
             payload: PAYLOAD.to_vec(),
             revision: 0x0102_0304_0506_0708,
         };
-        let bytes = encode(Table::Keys, b"key-1", &record);
+        let bytes = encode(Table::Keys, b"key-1", record.revision, &record.payload);
         (record, bytes)
     }
 
@@ -124,7 +124,7 @@ mod tests {
             payload: vec![],
             revision: 1,
         };
-        let bytes = encode(Table::Meta, b"", &empty);
+        let bytes = encode(Table::Meta, b"", empty.revision, &empty.payload);
         assert_eq!(decode(Table::Meta, b"", &bytes).unwrap(), empty);
     }
 

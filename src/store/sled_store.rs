@@ -79,7 +79,10 @@ impl SledStore {
                 let tree = &view[write.table as usize];
                 match &write.payload {
                     Some(payload) => {
-                        tree.insert(&write.key[..], encode(write, payload, revision))?;
+                        tree.insert(
+                            &write.key[..],
+                            record::encode(write.table, &write.key, revision, payload),
+                        )?;
                     }
                     None => {
                         tree.remove(&write.key[..])?;
@@ -116,7 +119,12 @@ impl SledStore {
                 return Ok(Err(conflict(check, found)));
             }
             let new = match &write.payload {
-                Some(payload) => Some(encode(write, payload, self.db.generate_id()? + 1)),
+                Some(payload) => Some(record::encode(
+                    write.table,
+                    &write.key,
+                    self.db.generate_id()? + 1,
+                    payload,
+                )),
                 None => None,
             };
             if tree.compare_and_swap(&write.key, current, new)?.is_ok() {
@@ -210,14 +218,6 @@ fn one_key_write(batch: &Batch) -> Option<&Write> {
     };
     let same_key = |check: &Check| check.table == write.table && check.key == write.key;
     batch.checks.iter().all(same_key).then_some(write)
-}
-
-fn encode(write: &Write, payload: &[u8], revision: u64) -> Vec<u8> {
-    let record = Record {
-        payload: payload.to_vec(),
-        revision,
-    };
-    record::encode(write.table, &write.key, &record)
 }
 
 fn conflict(check: &Check, found: Option<u64>) -> Conflict {
