@@ -4,7 +4,6 @@
 //! errors; it never writes a value that is not a checksummed envelope and never
 //! acknowledges an unflushed write.
 
-use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -238,18 +237,43 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// Maps a failed `sled::open`. sled reports a database held by another process only as
-/// an I/O error with a formatted message, so on an I/O error this probes the lock sled
-/// takes (an exclusive `flock` on `DIR/db`) and says `Locked` if it is held.
+/// Maps a failed `sled::open`. sled 0.34 reports a database held by another process
+/// only as an I/O error whose message it formats itself ("could not acquire lock on …"),
+/// so that message is what says `Locked`. Probing the lock afterwards would race: sled
+/// may let go of it between its own attempt and the probe, and a held store would then
+/// be reported as a plain I/O error and not retried.
 fn open_error(dir: &Path, err: sled::Error) -> StoreError {
-    if matches!(err, sled::Error::Io(_)) && lock_is_held(&dir.join("db")) {
-        return StoreError::Locked {
-            dir: PathBuf::from(dir),
-        };
+    match &err {
+        sled::Error::Io(io) if io.to_string().starts_with(SLED_LOCK_FAILURE) => {
+            StoreError::Locked {
+                dir: PathBuf::from(dir),
+            }
+        }
+        _ => err.into(),
     }
-    err.into()
 }
 
-fn lock_is_held(db_file: &Path) -> bool {
-    File::open(db_file).is_ok_and(|file| matches!(file.try_lock(), Err(TryLockError::WouldBlock)))
+/// How sled 0.34 begins the message of a failed `flock` on its database file.
+const SLED_LOCK_FAILURE: &str = "could not acquire lock on ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sled's own error, taken while the store is held, says `Locked` also once the
+    /// holder is gone: the classification does not depend on when it runs.
+    #[test]
+    fn a_lock_failure_is_locked_whenever_it_is_classified() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path()).unwrap();
+        let err = sled::open(dir.path()).err().unwrap();
+        drop(held);
+        SledStore::open(dir.path()).unwrap();
+
+        let classified = open_error(dir.path(), err);
+        assert!(
+            matches!(classified, StoreError::Locked { .. }),
+            "{classified:?}"
+        );
+    }
 }
