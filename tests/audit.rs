@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::TestCluster;
-use common::faulty_store::FaultyStore;
 use hsm_kms::audit::alarm::{
     DEFAULT_ALARMS_FILE, KEY_DISABLED_OR_DELETION_SCHEDULED, UNUSABLE_KEY_USED,
 };
@@ -34,6 +33,7 @@ use hsm_kms::error::KmsError;
 use hsm_kms::ids::Scope;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Caller, KeyStore};
+use hsm_kms::store::intercept::{BeforeCommit, Intercepted};
 use hsm_kms::store::{Batch, MetadataStore, SledStore, StoreError, Table};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::Value;
@@ -900,17 +900,21 @@ fn tail_follow_prints_events_committed_by_another_process() {
 fn flaky_store(config: &Config, clock: Arc<dyn Clock>) -> (KeyStore, Arc<AtomicBool>) {
     let failing = Arc::new(AtomicBool::new(false));
     let switch = failing.clone();
-    let metadata = FaultyStore::open(&config.service.data_dir, move |batch| {
-        let audit = batch.writes().any(|(table, key, _)| {
-            matches!(table, Table::Audit | Table::AuditCheckpoints)
-                || (table == Table::Meta && key.starts_with(b"audit-"))
-        });
-        (audit && switch.load(Ordering::SeqCst)).then(|| {
-            Err(StoreError::Io(std::io::Error::other(
-                "injected audit write failure",
-            )))
-        })
-    });
+    let store = SledStore::open(&config.service.data_dir).unwrap();
+    let metadata = Intercepted::new(
+        store,
+        BeforeCommit(move |batch: &Batch| {
+            let audit = batch.writes().any(|(table, key, _)| {
+                matches!(table, Table::Audit | Table::AuditCheckpoints)
+                    || (table == Table::Meta && key.starts_with(b"audit-"))
+            });
+            (audit && switch.load(Ordering::SeqCst)).then(|| {
+                Err(StoreError::Io(std::io::Error::other(
+                    "injected audit write failure",
+                )))
+            })
+        }),
+    );
     let cluster = Cluster::open("local", config.default_cluster().unwrap()).unwrap();
     let scope = Scope::new(&config.service.region, &config.service.account_id).unwrap();
     let store = KeyStore::with_parts(

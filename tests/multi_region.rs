@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::faulty_store::FaultyStore;
 use common::raw_session;
 use common::sites::{PRIMARY_REGION, REPLICA_REGION, SITE_B, TwoSites};
 use cryptoki::object::{Attribute, AttributeType};
@@ -21,7 +20,8 @@ use hsm_kms::hsm::templates::TrustedKey;
 use hsm_kms::ids::Scope;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Inconsistency, KeyStore};
-use hsm_kms::store::{Conflict, MetadataStore, Precondition, SledStore, Table};
+use hsm_kms::store::intercept::{BeforeCommit, Intercepted};
+use hsm_kms::store::{Batch, Conflict, MetadataStore, Precondition, SledStore, Table};
 use secrecy::{ExposeSecret, SecretSlice};
 
 #[test]
@@ -409,23 +409,27 @@ fn a_rotation_refused_after_its_hsm_work_leaves_no_copy_in_any_region() {
     // that won would refuse it, and not applied.
     let armed = Arc::new(AtomicBool::new(false));
     let trigger = armed.clone();
-    let metadata = FaultyStore::open(&sites.config().service.data_dir, move |batch| {
-        let key_record = batch
-            .writes()
-            .find(|(table, _, payload)| *table == Table::Keys && payload.is_some())
-            .map(|(_, key, _)| key.to_vec())?;
-        let ends_intent = batch
-            .writes()
-            .any(|(table, _, payload)| table == Table::Intents && payload.is_none());
-        (ends_intent && trigger.swap(false, Ordering::SeqCst)).then(|| {
-            Ok(Err(Conflict {
-                table: Table::Keys,
-                key: key_record,
-                expected: Precondition::ExpectRevision(0),
-                found: Some(1),
-            }))
-        })
-    });
+    let store = SledStore::open(&sites.config().service.data_dir).unwrap();
+    let metadata = Intercepted::new(
+        store,
+        BeforeCommit(move |batch: &Batch| {
+            let key_record = batch
+                .writes()
+                .find(|(table, _, payload)| *table == Table::Keys && payload.is_some())
+                .map(|(_, key, _)| key.to_vec())?;
+            let ends_intent = batch
+                .writes()
+                .any(|(table, _, payload)| table == Table::Intents && payload.is_none());
+            (ends_intent && trigger.swap(false, Ordering::SeqCst)).then(|| {
+                Ok(Err(Conflict {
+                    table: Table::Keys,
+                    key: key_record,
+                    expected: Precondition::ExpectRevision(0),
+                    found: Some(1),
+                }))
+            })
+        }),
+    );
     let regions = Regions::open_with(sites, Box::new(metadata));
     let key = regions.replicated_key();
     let second_version = MaterialId::new(key.clone(), 2).cka_id();

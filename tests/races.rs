@@ -16,12 +16,13 @@ use common::{TestCluster, TestStore};
 use hsm_kms::clock::ManualClock;
 use hsm_kms::keystore::api::*;
 use hsm_kms::keystore::{Caller, KeyStore};
-use hsm_kms::store::{Batch, Conflict, MetadataStore, Record, SledStore, StoreError, Table};
+use hsm_kms::store::intercept::{Answer, Intercepted, Interceptor};
+use hsm_kms::store::{Batch, MetadataStore, Record, SledStore, StoreError, Table};
 
 /// Longest wait for a thread to reach a gate or finish a call before the test gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A store call a [`GatedStore`] can hold a thread at.
+/// A store call a [`Gatekeeper`] can hold a thread at.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Step {
     /// Right after a `get` of this table returned from the store.
@@ -61,9 +62,9 @@ struct Armed {
     release: Receiver<()>,
 }
 
-/// A [`SledStore`] that holds one named thread at one step, once, for fault injection.
-struct GatedStore {
-    inner: SledStore,
+/// Holds one named thread at one step of the store it stands around, once, for fault
+/// injection.
+struct Gatekeeper {
     armed: Arc<Mutex<Option<Armed>>>,
 }
 
@@ -89,7 +90,7 @@ impl Gates {
     }
 }
 
-impl GatedStore {
+impl Gatekeeper {
     fn pass(&self, step: Step) {
         let name = std::thread::current().name().map(str::to_owned);
         let armed = {
@@ -109,31 +110,33 @@ impl GatedStore {
     }
 }
 
-impl MetadataStore for GatedStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let found = self.inner.get(table, key);
+impl Interceptor for Gatekeeper {
+    fn get(
+        &self,
+        store: &dyn MetadataStore,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Record>, StoreError> {
+        let found = store.get(table, key);
         self.pass(Step::Get(table));
         found
     }
 
     fn scan(
         &self,
+        store: &dyn MetadataStore,
         table: Table,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
-        let page = self.inner.scan(table, prefix, after, limit);
+        let page = store.scan(table, prefix, after, limit);
         self.pass(Step::Scan(table));
         page
     }
 
-    fn count(&self, table: Table) -> Result<u64, StoreError> {
-        self.inner.count(table)
-    }
-
-    fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
-        let outcome = self.inner.commit(batch);
+    fn commit(&self, store: &dyn MetadataStore, batch: Batch) -> Answer {
+        let outcome = store.commit(batch);
         self.pass(Step::Commit);
         outcome
     }
@@ -150,10 +153,12 @@ fn gated_store_with(audit: hsm_kms::audit::log::AuditSettings) -> (Arc<TestStore
     let config = cluster.config();
     let hsms = hsm_kms::cluster::Cluster::init("local", config.default_cluster().unwrap()).unwrap();
     let armed = Arc::new(Mutex::new(None));
-    let metadata = GatedStore {
-        inner: SledStore::open(&config.service.data_dir).unwrap(),
-        armed: armed.clone(),
-    };
+    let metadata = Intercepted::new(
+        SledStore::open(&config.service.data_dir).unwrap(),
+        Gatekeeper {
+            armed: armed.clone(),
+        },
+    );
     let scope =
         hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
     let clock = Arc::new(ManualClock::new());

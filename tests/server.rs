@@ -393,44 +393,22 @@ fn surplus_silent_and_slow_connections_are_cut_off() {
     );
 }
 
-/// A metadata store that counts the scans of the keys table made through it.
-struct ScanCounting {
-    inner: hsm_kms::store::SledStore,
-    key_scans: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
+/// Counts the scans of the keys table made through the store it stands around.
+struct ScanCounting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
-impl hsm_kms::store::MetadataStore for ScanCounting {
-    fn get(
-        &self,
-        table: hsm_kms::store::Table,
-        key: &[u8],
-    ) -> Result<Option<hsm_kms::store::Record>, hsm_kms::store::StoreError> {
-        self.inner.get(table, key)
-    }
-
+impl hsm_kms::store::intercept::Interceptor for ScanCounting {
     fn scan(
         &self,
+        store: &dyn hsm_kms::store::MetadataStore,
         table: hsm_kms::store::Table,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, hsm_kms::store::Record)>, hsm_kms::store::StoreError> {
         if table == hsm_kms::store::Table::Keys {
-            self.key_scans
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        self.inner.scan(table, prefix, after, limit)
-    }
-
-    fn count(&self, table: hsm_kms::store::Table) -> Result<u64, hsm_kms::store::StoreError> {
-        self.inner.count(table)
-    }
-
-    fn commit(
-        &self,
-        batch: hsm_kms::store::Batch,
-    ) -> Result<Result<(), hsm_kms::store::Conflict>, hsm_kms::store::StoreError> {
-        self.inner.commit(batch)
+        store.scan(table, prefix, after, limit)
     }
 }
 
@@ -449,10 +427,10 @@ fn key_counts_follow_commits_without_reading_the_keys() {
     let open = || {
         let hsms =
             hsm_kms::cluster::Cluster::open("local", config.default_cluster().unwrap()).unwrap();
-        let metadata = ScanCounting {
-            inner: hsm_kms::store::SledStore::open(&config.service.data_dir).unwrap(),
-            key_scans: key_scans.clone(),
-        };
+        let metadata = hsm_kms::store::intercept::Intercepted::new(
+            hsm_kms::store::SledStore::open(&config.service.data_dir).unwrap(),
+            ScanCounting(key_scans.clone()),
+        );
         let scope =
             hsm_kms::ids::Scope::new(&config.service.region, &config.service.account_id).unwrap();
         hsm_kms::keystore::KeyStore::with_parts(

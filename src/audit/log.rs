@@ -1315,59 +1315,46 @@ mod tests {
 
     use super::*;
     use crate::clock::SystemClock;
-    use crate::store::{Conflict, Record, SledStore};
+    use crate::store::SledStore;
+    use crate::store::intercept::{Answer, Intercepted, Interceptor};
 
-    /// A sled store whose commits fail while `failing` is set.
-    struct FlakyStore {
-        inner: SledStore,
+    /// Commits that fail while `failing` is set, counted when they write to the trail.
+    #[derive(Default)]
+    struct Flaky {
         failing: AtomicBool,
-        /// Says it is shared by several instances (they are several logs in this process).
+        /// Says the store is shared by several instances (they are several logs in this
+        /// process).
         shared: bool,
         /// Commits that wrote to the trail.
         trail_commits: AtomicUsize,
     }
 
-    impl MetadataStore for FlakyStore {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
-            self.inner.get(table, key)
-        }
-
-        fn scan(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
-            self.inner.scan(table, prefix, after, limit)
-        }
-
-        fn count(&self, table: Table) -> Result<u64, StoreError> {
-            self.inner.count(table)
-        }
-
-        fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
+    impl Interceptor for Flaky {
+        fn commit(&self, store: &dyn MetadataStore, batch: Batch) -> Answer {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(StoreError::Io(std::io::Error::other("injected failure")));
             }
             if batch.writes().any(|(table, _, _)| table == Table::Audit) {
                 self.trail_commits.fetch_add(1, Ordering::SeqCst);
             }
-            self.inner.commit(batch)
+            store.commit(batch)
         }
 
-        fn is_shared(&self) -> bool {
+        fn is_shared(&self, _: &dyn MetadataStore) -> bool {
             self.shared
         }
     }
 
+    /// A sled store whose commits fail while its interceptor's `failing` is set.
+    type FlakyStore = Intercepted<SledStore, Flaky>;
+
     fn flaky(dir: &tempfile::TempDir) -> Arc<FlakyStore> {
-        Arc::new(FlakyStore {
-            inner: SledStore::open(dir.path().join("db")).unwrap(),
-            failing: AtomicBool::new(false),
-            shared: false,
-            trail_commits: AtomicUsize::new(0),
-        })
+        flaky_with(dir, Flaky::default())
+    }
+
+    fn flaky_with(dir: &tempfile::TempDir, flaky: Flaky) -> Arc<FlakyStore> {
+        let store = SledStore::open(dir.path().join("db")).unwrap();
+        Arc::new(Intercepted::new(store, flaky))
     }
 
     fn start(store: &Arc<FlakyStore>) -> AuditLog {
@@ -1440,7 +1427,7 @@ mod tests {
         let log = start(&store);
         log.append(&event("CreateKey", "r1"), true).unwrap();
 
-        store.failing.store(true, Ordering::SeqCst);
+        store.interceptor().failing.store(true, Ordering::SeqCst);
         log.append(&event("Encrypt", "r2"), false).unwrap();
         let error = log.append(&event("DisableKey", "r3"), true).unwrap_err();
         assert!(matches!(error, AuditError::Write(_)), "{error:?}");
@@ -1450,7 +1437,7 @@ mod tests {
         assert!(health.failure.unwrap().contains("injected failure"));
 
         // Writes work again: a durable append waits for its own commit (no latched failure).
-        store.failing.store(false, Ordering::SeqCst);
+        store.interceptor().failing.store(false, Ordering::SeqCst);
         log.append(&event("EnableKey", "r4"), true).unwrap();
         assert!(log.health().writable);
         assert_eq!(
@@ -1479,10 +1466,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = flaky(&dir);
         let log = start(&store);
-        store.failing.store(true, Ordering::SeqCst);
+        store.interceptor().failing.store(true, Ordering::SeqCst);
         log.append(&event("Encrypt", "r1"), false).unwrap();
         wait_until("the failed group", || !log.health().writable);
-        store.failing.store(false, Ordering::SeqCst);
+        store.interceptor().failing.store(false, Ordering::SeqCst);
         wait_until("the retry", || log.health().writable);
         assert_eq!(names(store.as_ref()), [super::super::event::EVENTS_LOST]);
     }
@@ -1498,13 +1485,13 @@ mod tests {
             1,
             "the intent is on disk before the change"
         );
-        store.failing.store(true, Ordering::SeqCst);
+        store.interceptor().failing.store(true, Ordering::SeqCst);
         let mut done = event("DisableKey", "r1");
         done["done"] = Value::Bool(true);
         assert!(log.complete(intent, &done).is_err());
         // While the trail fails, a new intent cannot be written: the call must not go ahead.
         assert!(log.begin(&event("EnableKey", "r2")).is_err());
-        store.failing.store(false, Ordering::SeqCst);
+        store.interceptor().failing.store(false, Ordering::SeqCst);
         wait_until("recovery", || log.health().writable);
         let chained = read_events(store.as_ref(), 0, usize::MAX).unwrap();
         let events: Vec<Value> = chained.iter().map(StoredEvent::event).collect();
@@ -1542,7 +1529,7 @@ mod tests {
         let (thread, returned) = complete_aside(&log, alone, event("EnableKey", "r0"));
         wait_until("the lone call's commit", || returned.load(Ordering::SeqCst));
         thread.join().unwrap();
-        assert_eq!(store.trail_commits.load(Ordering::SeqCst), 1);
+        assert_eq!(store.interceptor().trail_commits.load(Ordering::SeqCst), 1);
 
         // With another call under way, the first event waits for the second's, and both go
         // in one commit.
@@ -1556,7 +1543,7 @@ mod tests {
         );
         log.complete(second, &event("CreateAlias", "r2")).unwrap();
         thread.join().unwrap();
-        assert_eq!(store.trail_commits.load(Ordering::SeqCst), 2);
+        assert_eq!(store.interceptor().trail_commits.load(Ordering::SeqCst), 2);
         assert_eq!(
             names(store.as_ref()),
             ["EnableKey", "DisableKey", "CreateAlias"]
@@ -1592,12 +1579,13 @@ mod tests {
     #[test]
     fn on_a_shared_store_another_instances_call_in_progress_is_not_an_orphan() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(FlakyStore {
-            inner: SledStore::open(dir.path().join("db")).unwrap(),
-            failing: AtomicBool::new(false),
-            shared: true,
-            trail_commits: AtomicUsize::new(0),
-        });
+        let store = flaky_with(
+            &dir,
+            Flaky {
+                shared: true,
+                ..Flaky::default()
+            },
+        );
         let clock = Arc::new(crate::clock::ManualClock::new());
         let instance = || {
             AuditLog::start(store.clone(), None, AuditSettings::default(), clock.clone()).unwrap()

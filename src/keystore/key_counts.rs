@@ -152,6 +152,7 @@ impl MetadataStore for CountingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::intercept::{Answer, Intercepted, Interceptor};
 
     #[test]
     fn a_key_moves_between_counts_and_leaves_them_when_removed() {
@@ -167,34 +168,16 @@ mod tests {
         assert_eq!(counts.in_state(KeyState::Enabled), 1);
     }
 
-    /// A memory store whose commits return after a pause of 0 to 200 µs, so that commits
-    /// made in one order reach the counts in another.
+    /// Commits that return after a pause of 0 to 200 µs, so that commits made in one order
+    /// reach the counts in another.
+    #[derive(Default)]
     struct Unhurried {
-        inner: crate::store::MemoryStore,
         commits: std::sync::atomic::AtomicU64,
     }
 
-    impl MetadataStore for Unhurried {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Record>, StoreError> {
-            self.inner.get(table, key)
-        }
-
-        fn scan(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
-            self.inner.scan(table, prefix, after, limit)
-        }
-
-        fn count(&self, table: Table) -> Result<u64, StoreError> {
-            self.inner.count(table)
-        }
-
-        fn commit(&self, batch: Batch) -> Result<Result<(), Conflict>, StoreError> {
-            let outcome = self.inner.commit(batch);
+    impl Interceptor for Unhurried {
+        fn commit(&self, store: &dyn MetadataStore, batch: Batch) -> Answer {
+            let outcome = store.commit(batch);
             let n = self
                 .commits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -206,10 +189,10 @@ mod tests {
     #[test]
     fn concurrent_commits_to_the_same_keys_leave_the_counts_where_the_store_is() {
         const THREADS: usize = 4;
-        let inner: Arc<dyn MetadataStore> = Arc::new(Unhurried {
-            inner: crate::store::MemoryStore::new(),
-            commits: Default::default(),
-        });
+        let inner: Arc<dyn MetadataStore> = Arc::new(Intercepted::new(
+            crate::store::MemoryStore::new(),
+            Unhurried::default(),
+        ));
         let (store, counts) = CountingStore::wrap(inner.clone()).unwrap();
         let states = [
             KeyState::Enabled,

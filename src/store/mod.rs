@@ -9,6 +9,8 @@
 //! an in-memory one for tests. [`open`] opens the one the configuration's `[store]` section names.
 
 pub mod copy;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod intercept;
 mod memory;
 mod pages;
 #[cfg(feature = "postgres")]

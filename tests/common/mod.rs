@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cli_output;
-pub mod faulty_store;
 pub mod kms;
 pub mod openssl;
 pub mod postgres_db;
