@@ -826,8 +826,13 @@ impl Drop for AuditLog {
 /// reused once their events are committed.
 const EVENT_CAPACITY: usize = 2048;
 
-/// The most committed events' buffers kept for reuse (at most 2 MiB).
-const SPARE_BUFFERS: usize = 256;
+/// The most committed events' buffers kept for reuse (2 MiB, at most 4). Enough for the
+/// events of a round being committed and of those queued meanwhile: the writer takes every
+/// event queued when it wakes, several groups' worth when a commit was slow. With room for
+/// one group of 256, a call in 15 wrote its event into a fresh buffer after the pool ran dry
+/// and the writer freed as many on its own thread, both dear with glibc's allocator; with
+/// 1,024, none after the first thousand calls (docs/benchmarks.md).
+const SPARE_BUFFERS: usize = 1024;
 
 /// The earlier of two optional deadlines.
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
