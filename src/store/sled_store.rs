@@ -268,7 +268,14 @@ mod tests {
         let held = SledStore::open(dir.path()).unwrap();
         let err = sled::open(dir.path()).err().unwrap();
         drop(held);
-        SledStore::open(dir.path()).unwrap();
+        // The lock is gone once this process can take it itself.
+        let db_file = std::fs::File::open(dir.path().join("db")).unwrap();
+        let started = std::time::Instant::now();
+        while db_file.try_lock().is_err() {
+            assert!(started.elapsed() < LOCK_GRACE, "sled kept its lock");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(db_file);
 
         let classified = open_error(dir.path(), err);
         assert!(
