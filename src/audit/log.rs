@@ -716,16 +716,10 @@ impl AuditLog {
         intent: Intent,
         event: &(impl AuditEvent + ?Sized),
     ) -> Result<(), AuditError> {
-        let key = intent.settle();
-        match self.shared.encode(event) {
-            Ok(json) => self.enqueue(json, true, Some(key)),
-            Err(error) => {
-                let mut queue = self.shared.lock();
-                queue.open_intents.remove(&key);
-                queue.orphans_possible = true;
-                Err(error)
-            }
-        }
+        // An event that cannot be encoded leaves its intent unsettled: dropped here, the
+        // intent goes to the writer as an orphan.
+        let json = self.shared.encode(event)?;
+        self.enqueue(json, true, Some(intent.settle()))
     }
 
     /// Proves the trail writable now, for work that is about to change state without a call
@@ -1320,8 +1314,8 @@ mod tests {
 
     use super::*;
     use crate::clock::SystemClock;
-    use crate::store::SledStore;
     use crate::store::intercept::{Answer, Intercepted, Interceptor};
+    use crate::store::{Record, SledStore};
 
     /// Commits that fail while `failing` is set, counted when they write to the trail.
     #[derive(Default)]
@@ -1360,6 +1354,11 @@ mod tests {
     fn flaky_with(dir: &tempfile::TempDir, flaky: Flaky) -> Arc<FlakyStore> {
         let store = SledStore::open(dir.path().join("db")).unwrap();
         Arc::new(Intercepted::new(store, flaky))
+    }
+
+    /// The intents left in `store`'s meta table.
+    fn intents(store: &dyn MetadataStore) -> Vec<(Vec<u8>, Record)> {
+        store.scan(Table::Meta, INTENT_PREFIX, None, 10).unwrap()
     }
 
     fn start(store: &Arc<FlakyStore>) -> AuditLog {
@@ -1504,23 +1503,13 @@ mod tests {
         assert_eq!(events[0]["eventName"], super::super::event::EVENTS_LOST);
         assert_eq!(events[0]["serviceEventDetails"]["lostEvents"], 1);
         assert_eq!(events[1], event("DisableKey", "r1"));
-        assert!(
-            store
-                .scan(Table::Meta, INTENT_PREFIX, None, 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(intents(store.as_ref()).is_empty());
 
         // A completed intent leaves only its final event.
         let intent = log.begin(&event("EnableKey", "r3")).unwrap();
         log.complete(intent, &event("EnableKey", "r3")).unwrap();
         assert_eq!(read_events(store.as_ref(), 0, usize::MAX).unwrap().len(), 3);
-        assert!(
-            store
-                .scan(Table::Meta, INTENT_PREFIX, None, 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(intents(store.as_ref()).is_empty());
     }
 
     #[test]
@@ -1573,12 +1562,7 @@ mod tests {
         let mut chained = names(store.as_ref());
         chained.sort();
         assert_eq!(chained, ["DisableKey", "EnableKey"]);
-        assert!(
-            store
-                .scan(Table::Meta, INTENT_PREFIX, None, 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(intents(store.as_ref()).is_empty());
     }
 
     #[test]
@@ -1600,12 +1584,7 @@ mod tests {
             event["eventTime"] = super::super::event::event_time(clock.now_millis()).into();
             event
         };
-        let intents = || {
-            store
-                .scan(Table::Meta, INTENT_PREFIX, None, 10)
-                .unwrap()
-                .len()
-        };
+        let intents = || intents(store.as_ref()).len();
 
         let a = instance();
         let in_progress = a.begin(&now("DisableKey", "r1")).unwrap();
