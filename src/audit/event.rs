@@ -3,17 +3,17 @@
 //! Request parameters are built by each operation from identifiers and sizes only: never a
 //! plaintext, data key or ciphertext body.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::log::AuditEvent;
 use crate::caller::Caller;
 use crate::error::KmsError;
 use crate::keys::state::Operation;
+
+mod record;
 
 /// The `errorCode` CloudTrail records for a failed call: the exception name, except for
 /// refusals by policy, which CloudTrail records as `AccessDenied`.
@@ -208,23 +208,6 @@ impl RequestParameters {
             .find(|(recorded, _)| *recorded == name)
             .map(|(_, value)| value)
     }
-
-    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        out.push(b'{');
-        for (i, (name, value)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            static_field(out, b"", name);
-            out.push(b':');
-            match value {
-                Value::String(text) => json_string(out, text)?,
-                other => serde_json::to_writer(&mut *out, other)?,
-            }
-        }
-        out.push(b'}');
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -235,8 +218,9 @@ impl Serialize for RequestParameters {
 }
 
 /// The CloudTrail record of one API call (`AwsApiCall`), fields in CloudTrail's order. Its JSON
-/// is written by [`AuditEvent::write_json`]; the derived serialisation (in tests only) is the
-/// reference that writer is checked against.
+/// is written in two steps, its values captured by the calling thread and written as JSON by the
+/// audit writer (module `record`); the derived serialisation (in tests only) is the reference
+/// that JSON is checked against.
 #[derive(Debug, Clone)]
 #[cfg_attr(test, derive(Serialize))]
 #[cfg_attr(test, serde(rename_all = "camelCase"))]
@@ -396,174 +380,6 @@ struct AdditionalEventData<'a> {
     hsm_kms_outcome: Option<&'static str>,
 }
 
-/// The JSON of an API call's record, written by hand. serde's derived serialisation escaped
-/// every one of CloudTrail's field names and fixed values at every call and was the largest
-/// part of an audited call's own work (docs/benchmarks.md); here they are literal bytes, and a
-/// caller's string is escaped only when it holds a character JSON needs escaped. The output is
-/// byte for byte what the derived serialisation gives (checked in the tests).
-impl AuditEvent for ApiCallEvent<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        let literal = |out: &mut Vec<u8>, bytes: &[u8]| out.extend_from_slice(bytes);
-        let boolean = |value: bool| -> &[u8] { if value { b"true" } else { b"false" } };
-        static_field(out, br#"{"eventVersion":"#, self.event_version);
-        literal(out, br#","eventTime":"#);
-        write_event_time(out, self.event_time.0)?;
-        static_field(out, br#","eventSource":"#, self.event_source);
-        static_field(out, br#","eventName":"#, self.event_name);
-        string_field(out, br#","awsRegion":"#, self.aws_region)?;
-        literal(out, br#","requestID":"#);
-        self.request_id.write_json(out)?;
-        literal(out, br#","eventID":"#);
-        self.event_id.write_json(out)?;
-        static_field(out, br#","eventType":"#, self.event_type);
-        literal(out, br#","managementEvent":"#);
-        literal(out, boolean(self.management_event));
-        static_field(out, br#","eventCategory":"#, self.event_category);
-        let identity = &self.user_identity;
-        static_field(out, br#","userIdentity":{"type":"#, identity.kind);
-        string_field(out, br#","principalId":"#, identity.principal_id)?;
-        string_field(out, br#","arn":"#, identity.arn)?;
-        string_field(out, br#","accountId":"#, identity.account_id)?;
-        string_field(out, br#"},"sourceIPAddress":"#, self.source_ip_address)?;
-        string_field(out, br#","userAgent":"#, self.user_agent)?;
-        if let Some(code) = self.error_code {
-            static_field(out, br#","errorCode":"#, code);
-        }
-        if let Some(message) = self.error_message {
-            string_field(out, br#","errorMessage":"#, message)?;
-        }
-        literal(out, br#","requestParameters":"#);
-        self.request_parameters.write_json(out)?;
-        literal(out, br#","responseElements":"#);
-        serde_json::to_writer(&mut *out, &self.response_elements)?;
-        literal(out, br#","readOnly":"#);
-        literal(out, boolean(self.read_only));
-        literal(out, br#","resources":["#);
-        for (i, arn) in self.resources.arns.iter().enumerate() {
-            let resource = resource(self.resources.account, arn);
-            let open: &[u8] = if i == 0 {
-                br#"{"accountId":"#
-            } else {
-                br#",{"accountId":"#
-            };
-            string_field(out, open, resource.account_id)?;
-            static_field(out, br#","type":"#, resource.kind);
-            string_field(out, br#","ARN":"#, resource.arn)?;
-            literal(out, b"}");
-        }
-        string_field(
-            out,
-            br#"],"recipientAccountId":"#,
-            self.recipient_account_id,
-        )?;
-        let additional = &self.additional_event_data;
-        string_field(
-            out,
-            br#","additionalEventData":{"cluster":"#,
-            additional.cluster,
-        )?;
-        if let Some(members) = additional.hsm_members {
-            for (i, member) in members.iter().enumerate() {
-                let before: &[u8] = if i == 0 { br#","hsmMembers":["# } else { b"," };
-                string_field(out, before, member)?;
-            }
-            literal(
-                out,
-                if members.is_empty() {
-                    br#","hsmMembers":[]"#
-                } else {
-                    b"]"
-                },
-            );
-        }
-        if let Some(outcome) = additional.hsm_kms_outcome {
-            static_field(out, br#","hsmKmsOutcome":"#, outcome);
-        }
-        literal(out, b"}");
-        if let Some(shared) = self.shared_event_id {
-            literal(out, br#","sharedEventID":"#);
-            json_uuid(out, &shared);
-        }
-        literal(out, b"}");
-        Ok(())
-    }
-}
-
-impl EventId<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        match self {
-            EventId::Given(id) => json_string(out, id),
-            EventId::Fresh(uuid) => {
-                json_uuid(out, uuid);
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Writes CloudTrail's `eventTime` as a JSON string. Calls come many to a second, so each
-/// thread keeps the last second it formatted.
-fn write_event_time(out: &mut Vec<u8>, time_millis: i64) -> Result<(), serde_json::Error> {
-    thread_local! {
-        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
-    }
-    let second = time_millis.div_euclid(1000);
-    LAST.with_borrow_mut(|(last_second, text)| {
-        if *last_second != second {
-            *text = event_time(time_millis);
-            *last_second = second;
-        }
-        json_string(out, text)
-    })
-}
-
-/// Writes `before` (the literal bytes up to a value, e.g. `,"awsRegion":`), then `value` as a
-/// JSON string.
-fn string_field(out: &mut Vec<u8>, before: &[u8], value: &str) -> Result<(), serde_json::Error> {
-    out.extend_from_slice(before);
-    json_string(out, value)
-}
-
-/// Writes `before`, then `value` as a JSON string as it is: for the names this module
-/// chooses (event names, types, error codes, parameter names), none of which needs escaping,
-/// so none is scanned for characters that would.
-fn static_field(out: &mut Vec<u8>, before: &[u8], value: &'static str) {
-    debug_assert!(
-        !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'),
-        "{value:?} needs escaping"
-    );
-    out.extend_from_slice(before);
-    out.push(b'"');
-    out.extend_from_slice(value.as_bytes());
-    out.push(b'"');
-}
-
-/// Writes `text` as a JSON string: as it is between quotes when no character in it needs
-/// escaping (the usual case: names, ids, ARNs), through serde_json otherwise.
-fn json_string(out: &mut Vec<u8>, text: &str) -> Result<(), serde_json::Error> {
-    // Without a short cut, so that the compiler can check many bytes at once.
-    let needs_escape = text.bytes().fold(false, |found, b| {
-        found | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if needs_escape {
-        return serde_json::to_writer(out, text);
-    }
-    out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
-    Ok(())
-}
-
-fn json_uuid(out: &mut Vec<u8>, uuid: &uuid::Uuid) {
-    out.push(b'"');
-    out.extend_from_slice(
-        uuid.hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .as_bytes(),
-    );
-    out.push(b'"');
-}
-
 /// A background action of the service itself (scheduled deletion carried out, automatic
 /// rotation, an HSM member going down or coming back), as an `AwsServiceEvent`.
 pub fn service_event(
@@ -696,6 +512,7 @@ pub fn event_time(time_millis: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::log::AuditEvent;
     use crate::ids::Scope;
 
     #[test]

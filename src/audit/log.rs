@@ -5,7 +5,8 @@
 //! zeros. A group of consecutive events committed together is stored as one compressed record
 //! under its first sequence number (see [`StoredEvent::encode_record`]): the store's cost is
 //! per record and per byte, and it was most of the trail's. One writer thread appends, so the
-//! chain has one order. Events of calls that change state are durable before the call
+//! chain has one order; it also writes the JSON of API calls' records, which the calling
+//! threads hand over as the values only ([`AuditEvent::capture`]). Events of calls that change state are durable before the call
 //! returns (with [`AuditSettings::durable_wait`] set, committed together with those of the
 //! other such calls under way, which they wait for that long at most); the others are
 //! group-committed: flushed at
@@ -209,6 +210,22 @@ mod seconds {
 pub trait AuditEvent {
     /// Appends the event's JSON to `out`.
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error>;
+
+    /// Appends to `out` what the writer needs to write the event's JSON on its own thread,
+    /// and says what that is: by default the JSON itself, written here.
+    fn capture(&self, out: &mut Vec<u8>) -> Result<Captured, serde_json::Error> {
+        self.write_json(out)?;
+        Ok(Captured::Json)
+    }
+}
+
+/// What [`AuditEvent::capture`] appended.
+#[derive(Debug, Clone, Copy)]
+pub enum Captured {
+    /// The event's JSON.
+    Json,
+    /// Values that the function writes as the event's JSON (appending to its second argument).
+    Values(fn(&[u8], &mut Vec<u8>)),
 }
 
 impl AuditEvent for Value {
@@ -485,15 +502,17 @@ struct Shared {
     committed: Condvar,
     /// Told after every commit of events (the alarm dispatcher).
     on_commit: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
-    /// Buffers of committed events, emptied, for the next events' JSON.
+    /// Buffers of committed events, emptied, for the next events' JSON or captured values.
     spare_buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 /// One event waiting for the writer.
 struct Queued {
     ticket: u64,
-    /// Empty for a [`AuditLog::probe`]: nothing to chain, but the head is written.
+    /// The event's JSON, or until the writer takes the event, what it was captured as (see
+    /// `captured`). Empty for a [`AuditLog::probe`]: nothing to chain, but the head is written.
     json: Vec<u8>,
+    captured: Captured,
     durable: bool,
     /// The meta-table key of the intent this event completes, deleted in the same batch.
     intent: Option<Vec<u8>>,
@@ -672,7 +691,8 @@ impl AuditLog {
         if !self.shared.settings.enabled {
             return Ok(());
         }
-        self.enqueue(self.shared.encode(event)?, durable, None)
+        let (captured, how) = self.shared.capture(event)?;
+        self.enqueue(captured, how, durable, None)
     }
 
     /// Durably records the intent of a state-changing call before it changes anything:
@@ -718,8 +738,8 @@ impl AuditLog {
     ) -> Result<(), AuditError> {
         // An event that cannot be encoded leaves its intent unsettled: dropped here, the
         // intent goes to the writer as an orphan.
-        let json = self.shared.encode(event)?;
-        self.enqueue(json, true, Some(intent.settle()))
+        let (captured, how) = self.shared.capture(event)?;
+        self.enqueue(captured, how, true, Some(intent.settle()))
     }
 
     /// Proves the trail writable now, for work that is about to change state without a call
@@ -728,12 +748,13 @@ impl AuditLog {
         if !self.shared.settings.enabled {
             return Ok(());
         }
-        self.enqueue(Vec::new(), true, None)
+        self.enqueue(Vec::new(), Captured::Json, true, None)
     }
 
     fn enqueue(
         &self,
         json: Vec<u8>,
+        captured: Captured,
         durable: bool,
         intent: Option<Vec<u8>>,
     ) -> Result<(), AuditError> {
@@ -746,6 +767,7 @@ impl AuditLog {
         queue.pending.push(Queued {
             ticket,
             json,
+            captured,
             durable,
             intent,
         });
@@ -888,24 +910,56 @@ struct WriterState {
     /// When the youngest intent of another instance seen by the last look for orphans is
     /// [`FOREIGN_INTENT_GRACE`] old: the writer looks again then.
     foreign_intents_due: Option<Instant>,
+    /// The buffer the next captured event's JSON is written into.
+    scratch: Vec<u8>,
 }
 
 impl Shared {
     /// An event's JSON, written into a reused buffer when one is spare.
     fn encode(&self, event: &(impl AuditEvent + ?Sized)) -> Result<Vec<u8>, AuditError> {
-        let spare = self
-            .spare_buffers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let mut json = spare.unwrap_or_else(|| Vec::with_capacity(EVENT_CAPACITY));
+        let mut json = self.spare_buffer();
         event
             .write_json(&mut json)
             .map_err(|e| AuditError::Encode(e.to_string()))?;
         Ok(json)
     }
 
-    /// Keeps the buffers of a round's events, emptied, for [`Shared::encode`]; a buffer
+    /// An event as captured for the writer, in a reused buffer when one is spare.
+    fn capture(
+        &self,
+        event: &(impl AuditEvent + ?Sized),
+    ) -> Result<(Vec<u8>, Captured), AuditError> {
+        let mut captured = self.spare_buffer();
+        let how = event
+            .capture(&mut captured)
+            .map_err(|e| AuditError::Encode(e.to_string()))?;
+        Ok((captured, how))
+    }
+
+    /// A buffer of a committed event, emptied, or a new one when none is spare.
+    fn spare_buffer(&self) -> Vec<u8> {
+        let spare = self
+            .spare_buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(EVENT_CAPACITY))
+    }
+
+    /// Writes the JSON of the events captured as values, each into `scratch`, which then
+    /// trades places with the event's buffer of values (and is reused for the next).
+    fn render(events: &mut [Queued], scratch: &mut Vec<u8>) {
+        for event in events {
+            if let Captured::Values(render) = event.captured {
+                scratch.clear();
+                render(&event.json, scratch);
+                std::mem::swap(&mut event.json, scratch);
+                event.captured = Captured::Json;
+            }
+        }
+    }
+
+    /// Keeps the buffers of a round's events, emptied, for [`Shared::spare_buffer`]; a buffer
     /// grown by an unusually large event is let go.
     fn recycle(&self, events: Vec<Queued>) {
         let mut spare = self.spare_buffers.lock().unwrap_or_else(|p| p.into_inner());
@@ -935,9 +989,11 @@ impl Shared {
             last_seal: self.clock.now_millis(),
             seal_retry_at: None,
             foreign_intents_due: None,
+            scratch: Vec::with_capacity(EVENT_CAPACITY),
         };
         loop {
-            let round = self.next_round(&state);
+            let mut round = self.next_round(&state);
+            Self::render(&mut round.events, &mut state.scratch);
             if !round.events.is_empty()
                 || round.lost.is_some()
                 || round.find_orphans
@@ -1634,6 +1690,46 @@ mod tests {
         wait_until("the orphan", || names(store.as_ref()).len() == 1);
         assert_eq!(names(store.as_ref()), ["ScheduleKeyDeletion"]);
         log.shutdown();
+    }
+
+    /// A call's record goes to the writer as its values, and what the writer chains is the
+    /// record's JSON, exactly as the event writes it itself; in a group and durably alike.
+    #[test]
+    fn a_record_handed_over_as_values_is_chained_as_its_json() {
+        use crate::audit::event::Call;
+        use crate::caller::Caller;
+        use crate::ids::Scope;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(&dir);
+        let log = start(&store);
+        let scope = Scope::new("eu-west-1", "111122223333").unwrap();
+        let caller = Caller::local(&scope);
+        let mut call = Call::new("Encrypt", true, false);
+        call.param("keyId", "alias/q\"uoted");
+        call.resource("arn:aws:kms:eu-west-1:111122223333:key/k".into());
+        call.served_by("hsm-a");
+        let event = call.event(&caller, "local", 1_700_000_000_000, None);
+        let mut expected = Vec::new();
+        event.write_json(&mut expected).unwrap();
+        let mut captured = Vec::new();
+        assert!(matches!(
+            event.capture(&mut captured).unwrap(),
+            Captured::Values(_)
+        ));
+        assert_ne!(captured, expected);
+
+        log.append(&event, false).unwrap();
+        log.append(&event, true).unwrap();
+        log.shutdown();
+        let chained = read_events(store.as_ref(), 0, usize::MAX).unwrap();
+        assert_eq!(chained.len(), 2);
+        for stored in chained {
+            assert_eq!(
+                String::from_utf8(stored.json).unwrap(),
+                String::from_utf8(expected.clone()).unwrap()
+            );
+        }
     }
 
     #[test]
