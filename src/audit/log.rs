@@ -6,11 +6,11 @@
 //! under its first sequence number (see [`StoredEvent::encode_record`]): the store's cost is
 //! per record and per byte, and it was most of the trail's. One writer thread appends, so the
 //! chain has one order; it also writes the JSON of API calls' records, which the calling
-//! threads hand over as the values only ([`AuditEvent::capture`]). Events of calls that change state are durable before the call
-//! returns (with [`AuditSettings::durable_wait`] set, committed together with those of the
-//! other such calls under way, which they wait for that long at most); the others are
-//! group-committed: flushed at
-//! most [`AuditSettings::group_commit`] after they were queued, or as soon as
+//! threads hand over as the values only ([`AuditEvent::capture`]). Events of calls that change
+//! state are durable before the call returns (with [`AuditSettings::durable_wait`] set,
+//! committed together with those of the other such calls under way, which they wait for that
+//! long at most); the others are group-committed: flushed at most
+//! [`AuditSettings::group_commit`] after they were queued, or as soon as
 //! [`AuditSettings::group_commit_events`] are waiting — a crash loses at most that window.
 //! Every [`AuditSettings::checkpoint_every`] events, every
 //! [`AuditSettings::checkpoint_interval`] while events arrive, and at shutdown, the head is
