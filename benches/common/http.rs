@@ -88,6 +88,33 @@ pub fn drive<S>(
     }
 }
 
+/// How a load-generating thread shares the machine's cores with the server it loads.
+#[derive(Clone, Copy, PartialEq)]
+pub enum LoadClass {
+    /// Linux's `SCHED_BATCH`: a thread woken by a response waits for the server's thread to
+    /// yield or for the scheduler's tick instead of preempting it, as a client on another
+    /// machine would never preempt the server. It still gets its share of the cores.
+    Batch,
+    /// The normal class (`SCHED_OTHER`), as the thread was started: each response wakes its
+    /// thread, which then usually preempts the server's thread that sent it.
+    Normal,
+}
+
+impl LoadClass {
+    /// Puts the calling thread in this class (a thread's class ends with the thread).
+    pub fn enter(self) {
+        if self == LoadClass::Normal {
+            return;
+        }
+        let parameters = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `sched_setscheduler` reads `parameters` only during the call; pid 0 is the
+        // calling thread, and SCHED_BATCH needs no privilege.
+        #[allow(unsafe_code)]
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &parameters) };
+        assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    }
+}
+
 /// The bytes of one HTTP/1.1 POST of a KMS call, signed with SigV4 now.
 pub fn signed_request(host: &str, credentials: &Credentials, target: &str, body: &str) -> Vec<u8> {
     let url = format!("http://{host}/");
